@@ -1,0 +1,13 @@
+//! The whole host <-> guest contract, generated from `agent.proto`.
+//!
+//! Both `berth` (client) and `berth-agent` (server) depend on this crate, so
+//! the two can never disagree about a message shape; what they can disagree
+//! about is the protocol version, which `Ping` checks at connect time.
+
+tonic::include_proto!("berth.agent.v1");
+
+/// The protocol version this build speaks (see `ProtocolVersion` in agent.proto).
+pub const PROTOCOL_VERSION: u32 = ProtocolVersion::Current as u32;
+
+/// The vsock port the agent listens on inside the VM.
+pub const AGENT_VSOCK_PORT: u32 = 1024;

@@ -1,0 +1,394 @@
+//! PID 1 duties: what a minimal init does before the agent can serve.
+//!
+//! The VM has no other init: the kernel starts `berth-agent` as /init from
+//! the initramfs. Everything here runs synchronously, before the async
+//! runtime starts, and each step either succeeds or is recorded (mounts are
+//! reported in `Info`, so the host can tell a missing share from a slow one).
+
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use berth_agent_proto::MountStatus;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use crate::netconf;
+
+/// Where the data disk is mounted; later issues keep images, containers and volumes here.
+pub const DATA_DIR: &str = "/var/lib/berth";
+
+/// Settings the host passes on the kernel command line as `berth.KEY=VALUE`.
+#[derive(Debug, Default, PartialEq)]
+pub struct BootParams {
+    pub hostname: Option<String>,
+    /// Address with prefix length, gateway, DNS server.
+    pub net: Option<(Ipv4Addr, u8, Ipv4Addr, Ipv4Addr)>,
+    /// The address at which the host's loopback services are reachable.
+    pub host_alias: Option<Ipv4Addr>,
+    pub disk: Option<String>,
+    /// (virtio-fs tag, mount point)
+    pub shares: Vec<(String, String)>,
+    pub log: Option<String>,
+}
+
+impl BootParams {
+    pub fn parse(cmdline: &str) -> Result<BootParams, String> {
+        let mut params = BootParams::default();
+        for token in cmdline.split_whitespace() {
+            let Some((key, value)) = token.strip_prefix("berth.").and_then(|t| t.split_once('='))
+            else {
+                continue;
+            };
+            match key {
+                "hostname" => params.hostname = Some(value.to_string()),
+                "net" => {
+                    params.net =
+                        Some(parse_net(value).ok_or_else(|| format!("bad berth.net={value}"))?)
+                }
+                "hostalias" => {
+                    params.host_alias = Some(
+                        value
+                            .parse()
+                            .map_err(|_| format!("bad berth.hostalias={value}"))?,
+                    )
+                }
+                "disk" => params.disk = Some(value.to_string()),
+                "share" => {
+                    let (tag, path) = value
+                        .split_once(',')
+                        .ok_or_else(|| format!("bad berth.share={value}"))?;
+                    params.shares.push((tag.to_string(), percent_decode(path)?));
+                }
+                "log" => params.log = Some(value.to_string()),
+                _ => return Err(format!("unknown boot parameter berth.{key}")),
+            }
+        }
+        Ok(params)
+    }
+}
+
+/// `10.0.2.15/24,10.0.2.2,10.0.2.3`
+fn parse_net(value: &str) -> Option<(Ipv4Addr, u8, Ipv4Addr, Ipv4Addr)> {
+    let mut parts = value.split(',');
+    let (addr, prefix) = parts.next()?.split_once('/')?;
+    let net = (
+        addr.parse().ok()?,
+        prefix.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    );
+    (net.1 <= 32 && parts.next().is_none()).then_some(net)
+}
+
+/// The host percent-encodes share paths so that spaces and commas survive the
+/// kernel command line.
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .ok_or_else(|| format!("bad escape in {s}"))?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad escape in {s}"))?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("share path is not UTF-8: {s}"))
+}
+
+fn mount_fs(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> io::Result<()> {
+    fs::create_dir_all(target)?;
+    mount(Some(source), target, Some(fstype), flags, data)
+        .map_err(|e| io::Error::other(format!("mount {fstype} on {target}: {e}")))
+}
+
+/// The pseudo filesystems, and stdio on the console. Runs first: nothing,
+/// logging included, works without /dev and /proc.
+pub fn mount_basics() -> io::Result<()> {
+    let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_fs("proc", "/proc", "proc", nodev, None)?;
+    mount_fs("sysfs", "/sys", "sysfs", nodev, None)?;
+    mount_fs(
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        MsFlags::MS_NOSUID,
+        Some("mode=0755"),
+    )?;
+    // The kernel found no /dev/console in the initramfs before /dev existed:
+    // give PID 1 its stdio now.
+    if let Ok(console) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+    {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors; `console` stays open for the call.
+            unsafe { libc::dup2(console.as_raw_fd(), fd) };
+        }
+    }
+    mount_fs(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )?;
+    let _ = fs::remove_file("/dev/ptmx");
+    std::os::unix::fs::symlink("pts/ptmx", "/dev/ptmx")?;
+    mount_fs("shm", "/dev/shm", "tmpfs", nodev, Some("mode=1777"))?;
+    mount_fs(
+        "tmpfs",
+        "/run",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )?;
+    mount_fs(
+        "tmpfs",
+        "/tmp",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+    mount_fs(
+        "cgroup2",
+        "/sys/fs/cgroup",
+        "cgroup2",
+        nodev,
+        Some("nsdelegate"),
+    )?;
+    for (link, target) in [
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+    ] {
+        let _ = std::os::unix::fs::symlink(target, link);
+    }
+    Ok(())
+}
+
+/// Hostname, network, /etc files, cgroup controllers.
+pub fn configure_system(params: &BootParams) {
+    let hostname = params.hostname.as_deref().unwrap_or("berth");
+    if let Err(err) = nix::unistd::sethostname(hostname) {
+        tracing::warn!(%err, "sethostname failed");
+    }
+    if let Err(err) = netconf::set_up("lo") {
+        tracing::warn!(%err, "loopback up failed");
+    }
+    let mut resolv = String::new();
+    if let Some((addr, prefix, gateway, dns)) = params.net {
+        match netconf::configure_ipv4("eth0", addr, prefix, gateway) {
+            Ok(()) => tracing::info!(%addr, prefix, %gateway, "eth0 configured"),
+            Err(err) => tracing::error!(%err, "eth0 configuration failed"),
+        }
+        resolv = format!("nameserver {dns}\n");
+    }
+    let mut hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+    );
+    if let Some(host) = params.host_alias {
+        hosts.push_str(&format!(
+            "{host}\thost.docker.internal host.berth.internal gateway.docker.internal\n"
+        ));
+    }
+    for (path, contents) in [
+        ("/etc/hosts", hosts),
+        ("/etc/resolv.conf", resolv),
+        ("/etc/hostname", format!("{hostname}\n")),
+    ] {
+        if let Err(err) = fs::write(path, contents) {
+            tracing::warn!(%err, path, "could not write");
+        }
+    }
+    // Delegate every available controller to child cgroups, for the container engine.
+    if let Ok(controllers) = fs::read_to_string("/sys/fs/cgroup/cgroup.controllers") {
+        let enable: Vec<String> = controllers
+            .split_whitespace()
+            .map(|c| format!("+{c}"))
+            .collect();
+        if let Err(err) = fs::write("/sys/fs/cgroup/cgroup.subtree_control", enable.join(" ")) {
+            tracing::warn!(%err, "could not enable cgroup controllers");
+        }
+    }
+}
+
+/// The data disk and the shared directories. Failures are reported, not fatal:
+/// the host decides whether it can live without a mount.
+pub fn mount_storage(params: &BootParams) -> Vec<MountStatus> {
+    let mut mounts = Vec::new();
+    if let Some(disk) = &params.disk {
+        let result = mount_data_disk(disk);
+        mounts.push(status("data", DATA_DIR, "ext4", result));
+    }
+    for (tag, path) in &params.shares {
+        let result = mount_fs(tag, path, "virtiofs", MsFlags::empty(), None);
+        mounts.push(status(tag, path, "virtiofs", result));
+    }
+    mounts
+}
+
+fn status(name: &str, path: &str, fstype: &str, result: io::Result<()>) -> MountStatus {
+    match &result {
+        Ok(()) => tracing::info!(name, path, fstype, "mounted"),
+        Err(err) => tracing::error!(name, path, fstype, %err, "mount failed"),
+    }
+    MountStatus {
+        name: name.into(),
+        path: path.into(),
+        fstype: fstype.into(),
+        mounted: result.is_ok(),
+        error: result.err().map(|e| e.to_string()).unwrap_or_default(),
+    }
+}
+
+fn mount_data_disk(device: &str) -> io::Result<()> {
+    // Built-in virtio drivers probe before init runs, but devtmpfs may lag.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !Path::new(device).exists() {
+        if Instant::now() > deadline {
+            return Err(io::Error::other(format!("{device} did not appear")));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !has_ext_superblock(device)? {
+        tracing::info!(device, "data disk is blank: formatting ext4");
+        let started = Instant::now();
+        let status = Command::new("/sbin/mke2fs")
+            .args(["-q", "-F", "-t", "ext4", "-m", "0", "-L", "berth-data"])
+            .args(["-E", "lazy_itable_init=1,lazy_journal_init=1"])
+            .arg(device)
+            .status()?;
+        if !status.success() {
+            return Err(io::Error::other(format!(
+                "mke2fs {device} failed: {status}"
+            )));
+        }
+        tracing::info!(
+            device,
+            ms = started.elapsed().as_millis() as u64,
+            "formatted"
+        );
+    }
+    mount_fs(device, DATA_DIR, "ext4", MsFlags::MS_NOATIME, None)
+}
+
+/// ext2/3/4 keep the magic 0xEF53 at byte 1080.
+fn has_ext_superblock(device: &str) -> io::Result<bool> {
+    let mut file = fs::File::open(device)?;
+    let mut magic = [0u8; 2];
+    file.seek(SeekFrom::Start(1080))?;
+    match file.read_exact(&mut magic) {
+        Ok(()) => Ok(magic == [0x53, 0xef]),
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// Stops every process, flushes and unmounts storage, and turns the VM off.
+/// The host runs QEMU with -no-reboot and the kernel with reboot=t, so a
+/// reboot request ends the VM process.
+pub fn power_off(mounts: &[MountStatus]) -> ! {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && has_other_processes() {
+        std::thread::sleep(Duration::from_millis(20));
+        while let Ok(status) = nix::sys::wait::waitpid(
+            Pid::from_raw(-1),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        ) {
+            if status == nix::sys::wait::WaitStatus::StillAlive {
+                break;
+            }
+        }
+    }
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    nix::unistd::sync();
+    for m in mounts.iter().rev().filter(|m| m.mounted) {
+        if let Err(err) = umount2(m.path.as_str(), MntFlags::empty()) {
+            tracing::warn!(path = %m.path, %err, "unmount failed; detaching");
+            let _ = umount2(m.path.as_str(), MntFlags::MNT_DETACH);
+        }
+    }
+    nix::unistd::sync();
+    tracing::info!("powering off");
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+    // Not reached unless reboot(2) failed; PID 1 must not exit.
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Whether any user-space process other than us is left.
+fn has_other_processes() -> bool {
+    let me = std::process::id().to_string();
+    fs::read_dir("/proc")
+        .map(|dir| {
+            dir.flatten().any(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.bytes().all(|b| b.is_ascii_digit())
+                    && name != me
+                    // Kernel threads have an empty cmdline.
+                    && fs::read(e.path().join("cmdline")).map(|c| !c.is_empty()).unwrap_or(false)
+            })
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_boot_parameters() {
+        let params = BootParams::parse(
+            "console=ttyS0 quiet berth.hostname=vm berth.net=10.0.2.15/24,10.0.2.2,10.0.2.3 \
+             berth.hostalias=10.0.2.2 berth.disk=/dev/vda berth.share=home0,/home/a%20b%2Cc berth.log=debug",
+        )
+        .unwrap();
+        assert_eq!(params.hostname.as_deref(), Some("vm"));
+        assert_eq!(
+            params.net,
+            Some((
+                "10.0.2.15".parse().unwrap(),
+                24,
+                "10.0.2.2".parse().unwrap(),
+                "10.0.2.3".parse().unwrap()
+            ))
+        );
+        assert_eq!(params.disk.as_deref(), Some("/dev/vda"));
+        assert_eq!(
+            params.shares,
+            vec![("home0".to_string(), "/home/a b,c".to_string())]
+        );
+        assert_eq!(params.log.as_deref(), Some("debug"));
+    }
+
+    #[test]
+    fn rejects_bad_boot_parameters() {
+        assert!(BootParams::parse("berth.net=10.0.2.15/40,1.1.1.1,1.1.1.1").is_err());
+        assert!(BootParams::parse("berth.share=nocomma").is_err());
+        assert!(BootParams::parse("berth.share=t,/bad%zz").is_err());
+        assert!(BootParams::parse("berth.frobnicate=1").is_err());
+    }
+}

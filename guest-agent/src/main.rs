@@ -1,0 +1,179 @@
+//! berth-agent: the guest side of Berth.
+//!
+//! In the VM it is PID 1 (the initramfs's /init): it sets the system up
+//! (init.rs), then serves the agent protocol on vsock. On a Linux host it can
+//! also run as an ordinary root process serving on a unix socket
+//! (`berth-agent --unix PATH`), the "local agent".
+
+mod exec;
+mod init;
+mod netconf;
+mod reaper;
+mod service;
+mod sysinfo;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_agent_proto::agent_server::AgentServer;
+use berth_agent_proto::{MountStatus, AGENT_VSOCK_PORT};
+use tokio::sync::Notify;
+
+enum Listen {
+    Vsock(u32),
+    Unix(PathBuf),
+}
+
+fn usage() -> ! {
+    eprintln!("usage: berth-agent [--vsock-port PORT | --unix PATH]\n  (as PID 1 it initialises the VM and listens on vsock port {AGENT_VSOCK_PORT})");
+    std::process::exit(2)
+}
+
+fn parse_args() -> Listen {
+    let mut args = std::env::args().skip(1);
+    let mut listen = Listen::Vsock(AGENT_VSOCK_PORT);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--vsock-port" => {
+                listen = Listen::Vsock(
+                    args.next()
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or_else(|| usage()),
+                )
+            }
+            "--unix" => {
+                listen = Listen::Unix(args.next().map(PathBuf::from).unwrap_or_else(|| usage()))
+            }
+            "--version" => {
+                println!("berth-agent {}", service::AGENT_VERSION);
+                std::process::exit(0)
+            }
+            _ => usage(),
+        }
+    }
+    listen
+}
+
+fn init_logging(filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    // In the VM, the agent's log has its own virtio console (the host writes
+    // it to agent.log), apart from the kernel's serial console.
+    let writer = std::fs::OpenOptions::new().write(true).open("/dev/hvc0");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_ansi(false);
+    match writer {
+        Ok(file) if std::process::id() == 1 => {
+            builder.with_writer(std::sync::Mutex::new(file)).init()
+        }
+        _ => builder.with_writer(std::io::stderr).init(),
+    }
+}
+
+fn main() {
+    let listen = parse_args();
+    let is_init = std::process::id() == 1;
+    let started = Instant::now();
+    let mut mounts = Vec::new();
+    if is_init {
+        // Nothing works without /proc and /dev, logging included.
+        let basics = init::mount_basics();
+        let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        let params = init::BootParams::parse(&cmdline);
+        init_logging(
+            params
+                .as_ref()
+                .ok()
+                .and_then(|p| p.log.as_deref())
+                .unwrap_or("info"),
+        );
+        if let Err(err) = basics {
+            tracing::error!(%err, "mounting the basic filesystems failed");
+        }
+        let params = params.unwrap_or_else(|err| {
+            tracing::error!(%err, "bad kernel command line; booting with defaults");
+            init::BootParams::default()
+        });
+        init::configure_system(&params);
+        mounts = init::mount_storage(&params);
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "system initialised"
+        );
+    } else {
+        init_logging(&std::env::var("BERTH_AGENT_LOG").unwrap_or_else(|_| "info".into()));
+        // Orphans of the processes we run come back to us, to be reaped.
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let mounts = Arc::new(mounts);
+    let result = runtime.block_on(serve(listen, mounts.clone(), started));
+    if let Err(err) = &result {
+        tracing::error!(err = %format!("{err:#}"), "agent failed");
+    }
+    drop(runtime);
+    if is_init {
+        init::power_off(&mounts);
+    }
+    std::process::exit(if result.is_ok() { 0 } else { 1 });
+}
+
+async fn serve(
+    listen: Listen,
+    mounts: Arc<Vec<MountStatus>>,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let shutdown = Arc::new(Notify::new());
+    let service = service::AgentService {
+        reaper: reaper::Reaper::start()?,
+        mounts,
+        started,
+        shutdown: shutdown.clone(),
+    };
+    let router = tonic::transport::Server::builder().add_service(AgentServer::new(service));
+    // Exec streams still open at shutdown would hold a graceful stop forever.
+    let stop = async move {
+        shutdown.notified().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    match listen {
+        Listen::Vsock(port) => {
+            let listener = tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(
+                libc::VMADDR_CID_ANY,
+                port,
+            ))?;
+            tracing::info!(
+                port,
+                ms = started.elapsed().as_millis() as u64,
+                "serving on vsock"
+            );
+            run_until(router.serve_with_incoming(listener.incoming()), stop).await
+        }
+        Listen::Unix(path) => {
+            let _ = std::fs::remove_file(&path);
+            let listener = tokio::net::UnixListener::bind(&path)?;
+            tracing::info!(path = %path.display(), "serving on unix socket");
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            let result = run_until(router.serve_with_incoming(incoming), stop).await;
+            let _ = std::fs::remove_file(&path);
+            result
+        }
+    }
+}
+
+async fn run_until(
+    server: impl Future<Output = Result<(), tonic::transport::Error>>,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        result = server => Ok(result?),
+        () = stop => Ok(()),
+    }
+}

@@ -1,0 +1,146 @@
+//! Child-process bookkeeping for an agent that is (or acts as) PID 1.
+//!
+//! As PID 1 (or a child subreaper) the agent inherits every orphan in the VM
+//! and must reap them, or they stay zombies forever. Reaping with
+//! `waitpid(-1)` would steal exit statuses from the processes the agent spawns
+//! itself, so *all* waiting goes through this one place: a SIGCHLD-driven loop
+//! reaps everything and hands each status to whoever registered its pid.
+//! Nothing else in the agent may call `wait` on a child.
+
+use std::collections::HashMap;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+
+use nix::errno::Errno;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    /// Shell convention: exit code, or 128 + signal.
+    pub code: i32,
+    /// The terminating signal, 0 when the process exited normally.
+    pub signal: i32,
+}
+
+impl Exit {
+    fn from_wait_status(status: WaitStatus) -> Option<(Pid, Exit)> {
+        match status {
+            WaitStatus::Exited(pid, code) => Some((pid, Exit { code, signal: 0 })),
+            WaitStatus::Signaled(pid, sig, _) => {
+                let sig = sig as i32;
+                Some((
+                    pid,
+                    Exit {
+                        code: 128 + sig,
+                        signal: sig,
+                    },
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    waiting: HashMap<i32, oneshot::Sender<Exit>>,
+}
+
+#[derive(Clone, Default)]
+pub struct Reaper {
+    registry: Arc<Mutex<Registry>>,
+}
+
+impl Reaper {
+    /// Starts the reaping loop on the current runtime.
+    pub fn start() -> std::io::Result<Reaper> {
+        let reaper = Reaper::default();
+        let mut sigchld = signal(SignalKind::child())?;
+        let looping = reaper.clone();
+        tokio::spawn(async move {
+            loop {
+                looping.reap_ready();
+                if sigchld.recv().await.is_none() {
+                    break;
+                }
+            }
+        });
+        Ok(reaper)
+    }
+
+    /// Spawns `cmd` and returns the child and a receiver for its exit.
+    ///
+    /// The registry lock is held across spawn and registration: the reaping
+    /// loop takes the same lock before handing out a status, so a child that
+    /// exits at once still finds its waiter.
+    pub fn spawn(&self, cmd: &mut Command) -> std::io::Result<(Child, oneshot::Receiver<Exit>)> {
+        let mut registry = self.registry.lock().unwrap();
+        let child = cmd.spawn()?;
+        let (tx, rx) = oneshot::channel();
+        registry.waiting.insert(child.id() as i32, tx);
+        Ok((child, rx))
+    }
+
+    /// Reaps every child that has ended, without blocking.
+    fn reap_ready(&self) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(status) => {
+                    let Some((pid, exit)) = Exit::from_wait_status(status) else {
+                        continue;
+                    };
+                    let mut registry = self.registry.lock().unwrap();
+                    match registry.waiting.remove(&pid.as_raw()) {
+                        Some(waiter) => {
+                            let _ = waiter.send(exit);
+                        }
+                        None => tracing::debug!(pid = pid.as_raw(), ?exit, "reaped orphan"),
+                    }
+                }
+                Err(Errno::EINTR) => continue,
+                Err(err) => {
+                    tracing::warn!(%err, "waitpid failed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // One test only: a second reaper in the same process would reap the
+    // first one's children (waitpid(-1) is process-wide).
+    #[tokio::test(flavor = "current_thread")]
+    async fn exits_reach_the_spawner() {
+        let reaper = Reaper::start().unwrap();
+        let (_child, exited) = reaper
+            .spawn(Command::new("sh").args(["-c", "exit 7"]))
+            .unwrap();
+        assert_eq!(exited.await.unwrap(), Exit { code: 7, signal: 0 });
+
+        let (child, exited) = reaper.spawn(&mut Command::new("sleep").arg("30")).unwrap();
+        nix::sys::signal::kill(Pid::from_raw(child.id() as i32), nix::sys::signal::SIGKILL)
+            .unwrap();
+        assert_eq!(
+            exited.await.unwrap(),
+            Exit {
+                code: 137,
+                signal: 9
+            }
+        );
+
+        // Children that exit before spawn() returns must not lose their status.
+        for _ in 0..20 {
+            let (_child, exited) = reaper.spawn(&mut Command::new("true")).unwrap();
+            assert_eq!(exited.await.unwrap().code, 0);
+        }
+    }
+}

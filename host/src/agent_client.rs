@@ -1,0 +1,243 @@
+//! Reaching the guest agent: one gRPC client over whichever byte stream the
+//! platform offers.
+//!
+//! - `Vsock`: AF_VSOCK from the host (Linux with /dev/vhost-vsock).
+//! - `HybridVsock`: vhost-user-vsock's "hybrid vsock", a unix socket on which
+//!   the host writes `CONNECT <port>\n`, reads `OK <n>\n`, and then has the raw
+//!   stream (Firecracker and Cloud Hypervisor use the same scheme).
+//! - `Unix`: a local agent listening on a plain unix socket.
+//!
+//! All three become the same `AgentClient`; tonic reconnects through the
+//! same connector when a connection breaks.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use berth_agent_proto::agent_client::AgentClient;
+use berth_agent_proto::{PingRequest, PingResponse, PROTOCOL_VERSION};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AgentEndpoint {
+    Vsock { cid: u32, port: u32 },
+    HybridVsock { uds: PathBuf, port: u32 },
+    Unix { path: PathBuf },
+}
+
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// How long one connection attempt may take before it counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl AgentEndpoint {
+    /// Opens one raw byte stream to the agent.
+    pub async fn open(&self) -> std::io::Result<Box<dyn Io>> {
+        tokio::time::timeout(CONNECT_TIMEOUT, self.open_inner())
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connecting to the agent timed out",
+                ))
+            })
+    }
+
+    async fn open_inner(&self) -> std::io::Result<Box<dyn Io>> {
+        match self {
+            #[cfg(unix)]
+            AgentEndpoint::Unix { path } => {
+                Ok(Box::new(tokio::net::UnixStream::connect(path).await?))
+            }
+            #[cfg(unix)]
+            AgentEndpoint::HybridVsock { uds, port } => {
+                let mut stream = tokio::net::UnixStream::connect(uds).await?;
+                hybrid_handshake(&mut stream, *port).await?;
+                Ok(Box::new(stream))
+            }
+            #[cfg(target_os = "linux")]
+            AgentEndpoint::Vsock { cid, port } => Ok(Box::new(
+                tokio_vsock::VsockStream::connect(tokio_vsock::VsockAddr::new(*cid, *port)).await?,
+            )),
+            #[allow(unreachable_patterns)]
+            other => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                format!("agent endpoint {other:?} is not supported on this platform"),
+            )),
+        }
+    }
+
+    /// A gRPC client whose connections go through [`AgentEndpoint::open`].
+    pub fn client(&self) -> AgentClient<Channel> {
+        let endpoint = self.clone();
+        // The URI is required by tonic but unused: the connector decides where bytes go.
+        let channel = Endpoint::from_static("http://berth-agent")
+            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
+                let endpoint = endpoint.clone();
+                async move { endpoint.open().await.map(hyper_util::rt::TokioIo::new) }
+            }));
+        AgentClient::new(channel).max_decoding_message_size(64 << 20)
+    }
+}
+
+/// The host side of the hybrid-vsock handshake. Reads byte by byte so that
+/// nothing after the `OK` line (the start of the agent's stream) is consumed.
+pub async fn hybrid_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    port: u32,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(format!("CONNECT {port}\n").as_bytes())
+        .await?;
+    let mut line = Vec::with_capacity(16);
+    loop {
+        let mut byte = [0u8; 1];
+        if stream.read(&mut byte).await? == 0 {
+            // The device closes the socket when nothing listens on the port (yet).
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                format!("nothing listens on vsock port {port} in the VM (yet)"),
+            ));
+        }
+        if byte[0] == b'\n' {
+            break;
+        }
+        line.push(byte[0]);
+        if line.len() > 64 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "hybrid vsock handshake: reply too long",
+            ));
+        }
+    }
+    let reply = String::from_utf8_lossy(&line);
+    match reply.strip_prefix("OK ") {
+        Some(n) if n.trim().parse::<u32>().is_ok() => Ok(()),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("hybrid vsock handshake: unexpected reply {reply:?}"),
+        )),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PingError {
+    /// No retry can fix this: the guest image is from another Berth.
+    #[error("{0}: rebuild the guest image with `packaging/setup.sh`")]
+    VersionMismatch(String),
+    #[error("agent ping failed: {0}")]
+    Unavailable(#[from] tonic::Status),
+}
+
+/// Pings the agent, checking that it speaks our protocol version.
+pub async fn ping(client: &mut AgentClient<Channel>) -> Result<PingResponse, PingError> {
+    let reply = match client
+        .ping(PingRequest {
+            protocol_version: PROTOCOL_VERSION,
+        })
+        .await
+    {
+        Ok(reply) => reply.into_inner(),
+        Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+            return Err(PingError::VersionMismatch(status.message().to_string()))
+        }
+        Err(status) => return Err(status.into()),
+    };
+    if reply.protocol_version != PROTOCOL_VERSION {
+        return Err(PingError::VersionMismatch(format!(
+            "protocol version mismatch: berth speaks v{PROTOCOL_VERSION}, berth-agent {} speaks v{}",
+            reply.agent_version, reply.protocol_version
+        )));
+    }
+    Ok(reply)
+}
+
+/// Retries until the agent answers a ping, the deadline passes, or it answers
+/// with an incompatible version.
+pub async fn wait_until_ready(
+    endpoint: &AgentEndpoint,
+    deadline: Instant,
+) -> Result<(AgentClient<Channel>, PingResponse)> {
+    let mut last_err = String::from("none");
+    while Instant::now() < deadline {
+        // A fresh client per attempt: a failed channel would otherwise wait
+        // out tonic's reconnect back-off.
+        let mut client = endpoint.client();
+        match ping(&mut client).await {
+            Ok(reply) => return Ok((client, reply)),
+            Err(err @ PingError::VersionMismatch(_)) => return Err(err.into()),
+            Err(err) => {
+                let err = err.to_string();
+                if err != last_err {
+                    tracing::debug!(%err, "agent not ready yet");
+                }
+                last_err = err;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bail!("the agent did not answer in time (last error: {last_err})")
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn hybrid_handshake_keeps_the_bytes_after_ok() {
+        let (mut host, mut device) = tokio::io::duplex(256);
+        let device_side = tokio::spawn(async move {
+            let mut request = [0u8; 13];
+            device.read_exact(&mut request).await.unwrap();
+            assert_eq!(&request, b"CONNECT 1024\n");
+            // The reply and the first payload bytes arrive together.
+            device.write_all(b"OK 1073741824\nhello").await.unwrap();
+        });
+        hybrid_handshake(&mut host, 1024).await.unwrap();
+        let mut payload = [0u8; 5];
+        host.read_exact(&mut payload).await.unwrap();
+        assert_eq!(&payload, b"hello");
+        device_side.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn hybrid_handshake_reports_refusal_and_garbage() {
+        let (mut host, device) = tokio::io::duplex(64);
+        drop(device);
+        let err = hybrid_handshake(&mut host, 1024).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+
+        let (mut host, mut device) = tokio::io::duplex(64);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 13];
+            device.read_exact(&mut buf).await.unwrap();
+            device.write_all(b"NOPE\n").await.unwrap();
+        });
+        let err = hybrid_handshake(&mut host, 1024).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn endpoints_round_trip_through_json() {
+        let endpoint = AgentEndpoint::HybridVsock {
+            uds: "/run/vsock.sock".into(),
+            port: 1024,
+        };
+        let json = serde_json::to_string(&endpoint).unwrap();
+        assert_eq!(
+            json,
+            r#"{"kind":"hybrid_vsock","uds":"/run/vsock.sock","port":1024}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<AgentEndpoint>(&json).unwrap(),
+            endpoint
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! `$BERTH_HOME/config.toml`.
+//!
+//! ```toml
+//! [vm]
+//! cpus = 2
+//! memory-mib = 2048
+//! disk-gib = 64
+//! shares = ["~", "/srv/data"]   # host directories, mounted at the same path in the VM
+//! ```
+//!
+//! Unknown keys and bad values are errors that name the key: a typo must not
+//! silently fall back to a default.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    vm: VmSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct VmSection {
+    cpus: Option<u32>,
+    memory_mib: Option<u64>,
+    disk_gib: Option<u64>,
+    shares: Option<Vec<String>>,
+}
+
+/// The effective settings, defaults applied and validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    /// Host directories shared into the VM at the same absolute path.
+    pub shares: Vec<PathBuf>,
+}
+
+pub const MAX_CPUS: u32 = 64;
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+        };
+        let home = directories::BaseDirs::new().map(|d| d.home_dir().to_path_buf());
+        Config::parse(&text, home.as_deref())
+            .with_context(|| format!("invalid config {}", path.display()))
+    }
+
+    pub fn parse(text: &str, home: Option<&Path>) -> Result<Config> {
+        let file: ConfigFile = toml::from_str(text)?;
+        let vm = file.vm;
+        let host_cpus = std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1);
+        let cpus = vm.cpus.unwrap_or(host_cpus.min(8));
+        if !(1..=MAX_CPUS).contains(&cpus) {
+            bail!("vm.cpus = {cpus} is out of range: use 1 to {MAX_CPUS}");
+        }
+        let memory_mib = vm.memory_mib.unwrap_or(2048);
+        if !(256..=1024 * 1024).contains(&memory_mib) {
+            bail!("vm.memory-mib = {memory_mib} is out of range: use 256 to 1048576");
+        }
+        let disk_gib = vm.disk_gib.unwrap_or(64);
+        if !(1..=16 * 1024).contains(&disk_gib) {
+            bail!("vm.disk-gib = {disk_gib} is out of range: use 1 to 16384");
+        }
+        let default_shares = || {
+            home.map(|h| vec![h.display().to_string()])
+                .unwrap_or_default()
+        };
+        let mut shares = Vec::new();
+        for entry in vm.shares.unwrap_or_else(default_shares) {
+            let path = expand_home(&entry, home)?;
+            if !path.is_absolute() {
+                bail!("vm.shares: {entry:?} is not an absolute path");
+            }
+            if !path.is_dir() {
+                bail!("vm.shares: {entry:?} is not an existing directory");
+            }
+            if shares.contains(&path) {
+                bail!("vm.shares: {entry:?} is listed twice");
+            }
+            shares.push(path);
+        }
+        Ok(Config {
+            cpus,
+            memory_mib,
+            disk_gib,
+            shares,
+        })
+    }
+}
+
+fn expand_home(entry: &str, home: Option<&Path>) -> Result<PathBuf> {
+    match entry.strip_prefix('~') {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+            let home = home.context("vm.shares: `~` used but there is no home directory")?;
+            Ok(home.join(rest.trim_start_matches('/')))
+        }
+        _ => Ok(PathBuf::from(entry)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn home() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    #[test]
+    fn defaults_share_the_home_directory() {
+        let h = home();
+        let config = Config::parse("", Some(h.path())).unwrap();
+        assert_eq!(config.shares, vec![h.path().to_path_buf()]);
+        assert_eq!(config.memory_mib, 2048);
+        assert_eq!(config.disk_gib, 64);
+        assert!(config.cpus >= 1);
+    }
+
+    #[test]
+    fn reads_every_key() {
+        let h = home();
+        std::fs::create_dir(h.path().join("src")).unwrap();
+        let text =
+            "[vm]\ncpus = 3\nmemory-mib = 1024\ndisk-gib = 8\nshares = [\"~/src\", \"/tmp\"]\n";
+        let config = Config::parse(text, Some(h.path())).unwrap();
+        assert_eq!(
+            config,
+            Config {
+                cpus: 3,
+                memory_mib: 1024,
+                disk_gib: 8,
+                shares: vec![h.path().join("src"), PathBuf::from("/tmp")]
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let h = home();
+        let err = |text: &str| format!("{:#}", Config::parse(text, Some(h.path())).unwrap_err());
+        assert!(err("[vm]\ncpu = 2\n").contains("unknown field `cpu`"));
+        assert!(err("[vmm]\n").contains("unknown field `vmm`"));
+        assert!(err("[vm]\ncpus = 0\n").contains("vm.cpus"));
+        assert!(err("[vm]\ncpus = \"two\"\n").contains("cpus"));
+        assert!(err("[vm]\nmemory-mib = 16\n").contains("vm.memory-mib"));
+        assert!(err("[vm]\ndisk-gib = 0\n").contains("vm.disk-gib"));
+        assert!(err("[vm]\nshares = [\"relative\"]\n").contains("vm.shares"));
+        assert!(err("[vm]\nshares = [\"/no/such/dir\"]\n").contains("not an existing directory"));
+        assert!(err("[vm]\nshares = [\"/tmp\", \"/tmp\"]\n").contains("twice"));
+    }
+}

@@ -1,0 +1,282 @@
+//! `berth daemon`: owns one VM for one `BERTH_HOME`.
+//!
+//! Started in the background by `berth start`, which reads exactly one
+//! [`StartOutcome`] line from the daemon's stdout. The daemon holds the
+//! home's lock for its whole life, boots the VM, waits for the agent,
+//! records the state, and then watches: SIGTERM/SIGINT mean a clean stop
+//! (agent power-off, QEMU exit, helpers stopped, sockets removed); a VM that
+//! exits on its own is recorded as an error.
+//!
+//! It runs on a current-thread runtime: the daemon is mostly idle, one thread
+//! keeps its memory small, and every child is spawned from this one thread,
+//! which PR_SET_PDEATHSIG relies on.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use berth_agent_proto::ShutdownRequest;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::agent_client::{self, AgentEndpoint};
+use crate::config::Config;
+use crate::lifecycle::{self, StartOutcome};
+use crate::paths::{Assets, Paths};
+use crate::state::{Phase, State};
+use crate::vm::{self, Accel, RunningVm, Share, VmSpec};
+
+/// Boots under TCG on a loaded 2-core machine can take a while; the first
+/// boot also formats the data disk.
+const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(240);
+/// How long the VM gets to power off after the agent was asked to.
+const POWER_OFF_GRACE: Duration = Duration::from_secs(15);
+
+pub fn run(paths: Paths) -> Result<()> {
+    paths.ensure_dirs()?;
+    init_file_logging(&paths)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(daemon_main(&paths));
+    if let Err(err) = &result {
+        tracing::error!(error = %format!("{err:#}"), "daemon failed");
+    }
+    result
+}
+
+fn init_file_logging(paths: &Paths) -> Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.daemon_log())?;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .init();
+    Ok(())
+}
+
+/// Sends the one-line outcome to `berth start`, then detaches stdout.
+fn notify(outcome: &StartOutcome) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(
+        stdout,
+        "{}",
+        serde_json::to_string(outcome).unwrap_or_default()
+    );
+    let _ = stdout.flush();
+    // Nothing else may ever reach the starter's pipe.
+    if let Ok(devnull) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: dup2 onto fd 1 while `devnull` is open; stdout's lock is held, so no Rust writer races it.
+        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&devnull), 1) };
+    }
+}
+
+async fn daemon_main(paths: &Paths) -> Result<()> {
+    // A CLI probing the lock holds it for a moment: retry briefly.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let _lock = loop {
+        if let Some(lock) = lifecycle::try_lock(paths)? {
+            break lock;
+        }
+        if Instant::now() > deadline {
+            notify(&StartOutcome::AlreadyRunning);
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    if lifecycle::recover_stale(paths)? {
+        tracing::warn!("the previous daemon died without cleaning up; its leftovers were removed");
+    }
+    std::fs::write(paths.pid_file(), format!("{}\n", std::process::id()))?;
+    State::new(Phase::Starting).write(&paths.state_file())?;
+    tracing::info!(pid = std::process::id(), home = %paths.home.display(), "daemon starting");
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let _sighup = signal(SignalKind::hangup())?; // handled = ignored
+
+    let booted = tokio::select! {
+        booted = boot(paths) => booted,
+        _ = sigterm.recv() => Err(anyhow::anyhow!("stopped while starting")),
+        _ = sigint.recv() => Err(anyhow::anyhow!("stopped while starting")),
+    };
+    let (mut vm, mut state) = match booted {
+        Ok(booted) => booted,
+        Err(err) => {
+            let error = format!("{err:#}");
+            let mut state = State::new(Phase::Error);
+            state.error = Some(error.clone());
+            state.write(&paths.state_file())?;
+            let _ = std::fs::remove_file(paths.pid_file());
+            notify(&StartOutcome::Failed { error });
+            return Err(err);
+        }
+    };
+    notify(&StartOutcome::Ready {
+        boot_ms: state.boot_ms.unwrap_or(0),
+        accel: state.accel.clone().unwrap_or_default(),
+    });
+
+    let crashed = tokio::select! {
+        why = vm.wait() => Some(why),
+        _ = sigterm.recv() => None,
+        _ = sigint.recv() => None,
+    };
+    match crashed {
+        Some(why) => {
+            tracing::error!(%why, "the VM exited unexpectedly");
+            vm.stop(Duration::ZERO).await?;
+            state.state = Phase::Error;
+            state.error = Some(format!(
+                "the VM exited unexpectedly: {why}; see `berth logs`"
+            ));
+        }
+        None => {
+            tracing::info!("stopping the VM");
+            shut_down(vm.as_mut(), state.agent.as_ref()).await?;
+            state.state = Phase::Stopped;
+            state.error = None;
+        }
+    }
+    state.processes.clear();
+    state.write(&paths.state_file())?;
+    let _ = std::fs::remove_file(paths.pid_file());
+    tracing::info!("daemon exiting");
+    Ok(())
+}
+
+async fn shut_down(vm: &mut dyn RunningVm, agent: Option<&AgentEndpoint>) -> Result<()> {
+    if let Some(endpoint) = agent {
+        let mut client = endpoint.client();
+        match tokio::time::timeout(Duration::from_secs(3), client.shutdown(ShutdownRequest {}))
+            .await
+        {
+            Ok(Ok(_)) => tracing::info!("agent is powering the VM off"),
+            Ok(Err(err)) => tracing::warn!(%err, "agent shutdown failed"),
+            Err(_) => tracing::warn!("agent shutdown timed out"),
+        }
+    }
+    vm.stop(POWER_OFF_GRACE).await
+}
+
+/// Boots the VM and waits for its agent. On failure nothing is left running.
+async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State)> {
+    let config = Config::load(&paths.config_file())?;
+    let assets = Assets::locate()?;
+    let accel = Accel::from_env()?;
+    prepare_disk(paths, config.disk_gib)?;
+    rotate_log(&paths.console_log());
+    rotate_log(&paths.agent_log());
+    let spec = VmSpec {
+        cpus: config.cpus,
+        memory_mib: config.memory_mib,
+        accel,
+        kernel: assets.kernel()?,
+        initramfs: assets.initramfs(),
+        disk: paths.disk_image(),
+        shares: config
+            .shares
+            .iter()
+            .enumerate()
+            .map(|(i, path)| Share {
+                tag: format!("share{i}"),
+                host_path: path.clone(),
+                guest_path: path.clone(),
+            })
+            .collect(),
+        run_dir: paths.run_dir(),
+        console_log: paths.console_log(),
+        agent_log: paths.agent_log(),
+        agent_log_level: std::env::var("BERTH_AGENT_LOG").unwrap_or_else(|_| "info".into()),
+    };
+    let backend = vm::host_backend()?;
+    let started = Instant::now();
+    let mut vm = backend.start(&spec).await?;
+    let mut state = State::new(Phase::Starting);
+    state.accel = Some(accel.name().into());
+    state.agent = Some(vm.agent_endpoint());
+    state.processes = vm.processes();
+    state.write(&paths.state_file())?;
+    tracing::info!(
+        backend = backend.name(),
+        accel = accel.name(),
+        cpus = spec.cpus,
+        memory_mib = spec.memory_mib,
+        "VM started"
+    );
+
+    let endpoint = vm.agent_endpoint();
+    let ready = tokio::select! {
+        ready = agent_client::wait_until_ready(&endpoint, Instant::now() + AGENT_READY_TIMEOUT) => ready,
+        why = vm.wait() => Err(anyhow::anyhow!("the VM exited during boot: {why}")),
+    };
+    let (mut client, ping) = match ready {
+        Ok(ready) => ready,
+        Err(err) => {
+            vm.stop(Duration::ZERO).await?;
+            return Err(err);
+        }
+    };
+    let boot_ms = started.elapsed().as_millis() as u64;
+    let info = client
+        .info(berth_agent_proto::InfoRequest {})
+        .await
+        .context("asking the agent for VM info")?
+        .into_inner();
+    let failed: Vec<String> = info
+        .mounts
+        .iter()
+        .filter(|m| !m.mounted)
+        .map(|m| format!("{} ({}): {}", m.path, m.name, m.error))
+        .collect();
+    if !failed.is_empty() {
+        shut_down(vm.as_mut(), Some(&endpoint)).await?;
+        bail!("the VM could not mount {}", failed.join("; "));
+    }
+    state.state = Phase::Running;
+    state.boot_ms = Some(boot_ms);
+    state.agent_version = Some(ping.agent_version);
+    state.kernel_release = Some(info.kernel_release);
+    state.cpus = Some(info.cpus);
+    state.memory_mib = Some(spec.memory_mib);
+    state.shares = config.shares.clone();
+    state.write(&paths.state_file())?;
+    tracing::info!(boot_ms, agent_version = %state.agent_version.as_deref().unwrap_or(""), guest_uptime_ms = info.uptime_ms, "VM ready");
+    Ok((vm, state))
+}
+
+/// The data disk: a sparse raw image, created on first use. The guest
+/// formats it (ext4) when it finds no filesystem.
+fn prepare_disk(paths: &Paths, disk_gib: u64) -> Result<()> {
+    let path = paths.disk_image();
+    let want = disk_gib << 30;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    let have = file.metadata()?.len();
+    if have < want {
+        if have > 0 {
+            tracing::warn!(
+                have,
+                want,
+                "growing the data disk image; the guest filesystem keeps its old size for now"
+            );
+        }
+        file.set_len(want)
+            .with_context(|| format!("sizing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Keeps the previous boot's log beside the new one.
+fn rotate_log(path: &std::path::Path) {
+    if path.exists() {
+        let _ = std::fs::rename(path, path.with_extension("log.1"));
+    }
+}

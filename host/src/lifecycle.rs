@@ -1,0 +1,317 @@
+//! `berth start`, `stop` and `status`: the CLI side of the daemon's life.
+//!
+//! One daemon per `BERTH_HOME`. It holds an exclusive lock on
+//! `run/daemon.lock` for its whole life, so "is the daemon alive?" is
+//! answered by the kernel (a lock dies with its holder), not by a pid file
+//! that may be stale after a crash.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::paths::Paths;
+use crate::state::{Phase, State};
+use crate::vm::VmProcess;
+
+/// What the daemon tells `berth start` on its stdout, once.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum StartOutcome {
+    Ready { boot_ms: u64, accel: String },
+    AlreadyRunning,
+    Failed { error: String },
+}
+
+/// How long `berth start` waits for a boot (TCG on a busy machine is slow).
+const START_TIMEOUT: Duration = Duration::from_secs(300);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Takes the daemon lock without blocking; None when another process holds it.
+pub fn try_lock(paths: &Paths) -> Result<Option<Flock<File>>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(paths.lock_file())
+        .with_context(|| format!("opening {}", paths.lock_file().display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, err)) => Err(err).context("locking the daemon lock file"),
+    }
+}
+
+pub fn daemon_alive(paths: &Paths) -> Result<bool> {
+    if !paths.run_dir().exists() {
+        return Ok(false);
+    }
+    Ok(try_lock(paths)?.is_none())
+}
+
+/// The state as the user should see it: a state file that claims a live VM
+/// while no daemon holds the lock describes a crash.
+pub fn effective_state(paths: &Paths) -> Result<State> {
+    let alive = daemon_alive(paths)?;
+    let recorded = State::read(&paths.state_file())?;
+    Ok(match recorded {
+        Some(state) if alive => state,
+        Some(mut state) if matches!(state.state, Phase::Running | Phase::Starting) => {
+            state.state = Phase::Error;
+            state.error = Some(format!(
+                "the Berth daemon (pid {}) is gone without shutting the VM down (crash or host reboot); \
+                 `berth start` recovers, `berth logs` shows what happened",
+                state.daemon_pid
+            ));
+            state
+        }
+        Some(state) => state,
+        None if alive => State::new(Phase::Starting),
+        None => State::new(Phase::Stopped),
+    })
+}
+
+pub fn start(paths: &Paths) -> Result<()> {
+    paths.ensure_dirs()?;
+    // Fail fast, in the user's terminal, on what the daemon would fail on.
+    Config::load(&paths.config_file())?;
+    crate::vm::host_backend()?;
+
+    if daemon_alive(paths)? {
+        return wait_for_running(paths, "berth is already running");
+    }
+    let exe = std::env::current_exe().context("locating the berth binary")?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.daemon_log())?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("daemon")
+        .env("BERTH_HOME", &paths.home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; a session of its own keeps the
+    // daemon out of the terminal's job control (no SIGHUP/SIGINT from it).
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = cmd.spawn().context("starting the berth daemon")?;
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(START_TIMEOUT).map_err(|_| {
+        anyhow::anyhow!(
+            "the VM did not become ready within {}s; see `berth logs`",
+            START_TIMEOUT.as_secs()
+        )
+    })?;
+    if line.trim().is_empty() {
+        let status = child
+            .try_wait()
+            .ok()
+            .flatten()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "still running".into());
+        bail!("the berth daemon stopped before the VM was ready ({status}); see `berth logs`");
+    }
+    match serde_json::from_str::<StartOutcome>(line.trim())
+        .context("unexpected reply from the berth daemon")?
+    {
+        StartOutcome::Ready { boot_ms, accel } => {
+            println!(
+                "Berth VM is running ({accel}, ready in {:.2}s)",
+                boot_ms as f64 / 1000.0
+            );
+            Ok(())
+        }
+        StartOutcome::AlreadyRunning => wait_for_running(paths, "berth is already running"),
+        StartOutcome::Failed { error } => bail!("{error}\n(see `berth logs` for details)"),
+    }
+}
+
+fn wait_for_running(paths: &Paths, message: &str) -> Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let state = effective_state(paths)?;
+        match state.state {
+            Phase::Running => {
+                println!("{message}");
+                return Ok(());
+            }
+            Phase::Error => bail!(
+                "{}",
+                state
+                    .error
+                    .unwrap_or_else(|| "the VM failed to start".into())
+            ),
+            Phase::Stopped if !daemon_alive(paths)? => {
+                bail!("the VM stopped while starting; see `berth logs`")
+            }
+            _ if Instant::now() > deadline => {
+                bail!("the VM did not become ready in time; see `berth logs`")
+            }
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+pub fn stop(paths: &Paths) -> Result<()> {
+    if !daemon_alive(paths)? {
+        let recovered = recover_stale(paths)?;
+        println!(
+            "{}",
+            if recovered {
+                "berth was not running (cleaned up after a daemon that died)"
+            } else {
+                "berth is not running"
+            }
+        );
+        return Ok(());
+    }
+    let pid = read_pid(&paths.pid_file())
+        .context("the daemon holds its lock but its pid file is unreadable")?;
+    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).context("signalling the berth daemon")?;
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while daemon_alive(paths)? {
+        if Instant::now() > deadline {
+            tracing::warn!(pid, "the daemon did not stop in time; killing it");
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            std::thread::sleep(Duration::from_millis(200));
+            recover_stale(paths)?;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("berth stopped");
+    Ok(())
+}
+
+fn read_pid(path: &Path) -> Result<u32> {
+    Ok(std::fs::read_to_string(path)?.trim().parse()?)
+}
+
+/// After a daemon died without cleaning up: kill what is left of its VM,
+/// remove its sockets and pid file, and record that it stopped. Must only be
+/// called while holding the lock or after checking no daemon holds it.
+/// Returns whether there was anything to recover.
+pub fn recover_stale(paths: &Paths) -> Result<bool> {
+    let Some(mut state) = State::read(&paths.state_file()).unwrap_or(None) else {
+        return Ok(false);
+    };
+    if !matches!(state.state, Phase::Running | Phase::Starting) {
+        return Ok(false);
+    }
+    tracing::warn!(
+        pid = state.daemon_pid,
+        "recovering after a daemon that did not shut down"
+    );
+    for process in &state.processes {
+        kill_if_ours(process, paths);
+    }
+    if let Ok(entries) = std::fs::read_dir(paths.run_dir()) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let is_socket = std::os::unix::fs::FileTypeExt::is_socket(&entry.file_type()?);
+            if is_socket || path == paths.pid_file() {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+    state.state = Phase::Stopped;
+    state.error = Some(format!(
+        "recovered after daemon pid {} died",
+        state.daemon_pid
+    ));
+    state.processes.clear();
+    state.write(&paths.state_file())?;
+    Ok(true)
+}
+
+/// Kills a recorded VM process, but only if that pid still runs a program
+/// that refers to our run directory: pids are reused after a host reboot.
+fn kill_if_ours(process: &VmProcess, paths: &Paths) {
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", process.pid)).unwrap_or_default();
+    let run_dir = paths.run_dir();
+    let ours = String::from_utf8_lossy(&cmdline).contains(run_dir.to_string_lossy().as_ref());
+    if ours {
+        tracing::warn!(name = %process.name, pid = process.pid, "killing a leftover VM process");
+        let _ = kill(Pid::from_raw(process.pid as i32), Signal::SIGKILL);
+    }
+}
+
+#[derive(Serialize)]
+struct StatusJson {
+    state: Phase,
+    docker_host: String,
+    accel: Option<String>,
+    boot_ms: Option<u64>,
+    agent_version: Option<String>,
+    cpus: Option<u32>,
+    memory_mib: Option<u64>,
+    kernel_release: Option<String>,
+    daemon_pid: Option<u32>,
+    error: Option<String>,
+}
+
+pub fn status(paths: &Paths, json: bool) -> Result<()> {
+    let state = effective_state(paths)?;
+    let live = matches!(state.state, Phase::Running | Phase::Starting);
+    let out = StatusJson {
+        state: state.state,
+        docker_host: format!("unix://{}", paths.docker_socket().display()),
+        accel: state.accel.clone().filter(|_| live),
+        boot_ms: state.boot_ms.filter(|_| live),
+        agent_version: state.agent_version.clone().filter(|_| live),
+        cpus: state.cpus.filter(|_| live),
+        memory_mib: state.memory_mib.filter(|_| live),
+        kernel_release: state.kernel_release.clone().filter(|_| live),
+        daemon_pid: live.then_some(state.daemon_pid),
+        error: state.error.clone().filter(|_| state.state == Phase::Error),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "state:       {}",
+            serde_json::to_value(out.state)?.as_str().unwrap_or("?")
+        );
+        if let Some(err) = &out.error {
+            println!("error:       {err}");
+        }
+        if live {
+            let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+            println!("accel:       {}", opt(out.accel));
+            println!(
+                "boot:        {}",
+                opt(out.boot_ms.map(|ms| format!("{:.2}s", ms as f64 / 1000.0)))
+            );
+            println!("agent:       {}", opt(out.agent_version));
+            println!("kernel:      {}", opt(out.kernel_release));
+            println!("cpus:        {}", opt(out.cpus.map(|c| c.to_string())));
+            println!(
+                "memory:      {}",
+                opt(out.memory_mib.map(|m| format!("{m} MiB")))
+            );
+        }
+        println!("docker_host: {}", out.docker_host);
+    }
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! `berth`: the host CLI and daemon. See docs/ARCHITECTURE.md for the map.
+
+mod agent_client;
+mod config;
+#[cfg(unix)]
+mod daemon;
+#[cfg(unix)]
+mod lifecycle;
+mod logs;
+mod paths;
+#[cfg(unix)]
+mod shell;
+mod state;
+mod vm;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Linux containers in a lightweight VM",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot the Berth VM (in the background) and return once its agent answers.
+    Start,
+    /// Power the VM off and stop the daemon.
+    Stop,
+    /// Show whether the VM runs, and how.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command in the VM (an interactive shell when none is given).
+    Shell {
+        /// The command and its arguments (after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Show the daemon, VM console and agent logs.
+    Logs {
+        /// Keep printing new lines.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only this log.
+        #[arg(long, value_enum)]
+        source: Option<logs::Source>,
+    },
+    /// Run the daemon in the foreground (`berth start` does this for you).
+    #[command(hide = true)]
+    Daemon,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Daemon) {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+            .unwrap_or_else(|_| "warn".into());
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .without_time()
+            .init();
+    }
+    match run(cli.command) {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(err) => {
+            eprintln!("berth: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(unix)]
+fn run(command: Command) -> Result<i32> {
+    let paths = paths::Paths::from_env()?;
+    match command {
+        Command::Start => lifecycle::start(&paths).map(|()| 0),
+        Command::Stop => lifecycle::stop(&paths).map(|()| 0),
+        Command::Status { json } => lifecycle::status(&paths, json).map(|()| 0),
+        Command::Shell { command } => shell::run(&paths, command),
+        Command::Logs { follow, source } => logs::show(&paths, follow, source).map(|()| 0),
+        Command::Daemon => daemon::run(paths).map(|()| 0),
+    }
+}
+
+#[cfg(not(unix))]
+fn run(command: Command) -> Result<i32> {
+    let paths = paths::Paths::from_env()?;
+    match command {
+        Command::Logs { follow, source } => logs::show(&paths, follow, source).map(|()| 0),
+        _ => {
+            // The VM backend for this platform (Hyper-V) is not written yet;
+            // the error says so instead of pretending.
+            vm::host_backend()?;
+            Ok(0)
+        }
+    }
+}

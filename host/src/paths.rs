@@ -1,0 +1,157 @@
+//! Where Berth keeps things.
+//!
+//! `BERTH_HOME` (default: the platform data dir from `directories`) holds all
+//! per-user state:
+//!
+//! ```text
+//! config.toml            settings (see config.rs)
+//! disk.raw               the VM's data disk (sparse)
+//! run/                   0700: daemon.lock, daemon.pid, state.json, sockets
+//! logs/                  daemon.log, console.log (kernel), agent.log
+//! ```
+//!
+//! Assets (guest kernel, initramfs, helper programs) are looked up separately:
+//! `BERTH_ASSETS`, then `<exe>/../share/berth`, then the platform data dir.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub home: PathBuf,
+}
+
+impl Paths {
+    pub fn from_env() -> Result<Paths> {
+        let home = match std::env::var_os("BERTH_HOME") {
+            Some(home) if !home.is_empty() => PathBuf::from(home),
+            _ => directories::ProjectDirs::from("dev", "berth", "berth")
+                .context("cannot determine a home directory for Berth's state; set BERTH_HOME")?
+                .data_dir()
+                .join("home"),
+        };
+        let home = if home.is_absolute() {
+            home
+        } else {
+            std::env::current_dir()?.join(home)
+        };
+        Ok(Paths { home })
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.home.join("config.toml")
+    }
+    pub fn disk_image(&self) -> PathBuf {
+        self.home.join("disk.raw")
+    }
+    pub fn run_dir(&self) -> PathBuf {
+        self.home.join("run")
+    }
+    pub fn log_dir(&self) -> PathBuf {
+        self.home.join("logs")
+    }
+    pub fn lock_file(&self) -> PathBuf {
+        self.run_dir().join("daemon.lock")
+    }
+    pub fn pid_file(&self) -> PathBuf {
+        self.run_dir().join("daemon.pid")
+    }
+    pub fn state_file(&self) -> PathBuf {
+        self.run_dir().join("state.json")
+    }
+    pub fn docker_socket(&self) -> PathBuf {
+        self.run_dir().join("docker.sock")
+    }
+    pub fn daemon_log(&self) -> PathBuf {
+        self.log_dir().join("daemon.log")
+    }
+    pub fn console_log(&self) -> PathBuf {
+        self.log_dir().join("console.log")
+    }
+    pub fn agent_log(&self) -> PathBuf {
+        self.log_dir().join("agent.log")
+    }
+
+    /// Creates the state directories; `run/` is private to the user because
+    /// it holds the sockets that control the VM.
+    pub fn ensure_dirs(&self) -> Result<()> {
+        for dir in [self.home.clone(), self.run_dir(), self.log_dir()] {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(self.run_dir(), std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+}
+
+/// The files a VM boot needs that are not part of the `berth` binary.
+#[derive(Debug, Clone)]
+pub struct Assets {
+    pub dir: PathBuf,
+}
+
+impl Assets {
+    pub fn locate() -> Result<Assets> {
+        let mut candidates = Vec::new();
+        if let Some(dir) = std::env::var_os("BERTH_ASSETS") {
+            candidates.push(PathBuf::from(dir));
+        }
+        if let Some(prefix) = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
+        {
+            candidates.push(prefix.join("share/berth"));
+        }
+        if let Some(dirs) = directories::BaseDirs::new() {
+            candidates.push(dirs.data_dir().join("berth"));
+        }
+        match candidates.iter().find(|dir| dir.join("initramfs.cpio").is_file()) {
+            Some(dir) => Ok(Assets { dir: dir.clone() }),
+            None => bail!(
+                "the Berth guest image (initramfs.cpio) was not found in any of: {}\n\
+                 build and install it with `packaging/setup.sh`, or point BERTH_ASSETS at its directory",
+                candidates.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
+    /// The guest kernel: an uncompressed PVH-bootable `vmlinux` where present
+    /// (no decompression at boot), else `bzImage`.
+    pub fn kernel(&self) -> Result<PathBuf> {
+        ["vmlinux", "bzImage"]
+            .iter()
+            .map(|name| self.dir.join(name))
+            .find(|p| p.is_file())
+            .with_context(|| {
+                format!("no guest kernel (vmlinux or bzImage) in {}; build it with `packaging/setup.sh`", self.dir.display())
+            })
+    }
+
+    pub fn initramfs(&self) -> PathBuf {
+        self.dir.join("initramfs.cpio")
+    }
+
+    /// A helper program: next to the assets first, then on PATH.
+    pub fn helper(&self, name: &str, how_to_get: &str) -> Result<PathBuf> {
+        let bundled = self.dir.join("bin").join(name);
+        if bundled.is_file() {
+            return Ok(bundled);
+        }
+        if let Some(found) = std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+        {
+            return Ok(found);
+        }
+        bail!(
+            "`{name}` is needed to run the VM but was not found in {} or on PATH; {how_to_get}",
+            bundled.parent().unwrap().display()
+        )
+    }
+}

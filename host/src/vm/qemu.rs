@@ -1,0 +1,589 @@
+//! The QEMU backend (Linux hosts): `-M microvm`, KVM or TCG, with
+//! virtiofsd (one per share) and, when the host has no /dev/vhost-vsock,
+//! vhost-device-vsock serving hybrid vsock on a unix socket.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tokio::process::{Child, Command};
+
+use super::{
+    Accel, BoxFuture, RunningVm, Share, VmBackend, VmProcess, VmSpec, GUEST_NET, HOST_ALIAS_IP,
+};
+use crate::agent_client::AgentEndpoint;
+use berth_agent_proto::AGENT_VSOCK_PORT;
+
+const SETUP_HINT: &str = "install it with `packaging/setup.sh`";
+
+/// How the guest's vsock device is provided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VsockMode {
+    /// In-kernel vhost-vsock; the host reaches the guest with AF_VSOCK.
+    Kernel { cid: u32 },
+    /// vhost-user-vsock served by vhost-device-vsock.
+    Hybrid {
+        control_socket: PathBuf,
+        agent_socket: PathBuf,
+    },
+}
+
+/// The sockets one VM boot uses, all inside the private run directory.
+#[derive(Debug, Clone)]
+pub struct SocketLayout {
+    pub vsock: VsockMode,
+    /// (share, vhost-user socket of its virtiofsd)
+    pub shares: Vec<(Share, PathBuf)>,
+}
+
+impl SocketLayout {
+    pub fn new(spec: &VmSpec, kernel_vsock: bool) -> SocketLayout {
+        let vsock = if kernel_vsock {
+            // CIDs are global on the host; 3 + our pid keeps concurrent Berth homes apart.
+            VsockMode::Kernel {
+                cid: 3 + std::process::id(),
+            }
+        } else {
+            VsockMode::Hybrid {
+                control_socket: spec.run_dir.join("vsock.sock"),
+                agent_socket: spec.run_dir.join("agent.vsock"),
+            }
+        };
+        let shares = spec
+            .shares
+            .iter()
+            .map(|s| (s.clone(), spec.run_dir.join(format!("fs-{}.sock", s.tag))))
+            .collect();
+        SocketLayout { vsock, shares }
+    }
+
+    /// Every file the VM's processes create in the run directory.
+    fn socket_paths(&self) -> Vec<PathBuf> {
+        // virtiofsd writes `<socket>.pid` beside its socket.
+        let mut paths: Vec<PathBuf> = self
+            .shares
+            .iter()
+            .flat_map(|(_, p)| [p.clone(), PathBuf::from(format!("{}.pid", p.display()))])
+            .collect();
+        if let VsockMode::Hybrid {
+            control_socket,
+            agent_socket,
+        } = &self.vsock
+        {
+            paths.push(control_socket.clone());
+            paths.push(agent_socket.clone());
+        }
+        paths
+    }
+}
+
+/// Percent-encodes a path for the kernel command line (spaces and commas
+/// would split it); the agent decodes it.
+pub fn encode_cmdline_path(path: &Path) -> String {
+    let mut out = String::new();
+    for &b in path.as_os_str().as_encoded_bytes() {
+        if b.is_ascii_alphanumeric() || b"/._-~+@:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub fn kernel_cmdline(spec: &VmSpec, tsc_khz: Option<u64>) -> String {
+    let mut args = vec![
+        "console=ttyS0".to_string(),
+        "quiet".into(),
+        // QEMU runs with -no-reboot: a reboot request (the agent's power-off,
+        // or a panic) ends the VM process. Triple-fault reset needs no device.
+        "reboot=t".into(),
+        "panic=-1".into(),
+        "8250.nr_uarts=1".into(),
+        "cryptomgr.notests".into(),
+    ];
+    if let Some(khz) = tsc_khz {
+        // microvm has no HPET/PM timer to calibrate the TSC against.
+        args.push(format!("tsc_early_khz={khz}"));
+    }
+    args.push("berth.hostname=berth".into());
+    args.push(format!("berth.net={GUEST_NET}"));
+    args.push(format!("berth.hostalias={HOST_ALIAS_IP}"));
+    args.push("berth.disk=/dev/vda".into());
+    for share in &spec.shares {
+        args.push(format!(
+            "berth.share={},{}",
+            share.tag,
+            encode_cmdline_path(&share.guest_path)
+        ));
+    }
+    args.push(format!("berth.log={}", spec.agent_log_level));
+    args.join(" ")
+}
+
+/// The full QEMU command line (after the program name).
+pub fn qemu_args(
+    spec: &VmSpec,
+    layout: &SocketLayout,
+    tsc_khz: Option<u64>,
+) -> Result<Vec<String>> {
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+    push(&[
+        "-name",
+        "berth",
+        "-nodefaults",
+        "-no-user-config",
+        "-nographic",
+        "-no-reboot",
+    ]);
+    match spec.accel {
+        Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
+        Accel::Tcg => push(&["-accel", "tcg,thread=multi", "-cpu", "max"]),
+        other => bail!(
+            "accelerator {} is not available to QEMU on Linux (use kvm or tcg)",
+            other.name()
+        ),
+    }
+    // vhost-user devices need guest memory that other processes can map.
+    let mem = format!("{}M", spec.memory_mib);
+    push(&["-M", "microvm,memory-backend=mem"]);
+    push(&[
+        "-object",
+        &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
+    ]);
+    push(&["-m", &mem, "-smp", &spec.cpus.to_string()]);
+    push(&[
+        "-kernel",
+        &spec.kernel.display().to_string(),
+        "-initrd",
+        &spec.initramfs.display().to_string(),
+    ]);
+    push(&["-append", &kernel_cmdline(spec, tsc_khz)]);
+    // Kernel console on the serial port; the agent's log on a virtio console.
+    push(&[
+        "-chardev",
+        &format!("file,id=console,path={}", spec.console_log.display()),
+    ]);
+    push(&["-serial", "chardev:console"]);
+    push(&["-device", "virtio-serial-device"]);
+    push(&[
+        "-chardev",
+        &format!("file,id=agentlog,path={}", spec.agent_log.display()),
+    ]);
+    push(&["-device", "virtconsole,chardev=agentlog"]);
+    push(&["-device", "virtio-rng-device"]);
+    // The data disk is /dev/vda: the first virtio-blk device.
+    push(&[
+        "-drive",
+        &format!(
+            "id=data,file={},format=raw,if=none,discard=unmap,cache=writeback",
+            spec.disk.display()
+        ),
+    ]);
+    push(&["-device", "virtio-blk-device,drive=data"]);
+    push(&[
+        "-netdev",
+        "user,id=net0",
+        "-device",
+        "virtio-net-device,netdev=net0",
+    ]);
+    match &layout.vsock {
+        VsockMode::Kernel { cid } => {
+            push(&["-device", &format!("vhost-vsock-device,guest-cid={cid}")])
+        }
+        VsockMode::Hybrid { control_socket, .. } => {
+            push(&[
+                "-chardev",
+                &format!("socket,id=vsock,path={}", control_socket.display()),
+            ]);
+            push(&["-device", "vhost-user-vsock-device,chardev=vsock"]);
+        }
+    }
+    for (i, (share, socket)) in layout.shares.iter().enumerate() {
+        push(&[
+            "-chardev",
+            &format!("socket,id=fs{i},path={}", socket.display()),
+        ]);
+        push(&[
+            "-device",
+            &format!("vhost-user-fs-device,chardev=fs{i},tag={}", share.tag),
+        ]);
+    }
+    Ok(a)
+}
+
+/// The host's TSC frequency in kHz, which the guest must be told on microvm.
+pub fn host_tsc_khz(cpuinfo: &str) -> Option<u64> {
+    let mhz: f64 = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((mhz * 1000.0).round() as u64)
+}
+
+pub struct QemuBackend {
+    qemu: PathBuf,
+    virtiofsd: PathBuf,
+    /// None when the host has kernel vhost-vsock.
+    vsock_device: Option<PathBuf>,
+}
+
+impl QemuBackend {
+    pub fn locate() -> Result<QemuBackend> {
+        let assets = crate::paths::Assets::locate()?;
+        let qemu = assets.helper(
+            "qemu-system-x86_64",
+            "install Debian's qemu-system-x86 (`packaging/setup.sh` does)",
+        )?;
+        let virtiofsd = assets.helper("virtiofsd", SETUP_HINT)?;
+        let vsock_device = if Path::new("/dev/vhost-vsock").exists() {
+            None
+        } else {
+            Some(assets.helper("vhost-device-vsock", SETUP_HINT)?)
+        };
+        Ok(QemuBackend {
+            qemu,
+            virtiofsd,
+            vsock_device,
+        })
+    }
+}
+
+/// Spawns a process that dies with the daemon (PR_SET_PDEATHSIG), so a
+/// killed daemon leaves no VM or helper behind.
+fn spawn_owned(cmd: &mut Command, log: &Path, name: &str) -> Result<Child> {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    cmd.stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe and only takes integers. The daemon
+    // spawns from its single runtime thread, which lives as long as the
+    // process, so "parent death" means the daemon's death.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().with_context(|| format!("starting {name}"))
+}
+
+async fn wait_for_socket(path: &Path, child: &mut Child, name: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        if let Some(status) = child.try_wait()? {
+            bail!("{name} exited during start-up ({status}); see `berth logs`");
+        }
+        if Instant::now() > deadline {
+            bail!("{name} did not create {} in time", path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
+
+impl VmBackend for QemuBackend {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn start<'a>(&'a self, spec: &'a VmSpec) -> BoxFuture<'a, Result<Box<dyn RunningVm>>> {
+        Box::pin(async move {
+            let layout = SocketLayout::new(spec, self.vsock_device.is_none());
+            for socket in layout.socket_paths() {
+                let _ = std::fs::remove_file(&socket);
+            }
+            let helper_log = spec.console_log.with_file_name("helpers.log");
+            let qemu_log = spec.console_log.with_file_name("qemu.log");
+            let _ = std::fs::remove_file(&qemu_log);
+            let mut vm = QemuVm {
+                qemu: None,
+                helpers: Vec::new(),
+                sockets: layout.socket_paths(),
+                layout: layout.clone(),
+                qemu_log: qemu_log.clone(),
+            };
+
+            // Helpers first, in parallel; QEMU connects to their sockets.
+            for (share, socket) in &layout.shares {
+                let sandbox = if nix::unistd::geteuid().is_root() {
+                    "namespace"
+                } else {
+                    "none"
+                };
+                let mut cmd = Command::new(&self.virtiofsd);
+                cmd.arg(format!("--socket-path={}", socket.display()))
+                    .arg(format!("--shared-dir={}", share.host_path.display()))
+                    .args(["--cache=auto", "--log-level=warn"])
+                    .arg(format!("--sandbox={sandbox}"));
+                let child = spawn_owned(&mut cmd, &helper_log, "virtiofsd")?;
+                vm.helpers
+                    .push((format!("virtiofsd[{}]", share.tag), child));
+            }
+            if let (
+                Some(device),
+                VsockMode::Hybrid {
+                    control_socket,
+                    agent_socket,
+                },
+            ) = (&self.vsock_device, &layout.vsock)
+            {
+                let mut cmd = Command::new(device);
+                cmd.args(["--guest-cid", "3"])
+                    .arg("--socket")
+                    .arg(control_socket)
+                    .arg("--uds-path")
+                    .arg(agent_socket);
+                let child = spawn_owned(&mut cmd, &helper_log, "vhost-device-vsock")?;
+                vm.helpers.push(("vhost-device-vsock".into(), child));
+            }
+            let helper_sockets: Vec<PathBuf> = layout
+                .shares
+                .iter()
+                .map(|(_, s)| s.clone())
+                .chain(match &layout.vsock {
+                    VsockMode::Hybrid { control_socket, .. } => Some(control_socket.clone()),
+                    VsockMode::Kernel { .. } => None,
+                })
+                .collect();
+            for (socket, (name, child)) in helper_sockets.iter().zip(vm.helpers.iter_mut()) {
+                wait_for_socket(socket, child, name).await?;
+            }
+
+            let tsc_khz =
+                host_tsc_khz(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default());
+            let args = qemu_args(spec, &layout, tsc_khz)?;
+            tracing::debug!(qemu = %self.qemu.display(), ?args, "starting QEMU");
+            let mut cmd = Command::new(&self.qemu);
+            cmd.args(&args);
+            vm.qemu = Some(spawn_owned(&mut cmd, &qemu_log, "QEMU")?);
+            Ok(Box::new(vm) as Box<dyn RunningVm>)
+        })
+    }
+}
+
+struct QemuVm {
+    qemu: Option<Child>,
+    helpers: Vec<(String, Child)>,
+    sockets: Vec<PathBuf>,
+    layout: SocketLayout,
+    qemu_log: PathBuf,
+}
+
+impl QemuVm {
+    fn qemu_stderr_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.qemu_log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().rev().take(5).collect();
+        lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    async fn stop_helpers(&mut self) {
+        for (name, mut child) in self.helpers.drain(..) {
+            if let Some(pid) = child.id() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::SIGTERM,
+                );
+            }
+            if tokio::time::timeout(Duration::from_secs(2), child.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(name, "helper did not stop on SIGTERM; killing it");
+                let _ = child.kill().await;
+            }
+        }
+        for socket in &self.sockets {
+            let _ = std::fs::remove_file(socket);
+        }
+    }
+}
+
+impl Drop for QemuVm {
+    fn drop(&mut self) {
+        // kill_on_drop ends the processes; their sockets are ours to remove.
+        for socket in &self.sockets {
+            let _ = std::fs::remove_file(socket);
+        }
+    }
+}
+
+impl RunningVm for QemuVm {
+    fn agent_endpoint(&self) -> AgentEndpoint {
+        match &self.layout.vsock {
+            VsockMode::Kernel { cid } => AgentEndpoint::Vsock {
+                cid: *cid,
+                port: AGENT_VSOCK_PORT,
+            },
+            VsockMode::Hybrid { agent_socket, .. } => AgentEndpoint::HybridVsock {
+                uds: agent_socket.clone(),
+                port: AGENT_VSOCK_PORT,
+            },
+        }
+    }
+
+    fn processes(&self) -> Vec<VmProcess> {
+        let qemu = self
+            .qemu
+            .iter()
+            .filter_map(|c| c.id())
+            .map(|pid| VmProcess {
+                name: "qemu".into(),
+                pid,
+            });
+        let helpers = self.helpers.iter().filter_map(|(name, c)| {
+            c.id().map(|pid| VmProcess {
+                name: name.clone(),
+                pid,
+            })
+        });
+        qemu.chain(helpers).collect()
+    }
+
+    fn wait(&mut self) -> BoxFuture<'_, String> {
+        Box::pin(async move {
+            let Some(qemu) = self.qemu.as_mut() else {
+                return "the VM was never started".into();
+            };
+            let status = qemu.wait().await;
+            let tail = self.qemu_stderr_tail();
+            let mut msg = match status {
+                Ok(status) => format!("QEMU exited ({status})"),
+                Err(err) => format!("waiting for QEMU failed: {err}"),
+            };
+            if !tail.is_empty() {
+                msg.push_str(&format!(": {tail}"));
+            }
+            msg
+        })
+    }
+
+    fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            if let Some(mut qemu) = self.qemu.take() {
+                match tokio::time::timeout(grace, qemu.wait()).await {
+                    Ok(status) => tracing::info!(status = ?status.ok(), "QEMU exited"),
+                    Err(_) => {
+                        tracing::warn!(
+                            grace_ms = grace.as_millis() as u64,
+                            "the VM did not power off in time; killing QEMU"
+                        );
+                        let _ = qemu.kill().await;
+                    }
+                }
+            }
+            self.stop_helpers().await;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> VmSpec {
+        VmSpec {
+            cpus: 2,
+            memory_mib: 1024,
+            accel: Accel::Tcg,
+            kernel: "/a/vmlinux".into(),
+            initramfs: "/a/initramfs.cpio".into(),
+            disk: "/h/disk.raw".into(),
+            shares: vec![Share {
+                tag: "share0".into(),
+                host_path: "/home/me".into(),
+                guest_path: "/home/me".into(),
+            }],
+            run_dir: "/h/run".into(),
+            console_log: "/h/logs/console.log".into(),
+            agent_log: "/h/logs/agent.log".into(),
+            agent_log_level: "info".into(),
+        }
+    }
+
+    fn joined(args: &[String]) -> String {
+        args.join(" ")
+    }
+
+    #[test]
+    fn tcg_microvm_with_hybrid_vsock_and_virtiofs() {
+        let spec = spec();
+        let layout = SocketLayout::new(&spec, false);
+        let args = joined(&qemu_args(&spec, &layout, Some(2_500_000)).unwrap());
+        for expected in [
+            "-accel tcg,thread=multi -cpu max",
+            "-M microvm,memory-backend=mem",
+            "-object memory-backend-memfd,id=mem,size=1024M,share=on",
+            "-m 1024M -smp 2",
+            "-kernel /a/vmlinux -initrd /a/initramfs.cpio",
+            "-chardev socket,id=vsock,path=/h/run/vsock.sock -device vhost-user-vsock-device,chardev=vsock",
+            "-chardev socket,id=fs0,path=/h/run/fs-share0.sock -device vhost-user-fs-device,chardev=fs0,tag=share0",
+            "-drive id=data,file=/h/disk.raw,format=raw",
+            "-netdev user,id=net0",
+            "-no-reboot",
+        ] {
+            assert!(args.contains(expected), "missing `{expected}` in {args}");
+        }
+        let cmdline = kernel_cmdline(&spec, Some(2_500_000));
+        assert!(cmdline.contains("tsc_early_khz=2500000"));
+        assert!(cmdline.contains("berth.share=share0,/home/me"));
+        assert!(cmdline.contains("reboot=t panic=-1"));
+    }
+
+    #[test]
+    fn kvm_uses_the_host_cpu_and_kernel_vsock() {
+        let mut spec = spec();
+        spec.accel = Accel::Kvm;
+        let layout = SocketLayout::new(&spec, true);
+        let args = joined(&qemu_args(&spec, &layout, None).unwrap());
+        assert!(args.contains("-accel kvm -cpu host"));
+        assert!(args.contains("-device vhost-vsock-device,guest-cid="));
+        assert!(!args.contains("vhost-user-vsock"));
+        assert!(!kernel_cmdline(&spec, None).contains("tsc_early_khz"));
+    }
+
+    #[test]
+    fn other_platforms_accelerators_are_refused() {
+        let mut spec = spec();
+        spec.accel = Accel::Hvf;
+        let layout = SocketLayout::new(&spec, false);
+        assert!(qemu_args(&spec, &layout, None)
+            .unwrap_err()
+            .to_string()
+            .contains("hvf"));
+    }
+
+    #[test]
+    fn share_paths_survive_the_kernel_command_line() {
+        assert_eq!(
+            encode_cmdline_path(Path::new("/home/a b,c")),
+            "/home/a%20b%2Cc"
+        );
+        assert_eq!(
+            encode_cmdline_path(Path::new("/srv/x_y-1.2")),
+            "/srv/x_y-1.2"
+        );
+    }
+
+    #[test]
+    fn reads_the_host_tsc_rate() {
+        assert_eq!(
+            host_tsc_khz("processor : 0\ncpu MHz\t\t: 2199.998\n"),
+            Some(2_199_998)
+        );
+        assert_eq!(host_tsc_khz("nothing"), None);
+    }
+}

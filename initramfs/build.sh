@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Packs the Berth initramfs: the static berth-agent as /init, busybox for
+# `berth shell` and debugging, and mke2fs (with its libraries) so the agent
+# can format the data disk on first boot.
+#
+#   initramfs/build.sh AGENT_BINARY OUTPUT.cpio
+#
+# Reproducible: same inputs, same bytes (sorted entries, fixed mtimes and
+# owners). Uncompressed on purpose: under software emulation the kernel
+# copies an uncompressed archive faster than it can inflate a compressed one.
+set -euo pipefail
+agent=${1:?usage: build.sh AGENT_BINARY OUTPUT.cpio}
+out=${2:?usage: build.sh AGENT_BINARY OUTPUT.cpio}
+agent=$(realpath "$agent")
+out=$(realpath -m "$out")
+busybox=${BUSYBOX:-/bin/busybox}
+mke2fs=$(command -v mke2fs || echo /sbin/mke2fs)
+for f in "$agent" "$busybox" "$mke2fs"; do
+  [ -x "$f" ] || { echo "initramfs: missing $f" >&2; exit 1; }
+done
+file "$busybox" 2>/dev/null | grep -q 'statically linked' || ldd "$busybox" 2>&1 | grep -q 'not a dynamic' \
+  || { echo "initramfs: $busybox is not static; install Debian busybox-static" >&2; exit 1; }
+
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+cd "$stage"
+mkdir -p bin sbin usr/bin usr/sbin etc root proc sys dev run tmp var/lib/berth lib lib64
+install -m 0755 "$agent" init
+install -m 0755 "$busybox" bin/busybox
+"$busybox" --list-full | while read -r applet; do
+  case "$applet" in linuxrc|sbin/init|"") continue ;; esac
+  mkdir -p "$(dirname "$applet")"
+  [ -e "$applet" ] || ln -s /bin/busybox "$applet"
+done
+
+# mke2fs is dynamically linked: bring its libraries and the loader along.
+install -m 0755 "$mke2fs" sbin/mke2fs.real
+rm -f sbin/mke2fs && mv sbin/mke2fs.real sbin/mke2fs
+ldd "$mke2fs" | awk '/=>/ {print $3} /^\t\/lib/ {print $1}' | while read -r lib; do
+  [ -f "$lib" ] || continue
+  mkdir -p ".$(dirname "$lib")"
+  # 0755: the kernel needs exec permission on the ELF interpreter.
+  install -m 0755 "$(readlink -f "$lib")" ".$lib"
+done
+[ -f /etc/mke2fs.conf ] && install -m 0644 /etc/mke2fs.conf etc/mke2fs.conf
+
+printf 'root:x:0:0:root:/root:/bin/sh\n' > etc/passwd
+printf 'root:x:0:\ntty:x:5:\n' > etc/group
+printf 'berth\n' > etc/hostname
+printf '/bin/sh\n' > etc/shells
+chmod 0700 root
+chmod 1777 tmp
+
+find . -exec touch -h -d @0 {} +
+mkdir -p "$(dirname "$out")"
+find . -mindepth 1 -printf '%P\n' | LC_ALL=C sort | cpio --quiet -o -H newc --reproducible -R 0:0 > "$out.tmp"
+mv "$out.tmp" "$out"
+echo "initramfs: $(du -h "$out" | cut -f1) -> $out" >&2

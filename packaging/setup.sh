@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# One-stop set-up for a Debian 12 machine: system packages, Rust targets, the
+# VM helper programs, the guest kernel, the agent + initramfs and the `berth`
+# binary. Idempotent; expensive artifacts are cached by content hash in
+# $BERTH_BUILD_CACHE (default ~/.cache/berth-build).
+#
+# Installs into $BERTH_PREFIX (default ~/.local):
+#   bin/berth
+#   share/berth/{vmlinux,initramfs.cpio}      guest kernel + initramfs
+#   share/berth/bin/{virtiofsd,vhost-device-vsock}
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cache=${BERTH_BUILD_CACHE:-$HOME/.cache/berth-build}
+prefix=${BERTH_PREFIX:-$HOME/.local}
+share=$prefix/share/berth
+export BERTH_BUILD_CACHE=$cache
+log() { printf '[setup %s] %s\n' "$(date +%T)" "$*" >&2; }
+
+# --- system packages --------------------------------------------------------
+apt_pkgs=(
+  qemu-system-x86 qemu-utils          # the VM monitor
+  linux-source-6.1 bc bison flex libelf-dev libssl-dev lz4 xz-utils cpio  # guest kernel
+  busybox-static e2fsprogs            # initramfs userland, mke2fs for the data disk
+  libcap-ng-dev libseccomp-dev pkg-config  # virtiofsd build
+  protobuf-compiler musl-tools        # agent protocol, static agent
+  curl ca-certificates
+)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+# qemu-utils must match qemu-system-x86's version (see below).
+if [ "$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null)" != "$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null)" ]; then
+  missing+=(qemu-system-x86 qemu-utils)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  sudo_cmd=(); [ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -q >&2
+  # Some images ship a newer qemu-utils than Debian 12's QEMU, which then
+  # refuses to install beside it: pin both to the version apt offers for
+  # qemu-system-x86 (a downgrade of qemu-utils where needed).
+  qemu_ver=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+  pkgs=()
+  for p in "${missing[@]}"; do
+    case "$p" in qemu-utils) ;; *) pkgs+=("$p") ;; esac
+  done
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends \
+    --allow-downgrades "${pkgs[@]}" "qemu-utils=$qemu_ver" >&2
+fi
+
+# --- Rust -------------------------------------------------------------------
+command -v cargo >/dev/null || { log "cargo not found: install Rust with rustup first"; exit 1; }
+want_targets=(x86_64-unknown-linux-musl)
+[ "${BERTH_CROSS_CHECK:-0}" = 1 ] && want_targets+=(aarch64-apple-darwin x86_64-pc-windows-gnu)
+have_targets=$(rustup target list --installed)
+for t in "${want_targets[@]}"; do
+  grep -qx "$t" <<<"$have_targets" || { log "adding Rust target $t"; rustup target add "$t" >&2; }
+done
+
+# --- helper programs from crates.io, cached by name+version -----------------
+install_tool() {  # name version bin
+  local name=$1 version=$2 bin=$3 dir=$cache/tools/$1-$2
+  if [ ! -x "$dir/bin/$bin" ]; then
+    log "building $name $version from crates.io (cached in $dir)"
+    cargo install --quiet --locked --version "$version" --root "$dir.tmp" "$name" >&2
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  fi
+  mkdir -p "$share/bin"
+  install -m 0755 "$dir/bin/$bin" "$share/bin/$bin"
+}
+install_tool virtiofsd 1.14.0 virtiofsd
+install_tool vhost-device-vsock 0.3.0 vhost-device-vsock
+
+# --- guest kernel -----------------------------------------------------------
+kdir=$("$repo/kernel-config/build.sh")
+mkdir -p "$share"
+install -m 0644 "$kdir/vmlinux" "$share/vmlinux"
+install -m 0644 "$kdir/bzImage" "$share/bzImage"
+
+# --- agent, initramfs, host binary ------------------------------------------
+log "building berth-agent (static musl) and berth"
+(cd "$repo" && cargo build --quiet --release -p berth-agent --target x86_64-unknown-linux-musl >&2)
+(cd "$repo" && cargo build --quiet --release -p berth >&2)
+"$repo/initramfs/build.sh" "$repo/target/x86_64-unknown-linux-musl/release/berth-agent" "$share/initramfs.cpio" >&2
+mkdir -p "$prefix/bin"
+install -m 0755 "$repo/target/release/berth" "$prefix/bin/berth"
+log "ready: $prefix/bin/berth (assets in $share)"
