@@ -209,8 +209,12 @@ mod tests {
 
     #[tokio::test]
     async fn hybrid_handshake_reports_refusal_and_garbage() {
-        let (mut host, device) = tokio::io::duplex(64);
-        drop(device);
+        // The device reads the request, finds no listener, and hangs up.
+        let (mut host, mut device) = tokio::io::duplex(64);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 13];
+            device.read_exact(&mut buf).await.unwrap();
+        });
         let err = hybrid_handshake(&mut host, 1024).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
 

@@ -1,0 +1,260 @@
+//! End-to-end tests of the VM foundation: each test boots its own real VM
+//! (TCG on machines without usable KVM) through the real `berth` binary.
+//!
+//! Needs the guest assets (packaging/setup.sh installs them; BERTH_ASSETS
+//! overrides) and QEMU, virtiofsd and vhost-device-vsock.
+
+mod harness;
+
+use std::io::Write;
+use std::process::Stdio;
+
+use harness::{describe, pid_alive, Berth};
+
+#[test]
+fn start_status_shell_stop() {
+    let berth = Berth::new();
+    berth.start();
+    let status = berth.status();
+    assert_eq!(status["state"], "running", "{status}");
+    assert!(
+        ["tcg", "kvm"].contains(&status["accel"].as_str().unwrap()),
+        "{status}"
+    );
+    assert!(status["boot_ms"].as_u64().unwrap() > 0, "{status}");
+    assert_eq!(status["agent_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["cpus"], 1);
+    assert_eq!(status["memory_mib"], 512);
+    let docker_host = format!("unix://{}/run/docker.sock", berth.home.path().display());
+    assert_eq!(status["docker_host"], docker_host.as_str());
+    let daemon_pid = status["daemon_pid"].as_i64().unwrap();
+
+    // A second start is a no-op: same daemon, still running.
+    let again = berth.ok(&["start"]);
+    assert!(again.contains("already running"), "{again}");
+    assert_eq!(berth.status()["daemon_pid"], daemon_pid);
+
+    // The guest is ours: our kernel, our hostname, the data disk mounted.
+    let out = berth.shell(&[
+        "sh",
+        "-c",
+        "uname -r; hostname; grep -c ' /var/lib/berth ext4 ' /proc/mounts",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("6."), "{stdout}");
+    assert_eq!(&lines[1..], ["berth", "1"]);
+
+    // Exit codes pass through; a missing command is 127 as in a shell.
+    assert_eq!(
+        berth.shell(&["sh", "-c", "exit 42"]).status.code(),
+        Some(42)
+    );
+    let missing = berth.shell(&["/no/such/program"]);
+    assert_eq!(missing.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/no/such/program"));
+    // A process killed by a signal reports 128 + signal.
+    assert_eq!(
+        berth.shell(&["sh", "-c", "kill -9 $$"]).status.code(),
+        Some(137)
+    );
+
+    // stdout and stderr stay apart.
+    let out = berth.shell(&["sh", "-c", "echo out; echo err >&2"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+
+    // Streaming: stdin in, a few MiB back out, nothing lost.
+    let mut child = berth
+        .cmd(&[
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "wc -c; head -c 3000000 /dev/zero | tr '\\0' x",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&vec![b'a'; 1_000_000])
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let (count, rest) = out
+        .stdout
+        .split_at(out.stdout.iter().position(|&b| b == b'\n').unwrap() + 1);
+    assert_eq!(String::from_utf8_lossy(count).trim(), "1000000");
+    assert_eq!(rest.len(), 3_000_000);
+    assert!(rest.iter().all(|&b| b == b'x'));
+
+    // Output from a process that exits at once is never lost.
+    for i in 0..5 {
+        let out = berth.shell(&["echo", &i.to_string()]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{i}\n"));
+    }
+
+    berth.stop_and_check_clean();
+    assert!(
+        !pid_alive(daemon_pid),
+        "the daemon is still alive after stop"
+    );
+    let again = berth.ok(&["stop"]);
+    assert!(again.contains("not running"), "{again}");
+}
+
+#[test]
+fn home_share_works_both_ways_and_data_disk_persists() {
+    let berth = Berth::new();
+    let share = berth.share.path().to_path_buf();
+    assert!(
+        share.display().to_string().contains(' '),
+        "the share path should have a space in it"
+    );
+    std::fs::write(share.join("from-host.txt"), "hello from the host\n").unwrap();
+    berth.start();
+
+    // Host -> guest, at the same absolute path.
+    let path = share.join("from-host.txt").display().to_string();
+    let out = berth.shell(&["cat", &path]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from the host\n",
+        "{}",
+        describe(&out)
+    );
+
+    // Guest -> host.
+    let guest_file = share.join("sub dir/from-guest.txt").display().to_string();
+    let script = format!(
+        "mkdir -p \"$(dirname '{guest_file}')\" && echo 'hello from the guest' > '{guest_file}'"
+    );
+    let out = berth.shell(&["sh", "-c", &script]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        std::fs::read_to_string(share.join("sub dir/from-guest.txt")).unwrap(),
+        "hello from the guest\n"
+    );
+
+    // `berth shell` starts in the current directory when the VM shares it.
+    let out = berth
+        .cmd(&["shell", "--", "pwd"])
+        .current_dir(&share)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        share.display().to_string()
+    );
+
+    // The data disk keeps its contents across a VM restart.
+    let out = berth.shell(&["sh", "-c", "echo kept > /var/lib/berth/marker && sync"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    berth.stop_and_check_clean();
+    berth.start();
+    let out = berth.shell(&["cat", "/var/lib/berth/marker"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "kept\n",
+        "{}",
+        describe(&out)
+    );
+    berth.stop_and_check_clean();
+}
+
+#[test]
+fn crashes_are_detected_reported_and_recovered() {
+    let berth = Berth::new();
+    berth.start();
+
+    // The VM dies under the daemon: status says so, with a reason.
+    let qemu = berth
+        .live_processes()
+        .into_iter()
+        .find(|p| p.contains("qemu-system"))
+        .expect("a QEMU process");
+    let qemu_pid: i32 = qemu.split_whitespace().next().unwrap().parse().unwrap();
+    // SAFETY: plain kill(2).
+    unsafe { libc::kill(qemu_pid, libc::SIGKILL) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        let status = berth.status();
+        if status["state"] == "error" || std::time::Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(status["state"], "error", "{status}");
+    assert!(
+        status["error"]
+            .as_str()
+            .unwrap()
+            .contains("exited unexpectedly"),
+        "{status}"
+    );
+    assert!(
+        berth.live_processes().is_empty(),
+        "helpers outlived the VM: {:?}",
+        berth.live_processes()
+    );
+
+    // start recovers from the error.
+    berth.start();
+    assert_eq!(berth.status()["state"], "running");
+
+    // The daemon dies (kill -9): its VM and helpers die with it, status
+    // reports the crash, and stop/start recover.
+    let daemon_pid = berth.status()["daemon_pid"].as_i64().unwrap();
+    // SAFETY: plain kill(2).
+    unsafe { libc::kill(daemon_pid as i32, libc::SIGKILL) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !berth.live_processes().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        berth.live_processes().is_empty(),
+        "VM processes outlived the daemon: {:?}",
+        berth.live_processes()
+    );
+    let status = berth.status();
+    assert_eq!(status["state"], "error", "{status}");
+    assert!(
+        status["error"]
+            .as_str()
+            .unwrap()
+            .contains("gone without shutting the VM down"),
+        "{status}"
+    );
+    berth.start();
+    let out = berth.shell(&["true"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    berth.stop_and_check_clean();
+}
+
+#[test]
+fn bad_config_is_a_clear_error_and_starts_nothing() {
+    let share = tempfile::tempdir().unwrap();
+    let berth = Berth::with_config(share, "cpu = 2\n");
+    let out = berth.run(&["start"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown field `cpu`") && stderr.contains("config.toml"),
+        "{stderr}"
+    );
+    assert!(berth.live_processes().is_empty());
+    assert_eq!(berth.status()["state"], "stopped");
+
+    std::fs::write(
+        berth.home.path().join("config.toml"),
+        "[vm]\nmemory-mib = 1\n",
+    )
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&berth.run(&["start"]).stderr).into_owned();
+    assert!(stderr.contains("vm.memory-mib"), "{stderr}");
+}
