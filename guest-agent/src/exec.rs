@@ -7,9 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_agent_proto::{
-    exec_input, exec_output, ExecInput, ExecOutput, ExecStart, ExitStatus, WindowSize,
-};
+use berth_agent_proto::{exec_input, exec_output, ExecInput, ExecOutput, ExecStart, ExitStatus, WindowSize};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
@@ -21,10 +19,7 @@ use crate::reaper::{Exit, Reaper};
 
 /// The environment every process starts from; the client's entries override it.
 const BASE_ENV: &[(&str, &str)] = &[
-    (
-        "PATH",
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    ),
+    ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
     ("HOME", "/root"),
     ("USER", "root"),
     ("LOGNAME", "root"),
@@ -40,42 +35,20 @@ pub type OutputSender = mpsc::Sender<Result<ExecOutput, Status>>;
 
 /// Starts the process described by `start` and pumps its stdio between
 /// `input` and `output` until it has exited and its output is drained.
-pub async fn run(
-    reaper: &Reaper,
-    start: ExecStart,
-    input: Streaming<ExecInput>,
-    output: OutputSender,
-) {
+pub async fn run(reaper: &Reaper, start: ExecStart, input: Streaming<ExecInput>, output: OutputSender) {
     let spawned = match spawn(reaper, &start) {
         Ok(spawned) => spawned,
         Err(err) => {
             // Shell conventions, so `berth shell -- nosuchcmd` behaves like a shell.
-            let code = if err.kind() == io::ErrorKind::PermissionDenied {
-                126
-            } else {
-                127
-            };
+            let code = if err.kind() == io::ErrorKind::PermissionDenied { 126 } else { 127 };
             let argv0 = start.argv.first().map(String::as_str).unwrap_or("");
             let msg = format!("berth-agent: {argv0}: {err}\n");
-            let _ = output
-                .send(Ok(out(exec_output::Output::Stderr(msg.into_bytes()))))
-                .await;
-            let _ = output
-                .send(Ok(out(exec_output::Output::Exit(ExitStatus {
-                    code,
-                    signal: 0,
-                }))))
-                .await;
+            let _ = output.send(Ok(out(exec_output::Output::Stderr(msg.into_bytes())))).await;
+            let _ = output.send(Ok(out(exec_output::Output::Exit(ExitStatus { code, signal: 0 })))).await;
             return;
         }
     };
-    let Spawned {
-        pid,
-        exited,
-        stdin,
-        outputs,
-        pty,
-    } = spawned;
+    let Spawned { pid, exited, stdin, outputs, pty } = spawned;
     tracing::debug!(pid, argv = ?start.argv, tty = start.tty, "exec started");
 
     let mut readers = tokio::task::JoinSet::new();
@@ -93,25 +66,15 @@ pub async fn run(
             return;
         }
     };
-    let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, async {
-        while readers.join_next().await.is_some() {}
-    })
-    .await;
+    let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, async { while readers.join_next().await.is_some() {} }).await;
     readers.abort_all();
     input_task.abort();
     tracing::debug!(pid, ?exit, "exec finished");
-    let _ = output
-        .send(Ok(out(exec_output::Output::Exit(ExitStatus {
-            code: exit.code,
-            signal: exit.signal,
-        }))))
-        .await;
+    let _ = output.send(Ok(out(exec_output::Output::Exit(ExitStatus { code: exit.code, signal: exit.signal })))).await;
 }
 
 fn out(output: exec_output::Output) -> ExecOutput {
-    ExecOutput {
-        output: Some(output),
-    }
+    ExecOutput { output: Some(output) }
 }
 
 struct Spawned {
@@ -124,10 +87,8 @@ struct Spawned {
 }
 
 fn spawn(reaper: &Reaper, start: &ExecStart) -> io::Result<Spawned> {
-    let (program, args) = start
-        .argv
-        .split_first()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
+    let (program, args) =
+        start.argv.split_first().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
     let mut cmd = Command::new(program);
     cmd.args(args).env_clear().envs(BASE_ENV.iter().copied());
     if start.tty {
@@ -139,19 +100,13 @@ fn spawn(reaper: &Reaper, start: &ExecStart) -> io::Result<Spawned> {
             None => cmd.env_remove(entry),
         };
     }
-    cmd.current_dir(if start.cwd.is_empty() {
-        "/"
-    } else {
-        &start.cwd
-    });
+    cmd.current_dir(if start.cwd.is_empty() { "/" } else { &start.cwd });
 
     if start.tty {
         let size = start.size.unwrap_or(WindowSize { rows: 24, cols: 80 });
         let pty = nix::pty::openpty(Some(&winsize(size)), None).map_err(io::Error::from)?;
         let slave = pty.slave;
-        cmd.stdin(Stdio::from(slave.try_clone()?))
-            .stdout(Stdio::from(slave.try_clone()?))
-            .stderr(Stdio::from(slave));
+        cmd.stdin(Stdio::from(slave.try_clone()?)).stdout(Stdio::from(slave.try_clone()?)).stderr(Stdio::from(slave));
         // SAFETY: the closure runs in the forked child before exec and calls
         // only async-signal-safe functions (setsid, ioctl).
         unsafe {
@@ -175,13 +130,9 @@ fn spawn(reaper: &Reaper, start: &ExecStart) -> io::Result<Spawned> {
             pty: Some(master),
         })
     } else {
-        cmd.stdin(if start.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        cmd.stdin(if start.stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         // SAFETY: setsid is async-signal-safe; its own session lets us signal
         // the whole process group when the client disconnects.
         unsafe {
@@ -190,8 +141,9 @@ fn spawn(reaper: &Reaper, start: &ExecStart) -> io::Result<Spawned> {
         let (mut child, exited) = reaper.spawn(&mut cmd)?;
         let pid = child.id() as i32;
         let stdin = match child.stdin.take() {
-            Some(stdin) => Some(Box::new(tokio::process::ChildStdin::from_std(stdin)?)
-                as Box<dyn AsyncWrite + Send + Unpin>),
+            Some(stdin) => {
+                Some(Box::new(tokio::process::ChildStdin::from_std(stdin)?) as Box<dyn AsyncWrite + Send + Unpin>)
+            }
             None => None,
         };
         let stdout = tokio::process::ChildStdout::from_std(child.stdout.take().expect("piped"))?;
@@ -206,11 +158,7 @@ fn spawn(reaper: &Reaper, start: &ExecStart) -> io::Result<Spawned> {
     }
 }
 
-async fn forward_output(
-    mut source: Box<dyn AsyncRead + Send + Unpin>,
-    is_stderr: bool,
-    output: OutputSender,
-) {
+async fn forward_output(mut source: Box<dyn AsyncRead + Send + Unpin>, is_stderr: bool, output: OutputSender) {
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = match source.read(&mut buf).await {
@@ -224,11 +172,7 @@ async fn forward_output(
             }
         };
         let chunk = buf[..n].to_vec();
-        let msg = if is_stderr {
-            exec_output::Output::Stderr(chunk)
-        } else {
-            exec_output::Output::Stdout(chunk)
-        };
+        let msg = if is_stderr { exec_output::Output::Stderr(chunk) } else { exec_output::Output::Stdout(chunk) };
         if output.send(Ok(out(msg))).await.is_err() {
             return;
         }
@@ -302,15 +246,12 @@ struct Pty(AsyncFd<OwnedFd>);
 
 impl Pty {
     fn new(master: OwnedFd) -> io::Result<Pty> {
-        let flags =
-            nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_GETFL).map_err(io::Error::from)?;
+        let flags = nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_GETFL).map_err(io::Error::from)?;
         let flags = nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK;
-        nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(flags))
-            .map_err(io::Error::from)?;
+        nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
         // SAFETY: `master` is an OwnedFd moved into the AsyncFd: it stays open
         // and keeps its number until the AsyncFd is dropped.
-        let fd =
-            unsafe { AsyncFd::register(master) }.map_err(|e| io::Error::from(e.into_parts().1))?;
+        let fd = unsafe { AsyncFd::register(master) }.map_err(|e| io::Error::from(e.into_parts().1))?;
         Ok(Pty(fd))
     }
 
@@ -361,10 +302,7 @@ impl AsyncWrite for PtyIo {
         }
     }
 
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
+    fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 

@@ -39,28 +39,18 @@ impl BootParams {
     pub fn parse(cmdline: &str) -> Result<BootParams, String> {
         let mut params = BootParams::default();
         for token in cmdline.split_whitespace() {
-            let Some((key, value)) = token.strip_prefix("berth.").and_then(|t| t.split_once('='))
-            else {
+            let Some((key, value)) = token.strip_prefix("berth.").and_then(|t| t.split_once('=')) else {
                 continue;
             };
             match key {
                 "hostname" => params.hostname = Some(value.to_string()),
-                "net" => {
-                    params.net =
-                        Some(parse_net(value).ok_or_else(|| format!("bad berth.net={value}"))?)
-                }
+                "net" => params.net = Some(parse_net(value).ok_or_else(|| format!("bad berth.net={value}"))?),
                 "hostalias" => {
-                    params.host_alias = Some(
-                        value
-                            .parse()
-                            .map_err(|_| format!("bad berth.hostalias={value}"))?,
-                    )
+                    params.host_alias = Some(value.parse().map_err(|_| format!("bad berth.hostalias={value}"))?)
                 }
                 "disk" => params.disk = Some(value.to_string()),
                 "share" => {
-                    let (tag, path) = value
-                        .split_once(',')
-                        .ok_or_else(|| format!("bad berth.share={value}"))?;
+                    let (tag, path) = value.split_once(',').ok_or_else(|| format!("bad berth.share={value}"))?;
                     params.shares.push((tag.to_string(), percent_decode(path)?));
                 }
                 "log" => params.log = Some(value.to_string()),
@@ -75,12 +65,7 @@ impl BootParams {
 fn parse_net(value: &str) -> Option<(Ipv4Addr, u8, Ipv4Addr, Ipv4Addr)> {
     let mut parts = value.split(',');
     let (addr, prefix) = parts.next()?.split_once('/')?;
-    let net = (
-        addr.parse().ok()?,
-        prefix.parse().ok()?,
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-    );
+    let net = (addr.parse().ok()?, prefix.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
     (net.1 <= 32 && parts.next().is_none()).then_some(net)
 }
 
@@ -92,9 +77,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = s
-                .get(i + 1..i + 3)
-                .ok_or_else(|| format!("bad escape in {s}"))?;
+            let hex = s.get(i + 1..i + 3).ok_or_else(|| format!("bad escape in {s}"))?;
             out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad escape in {s}"))?);
             i += 3;
         } else {
@@ -105,13 +88,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| format!("share path is not UTF-8: {s}"))
 }
 
-fn mount_fs(
-    source: &str,
-    target: &str,
-    fstype: &str,
-    flags: MsFlags,
-    data: Option<&str>,
-) -> io::Result<()> {
+fn mount_fs(source: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> io::Result<()> {
     fs::create_dir_all(target)?;
     mount(Some(source), target, Some(fstype), flags, data)
         .map_err(|e| io::Error::other(format!("mount {fstype} on {target}: {e}")))
@@ -123,20 +100,10 @@ pub fn mount_basics() -> io::Result<()> {
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_fs("proc", "/proc", "proc", nodev, None)?;
     mount_fs("sysfs", "/sys", "sysfs", nodev, None)?;
-    mount_fs(
-        "devtmpfs",
-        "/dev",
-        "devtmpfs",
-        MsFlags::MS_NOSUID,
-        Some("mode=0755"),
-    )?;
+    mount_fs("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, Some("mode=0755"))?;
     // The kernel found no /dev/console in the initramfs before /dev existed:
     // give PID 1 its stdio now.
-    if let Ok(console) = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/console")
-    {
+    if let Ok(console) = fs::OpenOptions::new().read(true).write(true).open("/dev/console") {
         for fd in 0..3 {
             // SAFETY: dup2 onto the standard descriptors; `console` stays open for the call.
             unsafe { libc::dup2(console.as_raw_fd(), fd) };
@@ -152,27 +119,9 @@ pub fn mount_basics() -> io::Result<()> {
     let _ = fs::remove_file("/dev/ptmx");
     std::os::unix::fs::symlink("pts/ptmx", "/dev/ptmx")?;
     mount_fs("shm", "/dev/shm", "tmpfs", nodev, Some("mode=1777"))?;
-    mount_fs(
-        "tmpfs",
-        "/run",
-        "tmpfs",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=0755"),
-    )?;
-    mount_fs(
-        "tmpfs",
-        "/tmp",
-        "tmpfs",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=1777"),
-    )?;
-    mount_fs(
-        "cgroup2",
-        "/sys/fs/cgroup",
-        "cgroup2",
-        nodev,
-        Some("nsdelegate"),
-    )?;
+    mount_fs("tmpfs", "/run", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
+    mount_fs("tmpfs", "/tmp", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
+    mount_fs("cgroup2", "/sys/fs/cgroup", "cgroup2", nodev, Some("nsdelegate"))?;
     for (link, target) in [
         ("/dev/fd", "/proc/self/fd"),
         ("/dev/stdin", "/proc/self/fd/0"),
@@ -201,29 +150,20 @@ pub fn configure_system(params: &BootParams) {
         }
         resolv = format!("nameserver {dns}\n");
     }
-    let mut hosts = format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-    );
+    let mut hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
     if let Some(host) = params.host_alias {
-        hosts.push_str(&format!(
-            "{host}\thost.docker.internal host.berth.internal gateway.docker.internal\n"
-        ));
+        hosts.push_str(&format!("{host}\thost.docker.internal host.berth.internal gateway.docker.internal\n"));
     }
-    for (path, contents) in [
-        ("/etc/hosts", hosts),
-        ("/etc/resolv.conf", resolv),
-        ("/etc/hostname", format!("{hostname}\n")),
-    ] {
+    for (path, contents) in
+        [("/etc/hosts", hosts), ("/etc/resolv.conf", resolv), ("/etc/hostname", format!("{hostname}\n"))]
+    {
         if let Err(err) = fs::write(path, contents) {
             tracing::warn!(%err, path, "could not write");
         }
     }
     // Delegate every available controller to child cgroups, for the container engine.
     if let Ok(controllers) = fs::read_to_string("/sys/fs/cgroup/cgroup.controllers") {
-        let enable: Vec<String> = controllers
-            .split_whitespace()
-            .map(|c| format!("+{c}"))
-            .collect();
+        let enable: Vec<String> = controllers.split_whitespace().map(|c| format!("+{c}")).collect();
         if let Err(err) = fs::write("/sys/fs/cgroup/cgroup.subtree_control", enable.join(" ")) {
             tracing::warn!(%err, "could not enable cgroup controllers");
         }
@@ -277,15 +217,9 @@ fn mount_data_disk(device: &str) -> io::Result<()> {
             .arg(device)
             .status()?;
         if !status.success() {
-            return Err(io::Error::other(format!(
-                "mke2fs {device} failed: {status}"
-            )));
+            return Err(io::Error::other(format!("mke2fs {device} failed: {status}")));
         }
-        tracing::info!(
-            device,
-            ms = started.elapsed().as_millis() as u64,
-            "formatted"
-        );
+        tracing::info!(device, ms = started.elapsed().as_millis() as u64, "formatted");
     }
     mount_fs(device, DATA_DIR, "ext4", MsFlags::MS_NOATIME, None)
 }
@@ -312,10 +246,7 @@ pub fn power_off(mounts: &[MountStatus]) -> ! {
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline && has_other_processes() {
         std::thread::sleep(Duration::from_millis(20));
-        while let Ok(status) = nix::sys::wait::waitpid(
-            Pid::from_raw(-1),
-            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-        ) {
+        while let Ok(status) = nix::sys::wait::waitpid(Pid::from_raw(-1), Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
             if status == nix::sys::wait::WaitStatus::StillAlive {
                 break;
             }
@@ -369,18 +300,10 @@ mod tests {
         assert_eq!(params.hostname.as_deref(), Some("vm"));
         assert_eq!(
             params.net,
-            Some((
-                "10.0.2.15".parse().unwrap(),
-                24,
-                "10.0.2.2".parse().unwrap(),
-                "10.0.2.3".parse().unwrap()
-            ))
+            Some(("10.0.2.15".parse().unwrap(), 24, "10.0.2.2".parse().unwrap(), "10.0.2.3".parse().unwrap()))
         );
         assert_eq!(params.disk.as_deref(), Some("/dev/vda"));
-        assert_eq!(
-            params.shares,
-            vec![("home0".to_string(), "/home/a b,c".to_string())]
-        );
+        assert_eq!(params.shares, vec![("home0".to_string(), "/home/a b,c".to_string())]);
         assert_eq!(params.log.as_deref(), Some("debug"));
     }
 

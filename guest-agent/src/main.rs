@@ -37,15 +37,9 @@ fn parse_args() -> Listen {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--vsock-port" => {
-                listen = Listen::Vsock(
-                    args.next()
-                        .and_then(|p| p.parse().ok())
-                        .unwrap_or_else(|| usage()),
-                )
+                listen = Listen::Vsock(args.next().and_then(|p| p.parse().ok()).unwrap_or_else(|| usage()))
             }
-            "--unix" => {
-                listen = Listen::Unix(args.next().map(PathBuf::from).unwrap_or_else(|| usage()))
-            }
+            "--unix" => listen = Listen::Unix(args.next().map(PathBuf::from).unwrap_or_else(|| usage())),
             "--version" => {
                 println!("berth-agent {}", service::AGENT_VERSION);
                 std::process::exit(0)
@@ -61,13 +55,9 @@ fn init_logging(filter: &str) {
     // In the VM, the agent's log has its own virtio console (the host writes
     // it to agent.log), apart from the kernel's serial console.
     let writer = std::fs::OpenOptions::new().write(true).open("/dev/hvc0");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new(filter))
-        .with_ansi(false);
+    let builder = tracing_subscriber::fmt().with_env_filter(EnvFilter::new(filter)).with_ansi(false);
     match writer {
-        Ok(file) if std::process::id() == 1 => {
-            builder.with_writer(std::sync::Mutex::new(file)).init()
-        }
+        Ok(file) if std::process::id() == 1 => builder.with_writer(std::sync::Mutex::new(file)).init(),
         _ => builder.with_writer(std::io::stderr).init(),
     }
 }
@@ -82,13 +72,7 @@ fn main() {
         let basics = init::mount_basics();
         let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
         let params = init::BootParams::parse(&cmdline);
-        init_logging(
-            params
-                .as_ref()
-                .ok()
-                .and_then(|p| p.log.as_deref())
-                .unwrap_or("info"),
-        );
+        init_logging(params.as_ref().ok().and_then(|p| p.log.as_deref()).unwrap_or("info"));
         if let Err(err) = basics {
             tracing::error!(%err, "mounting the basic filesystems failed");
         }
@@ -98,10 +82,7 @@ fn main() {
         });
         init::configure_system(&params);
         mounts = init::mount_storage(&params);
-        tracing::info!(
-            ms = started.elapsed().as_millis() as u64,
-            "system initialised"
-        );
+        tracing::info!(ms = started.elapsed().as_millis() as u64, "system initialised");
     } else {
         init_logging(&std::env::var("BERTH_AGENT_LOG").unwrap_or_else(|_| "info".into()));
         // Orphans of the processes we run come back to us, to be reaped.
@@ -109,10 +90,7 @@ fn main() {
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let mounts = Arc::new(mounts);
     let result = runtime.block_on(serve(listen, mounts.clone(), started));
     if let Err(err) = &result {
@@ -125,18 +103,10 @@ fn main() {
     std::process::exit(if result.is_ok() { 0 } else { 1 });
 }
 
-async fn serve(
-    listen: Listen,
-    mounts: Arc<Vec<MountStatus>>,
-    started: Instant,
-) -> anyhow::Result<()> {
+async fn serve(listen: Listen, mounts: Arc<Vec<MountStatus>>, started: Instant) -> anyhow::Result<()> {
     let shutdown = Arc::new(Notify::new());
-    let service = service::AgentService {
-        reaper: reaper::Reaper::start()?,
-        mounts,
-        started,
-        shutdown: shutdown.clone(),
-    };
+    let service =
+        service::AgentService { reaper: reaper::Reaper::start()?, mounts, started, shutdown: shutdown.clone() };
     let router = tonic::transport::Server::builder().add_service(AgentServer::new(service));
     // Exec streams still open at shutdown would hold a graceful stop forever.
     let stop = async move {
@@ -145,15 +115,9 @@ async fn serve(
     };
     match listen {
         Listen::Vsock(port) => {
-            let listener = tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(
-                libc::VMADDR_CID_ANY,
-                port,
-            ))?;
-            tracing::info!(
-                port,
-                ms = started.elapsed().as_millis() as u64,
-                "serving on vsock"
-            );
+            let listener = tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(libc::VMADDR_CID_ANY, port))?;
+            tracing::info!(port, ms = started.elapsed().as_millis() as u64, "serving on vsock");
+            tokio::spawn(announce_ready());
             run_until(router.serve_with_incoming(listener.incoming()), stop).await
         }
         Listen::Unix(path) => {
@@ -166,6 +130,28 @@ async fn serve(
             result
         }
     }
+}
+
+/// Tells the host we serve (see AGENT_READY_VSOCK_PORT in agent.proto).
+async fn announce_ready() {
+    use tokio::io::AsyncWriteExt;
+    let host = tokio_vsock::VsockAddr::new(libc::VMADDR_CID_HOST, berth_agent_proto::AGENT_READY_VSOCK_PORT);
+    let mut last_err = None;
+    for _ in 0..100 {
+        match tokio_vsock::VsockStream::connect(host).await {
+            Ok(mut stream) => match stream.write_all(berth_agent_proto::ready_line().as_bytes()).await {
+                Ok(()) => {
+                    let _ = stream.shutdown(std::net::Shutdown::Write);
+                    tracing::info!("announced readiness to the host");
+                    return;
+                }
+                Err(err) => last_err = Some(err),
+            },
+            Err(err) => last_err = Some(err),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::warn!(err = ?last_err, "could not announce readiness to the host; it will find us by polling");
 }
 
 async fn run_until(

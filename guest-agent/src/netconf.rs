@@ -22,10 +22,7 @@ fn ifreq(name: &str) -> io::Result<libc::ifreq> {
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     if name.len() >= req.ifr_name.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("interface name too long: {name}"),
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("interface name too long: {name}")));
     }
     for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
         *dst = src as libc::c_char;
@@ -37,9 +34,7 @@ fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr {
     let sin = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(addr).to_be(),
-        },
+        sin_addr: libc::in_addr { s_addr: u32::from(addr).to_be() },
         sin_zero: [0; 8],
     };
     // SAFETY: sockaddr_in and sockaddr have the same size on Linux, and the
@@ -75,11 +70,7 @@ pub fn configure_ipv4(name: &str, addr: Ipv4Addr, prefix: u8, gateway: Ipv4Addr)
     let mut req = ifreq(name)?;
     req.ifr_ifru.ifru_addr = sockaddr(addr);
     ioctl(&sock, libc::SIOCSIFADDR, &mut req, "SIOCSIFADDR")?;
-    let mask = if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - prefix as u32)
-    };
+    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix as u32) };
     req.ifr_ifru.ifru_netmask = sockaddr(Ipv4Addr::from(mask));
     ioctl(&sock, libc::SIOCSIFNETMASK, &mut req, "SIOCSIFNETMASK")?;
     set_up(name)?;

@@ -32,13 +32,7 @@ impl Exit {
             WaitStatus::Exited(pid, code) => Some((pid, Exit { code, signal: 0 })),
             WaitStatus::Signaled(pid, sig, _) => {
                 let sig = sig as i32;
-                Some((
-                    pid,
-                    Exit {
-                        code: 128 + sig,
-                        signal: sig,
-                    },
-                ))
+                Some((pid, Exit { code: 128 + sig, signal: sig }))
             }
             _ => None,
         }
@@ -121,21 +115,12 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn exits_reach_the_spawner() {
         let reaper = Reaper::start().unwrap();
-        let (_child, exited) = reaper
-            .spawn(Command::new("sh").args(["-c", "exit 7"]))
-            .unwrap();
+        let (_child, exited) = reaper.spawn(Command::new("sh").args(["-c", "exit 7"])).unwrap();
         assert_eq!(exited.await.unwrap(), Exit { code: 7, signal: 0 });
 
         let (child, exited) = reaper.spawn(&mut Command::new("sleep").arg("30")).unwrap();
-        nix::sys::signal::kill(Pid::from_raw(child.id() as i32), nix::sys::signal::SIGKILL)
-            .unwrap();
-        assert_eq!(
-            exited.await.unwrap(),
-            Exit {
-                code: 137,
-                signal: 9
-            }
-        );
+        nix::sys::signal::kill(Pid::from_raw(child.id() as i32), nix::sys::signal::SIGKILL).unwrap();
+        assert_eq!(exited.await.unwrap(), Exit { code: 137, signal: 9 });
 
         // Children that exit before spawn() returns must not lose their status.
         for _ in 0..20 {

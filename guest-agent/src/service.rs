@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use berth_agent_proto::agent_server::Agent;
 use berth_agent_proto::{
-    exec_input, ExecInput, ExecOutput, InfoRequest, InfoResponse, MountStatus, PingRequest,
-    PingResponse, ShutdownRequest, ShutdownResponse, PROTOCOL_VERSION,
+    exec_input, ExecInput, ExecOutput, InfoRequest, InfoResponse, MountStatus, PingRequest, PingResponse,
+    ShutdownRequest, ShutdownResponse, PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
@@ -40,10 +40,7 @@ fn check_version(client: u32) -> Result<(), Status> {
 impl Agent for AgentService {
     async fn ping(&self, req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
         check_version(req.get_ref().protocol_version)?;
-        Ok(Response::new(PingResponse {
-            protocol_version: PROTOCOL_VERSION,
-            agent_version: AGENT_VERSION.into(),
-        }))
+        Ok(Response::new(PingResponse { protocol_version: PROTOCOL_VERSION, agent_version: AGENT_VERSION.into() }))
     }
 
     async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
@@ -54,9 +51,7 @@ impl Agent for AgentService {
             kernel_release: nix::sys::utsname::uname()
                 .map(|u| u.release().to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            hostname: nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
             cpus: sysinfo::online_cpus(),
             memory_total_bytes: mem.total,
             memory_available_bytes: mem.available,
@@ -68,25 +63,14 @@ impl Agent for AgentService {
 
     type ExecStream = ReceiverStream<Result<ExecOutput, Status>>;
 
-    async fn exec(
-        &self,
-        req: Request<Streaming<ExecInput>>,
-    ) -> Result<Response<Self::ExecStream>, Status> {
+    async fn exec(&self, req: Request<Streaming<ExecInput>>) -> Result<Response<Self::ExecStream>, Status> {
         let mut input = req.into_inner();
         let start = match input.message().await? {
-            Some(ExecInput {
-                input: Some(exec_input::Input::Start(start)),
-            }) => start,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first Exec message must be `start`",
-                ))
-            }
+            Some(ExecInput { input: Some(exec_input::Input::Start(start)) }) => start,
+            _ => return Err(Status::invalid_argument("the first Exec message must be `start`")),
         };
         if start.argv.is_empty() {
-            return Err(Status::invalid_argument(
-                "Exec needs a command (argv is empty)",
-            ));
+            return Err(Status::invalid_argument("Exec needs a command (argv is empty)"));
         }
         let (tx, rx) = mpsc::channel(64);
         let reaper = self.reaper.clone();
@@ -94,14 +78,8 @@ impl Agent for AgentService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn shutdown(
-        &self,
-        _: Request<ShutdownRequest>,
-    ) -> Result<Response<ShutdownResponse>, Status> {
-        tracing::info!(
-            uptime_ms = self.started.elapsed().as_millis() as u64,
-            "shutdown requested"
-        );
+    async fn shutdown(&self, _: Request<ShutdownRequest>) -> Result<Response<ShutdownResponse>, Status> {
+        tracing::info!(uptime_ms = self.started.elapsed().as_millis() as u64, "shutdown requested");
         self.shutdown.notify_one();
         Ok(Response::new(ShutdownResponse {}))
     }

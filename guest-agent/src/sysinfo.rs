@@ -7,17 +7,11 @@ pub struct MemInfo {
 
 pub fn meminfo() -> MemInfo {
     let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    MemInfo {
-        total: kib_field(&text, "MemTotal:") * 1024,
-        available: kib_field(&text, "MemAvailable:") * 1024,
-    }
+    MemInfo { total: kib_field(&text, "MemTotal:") * 1024, available: kib_field(&text, "MemAvailable:") * 1024 }
 }
 
 pub fn self_rss_bytes() -> u64 {
-    kib_field(
-        &std::fs::read_to_string("/proc/self/status").unwrap_or_default(),
-        "VmRSS:",
-    ) * 1024
+    kib_field(&std::fs::read_to_string("/proc/self/status").unwrap_or_default(), "VmRSS:") * 1024
 }
 
 /// The value of a `Name:   1234 kB` line.
@@ -32,19 +26,13 @@ fn kib_field(text: &str, name: &str) -> u64 {
 pub fn uptime_ms() -> u64 {
     std::fs::read_to_string("/proc/uptime")
         .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|f| f.parse::<f64>().ok())
-        })
+        .and_then(|s| s.split_whitespace().next().and_then(|f| f.parse::<f64>().ok()))
         .map(|secs| (secs * 1000.0) as u64)
         .unwrap_or(0)
 }
 
 pub fn online_cpus() -> u32 {
-    std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
 }
 
 #[cfg(test)]

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use berth_agent_proto::agent_client::AgentClient;
 use berth_agent_proto::{
-    exec_input, exec_output, ExecInput, ExecStart, PingRequest, ShutdownRequest, WindowSize,
-    PROTOCOL_VERSION,
+    exec_input, exec_output, ExecInput, ExecStart, PingRequest, ShutdownRequest, WindowSize, PROTOCOL_VERSION,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -28,11 +27,7 @@ impl Drop for LocalAgent {
 async fn start_agent() -> LocalAgent {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
-    let child = Command::new(env!("CARGO_BIN_EXE_berth-agent"))
-        .arg("--unix")
-        .arg(&socket)
-        .spawn()
-        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_berth-agent")).arg("--unix").arg(&socket).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !socket.exists() {
         assert!(Instant::now() < deadline, "agent did not create its socket");
@@ -42,19 +37,11 @@ async fn start_agent() -> LocalAgent {
     let channel = Endpoint::from_static("http://local-agent")
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
-            async move {
-                tokio::net::UnixStream::connect(path)
-                    .await
-                    .map(hyper_util::rt::TokioIo::new)
-            }
+            async move { tokio::net::UnixStream::connect(path).await.map(hyper_util::rt::TokioIo::new) }
         }))
         .await
         .unwrap();
-    LocalAgent {
-        child,
-        _dir: dir,
-        client: AgentClient::new(channel),
-    }
+    LocalAgent { child, _dir: dir, client: AgentClient::new(channel) }
 }
 
 struct Ran {
@@ -64,14 +51,8 @@ struct Ran {
     signal: i32,
 }
 
-async fn exec(
-    client: &mut AgentClient<Channel>,
-    start: ExecStart,
-    then: Vec<exec_input::Input>,
-) -> Ran {
-    let mut inputs = vec![ExecInput {
-        input: Some(exec_input::Input::Start(start)),
-    }];
+async fn exec(client: &mut AgentClient<Channel>, start: ExecStart, then: Vec<exec_input::Input>) -> Ran {
+    let mut inputs = vec![ExecInput { input: Some(exec_input::Input::Start(start)) }];
     inputs.extend(then.into_iter().map(|i| ExecInput { input: Some(i) }));
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
@@ -82,17 +63,8 @@ async fn exec(
         // Keep the request stream open until the output is done.
         tokio::time::sleep(Duration::from_secs(30)).await;
     });
-    let mut stream = client
-        .exec(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut ran = Ran {
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-        code: -1,
-        signal: 0,
-    };
+    let mut stream = client.exec(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut ran = Ran { stdout: Vec::new(), stderr: Vec::new(), code: -1, signal: 0 };
     while let Some(msg) = stream.message().await.unwrap() {
         match msg.output.unwrap() {
             exec_output::Output::Stdout(d) => ran.stdout.extend(d),
@@ -108,10 +80,7 @@ async fn exec(
 }
 
 fn start(argv: &[&str]) -> ExecStart {
-    ExecStart {
-        argv: argv.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
+    ExecStart { argv: argv.iter().map(|s| s.to_string()).collect(), ..Default::default() }
 }
 
 #[tokio::test]
@@ -119,80 +88,37 @@ async fn local_agent_serves_the_protocol() {
     let mut agent = start_agent().await;
     let client = &mut agent.client;
 
-    let pong = client
-        .ping(PingRequest {
-            protocol_version: PROTOCOL_VERSION,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let pong = client.ping(PingRequest { protocol_version: PROTOCOL_VERSION }).await.unwrap().into_inner();
     assert_eq!(pong.protocol_version, PROTOCOL_VERSION);
-    let err = client
-        .ping(PingRequest {
-            protocol_version: PROTOCOL_VERSION + 1,
-        })
-        .await
-        .unwrap_err();
+    let err = client.ping(PingRequest { protocol_version: PROTOCOL_VERSION + 1 }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
-    assert!(
-        err.message().contains("version mismatch"),
-        "{}",
-        err.message()
-    );
+    assert!(err.message().contains("version mismatch"), "{}", err.message());
 
-    let info = client
-        .info(berth_agent_proto::InfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let info = client.info(berth_agent_proto::InfoRequest {}).await.unwrap().into_inner();
     assert!(info.cpus >= 1 && info.memory_total_bytes > 0 && !info.kernel_release.is_empty());
     assert!(info.agent_rss_bytes > 0);
 
     // Pipes: separate streams, env and cwd, stdin with EOF.
-    let mut s = start(&[
-        "sh",
-        "-c",
-        "echo \"$GREETING from $(pwd)\"; echo oops >&2; cat; exit 5",
-    ]);
+    let mut s = start(&["sh", "-c", "echo \"$GREETING from $(pwd)\"; echo oops >&2; cat; exit 5"]);
     s.env = vec!["GREETING=hi".into()];
     s.cwd = "/tmp".into();
     s.stdin = true;
-    let ran = exec(
-        client,
-        s,
-        vec![
-            exec_input::Input::Stdin(b"piped\n".to_vec()),
-            exec_input::Input::CloseStdin(true),
-        ],
-    )
-    .await;
-    assert_eq!(
-        String::from_utf8_lossy(&ran.stdout),
-        "hi from /tmp\npiped\n"
-    );
+    let ran =
+        exec(client, s, vec![exec_input::Input::Stdin(b"piped\n".to_vec()), exec_input::Input::CloseStdin(true)]).await;
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "hi from /tmp\npiped\n");
     assert_eq!(String::from_utf8_lossy(&ran.stderr), "oops\n");
     assert_eq!(ran.code, 5);
 
     // A pty: the process sees a terminal of the requested size, and a resize.
-    let mut s = start(&[
-        "sh",
-        "-c",
-        "test -t 0 && stty size; read line; stty size; echo \"got $line\"",
-    ]);
+    let mut s = start(&["sh", "-c", "test -t 0 && stty size; read line; stty size; echo \"got $line\""]);
     s.tty = true;
     s.stdin = true;
-    s.size = Some(WindowSize {
-        rows: 30,
-        cols: 100,
-    });
+    s.size = Some(WindowSize { rows: 30, cols: 100 });
     let ran = exec(
         client,
         s,
         vec![
-            exec_input::Input::Resize(WindowSize {
-                rows: 50,
-                cols: 132,
-            }),
+            exec_input::Input::Resize(WindowSize { rows: 50, cols: 132 }),
             exec_input::Input::Stdin(b"typed\n".to_vec()),
         ],
     )
@@ -205,12 +131,7 @@ async fn local_agent_serves_the_protocol() {
     assert_eq!(ran.code, 0);
 
     // Signals are delivered; the exit reports them.
-    let ran = exec(
-        client,
-        start(&["sleep", "30"]),
-        vec![exec_input::Input::Signal(libc::SIGTERM)],
-    )
-    .await;
+    let ran = exec(client, start(&["sleep", "30"]), vec![exec_input::Input::Signal(libc::SIGTERM)]).await;
     assert_eq!((ran.code, ran.signal), (128 + libc::SIGTERM, libc::SIGTERM));
 
     // A missing program is 127 with a message, as in a shell.
@@ -220,25 +141,15 @@ async fn local_agent_serves_the_protocol() {
 
     // An empty command is refused.
     let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tx.send(ExecInput {
-        input: Some(exec_input::Input::Start(ExecStart::default())),
-    })
-    .await
-    .unwrap();
-    let err = client
-        .exec(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap_err();
+    tx.send(ExecInput { input: Some(exec_input::Input::Start(ExecStart::default())) }).await.unwrap();
+    let err = client.exec(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
     // Shutdown ends a local agent.
     client.shutdown(ShutdownRequest {}).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while agent.child.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "local agent did not exit on Shutdown"
-        );
+        assert!(Instant::now() < deadline, "local agent did not exit on Shutdown");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -37,22 +37,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 impl AgentEndpoint {
     /// Opens one raw byte stream to the agent.
     pub async fn open(&self) -> std::io::Result<Box<dyn Io>> {
-        tokio::time::timeout(CONNECT_TIMEOUT, self.open_inner())
-            .await
-            .unwrap_or_else(|_| {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connecting to the agent timed out",
-                ))
-            })
+        tokio::time::timeout(CONNECT_TIMEOUT, self.open_inner()).await.unwrap_or_else(|_| {
+            Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting to the agent timed out"))
+        })
     }
 
     async fn open_inner(&self) -> std::io::Result<Box<dyn Io>> {
         match self {
             #[cfg(unix)]
-            AgentEndpoint::Unix { path } => {
-                Ok(Box::new(tokio::net::UnixStream::connect(path).await?))
-            }
+            AgentEndpoint::Unix { path } => Ok(Box::new(tokio::net::UnixStream::connect(path).await?)),
             #[cfg(unix)]
             AgentEndpoint::HybridVsock { uds, port } => {
                 let mut stream = tokio::net::UnixStream::connect(uds).await?;
@@ -60,9 +53,9 @@ impl AgentEndpoint {
                 Ok(Box::new(stream))
             }
             #[cfg(target_os = "linux")]
-            AgentEndpoint::Vsock { cid, port } => Ok(Box::new(
-                tokio_vsock::VsockStream::connect(tokio_vsock::VsockAddr::new(*cid, *port)).await?,
-            )),
+            AgentEndpoint::Vsock { cid, port } => {
+                Ok(Box::new(tokio_vsock::VsockStream::connect(tokio_vsock::VsockAddr::new(*cid, *port)).await?))
+            }
             #[allow(unreachable_patterns)]
             other => Err(std::io::Error::new(
                 std::io::ErrorKind::Unsupported,
@@ -85,16 +78,64 @@ impl AgentEndpoint {
     }
 }
 
+/// Where the agent announces that it serves (see `AGENT_READY_VSOCK_PORT` in
+/// agent.proto). Created before the VM starts; the socket file (if any) is
+/// removed on drop.
+pub struct ReadyListener {
+    #[cfg(unix)]
+    listener: tokio::net::UnixListener,
+    path: PathBuf,
+}
+
+impl AgentEndpoint {
+    /// Listens for the agent's readiness announcement, for endpoints that
+    /// have one (hybrid vsock: the device forwards guest connections to host
+    /// port P to `<uds>_P`). None means: find the agent by polling.
+    #[cfg(unix)]
+    pub fn listen_for_ready(&self) -> std::io::Result<Option<ReadyListener>> {
+        match self {
+            AgentEndpoint::HybridVsock { uds, .. } => {
+                let path = PathBuf::from(format!("{}_{}", uds.display(), berth_agent_proto::AGENT_READY_VSOCK_PORT));
+                let _ = std::fs::remove_file(&path);
+                let listener = tokio::net::UnixListener::bind(&path)?;
+                Ok(Some(ReadyListener { listener, path }))
+            }
+            // Kernel vsock and local agents have no device to wedge: polling is fine.
+            _ => Ok(None),
+        }
+    }
+}
+
+#[cfg(unix)]
+impl ReadyListener {
+    /// Resolves when an agent has announced itself.
+    pub async fn announced(&self) -> std::io::Result<()> {
+        use tokio::io::AsyncBufReadExt;
+        loop {
+            let (stream, _) = self.listener.accept().await?;
+            let mut line = String::new();
+            let read =
+                tokio::time::timeout(CONNECT_TIMEOUT, tokio::io::BufReader::new(stream).read_line(&mut line)).await;
+            match read {
+                // The version is checked by the Ping that follows, with a better message.
+                Ok(Ok(_)) if line.starts_with("READY ") => return Ok(()),
+                other => tracing::warn!(?other, %line, "ignoring a bad readiness announcement"),
+            }
+        }
+    }
+}
+
+impl Drop for ReadyListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// The host side of the hybrid-vsock handshake. Reads byte by byte so that
 /// nothing after the `OK` line (the start of the agent's stream) is consumed.
-pub async fn hybrid_handshake<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-    port: u32,
-) -> std::io::Result<()> {
+pub async fn hybrid_handshake<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, port: u32) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    stream
-        .write_all(format!("CONNECT {port}\n").as_bytes())
-        .await?;
+    stream.write_all(format!("CONNECT {port}\n").as_bytes()).await?;
     let mut line = Vec::with_capacity(16);
     loop {
         let mut byte = [0u8; 1];
@@ -110,10 +151,7 @@ pub async fn hybrid_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         }
         line.push(byte[0]);
         if line.len() > 64 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "hybrid vsock handshake: reply too long",
-            ));
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "hybrid vsock handshake: reply too long"));
         }
     }
     let reply = String::from_utf8_lossy(&line);
@@ -137,12 +175,7 @@ pub enum PingError {
 
 /// Pings the agent, checking that it speaks our protocol version.
 pub async fn ping(client: &mut AgentClient<Channel>) -> Result<PingResponse, PingError> {
-    let reply = match client
-        .ping(PingRequest {
-            protocol_version: PROTOCOL_VERSION,
-        })
-        .await
-    {
+    let reply = match client.ping(PingRequest { protocol_version: PROTOCOL_VERSION }).await {
         Ok(reply) => reply.into_inner(),
         Err(status) if status.code() == tonic::Code::FailedPrecondition => {
             return Err(PingError::VersionMismatch(status.message().to_string()))
@@ -230,18 +263,9 @@ mod tests {
 
     #[test]
     fn endpoints_round_trip_through_json() {
-        let endpoint = AgentEndpoint::HybridVsock {
-            uds: "/run/vsock.sock".into(),
-            port: 1024,
-        };
+        let endpoint = AgentEndpoint::HybridVsock { uds: "/run/vsock.sock".into(), port: 1024 };
         let json = serde_json::to_string(&endpoint).unwrap();
-        assert_eq!(
-            json,
-            r#"{"kind":"hybrid_vsock","uds":"/run/vsock.sock","port":1024}"#
-        );
-        assert_eq!(
-            serde_json::from_str::<AgentEndpoint>(&json).unwrap(),
-            endpoint
-        );
+        assert_eq!(json, r#"{"kind":"hybrid_vsock","uds":"/run/vsock.sock","port":1024}"#);
+        assert_eq!(serde_json::from_str::<AgentEndpoint>(&json).unwrap(), endpoint);
     }
 }

@@ -52,16 +52,13 @@ impl Config {
             Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
         };
         let home = directories::BaseDirs::new().map(|d| d.home_dir().to_path_buf());
-        Config::parse(&text, home.as_deref())
-            .with_context(|| format!("invalid config {}", path.display()))
+        Config::parse(&text, home.as_deref()).with_context(|| format!("invalid config {}", path.display()))
     }
 
     pub fn parse(text: &str, home: Option<&Path>) -> Result<Config> {
         let file: ConfigFile = toml::from_str(text)?;
         let vm = file.vm;
-        let host_cpus = std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1);
+        let host_cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
         let cpus = vm.cpus.unwrap_or(host_cpus.min(8));
         if !(1..=MAX_CPUS).contains(&cpus) {
             bail!("vm.cpus = {cpus} is out of range: use 1 to {MAX_CPUS}");
@@ -74,10 +71,7 @@ impl Config {
         if !(1..=16 * 1024).contains(&disk_gib) {
             bail!("vm.disk-gib = {disk_gib} is out of range: use 1 to 16384");
         }
-        let default_shares = || {
-            home.map(|h| vec![h.display().to_string()])
-                .unwrap_or_default()
-        };
+        let default_shares = || home.map(|h| vec![h.display().to_string()]).unwrap_or_default();
         let mut shares = Vec::new();
         for entry in vm.shares.unwrap_or_else(default_shares) {
             let path = expand_home(&entry, home)?;
@@ -92,12 +86,7 @@ impl Config {
             }
             shares.push(path);
         }
-        Ok(Config {
-            cpus,
-            memory_mib,
-            disk_gib,
-            shares,
-        })
+        Ok(Config { cpus, memory_mib, disk_gib, shares })
     }
 }
 
@@ -133,8 +122,7 @@ mod tests {
     fn reads_every_key() {
         let h = home();
         std::fs::create_dir(h.path().join("src")).unwrap();
-        let text =
-            "[vm]\ncpus = 3\nmemory-mib = 1024\ndisk-gib = 8\nshares = [\"~/src\", \"/tmp\"]\n";
+        let text = "[vm]\ncpus = 3\nmemory-mib = 1024\ndisk-gib = 8\nshares = [\"~/src\", \"/tmp\"]\n";
         let config = Config::parse(text, Some(h.path())).unwrap();
         assert_eq!(
             config,

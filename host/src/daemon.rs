@@ -34,9 +34,7 @@ const POWER_OFF_GRACE: Duration = Duration::from_secs(15);
 pub fn run(paths: Paths) -> Result<()> {
     paths.ensure_dirs()?;
     init_file_logging(&paths)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = runtime.block_on(daemon_main(&paths));
     if let Err(err) = &result {
         tracing::error!(error = %format!("{err:#}"), "daemon failed");
@@ -45,28 +43,16 @@ pub fn run(paths: Paths) -> Result<()> {
 }
 
 fn init_file_logging(paths: &Paths) -> Result<()> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(paths.daemon_log())?;
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(std::sync::Mutex::new(file))
-        .init();
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(paths.daemon_log())?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
     Ok(())
 }
 
 /// Sends the one-line outcome to `berth start`, then detaches stdout.
 fn notify(outcome: &StartOutcome) {
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(
-        stdout,
-        "{}",
-        serde_json::to_string(outcome).unwrap_or_default()
-    );
+    let _ = writeln!(stdout, "{}", serde_json::to_string(outcome).unwrap_or_default());
     let _ = stdout.flush();
     // Nothing else may ever reach the starter's pipe.
     if let Ok(devnull) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
@@ -131,9 +117,7 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
             tracing::error!(%why, "the VM exited unexpectedly");
             vm.stop(Duration::ZERO).await?;
             state.state = Phase::Error;
-            state.error = Some(format!(
-                "the VM exited unexpectedly: {why}; see `berth logs`"
-            ));
+            state.error = Some(format!("the VM exited unexpectedly: {why}; see `berth logs`"));
         }
         None => {
             tracing::info!("stopping the VM");
@@ -152,9 +136,7 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
 async fn shut_down(vm: &mut dyn RunningVm, agent: Option<&AgentEndpoint>) -> Result<()> {
     if let Some(endpoint) = agent {
         let mut client = endpoint.client();
-        match tokio::time::timeout(Duration::from_secs(3), client.shutdown(ShutdownRequest {}))
-            .await
-        {
+        match tokio::time::timeout(Duration::from_secs(3), client.shutdown(ShutdownRequest {})).await {
             Ok(Ok(_)) => tracing::info!("agent is powering the VM off"),
             Ok(Err(err)) => tracing::warn!(%err, "agent shutdown failed"),
             Err(_) => tracing::warn!("agent shutdown timed out"),
@@ -182,11 +164,7 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State)> {
             .shares
             .iter()
             .enumerate()
-            .map(|(i, path)| Share {
-                tag: format!("share{i}"),
-                host_path: path.clone(),
-                guest_path: path.clone(),
-            })
+            .map(|(i, path)| Share { tag: format!("share{i}"), host_path: path.clone(), guest_path: path.clone() })
             .collect(),
         run_dir: paths.run_dir(),
         console_log: paths.console_log(),
@@ -210,10 +188,22 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State)> {
     );
 
     let endpoint = vm.agent_endpoint();
+    let deadline = Instant::now() + AGENT_READY_TIMEOUT;
+    let ready_listener = vm.take_ready_listener();
     let ready = tokio::select! {
-        ready = agent_client::wait_until_ready(&endpoint, Instant::now() + AGENT_READY_TIMEOUT) => ready,
+        ready = async {
+            if let Some(listener) = &ready_listener {
+                tokio::time::timeout_at(deadline.into(), listener.announced())
+                    .await
+                    .context("the agent did not announce itself in time")?
+                    .context("waiting for the agent's announcement")?;
+                tracing::debug!(ms = started.elapsed().as_millis() as u64, "agent announced itself");
+            }
+            agent_client::wait_until_ready(&endpoint, deadline).await
+        } => ready,
         why = vm.wait() => Err(anyhow::anyhow!("the VM exited during boot: {why}")),
     };
+    drop(ready_listener);
     let (mut client, ping) = match ready {
         Ok(ready) => ready,
         Err(err) => {
@@ -222,17 +212,10 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State)> {
         }
     };
     let boot_ms = started.elapsed().as_millis() as u64;
-    let info = client
-        .info(berth_agent_proto::InfoRequest {})
-        .await
-        .context("asking the agent for VM info")?
-        .into_inner();
-    let failed: Vec<String> = info
-        .mounts
-        .iter()
-        .filter(|m| !m.mounted)
-        .map(|m| format!("{} ({}): {}", m.path, m.name, m.error))
-        .collect();
+    let info =
+        client.info(berth_agent_proto::InfoRequest {}).await.context("asking the agent for VM info")?.into_inner();
+    let failed: Vec<String> =
+        info.mounts.iter().filter(|m| !m.mounted).map(|m| format!("{} ({}): {}", m.path, m.name, m.error)).collect();
     if !failed.is_empty() {
         shut_down(vm.as_mut(), Some(&endpoint)).await?;
         bail!("the VM could not mount {}", failed.join("; "));
@@ -254,22 +237,13 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State)> {
 fn prepare_disk(paths: &Paths, disk_gib: u64) -> Result<()> {
     let path = paths.disk_image();
     let want = disk_gib << 30;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)?;
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
     let have = file.metadata()?.len();
     if have < want {
         if have > 0 {
-            tracing::warn!(
-                have,
-                want,
-                "growing the data disk image; the guest filesystem keeps its old size for now"
-            );
+            tracing::warn!(have, want, "growing the data disk image; the guest filesystem keeps its old size for now");
         }
-        file.set_len(want)
-            .with_context(|| format!("sizing {}", path.display()))?;
+        file.set_len(want).with_context(|| format!("sizing {}", path.display()))?;
     }
     Ok(())
 }

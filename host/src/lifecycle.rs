@@ -90,24 +90,13 @@ pub fn start(paths: &Paths) -> Result<()> {
         return wait_for_running(paths, "berth is already running");
     }
     let exe = std::env::current_exe().context("locating the berth binary")?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(paths.daemon_log())?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(paths.daemon_log())?;
     let mut cmd = Command::new(exe);
-    cmd.arg("daemon")
-        .env("BERTH_HOME", &paths.home)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log);
+    cmd.arg("daemon").env("BERTH_HOME", &paths.home).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
     // SAFETY: setsid is async-signal-safe; a session of its own keeps the
     // daemon out of the terminal's job control (no SIGHUP/SIGINT from it).
     unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(|_| ())
-                .map_err(std::io::Error::from)
-        });
+        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
     }
     let mut child = cmd.spawn().context("starting the berth daemon")?;
     let stdout = child.stdout.take().expect("piped");
@@ -118,28 +107,15 @@ pub fn start(paths: &Paths) -> Result<()> {
         let _ = tx.send(line);
     });
     let line = rx.recv_timeout(START_TIMEOUT).map_err(|_| {
-        anyhow::anyhow!(
-            "the VM did not become ready within {}s; see `berth logs`",
-            START_TIMEOUT.as_secs()
-        )
+        anyhow::anyhow!("the VM did not become ready within {}s; see `berth logs`", START_TIMEOUT.as_secs())
     })?;
     if line.trim().is_empty() {
-        let status = child
-            .try_wait()
-            .ok()
-            .flatten()
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "still running".into());
+        let status = child.try_wait().ok().flatten().map(|s| s.to_string()).unwrap_or_else(|| "still running".into());
         bail!("the berth daemon stopped before the VM was ready ({status}); see `berth logs`");
     }
-    match serde_json::from_str::<StartOutcome>(line.trim())
-        .context("unexpected reply from the berth daemon")?
-    {
+    match serde_json::from_str::<StartOutcome>(line.trim()).context("unexpected reply from the berth daemon")? {
         StartOutcome::Ready { boot_ms, accel } => {
-            println!(
-                "Berth VM is running ({accel}, ready in {:.2}s)",
-                boot_ms as f64 / 1000.0
-            );
+            println!("Berth VM is running ({accel}, ready in {:.2}s)", boot_ms as f64 / 1000.0);
             Ok(())
         }
         StartOutcome::AlreadyRunning => wait_for_running(paths, "berth is already running"),
@@ -156,12 +132,7 @@ fn wait_for_running(paths: &Paths, message: &str) -> Result<()> {
                 println!("{message}");
                 return Ok(());
             }
-            Phase::Error => bail!(
-                "{}",
-                state
-                    .error
-                    .unwrap_or_else(|| "the VM failed to start".into())
-            ),
+            Phase::Error => bail!("{}", state.error.unwrap_or_else(|| "the VM failed to start".into())),
             Phase::Stopped if !daemon_alive(paths)? => {
                 bail!("the VM stopped while starting; see `berth logs`")
             }
@@ -186,8 +157,7 @@ pub fn stop(paths: &Paths) -> Result<()> {
         );
         return Ok(());
     }
-    let pid = read_pid(&paths.pid_file())
-        .context("the daemon holds its lock but its pid file is unreadable")?;
+    let pid = read_pid(&paths.pid_file()).context("the daemon holds its lock but its pid file is unreadable")?;
     kill(Pid::from_raw(pid as i32), Signal::SIGTERM).context("signalling the berth daemon")?;
     let deadline = Instant::now() + STOP_TIMEOUT;
     while daemon_alive(paths)? {
@@ -219,10 +189,7 @@ pub fn recover_stale(paths: &Paths) -> Result<bool> {
     if !matches!(state.state, Phase::Running | Phase::Starting) {
         return Ok(false);
     }
-    tracing::warn!(
-        pid = state.daemon_pid,
-        "recovering after a daemon that did not shut down"
-    );
+    tracing::warn!(pid = state.daemon_pid, "recovering after a daemon that did not shut down");
     for process in &state.processes {
         kill_if_ours(process, paths);
     }
@@ -236,10 +203,7 @@ pub fn recover_stale(paths: &Paths) -> Result<bool> {
         }
     }
     state.state = Phase::Stopped;
-    state.error = Some(format!(
-        "recovered after daemon pid {} died",
-        state.daemon_pid
-    ));
+    state.error = Some(format!("recovered after daemon pid {} died", state.daemon_pid));
     state.processes.clear();
     state.write(&paths.state_file())?;
     Ok(true)
@@ -289,27 +253,18 @@ pub fn status(paths: &Paths, json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!(
-            "state:       {}",
-            serde_json::to_value(out.state)?.as_str().unwrap_or("?")
-        );
+        println!("state:       {}", serde_json::to_value(out.state)?.as_str().unwrap_or("?"));
         if let Some(err) = &out.error {
             println!("error:       {err}");
         }
         if live {
             let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
             println!("accel:       {}", opt(out.accel));
-            println!(
-                "boot:        {}",
-                opt(out.boot_ms.map(|ms| format!("{:.2}s", ms as f64 / 1000.0)))
-            );
+            println!("boot:        {}", opt(out.boot_ms.map(|ms| format!("{:.2}s", ms as f64 / 1000.0))));
             println!("agent:       {}", opt(out.agent_version));
             println!("kernel:      {}", opt(out.kernel_release));
             println!("cpus:        {}", opt(out.cpus.map(|c| c.to_string())));
-            println!(
-                "memory:      {}",
-                opt(out.memory_mib.map(|m| format!("{m} MiB")))
-            );
+            println!("memory:      {}", opt(out.memory_mib.map(|m| format!("{m} MiB"))));
         }
         println!("docker_host: {}", out.docker_host);
     }

@@ -23,10 +23,7 @@ fn sources(paths: &Paths, only: Option<Source>) -> Vec<(&'static str, PathBuf)> 
         (Source::Console, "console", paths.console_log()),
         (Source::Agent, "agent", paths.agent_log()),
     ];
-    all.into_iter()
-        .filter(|(s, _, _)| only.is_none_or(|o| o == *s))
-        .map(|(_, n, p)| (n, p))
-        .collect()
+    all.into_iter().filter(|(s, _, _)| only.is_none_or(|o| o == *s)).map(|(_, n, p)| (n, p)).collect()
 }
 
 pub fn show(paths: &Paths, follow: bool, only: Option<Source>) -> Result<()> {

@@ -23,12 +23,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "berth",
-    version,
-    about = "Linux containers in a lightweight VM",
-    propagate_version = true
-)]
+#[command(name = "berth", version, about = "Linux containers in a lightweight VM", propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,13 +64,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Daemon) {
-        let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-            .unwrap_or_else(|_| "warn".into());
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .without_time()
-            .init();
+        let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "warn".into());
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().init();
     }
     match run(cli.command) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -31,11 +31,7 @@ impl Paths {
                 .data_dir()
                 .join("home"),
         };
-        let home = if home.is_absolute() {
-            home
-        } else {
-            std::env::current_dir()?.join(home)
-        };
+        let home = if home.is_absolute() { home } else { std::env::current_dir()?.join(home) };
         Ok(Paths { home })
     }
 
@@ -100,9 +96,7 @@ impl Assets {
         if let Some(dir) = std::env::var_os("BERTH_ASSETS") {
             candidates.push(PathBuf::from(dir));
         }
-        if let Some(prefix) = std::env::current_exe()
-            .ok()
-            .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
+        if let Some(prefix) = std::env::current_exe().ok().and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
         {
             candidates.push(prefix.join("share/berth"));
         }
@@ -122,13 +116,12 @@ impl Assets {
     /// The guest kernel: an uncompressed PVH-bootable `vmlinux` where present
     /// (no decompression at boot), else `bzImage`.
     pub fn kernel(&self) -> Result<PathBuf> {
-        ["vmlinux", "bzImage"]
-            .iter()
-            .map(|name| self.dir.join(name))
-            .find(|p| p.is_file())
-            .with_context(|| {
-                format!("no guest kernel (vmlinux or bzImage) in {}; build it with `packaging/setup.sh`", self.dir.display())
-            })
+        ["vmlinux", "bzImage"].iter().map(|name| self.dir.join(name)).find(|p| p.is_file()).with_context(|| {
+            format!(
+                "no guest kernel (vmlinux or bzImage) in {}; build it with `packaging/setup.sh`",
+                self.dir.display()
+            )
+        })
     }
 
     pub fn initramfs(&self) -> PathBuf {

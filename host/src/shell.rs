@@ -21,20 +21,12 @@ use crate::state::Phase;
 pub fn run(paths: &Paths, command: Vec<String>) -> Result<i32> {
     let state = effective_state(paths)?;
     if state.state != Phase::Running {
-        bail!(
-            "the Berth VM is not running (state: {:?}); start it with `berth start`",
-            state.state
-        );
+        bail!("the Berth VM is not running (state: {:?}); start it with `berth start`", state.state);
     }
-    let endpoint = state
-        .agent
-        .context("the daemon recorded no agent endpoint")?;
+    let endpoint = state.agent.context("the daemon recorded no agent endpoint")?;
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let argv = if command.is_empty() {
-        vec![
-            "/bin/sh".to_string(),
-            if tty { "-l" } else { "-s" }.to_string(),
-        ]
+        vec!["/bin/sh".to_string(), if tty { "-l" } else { "-s" }.to_string()]
     } else {
         command
     };
@@ -47,16 +39,12 @@ pub fn run(paths: &Paths, command: Vec<String>) -> Result<i32> {
     let start = ExecStart {
         argv,
         env,
-        cwd: guest_cwd(&state.shares)
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
+        cwd: guest_cwd(&state.shares).map(|p| p.display().to_string()).unwrap_or_default(),
         tty,
         size: if tty { terminal_size() } else { None },
         stdin: true,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let _raw = if tty { Some(RawMode::enter()?) } else { None };
     runtime.block_on(async move {
         let mut client = endpoint.client();
@@ -68,10 +56,7 @@ pub fn run(paths: &Paths, command: Vec<String>) -> Result<i32> {
 /// The current directory, if the VM sees it at the same path (it is inside a share).
 fn guest_cwd(shares: &[PathBuf]) -> Option<PathBuf> {
     let cwd = std::env::current_dir().ok()?;
-    shares
-        .iter()
-        .any(|share| cwd.starts_with(share))
-        .then_some(cwd)
+    shares.iter().any(|share| cwd.starts_with(share)).then_some(cwd)
 }
 
 async fn exec(
@@ -80,10 +65,7 @@ async fn exec(
     tty: bool,
 ) -> Result<i32> {
     let (tx, rx) = mpsc::channel::<ExecInput>(16);
-    tx.send(ExecInput {
-        input: Some(exec_input::Input::Start(start)),
-    })
-    .await?;
+    tx.send(ExecInput { input: Some(exec_input::Input::Start(start)) }).await?;
 
     // Blocking stdin reads live on their own thread; the process exits
     // without waiting for it.
@@ -94,15 +76,11 @@ async fn exec(
         loop {
             match stdin.read(&mut buf) {
                 Ok(0) | Err(_) => {
-                    let _ = stdin_tx.blocking_send(ExecInput {
-                        input: Some(exec_input::Input::CloseStdin(true)),
-                    });
+                    let _ = stdin_tx.blocking_send(ExecInput { input: Some(exec_input::Input::CloseStdin(true)) });
                     return;
                 }
                 Ok(n) => {
-                    let msg = ExecInput {
-                        input: Some(exec_input::Input::Stdin(buf[..n].to_vec())),
-                    };
+                    let msg = ExecInput { input: Some(exec_input::Input::Stdin(buf[..n].to_vec())) };
                     if stdin_tx.blocking_send(msg).is_err() {
                         return;
                     }
@@ -113,11 +91,7 @@ async fn exec(
     tokio::spawn(forward_signals(tx.clone(), tty));
     drop(tx);
 
-    let mut output = client
-        .exec(ReceiverStream::new(rx))
-        .await
-        .context("starting the command in the VM")?
-        .into_inner();
+    let mut output = client.exec(ReceiverStream::new(rx)).await.context("starting the command in the VM")?.into_inner();
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();
     while let Some(msg) = output.message().await.context("the exec stream broke")? {
@@ -162,10 +136,7 @@ fn terminal_size() -> Option<WindowSize> {
     // SAFETY: TIOCGWINSZ writes one winsize into the struct we own.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
     let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
-    (ok && ws.ws_row > 0).then(|| WindowSize {
-        rows: ws.ws_row as u32,
-        cols: ws.ws_col as u32,
-    })
+    (ok && ws.ws_row > 0).then(|| WindowSize { rows: ws.ws_row as u32, cols: ws.ws_col as u32 })
 }
 
 /// Puts the local terminal in raw mode; restores it when dropped.
@@ -187,10 +158,6 @@ impl RawMode {
 
 impl Drop for RawMode {
     fn drop(&mut self) {
-        let _ = nix::sys::termios::tcsetattr(
-            std::io::stdin(),
-            nix::sys::termios::SetArg::TCSANOW,
-            &self.saved,
-        );
+        let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &self.saved);
     }
 }

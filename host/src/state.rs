@@ -63,12 +63,9 @@ impl State {
 
     pub fn read(path: &Path) -> Result<Option<State>> {
         match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).with_context(|| {
-                format!(
-                    "{} is corrupt; remove it and run `berth start`",
-                    path.display()
-                )
-            }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .with_context(|| format!("{} is corrupt; remove it and run `berth start`", path.display())),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
         }
@@ -82,8 +79,7 @@ impl State {
 /// Readers see the old file or the new one, never a torn one.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
@@ -105,9 +101,6 @@ mod tests {
         state.write(&path).unwrap();
         assert_eq!(State::read(&path).unwrap(), Some(state));
         std::fs::write(&path, b"{\"state\":").unwrap();
-        assert!(State::read(&path)
-            .unwrap_err()
-            .to_string()
-            .contains("corrupt"));
+        assert!(State::read(&path).unwrap_err().to_string().contains("corrupt"));
     }
 }

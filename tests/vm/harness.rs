@@ -28,18 +28,12 @@ pub fn berth_bin() -> PathBuf {
 impl Berth {
     /// A Berth home whose VM shares one fresh temporary directory.
     pub fn new() -> Berth {
-        let share = tempfile::Builder::new()
-            .prefix("berth share ")
-            .tempdir()
-            .unwrap();
+        let share = tempfile::Builder::new().prefix("berth share ").tempdir().unwrap();
         Berth::with_config(share, "")
     }
 
     pub fn with_config(share: tempfile::TempDir, extra_vm: &str) -> Berth {
-        let home = tempfile::Builder::new()
-            .prefix("berth-home-")
-            .tempdir()
-            .unwrap();
+        let home = tempfile::Builder::new().prefix("berth-home-").tempdir().unwrap();
         let config = format!(
             "[vm]\ncpus = 1\nmemory-mib = 512\ndisk-gib = 2\nshares = [{:?}]\n{extra_vm}",
             share.path().display().to_string()
@@ -50,9 +44,7 @@ impl Berth {
 
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(berth_bin());
-        cmd.args(args)
-            .env("BERTH_HOME", self.home.path())
-            .stdin(Stdio::null());
+        cmd.args(args).env("BERTH_HOME", self.home.path()).stdin(Stdio::null());
         cmd
     }
 
@@ -63,12 +55,7 @@ impl Berth {
     /// Runs berth and insists on success, showing everything on failure.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "berth {args:?} failed: {}\n--- logs ---\n{}",
-            describe(&out),
-            self.logs()
-        );
+        assert!(out.status.success(), "berth {args:?} failed: {}\n--- logs ---\n{}", describe(&out), self.logs());
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -87,14 +74,7 @@ impl Berth {
     }
 
     pub fn logs(&self) -> String {
-        String::from_utf8_lossy(
-            &self
-                .cmd(&["logs"])
-                .output()
-                .map(|o| o.stdout)
-                .unwrap_or_default(),
-        )
-        .into_owned()
+        String::from_utf8_lossy(&self.cmd(&["logs"]).output().map(|o| o.stdout).unwrap_or_default()).into_owned()
     }
 
     pub fn run_dir(&self) -> PathBuf {
@@ -134,11 +114,7 @@ impl Drop for Berth {
         let _ = self.cmd(&["stop"]).output();
         // A test that failed half-way must not leak a VM into the next one.
         for line in self.live_processes() {
-            if let Some(pid) = line
-                .split_whitespace()
-                .next()
-                .and_then(|p| p.parse::<i32>().ok())
-            {
+            if let Some(pid) = line.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()) {
                 // SAFETY: plain kill(2) on a pid we just read.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
@@ -165,10 +141,7 @@ pub fn processes_mentioning(needle: &str) -> Vec<String> {
         }
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
         // Field 3, after the parenthesised command name, is the state.
-        let zombie = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-            .unwrap_or(true);
+        let zombie = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')).unwrap_or(true);
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         if !zombie && cmdline.contains(needle) {
@@ -180,7 +153,5 @@ pub fn processes_mentioning(needle: &str) -> Vec<String> {
 
 pub fn pid_alive(pid: i64) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit_once(')')
-        .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-        .unwrap_or(false)
+    stat.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')).unwrap_or(false)
 }

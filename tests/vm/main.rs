@@ -17,10 +17,7 @@ fn start_status_shell_stop() {
     berth.start();
     let status = berth.status();
     assert_eq!(status["state"], "running", "{status}");
-    assert!(
-        ["tcg", "kvm"].contains(&status["accel"].as_str().unwrap()),
-        "{status}"
-    );
+    assert!(["tcg", "kvm"].contains(&status["accel"].as_str().unwrap()), "{status}");
     assert!(status["boot_ms"].as_u64().unwrap() > 0, "{status}");
     assert_eq!(status["agent_version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(status["cpus"], 1);
@@ -35,11 +32,7 @@ fn start_status_shell_stop() {
     assert_eq!(berth.status()["daemon_pid"], daemon_pid);
 
     // The guest is ours: our kernel, our hostname, the data disk mounted.
-    let out = berth.shell(&[
-        "sh",
-        "-c",
-        "uname -r; hostname; grep -c ' /var/lib/berth ext4 ' /proc/mounts",
-    ]);
+    let out = berth.shell(&["sh", "-c", "uname -r; hostname; grep -c ' /var/lib/berth ext4 ' /proc/mounts"]);
     assert!(out.status.success(), "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
@@ -47,18 +40,12 @@ fn start_status_shell_stop() {
     assert_eq!(&lines[1..], ["berth", "1"]);
 
     // Exit codes pass through; a missing command is 127 as in a shell.
-    assert_eq!(
-        berth.shell(&["sh", "-c", "exit 42"]).status.code(),
-        Some(42)
-    );
+    assert_eq!(berth.shell(&["sh", "-c", "exit 42"]).status.code(), Some(42));
     let missing = berth.shell(&["/no/such/program"]);
     assert_eq!(missing.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/no/such/program"));
     // A process killed by a signal reports 128 + signal.
-    assert_eq!(
-        berth.shell(&["sh", "-c", "kill -9 $$"]).status.code(),
-        Some(137)
-    );
+    assert_eq!(berth.shell(&["sh", "-c", "kill -9 $$"]).status.code(), Some(137));
 
     // stdout and stderr stay apart.
     let out = berth.shell(&["sh", "-c", "echo out; echo err >&2"]);
@@ -67,28 +54,15 @@ fn start_status_shell_stop() {
 
     // Streaming: stdin in, a few MiB back out, nothing lost.
     let mut child = berth
-        .cmd(&[
-            "shell",
-            "--",
-            "sh",
-            "-c",
-            "wc -c; head -c 3000000 /dev/zero | tr '\\0' x",
-        ])
+        .cmd(&["shell", "--", "sh", "-c", "wc -c; head -c 3000000 /dev/zero | tr '\\0' x"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&vec![b'a'; 1_000_000])
-        .unwrap();
+    child.stdin.take().unwrap().write_all(&vec![b'a'; 1_000_000]).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", describe(&out));
-    let (count, rest) = out
-        .stdout
-        .split_at(out.stdout.iter().position(|&b| b == b'\n').unwrap() + 1);
+    let (count, rest) = out.stdout.split_at(out.stdout.iter().position(|&b| b == b'\n').unwrap() + 1);
     assert_eq!(String::from_utf8_lossy(count).trim(), "1000000");
     assert_eq!(rest.len(), 3_000_000);
     assert!(rest.iter().all(|&b| b == b'x'));
@@ -100,10 +74,7 @@ fn start_status_shell_stop() {
     }
 
     berth.stop_and_check_clean();
-    assert!(
-        !pid_alive(daemon_pid),
-        "the daemon is still alive after stop"
-    );
+    assert!(!pid_alive(daemon_pid), "the daemon is still alive after stop");
     let again = berth.ok(&["stop"]);
     assert!(again.contains("not running"), "{again}");
 }
@@ -112,45 +83,25 @@ fn start_status_shell_stop() {
 fn home_share_works_both_ways_and_data_disk_persists() {
     let berth = Berth::new();
     let share = berth.share.path().to_path_buf();
-    assert!(
-        share.display().to_string().contains(' '),
-        "the share path should have a space in it"
-    );
+    assert!(share.display().to_string().contains(' '), "the share path should have a space in it");
     std::fs::write(share.join("from-host.txt"), "hello from the host\n").unwrap();
     berth.start();
 
     // Host -> guest, at the same absolute path.
     let path = share.join("from-host.txt").display().to_string();
     let out = berth.shell(&["cat", &path]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "hello from the host\n",
-        "{}",
-        describe(&out)
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from the host\n", "{}", describe(&out));
 
     // Guest -> host.
     let guest_file = share.join("sub dir/from-guest.txt").display().to_string();
-    let script = format!(
-        "mkdir -p \"$(dirname '{guest_file}')\" && echo 'hello from the guest' > '{guest_file}'"
-    );
+    let script = format!("mkdir -p \"$(dirname '{guest_file}')\" && echo 'hello from the guest' > '{guest_file}'");
     let out = berth.shell(&["sh", "-c", &script]);
     assert!(out.status.success(), "{}", describe(&out));
-    assert_eq!(
-        std::fs::read_to_string(share.join("sub dir/from-guest.txt")).unwrap(),
-        "hello from the guest\n"
-    );
+    assert_eq!(std::fs::read_to_string(share.join("sub dir/from-guest.txt")).unwrap(), "hello from the guest\n");
 
     // `berth shell` starts in the current directory when the VM shares it.
-    let out = berth
-        .cmd(&["shell", "--", "pwd"])
-        .current_dir(&share)
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        share.display().to_string()
-    );
+    let out = berth.cmd(&["shell", "--", "pwd"]).current_dir(&share).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), share.display().to_string());
 
     // The data disk keeps its contents across a VM restart.
     let out = berth.shell(&["sh", "-c", "echo kept > /var/lib/berth/marker && sync"]);
@@ -158,12 +109,7 @@ fn home_share_works_both_ways_and_data_disk_persists() {
     berth.stop_and_check_clean();
     berth.start();
     let out = berth.shell(&["cat", "/var/lib/berth/marker"]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "kept\n",
-        "{}",
-        describe(&out)
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n", "{}", describe(&out));
     berth.stop_and_check_clean();
 }
 
@@ -173,11 +119,7 @@ fn crashes_are_detected_reported_and_recovered() {
     berth.start();
 
     // The VM dies under the daemon: status says so, with a reason.
-    let qemu = berth
-        .live_processes()
-        .into_iter()
-        .find(|p| p.contains("qemu-system"))
-        .expect("a QEMU process");
+    let qemu = berth.live_processes().into_iter().find(|p| p.contains("qemu-system")).expect("a QEMU process");
     let qemu_pid: i32 = qemu.split_whitespace().next().unwrap().parse().unwrap();
     // SAFETY: plain kill(2).
     unsafe { libc::kill(qemu_pid, libc::SIGKILL) };
@@ -190,18 +132,8 @@ fn crashes_are_detected_reported_and_recovered() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
     assert_eq!(status["state"], "error", "{status}");
-    assert!(
-        status["error"]
-            .as_str()
-            .unwrap()
-            .contains("exited unexpectedly"),
-        "{status}"
-    );
-    assert!(
-        berth.live_processes().is_empty(),
-        "helpers outlived the VM: {:?}",
-        berth.live_processes()
-    );
+    assert!(status["error"].as_str().unwrap().contains("exited unexpectedly"), "{status}");
+    assert!(berth.live_processes().is_empty(), "helpers outlived the VM: {:?}", berth.live_processes());
 
     // start recovers from the error.
     berth.start();
@@ -216,20 +148,10 @@ fn crashes_are_detected_reported_and_recovered() {
     while !berth.live_processes().is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert!(
-        berth.live_processes().is_empty(),
-        "VM processes outlived the daemon: {:?}",
-        berth.live_processes()
-    );
+    assert!(berth.live_processes().is_empty(), "VM processes outlived the daemon: {:?}", berth.live_processes());
     let status = berth.status();
     assert_eq!(status["state"], "error", "{status}");
-    assert!(
-        status["error"]
-            .as_str()
-            .unwrap()
-            .contains("gone without shutting the VM down"),
-        "{status}"
-    );
+    assert!(status["error"].as_str().unwrap().contains("gone without shutting the VM down"), "{status}");
     berth.start();
     let out = berth.shell(&["true"]);
     assert!(out.status.success(), "{}", describe(&out));
@@ -243,18 +165,11 @@ fn bad_config_is_a_clear_error_and_starts_nothing() {
     let out = berth.run(&["start"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("unknown field `cpu`") && stderr.contains("config.toml"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("unknown field `cpu`") && stderr.contains("config.toml"), "{stderr}");
     assert!(berth.live_processes().is_empty());
     assert_eq!(berth.status()["state"], "stopped");
 
-    std::fs::write(
-        berth.home.path().join("config.toml"),
-        "[vm]\nmemory-mib = 1\n",
-    )
-    .unwrap();
+    std::fs::write(berth.home.path().join("config.toml"), "[vm]\nmemory-mib = 1\n").unwrap();
     let stderr = String::from_utf8_lossy(&berth.run(&["start"]).stderr).into_owned();
     assert!(stderr.contains("vm.memory-mib"), "{stderr}");
 }

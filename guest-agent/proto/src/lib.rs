@@ -11,3 +11,11 @@ pub const PROTOCOL_VERSION: u32 = ProtocolVersion::Current as u32;
 
 /// The vsock port the agent listens on inside the VM.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
+
+/// The host port the agent dials to announce that it serves (see agent.proto).
+pub const AGENT_READY_VSOCK_PORT: u32 = 1025;
+
+/// The line the agent sends on the readiness connection.
+pub fn ready_line() -> String {
+    format!("READY {PROTOCOL_VERSION}\n")
+}

@@ -64,11 +64,7 @@ impl Accel {
             Accel::Whpx
         } else if cfg!(target_os = "linux")
             && kvm_usable(
-                std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open("/dev/kvm")
-                    .is_ok(),
+                std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok(),
                 &std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default(),
             )
         {
@@ -144,6 +140,9 @@ pub trait RunningVm: Send {
     /// How to reach the guest agent.
     fn agent_endpoint(&self) -> AgentEndpoint;
     fn processes(&self) -> Vec<VmProcess>;
+    /// The listener on which the agent announces that it serves, if this
+    /// VM's transport has one (taken once; see agent_client::ReadyListener).
+    fn take_ready_listener(&mut self) -> Option<crate::agent_client::ReadyListener>;
     /// Resolves when the VM has exited on its own; describes how.
     fn wait(&mut self) -> BoxFuture<'_, String>;
     /// Waits up to `grace` for the VM to exit (after the agent was asked to
@@ -175,10 +174,7 @@ mod tests {
         let vmx = "processor\t: 0\nflags\t\t: fpu vme vmx sse\n";
         let pvm = "processor\t: 0\nflags\t\t: fpu vme sse hypervisor\n";
         assert!(kvm_usable(true, vmx));
-        assert!(
-            !kvm_usable(true, pvm),
-            "a /dev/kvm without vmx/svm is not usable"
-        );
+        assert!(!kvm_usable(true, pvm), "a /dev/kvm without vmx/svm is not usable");
         assert!(!kvm_usable(false, vmx));
         assert!(kvm_usable(true, "flags : svm\n"));
     }

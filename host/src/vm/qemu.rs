@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tokio::process::{Child, Command};
 
-use super::{
-    Accel, BoxFuture, RunningVm, Share, VmBackend, VmProcess, VmSpec, GUEST_NET, HOST_ALIAS_IP,
-};
+use super::{Accel, BoxFuture, RunningVm, Share, VmBackend, VmProcess, VmSpec, GUEST_NET, HOST_ALIAS_IP};
 use crate::agent_client::AgentEndpoint;
 use berth_agent_proto::AGENT_VSOCK_PORT;
 
@@ -23,10 +21,7 @@ pub enum VsockMode {
     /// In-kernel vhost-vsock; the host reaches the guest with AF_VSOCK.
     Kernel { cid: u32 },
     /// vhost-user-vsock served by vhost-device-vsock.
-    Hybrid {
-        control_socket: PathBuf,
-        agent_socket: PathBuf,
-    },
+    Hybrid { control_socket: PathBuf, agent_socket: PathBuf },
 }
 
 /// The sockets one VM boot uses, all inside the private run directory.
@@ -41,36 +36,23 @@ impl SocketLayout {
     pub fn new(spec: &VmSpec, kernel_vsock: bool) -> SocketLayout {
         let vsock = if kernel_vsock {
             // CIDs are global on the host; 3 + our pid keeps concurrent Berth homes apart.
-            VsockMode::Kernel {
-                cid: 3 + std::process::id(),
-            }
+            VsockMode::Kernel { cid: 3 + std::process::id() }
         } else {
             VsockMode::Hybrid {
                 control_socket: spec.run_dir.join("vsock.sock"),
                 agent_socket: spec.run_dir.join("agent.vsock"),
             }
         };
-        let shares = spec
-            .shares
-            .iter()
-            .map(|s| (s.clone(), spec.run_dir.join(format!("fs-{}.sock", s.tag))))
-            .collect();
+        let shares = spec.shares.iter().map(|s| (s.clone(), spec.run_dir.join(format!("fs-{}.sock", s.tag)))).collect();
         SocketLayout { vsock, shares }
     }
 
     /// Every file the VM's processes create in the run directory.
     fn socket_paths(&self) -> Vec<PathBuf> {
         // virtiofsd writes `<socket>.pid` beside its socket.
-        let mut paths: Vec<PathBuf> = self
-            .shares
-            .iter()
-            .flat_map(|(_, p)| [p.clone(), PathBuf::from(format!("{}.pid", p.display()))])
-            .collect();
-        if let VsockMode::Hybrid {
-            control_socket,
-            agent_socket,
-        } = &self.vsock
-        {
+        let mut paths: Vec<PathBuf> =
+            self.shares.iter().flat_map(|(_, p)| [p.clone(), PathBuf::from(format!("{}.pid", p.display()))]).collect();
+        if let VsockMode::Hybrid { control_socket, agent_socket } = &self.vsock {
             paths.push(control_socket.clone());
             paths.push(agent_socket.clone());
         }
@@ -112,118 +94,60 @@ pub fn kernel_cmdline(spec: &VmSpec, tsc_khz: Option<u64>) -> String {
     args.push(format!("berth.hostalias={HOST_ALIAS_IP}"));
     args.push("berth.disk=/dev/vda".into());
     for share in &spec.shares {
-        args.push(format!(
-            "berth.share={},{}",
-            share.tag,
-            encode_cmdline_path(&share.guest_path)
-        ));
+        args.push(format!("berth.share={},{}", share.tag, encode_cmdline_path(&share.guest_path)));
     }
     args.push(format!("berth.log={}", spec.agent_log_level));
     args.join(" ")
 }
 
 /// The full QEMU command line (after the program name).
-pub fn qemu_args(
-    spec: &VmSpec,
-    layout: &SocketLayout,
-    tsc_khz: Option<u64>,
-) -> Result<Vec<String>> {
+pub fn qemu_args(spec: &VmSpec, layout: &SocketLayout, tsc_khz: Option<u64>) -> Result<Vec<String>> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-    push(&[
-        "-name",
-        "berth",
-        "-nodefaults",
-        "-no-user-config",
-        "-nographic",
-        "-no-reboot",
-    ]);
+    push(&["-name", "berth", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
     match spec.accel {
         Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
         Accel::Tcg => push(&["-accel", "tcg,thread=multi", "-cpu", "max"]),
-        other => bail!(
-            "accelerator {} is not available to QEMU on Linux (use kvm or tcg)",
-            other.name()
-        ),
+        other => bail!("accelerator {} is not available to QEMU on Linux (use kvm or tcg)", other.name()),
     }
     // vhost-user devices need guest memory that other processes can map.
     let mem = format!("{}M", spec.memory_mib);
     push(&["-M", "microvm,memory-backend=mem"]);
-    push(&[
-        "-object",
-        &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
-    ]);
+    push(&["-object", &format!("memory-backend-memfd,id=mem,size={mem},share=on")]);
     push(&["-m", &mem, "-smp", &spec.cpus.to_string()]);
-    push(&[
-        "-kernel",
-        &spec.kernel.display().to_string(),
-        "-initrd",
-        &spec.initramfs.display().to_string(),
-    ]);
+    push(&["-kernel", &spec.kernel.display().to_string(), "-initrd", &spec.initramfs.display().to_string()]);
     push(&["-append", &kernel_cmdline(spec, tsc_khz)]);
     // Kernel console on the serial port; the agent's log on a virtio console.
-    push(&[
-        "-chardev",
-        &format!("file,id=console,path={}", spec.console_log.display()),
-    ]);
+    push(&["-chardev", &format!("file,id=console,path={}", spec.console_log.display())]);
     push(&["-serial", "chardev:console"]);
     push(&["-device", "virtio-serial-device"]);
-    push(&[
-        "-chardev",
-        &format!("file,id=agentlog,path={}", spec.agent_log.display()),
-    ]);
+    push(&["-chardev", &format!("file,id=agentlog,path={}", spec.agent_log.display())]);
     push(&["-device", "virtconsole,chardev=agentlog"]);
     push(&["-device", "virtio-rng-device"]);
     // The data disk is /dev/vda: the first virtio-blk device.
     push(&[
         "-drive",
-        &format!(
-            "id=data,file={},format=raw,if=none,discard=unmap,cache=writeback",
-            spec.disk.display()
-        ),
+        &format!("id=data,file={},format=raw,if=none,discard=unmap,cache=writeback", spec.disk.display()),
     ]);
     push(&["-device", "virtio-blk-device,drive=data"]);
-    push(&[
-        "-netdev",
-        "user,id=net0",
-        "-device",
-        "virtio-net-device,netdev=net0",
-    ]);
+    push(&["-netdev", "user,id=net0", "-device", "virtio-net-device,netdev=net0"]);
     match &layout.vsock {
-        VsockMode::Kernel { cid } => {
-            push(&["-device", &format!("vhost-vsock-device,guest-cid={cid}")])
-        }
+        VsockMode::Kernel { cid } => push(&["-device", &format!("vhost-vsock-device,guest-cid={cid}")]),
         VsockMode::Hybrid { control_socket, .. } => {
-            push(&[
-                "-chardev",
-                &format!("socket,id=vsock,path={}", control_socket.display()),
-            ]);
+            push(&["-chardev", &format!("socket,id=vsock,path={}", control_socket.display())]);
             push(&["-device", "vhost-user-vsock-device,chardev=vsock"]);
         }
     }
     for (i, (share, socket)) in layout.shares.iter().enumerate() {
-        push(&[
-            "-chardev",
-            &format!("socket,id=fs{i},path={}", socket.display()),
-        ]);
-        push(&[
-            "-device",
-            &format!("vhost-user-fs-device,chardev=fs{i},tag={}", share.tag),
-        ]);
+        push(&["-chardev", &format!("socket,id=fs{i},path={}", socket.display())]);
+        push(&["-device", &format!("vhost-user-fs-device,chardev=fs{i},tag={}", share.tag)]);
     }
     Ok(a)
 }
 
 /// The host's TSC frequency in kHz, which the guest must be told on microvm.
 pub fn host_tsc_khz(cpuinfo: &str) -> Option<u64> {
-    let mhz: f64 = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("cpu MHz"))?
-        .split(':')
-        .nth(1)?
-        .trim()
-        .parse()
-        .ok()?;
+    let mhz: f64 = cpuinfo.lines().find(|l| l.starts_with("cpu MHz"))?.split(':').nth(1)?.trim().parse().ok()?;
     Some((mhz * 1000.0).round() as u64)
 }
 
@@ -237,35 +161,23 @@ pub struct QemuBackend {
 impl QemuBackend {
     pub fn locate() -> Result<QemuBackend> {
         let assets = crate::paths::Assets::locate()?;
-        let qemu = assets.helper(
-            "qemu-system-x86_64",
-            "install Debian's qemu-system-x86 (`packaging/setup.sh` does)",
-        )?;
+        let qemu =
+            assets.helper("qemu-system-x86_64", "install Debian's qemu-system-x86 (`packaging/setup.sh` does)")?;
         let virtiofsd = assets.helper("virtiofsd", SETUP_HINT)?;
         let vsock_device = if Path::new("/dev/vhost-vsock").exists() {
             None
         } else {
             Some(assets.helper("vhost-device-vsock", SETUP_HINT)?)
         };
-        Ok(QemuBackend {
-            qemu,
-            virtiofsd,
-            vsock_device,
-        })
+        Ok(QemuBackend { qemu, virtiofsd, vsock_device })
     }
 }
 
 /// Spawns a process that dies with the daemon (PR_SET_PDEATHSIG), so a
 /// killed daemon leaves no VM or helper behind.
 fn spawn_owned(cmd: &mut Command, log: &Path, name: &str) -> Result<Child> {
-    let log_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
-    cmd.stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file)
-        .kill_on_drop(true);
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    cmd.stdin(Stdio::null()).stdout(log_file.try_clone()?).stderr(log_file).kill_on_drop(true);
     // SAFETY: prctl is async-signal-safe and only takes integers. The daemon
     // spawns from its single runtime thread, which lives as long as the
     // process, so "parent death" means the daemon's death.
@@ -314,38 +226,27 @@ impl VmBackend for QemuBackend {
                 sockets: layout.socket_paths(),
                 layout: layout.clone(),
                 qemu_log: qemu_log.clone(),
+                ready: None,
             };
+            // Before the guest can possibly announce itself.
+            vm.ready = vm.agent_endpoint().listen_for_ready().context("listening for the agent's readiness")?;
 
             // Helpers first, in parallel; QEMU connects to their sockets.
             for (share, socket) in &layout.shares {
-                let sandbox = if nix::unistd::geteuid().is_root() {
-                    "namespace"
-                } else {
-                    "none"
-                };
+                let sandbox = if nix::unistd::geteuid().is_root() { "namespace" } else { "none" };
                 let mut cmd = Command::new(&self.virtiofsd);
                 cmd.arg(format!("--socket-path={}", socket.display()))
                     .arg(format!("--shared-dir={}", share.host_path.display()))
                     .args(["--cache=auto", "--log-level=warn"])
                     .arg(format!("--sandbox={sandbox}"));
                 let child = spawn_owned(&mut cmd, &helper_log, "virtiofsd")?;
-                vm.helpers
-                    .push((format!("virtiofsd[{}]", share.tag), child));
+                vm.helpers.push((format!("virtiofsd[{}]", share.tag), child));
             }
-            if let (
-                Some(device),
-                VsockMode::Hybrid {
-                    control_socket,
-                    agent_socket,
-                },
-            ) = (&self.vsock_device, &layout.vsock)
+            if let (Some(device), VsockMode::Hybrid { control_socket, agent_socket }) =
+                (&self.vsock_device, &layout.vsock)
             {
                 let mut cmd = Command::new(device);
-                cmd.args(["--guest-cid", "3"])
-                    .arg("--socket")
-                    .arg(control_socket)
-                    .arg("--uds-path")
-                    .arg(agent_socket);
+                cmd.args(["--guest-cid", "3"]).arg("--socket").arg(control_socket).arg("--uds-path").arg(agent_socket);
                 let child = spawn_owned(&mut cmd, &helper_log, "vhost-device-vsock")?;
                 vm.helpers.push(("vhost-device-vsock".into(), child));
             }
@@ -362,8 +263,7 @@ impl VmBackend for QemuBackend {
                 wait_for_socket(socket, child, name).await?;
             }
 
-            let tsc_khz =
-                host_tsc_khz(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default());
+            let tsc_khz = host_tsc_khz(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default());
             let args = qemu_args(spec, &layout, tsc_khz)?;
             tracing::debug!(qemu = %self.qemu.display(), ?args, "starting QEMU");
             let mut cmd = Command::new(&self.qemu);
@@ -380,6 +280,7 @@ struct QemuVm {
     sockets: Vec<PathBuf>,
     layout: SocketLayout,
     qemu_log: PathBuf,
+    ready: Option<crate::agent_client::ReadyListener>,
 }
 
 impl QemuVm {
@@ -392,15 +293,9 @@ impl QemuVm {
     async fn stop_helpers(&mut self) {
         for (name, mut child) in self.helpers.drain(..) {
             if let Some(pid) = child.id() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::SIGTERM,
-                );
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGTERM);
             }
-            if tokio::time::timeout(Duration::from_secs(2), child.wait())
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(Duration::from_secs(2), child.wait()).await.is_err() {
                 tracing::warn!(name, "helper did not stop on SIGTERM; killing it");
                 let _ = child.kill().await;
             }
@@ -423,33 +318,22 @@ impl Drop for QemuVm {
 impl RunningVm for QemuVm {
     fn agent_endpoint(&self) -> AgentEndpoint {
         match &self.layout.vsock {
-            VsockMode::Kernel { cid } => AgentEndpoint::Vsock {
-                cid: *cid,
-                port: AGENT_VSOCK_PORT,
-            },
-            VsockMode::Hybrid { agent_socket, .. } => AgentEndpoint::HybridVsock {
-                uds: agent_socket.clone(),
-                port: AGENT_VSOCK_PORT,
-            },
+            VsockMode::Kernel { cid } => AgentEndpoint::Vsock { cid: *cid, port: AGENT_VSOCK_PORT },
+            VsockMode::Hybrid { agent_socket, .. } => {
+                AgentEndpoint::HybridVsock { uds: agent_socket.clone(), port: AGENT_VSOCK_PORT }
+            }
         }
     }
 
     fn processes(&self) -> Vec<VmProcess> {
-        let qemu = self
-            .qemu
-            .iter()
-            .filter_map(|c| c.id())
-            .map(|pid| VmProcess {
-                name: "qemu".into(),
-                pid,
-            });
-        let helpers = self.helpers.iter().filter_map(|(name, c)| {
-            c.id().map(|pid| VmProcess {
-                name: name.clone(),
-                pid,
-            })
-        });
+        let qemu = self.qemu.iter().filter_map(|c| c.id()).map(|pid| VmProcess { name: "qemu".into(), pid });
+        let helpers =
+            self.helpers.iter().filter_map(|(name, c)| c.id().map(|pid| VmProcess { name: name.clone(), pid }));
         qemu.chain(helpers).collect()
+    }
+
+    fn take_ready_listener(&mut self) -> Option<crate::agent_client::ReadyListener> {
+        self.ready.take()
     }
 
     fn wait(&mut self) -> BoxFuture<'_, String> {
@@ -502,11 +386,7 @@ mod tests {
             kernel: "/a/vmlinux".into(),
             initramfs: "/a/initramfs.cpio".into(),
             disk: "/h/disk.raw".into(),
-            shares: vec![Share {
-                tag: "share0".into(),
-                host_path: "/home/me".into(),
-                guest_path: "/home/me".into(),
-            }],
+            shares: vec![Share { tag: "share0".into(), host_path: "/home/me".into(), guest_path: "/home/me".into() }],
             run_dir: "/h/run".into(),
             console_log: "/h/logs/console.log".into(),
             agent_log: "/h/logs/agent.log".into(),
@@ -560,30 +440,18 @@ mod tests {
         let mut spec = spec();
         spec.accel = Accel::Hvf;
         let layout = SocketLayout::new(&spec, false);
-        assert!(qemu_args(&spec, &layout, None)
-            .unwrap_err()
-            .to_string()
-            .contains("hvf"));
+        assert!(qemu_args(&spec, &layout, None).unwrap_err().to_string().contains("hvf"));
     }
 
     #[test]
     fn share_paths_survive_the_kernel_command_line() {
-        assert_eq!(
-            encode_cmdline_path(Path::new("/home/a b,c")),
-            "/home/a%20b%2Cc"
-        );
-        assert_eq!(
-            encode_cmdline_path(Path::new("/srv/x_y-1.2")),
-            "/srv/x_y-1.2"
-        );
+        assert_eq!(encode_cmdline_path(Path::new("/home/a b,c")), "/home/a%20b%2Cc");
+        assert_eq!(encode_cmdline_path(Path::new("/srv/x_y-1.2")), "/srv/x_y-1.2");
     }
 
     #[test]
     fn reads_the_host_tsc_rate() {
-        assert_eq!(
-            host_tsc_khz("processor : 0\ncpu MHz\t\t: 2199.998\n"),
-            Some(2_199_998)
-        );
+        assert_eq!(host_tsc_khz("processor : 0\ncpu MHz\t\t: 2199.998\n"), Some(2_199_998));
         assert_eq!(host_tsc_khz("nothing"), None);
     }
 }

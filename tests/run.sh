@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Sets everything up (packaging/setup.sh) and runs the whole test suite:
+# unit tests, the local-agent protocol test, the end-to-end VM tests, and the
+# cross-platform compile checks of the host crate (macOS, Windows).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+prefix=${BERTH_PREFIX:-$HOME/.local}
+export BERTH_CROSS_CHECK=1
+"$repo/packaging/setup.sh"
+
+export BERTH_ASSETS=$prefix/share/berth
+export BERTH_BIN=$prefix/bin/berth
+cd "$repo"
+echo "== cross-platform checks (host crate)" >&2
+for target in aarch64-apple-darwin x86_64-pc-windows-gnu; do
+  timeout 900 cargo check --quiet -p berth --target "$target"
+done
+echo "== tests" >&2
+# Each VM test boots its own VM; two at a time fit 2 cores.
+timeout 2400 cargo test --workspace -- --test-threads=2
