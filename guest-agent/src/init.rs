@@ -133,7 +133,18 @@ pub fn mount_basics() -> io::Result<()> {
     Ok(())
 }
 
-/// Hostname, network, /etc files, cgroup controllers.
+/// Brings eth0 up with the host-given address (the slow part: the driver
+/// fills its receive ring when the link comes up).
+pub fn configure_network(net: Option<(Ipv4Addr, u8, Ipv4Addr, Ipv4Addr)>) {
+    if let Some((addr, prefix, gateway, _)) = net {
+        match netconf::configure_ipv4("eth0", addr, prefix, gateway) {
+            Ok(()) => tracing::info!(%addr, prefix, %gateway, "eth0 configured"),
+            Err(err) => tracing::error!(%err, "eth0 configuration failed"),
+        }
+    }
+}
+
+/// Hostname, loopback, /etc files, cgroup controllers.
 pub fn configure_system(params: &BootParams) {
     let hostname = params.hostname.as_deref().unwrap_or("berth");
     if let Err(err) = nix::unistd::sethostname(hostname) {
@@ -142,14 +153,7 @@ pub fn configure_system(params: &BootParams) {
     if let Err(err) = netconf::set_up("lo") {
         tracing::warn!(%err, "loopback up failed");
     }
-    let mut resolv = String::new();
-    if let Some((addr, prefix, gateway, dns)) = params.net {
-        match netconf::configure_ipv4("eth0", addr, prefix, gateway) {
-            Ok(()) => tracing::info!(%addr, prefix, %gateway, "eth0 configured"),
-            Err(err) => tracing::error!(%err, "eth0 configuration failed"),
-        }
-        resolv = format!("nameserver {dns}\n");
-    }
+    let resolv = params.net.map(|(_, _, _, dns)| format!("nameserver {dns}\n")).unwrap_or_default();
     let mut hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
     if let Some(host) = params.host_alias {
         hosts.push_str(&format!("{host}\thost.docker.internal host.berth.internal gateway.docker.internal\n"));
@@ -172,13 +176,13 @@ pub fn configure_system(params: &BootParams) {
 
 /// The data disk and the shared directories. Failures are reported, not fatal:
 /// the host decides whether it can live without a mount.
-pub fn mount_storage(params: &BootParams) -> Vec<MountStatus> {
+pub fn mount_storage(disk: Option<&str>, shares: &[(String, String)]) -> Vec<MountStatus> {
     let mut mounts = Vec::new();
-    if let Some(disk) = &params.disk {
+    if let Some(disk) = disk {
         let result = mount_data_disk(disk);
         mounts.push(status("data", DATA_DIR, "ext4", result));
     }
-    for (tag, path) in &params.shares {
+    for (tag, path) in shares {
         let result = mount_fs(tag, path, "virtiofs", MsFlags::empty(), None);
         mounts.push(status(tag, path, "virtiofs", result));
     }

@@ -80,8 +80,22 @@ fn main() {
             tracing::error!(%err, "bad kernel command line; booting with defaults");
             init::BootParams::default()
         });
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            kernel_uptime_ms = sysinfo::uptime_ms(),
+            "agent started"
+        );
+        // Storage and network both wait on virtio devices (under emulation,
+        // tens of milliseconds each): set them up side by side.
+        let shares = params.shares.clone();
+        let disk = params.disk.clone();
+        let storage = std::thread::spawn(move || init::mount_storage(disk.as_deref(), &shares));
+        let net = params.net;
+        let network = std::thread::spawn(move || init::configure_network(net));
         init::configure_system(&params);
-        mounts = init::mount_storage(&params);
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "system configured");
+        mounts = storage.join().unwrap_or_default();
+        let _ = network.join();
         tracing::info!(ms = started.elapsed().as_millis() as u64, "system initialised");
     } else {
         init_logging(&std::env::var("BERTH_AGENT_LOG").unwrap_or_else(|_| "info".into()));
@@ -105,8 +119,12 @@ fn main() {
 
 async fn serve(listen: Listen, mounts: Arc<Vec<MountStatus>>, started: Instant) -> anyhow::Result<()> {
     let shutdown = Arc::new(Notify::new());
-    let service =
-        service::AgentService { reaper: reaper::Reaper::start()?, mounts, started, shutdown: shutdown.clone() };
+    let service = service::AgentService {
+        reaper: reaper::Reaper::start()?,
+        mounts: mounts.clone(),
+        started,
+        shutdown: shutdown.clone(),
+    };
     let router = tonic::transport::Server::builder().add_service(AgentServer::new(service));
     // Exec streams still open at shutdown would hold a graceful stop forever.
     let stop = async move {
@@ -117,7 +135,7 @@ async fn serve(listen: Listen, mounts: Arc<Vec<MountStatus>>, started: Instant) 
         Listen::Vsock(port) => {
             let listener = tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(libc::VMADDR_CID_ANY, port))?;
             tracing::info!(port, ms = started.elapsed().as_millis() as u64, "serving on vsock");
-            tokio::spawn(announce_ready());
+            tokio::spawn(announce_ready(mounts));
             run_until(router.serve_with_incoming(listener.incoming()), stop).await
         }
         Listen::Unix(path) => {
@@ -132,14 +150,21 @@ async fn serve(listen: Listen, mounts: Arc<Vec<MountStatus>>, started: Instant) 
     }
 }
 
-/// Tells the host we serve (see AGENT_READY_VSOCK_PORT in agent.proto).
-async fn announce_ready() {
+/// Tells the host we serve, and what Info would say (see
+/// AGENT_READY_VSOCK_PORT in agent.proto).
+async fn announce_ready(mounts: Arc<Vec<MountStatus>>) {
+    use berth_agent_proto::prost::Message;
     use tokio::io::AsyncWriteExt;
+    let announcement = berth_agent_proto::ReadyAnnouncement {
+        protocol_version: berth_agent_proto::PROTOCOL_VERSION,
+        info: Some(service::info(&mounts)),
+    }
+    .encode_length_delimited_to_vec();
     let host = tokio_vsock::VsockAddr::new(libc::VMADDR_CID_HOST, berth_agent_proto::AGENT_READY_VSOCK_PORT);
     let mut last_err = None;
     for _ in 0..100 {
         match tokio_vsock::VsockStream::connect(host).await {
-            Ok(mut stream) => match stream.write_all(berth_agent_proto::ready_line().as_bytes()).await {
+            Ok(mut stream) => match stream.write_all(&announcement).await {
                 Ok(()) => {
                     let _ = stream.shutdown(std::net::Shutdown::Write);
                     tracing::info!("announced readiness to the host");

@@ -36,6 +36,25 @@ fn check_version(client: u32) -> Result<(), Status> {
     }
 }
 
+/// What `Info` answers, also sent unasked in the readiness announcement.
+pub fn info(mounts: &[MountStatus]) -> InfoResponse {
+    let mem = sysinfo::meminfo();
+    InfoResponse {
+        agent_version: AGENT_VERSION.into(),
+        protocol_version: PROTOCOL_VERSION,
+        kernel_release: nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+        cpus: sysinfo::online_cpus(),
+        memory_total_bytes: mem.total,
+        memory_available_bytes: mem.available,
+        uptime_ms: sysinfo::uptime_ms(),
+        mounts: mounts.to_vec(),
+        agent_rss_bytes: sysinfo::self_rss_bytes(),
+    }
+}
+
 #[tonic::async_trait]
 impl Agent for AgentService {
     async fn ping(&self, req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
@@ -44,21 +63,7 @@ impl Agent for AgentService {
     }
 
     async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
-        let mem = sysinfo::meminfo();
-        Ok(Response::new(InfoResponse {
-            agent_version: AGENT_VERSION.into(),
-            protocol_version: PROTOCOL_VERSION,
-            kernel_release: nix::sys::utsname::uname()
-                .map(|u| u.release().to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
-            cpus: sysinfo::online_cpus(),
-            memory_total_bytes: mem.total,
-            memory_available_bytes: mem.available,
-            uptime_ms: sysinfo::uptime_ms(),
-            mounts: self.mounts.as_ref().clone(),
-            agent_rss_bytes: sysinfo::self_rss_bytes(),
-        }))
+        Ok(Response::new(info(&self.mounts)))
     }
 
     type ExecStream = ReceiverStream<Result<ExecOutput, Status>>;

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use berth_agent_proto::agent_client::AgentClient;
-use berth_agent_proto::{PingRequest, PingResponse, PROTOCOL_VERSION};
+use berth_agent_proto::prost::Message;
+use berth_agent_proto::{InfoResponse, PingRequest, PingResponse, ReadyAnnouncement, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::transport::{Channel, Endpoint};
@@ -108,18 +109,26 @@ impl AgentEndpoint {
 
 #[cfg(unix)]
 impl ReadyListener {
-    /// Resolves when an agent has announced itself.
-    pub async fn announced(&self) -> std::io::Result<()> {
-        use tokio::io::AsyncBufReadExt;
+    /// Resolves when an agent has announced itself, with what Info would
+    /// say; checks that it speaks our protocol version (no Ping needed).
+    pub async fn announced(&self) -> Result<InfoResponse, PingError> {
+        use tokio::io::AsyncReadExt;
         loop {
             let (stream, _) = self.listener.accept().await?;
-            let mut line = String::new();
-            let read =
-                tokio::time::timeout(CONNECT_TIMEOUT, tokio::io::BufReader::new(stream).read_line(&mut line)).await;
-            match read {
-                // The version is checked by the Ping that follows, with a better message.
-                Ok(Ok(_)) if line.starts_with("READY ") => return Ok(()),
-                other => tracing::warn!(?other, %line, "ignoring a bad readiness announcement"),
+            let mut bytes = Vec::new();
+            let limit = berth_agent_proto::MAX_ANNOUNCEMENT_BYTES as u64;
+            let read = tokio::time::timeout(CONNECT_TIMEOUT, stream.take(limit).read_to_end(&mut bytes)).await;
+            let announcement = ReadyAnnouncement::decode_length_delimited(bytes.as_slice());
+            match (read, announcement) {
+                (Ok(Ok(_)), Ok(ReadyAnnouncement { protocol_version: PROTOCOL_VERSION, info: Some(info) })) => {
+                    return Ok(info)
+                }
+                (Ok(Ok(_)), Ok(ReadyAnnouncement { protocol_version, .. })) if protocol_version != PROTOCOL_VERSION => {
+                    return Err(PingError::VersionMismatch(format!(
+                        "protocol version mismatch: berth speaks v{PROTOCOL_VERSION}, the VM's berth-agent speaks v{protocol_version}"
+                    )))
+                }
+                (read, decoded) => tracing::warn!(?read, ?decoded, "ignoring a bad readiness announcement"),
             }
         }
     }
@@ -171,6 +180,8 @@ pub enum PingError {
     VersionMismatch(String),
     #[error("agent ping failed: {0}")]
     Unavailable(#[from] tonic::Status),
+    #[error("waiting for the agent: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// Pings the agent, checking that it speaks our protocol version.

@@ -15,7 +15,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use berth_agent_proto::ShutdownRequest;
+use berth_agent_proto::{InfoRequest, ShutdownRequest};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::agent_client::{self, AgentEndpoint};
@@ -192,28 +192,30 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State)> {
     let ready_listener = vm.take_ready_listener();
     let ready = tokio::select! {
         ready = async {
-            if let Some(listener) = &ready_listener {
-                tokio::time::timeout_at(deadline.into(), listener.announced())
-                    .await
-                    .context("the agent did not announce itself in time")?
-                    .context("waiting for the agent's announcement")?;
-                tracing::debug!(ms = started.elapsed().as_millis() as u64, "agent announced itself");
+            match &ready_listener {
+                Some(listener) => {
+                    let info = tokio::time::timeout_at(deadline.into(), listener.announced())
+                        .await
+                        .context("the agent did not announce itself in time")??;
+                    anyhow::Ok(info)
+                }
+                None => {
+                    let (mut client, _) = agent_client::wait_until_ready(&endpoint, deadline).await?;
+                    Ok(client.info(InfoRequest {}).await.context("asking the agent for VM info")?.into_inner())
+                }
             }
-            agent_client::wait_until_ready(&endpoint, deadline).await
         } => ready,
         why = vm.wait() => Err(anyhow::anyhow!("the VM exited during boot: {why}")),
     };
     drop(ready_listener);
-    let (mut client, ping) = match ready {
-        Ok(ready) => ready,
+    let info = match ready {
+        Ok(info) => info,
         Err(err) => {
             vm.stop(Duration::ZERO).await?;
             return Err(err);
         }
     };
     let boot_ms = started.elapsed().as_millis() as u64;
-    let info =
-        client.info(berth_agent_proto::InfoRequest {}).await.context("asking the agent for VM info")?.into_inner();
     let failed: Vec<String> =
         info.mounts.iter().filter(|m| !m.mounted).map(|m| format!("{} ({}): {}", m.path, m.name, m.error)).collect();
     if !failed.is_empty() {
@@ -222,7 +224,7 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State)> {
     }
     state.state = Phase::Running;
     state.boot_ms = Some(boot_ms);
-    state.agent_version = Some(ping.agent_version);
+    state.agent_version = Some(info.agent_version.clone());
     state.kernel_release = Some(info.kernel_release);
     state.cpus = Some(info.cpus);
     state.memory_mib = Some(spec.memory_mib);

@@ -6,6 +6,9 @@
 
 tonic::include_proto!("berth.agent.v1");
 
+/// The protobuf runtime the generated types use (for encoding outside gRPC).
+pub use prost;
+
 /// The protocol version this build speaks (see `ProtocolVersion` in agent.proto).
 pub const PROTOCOL_VERSION: u32 = ProtocolVersion::Current as u32;
 
@@ -15,7 +18,5 @@ pub const AGENT_VSOCK_PORT: u32 = 1024;
 /// The host port the agent dials to announce that it serves (see agent.proto).
 pub const AGENT_READY_VSOCK_PORT: u32 = 1025;
 
-/// The line the agent sends on the readiness connection.
-pub fn ready_line() -> String {
-    format!("READY {PROTOCOL_VERSION}\n")
-}
+/// The most a ReadyAnnouncement may take on the wire.
+pub const MAX_ANNOUNCEMENT_BYTES: usize = 64 * 1024;

@@ -97,6 +97,10 @@ pub fn kernel_cmdline(spec: &VmSpec, tsc_khz: Option<u64>) -> String {
         args.push(format!("berth.share={},{}", share.tag, encode_cmdline_path(&share.guest_path)));
     }
     args.push(format!("berth.log={}", spec.agent_log_level));
+    // For debugging boots, e.g. BERTH_KERNEL_ARGS=loglevel=7 (overrides `quiet`).
+    if let Ok(extra) = std::env::var("BERTH_KERNEL_ARGS") {
+        args.push(extra);
+    }
     args.join(" ")
 }
 
