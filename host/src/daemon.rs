@@ -169,6 +169,8 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State)> {
         run_dir: paths.run_dir(),
         console_log: paths.console_log(),
         agent_log: paths.agent_log(),
+        vmm_log: paths.qemu_log(),
+        helpers_log: paths.helpers_log(),
         agent_log_level: std::env::var("BERTH_AGENT_LOG").unwrap_or_else(|_| "info".into()),
     };
     let backend = vm::host_backend()?;

@@ -1,5 +1,6 @@
-//! `berth logs [-f]`: the daemon's log, the VM's kernel console and the
-//! agent's log, each in its own file under `$BERTH_HOME/logs`.
+//! `berth logs [-f]`: the daemon's log, the VM's kernel console, the agent's
+//! log, and what QEMU and the helper programs (virtiofsd,
+//! vhost-device-vsock) printed, each in its own file under `$BERTH_HOME/logs`.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -15,6 +16,8 @@ pub enum Source {
     Daemon,
     Console,
     Agent,
+    Qemu,
+    Helpers,
 }
 
 fn sources(paths: &Paths, only: Option<Source>) -> Vec<(&'static str, PathBuf)> {
@@ -22,6 +25,8 @@ fn sources(paths: &Paths, only: Option<Source>) -> Vec<(&'static str, PathBuf)> 
         (Source::Daemon, "daemon", paths.daemon_log()),
         (Source::Console, "console", paths.console_log()),
         (Source::Agent, "agent", paths.agent_log()),
+        (Source::Qemu, "qemu", paths.qemu_log()),
+        (Source::Helpers, "helpers", paths.helpers_log()),
     ];
     all.into_iter().filter(|(s, _, _)| only.is_none_or(|o| o == *s)).map(|(_, n, p)| (n, p)).collect()
 }

@@ -7,7 +7,7 @@
 //! config.toml            settings (see config.rs)
 //! disk.raw               the VM's data disk (sparse)
 //! run/                   0700: daemon.lock, daemon.pid, state.json, sockets
-//! logs/                  daemon.log, console.log (kernel), agent.log
+//! logs/                  daemon.log, console.log (kernel), agent.log, qemu.log, helpers.log
 //! ```
 //!
 //! Assets (guest kernel, initramfs, helper programs) are looked up separately:
@@ -67,6 +67,12 @@ impl Paths {
     }
     pub fn agent_log(&self) -> PathBuf {
         self.log_dir().join("agent.log")
+    }
+    pub fn qemu_log(&self) -> PathBuf {
+        self.log_dir().join("qemu.log")
+    }
+    pub fn helpers_log(&self) -> PathBuf {
+        self.log_dir().join("helpers.log")
     }
 
     /// Creates the state directories; `run/` is private to the user because

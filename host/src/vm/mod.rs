@@ -113,6 +113,10 @@ pub struct VmSpec {
     pub console_log: PathBuf,
     /// The agent's own log.
     pub agent_log: PathBuf,
+    /// What the virtual machine monitor itself prints (QEMU's stderr).
+    pub vmm_log: PathBuf,
+    /// What helper programs (virtiofsd, vhost-device-vsock) print.
+    pub helpers_log: PathBuf,
     /// Agent log filter, passed on the kernel command line.
     pub agent_log_level: String,
 }

@@ -221,9 +221,9 @@ impl VmBackend for QemuBackend {
             for socket in layout.socket_paths() {
                 let _ = std::fs::remove_file(&socket);
             }
-            let helper_log = spec.console_log.with_file_name("helpers.log");
-            let qemu_log = spec.console_log.with_file_name("qemu.log");
-            let _ = std::fs::remove_file(&qemu_log);
+            let helper_log = &spec.helpers_log;
+            let qemu_log = &spec.vmm_log;
+            let _ = std::fs::remove_file(qemu_log);
             let mut vm = QemuVm {
                 qemu: None,
                 helpers: Vec::new(),
@@ -243,7 +243,7 @@ impl VmBackend for QemuBackend {
                     .arg(format!("--shared-dir={}", share.host_path.display()))
                     .args(["--cache=auto", "--log-level=warn"])
                     .arg(format!("--sandbox={sandbox}"));
-                let child = spawn_owned(&mut cmd, &helper_log, "virtiofsd")?;
+                let child = spawn_owned(&mut cmd, helper_log, "virtiofsd")?;
                 vm.helpers.push((format!("virtiofsd[{}]", share.tag), child));
             }
             if let (Some(device), VsockMode::Hybrid { control_socket, agent_socket }) =
@@ -251,7 +251,7 @@ impl VmBackend for QemuBackend {
             {
                 let mut cmd = Command::new(device);
                 cmd.args(["--guest-cid", "3"]).arg("--socket").arg(control_socket).arg("--uds-path").arg(agent_socket);
-                let child = spawn_owned(&mut cmd, &helper_log, "vhost-device-vsock")?;
+                let child = spawn_owned(&mut cmd, helper_log, "vhost-device-vsock")?;
                 vm.helpers.push(("vhost-device-vsock".into(), child));
             }
             let helper_sockets: Vec<PathBuf> = layout
@@ -272,7 +272,7 @@ impl VmBackend for QemuBackend {
             tracing::debug!(qemu = %self.qemu.display(), ?args, "starting QEMU");
             let mut cmd = Command::new(&self.qemu);
             cmd.args(&args);
-            vm.qemu = Some(spawn_owned(&mut cmd, &qemu_log, "QEMU")?);
+            vm.qemu = Some(spawn_owned(&mut cmd, qemu_log, "QEMU")?);
             Ok(Box::new(vm) as Box<dyn RunningVm>)
         })
     }
@@ -394,6 +394,8 @@ mod tests {
             run_dir: "/h/run".into(),
             console_log: "/h/logs/console.log".into(),
             agent_log: "/h/logs/agent.log".into(),
+            vmm_log: "/h/logs/qemu.log".into(),
+            helpers_log: "/h/logs/helpers.log".into(),
             agent_log_level: "info".into(),
         }
     }
