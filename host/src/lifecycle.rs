@@ -145,7 +145,12 @@ fn wait_for_running(paths: &Paths, message: &str) -> Result<()> {
 }
 
 pub fn stop(paths: &Paths) -> Result<()> {
-    if !daemon_alive(paths)? {
+    if !paths.run_dir().exists() {
+        println!("berth is not running");
+        return Ok(());
+    }
+    // Recovery happens while holding the lock, which keeps a concurrent `start` out.
+    if let Some(_lock) = try_lock(paths)? {
         let recovered = recover_stale(paths)?;
         println!(
             "{}",
@@ -165,7 +170,9 @@ pub fn stop(paths: &Paths) -> Result<()> {
             tracing::warn!(pid, "the daemon did not stop in time; killing it");
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             std::thread::sleep(Duration::from_millis(200));
-            recover_stale(paths)?;
+            if let Some(_lock) = try_lock(paths)? {
+                recover_stale(paths)?;
+            }
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -179,8 +186,8 @@ fn read_pid(path: &Path) -> Result<u32> {
 }
 
 /// After a daemon died without cleaning up: kill what is left of its VM,
-/// remove its sockets and pid file, and record that it stopped. Must only be
-/// called while holding the lock or after checking no daemon holds it.
+/// remove its sockets and pid file, and record that it stopped. Call it only
+/// while holding the daemon lock.
 /// Returns whether there was anything to recover.
 pub fn recover_stale(paths: &Paths) -> Result<bool> {
     let Some(mut state) = State::read(&paths.state_file()).unwrap_or(None) else {
