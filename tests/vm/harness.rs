@@ -12,7 +12,8 @@ pub struct Berth {
     pub share: tempfile::TempDir,
 }
 
-/// The berth binary under test: $BERTH_BIN, else the workspace's build.
+/// The berth binary under test: $BERTH_BIN, else the newest of the
+/// workspace's release and debug builds.
 pub fn berth_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("BERTH_BIN") {
         return PathBuf::from(bin);
@@ -21,7 +22,9 @@ pub fn berth_bin() -> PathBuf {
     ["release/berth", "debug/berth"]
         .iter()
         .map(|p| target.join(p))
-        .find(|p| p.is_file())
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p)
         .expect("no berth binary: build it (cargo build -p berth) or set BERTH_BIN")
 }
 
