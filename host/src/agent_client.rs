@@ -272,6 +272,38 @@ mod tests {
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
     }
 
+    #[tokio::test]
+    async fn readiness_announcements_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = AgentEndpoint::HybridVsock { uds: dir.path().join("agent.vsock"), port: 1024 };
+        let listener = endpoint.listen_for_ready().unwrap().expect("hybrid vsock has a readiness listener");
+        let socket = dir.path().join("agent.vsock_1025");
+        let announce = |bytes: Vec<u8>| {
+            let socket = socket.clone();
+            async move {
+                let mut stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+                stream.write_all(&bytes).await.unwrap();
+            }
+        };
+        let info = InfoResponse { agent_version: "9.9.9".into(), ..Default::default() };
+
+        // Garbage is ignored; a good announcement is accepted, Info included.
+        announce(b"hello".to_vec()).await;
+        let good = ReadyAnnouncement { protocol_version: PROTOCOL_VERSION, info: Some(info.clone()) };
+        announce(good.encode_length_delimited_to_vec()).await;
+        assert_eq!(listener.announced().await.unwrap(), info);
+
+        // Another protocol version is a clear, final error.
+        let other = ReadyAnnouncement { protocol_version: PROTOCOL_VERSION + 1, info: Some(info) };
+        announce(other.encode_length_delimited_to_vec()).await;
+        let err = listener.announced().await.unwrap_err();
+        assert!(matches!(err, PingError::VersionMismatch(_)), "{err}");
+        assert!(err.to_string().contains("packaging/setup.sh"), "{err}");
+
+        drop(listener);
+        assert!(!socket.exists(), "the readiness socket outlived its listener");
+    }
+
     #[test]
     fn endpoints_round_trip_through_json() {
         let endpoint = AgentEndpoint::HybridVsock { uds: "/run/vsock.sock".into(), port: 1024 };
