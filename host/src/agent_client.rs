@@ -204,17 +204,14 @@ pub async fn ping(client: &mut AgentClient<Channel>) -> Result<PingResponse, Pin
 
 /// Retries until the agent answers a ping, the deadline passes, or it answers
 /// with an incompatible version.
-pub async fn wait_until_ready(
-    endpoint: &AgentEndpoint,
-    deadline: Instant,
-) -> Result<(AgentClient<Channel>, PingResponse)> {
+pub async fn wait_until_ready(endpoint: &AgentEndpoint, deadline: Instant) -> Result<AgentClient<Channel>> {
     let mut last_err = String::from("none");
     while Instant::now() < deadline {
         // A fresh client per attempt: a failed channel would otherwise wait
         // out tonic's reconnect back-off.
         let mut client = endpoint.client();
         match ping(&mut client).await {
-            Ok(reply) => return Ok((client, reply)),
+            Ok(_) => return Ok(client),
             Err(err @ PingError::VersionMismatch(_)) => return Err(err.into()),
             Err(err) => {
                 let err = err.to_string();

@@ -202,7 +202,7 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State)> {
                     anyhow::Ok(info)
                 }
                 None => {
-                    let (mut client, _) = agent_client::wait_until_ready(&endpoint, deadline).await?;
+                    let mut client = agent_client::wait_until_ready(&endpoint, deadline).await?;
                     Ok(client.info(InfoRequest {}).await.context("asking the agent for VM info")?.into_inner())
                 }
             }
