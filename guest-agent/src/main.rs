@@ -14,7 +14,7 @@ mod sysinfo;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use berth_agent_proto::agent_server::AgentServer;
@@ -66,7 +66,10 @@ fn main() {
     let listen = parse_args();
     let is_init = std::process::id() == 1;
     let started = Instant::now();
-    let mut mounts = Vec::new();
+    // Known once init has mounted storage; Info and the readiness
+    // announcement read them, so they never see a half-initialised VM.
+    let mounts: Mounts = Arc::new(OnceLock::new());
+    let mut init_thread = None;
     if is_init {
         // Nothing works without /proc and /dev, logging included.
         let basics = init::mount_basics();
@@ -85,39 +88,49 @@ fn main() {
             kernel_uptime_ms = sysinfo::uptime_ms(),
             "agent started"
         );
-        // Storage and network both wait on virtio devices (under emulation,
-        // tens of milliseconds each): set them up side by side.
-        let shares = params.shares.clone();
-        let disk = params.disk.clone();
-        let storage = std::thread::spawn(move || init::mount_storage(disk.as_deref(), &shares));
-        let net = params.net;
-        let network = std::thread::spawn(move || init::configure_network(net));
-        init::configure_system(&params);
-        tracing::debug!(ms = started.elapsed().as_millis() as u64, "system configured");
-        mounts = storage.join().unwrap_or_default();
-        let _ = network.join();
-        tracing::info!(ms = started.elapsed().as_millis() as u64, "system initialised");
+        // Storage, network and the rest of the set-up mostly wait on virtio
+        // devices (tens of milliseconds each under emulation): run them side
+        // by side, and beside the start of the server.
+        let mounts = mounts.clone();
+        init_thread = Some(std::thread::spawn(move || {
+            let (disk, shares) = (params.disk.clone(), params.shares.clone());
+            let storage = std::thread::spawn(move || init::mount_storage(disk.as_deref(), &shares));
+            let net = params.net;
+            let network = std::thread::spawn(move || init::configure_network(net));
+            init::configure_system(&params);
+            let _ = network.join();
+            let _ = mounts.set(storage.join().unwrap_or_default());
+            tracing::info!(ms = started.elapsed().as_millis() as u64, "system initialised");
+        }));
     } else {
         init_logging(&std::env::var("BERTH_AGENT_LOG").unwrap_or_else(|_| "info".into()));
+        let _ = mounts.set(Vec::new());
         // Orphans of the processes we run come back to us, to be reaped.
         // SAFETY: prctl with integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-    let mounts = Arc::new(mounts);
-    let result = runtime.block_on(serve(listen, mounts.clone(), started));
+    let result = runtime.block_on(serve(listen, mounts.clone(), init_thread, started));
     if let Err(err) = &result {
         tracing::error!(err = %format!("{err:#}"), "agent failed");
     }
     drop(runtime);
     if is_init {
-        init::power_off(&mounts);
+        init::power_off(mounts.get().map(Vec::as_slice).unwrap_or_default());
     }
     std::process::exit(if result.is_ok() { 0 } else { 1 });
 }
 
-async fn serve(listen: Listen, mounts: Arc<Vec<MountStatus>>, started: Instant) -> anyhow::Result<()> {
+/// The data disk and shares as init mounted them (set once).
+pub type Mounts = Arc<OnceLock<Vec<MountStatus>>>;
+
+async fn serve(
+    listen: Listen,
+    mounts: Mounts,
+    init_thread: Option<std::thread::JoinHandle<()>>,
+    started: Instant,
+) -> anyhow::Result<()> {
     let shutdown = Arc::new(Notify::new());
     let service = service::AgentService {
         reaper: reaper::Reaper::start()?,
@@ -135,7 +148,7 @@ async fn serve(listen: Listen, mounts: Arc<Vec<MountStatus>>, started: Instant) 
         Listen::Vsock(port) => {
             let listener = tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(libc::VMADDR_CID_ANY, port))?;
             tracing::info!(port, ms = started.elapsed().as_millis() as u64, "serving on vsock");
-            tokio::spawn(announce_ready(mounts));
+            tokio::spawn(announce_ready(mounts, init_thread));
             run_until(router.serve_with_incoming(listener.incoming()), stop).await
         }
         Listen::Unix(path) => {
@@ -151,32 +164,44 @@ async fn serve(listen: Listen, mounts: Arc<Vec<MountStatus>>, started: Instant) 
 }
 
 /// Tells the host we serve, and what Info would say (see
-/// AGENT_READY_VSOCK_PORT in agent.proto).
-async fn announce_ready(mounts: Arc<Vec<MountStatus>>) {
+/// AGENT_READY_VSOCK_PORT in agent.proto). The connection is opened while
+/// init is still finishing; the announcement goes out as soon as it is done.
+async fn announce_ready(mounts: Mounts, init_thread: Option<std::thread::JoinHandle<()>>) {
     use berth_agent_proto::prost::Message;
     use tokio::io::AsyncWriteExt;
+    let init_done = tokio::task::spawn_blocking(move || {
+        if let Some(thread) = init_thread {
+            let _ = thread.join();
+        }
+    });
+    let (stream, _) = tokio::join!(connect_to_host(), init_done);
+    let Some(mut stream) = stream else { return };
     let announcement = berth_agent_proto::ReadyAnnouncement {
         protocol_version: berth_agent_proto::PROTOCOL_VERSION,
-        info: Some(service::info(&mounts)),
+        info: Some(service::info(mounts.get().map(Vec::as_slice).unwrap_or_default())),
     }
     .encode_length_delimited_to_vec();
+    match stream.write_all(&announcement).await {
+        Ok(()) => {
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            tracing::info!("announced readiness to the host");
+        }
+        Err(err) => tracing::warn!(%err, "could not announce readiness to the host; it will find us by polling"),
+    }
+}
+
+async fn connect_to_host() -> Option<tokio_vsock::VsockStream> {
     let host = tokio_vsock::VsockAddr::new(libc::VMADDR_CID_HOST, berth_agent_proto::AGENT_READY_VSOCK_PORT);
     let mut last_err = None;
     for _ in 0..100 {
         match tokio_vsock::VsockStream::connect(host).await {
-            Ok(mut stream) => match stream.write_all(&announcement).await {
-                Ok(()) => {
-                    let _ = stream.shutdown(std::net::Shutdown::Write);
-                    tracing::info!("announced readiness to the host");
-                    return;
-                }
-                Err(err) => last_err = Some(err),
-            },
+            Ok(stream) => return Some(stream),
             Err(err) => last_err = Some(err),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tracing::warn!(err = ?last_err, "could not announce readiness to the host; it will find us by polling");
+    tracing::warn!(err = ?last_err, "could not reach the host to announce readiness; it will find us by polling");
+    None
 }
 
 async fn run_until(

@@ -20,7 +20,7 @@ pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct AgentService {
     pub reaper: Reaper,
     /// What init mounted at boot (empty for a local agent).
-    pub mounts: Arc<Vec<MountStatus>>,
+    pub mounts: crate::Mounts,
     pub started: Instant,
     /// Notified once a Shutdown has been answered.
     pub shutdown: Arc<Notify>,
@@ -63,7 +63,7 @@ impl Agent for AgentService {
     }
 
     async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
-        Ok(Response::new(info(&self.mounts)))
+        Ok(Response::new(info(self.mounts.get().map(Vec::as_slice).unwrap_or_default())))
     }
 
     type ExecStream = ReceiverStream<Result<ExecOutput, Status>>;
