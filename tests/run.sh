@@ -17,4 +17,11 @@ for target in aarch64-apple-darwin x86_64-pc-windows-gnu; do
 done
 echo "== tests" >&2
 # Each VM test boots its own VM; two at a time fit 2 cores.
-timeout 2400 cargo test --workspace -- --test-threads=2
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+timeout 2400 cargo test --workspace -- --test-threads=2 2>&1 | tee "$log" || status=$?
+# One closing line for the whole suite (cargo prints one per test binary).
+awk '/^test result:/ {p += $4; f += $6; i += $8} END {printf "%d passed, %d failed, %d skipped\n", p, f, i}' \
+  FS='[ ;.]+' "$log"
+exit "$status"
