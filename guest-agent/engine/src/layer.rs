@@ -1,0 +1,361 @@
+//! Unpacking one image layer (a tar stream, optionally gzip-compressed) into
+//! its own snapshot directory, in the form overlayfs reads as a lower dir.
+//!
+//! - Whiteouts: `.wh.NAME` becomes a 0:0 character device NAME (overlayfs'
+//!   whiteout), `.wh..wh..opq` marks its directory opaque
+//!   (`trusted.overlay.opaque=y`).
+//! - Kept: modes (setuid included), numeric ownership, mtimes, xattrs,
+//!   symlinks (targets verbatim: they are resolved later, inside the
+//!   container), hardlinks, device nodes and FIFOs, sparse files.
+//! - Refused, failing the whole layer: any path with `..`, any entry whose
+//!   parent inside the layer is a symlink or not a directory (so no symlink,
+//!   absolute or relative, can carry a write outside the layer), hardlinks
+//!   whose source is not a file already inside the layer.
+//! - Atomic: [`unpack_layer`] writes into a temporary sibling directory and
+//!   renames it into place only when the whole stream unpacked and its digest
+//!   (the layer's diff ID) matched. A failure or crash leaves no directory at
+//!   the final path; stale temporaries are recognisable by their prefix.
+//!
+//! tar-rs parses the stream and writes regular files and symlinks (sparse
+//! files, xattrs, ownership and modes included); the dispatch on entry types
+//! is ours because tar-rs would turn device nodes into regular files and, for
+//! hardlinks outside `unpack_in`, resolve the source against the process's
+//! working directory.
+
+use std::ffi::OsStr;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE_MARKER: &str = ".wh..wh..opq";
+/// Temporary unpack directories start with this, so start-up can remove leftovers.
+pub const TEMP_PREFIX: &str = ".unpacking-";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("layer entry {path:?} is unsafe: {reason}")]
+    Unsafe { path: String, reason: &'static str },
+    #[error("layer digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch { expected: String, actual: String },
+    #[error("unsupported layer compression: {0}")]
+    UnsupportedCompression(&'static str),
+    #[error("{context}: {source}")]
+    Io { context: String, source: io::Error },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> LayerError {
+    let context = context.into();
+    move |source| LayerError::Io { context, source }
+}
+
+fn unsafe_entry(path: &Path, reason: &'static str) -> LayerError {
+    LayerError::Unsafe { path: path.display().to_string(), reason }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UnpackStats {
+    pub entries: u64,
+    /// Bytes of the uncompressed tar stream.
+    pub tar_bytes: u64,
+    /// `sha256:<hex>` of the uncompressed tar stream (the layer's diff ID).
+    pub diff_id: String,
+}
+
+/// Unpacks a layer into `dest`, which must not exist yet, atomically. When
+/// `expected_diff_id` (`sha256:<hex>`) is given, the uncompressed stream must
+/// match it or nothing is kept.
+pub fn unpack_layer(reader: impl Read, dest: &Path, expected_diff_id: Option<&str>) -> Result<UnpackStats, LayerError> {
+    let parent = dest.parent().ok_or_else(|| unsafe_entry(dest, "destination has no parent directory"))?;
+    let name = dest.file_name().ok_or_else(|| unsafe_entry(dest, "destination has no name"))?;
+    let temp = parent.join(format!("{TEMP_PREFIX}{}-{}", name.to_string_lossy(), std::process::id()));
+    if temp.exists() {
+        std::fs::remove_dir_all(&temp).map_err(io_err(format!("removing stale {}", temp.display())))?;
+    }
+    std::fs::DirBuilder::new().mode(0o755).create(&temp).map_err(io_err(format!("creating {}", temp.display())))?;
+    let result = unpack_into(reader, &temp).and_then(|stats| match expected_diff_id {
+        Some(expected) if expected != stats.diff_id => {
+            Err(LayerError::DigestMismatch { expected: expected.to_string(), actual: stats.diff_id })
+        }
+        _ => Ok(stats),
+    });
+    let result = result.and_then(|stats| {
+        std::fs::rename(&temp, dest).map_err(io_err(format!("moving the layer into {}", dest.display())))?;
+        Ok(stats)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&temp);
+    }
+    result
+}
+
+/// Removes unpack directories left behind by a crash.
+pub fn remove_stale_temporaries(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().as_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
+            std::fs::remove_dir_all(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Counts and hashes everything read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Picks the decompressor from the stream's first bytes.
+fn decompressed<'a>(reader: impl Read + 'a) -> Result<Box<dyn Read + 'a>, LayerError> {
+    let mut reader = BufReader::with_capacity(256 * 1024, reader);
+    let head = reader.fill_buf().map_err(io_err("reading the layer"))?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(reader)))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Err(LayerError::UnsupportedCompression("zstd"))
+    } else if head.starts_with(b"BZh") {
+        Err(LayerError::UnsupportedCompression("bzip2"))
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Err(LayerError::UnsupportedCompression("xz"))
+    } else {
+        Ok(Box::new(reader))
+    }
+}
+
+fn unpack_into(reader: impl Read, root: &Path) -> Result<UnpackStats, LayerError> {
+    let mut hashing = HashingReader { inner: decompressed(reader)?, hasher: Sha256::new(), bytes: 0 };
+    let mut stats = UnpackStats::default();
+    let mut dir_mtimes = Vec::new();
+    {
+        let mut archive = tar::Archive::new(&mut hashing);
+        archive.set_preserve_permissions(true);
+        archive.set_preserve_ownerships(true);
+        archive.set_unpack_xattrs(true);
+        archive.set_overwrite(true);
+        for entry in archive.entries().map_err(io_err("reading the layer"))? {
+            let mut entry = entry.map_err(io_err("reading a layer entry"))?;
+            unpack_entry(&mut entry, root, &mut dir_mtimes)?;
+            stats.entries += 1;
+        }
+    }
+    // Read to the end: the digest covers the whole stream, padding included.
+    io::copy(&mut hashing, &mut io::sink()).map_err(io_err("reading the layer"))?;
+    // Children bumped their directories' mtimes: restore them, deepest first.
+    for (path, mtime) in dir_mtimes.iter().rev() {
+        let _ = filetime::set_symlink_file_times(path, *mtime, *mtime);
+    }
+    stats.tar_bytes = hashing.bytes;
+    stats.diff_id = format!("sha256:{}", hex(&hashing.hasher.finalize()));
+    Ok(stats)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The entry's path inside the layer, with `/` and `./` prefixes removed;
+/// None for the root itself. Refuses `..` anywhere.
+fn layer_relative(raw: &Path) -> Result<Option<PathBuf>, LayerError> {
+    let mut rel = PathBuf::new();
+    for component in raw.components() {
+        match component {
+            Component::Normal(part) => rel.push(part),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => return Err(unsafe_entry(raw, "`..` in a layer path")),
+            Component::Prefix(_) => return Err(unsafe_entry(raw, "path prefix in a layer path")),
+        }
+    }
+    Ok((!rel.as_os_str().is_empty()).then_some(rel))
+}
+
+/// Makes sure every ancestor of `rel` inside `root` is a real directory
+/// (creating missing ones), so that writing `root/rel` cannot leave the
+/// layer through a symlink. Returns `root/rel`.
+fn safe_target(root: &Path, rel: &Path) -> Result<PathBuf, LayerError> {
+    let mut current = root.to_path_buf();
+    if let Some(parent) = rel.parent() {
+        for part in parent.components() {
+            current.push(part);
+            match std::fs::symlink_metadata(&current) {
+                Ok(meta) if meta.file_type().is_dir() => {}
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Err(unsafe_entry(rel, "a parent directory is a symlink"))
+                }
+                Ok(_) => return Err(unsafe_entry(rel, "a parent directory is not a directory")),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(&current)
+                    .map_err(io_err(format!("creating {}", current.display())))?,
+                Err(err) => return Err(io_err(format!("inspecting {}", current.display()))(err)),
+            }
+        }
+    }
+    Ok(root.join(rel))
+}
+
+/// Removes what an earlier entry put at `path` (a later entry wins), except
+/// a directory that is to stay a directory.
+fn clear(path: &Path, keep_dir: bool) -> Result<(), LayerError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_dir() => {
+            if !keep_dir {
+                std::fs::remove_dir_all(path).map_err(io_err(format!("replacing {}", path.display())))?;
+            }
+        }
+        Ok(_) => std::fs::remove_file(path).map_err(io_err(format!("replacing {}", path.display())))?,
+        Err(_) => {}
+    }
+    Ok(())
+}
+
+fn unpack_entry<R: Read>(
+    entry: &mut tar::Entry<R>,
+    root: &Path,
+    dir_mtimes: &mut Vec<(PathBuf, filetime::FileTime)>,
+) -> Result<(), LayerError> {
+    let raw = entry.path().map_err(io_err("reading an entry path"))?.into_owned();
+    let Some(rel) = layer_relative(&raw)? else { return Ok(()) };
+    let name = rel.file_name().unwrap_or_default();
+    let header = entry.header().clone();
+    let kind = header.entry_type();
+
+    // Whiteouts first: they are names, not files.
+    if name == OsStr::new(OPAQUE_MARKER) {
+        let dir = safe_target(root, &rel)?.parent().map(Path::to_path_buf).unwrap_or_else(|| root.to_path_buf());
+        return set_xattr(&dir, "trusted.overlay.opaque", b"y");
+    }
+    if let Some(hidden) = name.as_bytes().strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+        let target = safe_target(root, &rel.with_file_name(OsStr::from_bytes(hidden)))?;
+        clear(&target, false)?;
+        return make_node(&target, libc::S_IFCHR, 0o000, 0, 0);
+    }
+
+    let target = safe_target(root, &rel)?;
+    let uid = header.uid().unwrap_or(0) as u32;
+    let gid = header.gid().unwrap_or(0) as u32;
+    let mode = header.mode().unwrap_or(0o644) & 0o7777;
+    match kind {
+        tar::EntryType::Directory => {
+            clear(&target, true)?;
+            if !target.exists() {
+                std::fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(&target)
+                    .map_err(io_err(format!("creating {}", target.display())))?;
+            }
+            chown(&target, uid, gid)?;
+            std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .map_err(io_err(format!("chmod {}", target.display())))?;
+            if let Ok(mtime) = header.mtime() {
+                dir_mtimes.push((target, filetime::FileTime::from_unix_time(mtime as i64, 0)));
+            }
+            // Directory xattrs arrive as PAX records on the entry.
+            apply_xattrs(entry, &root.join(&rel))
+        }
+        tar::EntryType::Link => {
+            let source = entry
+                .link_name()
+                .map_err(io_err("reading a hardlink target"))?
+                .ok_or_else(|| unsafe_entry(&rel, "hardlink without a target"))?
+                .into_owned();
+            let source_rel =
+                layer_relative(&source)?.ok_or_else(|| unsafe_entry(&rel, "hardlink to the layer root"))?;
+            let source_path = safe_target(root, &source_rel)?;
+            match std::fs::symlink_metadata(&source_path) {
+                Ok(meta) if !meta.file_type().is_dir() => {}
+                _ => return Err(unsafe_entry(&rel, "hardlink source is not a file earlier in this layer")),
+            }
+            clear(&target, false)?;
+            std::fs::hard_link(&source_path, &target).map_err(io_err(format!("linking {}", target.display())))
+        }
+        tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+            let file_type = match kind {
+                tar::EntryType::Char => libc::S_IFCHR,
+                tar::EntryType::Block => libc::S_IFBLK,
+                _ => libc::S_IFIFO,
+            };
+            let major = header.device_major().ok().flatten().unwrap_or(0);
+            let minor = header.device_minor().ok().flatten().unwrap_or(0);
+            clear(&target, false)?;
+            make_node(&target, file_type, mode, major, minor)?;
+            chown(&target, uid, gid)?;
+            apply_xattrs(entry, &target)
+        }
+        tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse | tar::EntryType::Symlink => {
+            clear(&target, false)?;
+            // The parent was checked above; tar-rs writes exactly `target`.
+            entry.unpack(&target).map_err(io_err(format!("writing {}", target.display())))?;
+            Ok(())
+        }
+        // PAX and GNU long-name records are consumed by the entries iterator.
+        other => {
+            tracing::debug!(?other, path = %rel.display(), "skipping an unsupported layer entry type");
+            Ok(())
+        }
+    }
+}
+
+fn apply_xattrs<R: Read>(entry: &mut tar::Entry<R>, path: &Path) -> Result<(), LayerError> {
+    let Some(extensions) = entry.pax_extensions().map_err(io_err("reading PAX records"))? else { return Ok(()) };
+    for ext in extensions {
+        let ext = ext.map_err(io_err("reading a PAX record"))?;
+        if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+            set_xattr(path, &String::from_utf8_lossy(name), ext.value_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+fn c_path(path: &Path) -> Result<std::ffi::CString, LayerError> {
+    std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| unsafe_entry(path, "NUL byte in a path"))
+}
+
+fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), LayerError> {
+    let c = c_path(path)?;
+    let c_name = std::ffi::CString::new(name).map_err(|_| unsafe_entry(path, "NUL byte in an xattr name"))?;
+    // SAFETY: both strings are NUL-terminated and outlive the call; the value
+    // pointer and length describe a live slice. lsetxattr does not follow symlinks.
+    let rc = unsafe { libc::lsetxattr(c.as_ptr(), c_name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    if rc != 0 {
+        return Err(io_err(format!("setting xattr {name} on {}", path.display()))(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn make_node(path: &Path, file_type: libc::mode_t, mode: u32, major: u32, minor: u32) -> Result<(), LayerError> {
+    let c = c_path(path)?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    let rc = unsafe { libc::mknod(c.as_ptr(), file_type | mode as libc::mode_t, libc::makedev(major, minor)) };
+    if rc != 0 {
+        return Err(io_err(format!("creating device node {}", path.display()))(io::Error::last_os_error()));
+    }
+    // mknod applies the umask: set the mode the layer asked for.
+    if file_type != libc::S_IFCHR || major != 0 || minor != 0 {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .map_err(io_err(format!("chmod {}", path.display())))?;
+    }
+    Ok(())
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), LayerError> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io_err(format!("chown {}", path.display())))
+}
+
+#[cfg(test)]
+mod tests;
