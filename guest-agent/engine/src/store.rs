@@ -1,0 +1,414 @@
+//! The image store: content-addressed blobs, unpacked layers, and an index
+//! of images and tags, all under one directory on the data disk.
+//!
+//! ```text
+//! blobs/sha256/<hex>     image configs (and later manifests), verified on write
+//! layers/sha256/<hex>/   one unpacked layer per diff ID (overlayfs lower dir)
+//! index.json             images and tags; replaced atomically, written last
+//! tmp/                   work in progress; emptied at open
+//! ```
+//!
+//! Nothing half-written is ever visible: blobs and layers are written to
+//! temporaries and renamed into place after their digests check out, and an
+//! image appears only when the index that names it is renamed into place. A
+//! crash leaves at most unreferenced blobs or layers (invisible, reclaimable)
+//! and temporaries that the next `open` removes.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::layer::{self, LayerError};
+use crate::reference;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
+    DigestMismatch { what: String, expected: String, actual: String },
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error("{context}: {source}")]
+    Io { context: String, source: io::Error },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
+    let context = context.into();
+    move |source| StoreError::Io { context, source }
+}
+
+fn invalid(msg: impl Into<String>) -> StoreError {
+    StoreError::Invalid(msg.into())
+}
+
+/// An image as the index records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// `sha256:<hex>` of the image config: Docker's image ID.
+    pub id: String,
+    /// The layers' diff IDs, bottom first.
+    pub diff_ids: Vec<String>,
+    /// Uncompressed size of all layers.
+    pub size: u64,
+    /// Unix seconds when the image entered the store.
+    pub added_at: u64,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Index {
+    images: BTreeMap<String, ImageRecord>,
+    /// Normalised reference -> image ID.
+    tags: BTreeMap<String, String>,
+}
+
+pub struct ImageStore {
+    root: PathBuf,
+    index: Index,
+}
+
+/// `sha256:<64 hex>` or an error.
+fn hex_of(digest: &str) -> Result<&str, StoreError> {
+    match digest.strip_prefix("sha256:") {
+        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) => {
+            Ok(hex)
+        }
+        _ => Err(invalid(format!("invalid digest {digest:?}"))),
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Writes `bytes` to `path` so that readers see the old file or the new one.
+fn write_atomically(path: &Path, tmp_dir: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = tmp_dir.join(format!(
+        "write-{}-{}",
+        std::process::id(),
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let mut file = std::fs::File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io_err(format!("writing {}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(io_err(format!("replacing {}", path.display())))?;
+    sync_dir(path.parent().unwrap_or(Path::new("/")))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(format!("syncing {}", dir.display())))
+}
+
+impl ImageStore {
+    /// Opens (creating) the store at `root`, removing what a crash left behind.
+    pub fn open(root: &Path) -> Result<ImageStore, StoreError> {
+        for dir in ["blobs/sha256", "layers/sha256", "tmp"] {
+            std::fs::create_dir_all(root.join(dir))
+                .map_err(io_err(format!("creating {}", root.join(dir).display())))?;
+        }
+        let tmp = root.join("tmp");
+        for entry in std::fs::read_dir(&tmp).map_err(io_err("listing tmp"))?.flatten() {
+            let path = entry.path();
+            let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            removed.map_err(io_err(format!("removing leftover {}", path.display())))?;
+        }
+        let stale = layer::remove_stale_temporaries(&root.join("layers/sha256")).map_err(io_err("cleaning layers"))?;
+        if stale > 0 {
+            tracing::warn!(stale, "removed half-unpacked layers left by a crash");
+        }
+        let index = match std::fs::read(root.join("index.json")) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                invalid(format!("the image index {} is corrupt: {e}", root.join("index.json").display()))
+            })?,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Index::default(),
+            Err(err) => return Err(io_err("reading the image index")(err)),
+        };
+        Ok(ImageStore { root: root.to_path_buf(), index })
+    }
+
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf, StoreError> {
+        Ok(self.root.join("blobs/sha256").join(hex_of(digest)?))
+    }
+
+    pub fn layer_dir(&self, diff_id: &str) -> Result<PathBuf, StoreError> {
+        Ok(self.root.join("layers/sha256").join(hex_of(diff_id)?))
+    }
+
+    /// Stores a blob, verifying it against `expected` when given; returns its digest.
+    pub fn write_blob(&self, mut reader: impl Read, expected: Option<&str>) -> Result<String, StoreError> {
+        let tmp = self.root.join("tmp").join(format!("blob-{}-{}", std::process::id(), now()));
+        let mut file = std::fs::File::create(&tmp).map_err(io_err("creating a blob"))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = reader.read(&mut buf).map_err(io_err("reading a blob"))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            file.write_all(&buf[..n]).map_err(io_err("writing a blob"))?;
+        }
+        let digest = format!("sha256:{}", hasher.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>());
+        if let Some(expected) = expected {
+            if expected != digest {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(StoreError::DigestMismatch {
+                    what: "blob".into(),
+                    expected: expected.into(),
+                    actual: digest,
+                });
+            }
+        }
+        file.sync_all().map_err(io_err("syncing a blob"))?;
+        std::fs::rename(&tmp, self.blob_path(&digest)?).map_err(io_err("storing a blob"))?;
+        Ok(digest)
+    }
+
+    /// Unpacks a layer unless the store already has it. Either way the
+    /// stream must match its diff ID: an archive cannot pass off other
+    /// content under the name of a layer we trust.
+    fn ensure_layer(&self, reader: impl Read, diff_id: &str) -> Result<(), StoreError> {
+        let dest = self.layer_dir(diff_id)?;
+        if !dest.is_dir() {
+            layer::unpack_layer(reader, &dest, Some(diff_id))?;
+            return Ok(());
+        }
+        let actual = layer::diff_id_of(reader)?;
+        if actual != diff_id {
+            return Err(StoreError::DigestMismatch { what: "layer".into(), expected: diff_id.into(), actual });
+        }
+        Ok(())
+    }
+
+    pub fn images(&self) -> impl Iterator<Item = &ImageRecord> {
+        self.index.images.values()
+    }
+
+    /// The references that point at an image.
+    pub fn tags_of(&self, id: &str) -> Vec<&str> {
+        self.index.tags.iter().filter(|(_, v)| v.as_str() == id).map(|(k, _)| k.as_str()).collect()
+    }
+
+    /// Finds an image by reference, full ID, or unambiguous ID prefix (at least 4 hex digits).
+    pub fn resolve(&self, name: &str) -> Option<&ImageRecord> {
+        if let Ok(normalized) = reference::normalize(name) {
+            if let Some(id) = self.index.tags.get(&normalized) {
+                return self.index.images.get(id);
+            }
+        }
+        let hex = name.strip_prefix("sha256:").unwrap_or(name);
+        if hex.len() < 4 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut matches = self.index.images.values().filter(|img| img.id["sha256:".len()..].starts_with(hex));
+        match (matches.next(), matches.next()) {
+            (Some(one), None) => Some(one),
+            _ => None,
+        }
+    }
+
+    fn save_index(&self) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec_pretty(&self.index).map_err(|e| invalid(e.to_string()))?;
+        write_atomically(&self.root.join("index.json"), &self.root.join("tmp"), &bytes)
+    }
+
+    /// Imports what `docker save` writes: a docker-archive (`manifest.json`)
+    /// and/or an OCI image layout (`index.json`). Returns the loaded images
+    /// with their (normalised) tags. All or nothing: the index changes only
+    /// when every image in the archive is in the store.
+    pub fn load(&mut self, archive: impl Read) -> Result<Vec<(ImageRecord, Vec<String>)>, StoreError> {
+        let work = self.root.join("tmp").join(format!("load-{}-{}", std::process::id(), now()));
+        std::fs::create_dir(&work).map_err(io_err("creating a load directory"))?;
+        let result = self.load_from(archive, &work);
+        let _ = std::fs::remove_dir_all(&work);
+        result
+    }
+
+    fn load_from(&mut self, archive: impl Read, work: &Path) -> Result<Vec<(ImageRecord, Vec<String>)>, StoreError> {
+        // tar-rs refuses entries that would land outside `work`; members are
+        // read through `member()`, which refuses symlinks.
+        tar::Archive::new(archive).unpack(work).map_err(io_err("unpacking the image archive"))?;
+        let images = if work.join("manifest.json").exists() {
+            docker_archive_images(work)?
+        } else if work.join("index.json").exists() {
+            oci_layout_images(work)?
+        } else {
+            return Err(invalid("not an image archive: it has neither manifest.json nor index.json"));
+        };
+        if images.is_empty() {
+            return Err(invalid("the image archive lists no images"));
+        }
+
+        let mut next = self.index.clone();
+        let mut loaded = Vec::new();
+        for image in images {
+            let config = member(work, &image.config)?;
+            let expected = digest_from_member_name(&image.config);
+            let id = self.write_blob(config.as_slice(), expected.as_deref())?;
+            let parsed: ConfigRootfs =
+                serde_json::from_slice(&config).map_err(|e| invalid(format!("image config {}: {e}", image.config)))?;
+            let diff_ids = parsed.rootfs.diff_ids;
+            if diff_ids.len() != image.layers.len() {
+                return Err(invalid(format!(
+                    "image {id}: the config lists {} layers, the manifest {}",
+                    diff_ids.len(),
+                    image.layers.len()
+                )));
+            }
+            let mut size = 0;
+            for (layer_path, diff_id) in image.layers.iter().zip(&diff_ids) {
+                let file = open_member(work, layer_path)?;
+                size += file.metadata().map(|m| m.len()).unwrap_or(0);
+                self.ensure_layer(file, diff_id)?;
+            }
+            let record = ImageRecord { id: id.clone(), diff_ids, size, added_at: now() };
+            next.images.entry(id.clone()).or_insert_with(|| record.clone());
+            let mut tags = Vec::new();
+            for tag in &image.tags {
+                let normalized = reference::normalize(tag).map_err(invalid)?;
+                next.tags.insert(normalized.clone(), id.clone());
+                tags.push(normalized);
+            }
+            loaded.push((record, tags));
+        }
+        // Fsync'd blobs and layers first, then the index that makes them visible.
+        sync_dir(&self.root.join("blobs/sha256"))?;
+        sync_dir(&self.root.join("layers/sha256"))?;
+        let previous = std::mem::replace(&mut self.index, next);
+        if let Err(err) = self.save_index() {
+            self.index = previous;
+            return Err(err);
+        }
+        Ok(loaded)
+    }
+}
+
+#[derive(Deserialize)]
+struct ConfigRootfs {
+    rootfs: Rootfs,
+}
+
+#[derive(Deserialize)]
+struct Rootfs {
+    diff_ids: Vec<String>,
+}
+
+/// One image found in an archive: member paths of its config and layers.
+struct ArchivedImage {
+    config: String,
+    layers: Vec<String>,
+    tags: Vec<String>,
+}
+
+fn docker_archive_images(work: &Path) -> Result<Vec<ArchivedImage>, StoreError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Entry {
+        config: String,
+        #[serde(default)]
+        repo_tags: Option<Vec<String>>,
+        layers: Vec<String>,
+    }
+    let entries: Vec<Entry> =
+        serde_json::from_slice(&member(work, "manifest.json")?).map_err(|e| invalid(format!("manifest.json: {e}")))?;
+    Ok(entries
+        .into_iter()
+        .map(|e| ArchivedImage { config: e.config, layers: e.layers, tags: e.repo_tags.unwrap_or_default() })
+        .collect())
+}
+
+fn oci_layout_images(work: &Path) -> Result<Vec<ArchivedImage>, StoreError> {
+    #[derive(Deserialize)]
+    struct Descriptor {
+        #[serde(rename = "mediaType", default)]
+        media_type: String,
+        digest: String,
+        #[serde(default)]
+        annotations: BTreeMap<String, String>,
+        #[serde(default)]
+        platform: Option<Platform>,
+    }
+    #[derive(Deserialize)]
+    struct Platform {
+        architecture: String,
+        os: String,
+    }
+    #[derive(Deserialize)]
+    struct IndexJson {
+        manifests: Vec<Descriptor>,
+    }
+    #[derive(Deserialize)]
+    struct Manifest {
+        config: Descriptor,
+        layers: Vec<Descriptor>,
+    }
+    let blob = |digest: &str| -> Result<String, StoreError> { Ok(format!("blobs/sha256/{}", hex_of(digest)?)) };
+    let index: IndexJson =
+        serde_json::from_slice(&member(work, "index.json")?).map_err(|e| invalid(format!("index.json: {e}")))?;
+    let mut images = Vec::new();
+    for top in index.manifests {
+        let name = top
+            .annotations
+            .get("io.containerd.image.name")
+            .or_else(|| {
+                top.annotations.get("org.opencontainers.image.ref.name").filter(|n| n.contains(':') || n.contains('/'))
+            })
+            .cloned();
+        let mut descriptor = top;
+        // A multi-platform index: take the manifest for this machine.
+        if descriptor.media_type.contains("image.index") || descriptor.media_type.contains("manifest.list") {
+            let nested: IndexJson = serde_json::from_slice(&member(work, &blob(&descriptor.digest)?)?)
+                .map_err(|e| invalid(format!("nested index: {e}")))?;
+            descriptor = nested
+                .manifests
+                .into_iter()
+                .find(|m| m.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == host_architecture()))
+                .ok_or_else(|| invalid(format!("no linux/{} image in the archive", host_architecture())))?;
+        }
+        let manifest: Manifest = serde_json::from_slice(&member(work, &blob(&descriptor.digest)?)?)
+            .map_err(|e| invalid(format!("manifest {}: {e}", descriptor.digest)))?;
+        images.push(ArchivedImage {
+            config: blob(&manifest.config.digest)?,
+            layers: manifest.layers.iter().map(|l| blob(&l.digest)).collect::<Result<_, _>>()?,
+            tags: name.into_iter().collect(),
+        });
+    }
+    Ok(images)
+}
+
+/// The OCI name of this machine's architecture.
+pub fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// `blobs/sha256/<hex>` or `<hex>.json` names carry the expected digest.
+fn digest_from_member_name(name: &str) -> Option<String> {
+    let stem = Path::new(name).file_name()?.to_str()?.trim_end_matches(".json");
+    (stem.len() == 64 && stem.bytes().all(|b| b.is_ascii_hexdigit())).then(|| format!("sha256:{stem}"))
+}
+
+/// Opens a regular file of the unpacked archive, refusing anything that
+/// resolves outside it (a symlinked member, `..`).
+fn open_member(work: &Path, name: &str) -> Result<std::fs::File, StoreError> {
+    let root = work.canonicalize().map_err(io_err("resolving the load directory"))?;
+    let path = work.join(name).canonicalize().map_err(io_err(format!("archive member {name}")))?;
+    if !path.starts_with(&root) || !path.is_file() {
+        return Err(invalid(format!("archive member {name:?} is not a file inside the archive")));
+    }
+    std::fs::File::open(&path).map_err(io_err(format!("opening archive member {name}")))
+}
+
+fn member(work: &Path, name: &str) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = Vec::new();
+    open_member(work, name)?.read_to_end(&mut bytes).map_err(io_err(format!("reading archive member {name}")))?;
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests;

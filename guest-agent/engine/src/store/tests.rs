@@ -1,0 +1,187 @@
+//! Archives built the way `docker save` builds them.
+
+use super::*;
+
+fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_600_000_000);
+        builder.append_data(&mut header, name, *data).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+fn config_for(layers: &[&[u8]]) -> Vec<u8> {
+    let diff_ids: Vec<String> = layers.iter().map(|l| digest(l)).collect();
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created_by": "test"}]
+    }))
+    .unwrap()
+}
+
+/// An outer archive from (name, bytes) members.
+fn archive(members: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, data) in members {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        builder.append_data(&mut header, name, data.as_slice()).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+fn docker_archive(layers: &[Vec<u8>], tags: &[&str]) -> (Vec<u8>, String) {
+    let config = config_for(&layers.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    let id = digest(&config);
+    let config_name = format!("{}.json", &id[7..]);
+    let layer_names: Vec<String> = (0..layers.len()).map(|i| format!("layer{i}/layer.tar")).collect();
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": config_name, "RepoTags": tags, "Layers": layer_names
+    }]))
+    .unwrap();
+    let mut members = vec![(config_name, config)];
+    members.extend(layer_names.into_iter().zip(layers.iter().cloned()));
+    members.push(("manifest.json".into(), manifest));
+    (archive(&members), id)
+}
+
+#[test]
+fn loads_a_docker_archive_and_keeps_it_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = layer_tar(&[("bin/sh", b"#!shell"), ("etc/os-release", b"ID=test\n")]);
+    let top = layer_tar(&[("app/run", b"go")]);
+    let (tarball, id) = docker_archive(&[base.clone(), top.clone()], &["busybox:latest", "me/app:1"]);
+
+    let mut store = ImageStore::open(dir.path()).unwrap();
+    let loaded = store.load(tarball.as_slice()).unwrap();
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0].0.id, id);
+    assert_eq!(loaded[0].1, vec!["docker.io/library/busybox:latest", "docker.io/me/app:1"]);
+    assert_eq!(loaded[0].0.diff_ids, vec![digest(&base), digest(&top)]);
+
+    let layer0 = store.layer_dir(&digest(&base)).unwrap();
+    assert_eq!(std::fs::read(layer0.join("etc/os-release")).unwrap(), b"ID=test\n");
+    assert!(store.blob_path(&id).unwrap().is_file());
+    assert!(std::fs::read_dir(dir.path().join("tmp")).unwrap().next().is_none(), "tmp is left clean");
+
+    let store = ImageStore::open(dir.path()).unwrap();
+    assert_eq!(store.resolve("busybox").map(|i| i.id.as_str()), Some(id.as_str()));
+    assert_eq!(store.resolve(&id[7..19]).map(|i| i.id.as_str()), Some(id.as_str()));
+    assert_eq!(store.tags_of(&id), vec!["docker.io/library/busybox:latest", "docker.io/me/app:1"]);
+    assert!(store.resolve("nosuch").is_none());
+}
+
+#[test]
+fn loads_an_oci_layout_with_gzip_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let layer = layer_tar(&[("hello", b"world")]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &layer).unwrap();
+    let gz = gz.finish().unwrap();
+    let config = config_for(&[&layer]);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest(&gz), "size": gz.len()}]
+    }))
+    .unwrap();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(&manifest), "size": manifest.len(),
+            "annotations": {"io.containerd.image.name": "localhost:5000/hello:v1", "org.opencontainers.image.ref.name": "v1"}
+        }]
+    }))
+    .unwrap();
+    let blob = |b: &[u8]| format!("blobs/sha256/{}", &digest(b)[7..]);
+    let tarball = archive(&[
+        ("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+        ("index.json".into(), index),
+        (blob(&manifest), manifest.clone()),
+        (blob(&config), config.clone()),
+        (blob(&gz), gz.clone()),
+    ]);
+    let mut store = ImageStore::open(dir.path()).unwrap();
+    let loaded = store.load(tarball.as_slice()).unwrap();
+    assert_eq!(loaded[0].1, vec!["localhost:5000/hello:v1"]);
+    let image = store.resolve("localhost:5000/hello:v1").unwrap();
+    assert_eq!(std::fs::read(store.layer_dir(&image.diff_ids[0]).unwrap().join("hello")).unwrap(), b"world");
+}
+
+#[test]
+fn a_bad_archive_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = ImageStore::open(dir.path()).unwrap();
+    let good = layer_tar(&[("ok", b"1")]);
+    let (tarball, _) = docker_archive(&[good.clone()], &["kept:1"]);
+    store.load(tarball.as_slice()).unwrap();
+
+    // A layer whose content does not match the config's diff ID.
+    let tampered = layer_tar(&[("evil", b"2")]);
+    let config = config_for(&[&good, &good]);
+    let config_name = format!("{}.json", &digest(&config)[7..]);
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": config_name, "RepoTags": ["bad:1"], "Layers": ["a.tar", "b.tar"]
+    }]))
+    .unwrap();
+    let bad = archive(&[
+        (config_name, config),
+        ("a.tar".into(), good.clone()),
+        ("b.tar".into(), tampered.clone()),
+        ("manifest.json".into(), manifest),
+    ]);
+    let err = store.load(bad.as_slice()).unwrap_err();
+    assert!(err.to_string().contains("digest mismatch"), "{err}");
+    assert!(store.resolve("bad:1").is_none());
+    assert!(!store.layer_dir(&digest(&tampered)).unwrap().exists());
+    let reopened = ImageStore::open(dir.path()).unwrap();
+    assert_eq!(reopened.images().count(), 1);
+    assert!(reopened.resolve("kept:1").is_some());
+
+    // A manifest.json that is a symlink to a file outside the archive.
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Symlink);
+    header.set_size(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    builder.append_link(&mut header, "manifest.json", "/etc/passwd").unwrap();
+    let err = store.load(builder.into_inner().unwrap().as_slice()).unwrap_err();
+    assert!(err.to_string().contains("not a file inside the archive"), "{err}");
+
+    let err = store.load(archive(&[("hello.txt".into(), b"hi".to_vec())]).as_slice()).unwrap_err();
+    assert!(err.to_string().contains("not an image archive"), "{err}");
+    assert!(std::fs::read_dir(dir.path().join("tmp")).unwrap().next().is_none(), "tmp is left clean");
+}
+
+#[test]
+fn open_cleans_up_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    ImageStore::open(dir.path()).unwrap();
+    std::fs::create_dir(dir.path().join("tmp/load-1-1")).unwrap();
+    std::fs::write(dir.path().join("tmp/blob-1-1"), b"partial").unwrap();
+    std::fs::create_dir(dir.path().join(format!("layers/sha256/{}x-1", layer::TEMP_PREFIX))).unwrap();
+    ImageStore::open(dir.path()).unwrap();
+    assert!(std::fs::read_dir(dir.path().join("tmp")).unwrap().next().is_none());
+    assert!(std::fs::read_dir(dir.path().join("layers/sha256")).unwrap().next().is_none());
+
+    std::fs::write(dir.path().join("index.json"), b"{not json").unwrap();
+    let err = ImageStore::open(dir.path()).err().expect("a corrupt index is an error, not an empty store");
+    assert!(err.to_string().contains("corrupt"), "{err}");
+}
