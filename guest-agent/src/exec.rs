@@ -251,7 +251,7 @@ impl Pty {
         nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
         // SAFETY: `master` is an OwnedFd moved into the AsyncFd: it stays open
         // and keeps its number until the AsyncFd is dropped.
-        let fd = unsafe { AsyncFd::register(master) }.map_err(|e| io::Error::from(e.into_parts().1))?;
+        let fd = unsafe { AsyncFd::register(master) }.map_err(|e| e.into_parts().1)?;
         Ok(Pty(fd))
     }
 

@@ -118,7 +118,7 @@ mod tests {
         let (_child, exited) = reaper.spawn(Command::new("sh").args(["-c", "exit 7"])).unwrap();
         assert_eq!(exited.await.unwrap(), Exit { code: 7, signal: 0 });
 
-        let (child, exited) = reaper.spawn(&mut Command::new("sleep").arg("30")).unwrap();
+        let (child, exited) = reaper.spawn(Command::new("sleep").arg("30")).unwrap();
         nix::sys::signal::kill(Pid::from_raw(child.id() as i32), nix::sys::signal::SIGKILL).unwrap();
         assert_eq!(exited.await.unwrap(), Exit { code: 137, signal: 9 });
 

@@ -136,7 +136,7 @@ fn terminal_size() -> Option<WindowSize> {
     // SAFETY: TIOCGWINSZ writes one winsize into the struct we own.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
     let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
-    (ok && ws.ws_row > 0).then(|| WindowSize { rows: ws.ws_row as u32, cols: ws.ws_col as u32 })
+    (ok && ws.ws_row > 0).then_some(WindowSize { rows: ws.ws_row as u32, cols: ws.ws_col as u32 })
 }
 
 /// Puts the local terminal in raw mode; restores it when dropped.

@@ -129,7 +129,7 @@ fn a_bad_archive_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = ImageStore::open(dir.path()).unwrap();
     let good = layer_tar(&[("ok", b"1")]);
-    let (tarball, _) = docker_archive(&[good.clone()], &["kept:1"]);
+    let (tarball, _) = docker_archive(std::slice::from_ref(&good), &["kept:1"]);
     store.load(tarball.as_slice()).unwrap();
 
     // A layer whose content does not match the config's diff ID.
