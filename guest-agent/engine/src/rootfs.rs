@@ -1,0 +1,223 @@
+//! A container's root filesystem: overlayfs with the image's layers as lower
+//! dirs and a per-container upper and work dir; and `--user` resolved the
+//! way Docker resolves it, through the image's /etc/passwd and /etc/group.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+/// The directories of one container's writable layer.
+#[derive(Debug, Clone)]
+pub struct ContainerLayer {
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub merged: PathBuf,
+}
+
+impl ContainerLayer {
+    /// `upper/`, `work/` and `rootfs/` under a container's directory.
+    pub fn under(dir: &Path) -> ContainerLayer {
+        ContainerLayer { upper: dir.join("upper"), work: dir.join("work"), merged: dir.join("rootfs") }
+    }
+}
+
+/// Mounts the overlay. `lowers` are the image's layer directories, bottom
+/// first (as in the image config); overlayfs wants the top one first.
+pub fn mount_overlay(lowers: &[PathBuf], layer: &ContainerLayer) -> Result<(), RootfsError> {
+    if lowers.is_empty() {
+        // An image without layers (FROM scratch + nothing): an empty lower.
+        return Err(RootfsError::Invalid("an image with no layers has no root filesystem".into()));
+    }
+    for dir in [&layer.upper, &layer.work, &layer.merged] {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| RootfsError::Io { context: format!("creating {}", dir.display()), source })?;
+    }
+    for lower in lowers {
+        let text = lower.to_string_lossy();
+        // overlayfs splits its options on ',' and lowerdir on ':'.
+        if text.contains(',') || text.contains(':') {
+            return Err(RootfsError::Invalid(format!("layer path {text:?} cannot be passed to overlayfs")));
+        }
+    }
+    let lowerdir = lowers.iter().rev().map(|p| p.to_string_lossy().into_owned()).collect::<Vec<_>>().join(":");
+    let options = format!(
+        "lowerdir={lowerdir},upperdir={},workdir={},index=off,xino=off",
+        layer.upper.display(),
+        layer.work.display()
+    );
+    mount(Some("overlay"), &layer.merged, Some("overlay"), MsFlags::empty(), Some(options.as_str())).map_err(|e| {
+        RootfsError::Io { context: format!("mounting the overlay on {}", layer.merged.display()), source: e.into() }
+    })
+}
+
+pub fn unmount_overlay(layer: &ContainerLayer) -> Result<(), RootfsError> {
+    umount2(&layer.merged, MntFlags::MNT_DETACH)
+        .map_err(|e| RootfsError::Io { context: format!("unmounting {}", layer.merged.display()), source: e.into() })
+}
+
+/// A process identity inside the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    /// From /etc/passwd, or "/" for unknown users (as Docker does).
+    pub home: String,
+}
+
+/// Resolves Docker's `User` (`""`, `name`, `uid`, `name:group`, `uid:gid`)
+/// against the container's root filesystem, as Docker does: names must
+/// exist, numbers need not; supplementary groups come from /etc/group.
+pub fn resolve_user(rootfs: &Path, user: &str) -> Result<Identity, RootfsError> {
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    resolve_user_in(&passwd, &group, user)
+}
+
+fn resolve_user_in(passwd: &str, group: &str, user: &str) -> Result<Identity, RootfsError> {
+    let (user_part, group_part) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let user_part = if user_part.is_empty() { "0" } else { user_part };
+    // name:password:uid:gid:gecos:home:shell
+    let entries: Vec<Vec<&str>> =
+        passwd.lines().map(|l| l.split(':').collect()).filter(|f: &Vec<&str>| f.len() >= 7).collect();
+    let by_name = entries.iter().find(|f| f[0] == user_part);
+    let (uid, mut gid, home, name) = match (by_name, user_part.parse::<u32>()) {
+        (Some(f), _) => (parse_id(f[2], user)?, parse_id(f[3], user)?, f[5].to_string(), Some(f[0])),
+        (None, Ok(uid)) => match entries.iter().find(|f| f[2].parse::<u32>() == Ok(uid)) {
+            Some(f) => (uid, parse_id(f[3], user)?, f[5].to_string(), Some(f[0])),
+            None => (uid, 0, "/".to_string(), None),
+        },
+        (None, Err(_)) => {
+            return Err(RootfsError::Invalid(format!(
+                "unable to find user {user_part}: no matching entries in passwd file"
+            )))
+        }
+    };
+    // name:password:gid:member,member
+    let groups: Vec<Vec<&str>> =
+        group.lines().map(|l| l.split(':').collect()).filter(|f: &Vec<&str>| f.len() >= 4).collect();
+    if let Some(g) = group_part.filter(|g| !g.is_empty()) {
+        gid = match (groups.iter().find(|f| f[0] == g), g.parse::<u32>()) {
+            (Some(f), _) => parse_id(f[2], user)?,
+            (None, Ok(gid)) => gid,
+            (None, Err(_)) => {
+                return Err(RootfsError::Invalid(format!(
+                    "unable to find group {g}: no matching entries in group file"
+                )))
+            }
+        };
+    }
+    let mut additional_gids = Vec::new();
+    if let (Some(name), None) = (name, group_part) {
+        for f in &groups {
+            if f[3].split(',').any(|m| m == name) {
+                let g = parse_id(f[2], user)?;
+                if g != gid && !additional_gids.contains(&g) {
+                    additional_gids.push(g);
+                }
+            }
+        }
+    }
+    Ok(Identity { uid, gid, additional_gids, home })
+}
+
+fn parse_id(field: &str, user: &str) -> Result<u32, RootfsError> {
+    field
+        .parse()
+        .map_err(|_| RootfsError::Invalid(format!("bad id {field:?} in the image's user database (user {user:?})")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\npostgres:x:70:70::/var/lib/postgresql:/bin/sh\nweb:x:1000:1000::/home/web:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\npostgres:x:70:\nweb:x:1000:\nwheel:x:10:web,root\naudio:x:29:web\n";
+
+    fn id(user: &str) -> Result<Identity, RootfsError> {
+        resolve_user_in(PASSWD, GROUP, user)
+    }
+
+    #[test]
+    fn resolves_users_like_docker() {
+        assert_eq!(id("").unwrap(), Identity { uid: 0, gid: 0, additional_gids: vec![10], home: "/root".into() });
+        assert_eq!(
+            id("postgres").unwrap(),
+            Identity { uid: 70, gid: 70, additional_gids: vec![], home: "/var/lib/postgresql".into() }
+        );
+        assert_eq!(id("web").unwrap().additional_gids, vec![10, 29]);
+        assert_eq!(id("1000").unwrap().home, "/home/web");
+        let unknown = id("4242:4343").unwrap();
+        assert_eq!((unknown.uid, unknown.gid, unknown.home.as_str()), (4242, 4343, "/"));
+        assert_eq!(id("web:wheel").unwrap().gid, 10);
+        assert!(
+            id("web:wheel").unwrap().additional_gids.is_empty(),
+            "an explicit group replaces the supplementary ones"
+        );
+        assert!(id("nobody").unwrap_err().to_string().contains("unable to find user nobody"));
+        assert!(id("web:nogroup").unwrap_err().to_string().contains("unable to find group nogroup"));
+    }
+
+    #[test]
+    fn overlay_of_layers() {
+        assert!(nix::unistd::geteuid().is_root(), "overlay tests need root, as the agent has");
+        let dir = tempfile::tempdir().unwrap();
+        let (base, top) = (dir.path().join("base"), dir.path().join("top"));
+        std::fs::create_dir_all(base.join("etc")).unwrap();
+        std::fs::create_dir_all(top.join("etc")).unwrap();
+        std::fs::write(base.join("etc/a"), b"base").unwrap();
+        std::fs::write(base.join("etc/b"), b"base").unwrap();
+        std::fs::write(top.join("etc/b"), b"top").unwrap();
+        let layer = ContainerLayer::under(&dir.path().join("c1"));
+        mount_overlay(&[base.clone(), top], &layer).unwrap();
+        let read = |p: &str| std::fs::read_to_string(layer.merged.join(p)).unwrap();
+        assert_eq!((read("etc/a"), read("etc/b")), ("base".into(), "top".into()), "the top layer wins");
+        std::fs::write(layer.merged.join("etc/a"), b"changed").unwrap();
+        assert_eq!(std::fs::read(base.join("etc/a")).unwrap(), b"base", "writes go to the upper dir only");
+        assert_eq!(std::fs::read(layer.upper.join("etc/a")).unwrap(), b"changed");
+        unmount_overlay(&layer).unwrap();
+        assert!(!layer.merged.join("etc").exists());
+        assert!(mount_overlay(&[dir.path().join("a:b")], &layer).is_err());
+    }
+
+    /// Whiteouts and opaque dirs from the layer unpacker hide lower content
+    /// once overlayfs mounts the layers.
+    #[test]
+    fn unpacked_whiteouts_hide_lower_files() {
+        fn tar(entries: &[(&str, &[u8])]) -> Vec<u8> {
+            let mut builder = tar::Builder::new(Vec::new());
+            for (name, data) in entries {
+                let mut header = tar::Header::new_gnu();
+                header.set_size(data.len() as u64);
+                header.set_mode(0o644);
+                header.set_uid(0);
+                header.set_gid(0);
+                builder.append_data(&mut header, name, *data).unwrap();
+            }
+            builder.into_inner().unwrap()
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let base = tar(&[("etc/keep", b"1"), ("etc/gone", b"2"), ("cache/old", b"3")]);
+        let top = tar(&[("etc/.wh.gone", b""), ("cache/.wh..wh..opq", b""), ("cache/new", b"4")]);
+        let (l0, l1) = (dir.path().join("l0"), dir.path().join("l1"));
+        crate::layer::unpack_layer(base.as_slice(), &l0, None).unwrap();
+        crate::layer::unpack_layer(top.as_slice(), &l1, None).unwrap();
+        let layer = ContainerLayer::under(&dir.path().join("c"));
+        mount_overlay(&[l0, l1], &layer).unwrap();
+        let exists = |p: &str| layer.merged.join(p).exists();
+        let seen = (exists("etc/keep"), exists("etc/gone"), exists("cache/old"), exists("cache/new"));
+        unmount_overlay(&layer).unwrap();
+        assert_eq!(seen, (true, false, false, true));
+    }
+}
