@@ -73,6 +73,31 @@ fn start_status_shell_stop() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{i}\n"));
     }
 
+    // With a terminal, the command gets a pty of its own, end to end.
+    let script = format!(
+        "{} shell -- sh -c 'test -t 0 && test -t 1 && echo \"tty $(stty size)\"; exit 7'",
+        harness::berth_bin().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &script, "/dev/null"])
+        .env("BERTH_HOME", berth.home.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("script(1) from util-linux");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("tty "), "no pty in the VM: {}", describe(&out));
+    assert_eq!(out.status.code(), Some(7), "{}", describe(&out));
+
+    // berth logs shows the daemon's, the agent's and the kernel console's logs.
+    let logs = berth.ok(&["logs"]);
+    for expected in
+        ["==> daemon", "VM ready", "==> agent", "serving on vsock", "==> console", "==> qemu", "==> helpers"]
+    {
+        assert!(logs.contains(expected), "`berth logs` lacks {expected:?}:\n{logs}");
+    }
+    let agent_only = berth.ok(&["logs", "--source", "agent"]);
+    assert!(agent_only.contains("system initialised") && !agent_only.contains("VM ready"), "{agent_only}");
+
     berth.stop_and_check_clean();
     assert!(!pid_alive(daemon_pid), "the daemon is still alive after stop");
     let again = berth.ok(&["stop"]);
