@@ -25,6 +25,8 @@ apt_pkgs=(
   protobuf-compiler musl-tools        # agent protocol, static agent
   curl ca-certificates
 )
+# The tests drive Berth with the real docker CLI; Debian ships it in docker.io.
+command -v docker >/dev/null || apt_pkgs+=(docker.io)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -15,10 +15,11 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use berth_agent_proto::{InfoRequest, ShutdownRequest};
+use berth_agent_proto::{InfoRequest, InfoResponse, ShutdownRequest};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::agent_client::{self, AgentEndpoint};
+use crate::api;
 use crate::config::Config;
 use crate::lifecycle::{self, StartOutcome};
 use crate::paths::{Assets, Paths};
@@ -90,7 +91,7 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
         _ = sigterm.recv() => Err(anyhow::anyhow!("stopped while starting")),
         _ = sigint.recv() => Err(anyhow::anyhow!("stopped while starting")),
     };
-    let (mut vm, mut state) = match booted {
+    let (mut vm, mut state, info) = match booted {
         Ok(booted) => booted,
         Err(err) => {
             let error = format!("{err:#}");
@@ -102,6 +103,30 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
             return Err(err);
         }
     };
+    // The Docker API socket exists before `berth start` returns.
+    let facts = api::ApiFacts {
+        berth_version: env!("CARGO_PKG_VERSION").into(),
+        kernel_release: info.kernel_release.clone(),
+        hostname: info.hostname.clone(),
+        cpus: info.cpus,
+        memory_total_bytes: info.memory_total_bytes,
+        data_dir: "/var/lib/berth".into(),
+    };
+    let socket = paths.docker_socket();
+    let api_server = match api::bind(&socket) {
+        Ok(listener) => tokio::spawn(api::serve(listener, socket.clone(), std::sync::Arc::new(facts))),
+        Err(err) => {
+            let error = format!("serving the Docker API on {}: {err}", socket.display());
+            shut_down(vm.as_mut(), state.agent.as_ref()).await?;
+            let mut state = State::new(Phase::Error);
+            state.error = Some(error.clone());
+            state.write(&paths.state_file())?;
+            let _ = std::fs::remove_file(paths.pid_file());
+            notify(&StartOutcome::Failed { error: error.clone() });
+            anyhow::bail!(error);
+        }
+    };
+    tracing::info!(socket = %socket.display(), "serving the Docker API");
     notify(&StartOutcome::Ready {
         boot_ms: state.boot_ms.unwrap_or(0),
         accel: state.accel.clone().unwrap_or_default(),
@@ -112,6 +137,9 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
         _ = sigterm.recv() => None,
         _ = sigint.recv() => None,
     };
+    // Aborting drops the server, which removes the socket.
+    api_server.abort();
+    let _ = api_server.await;
     match crashed {
         Some(why) => {
             tracing::error!(%why, "the VM exited unexpectedly");
@@ -146,7 +174,7 @@ async fn shut_down(vm: &mut dyn RunningVm, agent: Option<&AgentEndpoint>) -> Res
 }
 
 /// Boots the VM and waits for its agent. On failure nothing is left running.
-async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State)> {
+async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse)> {
     let config = Config::load(&paths.config_file())?;
     let assets = Assets::locate()?;
     let accel = Accel::from_env()?;
@@ -227,13 +255,13 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State)> {
     state.state = Phase::Running;
     state.boot_ms = Some(boot_ms);
     state.agent_version = Some(info.agent_version.clone());
-    state.kernel_release = Some(info.kernel_release);
+    state.kernel_release = Some(info.kernel_release.clone());
     state.cpus = Some(info.cpus);
     state.memory_mib = Some(spec.memory_mib);
     state.shares = config.shares.clone();
     state.write(&paths.state_file())?;
     tracing::info!(boot_ms, agent_version = %state.agent_version.as_deref().unwrap_or(""), guest_uptime_ms = info.uptime_ms, "VM ready");
-    Ok((vm, state))
+    Ok((vm, state, info))
 }
 
 /// The data disk: a sparse raw image, created on first use. The guest

@@ -5,6 +5,8 @@
 #![cfg_attr(not(target_os = "linux"), allow(dead_code))]
 
 mod agent_client;
+#[cfg(unix)]
+mod api;
 mod config;
 #[cfg(unix)]
 mod daemon;

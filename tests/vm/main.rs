@@ -26,6 +26,31 @@ fn start_status_shell_stop() {
     assert_eq!(status["docker_host"], docker_host.as_str());
     let daemon_pid = status["daemon_pid"].as_i64().unwrap();
 
+    // The Docker API socket: private to the user, spoken to by the real CLI.
+    let socket = berth.run_dir().join("docker.sock");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o600);
+    let docker = |args: &[&str]| {
+        std::process::Command::new("docker")
+            .arg("-H")
+            .arg(format!("unix://{}", socket.display()))
+            .args(args)
+            .env("DOCKER_CONFIG", berth.home.path().join("docker-config"))
+            .output()
+            .expect("the docker CLI (packaging/setup.sh installs it)")
+    };
+    let out = docker(&["version", "--format", "{{.Server.APIVersion}} {{.Server.Os}}"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1.47 linux", "{}", describe(&out));
+    let out = docker(&["info", "--format", "{{.NCPU}} {{.OSType}} {{.OperatingSystem}}"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1 linux Berth VM", "{}", describe(&out));
+    let out = docker(&["ps"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Berth does not implement GET /containers/json"),
+        "{}",
+        describe(&out)
+    );
+
     // A second start is a no-op: same daemon, still running.
     let again = berth.ok(&["start"]);
     assert!(again.contains("already running"), "{again}");

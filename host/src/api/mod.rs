@@ -1,0 +1,270 @@
+//! The Docker Engine API on `$BERTH_HOME/run/docker.sock`, served by the
+//! daemon (hyper, HTTP/1.1 on a unix socket, mode 0600).
+//!
+//! This is the first slice: version negotiation, `/_ping`, `/version` and
+//! `/info` with the VM's real figures. Every other Docker endpoint answers
+//! 501 with a message naming it, so clients fail clearly instead of
+//! misbehaving on fake data; containers and images arrive with the engine.
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+
+/// The newest and oldest API versions served.
+pub const API_VERSION: &str = "1.47";
+pub const MIN_API_VERSION: &str = "1.41";
+
+/// What the API reports about the machine, gathered at boot.
+#[derive(Debug, Clone)]
+pub struct ApiFacts {
+    pub berth_version: String,
+    pub kernel_release: String,
+    pub hostname: String,
+    pub cpus: u32,
+    pub memory_total_bytes: u64,
+    pub data_dir: String,
+}
+
+type Body = Full<Bytes>;
+
+fn parse_version(v: &str) -> Option<(u32, u32)> {
+    let (major, minor) = v.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// Splits `/v1.45/foo` into (Some("1.45"), "/foo").
+pub fn split_version(path: &str) -> (Option<&str>, &str) {
+    if let Some(rest) = path.strip_prefix("/v") {
+        let end = rest.find('/').unwrap_or(rest.len());
+        if parse_version(&rest[..end]).is_some() {
+            let tail = &rest[end..];
+            return (Some(&rest[..end]), if tail.is_empty() { "/" } else { tail });
+        }
+    }
+    (None, path)
+}
+
+fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Docker's error shape: `{"message": ...}` with the status that says why.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    json_response(status, json!({ "message": message.into() }))
+}
+
+fn with_common_headers(mut response: Response<Body>, facts: &ApiFacts) -> Response<Body> {
+    let headers = response.headers_mut();
+    headers.insert("API-Version", HeaderValue::from_static(API_VERSION));
+    headers.insert("OSType", HeaderValue::from_static("linux"));
+    headers.insert("Docker-Experimental", HeaderValue::from_static("false"));
+    if let Ok(server) = HeaderValue::from_str(&format!("Berth/{}", facts.berth_version)) {
+        headers.insert("Server", server);
+    }
+    response
+}
+
+/// Routes one request. Pure: everything it needs is in `facts`.
+pub fn route(method: &Method, raw_path: &str, facts: &ApiFacts) -> Response<Body> {
+    let (version, path) = split_version(raw_path);
+    if let Some(v) = version {
+        let (asked, min, max) = (parse_version(v), parse_version(MIN_API_VERSION), parse_version(API_VERSION));
+        if asked < min {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("client version {v} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"),
+            );
+        }
+        if asked > max {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("client version {v} is too new. Maximum supported API version is {API_VERSION}"),
+            );
+        }
+    }
+    let response = match (method, path) {
+        (&Method::GET | &Method::HEAD, "/_ping") => {
+            let body = if method == Method::HEAD { Bytes::new() } else { Bytes::from_static(b"OK") };
+            let mut response = Response::new(Full::new(body));
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+            headers.insert("Cache-Control", HeaderValue::from_static("no-cache, no-store, must-revalidate"));
+            headers.insert("Pragma", HeaderValue::from_static("no-cache"));
+            headers.insert("Builder-Version", HeaderValue::from_static("1"));
+            response
+        }
+        (&Method::GET, "/version") => json_response(StatusCode::OK, version_json(facts)),
+        (&Method::GET, "/info") => json_response(StatusCode::OK, info_json(facts)),
+        _ => error(
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "Berth does not implement {method} {path} yet (containers and images arrive with the container engine)"
+            ),
+        ),
+    };
+    with_common_headers(response, facts)
+}
+
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+fn version_json(facts: &ApiFacts) -> serde_json::Value {
+    json!({
+        "Platform": {"Name": "Berth"},
+        "Components": [{
+            "Name": "Engine",
+            "Version": facts.berth_version,
+            "Details": {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux", "Arch": arch(), "KernelVersion": facts.kernel_release}
+        }],
+        "Version": facts.berth_version,
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "Os": "linux",
+        "Arch": arch(),
+        "KernelVersion": facts.kernel_release,
+        "GitCommit": "",
+        "GoVersion": "",
+        "BuildTime": "",
+    })
+}
+
+fn info_json(facts: &ApiFacts) -> serde_json::Value {
+    // Only what is true today: no engine yet, so no containers or images.
+    json!({
+        "ID": "",
+        "Name": facts.hostname,
+        "ServerVersion": facts.berth_version,
+        "Containers": 0, "ContainersRunning": 0, "ContainersPaused": 0, "ContainersStopped": 0,
+        "Images": 0,
+        "NCPU": facts.cpus,
+        "MemTotal": facts.memory_total_bytes,
+        "KernelVersion": facts.kernel_release,
+        "OperatingSystem": "Berth VM",
+        "OSType": "linux",
+        "Architecture": std::env::consts::ARCH,
+        "DockerRootDir": facts.data_dir,
+        "CgroupVersion": "2",
+        "Driver": "",
+        "Plugins": {"Volume": [], "Network": [], "Log": []},
+        "Warnings": [],
+    })
+}
+
+/// Binds the socket (mode 0600: only its owner may drive the engine).
+pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves until the future is dropped; removes the socket file when it is.
+pub async fn serve(listener: tokio::net::UnixListener, socket: PathBuf, facts: Arc<ApiFacts>) {
+    struct RemoveOnDrop(PathBuf);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _cleanup = RemoveOnDrop(socket);
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                tracing::warn!(%err, "API accept failed");
+                continue;
+            }
+        };
+        let facts = facts.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let facts = facts.clone();
+                async move {
+                    let response = route(req.method(), req.uri().path(), &facts);
+                    tracing::debug!(method = %req.method(), path = req.uri().path(), status = response.status().as_u16(), "api");
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(err) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+                tracing::debug!(%err, "API connection ended with an error");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> ApiFacts {
+        ApiFacts {
+            berth_version: "0.1.0".into(),
+            kernel_release: "6.1.192".into(),
+            hostname: "berth".into(),
+            cpus: 2,
+            memory_total_bytes: 2 << 30,
+            data_dir: "/var/lib/berth".into(),
+        }
+    }
+
+    fn body(response: Response<Body>) -> serde_json::Value {
+        use http_body_util::BodyExt;
+        let bytes = futures_executor(response.into_body().collect()).unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn futures_executor<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn versioned_and_unversioned_paths() {
+        assert_eq!(split_version("/v1.45/containers/json"), (Some("1.45"), "/containers/json"));
+        assert_eq!(split_version("/_ping"), (None, "/_ping"));
+        assert_eq!(split_version("/v1.47"), (Some("1.47"), "/"));
+        assert_eq!(split_version("/volumes"), (None, "/volumes"));
+    }
+
+    #[test]
+    fn ping_version_info() {
+        let ping = route(&Method::HEAD, "/_ping", &facts());
+        assert_eq!(ping.status(), StatusCode::OK);
+        assert_eq!(ping.headers()["API-Version"], API_VERSION);
+        assert_eq!(ping.headers()["OSType"], "linux");
+        let version = body(route(&Method::GET, "/v1.41/version", &facts()));
+        assert_eq!(version["ApiVersion"], API_VERSION);
+        assert_eq!(version["MinAPIVersion"], MIN_API_VERSION);
+        let info = body(route(&Method::GET, "/info", &facts()));
+        assert_eq!(info["NCPU"], 2);
+        assert_eq!(info["KernelVersion"], "6.1.192");
+    }
+
+    #[test]
+    fn errors_follow_docker() {
+        let old = route(&Method::GET, "/v1.40/version", &facts());
+        assert_eq!(old.status(), StatusCode::BAD_REQUEST);
+        assert!(body(old)["message"].as_str().unwrap().contains("too old"));
+        let new = route(&Method::GET, "/v1.99/version", &facts());
+        assert_eq!(new.status(), StatusCode::BAD_REQUEST);
+        let missing = route(&Method::GET, "/v1.47/containers/json", &facts());
+        assert_eq!(missing.status(), StatusCode::NOT_IMPLEMENTED);
+        assert!(body(missing)["message"].as_str().unwrap().contains("GET /containers/json"));
+    }
+}
