@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use berth_agent_proto::agent_client::AgentClient;
-use berth_agent_proto::prost::Message;
-use berth_agent_proto::{InfoResponse, PingRequest, PingResponse, ReadyAnnouncement, PROTOCOL_VERSION};
+use berth_agent_proto::{PingRequest, PingResponse, PROTOCOL_VERSION};
+#[cfg(unix)]
+use berth_agent_proto::{prost::Message, InfoResponse, ReadyAnnouncement};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::transport::{Channel, Endpoint};
