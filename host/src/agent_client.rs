@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use berth_agent_proto::agent_client::AgentClient;
-use berth_agent_proto::{PingRequest, PingResponse, PROTOCOL_VERSION};
 #[cfg(unix)]
 use berth_agent_proto::{prost::Message, InfoResponse, ReadyAnnouncement};
+use berth_agent_proto::{PingRequest, PingResponse, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::transport::{Channel, Endpoint};

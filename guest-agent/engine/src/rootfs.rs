@@ -195,21 +195,10 @@ mod tests {
     /// once overlayfs mounts the layers.
     #[test]
     fn unpacked_whiteouts_hide_lower_files() {
-        fn tar(entries: &[(&str, &[u8])]) -> Vec<u8> {
-            let mut builder = tar::Builder::new(Vec::new());
-            for (name, data) in entries {
-                let mut header = tar::Header::new_gnu();
-                header.set_size(data.len() as u64);
-                header.set_mode(0o644);
-                header.set_uid(0);
-                header.set_gid(0);
-                builder.append_data(&mut header, name, *data).unwrap();
-            }
-            builder.into_inner().unwrap()
-        }
+        use crate::test_support::tar;
         let dir = tempfile::tempdir().unwrap();
-        let base = tar(&[("etc/keep", b"1"), ("etc/gone", b"2"), ("cache/old", b"3")]);
-        let top = tar(&[("etc/.wh.gone", b""), ("cache/.wh..wh..opq", b""), ("cache/new", b"4")]);
+        let base = tar(&[("etc/keep", "1"), ("etc/gone", "2"), ("cache/old", "3")]);
+        let top = tar(&[("etc/.wh.gone", ""), ("cache/.wh..wh..opq", ""), ("cache/new", "4")]);
         let (l0, l1) = (dir.path().join("l0"), dir.path().join("l1"));
         crate::layer::unpack_layer(base.as_slice(), &l0, None).unwrap();
         crate::layer::unpack_layer(top.as_slice(), &l1, None).unwrap();

@@ -7,17 +7,7 @@ fn digest(bytes: &[u8]) -> String {
 }
 
 fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (name, data) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(1_600_000_000);
-        builder.append_data(&mut header, name, *data).unwrap();
-    }
-    builder.into_inner().unwrap()
+    crate::test_support::tar(files)
 }
 
 fn config_for(layers: &[&[u8]]) -> Vec<u8> {
@@ -33,16 +23,7 @@ fn config_for(layers: &[&[u8]]) -> Vec<u8> {
 
 /// An outer archive from (name, bytes) members.
 fn archive(members: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (name, data) in members {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_uid(0);
-        header.set_gid(0);
-        builder.append_data(&mut header, name, data.as_slice()).unwrap();
-    }
-    builder.into_inner().unwrap()
+    crate::test_support::tar(members)
 }
 
 fn docker_archive(layers: &[Vec<u8>], tags: &[&str]) -> (Vec<u8>, String) {
