@@ -26,20 +26,29 @@ enum Listen {
     Unix(PathBuf),
 }
 
+struct Args {
+    listen: Listen,
+    /// Where the engine keeps its state (the data disk in the VM).
+    data_dir: PathBuf,
+}
+
 fn usage() -> ! {
-    eprintln!("usage: berth-agent [--vsock-port PORT | --unix PATH]\n  (as PID 1 it initialises the VM and listens on vsock port {AGENT_VSOCK_PORT})");
+    eprintln!(
+        "usage: berth-agent [--vsock-port PORT | --unix PATH] [--data-dir DIR]\n  (as PID 1 it initialises the VM and listens on vsock port {AGENT_VSOCK_PORT})"
+    );
     std::process::exit(2)
 }
 
-fn parse_args() -> Listen {
+fn parse_args() -> Args {
     let mut args = std::env::args().skip(1);
-    let mut listen = Listen::Vsock(AGENT_VSOCK_PORT);
+    let mut parsed = Args { listen: Listen::Vsock(AGENT_VSOCK_PORT), data_dir: PathBuf::from(init::DATA_DIR) };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--vsock-port" => {
-                listen = Listen::Vsock(args.next().and_then(|p| p.parse().ok()).unwrap_or_else(|| usage()))
+                parsed.listen = Listen::Vsock(args.next().and_then(|p| p.parse().ok()).unwrap_or_else(|| usage()))
             }
-            "--unix" => listen = Listen::Unix(args.next().map(PathBuf::from).unwrap_or_else(|| usage())),
+            "--unix" => parsed.listen = Listen::Unix(args.next().map(PathBuf::from).unwrap_or_else(|| usage())),
+            "--data-dir" => parsed.data_dir = args.next().map(PathBuf::from).unwrap_or_else(|| usage()),
             "--version" => {
                 println!("berth-agent {}", service::AGENT_VERSION);
                 std::process::exit(0)
@@ -47,7 +56,7 @@ fn parse_args() -> Listen {
             _ => usage(),
         }
     }
-    listen
+    parsed
 }
 
 fn init_logging(filter: &str) {
@@ -63,7 +72,7 @@ fn init_logging(filter: &str) {
 }
 
 fn main() {
-    let listen = parse_args();
+    let Args { listen, data_dir } = parse_args();
     let is_init = std::process::id() == 1;
     let started = Instant::now();
     // Known once init has mounted storage; Info and the readiness
@@ -111,7 +120,7 @@ fn main() {
     }
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-    let result = runtime.block_on(serve(listen, mounts.clone(), init_thread, started));
+    let result = runtime.block_on(serve(listen, data_dir, mounts.clone(), init_thread, started));
     if let Err(err) = &result {
         tracing::error!(err = %format!("{err:#}"), "agent failed");
     }
@@ -127,6 +136,7 @@ pub type Mounts = Arc<OnceLock<Vec<MountStatus>>>;
 
 async fn serve(
     listen: Listen,
+    data_dir: PathBuf,
     mounts: Mounts,
     init_thread: Option<std::thread::JoinHandle<()>>,
     started: Instant,
@@ -137,6 +147,7 @@ async fn serve(
         mounts: mounts.clone(),
         started,
         shutdown: shutdown.clone(),
+        images: Arc::new(service::ImagesSlot::new(data_dir.join("images"))),
     };
     let router = tonic::transport::Server::builder().add_service(AgentServer::new(service));
     // Exec streams still open at shutdown would hold a graceful stop forever.

@@ -1,12 +1,17 @@
 //! The gRPC service: the agent protocol's server side.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use berth_engine::layer::LayerError;
+use berth_engine::store::{ImageRecord, ImageStore, StoreError};
 use std::time::Instant;
 
 use berth_agent_proto::agent_server::Agent;
 use berth_agent_proto::{
-    exec_input, ExecInput, ExecOutput, InfoRequest, InfoResponse, MountStatus, PingRequest, PingResponse,
-    ShutdownRequest, ShutdownResponse, PROTOCOL_VERSION,
+    exec_input, ArchiveChunk, ExecInput, ExecOutput, ImageSummary, InfoRequest, InfoResponse, ListImagesRequest,
+    ListImagesResponse, LoadImagesResponse, MountStatus, PingRequest, PingResponse, ShutdownRequest, ShutdownResponse,
+    PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
@@ -24,6 +29,78 @@ pub struct AgentService {
     pub started: Instant,
     /// Notified once a Shutdown has been answered.
     pub shutdown: Arc<Notify>,
+    pub images: Arc<ImagesSlot>,
+}
+
+/// The image store, opened on first use: in the VM it lives on the data
+/// disk, which init mounts after the server has started.
+pub struct ImagesSlot {
+    dir: PathBuf,
+    store: Mutex<Option<ImageStore>>,
+}
+
+impl ImagesSlot {
+    pub fn new(dir: PathBuf) -> ImagesSlot {
+        ImagesSlot { dir, store: Mutex::new(None) }
+    }
+
+    /// Runs `f` on the open store (blocking: call from a blocking thread).
+    fn with<T>(&self, f: impl FnOnce(&mut ImageStore) -> Result<T, StoreError>) -> Result<T, Status> {
+        let mut slot = self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if slot.is_none() {
+            let opened = ImageStore::open(&self.dir).map_err(|e| {
+                Status::failed_precondition(format!("the image store at {} is unavailable: {e}", self.dir.display()))
+            })?;
+            *slot = Some(opened);
+        }
+        f(slot.as_mut().expect("opened above")).map_err(store_status)
+    }
+}
+
+/// Bad archives are the client's fault; anything else is ours.
+fn store_status(err: StoreError) -> Status {
+    match &err {
+        StoreError::Invalid(_) | StoreError::DigestMismatch { .. } => Status::invalid_argument(err.to_string()),
+        StoreError::Layer(
+            LayerError::Unsafe { .. } | LayerError::DigestMismatch { .. } | LayerError::UnsupportedCompression(_),
+        ) => Status::invalid_argument(err.to_string()),
+        _ => Status::internal(err.to_string()),
+    }
+}
+
+fn summary(store: &ImageStore, record: &ImageRecord) -> ImageSummary {
+    ImageSummary {
+        id: record.id.clone(),
+        tags: store.tags_of(&record.id).into_iter().map(String::from).collect(),
+        size: record.size,
+        created: record.created,
+    }
+}
+
+/// A blocking `Read` over chunks arriving on a channel (the tar parser is
+/// synchronous; the gRPC stream is not).
+struct ChunkReader {
+    chunks: mpsc::Receiver<Vec<u8>>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.current.len() {
+            match self.chunks.blocking_recv() {
+                Some(chunk) => {
+                    self.current = chunk;
+                    self.pos = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 fn check_version(client: u32) -> Result<(), Status> {
@@ -81,6 +158,40 @@ impl Agent for AgentService {
         let reaper = self.reaper.clone();
         tokio::spawn(async move { crate::exec::run(&reaper, start, input, tx).await });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn load_images(&self, req: Request<Streaming<ArchiveChunk>>) -> Result<Response<LoadImagesResponse>, Status> {
+        let mut input = req.into_inner();
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
+        let images = self.images.clone();
+        let loading = tokio::task::spawn_blocking(move || {
+            let reader = ChunkReader { chunks: rx, current: Vec::new(), pos: 0 };
+            images.with(|store| {
+                let loaded = store.load(reader)?;
+                Ok(loaded.iter().map(|(record, _)| summary(store, record)).collect::<Vec<_>>())
+            })
+        });
+        // Feed the loader until the stream ends or the loader stops reading
+        // (it failed early: its error is the one to report).
+        while let Some(chunk) = input.message().await? {
+            if tx.send(chunk.data).await.is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        let images = loading.await.map_err(|e| Status::internal(format!("image load task failed: {e}")))??;
+        tracing::info!(images = images.len(), "images loaded");
+        Ok(Response::new(LoadImagesResponse { images }))
+    }
+
+    async fn list_images(&self, _: Request<ListImagesRequest>) -> Result<Response<ListImagesResponse>, Status> {
+        let images = self.images.clone();
+        let images = tokio::task::spawn_blocking(move || {
+            images.with(|store| Ok(store.images().map(|record| summary(store, record)).collect::<Vec<_>>()))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("image list task failed: {e}")))??;
+        Ok(Response::new(ListImagesResponse { images }))
     }
 
     async fn shutdown(&self, _: Request<ShutdownRequest>) -> Result<Response<ShutdownResponse>, Status> {

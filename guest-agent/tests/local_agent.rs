@@ -27,7 +27,13 @@ impl Drop for LocalAgent {
 async fn start_agent() -> LocalAgent {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
-    let child = Command::new(env!("CARGO_BIN_EXE_berth-agent")).arg("--unix").arg(&socket).spawn().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_berth-agent"))
+        .arg("--unix")
+        .arg(&socket)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !socket.exists() {
         assert!(Instant::now() < deadline, "agent did not create its socket");
@@ -145,6 +151,20 @@ async fn local_agent_serves_the_protocol() {
     let err = client.exec(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
+    // Images: load what `docker save` writes, then list it.
+    let (archive, id) = docker_archive();
+    let chunks: Vec<berth_agent_proto::ArchiveChunk> =
+        archive.chunks(1000).map(|c| berth_agent_proto::ArchiveChunk { data: c.to_vec() }).collect();
+    let loaded = client.load_images(tokio_stream::iter(chunks)).await.unwrap().into_inner();
+    assert_eq!(loaded.images.len(), 1);
+    assert_eq!(loaded.images[0].id, id);
+    assert_eq!(loaded.images[0].tags, vec!["docker.io/library/hello:1"]);
+    let listed = client.list_images(berth_agent_proto::ListImagesRequest {}).await.unwrap().into_inner();
+    assert_eq!(listed.images, loaded.images);
+    let garbage = vec![berth_agent_proto::ArchiveChunk { data: vec![0u8; 10_000] }];
+    let err = client.load_images(tokio_stream::iter(garbage)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+
     // Shutdown ends a local agent.
     client.shutdown(ShutdownRequest {}).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -152,4 +172,40 @@ async fn local_agent_serves_the_protocol() {
         assert!(Instant::now() < deadline, "local agent did not exit on Shutdown");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A one-layer docker-archive, as `docker save` writes it; returns it and the image ID.
+fn docker_archive() -> (Vec<u8>, String) {
+    fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            builder.append_data(&mut header, name, *data).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+    fn digest(bytes: &[u8]) -> String {
+        use std::fmt::Write;
+        let mut hex = String::new();
+        for b in <sha2::Sha256 as sha2::Digest>::digest(bytes) {
+            write!(hex, "{b:02x}").unwrap();
+        }
+        format!("sha256:{hex}")
+    }
+    let layer = tar(&[("hello.txt", b"hello\n")]);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "created": "2024-01-02T03:04:05Z",
+        "rootfs": {"type": "layers", "diff_ids": [digest(&layer)]}
+    }))
+    .unwrap();
+    let id = digest(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": "config.json", "RepoTags": ["hello:1"], "Layers": ["layer.tar"]
+    }]))
+    .unwrap();
+    (tar(&[("config.json", &config), ("layer.tar", &layer), ("manifest.json", &manifest)]), id)
 }

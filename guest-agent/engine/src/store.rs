@@ -56,6 +56,9 @@ pub struct ImageRecord {
     pub size: u64,
     /// Unix seconds when the image entered the store.
     pub added_at: u64,
+    /// Unix seconds from the config's `created` (0 when absent).
+    #[serde(default)]
+    pub created: i64,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -263,7 +266,8 @@ impl ImageStore {
                 size += file.metadata().map(|m| m.len()).unwrap_or(0);
                 self.ensure_layer(file, diff_id)?;
             }
-            let record = ImageRecord { id: id.clone(), diff_ids, size, added_at: now() };
+            let created = parsed.created.as_deref().and_then(parse_rfc3339_utc).unwrap_or(0);
+            let record = ImageRecord { id: id.clone(), diff_ids, size, added_at: now(), created };
             next.images.entry(id.clone()).or_insert_with(|| record.clone());
             let mut tags = Vec::new();
             for tag in &image.tags {
@@ -288,6 +292,32 @@ impl ImageStore {
 #[derive(Deserialize)]
 struct ConfigRootfs {
     rootfs: Rootfs,
+    #[serde(default)]
+    created: Option<String>,
+}
+
+/// Unix seconds of an RFC 3339 UTC time (`2024-01-02T03:04:05.678Z`), the
+/// form image configs use; None for anything else.
+pub fn parse_rfc3339_utc(text: &str) -> Option<i64> {
+    let (date, time) = text.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>());
+    let (year, month, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let time = time.strip_suffix('Z')?;
+    let time = time.split('.').next()?;
+    let mut t = time.split(':').map(|p| p.parse::<i64>());
+    let (hour, minute, second) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    // Days from the civil calendar (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
 }
 
 #[derive(Deserialize)]

@@ -13,7 +13,7 @@ fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
 fn config_for(layers: &[&[u8]]) -> Vec<u8> {
     let diff_ids: Vec<String> = layers.iter().map(|l| digest(l)).collect();
     serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux",
+        "architecture": "amd64", "os": "linux", "created": "2024-01-02T03:04:05.678901Z",
         "config": {"Cmd": ["sh"]},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": [{"created_by": "test"}]
@@ -54,6 +54,7 @@ fn loads_a_docker_archive_and_keeps_it_across_reopen() {
     assert_eq!(loaded[0].0.id, id);
     assert_eq!(loaded[0].1, vec!["docker.io/library/busybox:latest", "docker.io/me/app:1"]);
     assert_eq!(loaded[0].0.diff_ids, vec![digest(&base), digest(&top)]);
+    assert_eq!(loaded[0].0.created, 1_704_164_645);
 
     let layer0 = store.layer_dir(&digest(&base)).unwrap();
     assert_eq!(std::fs::read(layer0.join("etc/os-release")).unwrap(), b"ID=test\n");
@@ -165,4 +166,12 @@ fn open_cleans_up_after_a_crash() {
     std::fs::write(dir.path().join("index.json"), b"{not json").unwrap();
     let err = ImageStore::open(dir.path()).err().expect("a corrupt index is an error, not an empty store");
     assert!(err.to_string().contains("corrupt"), "{err}");
+}
+
+#[test]
+fn parses_config_timestamps() {
+    assert_eq!(parse_rfc3339_utc("1970-01-01T00:00:00Z"), Some(0));
+    assert_eq!(parse_rfc3339_utc("2000-03-01T12:00:00.5Z"), Some(951_912_000));
+    assert_eq!(parse_rfc3339_utc("2024-01-02T03:04:05+01:00"), None);
+    assert_eq!(parse_rfc3339_utc("garbage"), None);
 }
