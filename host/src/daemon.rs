@@ -114,7 +114,10 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
     };
     let socket = paths.docker_socket();
     let api_server = match api::bind(&socket) {
-        Ok(listener) => tokio::spawn(api::serve(listener, socket.clone(), std::sync::Arc::new(facts))),
+        Ok(listener) => {
+            let agent = state.agent.clone().context("the VM has no agent endpoint")?;
+            tokio::spawn(api::serve(listener, socket.clone(), std::sync::Arc::new(api::ApiContext { facts, agent })))
+        }
         Err(err) => {
             let error = format!("serving the Docker API on {}: {err}", socket.display());
             shut_down(vm.as_mut(), state.agent.as_ref()).await?;

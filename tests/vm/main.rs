@@ -30,15 +30,7 @@ fn start_status_shell_stop() {
     let socket = berth.run_dir().join("docker.sock");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o600);
-    let docker = |args: &[&str]| {
-        std::process::Command::new("docker")
-            .arg("-H")
-            .arg(format!("unix://{}", socket.display()))
-            .args(args)
-            .env("DOCKER_CONFIG", berth.home.path().join("docker-config"))
-            .output()
-            .expect("the docker CLI (packaging/setup.sh installs it)")
-    };
+    let docker = |args: &[&str]| harness::docker(&berth, args);
     let out = docker(&["version", "--format", "{{.Server.APIVersion}} {{.Server.Os}}"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1.47 linux", "{}", describe(&out));
     let out = docker(&["info", "--format", "{{.NCPU}} {{.OSType}} {{.OperatingSystem}}"]);
@@ -153,6 +145,17 @@ fn home_share_works_both_ways_and_data_disk_persists() {
     let out = berth.cmd(&["shell", "--", "pwd"]).current_dir(&share).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), share.display().to_string());
 
+    // docker load / docker images go to the image store on the data disk.
+    let archive = berth.home.path().join("hello.tar");
+    std::fs::write(&archive, harness::docker_archive("hello:1", "hello.txt", b"hi")).unwrap();
+    let out = harness::docker(&berth, &["load", "-i", &archive.display().to_string()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Loaded image: hello:1"), "{}", describe(&out));
+    let images = || harness::docker(&berth, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(String::from_utf8_lossy(&images().stdout).trim(), "hello:1");
+    std::fs::write(&archive, b"not an image").unwrap();
+    let out = harness::docker(&berth, &["load", "-i", &archive.display().to_string()]);
+    assert!(!out.status.success(), "{}", describe(&out));
+
     // The data disk keeps its contents across a VM restart.
     let out = berth.shell(&["sh", "-c", "echo kept > /var/lib/berth/marker && sync"]);
     assert!(out.status.success(), "{}", describe(&out));
@@ -160,6 +163,7 @@ fn home_share_works_both_ways_and_data_disk_persists() {
     berth.start();
     let out = berth.shell(&["cat", "/var/lib/berth/marker"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n", "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&images().stdout).trim(), "hello:1", "images survive a restart");
     berth.stop_and_check_clean();
 }
 

@@ -1,10 +1,11 @@
 //! The Docker Engine API on `$BERTH_HOME/run/docker.sock`, served by the
 //! daemon (hyper, HTTP/1.1 on a unix socket, mode 0600).
 //!
-//! This is the first slice: version negotiation, `/_ping`, `/version` and
-//! `/info` with the VM's real figures. Every other Docker endpoint answers
-//! 501 with a message naming it, so clients fail clearly instead of
-//! misbehaving on fake data; containers and images arrive with the engine.
+//! Served so far: version negotiation, `/_ping`, `/version` and `/info` with
+//! the VM's real figures, and images: `POST /images/load` (`docker load`)
+//! and `GET /images/json` (`docker images`), forwarded to the agent's image
+//! store. Every other Docker endpoint answers 501 with a message naming it,
+//! so clients fail clearly instead of misbehaving on fake data.
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,10 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
+
+use crate::agent_client::AgentEndpoint;
+
+mod images;
 
 /// The newest and oldest API versions served.
 pub const API_VERSION: &str = "1.47";
@@ -74,25 +79,27 @@ fn with_common_headers(mut response: Response<Body>, facts: &ApiFacts) -> Respon
     response
 }
 
-/// Routes one request. Pure: everything it needs is in `facts`.
-pub fn route(method: &Method, raw_path: &str, facts: &ApiFacts) -> Response<Body> {
-    let (version, path) = split_version(raw_path);
-    if let Some(v) = version {
-        let (asked, min, max) = (parse_version(v), parse_version(MIN_API_VERSION), parse_version(API_VERSION));
-        if asked < min {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("client version {v} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"),
-            );
-        }
-        if asked > max {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("client version {v} is too new. Maximum supported API version is {API_VERSION}"),
-            );
-        }
+/// Docker's answer to a client outside the supported version range.
+fn check_version(version: Option<&str>) -> Result<(), Response<Body>> {
+    let Some(v) = version else { return Ok(()) };
+    let (asked, min, max) = (parse_version(v), parse_version(MIN_API_VERSION), parse_version(API_VERSION));
+    if asked < min {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("client version {v} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"),
+        ));
     }
-    let response = match (method, path) {
+    if asked > max {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("client version {v} is too new. Maximum supported API version is {API_VERSION}"),
+        ));
+    }
+    Ok(())
+}
+
+fn route_local(method: &Method, path: &str, facts: &ApiFacts) -> Response<Body> {
+    match (method, path) {
         (&Method::GET | &Method::HEAD, "/_ping") => {
             let body = if method == Method::HEAD { Bytes::new() } else { Bytes::from_static(b"OK") };
             let mut response = Response::new(Full::new(body));
@@ -107,12 +114,40 @@ pub fn route(method: &Method, raw_path: &str, facts: &ApiFacts) -> Response<Body
         (&Method::GET, "/info") => json_response(StatusCode::OK, info_json(facts)),
         _ => error(
             StatusCode::NOT_IMPLEMENTED,
-            format!(
-                "Berth does not implement {method} {path} yet (containers and images arrive with the container engine)"
-            ),
+            format!("Berth does not implement {method} {path} yet (containers arrive with the container engine)"),
         ),
+    }
+}
+
+/// Everything the server needs: facts for the local routes, the agent for the rest.
+pub struct ApiContext {
+    pub facts: ApiFacts,
+    pub agent: AgentEndpoint,
+}
+
+async fn handle(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> {
+    let method = req.method().clone();
+    let raw_path = req.uri().path().to_string();
+    let (version, path) = split_version(&raw_path);
+    let response = match check_version(version) {
+        Err(response) => response,
+        Ok(()) => match (&method, path) {
+            (&Method::POST, "/images/load") => images::load(req, &ctx.agent).await,
+            (&Method::GET, "/images/json") => images::list(req.uri().query(), &ctx.agent).await,
+            _ => route_local(&method, path, &ctx.facts),
+        },
     };
-    with_common_headers(response, facts)
+    with_common_headers(response, &ctx.facts)
+}
+
+/// An agent error as Docker reports it: the client's fault is a 400.
+pub fn agent_error(status: tonic::Status) -> Response<Body> {
+    let code = match status.code() {
+        tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(code, status.message())
 }
 
 fn arch() -> &'static str {
@@ -175,7 +210,7 @@ pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
 }
 
 /// Serves until the future is dropped; removes the socket file when it is.
-pub async fn serve(listener: tokio::net::UnixListener, socket: PathBuf, facts: Arc<ApiFacts>) {
+pub async fn serve(listener: tokio::net::UnixListener, socket: PathBuf, ctx: Arc<ApiContext>) {
     struct RemoveOnDrop(PathBuf);
     impl Drop for RemoveOnDrop {
         fn drop(&mut self) {
@@ -191,13 +226,14 @@ pub async fn serve(listener: tokio::net::UnixListener, socket: PathBuf, facts: A
                 continue;
             }
         };
-        let facts = facts.clone();
+        let ctx = ctx.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let facts = facts.clone();
+                let ctx = ctx.clone();
                 async move {
-                    let response = route(req.method(), req.uri().path(), &facts);
-                    tracing::debug!(method = %req.method(), path = req.uri().path(), status = response.status().as_u16(), "api");
+                    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+                    let response = handle(req, &ctx).await;
+                    tracing::debug!(%method, path, status = response.status().as_u16(), "api");
                     Ok::<_, Infallible>(response)
                 }
             });
@@ -212,6 +248,16 @@ pub async fn serve(listener: tokio::net::UnixListener, socket: PathBuf, facts: A
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the server answers for routes that need no agent.
+    fn route(method: &Method, raw_path: &str, facts: &ApiFacts) -> Response<Body> {
+        let (version, path) = split_version(raw_path);
+        let response = match check_version(version) {
+            Err(response) => response,
+            Ok(()) => route_local(method, path, facts),
+        };
+        with_common_headers(response, facts)
+    }
 
     fn facts() -> ApiFacts {
         ApiFacts {
