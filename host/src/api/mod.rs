@@ -79,23 +79,23 @@ fn with_common_headers(mut response: Response<Body>, facts: &ApiFacts) -> Respon
     response
 }
 
-/// Docker's answer to a client outside the supported version range.
-fn check_version(version: Option<&str>) -> Result<(), Response<Body>> {
-    let Some(v) = version else { return Ok(()) };
+/// Docker's answer to a client outside the supported version range, if it is.
+fn version_error(version: Option<&str>) -> Option<Response<Body>> {
+    let v = version?;
     let (asked, min, max) = (parse_version(v), parse_version(MIN_API_VERSION), parse_version(API_VERSION));
     if asked < min {
-        return Err(error(
+        return Some(error(
             StatusCode::BAD_REQUEST,
             format!("client version {v} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"),
         ));
     }
     if asked > max {
-        return Err(error(
+        return Some(error(
             StatusCode::BAD_REQUEST,
             format!("client version {v} is too new. Maximum supported API version is {API_VERSION}"),
         ));
     }
-    Ok(())
+    None
 }
 
 fn route_local(method: &Method, path: &str, facts: &ApiFacts) -> Response<Body> {
@@ -129,9 +129,9 @@ async fn handle(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> {
     let method = req.method().clone();
     let raw_path = req.uri().path().to_string();
     let (version, path) = split_version(&raw_path);
-    let response = match check_version(version) {
-        Err(response) => response,
-        Ok(()) => match (&method, path) {
+    let response = match version_error(version) {
+        Some(response) => response,
+        None => match (&method, path) {
             (&Method::POST, "/images/load") => images::load(req, &ctx.agent).await,
             (&Method::GET, "/images/json") => images::list(req.uri().query(), &ctx.agent).await,
             _ => route_local(&method, path, &ctx.facts),
@@ -252,10 +252,7 @@ mod tests {
     /// What the server answers for routes that need no agent.
     fn route(method: &Method, raw_path: &str, facts: &ApiFacts) -> Response<Body> {
         let (version, path) = split_version(raw_path);
-        let response = match check_version(version) {
-            Err(response) => response,
-            Ok(()) => route_local(method, path, facts),
-        };
+        let response = version_error(version).unwrap_or_else(|| route_local(method, path, facts));
         with_common_headers(response, facts)
     }
 
