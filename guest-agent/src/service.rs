@@ -13,6 +13,10 @@ use berth_agent_proto::{
     ListImagesResponse, LoadImagesResponse, MountStatus, PingRequest, PingResponse, ShutdownRequest, ShutdownResponse,
     PROTOCOL_VERSION,
 };
+use berth_agent_proto::{
+    InspectImageRequest, InspectImageResponse, RemoveImageRequest, RemoveImageResponse, TagImageRequest,
+    TagImageResponse,
+};
 use tokio::sync::{mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -61,6 +65,8 @@ impl ImagesSlot {
 fn store_status(err: StoreError) -> Status {
     match &err {
         StoreError::Invalid(_) | StoreError::DigestMismatch { .. } => Status::invalid_argument(err.to_string()),
+        StoreError::NotFound(_) => Status::not_found(err.to_string()),
+        StoreError::Conflict(_) => Status::aborted(err.to_string()),
         StoreError::Layer(
             LayerError::Unsafe { .. } | LayerError::DigestMismatch { .. } | LayerError::UnsupportedCompression(_),
         ) => Status::invalid_argument(err.to_string()),
@@ -110,6 +116,19 @@ fn check_version(client: u32) -> Result<(), Status> {
         Err(Status::failed_precondition(format!(
             "protocol version mismatch: client speaks v{client}, berth-agent {AGENT_VERSION} speaks v{PROTOCOL_VERSION}"
         )))
+    }
+}
+
+impl AgentService {
+    /// Runs a store operation on a blocking thread (the store does file I/O).
+    async fn images_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut ImageStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let images = self.images.clone();
+        tokio::task::spawn_blocking(move || images.with(f))
+            .await
+            .map_err(|e| Status::internal(format!("image store task failed: {e}")))?
     }
 }
 
@@ -185,13 +204,36 @@ impl Agent for AgentService {
     }
 
     async fn list_images(&self, _: Request<ListImagesRequest>) -> Result<Response<ListImagesResponse>, Status> {
-        let images = self.images.clone();
-        let images = tokio::task::spawn_blocking(move || {
-            images.with(|store| Ok(store.images().map(|record| summary(store, record)).collect::<Vec<_>>()))
-        })
-        .await
-        .map_err(|e| Status::internal(format!("image list task failed: {e}")))??;
+        let images =
+            self.images_blocking(|store| Ok(store.images().map(|record| summary(store, record)).collect())).await?;
         Ok(Response::new(ListImagesResponse { images }))
+    }
+
+    async fn inspect_image(&self, req: Request<InspectImageRequest>) -> Result<Response<InspectImageResponse>, Status> {
+        let name = req.into_inner().name;
+        let reply = self
+            .images_blocking(move |store| {
+                let record = store.resolve(&name).ok_or_else(|| StoreError::NotFound(name.clone()))?.clone();
+                Ok(InspectImageResponse {
+                    image: Some(summary(store, &record)),
+                    config_json: store.config_json(&record.id)?,
+                    diff_ids: record.diff_ids,
+                })
+            })
+            .await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn tag_image(&self, req: Request<TagImageRequest>) -> Result<Response<TagImageResponse>, Status> {
+        let TagImageRequest { source, target } = req.into_inner();
+        let target = self.images_blocking(move |store| store.tag(&source, &target)).await?;
+        Ok(Response::new(TagImageResponse { target }))
+    }
+
+    async fn remove_image(&self, req: Request<RemoveImageRequest>) -> Result<Response<RemoveImageResponse>, Status> {
+        let RemoveImageRequest { name, force } = req.into_inner();
+        let removed = self.images_blocking(move |store| store.remove(&name, force)).await?;
+        Ok(Response::new(RemoveImageResponse { untagged: removed.untagged, deleted: removed.deleted }))
     }
 
     async fn shutdown(&self, _: Request<ShutdownRequest>) -> Result<Response<ShutdownResponse>, Status> {

@@ -152,6 +152,36 @@ fn home_share_works_both_ways_and_data_disk_persists() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("Loaded image: hello:1"), "{}", describe(&out));
     let images = || harness::docker(&berth, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert_eq!(String::from_utf8_lossy(&images().stdout).trim(), "hello:1");
+    // tag, inspect, rmi, with Docker's semantics and wording.
+    let out = harness::docker(&berth, &["tag", "hello:1", "localhost:5000/team/hello:2"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = harness::docker(
+        &berth,
+        &[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Os}} {{.Architecture}} {{len .RootFS.Layers}} {{.RepoTags}}",
+            "localhost:5000/team/hello:2",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "linux amd64 1 [hello:1 localhost:5000/team/hello:2]",
+        "{}",
+        describe(&out)
+    );
+    let out = harness::docker(&berth, &["rmi", "localhost:5000/team/hello:2"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "Untagged: localhost:5000/team/hello:2",
+        "{}",
+        describe(&out)
+    );
+    let out = harness::docker(&berth, &["rmi", "nosuch:1"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such image: nosuch:1"), "{}", describe(&out));
+    let out = harness::docker(&berth, &["image", "inspect", "nosuch"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such image: nosuch"), "{}", describe(&out));
     std::fs::write(&archive, b"not an image").unwrap();
     let out = harness::docker(&berth, &["load", "-i", &archive.display().to_string()]);
     assert!(!out.status.success(), "{}", describe(&out));
@@ -164,6 +194,10 @@ fn home_share_works_both_ways_and_data_disk_persists() {
     let out = berth.shell(&["cat", "/var/lib/berth/marker"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n", "{}", describe(&out));
     assert_eq!(String::from_utf8_lossy(&images().stdout).trim(), "hello:1", "images survive a restart");
+    let out = harness::docker(&berth, &["rmi", "hello:1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Untagged: hello:1") && text.contains("Deleted: sha256:"), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&images().stdout).trim(), "");
     berth.stop_and_check_clean();
 }
 

@@ -28,6 +28,11 @@ use crate::reference;
 pub enum StoreError {
     #[error("{0}")]
     Invalid(String),
+    /// Docker's wording, which clients match on.
+    #[error("No such image: {0}")]
+    NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
     DigestMismatch { what: String, expected: String, actual: String },
     #[error(transparent)]
@@ -59,6 +64,13 @@ pub struct ImageRecord {
     /// Unix seconds from the config's `created` (0 when absent).
     #[serde(default)]
     pub created: i64,
+}
+
+/// What `remove` did, in Docker's terms.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Removed {
+    pub untagged: Vec<String>,
+    pub deleted: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -212,6 +224,77 @@ impl ImageStore {
         }
     }
 
+    /// Points `target` (a reference) at the image `source` names.
+    pub fn tag(&mut self, source: &str, target: &str) -> Result<String, StoreError> {
+        let id = self.resolve(source).ok_or_else(|| StoreError::NotFound(source.to_string()))?.id.clone();
+        let target = reference::normalize(target).map_err(invalid)?;
+        if target.contains('@') {
+            return Err(invalid(format!("refusing to create a tag with a digest reference: {target}")));
+        }
+        let mut next = self.index.clone();
+        next.tags.insert(target.clone(), id);
+        self.commit_index(next)?;
+        Ok(target)
+    }
+
+    /// `docker rmi`: a tag that is not the image's last one is only removed
+    /// from it; otherwise the image goes, with the blobs and layers no other
+    /// image uses. Naming an image by ID while several references point at it
+    /// needs `force`, as in Docker.
+    pub fn remove(&mut self, name: &str, force: bool) -> Result<Removed, StoreError> {
+        let id = self.resolve(name).ok_or_else(|| StoreError::NotFound(name.to_string()))?.id.clone();
+        let tags: Vec<String> = self.tags_of(&id).into_iter().map(String::from).collect();
+        let by_reference = reference::normalize(name).ok().filter(|r| tags.contains(r));
+        let mut next = self.index.clone();
+        let mut removed = Removed::default();
+        match by_reference {
+            Some(tag) if tags.len() > 1 => {
+                next.tags.remove(&tag);
+                removed.untagged.push(tag);
+                self.commit_index(next)?;
+                return Ok(removed);
+            }
+            None if tags.len() > 1 && !force => {
+                return Err(StoreError::Conflict(format!(
+                    "unable to delete {} (must be forced) - image is referenced in multiple repositories",
+                    &id["sha256:".len().."sha256:".len() + 12]
+                )))
+            }
+            _ => {}
+        }
+        for tag in tags {
+            next.tags.remove(&tag);
+            removed.untagged.push(tag);
+        }
+        let record = next.images.remove(&id).expect("resolved above");
+        // The index goes first: once it no longer names the image, deleting
+        // its files cannot expose a half-removed image.
+        self.commit_index(next)?;
+        removed.deleted.push(id.clone());
+        let _ = std::fs::remove_file(self.blob_path(&id)?);
+        for diff_id in &record.diff_ids {
+            if !self.index.images.values().any(|other| other.diff_ids.contains(diff_id)) {
+                let dir = self.layer_dir(diff_id)?;
+                std::fs::remove_dir_all(&dir).map_err(io_err(format!("removing {}", dir.display())))?;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The image config as stored (the JSON `docker image inspect` is built from).
+    pub fn config_json(&self, id: &str) -> Result<Vec<u8>, StoreError> {
+        std::fs::read(self.blob_path(id)?).map_err(io_err(format!("reading the config of {id}")))
+    }
+
+    fn commit_index(&mut self, next: Index) -> Result<(), StoreError> {
+        let previous = std::mem::replace(&mut self.index, next);
+        if let Err(err) = self.save_index() {
+            self.index = previous;
+            return Err(err);
+        }
+        Ok(())
+    }
+
     fn save_index(&self) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec_pretty(&self.index).map_err(|e| invalid(e.to_string()))?;
         write_atomically(&self.root.join("index.json"), &self.root.join("tmp"), &bytes)
@@ -280,11 +363,7 @@ impl ImageStore {
         // Fsync'd blobs and layers first, then the index that makes them visible.
         sync_dir(&self.root.join("blobs/sha256"))?;
         sync_dir(&self.root.join("layers/sha256"))?;
-        let previous = std::mem::replace(&mut self.index, next);
-        if let Err(err) = self.save_index() {
-            self.index = previous;
-            return Err(err);
-        }
+        self.commit_index(next)?;
         Ok(loaded)
     }
 }

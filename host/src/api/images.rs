@@ -1,6 +1,8 @@
 //! `/images/*`: forwarded to the agent's image store.
 
-use berth_agent_proto::{ArchiveChunk, ImageSummary, ListImagesRequest};
+use berth_agent_proto::{
+    ArchiveChunk, ImageSummary, InspectImageRequest, ListImagesRequest, RemoveImageRequest, TagImageRequest,
+};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -8,7 +10,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{agent_error, error, json_response, Body};
+use super::{agent_error, error, json_response, query_param, Body};
 use crate::agent_client::AgentEndpoint;
 
 /// The short name Docker shows for a normalised reference (the agent's
@@ -66,13 +68,9 @@ pub async fn load(req: Request<Incoming>, agent: &AgentEndpoint) -> Response<Bod
     response
 }
 
-/// Whether a `filters` query value is absent or empty (`{}`), percent-encoded or not.
+/// Whether the `filters` query value is absent or empty (`{}`).
 fn filters_empty(query: Option<&str>) -> bool {
-    query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .filter_map(|pair| pair.strip_prefix("filters="))
-        .all(|value| value.is_empty() || value == "{}" || value.eq_ignore_ascii_case("%7B%7D"))
+    query_param(query, "filters").is_none_or(|f| f.is_empty() || f == "{}")
 }
 
 /// `docker images`.
@@ -105,6 +103,67 @@ fn images_json(mut images: Vec<ImageSummary>) -> serde_json::Value {
             })
         })
         .collect()
+}
+
+/// `docker image inspect`.
+pub async fn inspect(name: &str, agent: &AgentEndpoint) -> Response<Body> {
+    let reply = match agent.client().inspect_image(InspectImageRequest { name: name.to_string() }).await {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => return agent_error(status),
+    };
+    let config: serde_json::Value = serde_json::from_slice(&reply.config_json).unwrap_or(serde_json::Value::Null);
+    let image = reply.image.unwrap_or_default();
+    let field = |key: &str| config.get(key).cloned().unwrap_or_else(|| json!(""));
+    json_response(
+        StatusCode::OK,
+        json!({
+            "Id": image.id,
+            "RepoTags": image.tags.iter().map(|t| familiar(t)).collect::<Vec<_>>(),
+            "RepoDigests": [],
+            "Parent": "",
+            "Comment": field("comment"),
+            "Created": field("created"),
+            "Author": field("author"),
+            "Config": config.get("config").cloned().unwrap_or(serde_json::Value::Null),
+            "Architecture": field("architecture"),
+            "Variant": config.get("variant").cloned().unwrap_or(serde_json::Value::Null),
+            "Os": field("os"),
+            "Size": image.size,
+            "RootFS": {"Type": "layers", "Layers": reply.diff_ids},
+            "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+        }),
+    )
+}
+
+/// `docker tag SOURCE REPO[:TAG]`: `?repo=REPO&tag=TAG`.
+pub async fn tag(name: &str, query: Option<&str>, agent: &AgentEndpoint) -> Response<Body> {
+    let Some(repo) = query_param(query, "repo").filter(|r| !r.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "repository name (repo) is required");
+    };
+    let tag = query_param(query, "tag").filter(|t| !t.is_empty()).unwrap_or_else(|| "latest".into());
+    let request = TagImageRequest { source: name.to_string(), target: format!("{repo}:{tag}") };
+    match agent.client().tag_image(request).await {
+        Ok(_) => {
+            let mut response = Response::new(http_body_util::Full::new(Bytes::new()));
+            *response.status_mut() = StatusCode::CREATED;
+            response
+        }
+        Err(status) => agent_error(status),
+    }
+}
+
+/// `docker rmi NAME`: `?force=1` removes an image that several references name.
+pub async fn remove(name: &str, query: Option<&str>, agent: &AgentEndpoint) -> Response<Body> {
+    let force = query_param(query, "force").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    match agent.client().remove_image(RemoveImageRequest { name: name.to_string(), force }).await {
+        Ok(reply) => {
+            let reply = reply.into_inner();
+            let untagged = reply.untagged.iter().map(|t| json!({ "Untagged": familiar(t) }));
+            let deleted = reply.deleted.iter().map(|id| json!({ "Deleted": id }));
+            json_response(StatusCode::OK, untagged.chain(deleted).collect())
+        }
+        Err(status) => agent_error(status),
+    }
 }
 
 #[cfg(test)]

@@ -119,6 +119,38 @@ fn route_local(method: &Method, path: &str, facts: &ApiFacts) -> Response<Body> 
     }
 }
 
+/// Decodes `%XX` escapes and `+` (a space in query strings, as Go's
+/// url.Values encodes them); invalid escapes are kept as they are.
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => match text.get(i + 1..i + 3).and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
+                Some(byte) => {
+                    out.push(byte);
+                    i += 3;
+                    continue;
+                }
+                None => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The decoded value of `name` in a query string.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then(|| percent_decode(value))
+    })
+}
+
 /// Everything the server needs: facts for the local routes, the agent for the rest.
 pub struct ApiContext {
     pub facts: ApiFacts,
@@ -134,6 +166,18 @@ async fn handle(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> {
         None => match (&method, path) {
             (&Method::POST, "/images/load") => images::load(req, &ctx.agent).await,
             (&Method::GET, "/images/json") => images::list(req.uri().query(), &ctx.agent).await,
+            (_, path) if path.starts_with("/images/") => {
+                // Image names contain '/' (me/app, localhost:5000/x): the
+                // action is the last segment, the name everything before it.
+                let rest = percent_decode(&path["/images/".len()..]);
+                let query = req.uri().query();
+                match (&method, rest.rsplit_once('/')) {
+                    (&Method::GET, Some((name, "json"))) => images::inspect(name, &ctx.agent).await,
+                    (&Method::POST, Some((name, "tag"))) => images::tag(name, query, &ctx.agent).await,
+                    (&Method::DELETE, _) => images::remove(&rest, query, &ctx.agent).await,
+                    _ => route_local(&method, path, &ctx.facts),
+                }
+            }
             _ => route_local(&method, path, &ctx.facts),
         },
     };
@@ -145,6 +189,7 @@ pub fn agent_error(status: tonic::Status) -> Response<Body> {
     let code = match status.code() {
         tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
         tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        tonic::Code::Aborted => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(code, status.message())
@@ -275,6 +320,15 @@ mod tests {
 
     fn futures_executor<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn query_strings() {
+        assert_eq!(query_param(Some("repo=me%2Fapp&tag=v1"), "repo").as_deref(), Some("me/app"));
+        assert_eq!(query_param(Some("force=1&noprune=0"), "force").as_deref(), Some("1"));
+        assert_eq!(query_param(Some("force"), "force").as_deref(), Some(""));
+        assert_eq!(query_param(None, "repo"), None);
+        assert_eq!(percent_decode("a+b%zz%41"), "a b%zzA");
     }
 
     #[test]

@@ -175,3 +175,39 @@ fn parses_config_timestamps() {
     assert_eq!(parse_rfc3339_utc("2024-01-02T03:04:05+01:00"), None);
     assert_eq!(parse_rfc3339_utc("garbage"), None);
 }
+
+#[test]
+fn tag_untag_remove_and_collect_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = ImageStore::open(dir.path()).unwrap();
+    let shared = layer_tar(&[("shared", b"s")]);
+    let own = layer_tar(&[("own", b"o")]);
+    let (a, id_a) = docker_archive(&[shared.clone(), own.clone()], &["a:1"]);
+    let (b, id_b) = docker_archive(std::slice::from_ref(&shared), &["b:1"]);
+    store.load(a.as_slice()).unwrap();
+    store.load(b.as_slice()).unwrap();
+
+    assert_eq!(store.tag("a:1", "a:2").unwrap(), "docker.io/library/a:2");
+    assert_eq!(store.resolve("a:2").unwrap().id, id_a);
+    assert!(matches!(store.tag("nope", "x:1"), Err(StoreError::NotFound(_))));
+
+    // By ID while two references point at it: refused unless forced.
+    let err = store.remove(&id_a[7..19], false).unwrap_err();
+    assert!(err.to_string().contains("must be forced"), "{err}");
+    // One of two tags: untag only.
+    let removed = store.remove("a:2", false).unwrap();
+    assert_eq!(removed, Removed { untagged: vec!["docker.io/library/a:2".into()], deleted: vec![] });
+    assert!(store.resolve("a:1").is_some());
+    // The last tag: the image goes, and its own layer, but not the shared one.
+    let removed = store.remove("a:1", false).unwrap();
+    assert_eq!(removed.deleted, vec![id_a.clone()]);
+    assert!(!store.layer_dir(&digest(&own)).unwrap().exists());
+    assert!(store.layer_dir(&digest(&shared)).unwrap().exists(), "b still uses the shared layer");
+    assert!(!store.blob_path(&id_a).unwrap().exists());
+    let err = store.remove("a:1", false).unwrap_err();
+    assert_eq!(err.to_string(), "No such image: a:1");
+
+    let reopened = ImageStore::open(dir.path()).unwrap();
+    assert_eq!(reopened.images().map(|i| i.id.clone()).collect::<Vec<_>>(), vec![id_b.clone()]);
+    assert!(reopened.config_json(&id_b).unwrap().starts_with(b"{"));
+}
