@@ -7,7 +7,7 @@
 # Installs into $BERTH_PREFIX (default ~/.local):
 #   bin/berth
 #   share/berth/{vmlinux,initramfs.cpio}      guest kernel + initramfs
-#   share/berth/bin/{virtiofsd,vhost-device-vsock}
+#   share/berth/bin/{virtiofsd,vhost-device-vsock,berth-agent}
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${BERTH_BUILD_CACHE:-$HOME/.cache/berth-build}
@@ -85,6 +85,8 @@ log "building berth-agent (static musl) and berth"
 (cd "$repo" && cargo build --quiet --release -p berth-agent --target x86_64-unknown-linux-musl >&2)
 (cd "$repo" && cargo build --quiet --release -p berth >&2)
 "$repo/initramfs/build.sh" "$repo/target/x86_64-unknown-linux-musl/release/berth-agent" "$share/initramfs.cpio" >&2
+# The same static agent, for the local backend (no VM).
+install -m 0755 "$repo/target/x86_64-unknown-linux-musl/release/berth-agent" "$share/bin/berth-agent"
 mkdir -p "$prefix/bin"
 install -m 0755 "$repo/target/release/berth" "$prefix/bin/berth"
 log "ready: $prefix/bin/berth (assets in $share)"

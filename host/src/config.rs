@@ -1,6 +1,8 @@
 //! `$BERTH_HOME/config.toml`.
 //!
 //! ```toml
+//! backend = "vm"                # or "local": no VM, the agent runs on this Linux host (root)
+//!
 //! [vm]
 //! cpus = 2
 //! memory-mib = 2048
@@ -16,9 +18,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::vm::BackendKind;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
+    #[serde(default)]
+    backend: Option<BackendKind>,
     #[serde(default)]
     vm: VmSection,
 }
@@ -35,6 +41,8 @@ struct VmSection {
 /// The effective settings, defaults applied and validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// `backend` in the file; BERTH_BACKEND overrides it.
+    pub backend: BackendKind,
     pub cpus: u32,
     pub memory_mib: u64,
     pub disk_gib: u64,
@@ -57,6 +65,12 @@ impl Config {
 
     pub fn parse(text: &str, home: Option<&Path>) -> Result<Config> {
         let file: ConfigFile = toml::from_str(text)?;
+        let backend = match std::env::var("BERTH_BACKEND").ok().filter(|b| !b.is_empty()) {
+            Some(name) => toml::Value::String(name.clone())
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("BERTH_BACKEND={name} is not one of vm, local"))?,
+            None => file.backend.unwrap_or_default(),
+        };
         let vm = file.vm;
         let host_cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
         let cpus = vm.cpus.unwrap_or(host_cpus.min(8));
@@ -86,7 +100,7 @@ impl Config {
             }
             shares.push(path);
         }
-        Ok(Config { cpus, memory_mib, disk_gib, shares })
+        Ok(Config { backend, cpus, memory_mib, disk_gib, shares })
     }
 }
 
@@ -141,6 +155,7 @@ mod tests {
         let err = |text: &str| format!("{:#}", Config::parse(text, Some(h.path())).unwrap_err());
         assert!(err("[vm]\ncpu = 2\n").contains("unknown field `cpu`"));
         assert!(err("[vmm]\n").contains("unknown field `vmm`"));
+        assert!(err("backend = \"cloud\"\n").contains("backend"));
         assert!(err("[vm]\ncpus = 0\n").contains("vm.cpus"));
         assert!(err("[vm]\ncpus = \"two\"\n").contains("cpus"));
         assert!(err("[vm]\nmemory-mib = 16\n").contains("vm.memory-mib"));

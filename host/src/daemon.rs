@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::lifecycle::{self, StartOutcome};
 use crate::paths::{Assets, Paths};
 use crate::state::{Phase, State};
-use crate::vm::{self, Accel, RunningVm, Share, VmSpec};
+use crate::vm::{self, Accel, BackendKind, RunningVm, Share, VmSpec};
 
 /// Boots under TCG on a loaded 2-core machine can take a while; the first
 /// boot also formats the data disk.
@@ -168,7 +168,7 @@ async fn shut_down(vm: &mut dyn RunningVm, agent: Option<&AgentEndpoint>) -> Res
     if let Some(endpoint) = agent {
         let mut client = endpoint.client();
         match tokio::time::timeout(Duration::from_secs(3), client.shutdown(ShutdownRequest {})).await {
-            Ok(Ok(_)) => tracing::info!("agent is powering the VM off"),
+            Ok(Ok(_)) => tracing::info!("the agent is shutting down"),
             Ok(Err(err)) => tracing::warn!(%err, "agent shutdown failed"),
             Err(_) => tracing::warn!("agent shutdown timed out"),
         }
@@ -181,15 +181,20 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse)
     let config = Config::load(&paths.config_file())?;
     let assets = Assets::locate()?;
     let accel = Accel::from_env()?;
-    prepare_disk(paths, config.disk_gib)?;
+    let is_vm = config.backend == BackendKind::Vm;
+    // A local agent needs no kernel, data disk or accelerator.
+    let (kernel, initramfs) = if is_vm { (assets.kernel()?, assets.initramfs()) } else { Default::default() };
+    if is_vm {
+        prepare_disk(paths, config.disk_gib)?;
+    }
     rotate_log(&paths.console_log());
     rotate_log(&paths.agent_log());
     let spec = VmSpec {
         cpus: config.cpus,
         memory_mib: config.memory_mib,
         accel,
-        kernel: assets.kernel()?,
-        initramfs: assets.initramfs(),
+        kernel,
+        initramfs,
         disk: paths.disk_image(),
         shares: config
             .shares
@@ -203,12 +208,13 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse)
         vmm_log: paths.qemu_log(),
         helpers_log: paths.helpers_log(),
         agent_log_level: std::env::var("BERTH_AGENT_LOG").unwrap_or_else(|_| "info".into()),
+        engine_dir: paths.home.join("local"),
     };
-    let backend = vm::host_backend()?;
+    let backend = vm::host_backend(config.backend)?;
     let started = Instant::now();
     let mut vm = backend.start(&spec).await?;
     let mut state = State::new(Phase::Starting);
-    state.accel = Some(accel.name().into());
+    state.accel = Some(if is_vm { accel.name() } else { "none" }.into());
     state.agent = Some(vm.agent_endpoint());
     state.processes = vm.processes();
     state.write(&paths.state_file())?;
@@ -260,7 +266,7 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse)
     state.agent_version = Some(info.agent_version.clone());
     state.kernel_release = Some(info.kernel_release.clone());
     state.cpus = Some(info.cpus);
-    state.memory_mib = Some(spec.memory_mib);
+    state.memory_mib = Some(if is_vm { spec.memory_mib } else { info.memory_total_bytes >> 20 });
     state.shares = config.shares.clone();
     state.write(&paths.state_file())?;
     tracing::info!(boot_ms, agent_version = %state.agent_version.as_deref().unwrap_or(""), guest_uptime_ms = info.uptime_ms, "VM ready");

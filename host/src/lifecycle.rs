@@ -83,8 +83,8 @@ pub fn effective_state(paths: &Paths) -> Result<State> {
 pub fn start(paths: &Paths) -> Result<()> {
     paths.ensure_dirs()?;
     // Fail fast, in the user's terminal, on what the daemon would fail on.
-    Config::load(&paths.config_file())?;
-    crate::vm::host_backend()?;
+    let config = Config::load(&paths.config_file())?;
+    crate::vm::host_backend(config.backend)?;
 
     if daemon_alive(paths)? {
         return wait_for_running(paths, "berth is already running");

@@ -99,7 +99,7 @@ fn run(command: Command) -> Result<i32> {
         _ => {
             // The VM backend for this platform (Hyper-V) is not written yet;
             // the error says so instead of pretending.
-            vm::host_backend()?;
+            vm::host_backend(vm::BackendKind::Vm)?;
             Ok(0)
         }
     }

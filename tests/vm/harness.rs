@@ -35,6 +35,14 @@ impl Berth {
         Berth::with_config(share, "")
     }
 
+    /// A Berth home with exactly this config.toml.
+    pub fn with_config_file(contents: &str) -> Berth {
+        let share = tempfile::tempdir().unwrap();
+        let home = tempfile::Builder::new().prefix("berth-home-").tempdir().unwrap();
+        std::fs::write(home.path().join("config.toml"), contents).unwrap();
+        Berth { home, share }
+    }
+
     pub fn with_config(share: tempfile::TempDir, extra_vm: &str) -> Berth {
         let home = tempfile::Builder::new().prefix("berth-home-").tempdir().unwrap();
         let config = format!(

@@ -261,3 +261,31 @@ fn bad_config_is_a_clear_error_and_starts_nothing() {
     let stderr = String::from_utf8_lossy(&berth.run(&["start"]).stderr).into_owned();
     assert!(stderr.contains("vm.memory-mib"), "{stderr}");
 }
+
+#[test]
+fn local_backend_runs_the_engine_without_a_vm() {
+    let berth = Berth::with_config_file("backend = \"local\"\n[vm]\nshares = []\n");
+    berth.start();
+    let status = berth.status();
+    assert_eq!(status["state"], "running", "{status}");
+    assert_eq!(status["accel"], "none", "{status}");
+    let host_kernel =
+        String::from_utf8(std::process::Command::new("uname").arg("-r").output().unwrap().stdout).unwrap();
+    assert_eq!(status["kernel_release"], host_kernel.trim(), "the local agent reports this host");
+
+    // Commands run on this host, as root.
+    let out = berth.shell(&["sh", "-c", "id -u; exit 3"]);
+    assert_eq!((String::from_utf8_lossy(&out.stdout).trim(), out.status.code()), ("0", Some(3)), "{}", describe(&out));
+
+    // The Docker API and the image store work the same way.
+    let archive = berth.home.path().join("img.tar");
+    std::fs::write(&archive, harness::docker_archive("local:1", "f", b"x")).unwrap();
+    let out = harness::docker(&berth, &["load", "-i", &archive.display().to_string()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Loaded image: local:1"), "{}", describe(&out));
+    assert!(berth.home.path().join("local/images/index.json").is_file(), "the store lives under BERTH_HOME/local");
+    berth.stop_and_check_clean();
+
+    // BERTH_BACKEND overrides the file; a bad name is a clear error.
+    let out = berth.cmd(&["start"]).env("BERTH_BACKEND", "cloud").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BERTH_BACKEND=cloud"), "{}", describe(&out));
+}

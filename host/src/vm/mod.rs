@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 use crate::agent_client::AgentEndpoint;
 
 #[cfg(target_os = "linux")]
+pub mod local;
+#[cfg(target_os = "linux")]
+mod owned;
+#[cfg(target_os = "linux")]
 pub mod qemu;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -119,6 +123,8 @@ pub struct VmSpec {
     pub helpers_log: PathBuf,
     /// Agent log filter, passed on the kernel command line.
     pub agent_log_level: String,
+    /// Where a backend without a data disk (local) keeps the engine's state.
+    pub engine_dir: PathBuf,
 }
 
 /// Fixed guest network facts for user-mode networking.
@@ -154,18 +160,35 @@ pub trait RunningVm: Send {
     fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<()>>;
 }
 
-/// The backend for this host.
-pub fn host_backend() -> Result<Box<dyn VmBackend>> {
+/// Which kind of machine runs the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// A Berth VM (the default everywhere).
+    #[default]
+    Vm,
+    /// No VM: the agent runs on this (Linux) host.
+    Local,
+}
+
+/// The backend of that kind for this host.
+pub fn host_backend(kind: BackendKind) -> Result<Box<dyn VmBackend>> {
     #[cfg(target_os = "linux")]
     {
-        Ok(Box::new(qemu::QemuBackend::locate()?))
+        match kind {
+            BackendKind::Vm => Ok(Box::new(qemu::QemuBackend::locate()?)),
+            BackendKind::Local => Ok(Box::new(local::LocalBackend::locate()?)),
+        }
     }
     #[cfg(not(target_os = "linux"))]
     {
-        anyhow::bail!(
-            "Berth has no VM backend for {} yet (planned: Virtualization.framework on macOS, Hyper-V on Windows)",
-            std::env::consts::OS
-        )
+        match kind {
+            BackendKind::Vm => anyhow::bail!(
+                "Berth has no VM backend for {} yet (planned: Virtualization.framework on macOS, Hyper-V on Windows)",
+                std::env::consts::OS
+            ),
+            BackendKind::Local => anyhow::bail!("the local backend needs a Linux host"),
+        }
     }
 }
 

@@ -3,17 +3,17 @@
 //! vhost-device-vsock serving hybrid vsock on a unix socket.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use tokio::process::{Child, Command};
 
+use super::owned::{spawn_owned, wait_for_socket};
 use super::{Accel, BoxFuture, RunningVm, Share, VmBackend, VmProcess, VmSpec, GUEST_NET, HOST_ALIAS_IP};
 use crate::agent_client::AgentEndpoint;
 use berth_agent_proto::AGENT_VSOCK_PORT;
 
-const SETUP_HINT: &str = "install it with `packaging/setup.sh`";
+pub const SETUP_HINT: &str = "install it with `packaging/setup.sh`";
 
 /// How the guest's vsock device is provided.
 #[derive(Debug, Clone, PartialEq)]
@@ -175,39 +175,6 @@ impl QemuBackend {
         };
         Ok(QemuBackend { qemu, virtiofsd, vsock_device })
     }
-}
-
-/// Spawns a process that dies with the daemon (PR_SET_PDEATHSIG), so a
-/// killed daemon leaves no VM or helper behind.
-fn spawn_owned(cmd: &mut Command, log: &Path, name: &str) -> Result<Child> {
-    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
-    cmd.stdin(Stdio::null()).stdout(log_file.try_clone()?).stderr(log_file).kill_on_drop(true);
-    // SAFETY: prctl is async-signal-safe and only takes integers. The daemon
-    // spawns from its single runtime thread, which lives as long as the
-    // process, so "parent death" means the daemon's death.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn().with_context(|| format!("starting {name}"))
-}
-
-async fn wait_for_socket(path: &Path, child: &mut Child, name: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !path.exists() {
-        if let Some(status) = child.try_wait()? {
-            bail!("{name} exited during start-up ({status}); see `berth logs`");
-        }
-        if Instant::now() > deadline {
-            bail!("{name} did not create {} in time", path.display());
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    Ok(())
 }
 
 impl VmBackend for QemuBackend {
@@ -397,6 +364,7 @@ mod tests {
             vmm_log: "/h/logs/qemu.log".into(),
             helpers_log: "/h/logs/helpers.log".into(),
             agent_log_level: "info".into(),
+            engine_dir: "/h/local".into(),
         }
     }
 
