@@ -136,11 +136,13 @@ mod tests {
     fn reads_every_key() {
         let h = home();
         std::fs::create_dir(h.path().join("src")).unwrap();
-        let text = "[vm]\ncpus = 3\nmemory-mib = 1024\ndisk-gib = 8\nshares = [\"~/src\", \"/tmp\"]\n";
+        let text =
+            "backend = \"local\"\n[vm]\ncpus = 3\nmemory-mib = 1024\ndisk-gib = 8\nshares = [\"~/src\", \"/tmp\"]\n";
         let config = Config::parse(text, Some(h.path())).unwrap();
         assert_eq!(
             config,
             Config {
+                backend: BackendKind::Local,
                 cpus: 3,
                 memory_mib: 1024,
                 disk_gib: 8,
