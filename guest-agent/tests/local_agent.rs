@@ -176,36 +176,6 @@ async fn local_agent_serves_the_protocol() {
 
 /// A one-layer docker-archive, as `docker save` writes it; returns it and the image ID.
 fn docker_archive() -> (Vec<u8>, String) {
-    fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut builder = tar::Builder::new(Vec::new());
-        for (name, data) in files {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(data.len() as u64);
-            header.set_mode(0o644);
-            header.set_uid(0);
-            header.set_gid(0);
-            builder.append_data(&mut header, name, *data).unwrap();
-        }
-        builder.into_inner().unwrap()
-    }
-    fn digest(bytes: &[u8]) -> String {
-        use std::fmt::Write;
-        let mut hex = String::new();
-        for b in <sha2::Sha256 as sha2::Digest>::digest(bytes) {
-            write!(hex, "{b:02x}").unwrap();
-        }
-        format!("sha256:{hex}")
-    }
-    let layer = tar(&[("hello.txt", b"hello\n")]);
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux", "created": "2024-01-02T03:04:05Z",
-        "rootfs": {"type": "layers", "diff_ids": [digest(&layer)]}
-    }))
-    .unwrap();
-    let id = digest(&config);
-    let manifest = serde_json::to_vec(&serde_json::json!([{
-        "Config": "config.json", "RepoTags": ["hello:1"], "Layers": ["layer.tar"]
-    }]))
-    .unwrap();
-    (tar(&[("config.json", &config), ("layer.tar", &layer), ("manifest.json", &manifest)]), id)
+    use berth_engine::test_support;
+    test_support::docker_archive(&[test_support::tar(&[("hello.txt", "hello\n")])], &["hello:1"])
 }

@@ -181,30 +181,6 @@ pub fn docker(berth: &Berth, args: &[&str]) -> Output {
 
 /// A one-layer image as `docker save` writes it (docker-archive), tagged `tag`.
 pub fn docker_archive(tag: &str, file: &str, contents: &[u8]) -> Vec<u8> {
-    fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut builder = tar::Builder::new(Vec::new());
-        for (name, data) in files {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(data.len() as u64);
-            header.set_mode(0o644);
-            header.set_uid(0);
-            header.set_gid(0);
-            builder.append_data(&mut header, name, *data).unwrap();
-        }
-        builder.into_inner().unwrap()
-    }
-    let digest = |bytes: &[u8]| {
-        let hash = <sha2::Sha256 as sha2::Digest>::digest(bytes);
-        format!("sha256:{}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>())
-    };
-    let layer = tar(&[(file, contents)]);
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux", "created": "2024-01-02T03:04:05Z",
-        "rootfs": {"type": "layers", "diff_ids": [digest(&layer)]}
-    }))
-    .unwrap();
-    let manifest =
-        serde_json::to_vec(&serde_json::json!([{"Config": "config.json", "RepoTags": [tag], "Layers": ["layer.tar"]}]))
-            .unwrap();
-    tar(&[("config.json", &config), ("layer.tar", &layer), ("manifest.json", &manifest)])
+    use berth_engine::test_support;
+    test_support::docker_archive(&[test_support::tar(&[(file, contents)])], &[tag]).0
 }

@@ -12,9 +12,12 @@ pub mod rootfs;
 pub mod spec;
 pub mod store;
 
-/// Helpers shared by the tests of several modules.
-#[cfg(test)]
-pub(crate) mod test_support {
+/// Builders for test archives, shared by this crate's tests and by the
+/// agent's and the end-to-end tests (feature `test-support`).
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support {
+    use sha2::{Digest, Sha256};
+
     /// A tar stream of regular files, owned by root, mode 0644.
     pub fn tar<N: AsRef<str>, D: AsRef<[u8]>>(files: &[(N, D)]) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
@@ -29,5 +32,38 @@ pub(crate) mod test_support {
             builder.append_data(&mut header, name.as_ref(), data).unwrap();
         }
         builder.into_inner().unwrap()
+    }
+
+    /// `sha256:<hex>` of some bytes.
+    pub fn digest(bytes: &[u8]) -> String {
+        format!("sha256:{}", Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect::<String>())
+    }
+
+    /// An image config whose diff IDs are those of `layers`.
+    pub fn config_for(layers: &[&[u8]]) -> Vec<u8> {
+        let diff_ids: Vec<String> = layers.iter().map(|l| digest(l)).collect();
+        serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux", "created": "2024-01-02T03:04:05.678901Z",
+            "config": {"Cmd": ["sh"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": [{"created_by": "test"}]
+        }))
+        .unwrap()
+    }
+
+    /// A docker-archive as `docker save` writes it, and the image's ID.
+    pub fn docker_archive(layers: &[Vec<u8>], tags: &[&str]) -> (Vec<u8>, String) {
+        let config = config_for(&layers.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        let id = digest(&config);
+        let config_name = format!("{}.json", &id[7..]);
+        let layer_names: Vec<String> = (0..layers.len()).map(|i| format!("layer{i}/layer.tar")).collect();
+        let manifest = serde_json::to_vec(&serde_json::json!([{
+            "Config": config_name, "RepoTags": tags, "Layers": layer_names
+        }]))
+        .unwrap();
+        let mut members = vec![(config_name, config)];
+        members.extend(layer_names.into_iter().zip(layers.iter().cloned()));
+        members.push(("manifest.json".into(), manifest));
+        (tar(&members), id)
     }
 }

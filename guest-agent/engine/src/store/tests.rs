@@ -2,43 +2,15 @@
 
 use super::*;
 
-fn digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect::<String>())
-}
+use crate::test_support::{config_for, digest, docker_archive};
 
 fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
     crate::test_support::tar(files)
 }
 
-fn config_for(layers: &[&[u8]]) -> Vec<u8> {
-    let diff_ids: Vec<String> = layers.iter().map(|l| digest(l)).collect();
-    serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux", "created": "2024-01-02T03:04:05.678901Z",
-        "config": {"Cmd": ["sh"]},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": [{"created_by": "test"}]
-    }))
-    .unwrap()
-}
-
 /// An outer archive from (name, bytes) members.
 fn archive(members: &[(String, Vec<u8>)]) -> Vec<u8> {
     crate::test_support::tar(members)
-}
-
-fn docker_archive(layers: &[Vec<u8>], tags: &[&str]) -> (Vec<u8>, String) {
-    let config = config_for(&layers.iter().map(Vec::as_slice).collect::<Vec<_>>());
-    let id = digest(&config);
-    let config_name = format!("{}.json", &id[7..]);
-    let layer_names: Vec<String> = (0..layers.len()).map(|i| format!("layer{i}/layer.tar")).collect();
-    let manifest = serde_json::to_vec(&serde_json::json!([{
-        "Config": config_name, "RepoTags": tags, "Layers": layer_names
-    }]))
-    .unwrap();
-    let mut members = vec![(config_name, config)];
-    members.extend(layer_names.into_iter().zip(layers.iter().cloned()));
-    members.push(("manifest.json".into(), manifest));
-    (archive(&members), id)
 }
 
 #[test]
