@@ -115,7 +115,7 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
     let socket = paths.docker_socket();
     let api_server = match api::bind(&socket) {
         Ok(listener) => {
-            let agent = state.agent.clone().context("the VM has no agent endpoint")?;
+            let agent = state.agent.as_ref().context("the VM has no agent endpoint")?.client();
             tokio::spawn(api::serve(listener, socket.clone(), std::sync::Arc::new(api::ApiContext { facts, agent })))
         }
         Err(err) => {

@@ -11,7 +11,8 @@ use serde_json::json;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{agent_error, error, json_response, query_param, Body};
-use crate::agent_client::AgentEndpoint;
+use berth_agent_proto::agent_client::AgentClient;
+use tonic::transport::Channel;
 
 /// The short name Docker shows for a normalised reference (the agent's
 /// store keeps `docker.io/library/busybox:latest`, users see `busybox:latest`).
@@ -20,7 +21,7 @@ pub fn familiar(reference: &str) -> &str {
 }
 
 /// `docker load`: the request body is the archive; streamed to the agent.
-pub async fn load(req: Request<Incoming>, agent: &AgentEndpoint) -> Response<Body> {
+pub async fn load(req: Request<Incoming>, mut agent: AgentClient<Channel>) -> Response<Body> {
     let (tx, rx) = tokio::sync::mpsc::channel::<ArchiveChunk>(16);
     let mut body = req.into_body();
     let pump = tokio::spawn(async move {
@@ -39,7 +40,7 @@ pub async fn load(req: Request<Incoming>, agent: &AgentEndpoint) -> Response<Bod
         }
         Ok(())
     });
-    let result = agent.client().load_images(ReceiverStream::new(rx)).await;
+    let result = agent.load_images(ReceiverStream::new(rx)).await;
     let upload = pump.await;
     let loaded = match result {
         Ok(reply) => reply.into_inner(),
@@ -74,11 +75,11 @@ fn filters_empty(query: Option<&str>) -> bool {
 }
 
 /// `docker images`.
-pub async fn list(query: Option<&str>, agent: &AgentEndpoint) -> Response<Body> {
+pub async fn list(query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
     if !filters_empty(query) {
         return error(StatusCode::BAD_REQUEST, "Berth does not support image list filters yet");
     }
-    let images = match agent.client().list_images(ListImagesRequest {}).await {
+    let images = match agent.list_images(ListImagesRequest {}).await {
         Ok(reply) => reply.into_inner().images,
         Err(status) => return agent_error(status),
     };
@@ -106,8 +107,8 @@ fn images_json(mut images: Vec<ImageSummary>) -> serde_json::Value {
 }
 
 /// `docker image inspect`.
-pub async fn inspect(name: &str, agent: &AgentEndpoint) -> Response<Body> {
-    let reply = match agent.client().inspect_image(InspectImageRequest { name: name.to_string() }).await {
+pub async fn inspect(name: &str, mut agent: AgentClient<Channel>) -> Response<Body> {
+    let reply = match agent.inspect_image(InspectImageRequest { name: name.to_string() }).await {
         Ok(reply) => reply.into_inner(),
         Err(status) => return agent_error(status),
     };
@@ -136,13 +137,13 @@ pub async fn inspect(name: &str, agent: &AgentEndpoint) -> Response<Body> {
 }
 
 /// `docker tag SOURCE REPO[:TAG]`: `?repo=REPO&tag=TAG`.
-pub async fn tag(name: &str, query: Option<&str>, agent: &AgentEndpoint) -> Response<Body> {
+pub async fn tag(name: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
     let Some(repo) = query_param(query, "repo").filter(|r| !r.is_empty()) else {
         return error(StatusCode::BAD_REQUEST, "repository name (repo) is required");
     };
     let tag = query_param(query, "tag").filter(|t| !t.is_empty()).unwrap_or_else(|| "latest".into());
     let request = TagImageRequest { source: name.to_string(), target: format!("{repo}:{tag}") };
-    match agent.client().tag_image(request).await {
+    match agent.tag_image(request).await {
         Ok(_) => {
             let mut response = Response::new(http_body_util::Full::new(Bytes::new()));
             *response.status_mut() = StatusCode::CREATED;
@@ -153,9 +154,9 @@ pub async fn tag(name: &str, query: Option<&str>, agent: &AgentEndpoint) -> Resp
 }
 
 /// `docker rmi NAME`: `?force=1` removes an image that several references name.
-pub async fn remove(name: &str, query: Option<&str>, agent: &AgentEndpoint) -> Response<Body> {
+pub async fn remove(name: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
     let force = query_param(query, "force").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
-    match agent.client().remove_image(RemoveImageRequest { name: name.to_string(), force }).await {
+    match agent.remove_image(RemoveImageRequest { name: name.to_string(), force }).await {
         Ok(reply) => {
             let reply = reply.into_inner();
             let untagged = reply.untagged.iter().map(|t| json!({ "Untagged": familiar(t) }));

@@ -18,7 +18,8 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
-use crate::agent_client::AgentEndpoint;
+use berth_agent_proto::agent_client::AgentClient;
+use tonic::transport::Channel;
 
 mod images;
 
@@ -154,7 +155,9 @@ pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 /// Everything the server needs: facts for the local routes, the agent for the rest.
 pub struct ApiContext {
     pub facts: ApiFacts,
-    pub agent: AgentEndpoint,
+    /// One channel for every request: it multiplexes calls on one agent
+    /// connection and reconnects by itself if that breaks.
+    pub agent: AgentClient<Channel>,
 }
 
 async fn handle(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> {
@@ -164,17 +167,17 @@ async fn handle(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> {
     let response = match version_error(version) {
         Some(response) => response,
         None => match (&method, path) {
-            (&Method::POST, "/images/load") => images::load(req, &ctx.agent).await,
-            (&Method::GET, "/images/json") => images::list(req.uri().query(), &ctx.agent).await,
+            (&Method::POST, "/images/load") => images::load(req, ctx.agent.clone()).await,
+            (&Method::GET, "/images/json") => images::list(req.uri().query(), ctx.agent.clone()).await,
             (_, path) if path.starts_with("/images/") => {
                 // Image names contain '/' (me/app, localhost:5000/x): the
                 // action is the last segment, the name everything before it.
                 let rest = percent_decode(&path["/images/".len()..]);
                 let query = req.uri().query();
                 match (&method, rest.rsplit_once('/')) {
-                    (&Method::GET, Some((name, "json"))) => images::inspect(name, &ctx.agent).await,
-                    (&Method::POST, Some((name, "tag"))) => images::tag(name, query, &ctx.agent).await,
-                    (&Method::DELETE, _) => images::remove(&rest, query, &ctx.agent).await,
+                    (&Method::GET, Some((name, "json"))) => images::inspect(name, ctx.agent.clone()).await,
+                    (&Method::POST, Some((name, "tag"))) => images::tag(name, query, ctx.agent.clone()).await,
+                    (&Method::DELETE, _) => images::remove(&rest, query, ctx.agent.clone()).await,
                     _ => route_local(&method, path, &ctx.facts),
                 }
             }
