@@ -47,8 +47,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   for p in "${missing[@]}"; do
     case "$p" in qemu-utils) ;; *) pkgs+=("$p") ;; esac
   done
+  # Install services (docker.io's dockerd) without starting them: the
+  # tests only need the docker CLI, and containers often cannot start them.
+  policy=/usr/sbin/policy-rc.d
+  added_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee "$policy" >/dev/null
+    "${sudo_cmd[@]}" chmod 0755 "$policy"
+    added_policy=1
+  fi
+  status=0
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends \
-    --allow-downgrades "${pkgs[@]}" "qemu-utils=$qemu_ver" >&2
+    --allow-downgrades "${pkgs[@]}" "qemu-utils=$qemu_ver" >&2 || status=$?
+  [ "$added_policy" = 0 ] || "${sudo_cmd[@]}" rm -f "$policy"
+  [ "$status" = 0 ] || { log "apt-get install failed ($status)"; exit "$status"; }
 fi
 
 # --- Rust -------------------------------------------------------------------
