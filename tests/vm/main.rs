@@ -112,6 +112,33 @@ fn start_status_shell_stop() {
     {
         assert!(logs.contains(expected), "`berth logs` lacks {expected:?}:\n{logs}");
     }
+    // logs -f prints what is there, then what is appended, until stopped.
+    let mut follow = berth.cmd(&["logs", "-f", "--source", "daemon"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut reader = std::io::BufReader::new(follow.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut first).unwrap();
+    assert!(first.contains("daemon starting"), "{first}");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(berth.home.path().join("logs/daemon.log"))
+        .unwrap()
+        .write_all(b"appended-by-the-test\n")
+        .unwrap();
+    let appended = std::thread::spawn(move || {
+        let mut line = String::new();
+        while std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) > 0 {
+            if line.contains("appended-by-the-test") {
+                return true;
+            }
+            line.clear();
+        }
+        false
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(appended.join().unwrap(), "logs -f did not show an appended line");
+
     let agent_only = berth.ok(&["logs", "--source", "agent"]);
     assert!(agent_only.contains("system initialised") && !agent_only.contains("VM ready"), "{agent_only}");
 
