@@ -92,12 +92,12 @@ pub fn unpack_layer(reader: impl Read, dest: &Path, expected_diff_id: Option<&st
     result
 }
 
-/// The diff ID (`sha256:<hex>` of the uncompressed stream) of a layer,
-/// without unpacking it.
-pub fn diff_id_of(reader: impl Read) -> Result<String, LayerError> {
+/// The diff ID (`sha256:<hex>` of the uncompressed stream) of a layer and
+/// the stream's length, without unpacking it.
+pub fn diff_id_of(reader: impl Read) -> Result<(String, u64), LayerError> {
     let mut hashing = HashingReader { inner: decompressed(reader)?, hasher: Sha256::new(), bytes: 0 };
     io::copy(&mut hashing, &mut io::sink()).map_err(io_err("reading the layer"))?;
-    Ok(format!("sha256:{}", hex(&hashing.hasher.finalize())))
+    Ok((format!("sha256:{}", hex(&hashing.hasher.finalize())), hashing.bytes))
 }
 
 /// Removes unpack directories left behind by a crash.

@@ -184,17 +184,17 @@ impl ImageStore {
     /// Unpacks a layer unless the store already has it. Either way the
     /// stream must match its diff ID: an archive cannot pass off other
     /// content under the name of a layer we trust.
-    fn ensure_layer(&self, reader: impl Read, diff_id: &str) -> Result<(), StoreError> {
+    /// Returns the layer's uncompressed size.
+    fn ensure_layer(&self, reader: impl Read, diff_id: &str) -> Result<u64, StoreError> {
         let dest = self.layer_dir(diff_id)?;
         if !dest.is_dir() {
-            layer::unpack_layer(reader, &dest, Some(diff_id))?;
-            return Ok(());
+            return Ok(layer::unpack_layer(reader, &dest, Some(diff_id))?.tar_bytes);
         }
-        let actual = layer::diff_id_of(reader)?;
+        let (actual, bytes) = layer::diff_id_of(reader)?;
         if actual != diff_id {
             return Err(StoreError::DigestMismatch { what: "layer".into(), expected: diff_id.into(), actual });
         }
-        Ok(())
+        Ok(bytes)
     }
 
     pub fn images(&self) -> impl Iterator<Item = &ImageRecord> {
@@ -345,9 +345,7 @@ impl ImageStore {
             }
             let mut size = 0;
             for (layer_path, diff_id) in image.layers.iter().zip(&diff_ids) {
-                let file = open_member(work, layer_path)?;
-                size += file.metadata().map(|m| m.len()).unwrap_or(0);
-                self.ensure_layer(file, diff_id)?;
+                size += self.ensure_layer(open_member(work, layer_path)?, diff_id)?;
             }
             let created = parsed.created.as_deref().and_then(parse_rfc3339_utc).unwrap_or(0);
             let record = ImageRecord { id: id.clone(), diff_ids, size, added_at: now(), created };

@@ -75,6 +75,7 @@ fn loads_an_oci_layout_with_gzip_layers() {
     let loaded = store.load(tarball.as_slice()).unwrap();
     assert_eq!(loaded[0].1, vec!["localhost:5000/hello:v1"]);
     let image = store.resolve("localhost:5000/hello:v1").unwrap();
+    assert_eq!(image.size, layer.len() as u64, "size counts the uncompressed layer, not the gzip");
     assert_eq!(std::fs::read(store.layer_dir(&image.diff_ids[0]).unwrap().join("hello")).unwrap(), b"world");
 }
 
