@@ -93,15 +93,7 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
     };
     let (mut vm, mut state, info) = match booted {
         Ok(booted) => booted,
-        Err(err) => {
-            let error = format!("{err:#}");
-            let mut state = State::new(Phase::Error);
-            state.error = Some(error.clone());
-            state.write(&paths.state_file())?;
-            let _ = std::fs::remove_file(paths.pid_file());
-            notify(&StartOutcome::Failed { error });
-            return Err(err);
-        }
+        Err(err) => return fail_start(paths, err),
     };
     // The Docker API socket exists before `berth start` returns.
     let facts = api::ApiFacts {
@@ -113,20 +105,19 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
         data_dir: "/var/lib/berth".into(),
     };
     let socket = paths.docker_socket();
-    let api_server = match api::bind(&socket) {
-        Ok(listener) => {
-            let agent = state.agent.as_ref().context("the VM has no agent endpoint")?.client();
+    let bound = state
+        .agent
+        .as_ref()
+        .context("the VM has no agent endpoint")
+        .and_then(|agent| Ok((agent.client(), api::bind(&socket)?)))
+        .with_context(|| format!("serving the Docker API on {}", socket.display()));
+    let api_server = match bound {
+        Ok((agent, listener)) => {
             tokio::spawn(api::serve(listener, socket.clone(), std::sync::Arc::new(api::ApiContext { facts, agent })))
         }
         Err(err) => {
-            let error = format!("serving the Docker API on {}: {err}", socket.display());
             shut_down(vm.as_mut(), state.agent.as_ref()).await?;
-            let mut state = State::new(Phase::Error);
-            state.error = Some(error.clone());
-            state.write(&paths.state_file())?;
-            let _ = std::fs::remove_file(paths.pid_file());
-            notify(&StartOutcome::Failed { error: error.clone() });
-            anyhow::bail!(error);
+            return fail_start(paths, err);
         }
     };
     tracing::info!(socket = %socket.display(), "serving the Docker API");
@@ -162,6 +153,17 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
     let _ = std::fs::remove_file(paths.pid_file());
     tracing::info!("daemon exiting");
     Ok(())
+}
+
+/// Records why the start failed, tells `berth start`, and gives the error back.
+fn fail_start(paths: &Paths, err: anyhow::Error) -> Result<()> {
+    let error = format!("{err:#}");
+    let mut state = State::new(Phase::Error);
+    state.error = Some(error.clone());
+    state.write(&paths.state_file())?;
+    let _ = std::fs::remove_file(paths.pid_file());
+    notify(&StartOutcome::Failed { error });
+    Err(err)
 }
 
 async fn shut_down(vm: &mut dyn RunningVm, agent: Option<&AgentEndpoint>) -> Result<()> {

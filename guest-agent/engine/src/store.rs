@@ -471,8 +471,12 @@ fn oci_layout_images(work: &Path) -> Result<Vec<ArchivedImage>, StoreError> {
             descriptor = nested
                 .manifests
                 .into_iter()
-                .find(|m| m.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == host_architecture()))
-                .ok_or_else(|| invalid(format!("no linux/{} image in the archive", host_architecture())))?;
+                .find(|m| {
+                    m.platform
+                        .as_ref()
+                        .is_some_and(|p| p.os == "linux" && p.architecture == reference::oci_architecture())
+                })
+                .ok_or_else(|| invalid(format!("no linux/{} image in the archive", reference::oci_architecture())))?;
         }
         let manifest: Manifest = serde_json::from_slice(&member(work, &blob(&descriptor.digest)?)?)
             .map_err(|e| invalid(format!("manifest {}: {e}", descriptor.digest)))?;
@@ -483,15 +487,6 @@ fn oci_layout_images(work: &Path) -> Result<Vec<ArchivedImage>, StoreError> {
         });
     }
     Ok(images)
-}
-
-/// The OCI name of this machine's architecture.
-pub fn host_architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
 }
 
 /// `blobs/sha256/<hex>` or `<hex>.json` names carry the expected digest.

@@ -6,6 +6,8 @@
 
 tonic::include_proto!("berth.agent.v1");
 
+pub mod reference;
+
 /// The protobuf runtime the generated types use (for encoding outside gRPC).
 pub use prost;
 

@@ -1,5 +1,6 @@
 //! `/images/*`: forwarded to the agent's image store.
 
+use berth_agent_proto::reference::familiar;
 use berth_agent_proto::{
     ArchiveChunk, ImageSummary, InspectImageRequest, ListImagesRequest, RemoveImageRequest, TagImageRequest,
 };
@@ -13,12 +14,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::{agent_error, error, json_response, query_param, Body};
 use berth_agent_proto::agent_client::AgentClient;
 use tonic::transport::Channel;
-
-/// The short name Docker shows for a normalised reference (the agent's
-/// store keeps `docker.io/library/busybox:latest`, users see `busybox:latest`).
-pub fn familiar(reference: &str) -> &str {
-    reference.strip_prefix("docker.io/library/").or_else(|| reference.strip_prefix("docker.io/")).unwrap_or(reference)
-}
 
 /// `docker load`: the request body is the archive; streamed to the agent.
 pub async fn load(req: Request<Incoming>, mut agent: AgentClient<Channel>) -> Response<Body> {
@@ -172,10 +167,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn familiar_names_and_filters() {
-        assert_eq!(familiar("docker.io/library/busybox:latest"), "busybox:latest");
-        assert_eq!(familiar("docker.io/me/app:1"), "me/app:1");
-        assert_eq!(familiar("localhost:5000/x:y"), "localhost:5000/x:y");
+    fn filters() {
         assert!(filters_empty(None));
         assert!(filters_empty(Some("all=0&filters=%7B%7D")));
         assert!(!filters_empty(Some("filters=%7B%22dangling%22%3A%7B%22true%22%3Atrue%7D%7D")));

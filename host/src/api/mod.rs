@@ -198,27 +198,19 @@ pub fn agent_error(status: tonic::Status) -> Response<Body> {
     error(code, status.message())
 }
 
-fn arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
-
 fn version_json(facts: &ApiFacts) -> serde_json::Value {
     json!({
         "Platform": {"Name": "Berth"},
         "Components": [{
             "Name": "Engine",
             "Version": facts.berth_version,
-            "Details": {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux", "Arch": arch(), "KernelVersion": facts.kernel_release}
+            "Details": {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux", "Arch": berth_agent_proto::reference::oci_architecture(), "KernelVersion": facts.kernel_release}
         }],
         "Version": facts.berth_version,
         "ApiVersion": API_VERSION,
         "MinAPIVersion": MIN_API_VERSION,
         "Os": "linux",
-        "Arch": arch(),
+        "Arch": berth_agent_proto::reference::oci_architecture(),
         "KernelVersion": facts.kernel_release,
         "GitCommit": "",
         "GoVersion": "",

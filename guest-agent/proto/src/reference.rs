@@ -1,5 +1,7 @@
-//! Image references as Docker normalises them: `busybox` means
-//! `docker.io/library/busybox:latest`.
+//! Image references and platform names as Docker and OCI spell them:
+//! `busybox` means `docker.io/library/busybox:latest`. Part of the contract:
+//! the agent reports tags in the normalised form, the host shows them in the
+//! familiar one.
 
 /// The fully qualified form of a reference (`registry/path:tag` or
 /// `registry/path@digest`), or an error for a malformed one.
@@ -43,6 +45,15 @@ pub fn familiar(normalized: &str) -> &str {
         .strip_prefix("docker.io/library/")
         .or_else(|| normalized.strip_prefix("docker.io/"))
         .unwrap_or(normalized)
+}
+
+/// The OCI name of this machine's architecture (`amd64`, `arm64`, ...).
+pub fn oci_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
 }
 
 #[cfg(test)]
