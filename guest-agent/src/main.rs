@@ -5,6 +5,7 @@
 //! also run as an ordinary root process serving on a unix socket
 //! (`berth-agent --unix PATH`), the "local agent".
 
+mod containers;
 mod exec;
 mod init;
 mod netconf;
@@ -72,6 +73,11 @@ fn init_logging(filter: &str) {
 }
 
 fn main() {
+    // The per-container supervisor is this same binary (see engine/shim.rs).
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.len() == 3 && argv[1] == "shim" {
+        std::process::exit(berth_engine::shim::main(std::path::Path::new(&argv[2])));
+    }
     let Args { listen, data_dir } = parse_args();
     let is_init = std::process::id() == 1;
     let started = Instant::now();
@@ -142,13 +148,27 @@ async fn serve(
     started: Instant,
 ) -> anyhow::Result<()> {
     let shutdown = Arc::new(Notify::new());
+    let reaper = reaper::Reaper::start()?;
+    let containers = containers::Containers::new(data_dir.join("containers"), reaper.clone());
     let service = service::AgentService {
-        reaper: reaper::Reaper::start()?,
+        reaper,
+        containers: containers.clone(),
         mounts: mounts.clone(),
         started,
         shutdown: shutdown.clone(),
         images: Arc::new(service::ImagesSlot::new(data_dir.join("images"))),
     };
+    // Once storage is mounted: re-adopt running containers, and start the
+    // ones whose restart policy asks for it after a boot.
+    let mounted = mounts.clone();
+    tokio::spawn(async move {
+        while mounted.get().is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Err(err) = containers.restart_after_boot().await {
+            tracing::warn!(err = %err.message(), "loading containers failed");
+        }
+    });
     let router = tonic::transport::Server::builder().add_service(AgentServer::new(service));
     // Exec streams still open at shutdown would hold a graceful stop forever.
     let stop = async move {

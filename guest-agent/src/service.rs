@@ -9,6 +9,12 @@ use std::time::Instant;
 
 use berth_agent_proto::agent_server::Agent;
 use berth_agent_proto::{
+    attach_input, AttachInput, ContainerLogsRequest, ContainerRef, CreateContainerRequest, CreateContainerResponse,
+    JsonResponse, KillContainerRequest, KillContainerResponse, ListContainersRequest, LogEntry, RemoveContainerRequest,
+    RemoveContainerResponse, ResizeContainerRequest, ResizeContainerResponse, StartContainerResponse,
+    StopContainerRequest, StopContainerResponse, WaitContainerRequest, WaitContainerResponse,
+};
+use berth_agent_proto::{
     exec_input, ArchiveChunk, ExecInput, ExecOutput, ImageSummary, InfoRequest, InfoResponse, ListImagesRequest,
     ListImagesResponse, LoadImagesResponse, MountStatus, PingRequest, PingResponse, ShutdownRequest, ShutdownResponse,
     PROTOCOL_VERSION,
@@ -18,6 +24,8 @@ use berth_agent_proto::{
     TagImageResponse,
 };
 use tokio::sync::{mpsc, Notify};
+
+use crate::containers::ImageInfo;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -34,6 +42,7 @@ pub struct AgentService {
     /// Notified once a Shutdown has been answered.
     pub shutdown: Arc<Notify>,
     pub images: Arc<ImagesSlot>,
+    pub containers: Arc<crate::containers::Containers>,
 }
 
 /// The image store, opened on first use: in the VM it lives on the data
@@ -232,8 +241,155 @@ impl Agent for AgentService {
 
     async fn remove_image(&self, req: Request<RemoveImageRequest>) -> Result<Response<RemoveImageResponse>, Status> {
         let RemoveImageRequest { name, force } = req.into_inner();
+        let wanted = name.clone();
+        let image_id = self
+            .images_blocking(move |store| {
+                Ok(store.resolve(&wanted).ok_or_else(|| StoreError::NotFound(wanted.clone()))?.id.clone())
+            })
+            .await?;
+        // Docker's rules: never under a running container; under a stopped
+        // one only when forced.
+        for (container, status) in self.containers.using_image(&image_id) {
+            let short = &image_id.trim_start_matches("sha256:")[..12];
+            if status.is_running() {
+                return Err(Status::aborted(format!(
+                    "conflict: unable to delete {short} (cannot be forced) - image is being used by running container {}",
+                    &container[..12]
+                )));
+            }
+            if !force {
+                return Err(Status::aborted(format!(
+                    "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {short}",
+                    &container[..12]
+                )));
+            }
+        }
         let removed = self.images_blocking(move |store| store.remove(&name, force)).await?;
         Ok(Response::new(RemoveImageResponse { untagged: removed.untagged, deleted: removed.deleted }))
+    }
+
+    async fn create_container(
+        &self,
+        req: Request<CreateContainerRequest>,
+    ) -> Result<Response<CreateContainerResponse>, Status> {
+        let CreateContainerRequest { name, config_json } = req.into_inner();
+        let request: serde_json::Value = serde_json::from_slice(&config_json)
+            .map_err(|e| Status::invalid_argument(format!("invalid JSON in the container config: {e}")))?;
+        let image_name = request["Image"].as_str().unwrap_or("").to_string();
+        if image_name.is_empty() {
+            return Err(Status::invalid_argument("config cannot be empty in order to create a container"));
+        }
+        let wanted = image_name.clone();
+        let image = self
+            .images_blocking(move |store| {
+                let record = store.resolve(&wanted).ok_or_else(|| StoreError::NotFound(wanted.clone()))?.clone();
+                let config = serde_json::from_slice(&store.config_json(&record.id)?)
+                    .map_err(|e| StoreError::Invalid(format!("the image's config is unreadable: {e}")))?;
+                let layers = record.diff_ids.iter().map(|d| store.layer_dir(d)).collect::<Result<Vec<_>, _>>()?;
+                Ok(ImageInfo { id: record.id, config, layers })
+            })
+            .await?;
+        let id = self.containers.create(&name, request, image, image_name).await?;
+        Ok(Response::new(CreateContainerResponse { id, warnings: Vec::new() }))
+    }
+
+    async fn start_container(&self, req: Request<ContainerRef>) -> Result<Response<StartContainerResponse>, Status> {
+        let started = self.containers.start(&req.into_inner().id).await?;
+        Ok(Response::new(StartContainerResponse { already_started: !started }))
+    }
+
+    async fn stop_container(
+        &self,
+        req: Request<StopContainerRequest>,
+    ) -> Result<Response<StopContainerResponse>, Status> {
+        let StopContainerRequest { id, timeout_secs, signal } = req.into_inner();
+        let stopped = self.containers.stop(&id, timeout_secs, &signal).await?;
+        Ok(Response::new(StopContainerResponse { already_stopped: !stopped }))
+    }
+
+    async fn kill_container(
+        &self,
+        req: Request<KillContainerRequest>,
+    ) -> Result<Response<KillContainerResponse>, Status> {
+        let KillContainerRequest { id, signal } = req.into_inner();
+        self.containers.kill(&id, &signal).await?;
+        Ok(Response::new(KillContainerResponse {}))
+    }
+
+    type WaitContainerStream = ReceiverStream<Result<WaitContainerResponse, Status>>;
+
+    async fn wait_container(
+        &self,
+        req: Request<WaitContainerRequest>,
+    ) -> Result<Response<Self::WaitContainerStream>, Status> {
+        let WaitContainerRequest { id, condition } = req.into_inner();
+        let done = self.containers.wait(&id, &condition).await?;
+        let (tx, rx) = mpsc::channel(2);
+        let _ = tx.send(Ok(WaitContainerResponse { registered: true, ..Default::default() })).await;
+        tokio::spawn(async move {
+            let (status_code, error) = done.await;
+            let _ = tx.send(Ok(WaitContainerResponse { registered: false, status_code, error })).await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn remove_container(
+        &self,
+        req: Request<RemoveContainerRequest>,
+    ) -> Result<Response<RemoveContainerResponse>, Status> {
+        let RemoveContainerRequest { id, force, remove_volumes: _ } = req.into_inner();
+        self.containers.remove(&id, force).await?;
+        Ok(Response::new(RemoveContainerResponse {}))
+    }
+
+    async fn inspect_container(&self, req: Request<ContainerRef>) -> Result<Response<JsonResponse>, Status> {
+        let value = self.containers.inspect(&req.into_inner().id).await?;
+        Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
+    }
+
+    async fn list_containers(&self, req: Request<ListContainersRequest>) -> Result<Response<JsonResponse>, Status> {
+        let ListContainersRequest { all, filters_json, limit } = req.into_inner();
+        let value = self.containers.list(all, &filters_json, limit).await?;
+        Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
+    }
+
+    type ContainerLogsStream = ReceiverStream<Result<LogEntry, Status>>;
+
+    async fn container_logs(
+        &self,
+        req: Request<ContainerLogsRequest>,
+    ) -> Result<Response<Self::ContainerLogsStream>, Status> {
+        let (tx, rx) = mpsc::channel(64);
+        self.containers.logs(req.into_inner(), tx).await?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type AttachContainerStream = ReceiverStream<Result<LogEntry, Status>>;
+
+    async fn attach_container(
+        &self,
+        req: Request<Streaming<AttachInput>>,
+    ) -> Result<Response<Self::AttachContainerStream>, Status> {
+        let mut input = req.into_inner();
+        let start = match input.message().await? {
+            Some(AttachInput { input: Some(attach_input::Input::Start(start)) }) => start,
+            _ => return Err(Status::invalid_argument("the first AttachContainer message must be `start`")),
+        };
+        let (tx, rx) = mpsc::channel(64);
+        self.containers.attach(start, input, tx).await?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn resize_container(
+        &self,
+        req: Request<ResizeContainerRequest>,
+    ) -> Result<Response<ResizeContainerResponse>, Status> {
+        let ResizeContainerRequest { id, size } = req.into_inner();
+        let size = size.unwrap_or_default();
+        self.containers
+            .resize(&id, size.rows.min(u16::MAX as u32) as u16, size.cols.min(u16::MAX as u32) as u16)
+            .await?;
+        Ok(Response::new(ResizeContainerResponse {}))
     }
 
     async fn shutdown(&self, _: Request<ShutdownRequest>) -> Result<Response<ShutdownResponse>, Status> {

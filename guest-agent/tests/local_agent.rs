@@ -2,53 +2,16 @@
 //! host drives it in the VM: version check, Info, Exec with and without a
 //! pty, signals, stdin, Shutdown.
 
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use berth_agent_proto::agent_client::AgentClient;
 use berth_agent_proto::{
     exec_input, exec_output, ExecInput, ExecStart, PingRequest, ShutdownRequest, WindowSize, PROTOCOL_VERSION,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-struct LocalAgent {
-    child: Child,
-    _dir: tempfile::TempDir,
-    client: AgentClient<Channel>,
-}
-
-impl Drop for LocalAgent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_agent() -> LocalAgent {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("agent.sock");
-    let child = Command::new(env!("CARGO_BIN_EXE_berth-agent"))
-        .arg("--unix")
-        .arg(&socket)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "agent did not create its socket");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let path = socket.clone();
-    let channel = Endpoint::from_static("http://local-agent")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { tokio::net::UnixStream::connect(path).await.map(hyper_util::rt::TokioIo::new) }
-        }))
-        .await
-        .unwrap();
-    LocalAgent { child, _dir: dir, client: AgentClient::new(channel) }
-}
+mod common;
+use common::start_agent;
 
 struct Ran {
     stdout: Vec<u8>,

@@ -6,9 +6,15 @@
 //! Docker's default isolation (`spec`), and the container's overlay root
 //! filesystem and user resolution (`rootfs`).
 
+pub mod cgroup;
+pub mod container;
 pub mod layer;
+pub mod logfile;
 pub use berth_agent_proto::reference;
 pub mod rootfs;
+pub mod runtime;
+pub mod seccomp;
+pub mod shim;
 pub mod spec;
 pub mod store;
 
@@ -65,5 +71,61 @@ pub mod test_support {
         members.extend(layer_names.into_iter().zip(layers.iter().cloned()));
         members.push(("manifest.json".into(), manifest));
         (tar(&members), id)
+    }
+
+    /// The applets the busybox test image links (as a distribution's
+    /// busybox package would).
+    pub const BUSYBOX_APPLETS: &[&str] = &[
+        "sh", "echo", "cat", "sleep", "ls", "id", "hostname", "true", "false", "env", "pwd", "ps", "wc", "head", "seq",
+        "tty", "stat", "mount", "grep", "kill", "touch", "mkdir", "rm", "unshare", "stty", "printf", "yes", "dd",
+        "top", "tail", "sync", "test", "trap", "whoami", "readlink",
+    ];
+
+    /// A one-layer image of the host's static busybox (Debian's
+    /// busybox-static), with users root, nobody and app (1000).
+    pub fn busybox_layer() -> Vec<u8> {
+        let busybox = std::fs::read("/bin/busybox").expect("/bin/busybox (Debian package busybox-static)");
+        let mut builder = tar::Builder::new(Vec::new());
+        let dir = |name: &str, builder: &mut tar::Builder<Vec<u8>>, mode: u32| {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(mode);
+            header.set_size(0);
+            header.set_mtime(1_600_000_000);
+            header.set_uid(0);
+            header.set_gid(0);
+            builder.append_data(&mut header, name, std::io::empty()).unwrap();
+        };
+        for (name, mode) in [("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777), ("root", 0o700), ("home/app", 0o755)] {
+            dir(name, &mut builder, mode);
+        }
+        let mut file = |name: &str, data: &[u8], mode: u32| {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(mode);
+            header.set_mtime(1_600_000_000);
+            header.set_uid(0);
+            header.set_gid(0);
+            builder.append_data(&mut header, name, data).unwrap();
+        };
+        file("bin/busybox", &busybox, 0o755);
+        file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\napp:x:1000:1000::/home/app:/bin/sh\n", 0o644);
+        file("etc/group", b"root:x:0:\nnogroup:x:65534:\napp:x:1000:\nwheel:x:10:app\n", 0o644);
+        for applet in BUSYBOX_APPLETS {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            header.set_mode(0o777);
+            header.set_mtime(1_600_000_000);
+            header.set_uid(0);
+            header.set_gid(0);
+            builder.append_link(&mut header, format!("bin/{applet}"), "busybox").unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    /// `docker save` of the busybox test image.
+    pub fn busybox_archive(tags: &[&str]) -> (Vec<u8>, String) {
+        docker_archive(&[busybox_layer()], tags)
     }
 }

@@ -7,6 +7,7 @@
 tonic::include_proto!("berth.agent.v1");
 
 pub mod reference;
+pub mod time;
 
 /// The protobuf runtime the generated types use (for encoding outside gRPC).
 pub use prost;

@@ -57,7 +57,7 @@ pub async fn load(req: Request<Incoming>, mut agent: AgentClient<Channel>) -> Re
         }
         lines.push('\n');
     }
-    let mut response = Response::new(http_body_util::Full::new(Bytes::from(lines)));
+    let mut response = Response::new(super::full(lines));
     response
         .headers_mut()
         .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
@@ -140,7 +140,7 @@ pub async fn tag(name: &str, query: Option<&str>, mut agent: AgentClient<Channel
     let request = TagImageRequest { source: name.to_string(), target: format!("{repo}:{tag}") };
     match agent.tag_image(request).await {
         Ok(_) => {
-            let mut response = Response::new(http_body_util::Full::new(Bytes::new()));
+            let mut response = Response::new(super::full(Bytes::new()));
             *response.status_mut() = StatusCode::CREATED;
             response
         }

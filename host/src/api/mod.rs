@@ -21,6 +21,7 @@ use serde_json::json;
 use berth_agent_proto::agent_client::AgentClient;
 use tonic::transport::Channel;
 
+mod containers;
 mod images;
 
 /// The newest and oldest API versions served.
@@ -38,7 +39,24 @@ pub struct ApiFacts {
     pub data_dir: String,
 }
 
-type Body = Full<Bytes>;
+/// Response bodies: whole (most answers) or streamed (logs, waits, events).
+pub type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    use http_body_util::BodyExt;
+    Full::new(bytes.into()).boxed()
+}
+
+/// A body fed from a channel; it ends when the sender is dropped. A client
+/// that goes away drops the receiver, which stops the producer's sends.
+pub fn channel_body() -> (tokio::sync::mpsc::Sender<Bytes>, Body) {
+    use http_body_util::BodyExt;
+    use tokio_stream::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
+    let frames =
+        tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(hyper::body::Frame::data(b)));
+    (tx, http_body_util::StreamBody::new(frames).boxed())
+}
 
 fn parse_version(v: &str) -> Option<(u32, u32)> {
     let (major, minor) = v.split_once('.')?;
@@ -58,7 +76,7 @@ pub fn split_version(path: &str) -> (Option<&str>, &str) {
 }
 
 fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    let mut response = Response::new(full(value.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
@@ -103,7 +121,7 @@ fn route_local(method: &Method, path: &str, facts: &ApiFacts) -> Response<Body> 
     match (method, path) {
         (&Method::GET | &Method::HEAD, "/_ping") => {
             let body = if method == Method::HEAD { Bytes::new() } else { Bytes::from_static(b"OK") };
-            let mut response = Response::new(Full::new(body));
+            let mut response = Response::new(full(body));
             let headers = response.headers_mut();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
             headers.insert("Cache-Control", HeaderValue::from_static("no-cache, no-store, must-revalidate"));
@@ -169,6 +187,10 @@ async fn handle(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> {
         None => match (&method, path) {
             (&Method::POST, "/images/load") => images::load(req, ctx.agent.clone()).await,
             (&Method::GET, "/images/json") => images::list(req.uri().query(), ctx.agent.clone()).await,
+            (_, path) if path.starts_with("/containers/") => match containers::route(req, path, ctx).await {
+                Some(response) => response,
+                None => route_local(&method, path, &ctx.facts),
+            },
             (_, path) if path.starts_with("/images/") => {
                 // Image names contain '/' (me/app, localhost:5000/x): the
                 // action is the last segment, the name everything before it.
@@ -192,7 +214,7 @@ pub fn agent_error(status: tonic::Status) -> Response<Body> {
     let code = match status.code() {
         tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
         tonic::Code::NotFound => StatusCode::NOT_FOUND,
-        tonic::Code::Aborted => StatusCode::CONFLICT,
+        tonic::Code::Aborted | tonic::Code::AlreadyExists => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(code, status.message())
@@ -278,7 +300,10 @@ pub async fn serve(listener: tokio::net::UnixListener, socket: PathBuf, ctx: Arc
                 }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(err) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+            // Upgrades: attach and exec hijack the connection (Docker's
+            // `Upgrade: tcp`).
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service).with_upgrades();
+            if let Err(err) = conn.await {
                 tracing::debug!(%err, "API connection ended with an error");
             }
         });

@@ -1,0 +1,252 @@
+//! cgroup v2 for containers: one cgroup per container under `berth/`,
+//! resource limits, the freezer, OOM detection and statistics.
+//!
+//! In the VM /sys/fs/cgroup is a pure cgroup v2 hierarchy. A local agent on a
+//! v1/v2 hybrid host uses the unified hierarchy mounted at
+//! /sys/fs/cgroup/unified, which has no controllers: containers there can be
+//! frozen, listed and counted, and asking for a limit is a clear error.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::LinuxResources;
+
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CgroupError {
+    let context = context.into();
+    move |source| CgroupError::Io { context, source }
+}
+
+fn is_cgroup2(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).map(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC).unwrap_or(false)
+}
+
+/// Where the unified hierarchy is mounted, if anywhere.
+pub fn hierarchy_root() -> Option<PathBuf> {
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"].into_iter().map(PathBuf::from).find(|p| is_cgroup2(p))
+}
+
+/// The cgroup of container `id` (not created).
+pub fn container_cgroup(root: &Path, id: &str) -> PathBuf {
+    root.join("berth").join(id)
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+fn write(dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
+    std::fs::write(dir.join(file), value).map_err(io_err(format!("writing {value:?} to {}", dir.join(file).display())))
+}
+
+/// Docker's `--cpu-shares` (cgroup v1, 2..262144) as cgroup v2 cpu.weight
+/// (1..10000), with the conversion runc and crun use.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    if shares == 0 {
+        return 100;
+    }
+    1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142
+}
+
+/// Creates the container's cgroup with its limits. Controllers are enabled
+/// down the tree only as far as the machine has them; a limit that needs a
+/// missing controller is refused (never silently dropped).
+pub fn create(root: &Path, dir: &Path, resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
+    let available = read_trimmed(&root.join("cgroup.controllers")).unwrap_or_default();
+    let available: Vec<&str> = available.split_whitespace().collect();
+    let mut wanted: Vec<(&str, String, &str)> = Vec::new(); // (file, value, controller)
+    if let Some(res) = resources {
+        if let Some(mem) = res.memory() {
+            if let Some(limit) = mem.limit() {
+                wanted.push(("memory.max", limit_value(limit), "memory"));
+                if let Some(swap) = mem.swap() {
+                    // Docker's MemorySwap counts memory plus swap.
+                    let swap_only = if swap < 0 { "max".to_string() } else { (swap - limit).max(0).to_string() };
+                    wanted.push(("memory.swap.max", swap_only, "memory"));
+                }
+            }
+        }
+        if let Some(cpu) = res.cpu() {
+            if let Some(quota) = cpu.quota() {
+                wanted.push(("cpu.max", format!("{} {}", limit_value(quota), cpu.period().unwrap_or(100_000)), "cpu"));
+            }
+            if let Some(shares) = cpu.shares() {
+                wanted.push(("cpu.weight", shares_to_weight(shares).to_string(), "cpu"));
+            }
+            if let Some(cpus) = cpu.cpus() {
+                wanted.push(("cpuset.cpus", cpus.clone(), "cpuset"));
+            }
+        }
+        if let Some(pids) = res.pids() {
+            wanted.push(("pids.max", limit_value(pids.limit()), "pids"));
+        }
+    }
+    for (file, _, controller) in &wanted {
+        if !available.contains(controller) {
+            return Err(CgroupError::Unsupported(format!(
+                "{file} needs the cgroup v2 {controller} controller, which this machine does not provide"
+            )));
+        }
+    }
+    // Enable every available controller on the way down, so stats work
+    // even for containers without limits.
+    let enable: String = ["cpu", "cpuset", "io", "memory", "pids"]
+        .iter()
+        .filter(|c| available.contains(c))
+        .map(|c| format!("+{c} "))
+        .collect();
+    let relative = dir.strip_prefix(root).unwrap_or(dir);
+    let mut current = root.to_path_buf();
+    for part in relative.components() {
+        if !enable.is_empty() {
+            let _ = std::fs::write(current.join("cgroup.subtree_control"), enable.trim());
+        }
+        current.push(part);
+        match std::fs::create_dir(&current) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(format!("creating cgroup {}", current.display()))(e)),
+        }
+    }
+    for (file, value, _) in wanted {
+        write(dir, file, &value)?;
+    }
+    Ok(())
+}
+
+fn limit_value(value: i64) -> String {
+    if value < 0 {
+        "max".into()
+    } else {
+        value.to_string()
+    }
+}
+
+/// Removes the cgroup once its processes are gone (they may take a moment
+/// to leave after a SIGKILL).
+pub fn remove(dir: &Path) {
+    for _ in 0..50 {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    }
+    tracing::warn!(cgroup = %dir.display(), "cgroup still busy; left in place");
+}
+
+/// Freezes or thaws every process of the container (docker pause).
+pub fn set_frozen(dir: &Path, frozen: bool) -> Result<(), CgroupError> {
+    write(dir, "cgroup.freeze", if frozen { "1" } else { "0" })?;
+    // The write starts the transition; cgroup.events says when it is done.
+    for _ in 0..500 {
+        let events = read_trimmed(&dir.join("cgroup.events")).unwrap_or_default();
+        let done = events.lines().any(|l| l == if frozen { "frozen 1" } else { "frozen 0" });
+        if done {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    Err(CgroupError::Unsupported(format!(
+        "the cgroup {} did not {}",
+        dir.display(),
+        if frozen { "freeze" } else { "thaw" }
+    )))
+}
+
+fn keyed(path: &Path, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Whether the kernel's OOM killer killed a process of this cgroup.
+pub fn oom_killed(dir: &Path) -> bool {
+    keyed(&dir.join("memory.events"), "oom_kill").unwrap_or(0) > 0
+}
+
+/// Every process in the cgroup and below it.
+pub fn pids(dir: &Path) -> Vec<i32> {
+    let mut pids: Vec<i32> =
+        read_trimmed(&dir.join("cgroup.procs")).unwrap_or_default().lines().filter_map(|l| l.parse().ok()).collect();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                pids.extend(self::pids(&entry.path()));
+            }
+        }
+    }
+    pids
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Stats {
+    pub cpu_usage_ns: u64,
+    pub cpu_user_ns: u64,
+    pub cpu_system_ns: u64,
+    pub memory_usage: u64,
+    /// memory.max, or 0 when unlimited.
+    pub memory_limit: u64,
+    /// memory.stat's keys and values.
+    pub memory_stat: Vec<(String, u64)>,
+    pub pids_current: u64,
+    pub pids_limit: u64,
+    pub io_read_bytes: u64,
+    pub io_write_bytes: u64,
+}
+
+pub fn stats(dir: &Path) -> Stats {
+    let number = |file: &str| read_trimmed(&dir.join(file)).and_then(|s| s.parse::<u64>().ok());
+    let cpu = dir.join("cpu.stat");
+    let mut stats = Stats {
+        cpu_usage_ns: keyed(&cpu, "usage_usec").unwrap_or(0) * 1000,
+        cpu_user_ns: keyed(&cpu, "user_usec").unwrap_or(0) * 1000,
+        cpu_system_ns: keyed(&cpu, "system_usec").unwrap_or(0) * 1000,
+        memory_usage: number("memory.current").unwrap_or(0),
+        memory_limit: number("memory.max").unwrap_or(0),
+        pids_current: number("pids.current").unwrap_or_else(|| pids(dir).len() as u64),
+        pids_limit: number("pids.max").unwrap_or(0),
+        ..Default::default()
+    };
+    if let Some(text) = read_trimmed(&dir.join("memory.stat")) {
+        stats.memory_stat = text
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect();
+    }
+    if let Some(text) = read_trimmed(&dir.join("io.stat")) {
+        for line in text.lines() {
+            for field in line.split_whitespace().skip(1) {
+                match field.split_once('=') {
+                    Some(("rbytes", v)) => stats.io_read_bytes += v.parse::<u64>().unwrap_or(0),
+                    Some(("wbytes", v)) => stats.io_write_bytes += v.parse::<u64>().unwrap_or(0),
+                    _ => {}
+                }
+            }
+        }
+    }
+    stats
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_convert_like_runc() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(shares_to_weight(0), 100);
+    }
+}

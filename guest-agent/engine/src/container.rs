@@ -1,0 +1,782 @@
+//! A container as the engine keeps it: Docker's create request merged with
+//! the image's defaults, validated, and the state it is in. Persisted as
+//! `container.json` in the container's directory on the data disk.
+//!
+//! The create request travels from the host as Docker's own JSON
+//! (`ContainerConfig` with `HostConfig`): its schema is Docker's API, which
+//! the engine implements, so the contract does not repeat it field by field.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::spec::{Bind, ContainerOptions, NetworkMode, Resources};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The request asks for something invalid or unsupported (HTTP 400).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(message: impl Into<String>) -> CreateError {
+    CreateError::Invalid(message.into())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    #[default]
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Exited,
+    Dead,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Restarting => "restarting",
+            Status::Removing => "removing",
+            Status::Exited => "exited",
+            Status::Dead => "dead",
+        }
+    }
+
+    /// Running in Docker's sense: a process exists (paused ones too).
+    pub fn is_running(self) -> bool {
+        matches!(self, Status::Running | Status::Paused | Status::Restarting)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    pub status: Status,
+    pub pid: i32,
+    pub shim_pid: i32,
+    pub exit_code: i32,
+    pub oom_killed: bool,
+    pub error: String,
+    pub started_at_ns: i64,
+    pub finished_at_ns: i64,
+    /// Set by `docker stop`/`kill`: a restart policy must not undo it.
+    pub stopped_by_user: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Container {
+    pub id: String,
+    /// Without Docker's leading slash.
+    pub name: String,
+    pub created_ns: i64,
+    /// The image as the user named it, and what it resolved to.
+    pub image: String,
+    pub image_id: String,
+    /// Docker's Config, merged with the image's defaults (what inspect shows).
+    pub config: Value,
+    /// Docker's HostConfig as given (normalised where Docker does).
+    pub host_config: Value,
+    /// The image's layer directories, bottom first.
+    pub layers: Vec<PathBuf>,
+    pub state: State,
+    pub restart_count: u32,
+}
+
+pub use berth_agent_proto::time::rfc3339;
+
+/// Whether a JSON value is what Go's encoder writes for a zero value, i.e.
+/// the client did not ask for anything.
+fn is_zero(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.iter().all(is_zero),
+        Value::Object(o) => o.values().all(is_zero),
+    }
+}
+
+/// HostConfig fields the engine implements. Anything else a client sets to
+/// a non-zero value is refused, never silently ignored.
+const SUPPORTED_HOST_CONFIG: &[&str] = &[
+    "Binds",
+    "NetworkMode",
+    "Privileged",
+    "ReadonlyRootfs",
+    "CapAdd",
+    "CapDrop",
+    "SecurityOpt",
+    "Tmpfs",
+    "ShmSize",
+    "Memory",
+    "MemorySwap",
+    "NanoCpus",
+    "CpuShares",
+    "CpuQuota",
+    "CpuPeriod",
+    "PidsLimit",
+    "CpusetCpus",
+    "AutoRemove",
+    "RestartPolicy",
+    "Init",
+    "Mounts",
+    "ConsoleSize",
+    "LogConfig",
+    "CgroupnsMode",
+    "IpcMode",
+    "PidMode",
+    "UTSMode",
+    "Cgroup",
+    "Isolation",
+    "MaskedPaths",
+    "ReadonlyPaths",
+    "PortBindings",
+    "PublishAllPorts",
+];
+
+/// The container's process and isolation, resolved from the request and the
+/// image's config, ready for `spec::build`.
+pub struct Resolved {
+    pub config: Value,
+    pub host_config: Value,
+    pub options: ContainerOptions,
+    pub init: bool,
+    pub seccomp: bool,
+    pub restart: RestartPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestartPolicy {
+    No,
+    OnFailure { max_retries: u32 },
+    Always,
+    UnlessStopped,
+}
+
+impl RestartPolicy {
+    pub fn parse(host_config: &Value) -> Result<RestartPolicy, CreateError> {
+        let policy = &host_config["RestartPolicy"];
+        let max = policy["MaximumRetryCount"].as_u64().unwrap_or(0) as u32;
+        match policy["Name"].as_str().unwrap_or("") {
+            "" | "no" => Ok(RestartPolicy::No),
+            "on-failure" => Ok(RestartPolicy::OnFailure { max_retries: max }),
+            "always" => Ok(RestartPolicy::Always),
+            "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
+            other => Err(invalid(format!("invalid restart policy '{other}'"))),
+        }
+    }
+}
+
+fn strings(value: &Value) -> Option<Vec<String>> {
+    match value {
+        Value::Array(items) => Some(items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()),
+        // Docker accepts a string for Cmd/Entrypoint in old API versions.
+        Value::String(s) => Some(vec![s.clone()]),
+        _ => None,
+    }
+}
+
+fn merge_env(image: &[String], given: &[String]) -> Vec<String> {
+    let mut env: Vec<String> = image.to_vec();
+    for entry in given {
+        let key = entry.split('=').next().unwrap_or("");
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(entry.clone());
+    }
+    env
+}
+
+/// Resolves a create request against the image config (Docker's
+/// `daemon/create.go` merge rules) and checks every option.
+pub fn resolve(request: &Value, image_config: &Value, id: &str) -> Result<Resolved, CreateError> {
+    if !request.is_object() {
+        return Err(invalid("the container config must be a JSON object"));
+    }
+    let image_cfg = &image_config["config"];
+    let mut config = request.clone();
+    let config_obj = config.as_object_mut().expect("checked above");
+    let host_config = config_obj.remove("HostConfig").unwrap_or(Value::Object(Default::default()));
+    config_obj.remove("NetworkingConfig");
+
+    if let Some(obj) = host_config.as_object() {
+        for (key, value) in obj {
+            if !SUPPORTED_HOST_CONFIG.contains(&key.as_str()) && !is_zero(value) {
+                return Err(invalid(format!("HostConfig.{key} is not supported by Berth yet")));
+            }
+        }
+    }
+    for key in ["Healthcheck", "OnBuild"] {
+        if config.get(key).is_some_and(|v| !is_zero(v)) {
+            return Err(invalid(format!("{key} is not supported by Berth yet")));
+        }
+    }
+    let port_bindings = &host_config["PortBindings"];
+    if !is_zero(port_bindings) || host_config["PublishAllPorts"].as_bool() == Some(true) {
+        return Err(invalid("publishing ports is not supported by Berth yet (it arrives with container networking)"));
+    }
+
+    // Docker's merge: the image's Entrypoint unless one is given; its Cmd
+    // only when neither Cmd nor Entrypoint is given.
+    let given_entrypoint = strings(&config["Entrypoint"]);
+    let given_cmd = strings(&config["Cmd"]).filter(|c| !c.is_empty());
+    let entrypoint = given_entrypoint.clone().unwrap_or_else(|| strings(&image_cfg["Entrypoint"]).unwrap_or_default());
+    let cmd = match (&given_cmd, &given_entrypoint) {
+        (Some(cmd), _) => cmd.clone(),
+        (None, Some(_)) => Vec::new(),
+        (None, None) => strings(&image_cfg["Cmd"]).unwrap_or_default(),
+    };
+    let entrypoint: Vec<String> =
+        entrypoint.into_iter().filter(|s| !s.is_empty() || given_entrypoint.is_none()).collect();
+    let args: Vec<String> = entrypoint.iter().chain(cmd.iter()).cloned().collect();
+    if args.is_empty() {
+        return Err(invalid("no command specified"));
+    }
+    let env = merge_env(&strings(&image_cfg["Env"]).unwrap_or_default(), &strings(&config["Env"]).unwrap_or_default());
+    let env = if env.iter().any(|e| e.starts_with("PATH=")) {
+        env
+    } else {
+        merge_env(&["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()], &env)
+    };
+    let working_dir = match config["WorkingDir"].as_str().filter(|s| !s.is_empty()) {
+        Some(dir) => dir.to_string(),
+        None => image_cfg["WorkingDir"].as_str().unwrap_or("").to_string(),
+    };
+    if !working_dir.is_empty() && !working_dir.starts_with('/') {
+        return Err(invalid(format!(
+            "the working directory '{working_dir}' is invalid, it needs to be an absolute path"
+        )));
+    }
+    let user = match config["User"].as_str().filter(|s| !s.is_empty()) {
+        Some(user) => user.to_string(),
+        None => image_cfg["User"].as_str().unwrap_or("").to_string(),
+    };
+    let hostname = match config["Hostname"].as_str().filter(|s| !s.is_empty()) {
+        Some(h) => h.to_string(),
+        None => id[..12].to_string(),
+    };
+    let mut labels: BTreeMap<String, Value> =
+        image_cfg["Labels"].as_object().map(|m| m.clone().into_iter().collect()).unwrap_or_default();
+    if let Some(given) = config["Labels"].as_object() {
+        labels.extend(given.clone());
+    }
+
+    let obj = config.as_object_mut().expect("object");
+    obj.insert("Hostname".into(), json!(hostname));
+    obj.insert("Env".into(), json!(env));
+    obj.insert("Cmd".into(), json!(cmd));
+    obj.insert("Entrypoint".into(), if entrypoint.is_empty() { Value::Null } else { json!(entrypoint) });
+    obj.insert("WorkingDir".into(), json!(working_dir));
+    obj.insert("User".into(), json!(user));
+    obj.insert("Labels".into(), json!(labels));
+    for key in ["ExposedPorts", "Volumes", "StopSignal"] {
+        if obj.get(key).is_none_or(is_zero) && !is_zero(&image_cfg[key]) {
+            obj.insert(key.into(), image_cfg[key].clone());
+        }
+    }
+    for key in ["Tty", "OpenStdin", "StdinOnce", "AttachStdin", "AttachStdout", "AttachStderr"] {
+        let value = obj.get(key).and_then(Value::as_bool).unwrap_or(false);
+        obj.insert(key.into(), json!(value));
+    }
+    if let Some(signal) = obj.get("StopSignal").and_then(Value::as_str) {
+        parse_signal(signal).map_err(invalid)?;
+    }
+
+    let options = host_options(&config, &host_config, args, env, working_dir, hostname)?;
+    let security_opt = strings(&host_config["SecurityOpt"]).unwrap_or_default();
+    let seccomp =
+        !options.privileged && !security_opt.iter().any(|o| o == "seccomp=unconfined" || o == "seccomp:unconfined");
+    let restart = RestartPolicy::parse(&host_config)?;
+    if restart != RestartPolicy::No && host_config["AutoRemove"].as_bool() == Some(true) {
+        return Err(invalid("conflicting options: cannot specify both --restart and --rm"));
+    }
+    let _ = user;
+    Ok(Resolved {
+        config,
+        init: host_config["Init"].as_bool().unwrap_or(false),
+        host_config,
+        options,
+        seccomp,
+        restart,
+    })
+}
+
+fn host_options(
+    config: &Value,
+    hc: &Value,
+    args: Vec<String>,
+    env: Vec<String>,
+    cwd: String,
+    hostname: String,
+) -> Result<ContainerOptions, CreateError> {
+    let network = match hc["NetworkMode"].as_str().unwrap_or("") {
+        "" | "default" | "bridge" | "none" => NetworkMode::Private,
+        "host" => NetworkMode::Host,
+        other => {
+            return Err(invalid(format!(
+                "network {other} not found (user-defined networks arrive with container networking)"
+            )))
+        }
+    };
+    for (key, allowed) in [
+        ("IpcMode", &["", "private", "shareable"][..]),
+        ("PidMode", &[""][..]),
+        ("UTSMode", &[""][..]),
+        ("CgroupnsMode", &["", "private"][..]),
+        ("Isolation", &["", "default"][..]),
+        ("Cgroup", &[""][..]),
+    ] {
+        let value = hc[key].as_str().unwrap_or("");
+        if !allowed.contains(&value) {
+            return Err(invalid(format!("HostConfig.{key}={value:?} is not supported by Berth yet")));
+        }
+    }
+    if !is_zero(&hc["MaskedPaths"]) || !is_zero(&hc["ReadonlyPaths"]) {
+        return Err(invalid("custom MaskedPaths/ReadonlyPaths are not supported by Berth yet"));
+    }
+    let log_type = hc["LogConfig"]["Type"].as_str().unwrap_or("");
+    if !["", "json-file", "local"].contains(&log_type) {
+        return Err(invalid(format!(
+            "logging driver {log_type:?} is not supported by Berth (its log is json-file-like)"
+        )));
+    }
+    let mut no_new_privileges = false;
+    for option in strings(&hc["SecurityOpt"]).unwrap_or_default() {
+        match option.replace(':', "=").as_str() {
+            "no-new-privileges" | "no-new-privileges=true" => no_new_privileges = true,
+            "no-new-privileges=false" | "seccomp=unconfined" | "apparmor=unconfined" | "label=disable" => {}
+            other => return Err(invalid(format!("security option {other:?} is not supported by Berth yet"))),
+        }
+    }
+    let mut binds = Vec::new();
+    for bind in strings(&hc["Binds"]).unwrap_or_default() {
+        binds.push(parse_bind(&bind)?);
+    }
+    if let Some(mounts) = hc["Mounts"].as_array() {
+        for mount in mounts {
+            let kind = mount["Type"].as_str().unwrap_or("");
+            let target = mount["Target"].as_str().unwrap_or("");
+            if !target.starts_with('/') {
+                return Err(invalid(format!("invalid mount config: mount path must be absolute: {target:?}")));
+            }
+            match kind {
+                "bind" => binds.push(Bind {
+                    source: PathBuf::from(mount["Source"].as_str().unwrap_or("")),
+                    target: PathBuf::from(target),
+                    readonly: mount["ReadOnly"].as_bool().unwrap_or(false),
+                }),
+                other => return Err(invalid(format!("mounts of type {other:?} are not supported by Berth yet"))),
+            }
+        }
+    }
+    for bind in &binds {
+        if !bind.source.is_absolute() {
+            return Err(invalid(format!(
+                "named volumes are not supported by Berth yet: {:?} (bind mounts need an absolute path)",
+                bind.source
+            )));
+        }
+        if !bind.source.exists() {
+            return Err(invalid(format!(
+                "invalid mount config for type \"bind\": bind source path does not exist: {}",
+                bind.source.display()
+            )));
+        }
+    }
+    let mut tmpfs = Vec::new();
+    if let Some(map) = hc["Tmpfs"].as_object() {
+        for (target, options) in map {
+            if !target.starts_with('/') {
+                return Err(invalid(format!("invalid tmpfs mount point {target:?}: it must be absolute")));
+            }
+            tmpfs.push((target.clone(), options.as_str().unwrap_or("").to_string()));
+        }
+    }
+    let number = |key: &str| hc[key].as_i64().filter(|n| *n != 0);
+    let nano_cpus = match (number("NanoCpus"), number("CpuQuota")) {
+        (Some(_), Some(_)) => {
+            return Err(invalid("conflicting options: Nano CPUs and CPU Period/Quota cannot both be set"))
+        }
+        (Some(n), None) => Some(n),
+        (None, Some(quota)) => Some(quota * 1_000_000_000 / number("CpuPeriod").unwrap_or(100_000)),
+        (None, None) => None,
+    };
+    let memory = number("Memory");
+    if let Some(m) = memory {
+        if m < 6 * 1024 * 1024 {
+            return Err(invalid("Minimum memory limit allowed is 6MB"));
+        }
+    }
+    let memory_swap = number("MemorySwap");
+    if let (Some(swap), Some(mem)) = (memory_swap, memory) {
+        if swap > 0 && swap < mem {
+            return Err(invalid("Minimum memoryswap limit should be larger than memory limit, see usage"));
+        }
+    }
+    if memory_swap.is_some() && memory.is_none() {
+        return Err(invalid("You should always set the Memory limit when using Memoryswap limit, see usage"));
+    }
+    let shm_size = hc["ShmSize"].as_u64().filter(|n| *n != 0);
+    Ok(ContainerOptions {
+        args,
+        env,
+        cwd,
+        hostname,
+        tty: config["Tty"].as_bool().unwrap_or(false),
+        readonly_rootfs: hc["ReadonlyRootfs"].as_bool().unwrap_or(false),
+        privileged: hc["Privileged"].as_bool().unwrap_or(false),
+        cap_add: strings(&hc["CapAdd"]).unwrap_or_default(),
+        cap_drop: strings(&hc["CapDrop"]).unwrap_or_default(),
+        no_new_privileges,
+        network,
+        shm_size,
+        tmpfs,
+        binds,
+        resources: Resources {
+            memory,
+            memory_swap,
+            nano_cpus,
+            cpu_shares: hc["CpuShares"].as_u64().filter(|n| *n != 0),
+            pids_limit: hc["PidsLimit"].as_i64().filter(|n| *n != 0),
+            cpuset_cpus: hc["CpusetCpus"].as_str().filter(|s| !s.is_empty()).map(str::to_string),
+        },
+        ..Default::default()
+    })
+}
+
+/// `-v SRC:DST[:ro|rw]` as Docker parses it on Linux.
+fn parse_bind(spec: &str) -> Result<Bind, CreateError> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (source, target, mode) = match parts.as_slice() {
+        [src, dst] => (*src, *dst, ""),
+        [src, dst, mode] => (*src, *dst, *mode),
+        _ => return Err(invalid(format!("invalid volume specification: '{spec}'"))),
+    };
+    let mut readonly = false;
+    for flag in mode.split(',').filter(|f| !f.is_empty()) {
+        match flag {
+            "ro" => readonly = true,
+            "rw" | "z" | "Z" | "rprivate" | "private" | "rslave" | "slave" | "shared" | "rshared" | "nocopy"
+            | "consistent" | "cached" | "delegated" => {}
+            other => return Err(invalid(format!("invalid mode: {other}"))),
+        }
+    }
+    if !target.starts_with('/') {
+        return Err(invalid(format!("invalid volume specification: '{spec}': invalid mount config for type \"bind\": invalid mount path: '{target}' mount path must be absolute")));
+    }
+    Ok(Bind { source: PathBuf::from(source), target: PathBuf::from(target), readonly })
+}
+
+/// A signal by name (`SIGTERM`, `TERM`, `term`) or number.
+pub fn parse_signal(text: &str) -> Result<i32, String> {
+    if let Ok(n) = text.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
+        }
+        return Err(format!("Invalid signal: {text}"));
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    name.parse::<nix::sys::signal::Signal>().map(|s| s as i32).map_err(|_| format!("Invalid signal: {text}"))
+}
+
+/// Docker's random names: adjective_surname.
+pub fn random_name(random: u64) -> String {
+    const LEFT: &[&str] = &[
+        "admiring",
+        "brave",
+        "busy",
+        "clever",
+        "dazzling",
+        "eager",
+        "elegant",
+        "focused",
+        "gallant",
+        "happy",
+        "jolly",
+        "keen",
+        "loving",
+        "modest",
+        "nifty",
+        "optimistic",
+        "peaceful",
+        "quirky",
+        "relaxed",
+        "serene",
+        "sharp",
+        "stoic",
+        "tender",
+        "upbeat",
+        "vibrant",
+        "wizardly",
+        "youthful",
+        "zealous",
+    ];
+    const RIGHT: &[&str] = &[
+        "albattani",
+        "babbage",
+        "curie",
+        "darwin",
+        "einstein",
+        "fermi",
+        "galileo",
+        "hopper",
+        "hypatia",
+        "johnson",
+        "kepler",
+        "lamarr",
+        "lovelace",
+        "meitner",
+        "newton",
+        "noether",
+        "pasteur",
+        "ritchie",
+        "shannon",
+        "tesla",
+        "thompson",
+        "turing",
+        "wozniak",
+        "yalow",
+    ];
+    let left = LEFT[(random % LEFT.len() as u64) as usize];
+    let right = RIGHT[((random / 64) % RIGHT.len() as u64) as usize];
+    format!("{left}_{right}")
+}
+
+/// Docker's rule for container names.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+impl Container {
+    pub fn dir_in(&self, root: &Path) -> PathBuf {
+        root.join(&self.id)
+    }
+
+    /// Docker's `GET /containers/{id}/json`.
+    pub fn inspect(&self, dir: &Path) -> Value {
+        let s = &self.state;
+        let args: Vec<Value> = self.process_args().into_iter().skip(1).map(Value::String).collect();
+        json!({
+            "Id": self.id,
+            "Created": rfc3339(self.created_ns),
+            "Path": self.process_args().first().cloned().unwrap_or_default(),
+            "Args": args,
+            "State": {
+                "Status": s.status.as_str(),
+                "Running": s.status.is_running(),
+                "Paused": s.status == Status::Paused,
+                "Restarting": s.status == Status::Restarting,
+                "OOMKilled": s.oom_killed,
+                "Dead": s.status == Status::Dead,
+                "Pid": if s.status.is_running() { s.pid } else { 0 },
+                "ExitCode": s.exit_code,
+                "Error": s.error,
+                "StartedAt": rfc3339(s.started_at_ns),
+                "FinishedAt": rfc3339(s.finished_at_ns),
+            },
+            "Image": self.image_id,
+            "ResolvConfPath": dir.join("resolv.conf"),
+            "HostnamePath": dir.join("hostname"),
+            "HostsPath": dir.join("hosts"),
+            "LogPath": dir.join(crate::logfile::LOG_FILE),
+            "Name": format!("/{}", self.name),
+            "RestartCount": self.restart_count,
+            "Driver": "overlay2",
+            "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "ExecIDs": Value::Null,
+            "HostConfig": self.host_config,
+            "GraphDriver": {
+                "Name": "overlay2",
+                "Data": {
+                    "LowerDir": self.layers.iter().rev().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":"),
+                    "UpperDir": dir.join("upper"),
+                    "WorkDir": dir.join("work"),
+                    "MergedDir": dir.join("rootfs"),
+                },
+            },
+            "Mounts": self.mounts_json(),
+            "Config": self.config,
+            "NetworkSettings": self.network_settings(),
+        })
+    }
+
+    pub fn process_args(&self) -> Vec<String> {
+        let mut args = strings(&self.config["Entrypoint"]).unwrap_or_default();
+        args.extend(strings(&self.config["Cmd"]).unwrap_or_default());
+        args
+    }
+
+    fn network_mode(&self) -> String {
+        match self.host_config["NetworkMode"].as_str().unwrap_or("") {
+            "" | "default" => "bridge".into(),
+            other => other.into(),
+        }
+    }
+
+    fn network_settings(&self) -> Value {
+        // Until container networking lands, a non-host container has only
+        // loopback: no addresses to report, which is the truth.
+        json!({
+            "Bridge": "",
+            "SandboxID": "",
+            "HairpinMode": false,
+            "Ports": {},
+            "SandboxKey": "",
+            "IPAddress": "",
+            "IPPrefixLen": 0,
+            "Gateway": "",
+            "MacAddress": "",
+            "Networks": {},
+        })
+    }
+
+    fn mounts_json(&self) -> Value {
+        let mut mounts = Vec::new();
+        for bind in strings(&self.host_config["Binds"]).unwrap_or_default() {
+            if let Ok(b) = parse_bind(&bind) {
+                mounts.push(json!({
+                    "Type": "bind", "Source": b.source, "Destination": b.target, "Mode": if b.readonly { "ro" } else { "" },
+                    "RW": !b.readonly, "Propagation": "rprivate",
+                }));
+            }
+        }
+        for m in self.host_config["Mounts"].as_array().into_iter().flatten() {
+            let ro = m["ReadOnly"].as_bool().unwrap_or(false);
+            mounts.push(json!({
+                "Type": m["Type"], "Source": m["Source"], "Destination": m["Target"], "Mode": "",
+                "RW": !ro, "Propagation": "rprivate",
+            }));
+        }
+        Value::Array(mounts)
+    }
+
+    /// Docker's `docker ps` status text ("Up 5 seconds", "Exited (0) 2 minutes ago").
+    pub fn status_text(&self, now_ns: i64) -> String {
+        let s = &self.state;
+        match s.status {
+            Status::Created => "Created".into(),
+            Status::Running => format!("Up {}", human_duration(now_ns - s.started_at_ns)),
+            Status::Paused => format!("Up {} (Paused)", human_duration(now_ns - s.started_at_ns)),
+            Status::Restarting => {
+                format!("Restarting ({}) {} ago", s.exit_code, human_duration(now_ns - s.finished_at_ns))
+            }
+            Status::Removing => "Removal In Progress".into(),
+            Status::Exited => format!("Exited ({}) {} ago", s.exit_code, human_duration(now_ns - s.finished_at_ns)),
+            Status::Dead => "Dead".into(),
+        }
+    }
+
+    /// Docker's `GET /containers/json` entry.
+    pub fn summary(&self, now_ns: i64) -> Value {
+        let command = self
+            .process_args()
+            .iter()
+            .map(|a| if a.contains(' ') { format!("{a:?}") } else { a.clone() })
+            .collect::<Vec<_>>()
+            .join(" ");
+        json!({
+            "Id": self.id,
+            "Names": [format!("/{}", self.name)],
+            "Image": self.image,
+            "ImageID": self.image_id,
+            "Command": command,
+            "Created": self.created_ns / 1_000_000_000,
+            "Ports": [],
+            "Labels": self.config["Labels"],
+            "State": self.state.status.as_str(),
+            "Status": self.status_text(now_ns),
+            "HostConfig": { "NetworkMode": self.network_mode() },
+            "NetworkSettings": { "Networks": {} },
+            "Mounts": self.mounts_json(),
+        })
+    }
+}
+
+/// Go's `units.HumanDuration`, which `docker ps` shows.
+pub fn human_duration(ns: i64) -> String {
+    let secs = (ns.max(0) / 1_000_000_000) as u64;
+    match secs {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        s if s < 60 => format!("{s} seconds"),
+        s if s / 60 == 1 => "About a minute".into(),
+        s if s < 3600 => format!("{} minutes", s / 60),
+        s if (s as f64 / 3600.0).round() as u64 == 1 => "About an hour".into(),
+        s if s < 48 * 3600 => format!("{} hours", (s as f64 / 3600.0).round() as u64),
+        s if s < 7 * 24 * 3600 * 2 => format!("{} days", s / 86_400),
+        s if s < 30 * 24 * 3600 * 3 => format!("{} weeks", s / (7 * 86_400)),
+        s if s < 365 * 24 * 3600 * 2 => format!("{} months", s / (30 * 86_400)),
+        s => format!("{} years", s / (365 * 86_400)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn image() -> Value {
+        json!({"config": {
+            "Env": ["PATH=/usr/bin:/bin", "LANG=C"],
+            "Cmd": ["sh"],
+            "Entrypoint": null,
+            "WorkingDir": "/srv",
+            "Labels": {"from": "image"},
+        }})
+    }
+
+    #[test]
+    fn merges_with_the_image_like_docker() {
+        let r = resolve(&json!({"Image": "busybox", "Env": ["LANG=en", "X=1"]}), &image(), ID).unwrap();
+        assert_eq!(r.options.args, ["sh"]);
+        assert_eq!(r.options.env, ["PATH=/usr/bin:/bin", "LANG=en", "X=1"]);
+        assert_eq!(r.options.cwd, "/srv");
+        assert_eq!(r.options.hostname, "0123456789ab");
+        assert_eq!(r.config["Labels"]["from"], "image");
+
+        let r = resolve(&json!({"Image": "x", "Entrypoint": ["echo"]}), &image(), ID).unwrap();
+        assert_eq!(r.options.args, ["echo"], "a given entrypoint drops the image's Cmd");
+        let r = resolve(&json!({"Image": "x", "Cmd": ["ls", "-l"]}), &image(), ID).unwrap();
+        assert_eq!(r.options.args, ["ls", "-l"]);
+    }
+
+    #[test]
+    fn unsupported_options_are_refused_not_ignored() {
+        let err = |req: Value| resolve(&req, &image(), ID).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err(json!({"HostConfig": {"Devices": [{"PathOnHost": "/dev/fuse"}]}})).contains("HostConfig.Devices"));
+        assert!(err(json!({"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}})).contains("ports"));
+        assert!(err(json!({"HostConfig": {"Binds": ["relative:/x"]}})).contains("named volumes"));
+        assert!(err(json!({"HostConfig": {"Memory": 1024}})).contains("Minimum memory"));
+        assert!(err(json!({"HostConfig": {"RestartPolicy": {"Name": "always"}, "AutoRemove": true}})).contains("--rm"));
+        // What the docker CLI sends for a plain `docker run` is accepted.
+        let plain = json!({"HostConfig": {"Devices": [], "LogConfig": {"Type": "", "Config": {}}, "NetworkMode": "default",
+            "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "OomKillDisable": false, "ConsoleSize": [24, 80]}});
+        assert!(resolve(&plain, &image(), ID).is_ok());
+    }
+
+    #[test]
+    fn times_and_signals() {
+        assert_eq!(rfc3339(0), "0001-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000_123_456_789), "2023-11-14T22:13:20.123456789Z");
+        assert_eq!(parse_signal("kill"), Ok(9));
+        assert_eq!(parse_signal("SIGUSR1"), Ok(10));
+        assert!(parse_signal("NOPE").is_err());
+        assert_eq!(human_duration(90 * 1_000_000_000), "About a minute");
+        assert!(valid_name("web-1.a_b") && !valid_name("-x") && !valid_name("a/b"));
+    }
+}

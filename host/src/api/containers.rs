@@ -1,0 +1,417 @@
+//! `/containers/*`: forwarded to the agent's container engine.
+//!
+//! Docker's JSON (create body, inspect and list entries) passes through as
+//! the engine produced it; this layer handles HTTP: query parameters, status
+//! codes, streamed bodies, the 8-byte stream framing and hijacked
+//! connections for attach.
+
+use berth_agent_proto::agent_client::AgentClient;
+use berth_agent_proto::{
+    attach_input, AttachInput, AttachStart, ContainerLogsRequest, ContainerRef, CreateContainerRequest,
+    KillContainerRequest, ListContainersRequest, LogEntry, RemoveContainerRequest, ResizeContainerRequest,
+    StopContainerRequest, WaitContainerRequest, WindowSize,
+};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, UPGRADE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::Channel;
+
+use super::{agent_error, channel_body, error, full, json_response, query_param, ApiContext, Body};
+
+/// Create bodies larger than this are refused (Docker's configs are a few KiB).
+const MAX_CREATE_BODY: usize = 4 << 20;
+
+fn flag(query: Option<&str>, name: &str) -> bool {
+    query_param(query, name).is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
+/// Routes `/containers/...`; `None` for paths this module does not serve.
+pub async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Option<Response<Body>> {
+    let agent = ctx.agent.clone();
+    let method = req.method().clone();
+    let query = req.uri().query().map(str::to_string);
+    let query = query.as_deref();
+    let rest = &path["/containers/".len()..];
+    let (id, action) = rest.split_once('/').unwrap_or((rest, ""));
+    let id = super::percent_decode(id);
+    Some(match (&method, id.as_str(), action) {
+        (&Method::POST, "create", "") => create(req, query, agent).await,
+        (&Method::GET, "json", "") => list(query, agent).await,
+        (&Method::GET, _, "json") => inspect(&id, agent).await,
+        (&Method::POST, _, "start") => start(&id, agent).await,
+        (&Method::POST, _, "stop") => stop(&id, query, agent).await,
+        (&Method::POST, _, "restart") => restart(&id, query, agent).await,
+        (&Method::POST, _, "kill") => kill(&id, query, agent).await,
+        (&Method::POST, _, "wait") => wait(&id, query, agent).await,
+        (&Method::DELETE, _, "") => remove(&id, query, agent).await,
+        (&Method::GET, _, "logs") => logs(&id, query, agent).await,
+        (&Method::POST, _, "attach") => attach(req, &id, query, agent).await,
+        (&Method::POST, _, "resize") => resize(&id, query, agent).await,
+        _ => return None,
+    })
+}
+
+async fn create(req: Request<Incoming>, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
+    let name = query_param(query, "name").unwrap_or_default();
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_CREATE_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(err) => return error(StatusCode::BAD_REQUEST, format!("reading the request body: {err}")),
+    };
+    if let Err(err) = serde_json::from_slice::<serde_json::Value>(&body) {
+        return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {err}"));
+    }
+    match agent.create_container(CreateContainerRequest { name, config_json: body.to_vec() }).await {
+        Ok(reply) => {
+            let reply = reply.into_inner();
+            json_response(StatusCode::CREATED, json!({ "Id": reply.id, "Warnings": reply.warnings }))
+        }
+        Err(status) => agent_error(status),
+    }
+}
+
+async fn list(query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
+    let limit = query_param(query, "limit").and_then(|l| l.parse::<i64>().ok()).unwrap_or(0).max(0) as u32;
+    let request = ListContainersRequest {
+        all: flag(query, "all"),
+        filters_json: query_param(query, "filters").unwrap_or_default(),
+        limit,
+    };
+    match agent.list_containers(request).await {
+        Ok(reply) => raw_json(reply.into_inner().json),
+        Err(status) => agent_error(status),
+    }
+}
+
+fn raw_json(bytes: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(full(bytes));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+async fn inspect(id: &str, mut agent: AgentClient<Channel>) -> Response<Body> {
+    match agent.inspect_container(ContainerRef { id: id.to_string() }).await {
+        Ok(reply) => raw_json(reply.into_inner().json),
+        Err(status) => agent_error(status),
+    }
+}
+
+async fn start(id: &str, mut agent: AgentClient<Channel>) -> Response<Body> {
+    match agent.start_container(ContainerRef { id: id.to_string() }).await {
+        Ok(reply) if reply.get_ref().already_started => empty(StatusCode::NOT_MODIFIED),
+        Ok(_) => empty(StatusCode::NO_CONTENT),
+        Err(status) => agent_error(status),
+    }
+}
+
+fn stop_request(id: &str, query: Option<&str>) -> Result<StopContainerRequest, Response<Body>> {
+    let timeout = match query_param(query, "t").or_else(|| query_param(query, "timeout")) {
+        Some(t) => {
+            Some(t.parse::<i32>().map_err(|_| error(StatusCode::BAD_REQUEST, format!("invalid timeout {t:?}")))?)
+        }
+        None => None,
+    };
+    Ok(StopContainerRequest {
+        id: id.to_string(),
+        timeout_secs: timeout,
+        signal: query_param(query, "signal").unwrap_or_default(),
+    })
+}
+
+async fn stop(id: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
+    let request = match stop_request(id, query) {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    match agent.stop_container(request).await {
+        Ok(reply) if reply.get_ref().already_stopped => empty(StatusCode::NOT_MODIFIED),
+        Ok(_) => empty(StatusCode::NO_CONTENT),
+        Err(status) => agent_error(status),
+    }
+}
+
+async fn restart(id: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
+    let request = match stop_request(id, query) {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    if let Err(status) = agent.stop_container(request).await {
+        return agent_error(status);
+    }
+    match agent.start_container(ContainerRef { id: id.to_string() }).await {
+        Ok(_) => empty(StatusCode::NO_CONTENT),
+        Err(status) => agent_error(status),
+    }
+}
+
+async fn kill(id: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
+    let request = KillContainerRequest { id: id.to_string(), signal: query_param(query, "signal").unwrap_or_default() };
+    match agent.kill_container(request).await {
+        Ok(_) => empty(StatusCode::NO_CONTENT),
+        Err(status) => agent_error(status),
+    }
+}
+
+/// Headers go out as soon as the waiter is registered (the docker CLI
+/// starts the container only after that); the body when the wait ends.
+async fn wait(id: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
+    let request =
+        WaitContainerRequest { id: id.to_string(), condition: query_param(query, "condition").unwrap_or_default() };
+    let mut stream = match agent.wait_container(request).await {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => return agent_error(status),
+    };
+    match stream.message().await {
+        Ok(Some(first)) if first.registered => {}
+        Ok(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "the engine ended the wait early"),
+        Err(status) => return agent_error(status),
+    }
+    let (tx, body) = channel_body();
+    tokio::spawn(async move {
+        let result = match stream.message().await {
+            Ok(Some(done)) => {
+                let error =
+                    if done.error.is_empty() { serde_json::Value::Null } else { json!({ "Message": done.error }) };
+                json!({ "StatusCode": done.status_code, "Error": error })
+            }
+            Ok(None) => json!({ "StatusCode": -1, "Error": { "Message": "the wait was interrupted" } }),
+            Err(status) => json!({ "StatusCode": -1, "Error": { "Message": status.message() } }),
+        };
+        let _ = tx.send(Bytes::from(format!("{result}\n"))).await;
+    });
+    let mut response = Response::new(body);
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+async fn remove(id: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
+    let request =
+        RemoveContainerRequest { id: id.to_string(), force: flag(query, "force"), remove_volumes: flag(query, "v") };
+    match agent.remove_container(request).await {
+        Ok(_) => empty(StatusCode::NO_CONTENT),
+        Err(status) => agent_error(status),
+    }
+}
+
+async fn resize(id: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
+    let dim = |name: &str| query_param(query, name).and_then(|v| v.parse::<u32>().ok());
+    let (Some(rows), Some(cols)) = (dim("h"), dim("w")) else {
+        return error(StatusCode::BAD_REQUEST, "resize needs numeric h and w");
+    };
+    let request = ResizeContainerRequest { id: id.to_string(), size: Some(WindowSize { rows, cols }) };
+    match agent.resize_container(request).await {
+        Ok(_) => empty(StatusCode::OK),
+        Err(status) => agent_error(status),
+    }
+}
+
+/// Whether the container has a terminal (its streams are then raw, not framed).
+async fn has_tty(id: &str, agent: &mut AgentClient<Channel>) -> Result<bool, Response<Body>> {
+    let reply = agent.inspect_container(ContainerRef { id: id.to_string() }).await.map_err(agent_error)?;
+    let value: serde_json::Value = serde_json::from_slice(&reply.into_inner().json).unwrap_or_default();
+    Ok(value["Config"]["Tty"].as_bool().unwrap_or(false))
+}
+
+/// Docker's stream framing: [stream, 0, 0, 0, big-endian length] + data.
+pub fn frame(stream: u8, data: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(8 + data.len());
+    out.push(stream);
+    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(data);
+    Bytes::from(out)
+}
+
+/// Docker's log timestamp prefix (RFC 3339 with nanoseconds).
+fn with_timestamp(entry: &LogEntry) -> Vec<u8> {
+    let mut out = berth_agent_proto::time::rfc3339(entry.time_ns).into_bytes();
+    out.push(b' ');
+    out.extend_from_slice(&entry.data);
+    out
+}
+
+/// "since"/"until": Unix seconds with optional fraction, as the CLI sends.
+fn unix_ns(text: &str) -> Option<i64> {
+    let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
+    let secs: i64 = secs.parse().ok()?;
+    let frac = format!("{frac:0<9}");
+    let nanos: i64 = frac.get(..9)?.parse().ok()?;
+    Some(secs * 1_000_000_000 + nanos)
+}
+
+async fn logs(id: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
+    let (stdout, stderr) = (flag(query, "stdout"), flag(query, "stderr"));
+    if !stdout && !stderr {
+        return error(StatusCode::BAD_REQUEST, "Bad parameters: you must choose at least one stream");
+    }
+    let tty = match has_tty(id, &mut agent).await {
+        Ok(tty) => tty,
+        Err(response) => return response,
+    };
+    let time = |name: &str| match query_param(query, name).filter(|v| !v.is_empty()) {
+        Some(v) => unix_ns(&v).ok_or_else(|| error(StatusCode::BAD_REQUEST, format!("invalid {name} value {v:?}"))),
+        None => Ok(0),
+    };
+    let (since_ns, until_ns) = match (time("since"), time("until")) {
+        (Ok(s), Ok(u)) => (s, u),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let tail = match query_param(query, "tail").as_deref() {
+        None | Some("") | Some("all") => -1,
+        Some(n) => match n.parse::<i64>() {
+            Ok(n) => n,
+            Err(_) => return error(StatusCode::BAD_REQUEST, format!("invalid tail value {n:?}")),
+        },
+    };
+    let request = ContainerLogsRequest {
+        id: id.to_string(),
+        stdout,
+        stderr,
+        follow: flag(query, "follow"),
+        since_ns,
+        until_ns,
+        tail,
+    };
+    let timestamps = flag(query, "timestamps");
+    let mut stream = match agent.container_logs(request).await {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => return agent_error(status),
+    };
+    let (tx, body) = channel_body();
+    tokio::spawn(async move {
+        while let Ok(Some(entry)) = stream.message().await {
+            let data = if timestamps { with_timestamp(&entry) } else { entry.data.clone() };
+            let chunk = if tty { Bytes::from(data) } else { frame(entry.stream as u8, &data) };
+            if tx.send(chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut response = Response::new(body);
+    let kind = if tty { "application/vnd.docker.raw-stream" } else { "application/vnd.docker.multiplexed-stream" };
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+    response
+}
+
+/// `docker attach` and the attach half of `docker run`: the connection is
+/// hijacked (101 Switching Protocols) and carries stdin one way and the
+/// container's output the other, framed unless the container has a TTY.
+async fn attach(
+    mut req: Request<Incoming>,
+    id: &str,
+    query: Option<&str>,
+    mut agent: AgentClient<Channel>,
+) -> Response<Body> {
+    let tty = match has_tty(id, &mut agent).await {
+        Ok(tty) => tty,
+        Err(response) => return response,
+    };
+    let wants_stdin = flag(query, "stdin");
+    let start = AttachStart {
+        id: id.to_string(),
+        stdin: wants_stdin,
+        stdout: flag(query, "stdout"),
+        stderr: flag(query, "stderr"),
+        logs: flag(query, "logs"),
+    };
+    let (input_tx, input_rx) = tokio::sync::mpsc::channel::<AttachInput>(32);
+    let _ = input_tx.send(AttachInput { input: Some(attach_input::Input::Start(start)) }).await;
+    // The engine has placed its cursor once this answers: output from a
+    // start that follows is not missed.
+    let mut output = match agent.attach_container(tokio_stream::wrappers::ReceiverStream::new(input_rx)).await {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => return agent_error(status),
+    };
+    let upgrade_requested = req.headers().get(UPGRADE).is_some();
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    if !upgrade_requested {
+        // No hijack: stream the output as the body (stdin is not possible).
+        drop(input_tx);
+        let (tx, body) = channel_body();
+        tokio::spawn(async move {
+            while let Ok(Some(entry)) = output.message().await {
+                let chunk = if tty { Bytes::from(entry.data) } else { frame(entry.stream as u8, &entry.data) };
+                if tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut response = Response::new(body);
+        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/vnd.docker.raw-stream"));
+        return response;
+    }
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => {
+                tracing::debug!(%err, "attach upgrade failed");
+                return;
+            }
+        };
+        let io = hyper_util::rt::TokioIo::new(upgraded);
+        let (mut reader, mut writer) = tokio::io::split(io);
+        let stdin_pump = async move {
+            if !wants_stdin {
+                return;
+            }
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        let _ = input_tx.send(AttachInput { input: Some(attach_input::Input::CloseStdin(true)) }).await;
+                        return;
+                    }
+                    Ok(n) => {
+                        let message = AttachInput { input: Some(attach_input::Input::Stdin(buf[..n].to_vec())) };
+                        if input_tx.send(message).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        let output_pump = async move {
+            while let Ok(Some(entry)) = output.message().await {
+                let chunk = if tty { Bytes::from(entry.data) } else { frame(entry.stream as u8, &entry.data) };
+                if writer.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+            let _ = writer.shutdown().await;
+        };
+        // Output ending (the container stopped) ends the connection, even
+        // if the client still holds stdin open.
+        tokio::select! {
+            () = output_pump => {}
+            () = async { stdin_pump.await; std::future::pending::<()>().await } => {}
+        }
+    });
+    let mut response = empty(StatusCode::SWITCHING_PROTOCOLS);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/vnd.docker.raw-stream"));
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("tcp"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_and_times() {
+        assert_eq!(&frame(2, b"hi")[..], &[2, 0, 0, 0, 0, 0, 0, 2, b'h', b'i']);
+        assert_eq!(unix_ns("1700000000.5"), Some(1_700_000_000_500_000_000));
+        assert_eq!(unix_ns("12"), Some(12_000_000_000));
+        assert_eq!(unix_ns("x"), None);
+    }
+}
