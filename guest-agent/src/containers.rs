@@ -586,6 +586,33 @@ impl Containers {
     /// Registers a waiter now (the caller tells its client it is waiting
     /// only after this returns, so a start that follows cannot be missed)
     /// and returns the future that resolves when the condition is met.
+    /// Stops every running container (in parallel), as a daemon does when
+    /// it shuts down; restart policies apply again at the next start.
+    pub async fn stop_all(self: &Arc<Self>, timeout_secs: i32) {
+        if self.loaded.get().is_none() {
+            return;
+        }
+        let entries: Vec<Arc<Entry>> = self.entries.lock().unwrap().values().cloned().collect();
+        let stops: Vec<_> = entries
+            .into_iter()
+            .filter(|e| e.state().status.is_running())
+            .map(|entry| {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let _op = entry.op.lock().await;
+                    let stopped_by_user = entry.state().stopped_by_user;
+                    let _ = this.stop_entry(&entry, Some(timeout_secs), "").await;
+                    // A shutdown is not the user's stop: `unless-stopped` and
+                    // `always` containers come back at the next boot.
+                    let _ = entry.update(|c| c.state.stopped_by_user = stopped_by_user);
+                })
+            })
+            .collect();
+        for stop in stops {
+            let _ = stop.await;
+        }
+    }
+
     pub async fn wait(
         self: &Arc<Self>,
         name: &str,
@@ -628,8 +655,13 @@ impl Containers {
         let id = entry.snapshot().id;
         let _ = entry.update(|c| c.state.status = Status::Removing);
         let dir = entry.dir.clone();
+        let cgroup = self.cgroup_root.as_ref().map(|root| berth_engine::cgroup::container_cgroup(root, &id));
         tokio::task::spawn_blocking(move || {
             let _ = rootfs::unmount_overlay(&ContainerLayer::under(&dir));
+            // Normally gone with the shim; not if the shim was killed.
+            if let Some(cgroup) = cgroup.filter(|c| c.exists()) {
+                berth_engine::cgroup::remove(&cgroup);
+            }
             std::fs::remove_dir_all(&dir)
         })
         .await

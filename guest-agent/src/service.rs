@@ -394,6 +394,7 @@ impl Agent for AgentService {
 
     async fn shutdown(&self, _: Request<ShutdownRequest>) -> Result<Response<ShutdownResponse>, Status> {
         tracing::info!(uptime_ms = self.started.elapsed().as_millis() as u64, "shutdown requested");
+        self.containers.stop_all(5).await;
         self.shutdown.notify_one();
         Ok(Response::new(ShutdownResponse {}))
     }

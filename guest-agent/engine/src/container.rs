@@ -209,7 +209,9 @@ pub fn resolve(request: &Value, image_config: &Value, id: &str) -> Result<Resolv
 
     if let Some(obj) = host_config.as_object() {
         for (key, value) in obj {
-            if !SUPPORTED_HOST_CONFIG.contains(&key.as_str()) && !is_zero(value) {
+            // MemorySwappiness: -1 is how the CLI says "not set".
+            let unset = is_zero(value) || (key == "MemorySwappiness" && value.as_i64() == Some(-1));
+            if !SUPPORTED_HOST_CONFIG.contains(&key.as_str()) && !unset {
                 return Err(invalid(format!("HostConfig.{key} is not supported by Berth yet")));
             }
         }
