@@ -372,6 +372,11 @@ impl Containers {
             c.state.finished_at_ns = logfile::now_ns();
         });
         tracing::warn!(id = %entry.snapshot().id, %message, "container failed to start");
+        // `--rm` applies to a container that never ran, too (the docker CLI
+        // waits for its removal).
+        if entry.snapshot().host_config["AutoRemove"].as_bool() == Some(true) {
+            let _ = self.remove_entry(entry).await;
+        }
         if code == 127 {
             RpcStatus::invalid_argument(format!("failed to create task for container: {message}: unknown"))
         } else {

@@ -1,0 +1,133 @@
+//! The real docker CLI against Berth with a local agent (no VM): the
+//! container engine and the Docker API judged by the client users run.
+//! The same paths through the VM are covered in `vm`.
+
+#[path = "../vm/harness.rs"]
+mod harness;
+
+use std::process::{Command, Output, Stdio};
+
+use harness::{describe, Berth};
+
+fn local_berth() -> Berth {
+    let berth = Berth::with_config_file("backend = \"local\"\n[vm]\nshares = []\n");
+    berth.start();
+    let archive = berth.home.path().join("busybox.tar");
+    let made = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/images/busybox-archive.py"))
+        .arg(&archive)
+        .status()
+        .expect("python3");
+    assert!(made.success());
+    let out = docker(&berth, &["load", "-i", &archive.display().to_string()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    berth
+}
+
+fn docker(berth: &Berth, args: &[&str]) -> Output {
+    harness::docker(berth, args)
+}
+
+fn docker_cmd(berth: &Berth, args: &[&str]) -> Command {
+    let mut cmd = Command::new("docker");
+    cmd.arg("-H")
+        .arg(format!("unix://{}", berth.run_dir().join("docker.sock").display()))
+        .args(args)
+        .env("DOCKER_CONFIG", berth.home.path().join("docker-config"));
+    cmd
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs docker and insists on success.
+fn ok(berth: &Berth, args: &[&str]) -> String {
+    let out = docker(berth, args);
+    assert!(out.status.success(), "docker {args:?}: {}\n--- berth logs ---\n{}", describe(&out), berth.logs());
+    stdout(&out)
+}
+
+#[test]
+fn docker_run_in_all_its_forms() {
+    let berth = local_berth();
+
+    // Attached: output of a process that exits at once, both streams, exit code.
+    let out = docker(&berth, &["run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!((stdout(&out).as_str(), stderr(&out).as_str(), out.status.code()), ("out\n", "err\n", Some(3)));
+
+    // -i: stdin reaches the container and its end ends `cat`.
+    let mut child = docker_cmd(&berth, &["run", "--rm", "-i", "busybox", "sh", "-c", "cat; echo done"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"piped line\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!((stdout(&out).as_str(), out.status.code()), ("piped line\ndone\n", Some(0)));
+
+    // -t: a terminal inside the container (the CLI needs one outside too).
+    let out = Command::new("script")
+        .args(["-qec", &format!("docker -H unix://{} run --rm -t busybox tty", berth.run_dir().join("docker.sock").display()), "/dev/null"])
+        .env("DOCKER_CONFIG", berth.home.path().join("docker-config"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(stdout(&out).contains("/dev/pts/0"), "{}", describe(&out));
+
+    // --rm removed everything.
+    assert_eq!(ok(&berth, &["ps", "-aq"]), "");
+
+    // Errors in Docker's words.
+    let out = docker(&berth, &["run", "--rm", "busybox", "no-such-binary"]);
+    assert_eq!(out.status.code(), Some(127), "{}", describe(&out));
+    assert!(stderr(&out).contains("executable file not found in $PATH"), "{}", describe(&out));
+    let out = docker(&berth, &["run", "--rm", "--device", "/dev/kmsg", "busybox", "true"]);
+    assert!(stderr(&out).contains("HostConfig.Devices is not supported"), "{}", describe(&out));
+    let out = docker(&berth, &["logs", "nope"]);
+    assert!(stderr(&out).contains("No such container: nope"), "{}", describe(&out));
+    berth.stop_and_check_clean();
+}
+
+#[test]
+fn detached_containers_through_their_lifecycle() {
+    let berth = local_berth();
+    let id = ok(&berth, &["run", "-d", "--name", "ticker", "busybox", "sh", "-c", "trap 'exit 0' TERM; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64);
+    std::thread::sleep(std::time::Duration::from_millis(700));
+
+    let ps = ok(&berth, &["ps", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.starts_with("ticker Up"), "{ps}");
+    assert_eq!(ok(&berth, &["inspect", "--format", "{{.State.Running}} {{.Name}}", "ticker"]), "true /ticker\n");
+    let logs = ok(&berth, &["logs", "--tail", "2", "ticker"]);
+    assert_eq!(logs.lines().count(), 2, "{logs}");
+    let followed = Command::new("timeout")
+        .args(["2", "docker", "-H", &format!("unix://{}", berth.run_dir().join("docker.sock").display()), "logs", "-f", "ticker"])
+        .output()
+        .unwrap();
+    assert!(stdout(&followed).lines().count() > logs.lines().count() + 5, "logs -f keeps following");
+
+    // The trap makes SIGTERM a clean exit: stop returns well before its timeout.
+    let started = std::time::Instant::now();
+    ok(&berth, &["stop", "ticker"]);
+    assert!(started.elapsed().as_secs() < 5);
+    assert_eq!(ok(&berth, &["inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", id]), "exited 0\n");
+    let out = docker(&berth, &["rm", "ticker"]);
+    assert!(out.status.success(), "{}", describe(&out));
+
+    // create + start -a, wait, kill.
+    ok(&berth, &["create", "--name", "once", "busybox", "echo", "created"]);
+    assert_eq!(ok(&berth, &["start", "-a", "once"]), "created\n");
+    assert_eq!(ok(&berth, &["wait", "once"]), "0\n");
+    ok(&berth, &["run", "-d", "--name", "sleeper", "busybox", "sleep", "60"]);
+    let out = docker(&berth, &["rm", "sleeper"]);
+    assert!(stderr(&out).contains("stop the container before removing or force remove"), "{}", describe(&out));
+    ok(&berth, &["kill", "sleeper"]);
+    assert_eq!(ok(&berth, &["wait", "sleeper"]), "137\n");
+    ok(&berth, &["rm", "once", "sleeper"]);
+    berth.stop_and_check_clean();
+}
