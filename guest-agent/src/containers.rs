@@ -308,8 +308,9 @@ impl Containers {
         }
         let (ready_read, ready_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RpcStatus::internal(e.to_string()))?;
-        let exe = std::env::current_exe().map_err(internal("finding the agent binary"))?;
-        let mut cmd = Command::new(exe);
+        // /proc/self/exe, not a path: in the VM the agent's original file
+        // was moved at boot (init::switch_to_tmpfs_root).
+        let mut cmd = Command::new("/proc/self/exe");
         cmd.arg("shim").arg(&entry.dir).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
         let ready_fd = ready_write.as_raw_fd();
         // SAFETY: dup2 is async-signal-safe, and the closure touches nothing

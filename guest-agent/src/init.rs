@@ -96,6 +96,77 @@ fn mount_fs(source: &str, target: &str, fstype: &str, flags: MsFlags, data: Opti
 
 /// The pseudo filesystems, and stdio on the console. Runs first: nothing,
 /// logging included, works without /dev and /proc.
+/// Moves the root filesystem from the kernel's initial rootfs into a tmpfs
+/// and empties the rootfs, as switch_root does for a real root.
+///
+/// Why: pivot_root(2) refuses to pivot away from the initial rootfs, and
+/// every container start pivots. And the rootfs stays the bottom of every
+/// mount namespace: emptied, a process that climbs out of its container's
+/// root (chroot tricks with CAP_SYS_CHROOT) finds nothing there. Costs one
+/// copy of the initramfs (~13 MB) at boot.
+pub fn switch_to_tmpfs_root() -> io::Result<()> {
+    let new_root = Path::new("/.root");
+    fs::create_dir_all(new_root)?;
+    mount_fs("rootfs", "/.root", "tmpfs", MsFlags::empty(), Some("mode=0755"))?;
+    use std::os::unix::fs::MetadataExt;
+    let rootfs_dev = fs::symlink_metadata("/")?.dev();
+    for entry in fs::read_dir("/")?.flatten() {
+        let path = entry.path();
+        if path == new_root {
+            continue;
+        }
+        copy_tree(&path, &new_root.join(entry.file_name()), rootfs_dev)?;
+        remove_tree(&path, rootfs_dev)?;
+    }
+    std::env::set_current_dir(new_root)?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(io::Error::from)?;
+    nix::unistd::chroot(".").map_err(io::Error::from)?;
+    std::env::set_current_dir("/")
+}
+
+/// Copies a tree within the rootfs (device `dev`), keeping modes and links.
+fn copy_tree(from: &Path, to: &Path, dev: u64) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = fs::symlink_metadata(from)?;
+    if meta.dev() != dev {
+        return Ok(()); // a mount point: not part of the initramfs
+    }
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(from)?, to)?;
+        return Ok(());
+    }
+    if kind.is_dir() {
+        fs::create_dir(to)?;
+        for entry in fs::read_dir(from)?.flatten() {
+            copy_tree(&entry.path(), &to.join(entry.file_name()), dev)?;
+        }
+    } else if kind.is_file() {
+        fs::copy(from, to)?;
+    } else {
+        return Ok(()); // device nodes come from devtmpfs
+    }
+    fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))
+}
+
+fn remove_tree(path: &Path, dev: u64) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(path)?;
+    if meta.dev() != dev {
+        return Ok(());
+    }
+    if meta.is_dir() {
+        for entry in fs::read_dir(path)?.flatten() {
+            remove_tree(&entry.path(), dev)?;
+        }
+        // A directory holding a mount point stays; it is empty otherwise.
+        let _ = fs::remove_dir(path);
+        Ok(())
+    } else {
+        fs::remove_file(path)
+    }
+}
+
 pub fn mount_basics() -> io::Result<()> {
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_fs("proc", "/proc", "proc", nodev, None)?;

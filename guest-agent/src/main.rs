@@ -86,11 +86,15 @@ fn main() {
     let mounts: Mounts = Arc::new(OnceLock::new());
     let mut init_thread = None;
     if is_init {
+        let switched = init::switch_to_tmpfs_root();
         // Nothing works without /proc and /dev, logging included.
         let basics = init::mount_basics();
         let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
         let params = init::BootParams::parse(&cmdline);
         init_logging(params.as_ref().ok().and_then(|p| p.log.as_deref()).unwrap_or("info"));
+        if let Err(err) = switched {
+            tracing::error!(%err, "moving the root filesystem to tmpfs failed; containers cannot start");
+        }
         if let Err(err) = basics {
             tracing::error!(%err, "mounting the basic filesystems failed");
         }

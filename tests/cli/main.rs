@@ -71,7 +71,11 @@ fn docker_run_in_all_its_forms() {
 
     // -t: a terminal inside the container (the CLI needs one outside too).
     let out = Command::new("script")
-        .args(["-qec", &format!("docker -H unix://{} run --rm -t busybox tty", berth.run_dir().join("docker.sock").display()), "/dev/null"])
+        .args([
+            "-qec",
+            &format!("docker -H unix://{} run --rm -t busybox tty", berth.run_dir().join("docker.sock").display()),
+            "/dev/null",
+        ])
         .env("DOCKER_CONFIG", berth.home.path().join("docker-config"))
         .stdin(Stdio::null())
         .output()
@@ -95,7 +99,19 @@ fn docker_run_in_all_its_forms() {
 #[test]
 fn detached_containers_through_their_lifecycle() {
     let berth = local_berth();
-    let id = ok(&berth, &["run", "-d", "--name", "ticker", "busybox", "sh", "-c", "trap 'exit 0' TERM; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"]);
+    let id = ok(
+        &berth,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "ticker",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done",
+        ],
+    );
     let id = id.trim();
     assert_eq!(id.len(), 64);
     std::thread::sleep(std::time::Duration::from_millis(700));
@@ -106,7 +122,15 @@ fn detached_containers_through_their_lifecycle() {
     let logs = ok(&berth, &["logs", "--tail", "2", "ticker"]);
     assert_eq!(logs.lines().count(), 2, "{logs}");
     let followed = Command::new("timeout")
-        .args(["2", "docker", "-H", &format!("unix://{}", berth.run_dir().join("docker.sock").display()), "logs", "-f", "ticker"])
+        .args([
+            "2",
+            "docker",
+            "-H",
+            &format!("unix://{}", berth.run_dir().join("docker.sock").display()),
+            "logs",
+            "-f",
+            "ticker",
+        ])
         .output()
         .unwrap();
     assert!(stdout(&followed).lines().count() > logs.lines().count() + 5, "logs -f keeps following");
