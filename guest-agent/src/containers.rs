@@ -785,6 +785,38 @@ impl Containers {
         Ok(())
     }
 
+    /// Rewrites an Exec into the container as the command that enters it
+    /// (`berth-agent enter PLAN`), with the container's environment, user
+    /// and isolation resolved here.
+    pub async fn exec_in(
+        self: &Arc<Self>,
+        start: berth_agent_proto::ExecStart,
+    ) -> Result<berth_agent_proto::ExecStart, RpcStatus> {
+        let entry = self.lookup(&start.container_id).await?;
+        let record = entry.snapshot();
+        if record.state.status != Status::Running {
+            let why = if record.state.status == Status::Paused { "paused" } else { "not running" };
+            return Err(RpcStatus::aborted(format!("Container {} is {why}", record.id)));
+        }
+        let dir = entry.dir.clone();
+        let cgroup = self.cgroup_root.as_ref().map(|root| berth_engine::cgroup::container_cgroup(root, &record.id));
+        let plan =
+            tokio::task::spawn_blocking(move || enter_plan(&record, &dir, cgroup, &start).map(|plan| (plan, start)))
+                .await
+                .map_err(|e| RpcStatus::internal(e.to_string()))?
+                .map_err(RpcStatus::invalid_argument)?;
+        let (plan, start) = plan;
+        let plan = serde_json::to_string(&plan).map_err(|e| RpcStatus::internal(e.to_string()))?;
+        Ok(berth_agent_proto::ExecStart {
+            argv: vec!["/proc/self/exe".into(), "enter".into(), plan],
+            env: Vec::new(),
+            cwd: "/".into(),
+            container_id: String::new(),
+            user: String::new(),
+            ..start
+        })
+    }
+
     pub async fn resize(self: &Arc<Self>, name: &str, rows: u16, cols: u16) -> Result<(), RpcStatus> {
         let entry = self.lookup(name).await?;
         if !entry.state().status.is_running() {
@@ -1025,6 +1057,69 @@ fn write_etc_files(dir: &Path, record: &Container) -> std::io::Result<()> {
     std::fs::write(dir.join("hosts"), hosts)?;
     let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_else(|_| "nameserver 10.0.2.3\n".into());
     std::fs::write(dir.join("resolv.conf"), resolv)
+}
+
+/// The process `docker exec` asks for, resolved against the container.
+fn enter_plan(
+    record: &Container,
+    dir: &Path,
+    cgroup: Option<PathBuf>,
+    start: &berth_agent_proto::ExecStart,
+) -> Result<berth_engine::runtime::EnterPlan, String> {
+    let layer = ContainerLayer::under(dir);
+    let user = if start.user.is_empty() { record.config["User"].as_str().unwrap_or("") } else { &start.user };
+    let identity = rootfs::resolve_user(&layer.merged, user).map_err(|e| e.to_string())?;
+    let base: Vec<String> = record.config["Env"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let mut env = base;
+    for entry in &start.env {
+        let key = entry.split('=').next().unwrap_or("");
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(entry.clone());
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", identity.home));
+    }
+    if start.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    let cwd = if !start.cwd.is_empty() {
+        start.cwd.clone()
+    } else {
+        record.config["WorkingDir"].as_str().filter(|s| !s.is_empty()).unwrap_or("/").to_string()
+    };
+    // The container's own isolation, from the spec it was started with.
+    let spec: serde_json::Value = std::fs::read(dir.join(shim::SPEC_FILE))
+        .ok()
+        .and_then(|d| serde_json::from_slice(&d).ok())
+        .ok_or("the container's runtime spec is missing")?;
+    let shim_config: ShimConfig = std::fs::read(dir.join(shim::SHIM_CONFIG))
+        .ok()
+        .and_then(|d| serde_json::from_slice(&d).ok())
+        .ok_or("the container's shim config is missing")?;
+    let capabilities: Vec<String> = if start.privileged {
+        berth_engine::spec::ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect()
+    } else {
+        spec["process"]["capabilities"]["bounding"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    };
+    Ok(berth_engine::runtime::EnterPlan {
+        pid: record.state.pid,
+        cgroup,
+        argv: start.argv.clone(),
+        env,
+        cwd,
+        uid: identity.uid,
+        gid: identity.gid,
+        groups: std::iter::once(identity.gid).chain(identity.additional_gids).collect(),
+        capabilities,
+        no_new_privileges: spec["process"]["noNewPrivileges"].as_bool().unwrap_or(false),
+        seccomp: shim_config.seccomp && !start.privileged,
+    })
 }
 
 /// Everything before the shim: the overlay, the user, the working

@@ -78,6 +78,21 @@ fn main() {
     if argv.len() == 3 && argv[1] == "shim" {
         std::process::exit(berth_engine::shim::main(std::path::Path::new(&argv[2])));
     }
+    // `docker exec`'s process: started by the agent's Exec (containers.rs).
+    if argv.len() == 3 && argv[1] == "enter" {
+        let plan = serde_json::from_str(&argv[2].to_string_lossy());
+        let result = plan
+            .map_err(|e| e.to_string())
+            .and_then(|plan| berth_engine::runtime::enter(&plan).map_err(|e| e.to_string()));
+        match result {
+            Ok(code) => std::process::exit(code),
+            Err(message) => {
+                eprintln!("OCI runtime exec failed: exec failed: {message}: unknown");
+                // Docker answers a failed exec with 126, whatever the cause.
+                std::process::exit(126);
+            }
+        }
+    }
     let Args { listen, data_dir } = parse_args();
     let is_init = std::process::id() == 1;
     let started = Instant::now();

@@ -182,6 +182,7 @@ impl Agent for AgentService {
         if start.argv.is_empty() {
             return Err(Status::invalid_argument("Exec needs a command (argv is empty)"));
         }
+        let start = if start.container_id.is_empty() { start } else { self.containers.exec_in(start).await? };
         let (tx, rx) = mpsc::channel(64);
         let reaper = self.reaper.clone();
         tokio::spawn(async move { crate::exec::run(&reaper, start, input, tx).await });

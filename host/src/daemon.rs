@@ -113,7 +113,7 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
         .with_context(|| format!("serving the Docker API on {}", socket.display()));
     let api_server = match bound {
         Ok((agent, listener)) => {
-            tokio::spawn(api::serve(listener, socket.clone(), std::sync::Arc::new(api::ApiContext { facts, agent })))
+            tokio::spawn(api::serve(listener, socket.clone(), std::sync::Arc::new(api::ApiContext::new(facts, agent))))
         }
         Err(err) => {
             shut_down(vm.as_mut(), state.agent.as_ref()).await?;

@@ -43,6 +43,7 @@ pub fn run(paths: &Paths, command: Vec<String>) -> Result<i32> {
         tty,
         size: if tty { terminal_size() } else { None },
         stdin: true,
+        ..Default::default()
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let _raw = if tty { Some(RawMode::enter()?) } else { None };

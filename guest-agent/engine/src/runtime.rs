@@ -625,6 +625,137 @@ impl ChildPlan<'_> {
     }
 }
 
+/// A process to start inside a running container (`docker exec`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EnterPlan {
+    /// The container's first process, whose namespaces are joined.
+    pub pid: i32,
+    pub cgroup: Option<PathBuf>,
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    /// Capability names (CAP_...), the bounding set.
+    pub capabilities: Vec<String>,
+    pub no_new_privileges: bool,
+    pub seccomp: bool,
+}
+
+/// The pid of the process started by `enter`, for signal forwarding.
+static ENTERED_CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward_signal(signal: libc::c_int) {
+    let child = ENTERED_CHILD.load(std::sync::atomic::Ordering::Relaxed);
+    if child > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(child, signal) };
+    }
+}
+
+/// `berth-agent enter PLAN`: joins the container's namespaces and cgroup,
+/// starts the process there with the container's isolation, waits for it
+/// and exits as it did (signals sent to us are passed on). Must run in a
+/// single-threaded process. Returns the exit code (128 + signal).
+pub fn enter(plan: &EnterPlan) -> Result<i32, RuntimeError> {
+    let namespaces = ["ipc", "uts", "net", "pid", "cgroup", "mnt"];
+    // All opened before any setns: after joining the mount namespace,
+    // /proc is the container's and the host pid means nothing there.
+    let mut fds = Vec::new();
+    for ns in namespaces {
+        let path = format!("/proc/{}/ns/{ns}", plan.pid);
+        let file = std::fs::File::open(&path).map_err(io_err(format!("opening {path} (is the container running?)")))?;
+        fds.push((ns, file));
+    }
+    if let Some(cgroup) = &plan.cgroup {
+        std::fs::write(cgroup.join("cgroup.procs"), b"0").map_err(io_err("joining the container's cgroup"))?;
+    }
+    for (ns, file) in &fds {
+        // SAFETY: setns on a namespace descriptor we hold open.
+        if unsafe { libc::setns(file.as_raw_fd(), 0) } < 0 {
+            return Err(io_err(format!("joining the container's {ns} namespace"))(last_error()));
+        }
+    }
+    drop(fds);
+    let bounding: Vec<u8> =
+        plan.capabilities.iter().filter_map(|c| c.parse::<caps::Capability>().ok()).map(|c| c.index()).collect();
+    let seccomp = if plan.seccomp {
+        let set = plan
+            .capabilities
+            .iter()
+            .filter_map(|c| serde_json::from_value(serde_json::Value::String(c.clone())).ok())
+            .collect();
+        Some(crate::seccomp::docker_default(&set).map_err(|e| RuntimeError::Setup(format!("seccomp: {e}")))?)
+    } else {
+        None
+    };
+    let program = plan.argv.first().ok_or_else(|| RuntimeError::Setup("exec needs a command".into()))?;
+    let child_plan = ChildPlan {
+        rootfs: PathBuf::from("/"),
+        readonly_rootfs: false,
+        mounts: Vec::new(),
+        devices: Vec::new(),
+        masked: Vec::new(),
+        readonly: Vec::new(),
+        hostname: None,
+        cgroup: None,
+        new_cgroup_ns: false,
+        cwd: PathBuf::from(if plan.cwd.is_empty() { "/" } else { &plan.cwd }),
+        uid: plan.uid,
+        gid: plan.gid,
+        groups: plan.groups.clone(),
+        bounding,
+        no_new_privileges: plan.no_new_privileges,
+        seccomp: seccomp.as_ref(),
+        argv: plan.argv.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?,
+        envp: plan.env.iter().map(|e| cstring(e)).collect::<Result<_, _>>()?,
+        candidates: executable_candidates(program, &plan.env)?,
+    };
+    let (err_read, err_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe")(e.into()))?;
+    // SAFETY: fork in a single-threaded process (the caller's contract).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io_err("fork")(last_error()));
+    }
+    if pid == 0 {
+        drop(err_read);
+        let failure = match std::env::set_current_dir(&child_plan.cwd) {
+            Ok(()) => match child_plan.drop_privileges_and_exec() {
+                Ok(never) => match never {},
+                Err(message) => message,
+            },
+            Err(e) => format!("chdir to {:?}: {}", child_plan.cwd, strip_os_error(&e)),
+        };
+        let _ = std::fs::File::from(err_write).write_all(failure.as_bytes());
+        // SAFETY: _exit skips the parent's atexit handlers and destructors.
+        unsafe { libc::_exit(127) };
+    }
+    drop(err_write);
+    ENTERED_CHILD.store(pid, std::sync::atomic::Ordering::Relaxed);
+    for signal in [libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2, libc::SIGINT, libc::SIGQUIT] {
+        // SAFETY: the handler only calls kill, which is async-signal-safe.
+        unsafe { libc::signal(signal, forward_signal as *const () as libc::sighandler_t) };
+    }
+    let mut failure = String::new();
+    let _ = std::fs::File::from(err_read).read_to_string(&mut failure);
+    let status = loop {
+        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other,
+        }
+    };
+    if !failure.is_empty() {
+        return Err(RuntimeError::Setup(failure));
+    }
+    Ok(match status {
+        Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => code,
+        Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => 128 + signal as i32,
+        _ => 255,
+    })
+}
+
 /// "No such file or directory" without Rust's " (os error 2)" suffix.
 fn strip_os_error(err: &std::io::Error) -> String {
     let text = err.to_string();

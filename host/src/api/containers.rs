@@ -25,11 +25,11 @@ use super::{agent_error, channel_body, error, full, json_response, query_param, 
 /// Create bodies larger than this are refused (Docker's configs are a few KiB).
 const MAX_CREATE_BODY: usize = 4 << 20;
 
-fn flag(query: Option<&str>, name: &str) -> bool {
+pub fn flag(query: Option<&str>, name: &str) -> bool {
     query_param(query, name).is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
-fn empty(status: StatusCode) -> Response<Body> {
+pub fn empty(status: StatusCode) -> Response<Body> {
     let mut response = Response::new(full(Bytes::new()));
     *response.status_mut() = status;
     response
@@ -57,6 +57,7 @@ pub async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Opti
         (&Method::GET, _, "logs") => logs(&id, query, agent).await,
         (&Method::POST, _, "attach") => attach(req, &id, query, agent).await,
         (&Method::POST, _, "resize") => resize(&id, query, agent).await,
+        (&Method::POST, _, "exec") => super::exec::create(req, &id, ctx).await,
         _ => return None,
     })
 }
@@ -302,9 +303,7 @@ async fn logs(id: &str, query: Option<&str>, mut agent: AgentClient<Channel>) ->
     response
 }
 
-/// `docker attach` and the attach half of `docker run`: the connection is
-/// hijacked (101 Switching Protocols) and carries stdin one way and the
-/// container's output the other, framed unless the container has a TTY.
+/// `docker attach` and the attach half of `docker run`.
 async fn attach(
     mut req: Request<Incoming>,
     id: &str,
@@ -331,16 +330,53 @@ async fn attach(
         Ok(reply) => reply.into_inner(),
         Err(status) => return agent_error(status),
     };
-    let upgrade_requested = req.headers().get(UPGRADE).is_some();
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    if !upgrade_requested {
-        // No hijack: stream the output as the body (stdin is not possible).
-        drop(input_tx);
+    let (out_tx, out_rx) = tokio::sync::mpsc::channel(32);
+    tokio::spawn(async move {
+        while let Ok(Some(entry)) = output.message().await {
+            if out_tx.send((entry.stream as u8, Bytes::from(entry.data))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stdin = wants_stdin.then(|| {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(32);
+        tokio::spawn(async move {
+            while let Some(chunk) = rx.recv().await {
+                let input = match chunk {
+                    Some(data) => attach_input::Input::Stdin(data),
+                    None => attach_input::Input::CloseStdin(true),
+                };
+                if input_tx.send(AttachInput { input: Some(input) }).await.is_err() {
+                    return;
+                }
+            }
+        });
+        tx
+    });
+    hijack(&mut req, Hijack { tty, output: out_rx, stdin })
+}
+
+/// The two directions of an attach or exec stream.
+pub struct Hijack {
+    /// The container never allocated a terminal: frame the output.
+    pub tty: bool,
+    /// (stream number, bytes) until the process is done.
+    pub output: tokio::sync::mpsc::Receiver<(u8, Bytes)>,
+    /// Where the client's input goes; `None` marks its end.
+    pub stdin: Option<tokio::sync::mpsc::Sender<Option<Vec<u8>>>>,
+}
+
+/// Answers 101 and carries the streams over the hijacked connection
+/// (Docker's `Upgrade: tcp`); without an upgrade request, the output is
+/// the response body and there is no input.
+pub fn hijack<B>(req: &mut Request<B>, mut streams: Hijack) -> Response<Body> {
+    let tty = streams.tty;
+    let encode = move |(stream, data): (u8, Bytes)| if tty { data } else { frame(stream, &data) };
+    if req.headers().get(UPGRADE).is_none() {
         let (tx, body) = channel_body();
         tokio::spawn(async move {
-            while let Ok(Some(entry)) = output.message().await {
-                let chunk = if tty { Bytes::from(entry.data) } else { frame(entry.stream as u8, &entry.data) };
-                if tx.send(chunk).await.is_err() {
+            while let Some(item) = streams.output.recv().await {
+                if tx.send(encode(item)).await.is_err() {
                     return;
                 }
             }
@@ -349,50 +385,48 @@ async fn attach(
         response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/vnd.docker.raw-stream"));
         return response;
     }
+    let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(err) => {
-                tracing::debug!(%err, "attach upgrade failed");
+                tracing::debug!(%err, "connection upgrade failed");
                 return;
             }
         };
-        let io = hyper_util::rt::TokioIo::new(upgraded);
-        let (mut reader, mut writer) = tokio::io::split(io);
+        let (mut reader, mut writer) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+        let stdin = streams.stdin.take();
         let stdin_pump = async move {
-            if !wants_stdin {
-                return;
-            }
+            let Some(stdin) = stdin else { return std::future::pending::<()>().await };
             let mut buf = vec![0u8; 32 * 1024];
             loop {
                 match reader.read(&mut buf).await {
                     Ok(0) | Err(_) => {
-                        let _ = input_tx.send(AttachInput { input: Some(attach_input::Input::CloseStdin(true)) }).await;
-                        return;
+                        let _ = stdin.send(None).await;
+                        // The client half-closed; keep serving output.
+                        return std::future::pending::<()>().await;
                     }
                     Ok(n) => {
-                        let message = AttachInput { input: Some(attach_input::Input::Stdin(buf[..n].to_vec())) };
-                        if input_tx.send(message).await.is_err() {
-                            return;
+                        if stdin.send(Some(buf[..n].to_vec())).await.is_err() {
+                            return std::future::pending::<()>().await;
                         }
                     }
                 }
             }
         };
         let output_pump = async move {
-            while let Ok(Some(entry)) = output.message().await {
-                let chunk = if tty { Bytes::from(entry.data) } else { frame(entry.stream as u8, &entry.data) };
-                if writer.write_all(&chunk).await.is_err() {
+            while let Some(item) = streams.output.recv().await {
+                if writer.write_all(&encode(item)).await.is_err() {
                     return;
                 }
             }
             let _ = writer.shutdown().await;
         };
-        // Output ending (the container stopped) ends the connection, even
-        // if the client still holds stdin open.
+        // The output ending (the process is done) ends the connection, even
+        // if the client still holds its input open.
         tokio::select! {
             () = output_pump => {}
-            () = async { stdin_pump.await; std::future::pending::<()>().await } => {}
+            () = stdin_pump => {}
         }
     });
     let mut response = empty(StatusCode::SWITCHING_PROTOCOLS);

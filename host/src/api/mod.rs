@@ -22,6 +22,7 @@ use berth_agent_proto::agent_client::AgentClient;
 use tonic::transport::Channel;
 
 mod containers;
+mod exec;
 mod images;
 
 /// The newest and oldest API versions served.
@@ -176,6 +177,14 @@ pub struct ApiContext {
     /// One channel for every request: it multiplexes calls on one agent
     /// connection and reconnects by itself if that breaks.
     pub agent: AgentClient<Channel>,
+    /// `docker exec` instances (Docker keeps them in memory too).
+    pub execs: Arc<exec::Registry>,
+}
+
+impl ApiContext {
+    pub fn new(facts: ApiFacts, agent: AgentClient<Channel>) -> ApiContext {
+        ApiContext { facts, agent, execs: Arc::default() }
+    }
 }
 
 async fn handle(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> {
@@ -187,6 +196,10 @@ async fn handle(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> {
         None => match (&method, path) {
             (&Method::POST, "/images/load") => images::load(req, ctx.agent.clone()).await,
             (&Method::GET, "/images/json") => images::list(req.uri().query(), ctx.agent.clone()).await,
+            (_, path) if path.starts_with("/exec/") => match exec::route(req, path, ctx).await {
+                Some(response) => response,
+                None => route_local(&method, path, &ctx.facts),
+            },
             (_, path) if path.starts_with("/containers/") => match containers::route(req, path, ctx).await {
                 Some(response) => response,
                 None => route_local(&method, path, &ctx.facts),

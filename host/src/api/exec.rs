@@ -1,0 +1,261 @@
+//! `docker exec`: `POST /containers/{id}/exec`, `POST /exec/{id}/start`,
+//! `GET /exec/{id}/json`, `POST /exec/{id}/resize`.
+//!
+//! Exec instances live here, in the daemon: Docker keeps them in memory
+//! only, and all they hold before start is the request. The process itself
+//! runs through the agent's Exec with `container_id` set.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use berth_agent_proto::{exec_input, exec_output, ContainerRef, ExecInput, ExecStart, WindowSize};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use super::containers::{empty, hijack, Hijack};
+use super::{agent_error, error, json_response, query_param, ApiContext, Body};
+
+#[derive(Debug, Clone)]
+struct Instance {
+    container_id: String,
+    config: Value,
+    running: bool,
+    exit_code: Option<i32>,
+    pid: i32,
+    /// Resizes for the running process.
+    resize: Option<tokio::sync::mpsc::Sender<WindowSize>>,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    instances: Mutex<HashMap<String, Instance>>,
+}
+
+fn new_id() -> String {
+    let mut bytes = [0u8; 32];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes)).is_err() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        bytes[..16].copy_from_slice(&nanos.to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn no_such_exec(id: &str) -> Response<Body> {
+    error(StatusCode::NOT_FOUND, format!("No such exec instance: {id}"))
+}
+
+async fn read_json(req: &mut Request<Incoming>) -> Result<Value, Response<Body>> {
+    let body = http_body_util::Limited::new(req.body_mut(), 1 << 20)
+        .collect()
+        .await
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading the request body: {e}")))?
+        .to_bytes();
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))
+}
+
+pub async fn create(mut req: Request<Incoming>, container: &str, ctx: &ApiContext) -> Response<Body> {
+    let config = match read_json(&mut req).await {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    if config["Cmd"].as_array().is_none_or(|c| c.is_empty()) {
+        return error(StatusCode::BAD_REQUEST, "No exec command specified");
+    }
+    let mut agent = ctx.agent.clone();
+    let inspected = match agent.inspect_container(ContainerRef { id: container.to_string() }).await {
+        Ok(reply) => serde_json::from_slice::<Value>(&reply.into_inner().json).unwrap_or_default(),
+        Err(status) => return agent_error(status),
+    };
+    let container_id = inspected["Id"].as_str().unwrap_or(container).to_string();
+    if inspected["State"]["Running"] != json!(true) {
+        return error(StatusCode::CONFLICT, format!("Container {container_id} is not running"));
+    }
+    if inspected["State"]["Paused"] == json!(true) {
+        return error(
+            StatusCode::CONFLICT,
+            format!("Container {container_id} is paused, unpause the container before exec"),
+        );
+    }
+    let id = new_id();
+    let instance = Instance { container_id, config, running: false, exit_code: None, pid: 0, resize: None };
+    ctx.execs.instances.lock().unwrap().insert(id.clone(), instance);
+    json_response(StatusCode::CREATED, json!({ "Id": id }))
+}
+
+pub async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Option<Response<Body>> {
+    let rest = &path["/exec/".len()..];
+    let (id, action) = rest.split_once('/').unwrap_or((rest, ""));
+    let query = req.uri().query().map(str::to_string);
+    Some(match (req.method().as_str(), action) {
+        ("POST", "start") => start(req, id, ctx).await,
+        ("GET", "json") => inspect(id, ctx),
+        ("POST", "resize") => resize(id, query.as_deref(), ctx).await,
+        _ => return None,
+    })
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value.as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default()
+}
+
+async fn start(mut req: Request<Incoming>, id: &str, ctx: &ApiContext) -> Response<Body> {
+    let options = match read_json(&mut req).await {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    let (instance, resize_rx) = {
+        let mut instances = ctx.execs.instances.lock().unwrap();
+        let Some(instance) = instances.get_mut(id) else { return no_such_exec(id) };
+        if instance.running || instance.exit_code.is_some() {
+            return error(StatusCode::CONFLICT, format!("exec instance {id} has already been started"));
+        }
+        instance.running = true;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        instance.resize = Some(tx);
+        (instance.clone(), rx)
+    };
+    let config = &instance.config;
+    let tty = config["Tty"].as_bool().unwrap_or(false) || options["Tty"].as_bool().unwrap_or(false);
+    let detach = options["Detach"].as_bool().unwrap_or(false);
+    let wants_stdin = config["AttachStdin"].as_bool().unwrap_or(false) && !detach;
+    let size = options["ConsoleSize"]
+        .as_array()
+        .or(config["ConsoleSize"].as_array())
+        .and_then(|s| Some(WindowSize { rows: s.first()?.as_u64()? as u32, cols: s.get(1)?.as_u64()? as u32 }))
+        .filter(|s| s.rows > 0 && s.cols > 0);
+    let start = ExecStart {
+        argv: strings(&config["Cmd"]),
+        env: strings(&config["Env"]),
+        cwd: config["WorkingDir"].as_str().unwrap_or("").to_string(),
+        tty,
+        size,
+        stdin: wants_stdin,
+        container_id: instance.container_id.clone(),
+        user: config["User"].as_str().unwrap_or("").to_string(),
+        privileged: config["Privileged"].as_bool().unwrap_or(false),
+    };
+    let (input_tx, input_rx) = tokio::sync::mpsc::channel::<ExecInput>(32);
+    let _ = input_tx.send(ExecInput { input: Some(exec_input::Input::Start(start)) }).await;
+    let mut agent = ctx.agent.clone();
+    let mut output = match agent.exec(tokio_stream::wrappers::ReceiverStream::new(input_rx)).await {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => {
+            ctx.execs.finish(id, 126);
+            return agent_error(status);
+        }
+    };
+    // Resizes travel on the same input stream as stdin.
+    let resize_input = input_tx.clone();
+    tokio::spawn(async move {
+        let mut resize_rx = resize_rx;
+        while let Some(size) = resize_rx.recv().await {
+            if resize_input.send(ExecInput { input: Some(exec_input::Input::Resize(size)) }).await.is_err() {
+                return;
+            }
+        }
+    });
+    let (out_tx, out_rx) = tokio::sync::mpsc::channel::<(u8, Bytes)>(32);
+    let registry = ctx.execs.clone();
+    let exec_id = id.to_string();
+    let stream_output = !detach;
+    tokio::spawn(async move {
+        let mut code = -1;
+        while let Ok(Some(message)) = output.message().await {
+            match message.output {
+                Some(exec_output::Output::Stdout(data)) if stream_output => {
+                    let _ = out_tx.send((1, Bytes::from(data))).await;
+                }
+                Some(exec_output::Output::Stderr(data)) if stream_output => {
+                    let _ = out_tx.send((2, Bytes::from(data))).await;
+                }
+                Some(exec_output::Output::Exit(exit)) => code = exit.code,
+                _ => {}
+            }
+        }
+        registry.finish(&exec_id, code);
+    });
+    if detach {
+        drop(input_tx);
+        return empty(StatusCode::OK);
+    }
+    let stdin = wants_stdin.then(|| {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(32);
+        tokio::spawn(async move {
+            while let Some(chunk) = rx.recv().await {
+                let input = match chunk {
+                    Some(data) => exec_input::Input::Stdin(data),
+                    None => exec_input::Input::CloseStdin(true),
+                };
+                if input_tx.send(ExecInput { input: Some(input) }).await.is_err() {
+                    return;
+                }
+            }
+        });
+        tx
+    });
+    hijack(&mut req, Hijack { tty, output: out_rx, stdin })
+}
+
+impl Registry {
+    fn finish(&self, id: &str, code: i32) {
+        if let Some(instance) = self.instances.lock().unwrap().get_mut(id) {
+            instance.running = false;
+            instance.exit_code = Some(code);
+            instance.resize = None;
+        }
+    }
+}
+
+fn inspect(id: &str, ctx: &ApiContext) -> Response<Body> {
+    let instances = ctx.execs.instances.lock().unwrap();
+    let Some(instance) = instances.get(id) else { return no_such_exec(id) };
+    let cmd = strings(&instance.config["Cmd"]);
+    let flag = |key: &str| instance.config[key].as_bool().unwrap_or(false);
+    json_response(
+        StatusCode::OK,
+        json!({
+            "ID": id,
+            "Running": instance.running,
+            "ExitCode": instance.exit_code,
+            "ProcessConfig": {
+                "tty": flag("Tty"),
+                "entrypoint": cmd.first(),
+                "arguments": cmd.iter().skip(1).collect::<Vec<_>>(),
+                "privileged": flag("Privileged"),
+                "user": instance.config["User"].as_str().unwrap_or(""),
+            },
+            "OpenStdin": flag("AttachStdin"),
+            "OpenStderr": flag("AttachStderr"),
+            "OpenStdout": flag("AttachStdout"),
+            "CanRemove": false,
+            "ContainerID": instance.container_id,
+            "DetachKeys": "",
+            "Pid": instance.pid,
+        }),
+    )
+}
+
+async fn resize(id: &str, query: Option<&str>, ctx: &ApiContext) -> Response<Body> {
+    let dim = |name: &str| query_param(query, name).and_then(|v| v.parse::<u32>().ok());
+    let (Some(rows), Some(cols)) = (dim("h"), dim("w")) else {
+        return error(StatusCode::BAD_REQUEST, "resize needs numeric h and w");
+    };
+    let sender = {
+        let instances = ctx.execs.instances.lock().unwrap();
+        let Some(instance) = instances.get(id) else { return no_such_exec(id) };
+        instance.resize.clone()
+    };
+    match sender {
+        Some(tx) => {
+            let _ = tx.send(WindowSize { rows, cols }).await;
+            empty(StatusCode::OK)
+        }
+        None => error(StatusCode::CONFLICT, format!("exec {id} is not running")),
+    }
+}

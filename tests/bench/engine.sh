@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# Container engine benchmark: Berth's engine (local backend, no VM) against
+# runc and crun on the same machine, in one run.
+#
+#   berth API   = POST /containers/create {"Image":"busybox","Cmd":["true"]},
+#                 POST /start, POST /wait, DELETE, through the Docker API socket:
+#                 the engine's own path without the docker CLI. Measured twice:
+#                 with four `curl --unix-socket` processes (as a script would),
+#                 and from one python3 process (no process spawn per request;
+#                 the closest to the engine's own cost). The "curl alone" row
+#                 (4 x GET /_ping) is what the curl processes cost by themselves.
+#   berth run   = `docker run --rm busybox true` against Berth (CLI included).
+#   runc / crun = `runc run` / `crun run` of `true` from an OCI bundle with the
+#                 same busybox rootfs, config from `runc spec` / `crun spec`
+#                 (args ["true"], no terminal). linux.resources (the deny-all
+#                 device rule) is dropped from both: on this v1/v2 hybrid host
+#                 crun's cgroup-v2 BPF device filter fails on the 8 MiB memlock
+#                 limit, and Berth sets no device filter either. crun runs in a
+#                 private mount namespace with cgroup2 at /sys/fs/cgroup (it
+#                 refuses the hybrid layout). Berth applies Docker's seccomp
+#                 profile, the spec configs apply none.
+#   load        = `docker load` of a ~100 MB docker-archive (busybox layer plus
+#                 one layer of random bytes) into Berth and into a private
+#                 dockerd 20.10 (Debian docker.io, overlay2, no bridge), 3 loads
+#                 each, the image removed (`docker rmi`) between loads.
+#
+# Each series has one unmeasured warm-up run. Release binaries are built first
+# if missing or older than the sources; runc, crun and docker.io are installed
+# with apt if missing. Needs root.
+# Usage: tests/bench/engine.sh [RUNS]   (default 20)
+set -euo pipefail
+runs=${1:-20}
+work=$(mktemp -d)
+. "$(dirname "$0")/lib.sh"
+trap bench_cleanup EXIT
+trap 'exit 130' INT TERM
+export DOCKER_CONFIG=$work/docker-config
+started=$SECONDS
+
+bench_binaries
+bench_apt runc:runc crun:crun docker.io:dockerd || true
+python3 "$bench_root/tests/images/busybox-archive.py" "$work/busybox.tar"
+
+declare -A result err   # result[row]="median p90" (ms), err[row]=why it failed
+
+# --- Berth --------------------------------------------------------------------------
+berth_curl_once() {
+  local s=$berth_sock out id
+  out=$(curl -s --unix-socket "$s" -H 'Content-Type: application/json' -d '{"Image":"busybox","Cmd":["true"]}' \
+    -w ' %{http_code}' http://berth/containers/create) || { REPLY="create: curl exit $?"; return 1; }
+  [[ $out == *' 201' && $out =~ \"Id\":\"([0-9a-f]+)\" ]] || { REPLY="POST /containers/create: $out"; return 1; }
+  id=${BASH_REMATCH[1]}
+  out=$(curl -s --unix-socket "$s" -X POST -w ' %{http_code}' "http://berth/containers/$id/start") || true
+  [[ $out == *' 204' ]] || { REPLY="POST /containers/$id/start: $out"; return 1; }
+  out=$(curl -s --unix-socket "$s" -X POST -w ' %{http_code}' "http://berth/containers/$id/wait") || true
+  [[ $out == *'"StatusCode":0'*' 200' ]] || { REPLY="POST /containers/$id/wait: $out"; return 1; }
+  out=$(curl -s --unix-socket "$s" -X DELETE -w ' %{http_code}' "http://berth/containers/$id") || true
+  [[ $out == *' 204' ]] || { REPLY="DELETE /containers/$id: $out"; return 1; }
+}
+curl_floor_once() {
+  local i
+  for i in 1 2 3 4; do curl -s --unix-socket "$berth_sock" -o /dev/null http://berth/_ping || { REPLY="GET /_ping failed"; return 1; }; done
+}
+berth_run_once() {
+  D "$berth_sock" run --rm busybox true >"$work/run.out" 2>&1 || { REPLY="docker run --rm busybox true: $(cat "$work/run.out")"; return 1; }
+}
+runc_i=0
+runc_once() {
+  runc_i=$((runc_i + 1))
+  runc run --bundle "$work/bundle-runc" "$bench_runc_prefix-$runc_i" </dev/null >/dev/null 2>"$work/runc.err" \
+    || { REPLY="runc run: $(cat "$work/runc.err")"; return 1; }
+}
+
+# series ROW FUNC: warm-up + $runs timed calls of FUNC; stops at the first failure.
+series() {
+  local row=$1 fn=$2 t0 times=() i
+  if ! "$fn"; then err[$row]=$REPLY; fail "$row: $REPLY"; return 0; fi
+  for i in $(seq "$runs"); do
+    t0=$EPOCHREALTIME
+    if ! "$fn"; then err[$row]="run $i: $REPLY"; fail "$row: run $i: $REPLY"; return 0; fi
+    elapsed_us "$t0"; times+=("$REPLY")
+  done
+  result[$row]=$(stats "${times[@]}")
+}
+
+say "berth (local backend) ..."
+if bench_start_berth; then
+  if D "$berth_sock" load -i "$work/busybox.tar" >"$work/load.out" 2>&1; then
+    series berth-curl berth_curl_once
+    if out=$(python3 "$bench_root/tests/bench/api-lifecycle.py" "$berth_sock" "$runs" 2>&1); then
+      mapfile -t py <<<"$out"; result[berth-py]=$(stats "${py[@]}")
+    else
+      err[berth-py]=$out; fail "berth-py: $out"
+    fi
+    series berth-run berth_run_once
+    series curl-floor curl_floor_once
+  else
+    fail "docker load of busybox into Berth failed: $(cat "$work/load.out")"
+    err[berth-curl]="busybox load failed"; err[berth-py]=${err[berth-curl]}; err[berth-run]=${err[berth-curl]}
+  fi
+else
+  for r in berth-curl berth-py berth-run curl-floor; do err[$r]="berth start failed"; done
+fi
+
+# --- runc and crun --------------------------------------------------------------------
+make_bundle() {
+  local rt=$1 b=$work/bundle-$1
+  mkdir -p "$b/rootfs"
+  tar -xOf "$work/busybox.tar" layer/layer.tar | tar -x -C "$b/rootfs"
+  (cd "$b" && "$rt" spec)
+  python3 - "$b/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["process"]["args"], c["process"]["terminal"] = ["true"], False
+c["linux"].pop("resources", None)
+json.dump(c, open(sys.argv[1], "w"), indent=1)
+PY
+}
+say "runc ..."
+if command -v runc >/dev/null && make_bundle runc; then series runc runc_once; else err[runc]="runc missing"; fi
+say "crun ..."
+if command -v crun >/dev/null && make_bundle crun; then
+  # Timed inside the namespace, so unshare/mount are not in the figures.
+  if out=$(unshare -m --propagation private bash -c '
+      set -e; mount -t cgroup2 none /sys/fs/cgroup; b=$1 p=$2 runs=$3
+      crun run --bundle "$b" "$p-w" </dev/null >/dev/null
+      for i in $(seq "$runs"); do
+        t0=$EPOCHREALTIME; crun run --bundle "$b" "$p-$i" </dev/null >/dev/null; t1=$EPOCHREALTIME
+        echo $(( ${t1/./} - ${t0/./} ))
+      done' _ "$work/bundle-crun" "$bench_crun_prefix" "$runs" 2>"$work/crun.err"); then
+    mapfile -t ct <<<"$out"; result[crun]=$(stats "${ct[@]}")
+  else
+    err[crun]="crun run: $(cat "$work/crun.err")"; fail "${err[crun]}"
+  fi
+else
+  err[crun]="crun missing"
+fi
+
+# --- image load: Berth vs dockerd 20.10 --------------------------------------------------
+say "image load (generating a ~100 MB archive) ..."
+python3 "$bench_root/tests/bench/big-image-archive.py" "$work/big.tar" 100 bigimage:latest
+big_mb=$(awk -v b="$(stat -c %s "$work/big.tar")" 'BEGIN {printf "%.1f", b / 1e6}')
+declare -A load_s
+load_once() { # ENGINE SOCK
+  local t0
+  t0=$EPOCHREALTIME
+  D "$2" load -i "$work/big.tar" >"$work/bigload.out" 2>&1 || { REPLY="docker load: $(cat "$work/bigload.out")"; return 1; }
+  elapsed_us "$t0"; local us=$REPLY
+  D "$2" rmi bigimage:latest >"$work/rmi.out" 2>&1 || { REPLY="docker rmi bigimage: $(cat "$work/rmi.out")"; return 1; }
+  REPLY=$us
+}
+if ! bench_start_dockerd; then err[dockerd-load]="dockerd did not start"; dockerd_sock=""; fi
+berth_loads=() dockerd_loads=()
+for i in 1 2 3; do
+  if [ "$berth_ok" = 1 ] && [ -z "${err[berth-load]:-}" ]; then
+    if load_once berth "$berth_sock"; then berth_loads+=("$REPLY"); else err[berth-load]=$REPLY; fail "berth load: $REPLY"; fi
+  fi
+  if [ -n "$dockerd_sock" ] && [ -z "${err[dockerd-load]:-}" ]; then
+    if load_once dockerd "$dockerd_sock"; then dockerd_loads+=("$REPLY"); else err[dockerd-load]=$REPLY; fail "dockerd load: $REPLY"; fi
+  fi
+done
+[ "$berth_ok" = 1 ] || err[berth-load]="berth start failed"
+[ ${#berth_loads[@]} -eq 3 ] && load_s[berth]=$(stats "${berth_loads[@]}" | awk '{printf "%.2f", $1 / 1000}')
+[ ${#dockerd_loads[@]} -eq 3 ] && load_s[dockerd]=$(stats "${dockerd_loads[@]}" | awk '{printf "%.2f", $1 / 1000}')
+bench_stop_dockerd
+
+# --- table ------------------------------------------------------------------------------
+crun_med=$(echo "${result[crun]:-- -}" | cut -d' ' -f1)
+row() { # ROW LABEL
+  if [ -n "${result[$1]:-}" ]; then
+    read -r med p90 <<<"${result[$1]}"
+    printf '  %-46s %8s %8s %8s\n' "$2" "$med" "$p90" "$(ratio "$med" "$crun_med")"
+  else
+    printf '  %-46s   FAILED: %.90s\n' "$2" "${err[$1]:-no figure}"
+  fi
+}
+printf '\nContainer lifecycle of `true` (%s runs each after a warm-up), milliseconds\n' "$runs"
+printf '  %-46s %8s %8s %8s\n' "" median p90 "x crun"
+row berth-curl "berth API, curl (create+start+wait+delete)"
+row berth-py   "berth API, one python3 client (same 4 calls)"
+row berth-run  "berth: docker run --rm busybox true"
+row runc       "runc run (bundle)"
+row crun       "crun run (bundle)"
+row curl-floor "curl alone: 4 x GET /_ping (client cost)"
+printf '  target: berth API / crun <= 2.00\n'
+
+printf '\nImage load: %s MB docker-archive (2 layers, random data), 3 loads each\n' "$big_mb"
+printf '  %-30s %10s %8s\n' "" "median s" "MB/s"
+for e in berth dockerd; do
+  label=$([ $e = berth ] && echo "berth (local backend)" || echo "dockerd 20.10 (overlay2)")
+  if [ -n "${load_s[$e]:-}" ]; then
+    printf '  %-30s %10s %8s\n' "$label" "${load_s[$e]}" "$(awk -v m="$big_mb" -v s="${load_s[$e]}" 'BEGIN {printf "%.0f", m / s}')"
+  else
+    printf '  %-30s   FAILED: %.90s\n' "$label" "${err[$e-load]:-no figure}"
+  fi
+done
+printf '  ratio berth/dockerd (time): %s\n' "$(ratio "${load_s[berth]:--}" "${load_s[dockerd]:--}")"
+printf '\n(%s s in all)\n' "$((SECONDS - started))"
