@@ -817,6 +817,167 @@ impl Containers {
         })
     }
 
+    fn cgroup_of(&self, id: &str) -> Result<PathBuf, RpcStatus> {
+        self.cgroup_root
+            .as_ref()
+            .map(|root| berth_engine::cgroup::container_cgroup(root, id))
+            .ok_or_else(|| RpcStatus::failed_precondition("this machine has no cgroup v2 hierarchy"))
+    }
+
+    pub async fn pause(self: &Arc<Self>, name: &str, pause: bool) -> Result<(), RpcStatus> {
+        let entry = self.lookup(name).await?;
+        let _op = entry.op.lock().await;
+        let record = entry.snapshot();
+        match (pause, record.state.status) {
+            (true, Status::Running) | (false, Status::Paused) => {}
+            (true, Status::Paused) => {
+                return Err(RpcStatus::aborted(format!("Container {} is already paused", record.id)))
+            }
+            (false, _) => return Err(RpcStatus::aborted(format!("Container {} is not paused", record.id))),
+            (true, _) => return Err(RpcStatus::aborted(format!("Container {} is not running", record.id))),
+        }
+        let cgroup = self.cgroup_of(&record.id)?;
+        tokio::task::spawn_blocking(move || berth_engine::cgroup::set_frozen(&cgroup, pause))
+            .await
+            .map_err(|e| RpcStatus::internal(e.to_string()))?
+            .map_err(|e| RpcStatus::internal(e.to_string()))?;
+        entry.update(|c| c.state.status = if pause { Status::Paused } else { Status::Running })
+    }
+
+    pub async fn rename(self: &Arc<Self>, name: &str, new_name: &str) -> Result<(), RpcStatus> {
+        let new_name = new_name.strip_prefix('/').unwrap_or(new_name).to_string();
+        if !container::valid_name(&new_name) {
+            return Err(RpcStatus::invalid_argument(format!(
+                "Invalid container name ({new_name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        let entry = self.lookup(name).await?;
+        let record = entry.snapshot();
+        if record.name == new_name {
+            return Err(RpcStatus::aborted("Renaming a container with the same name as its current name"));
+        }
+        // Checked and changed under the entries lock, as create does.
+        let entries = self.entries.lock().unwrap();
+        if let Some(other) = entries.values().find(|e| e.record.lock().unwrap().name == new_name) {
+            let other_id = other.record.lock().unwrap().id.clone();
+            return Err(RpcStatus::aborted(format!(
+                "Conflict. The container name \"/{new_name}\" is already in use by container \"{other_id}\". You have to remove (or rename) that container to be able to reuse that name."
+            )));
+        }
+        entry.update(|c| c.name = new_name)
+    }
+
+    /// Docker's `top`: the container's processes as `ps -ef` shows them.
+    pub async fn top(self: &Arc<Self>, name: &str) -> Result<serde_json::Value, RpcStatus> {
+        let entry = self.lookup(name).await?;
+        let record = entry.snapshot();
+        if !record.state.status.is_running() {
+            return Err(RpcStatus::aborted(format!("Container {} is not running", record.id)));
+        }
+        let pids = match &self.cgroup_root {
+            Some(root) => berth_engine::cgroup::pids(&berth_engine::cgroup::container_cgroup(root, &record.id)),
+            None => vec![record.state.pid],
+        };
+        let processes: Vec<Vec<String>> = pids.iter().filter_map(|pid| crate::sysinfo::ps_row(*pid)).collect();
+        Ok(serde_json::json!({
+            "Titles": ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"],
+            "Processes": processes,
+        }))
+    }
+
+    /// Docker's stats JSON from the container's cgroup; `previous` is the
+    /// last sample (Docker's precpu_stats).
+    pub async fn stats(
+        self: &Arc<Self>,
+        name: &str,
+        previous: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, RpcStatus> {
+        let entry = self.lookup(name).await?;
+        let record = entry.snapshot();
+        let running = record.state.status.is_running();
+        let stats = match (&self.cgroup_root, running) {
+            (Some(root), true) => {
+                berth_engine::cgroup::stats(&berth_engine::cgroup::container_cgroup(root, &record.id))
+            }
+            _ => Default::default(),
+        };
+        let cpus = crate::sysinfo::online_cpus();
+        let memory_stat: serde_json::Map<String, serde_json::Value> =
+            stats.memory_stat.iter().map(|(k, v)| (k.clone(), (*v).into())).collect();
+        let limit = if stats.memory_limit > 0 { stats.memory_limit } else { crate::sysinfo::meminfo().total };
+        let empty_cpu = serde_json::json!({"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0}, "system_cpu_usage": 0, "online_cpus": cpus, "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}});
+        let precpu = previous.map(|p| p["cpu_stats"].clone()).unwrap_or(empty_cpu);
+        let preread = previous.map(|p| p["read"].clone()).unwrap_or_else(|| "0001-01-01T00:00:00Z".into());
+        Ok(serde_json::json!({
+            "read": container::rfc3339(logfile::now_ns()),
+            "preread": preread,
+            "id": record.id,
+            "name": format!("/{}", record.name),
+            "num_procs": 0,
+            "pids_stats": if running { serde_json::json!({"current": stats.pids_current, "limit": stats.pids_limit}) } else { serde_json::json!({}) },
+            "cpu_stats": {
+                "cpu_usage": {
+                    "total_usage": stats.cpu_usage_ns,
+                    "usage_in_kernelmode": stats.cpu_system_ns,
+                    "usage_in_usermode": stats.cpu_user_ns,
+                },
+                "system_cpu_usage": crate::sysinfo::system_cpu_ns(),
+                "online_cpus": cpus,
+                "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
+            },
+            "precpu_stats": precpu,
+            "memory_stats": if running { serde_json::json!({"usage": stats.memory_usage, "limit": limit, "stats": memory_stat}) } else { serde_json::json!({}) },
+            "blkio_stats": {
+                "io_service_bytes_recursive": [
+                    {"major": 0, "minor": 0, "op": "read", "value": stats.io_read_bytes},
+                    {"major": 0, "minor": 0, "op": "write", "value": stats.io_write_bytes},
+                ],
+                "io_serviced_recursive": null, "io_queue_recursive": null, "io_service_time_recursive": null,
+                "io_wait_time_recursive": null, "io_merged_recursive": null, "io_time_recursive": null, "sectors_recursive": null,
+            },
+            "storage_stats": {},
+            "networks": {},
+        }))
+    }
+
+    /// Whether the container is still there and running (for stat streams).
+    pub fn is_running(&self, name: &str) -> bool {
+        let entries = self.entries.lock().unwrap();
+        let name = name.strip_prefix('/').unwrap_or(name);
+        entries.values().any(|e| {
+            let r = e.record.lock().unwrap();
+            (r.id.starts_with(name) || r.name == name) && r.state.status.is_running()
+        })
+    }
+
+    /// Removes every stopped container (Docker's `container prune`).
+    pub async fn prune(self: &Arc<Self>, filters: &str) -> Result<serde_json::Value, RpcStatus> {
+        self.ensure_loaded().await?;
+        let filters = ContainerFilters::parse_prune(filters)?;
+        let entries: Vec<Arc<Entry>> = self.entries.lock().unwrap().values().cloned().collect();
+        let mut deleted = Vec::new();
+        let mut reclaimed = 0u64;
+        for entry in entries {
+            let record = entry.snapshot();
+            if record.state.status.is_running() || !filters.matches(&record) {
+                continue;
+            }
+            if let Some(until) = filters.until_ns() {
+                if record.created_ns >= until {
+                    continue;
+                }
+            }
+            let _op = entry.op.lock().await;
+            reclaimed += dir_size(&entry.dir.join("upper"));
+            if self.remove_entry(&entry).await.is_ok() {
+                deleted.push(record.id);
+            }
+        }
+        Ok(
+            serde_json::json!({ "ContainersDeleted": if deleted.is_empty() { serde_json::Value::Null } else { deleted.into() }, "SpaceReclaimed": reclaimed }),
+        )
+    }
+
     pub async fn resize(self: &Arc<Self>, name: &str, rows: u16, cols: u16) -> Result<(), RpcStatus> {
         let entry = self.lookup(name).await?;
         if !entry.state().status.is_running() {
@@ -1206,10 +1367,52 @@ fn prepare_mounted(
     Ok(())
 }
 
+/// Bytes used by the files under `dir` (a container's writable layer).
+fn dir_size(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(dir) else { return 0 };
+    if !meta.is_dir() {
+        return meta.blocks() * 512;
+    }
+    std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| dir_size(&e.path())).sum::<u64>()
+        + meta.blocks() * 512
+}
+
 /// Docker's container list filters.
 struct ContainerFilters(HashMap<String, Vec<String>>);
 
 impl ContainerFilters {
+    /// Prune takes `label` (and `label!`) and `until` only.
+    fn parse_prune(text: &str) -> Result<ContainerFilters, RpcStatus> {
+        let value: serde_json::Value = if text.trim().is_empty() {
+            serde_json::json!({})
+        } else {
+            serde_json::from_str(text).map_err(|e| RpcStatus::invalid_argument(format!("invalid filter: {e}")))?
+        };
+        let mut map = HashMap::new();
+        for (key, values) in value.as_object().into_iter().flatten() {
+            if key != "label" && key != "until" {
+                return Err(RpcStatus::invalid_argument(format!("invalid filter '{key}'")));
+            }
+            let list: Vec<String> = match values {
+                serde_json::Value::Array(items) => items.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+                serde_json::Value::Object(items) => items.keys().cloned().collect(),
+                _ => Vec::new(),
+            };
+            map.insert(key.clone(), list);
+        }
+        Ok(ContainerFilters(map))
+    }
+
+    /// `until`: a Unix time in seconds (the CLI's form) or RFC 3339.
+    fn until_ns(&self) -> Option<i64> {
+        let text = self.one("until")?;
+        text.parse::<f64>()
+            .ok()
+            .map(|secs| (secs * 1e9) as i64)
+            .or_else(|| berth_engine::store::parse_rfc3339_utc(&text).map(|s| s * 1_000_000_000))
+    }
+
     fn parse(text: &str) -> Result<ContainerFilters, RpcStatus> {
         if text.trim().is_empty() {
             return Ok(ContainerFilters(HashMap::new()));

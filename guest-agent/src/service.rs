@@ -9,10 +9,11 @@ use std::time::Instant;
 
 use berth_agent_proto::agent_server::Agent;
 use berth_agent_proto::{
-    attach_input, AttachInput, ContainerLogsRequest, ContainerRef, CreateContainerRequest, CreateContainerResponse,
-    JsonResponse, KillContainerRequest, KillContainerResponse, ListContainersRequest, LogEntry, RemoveContainerRequest,
-    RemoveContainerResponse, ResizeContainerRequest, ResizeContainerResponse, StartContainerResponse,
-    StopContainerRequest, StopContainerResponse, WaitContainerRequest, WaitContainerResponse,
+    attach_input, AttachInput, ContainerLogsRequest, ContainerRef, ContainerStatsRequest, CreateContainerRequest,
+    CreateContainerResponse, Empty, JsonResponse, KillContainerRequest, KillContainerResponse, ListContainersRequest,
+    LogEntry, PruneContainersRequest, RemoveContainerRequest, RemoveContainerResponse, RenameContainerRequest,
+    ResizeContainerRequest, ResizeContainerResponse, StartContainerResponse, StopContainerRequest,
+    StopContainerResponse, WaitContainerRequest, WaitContainerResponse,
 };
 use berth_agent_proto::{
     exec_input, ArchiveChunk, ExecInput, ExecOutput, ImageSummary, InfoRequest, InfoResponse, ListImagesRequest,
@@ -391,6 +392,67 @@ impl Agent for AgentService {
             .resize(&id, size.rows.min(u16::MAX as u32) as u16, size.cols.min(u16::MAX as u32) as u16)
             .await?;
         Ok(Response::new(ResizeContainerResponse {}))
+    }
+
+    async fn pause_container(&self, req: Request<ContainerRef>) -> Result<Response<Empty>, Status> {
+        self.containers.pause(&req.into_inner().id, true).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn unpause_container(&self, req: Request<ContainerRef>) -> Result<Response<Empty>, Status> {
+        self.containers.pause(&req.into_inner().id, false).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn rename_container(&self, req: Request<RenameContainerRequest>) -> Result<Response<Empty>, Status> {
+        let RenameContainerRequest { id, name } = req.into_inner();
+        self.containers.rename(&id, &name).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn top_container(&self, req: Request<ContainerRef>) -> Result<Response<JsonResponse>, Status> {
+        let value = self.containers.top(&req.into_inner().id).await?;
+        Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
+    }
+
+    type ContainerStatsStream = ReceiverStream<Result<JsonResponse, Status>>;
+
+    async fn container_stats(
+        &self,
+        req: Request<ContainerStatsRequest>,
+    ) -> Result<Response<Self::ContainerStatsStream>, Status> {
+        let ContainerStatsRequest { id, stream } = req.into_inner();
+        let containers = self.containers.clone();
+        let first = containers.stats(&id, None).await?;
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(async move {
+            let mut previous = first;
+            if !stream {
+                // One sample, with a real precpu: wait a moment for a second reading.
+                tokio::time::sleep(std::time::Duration::from_millis(if containers.is_running(&id) { 500 } else { 0 }))
+                    .await;
+                if let Ok(sample) = containers.stats(&id, Some(&previous)).await {
+                    let _ = tx.send(Ok(JsonResponse { json: sample.to_string().into_bytes() })).await;
+                }
+                return;
+            }
+            loop {
+                if tx.send(Ok(JsonResponse { json: previous.to_string().into_bytes() })).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                match containers.stats(&id, Some(&previous)).await {
+                    Ok(sample) => previous = sample,
+                    Err(_) => return,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn prune_containers(&self, req: Request<PruneContainersRequest>) -> Result<Response<JsonResponse>, Status> {
+        let value = self.containers.prune(&req.into_inner().filters_json).await?;
+        Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
     }
 
     async fn shutdown(&self, _: Request<ShutdownRequest>) -> Result<Response<ShutdownResponse>, Status> {

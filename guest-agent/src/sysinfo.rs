@@ -45,3 +45,41 @@ mod tests {
         assert_eq!(super::kib_field(text, "Missing:"), 0);
     }
 }
+
+/// Total CPU time of the machine in nanoseconds (/proc/stat's first line),
+/// Docker's `system_cpu_usage`.
+pub fn system_cpu_ns() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .map(|l| l.split_whitespace().skip(1).filter_map(|v| v.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    // SAFETY: sysconf takes a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ticks * 1_000_000_000 / hz
+}
+
+/// One `ps -ef` row for `pid`: UID PID PPID C STIME TTY TIME CMD.
+pub fn ps_row(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields after the command: state(0) ppid(1) ... tty_nr(4) ... utime(11) stime(12).
+    let ppid = fields.get(1)?.to_string();
+    // SAFETY: sysconf takes a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let cpu_secs = (fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?) / hz;
+    let time = format!("{:02}:{:02}:{:02}", cpu_secs / 3600, cpu_secs / 60 % 60, cpu_secs % 60);
+    let tty = if fields.get(4)? == &"0" { "?".to_string() } else { "pts".to_string() };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or("0")
+        .to_string();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let cmd = String::from_utf8_lossy(&cmdline).trim_end_matches('\0').replace('\0', " ");
+    Some(vec![uid, pid.to_string(), ppid, "0".into(), "-".into(), tty, time, cmd])
+}

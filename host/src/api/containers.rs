@@ -58,8 +58,64 @@ pub async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Opti
         (&Method::POST, _, "attach") => attach(req, &id, query, agent).await,
         (&Method::POST, _, "resize") => resize(&id, query, agent).await,
         (&Method::POST, _, "exec") => super::exec::create(req, &id, ctx).await,
+        (&Method::POST, "prune", "") => prune(query, agent).await,
+        (&Method::POST, _, "pause") => unit(agent.clone().pause_container(ContainerRef { id: id.clone() }).await),
+        (&Method::POST, _, "unpause") => unit(agent.clone().unpause_container(ContainerRef { id: id.clone() }).await),
+        (&Method::POST, _, "rename") => rename(&id, query, agent).await,
+        (&Method::GET, _, "top") => match agent.clone().top_container(ContainerRef { id: id.clone() }).await {
+            Ok(reply) => raw_json(reply.into_inner().json),
+            Err(status) => agent_error(status),
+        },
+        (&Method::GET, _, "stats") => stats(&id, query, agent).await,
         _ => return None,
     })
+}
+
+/// 204 for a call that answers nothing.
+fn unit<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Response<Body> {
+    match result {
+        Ok(_) => empty(StatusCode::NO_CONTENT),
+        Err(status) => agent_error(status),
+    }
+}
+
+async fn rename(id: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
+    let Some(name) = query_param(query, "name").filter(|n| !n.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "Neither old nor new names may be empty");
+    };
+    unit(agent.rename_container(berth_agent_proto::RenameContainerRequest { id: id.to_string(), name }).await)
+}
+
+async fn prune(query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
+    let request =
+        berth_agent_proto::PruneContainersRequest { filters_json: query_param(query, "filters").unwrap_or_default() };
+    match agent.prune_containers(request).await {
+        Ok(reply) => raw_json(reply.into_inner().json),
+        Err(status) => agent_error(status),
+    }
+}
+
+/// One JSON document per line, streamed (`stream=1`, the default) or one.
+async fn stats(id: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
+    let stream = query_param(query, "stream").is_none_or(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let request = berth_agent_proto::ContainerStatsRequest { id: id.to_string(), stream };
+    let mut samples = match agent.container_stats(request).await {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => return agent_error(status),
+    };
+    let (tx, body) = channel_body();
+    tokio::spawn(async move {
+        while let Ok(Some(sample)) = samples.message().await {
+            let mut line = sample.json;
+            line.push(b'\n');
+            if tx.send(Bytes::from(line)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut response = Response::new(body);
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 async fn create(req: Request<Incoming>, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
