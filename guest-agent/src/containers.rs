@@ -684,7 +684,13 @@ impl Containers {
         Ok(entry.snapshot().inspect(&entry.dir))
     }
 
-    pub async fn list(self: &Arc<Self>, all: bool, filters: &str, limit: u32) -> Result<serde_json::Value, RpcStatus> {
+    pub async fn list(
+        self: &Arc<Self>,
+        all: bool,
+        filters: &str,
+        limit: u32,
+        size: bool,
+    ) -> Result<serde_json::Value, RpcStatus> {
         self.ensure_loaded().await?;
         let filters = ContainerFilters::parse(filters)?;
         let mut records: Vec<Container> = self.entries.lock().unwrap().values().map(|e| e.snapshot()).collect();
@@ -700,7 +706,13 @@ impl Containers {
             .filter(|c| before.is_none_or(|t| c.created_ns < t))
             .filter(|c| since.is_none_or(|t| c.created_ns > t))
             .take(if limit > 0 { limit as usize } else { usize::MAX })
-            .map(|c| c.summary(now))
+            .map(|c| {
+                let mut summary = c.summary(now);
+                if size {
+                    summary["SizeRw"] = dir_size(&self.root.join(&c.id).join("upper")).into();
+                }
+                summary
+            })
             .collect();
         Ok(serde_json::Value::Array(listed))
     }

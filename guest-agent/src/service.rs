@@ -350,8 +350,17 @@ impl Agent for AgentService {
     }
 
     async fn list_containers(&self, req: Request<ListContainersRequest>) -> Result<Response<JsonResponse>, Status> {
-        let ListContainersRequest { all, filters_json, limit } = req.into_inner();
-        let value = self.containers.list(all, &filters_json, limit).await?;
+        let ListContainersRequest { all, filters_json, limit, size } = req.into_inner();
+        let mut value = self.containers.list(all, &filters_json, limit, size).await?;
+        if size {
+            // SizeRootFs adds the image's layers, which the image store knows.
+            let sizes: std::collections::HashMap<String, u64> =
+                self.images_blocking(|store| Ok(store.images().map(|r| (r.id.clone(), r.size)).collect())).await?;
+            for c in value.as_array_mut().into_iter().flatten() {
+                let image = sizes.get(c["ImageID"].as_str().unwrap_or("")).copied().unwrap_or(0);
+                c["SizeRootFs"] = (c["SizeRw"].as_u64().unwrap_or(0) + image).into();
+            }
+        }
         Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
     }
 

@@ -142,6 +142,7 @@ async fn list(query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<
         all: flag(query, "all"),
         filters_json: query_param(query, "filters").unwrap_or_default(),
         limit,
+        size: flag(query, "size"),
     };
     match agent.list_containers(request).await {
         Ok(reply) => raw_json(reply.into_inner().json),

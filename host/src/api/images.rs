@@ -81,7 +81,7 @@ pub async fn list(query: Option<&str>, mut agent: AgentClient<Channel>) -> Respo
     json_response(StatusCode::OK, images_json(images))
 }
 
-fn images_json(mut images: Vec<ImageSummary>) -> serde_json::Value {
+pub fn images_json(mut images: Vec<ImageSummary>) -> serde_json::Value {
     images.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
     images
         .iter()

@@ -24,6 +24,7 @@ use tonic::transport::Channel;
 mod containers;
 mod exec;
 mod images;
+mod networks;
 
 /// The newest and oldest API versions served.
 pub const API_VERSION: &str = "1.47";
@@ -131,7 +132,6 @@ fn route_local(method: &Method, path: &str, facts: &ApiFacts) -> Response<Body> 
             response
         }
         (&Method::GET, "/version") => json_response(StatusCode::OK, version_json(facts)),
-        (&Method::GET, "/info") => json_response(StatusCode::OK, info_json(facts)),
         _ => error(
             StatusCode::NOT_IMPLEMENTED,
             format!("Berth does not implement {method} {path} yet (containers arrive with the container engine)"),
@@ -196,6 +196,14 @@ async fn handle(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> {
         None => match (&method, path) {
             (&Method::POST, "/images/load") => images::load(req, ctx.agent.clone()).await,
             (&Method::GET, "/images/json") => images::list(req.uri().query(), ctx.agent.clone()).await,
+            (_, path) if path == "/networks" || path.starts_with("/networks/") => {
+                match networks::route(&method, path, req.uri().query()) {
+                    Some(response) => response,
+                    None => route_local(&method, path, &ctx.facts),
+                }
+            }
+            (&Method::GET, "/info") => info(ctx).await,
+            (&Method::GET, "/system/df") => system_df(ctx).await,
             (_, path) if path.starts_with("/exec/") => match exec::route(req, path, ctx).await {
                 Some(response) => response,
                 None => route_local(&method, path, &ctx.facts),
@@ -253,8 +261,58 @@ fn version_json(facts: &ApiFacts) -> serde_json::Value {
     })
 }
 
+/// `/info` with the engine's real counts.
+async fn info(ctx: &ApiContext) -> Response<Body> {
+    let mut agent = ctx.agent.clone();
+    let request = berth_agent_proto::ListContainersRequest { all: true, ..Default::default() };
+    let containers: serde_json::Value = match agent.list_containers(request).await {
+        Ok(reply) => serde_json::from_slice(&reply.into_inner().json).unwrap_or_default(),
+        Err(status) => return agent_error(status),
+    };
+    let images = match agent.list_images(berth_agent_proto::ListImagesRequest {}).await {
+        Ok(reply) => reply.into_inner().images.len(),
+        Err(status) => return agent_error(status),
+    };
+    let states: Vec<&str> = containers.as_array().into_iter().flatten().filter_map(|c| c["State"].as_str()).collect();
+    let count = |state: &str| states.iter().filter(|s| **s == state).count();
+    let mut value = info_json(&ctx.facts);
+    value["Containers"] = states.len().into();
+    value["ContainersRunning"] = count("running").into();
+    value["ContainersPaused"] = count("paused").into();
+    value["ContainersStopped"] = (states.len() - count("running") - count("paused")).into();
+    value["Images"] = images.into();
+    json_response(StatusCode::OK, value)
+}
+
+/// `docker system df`: images and containers with their sizes.
+async fn system_df(ctx: &ApiContext) -> Response<Body> {
+    let mut agent = ctx.agent.clone();
+    let request = berth_agent_proto::ListContainersRequest { all: true, size: true, ..Default::default() };
+    let containers: serde_json::Value = match agent.list_containers(request).await {
+        Ok(reply) => serde_json::from_slice(&reply.into_inner().json).unwrap_or_default(),
+        Err(status) => return agent_error(status),
+    };
+    let images = match agent.list_images(berth_agent_proto::ListImagesRequest {}).await {
+        Ok(reply) => reply.into_inner().images,
+        Err(status) => return agent_error(status),
+    };
+    let list = containers.as_array().cloned().unwrap_or_default();
+    let mut images_json = images::images_json(images);
+    let mut layers_size = 0u64;
+    for image in images_json.as_array_mut().into_iter().flatten() {
+        let id = image["Id"].as_str().unwrap_or("").to_string();
+        let users = list.iter().filter(|c| c["ImageID"].as_str() == Some(id.as_str())).count();
+        image["Containers"] = users.into();
+        image["SharedSize"] = 0.into();
+        layers_size += image["Size"].as_u64().unwrap_or(0);
+    }
+    json_response(
+        StatusCode::OK,
+        json!({ "LayersSize": layers_size, "Images": images_json, "Containers": list, "Volumes": [], "BuildCache": [] }),
+    )
+}
+
 fn info_json(facts: &ApiFacts) -> serde_json::Value {
-    // Only what is true today: no engine yet, so no containers or images.
     json!({
         "ID": "",
         "Name": facts.hostname,
@@ -381,7 +439,7 @@ mod tests {
         let version = body(route(&Method::GET, "/v1.41/version", &facts()));
         assert_eq!(version["ApiVersion"], API_VERSION);
         assert_eq!(version["MinAPIVersion"], MIN_API_VERSION);
-        let info = body(route(&Method::GET, "/info", &facts()));
+        let info = info_json(&facts());
         assert_eq!(info["NCPU"], 2);
         assert_eq!(info["KernelVersion"], "6.1.192");
     }

@@ -1,0 +1,132 @@
+//! `/networks`: Docker's three predefined networks, as they really are
+//! today. `bridge` (the default) gives a container its own network
+//! namespace with loopback only: no subnet, gateway or addresses, so IPAM
+//! reports none. `host` shares the VM's network; `none` is loopback only.
+//! Creating, connecting and removing networks arrives with container
+//! networking; until then those calls fail clearly.
+
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use super::{error, json_response, query_param, Body};
+
+const PREDEFINED: [(&str, &str); 3] = [("bridge", "bridge"), ("host", "host"), ("none", "null")];
+
+/// A stable 64-hex ID per predefined network (sha256 of its name).
+fn network_id(name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(format!("berth-network-{name}").as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn network_json(name: &str, driver: &str) -> Value {
+    json!({
+        "Name": name,
+        "Id": network_id(name),
+        "Created": "0001-01-01T00:00:00Z",
+        "Scope": "local",
+        "Driver": driver,
+        "EnableIPv6": false,
+        "IPAM": { "Driver": "default", "Options": null, "Config": [] },
+        "Internal": false,
+        "Attachable": false,
+        "Ingress": false,
+        "ConfigFrom": { "Network": "" },
+        "ConfigOnly": false,
+        "Containers": {},
+        "Options": {},
+        "Labels": {},
+    })
+}
+
+fn find(key: &str) -> Option<(&'static str, &'static str)> {
+    PREDEFINED.iter().copied().find(|(name, _)| *name == key || (key.len() >= 3 && network_id(name).starts_with(key)))
+}
+
+/// Docker's name/id/driver/type filters on the predefined networks.
+fn matches(filters: &Value, name: &str, driver: &str) -> Result<bool, String> {
+    let Some(map) = filters.as_object() else { return Ok(true) };
+    for (key, values) in map {
+        let wanted: Vec<String> = match values {
+            Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+            Value::Object(o) => o.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let ok = match key.as_str() {
+            "name" => wanted.iter().any(|w| name.contains(w.as_str())),
+            "id" => wanted.iter().any(|w| network_id(name).starts_with(w.as_str())),
+            "driver" => wanted.iter().any(|w| w == driver),
+            "type" => wanted.iter().any(|w| w == "builtin"),
+            "scope" => wanted.iter().any(|w| w == "local"),
+            "label" | "dangling" => wanted.is_empty(),
+            other => return Err(format!("invalid filter '{other}'")),
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+pub fn route(method: &Method, path: &str, query: Option<&str>) -> Option<hyper::Response<Body>> {
+    let rest = path.strip_prefix("/networks").unwrap_or(path);
+    let rest = rest.strip_prefix('/').unwrap_or(rest);
+    let (target, action) = rest.split_once('/').unwrap_or((rest, ""));
+    Some(match (method, target, action) {
+        (&Method::GET, "", "") => {
+            let filters: Value = match query_param(query, "filters").filter(|f| !f.is_empty()) {
+                Some(text) => match serde_json::from_str(&text) {
+                    Ok(v) => v,
+                    Err(e) => return Some(error(StatusCode::BAD_REQUEST, format!("invalid filter: {e}"))),
+                },
+                None => Value::Null,
+            };
+            let mut listed = Vec::new();
+            for (name, driver) in PREDEFINED {
+                match matches(&filters, name, driver) {
+                    Ok(true) => listed.push(network_json(name, driver)),
+                    Ok(false) => {}
+                    Err(message) => return Some(error(StatusCode::BAD_REQUEST, message)),
+                }
+            }
+            json_response(StatusCode::OK, Value::Array(listed))
+        }
+        (&Method::POST, "create", "") => error(
+            StatusCode::NOT_IMPLEMENTED,
+            "Berth cannot create networks yet: user-defined networks arrive with container networking",
+        ),
+        (&Method::POST, "prune", "") => json_response(StatusCode::OK, json!({ "NetworksDeleted": [] })),
+        (&Method::GET, name, "") => match find(name) {
+            Some((name, driver)) => json_response(StatusCode::OK, network_json(name, driver)),
+            None => error(StatusCode::NOT_FOUND, format!("network {name} not found")),
+        },
+        (&Method::DELETE, name, "") => match find(name) {
+            Some((name, _)) => {
+                error(StatusCode::FORBIDDEN, format!("{name} is a pre-defined network and cannot be removed"))
+            }
+            None => error(StatusCode::NOT_FOUND, format!("network {name} not found")),
+        },
+        (&Method::POST, name, "connect" | "disconnect") => match find(name) {
+            Some(_) => error(
+                StatusCode::NOT_IMPLEMENTED,
+                "Berth cannot connect containers to networks yet: that arrives with container networking",
+            ),
+            None => error(StatusCode::NOT_FOUND, format!("network {name} not found")),
+        },
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predefined_networks_by_name_and_id() {
+        assert_eq!(find("bridge").unwrap().0, "bridge");
+        assert_eq!(find(&network_id("host")[..12]).unwrap().0, "host");
+        assert!(find("mynet").is_none());
+        assert!(matches(&json!({"name": ["bri"]}), "bridge", "bridge").unwrap());
+        assert!(!matches(&json!({"driver": ["host"]}), "bridge", "bridge").unwrap());
+        assert!(matches(&json!({"bogus": ["x"]}), "bridge", "bridge").is_err());
+    }
+}
