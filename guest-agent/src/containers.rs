@@ -66,6 +66,7 @@ pub struct Containers {
     root: PathBuf,
     cgroup_root: Option<PathBuf>,
     reaper: Reaper,
+    pub events: Arc<crate::events::Events>,
     entries: Mutex<HashMap<String, Arc<Entry>>>,
     loaded: tokio::sync::OnceCell<()>,
 }
@@ -95,11 +96,12 @@ pub struct ImageInfo {
 }
 
 impl Containers {
-    pub fn new(root: PathBuf, reaper: Reaper) -> Arc<Containers> {
+    pub fn new(root: PathBuf, reaper: Reaper, events: Arc<crate::events::Events>) -> Arc<Containers> {
         Arc::new(Containers {
             root,
             cgroup_root: berth_engine::cgroup::hierarchy_root(),
             reaper,
+            events,
             entries: Mutex::new(HashMap::new()),
             loaded: tokio::sync::OnceCell::new(),
         })
@@ -134,6 +136,18 @@ impl Containers {
             })
             .await?;
         Ok(())
+    }
+
+    /// A container event, with Docker's attributes (name, image, labels).
+    fn emit(&self, action: &str, record: &Container, extra: &[(&str, String)]) {
+        let mut attributes = serde_json::json!({ "name": record.name, "image": record.image });
+        for (key, value) in record.config["Labels"].as_object().into_iter().flatten() {
+            attributes[key] = value.clone();
+        }
+        for (key, value) in extra {
+            attributes[*key] = value.clone().into();
+        }
+        self.events.emit("container", action, &record.id, attributes);
     }
 
     fn insert(&self, record: Container, dir: PathBuf) -> Arc<Entry> {
@@ -271,6 +285,7 @@ impl Containers {
             return Err(RpcStatus::internal(format!("creating the container: {err}")));
         }
         tracing::info!(%id, %name, "container created");
+        self.emit("create", &record, &[]);
         Ok(id)
     }
 
@@ -356,6 +371,7 @@ impl Containers {
             }
         })?;
         tracing::info!(id = %entry.snapshot().id, pid, "container started");
+        self.emit("start", &entry.snapshot(), &[]);
         tokio::spawn(self.watch_exit(entry.clone(), fd));
         Ok(())
     }
@@ -422,6 +438,10 @@ impl Containers {
         });
         let record = entry.snapshot();
         tracing::info!(id = %record.id, code = record.state.exit_code, "container exited");
+        if record.state.oom_killed {
+            self.emit("oom", &record, &[]);
+        }
+        self.emit("die", &record, &[("exitCode", record.state.exit_code.to_string())]);
         if record.host_config["AutoRemove"].as_bool() == Some(true) {
             let _ = self.remove_entry(entry).await;
             return;
@@ -519,7 +539,9 @@ impl Containers {
             let _ = self.thaw(&entry);
         }
         entry.update(|c| c.state.stopped_by_user = true)?;
-        Self::signal(&entry, signal)
+        Self::signal(&entry, signal)?;
+        self.emit("kill", &entry.snapshot(), &[("signal", signal.to_string())]);
+        Ok(())
     }
 
     fn thaw(&self, entry: &Entry) -> Result<(), RpcStatus> {
@@ -551,7 +573,11 @@ impl Containers {
     pub async fn stop(self: &Arc<Self>, name: &str, timeout: Option<i32>, signal: &str) -> Result<bool, RpcStatus> {
         let entry = self.lookup(name).await?;
         let _op = entry.op.lock().await;
-        self.stop_entry(&entry, timeout, signal).await
+        let stopped = self.stop_entry(&entry, timeout, signal).await?;
+        if stopped {
+            self.emit("stop", &entry.snapshot(), &[]);
+        }
+        Ok(stopped)
     }
 
     async fn stop_entry(&self, entry: &Arc<Entry>, timeout: Option<i32>, signal: &str) -> Result<bool, RpcStatus> {
@@ -676,6 +702,7 @@ impl Containers {
         self.entries.lock().unwrap().remove(&id);
         entry.changed.send_replace(None);
         tracing::info!(%id, "container removed");
+        self.emit("destroy", &entry.snapshot(), &[]);
         Ok(())
     }
 
@@ -853,7 +880,9 @@ impl Containers {
             .await
             .map_err(|e| RpcStatus::internal(e.to_string()))?
             .map_err(|e| RpcStatus::internal(e.to_string()))?;
-        entry.update(|c| c.state.status = if pause { Status::Paused } else { Status::Running })
+        entry.update(|c| c.state.status = if pause { Status::Paused } else { Status::Running })?;
+        self.emit(if pause { "pause" } else { "unpause" }, &entry.snapshot(), &[]);
+        Ok(())
     }
 
     pub async fn rename(self: &Arc<Self>, name: &str, new_name: &str) -> Result<(), RpcStatus> {
@@ -876,7 +905,9 @@ impl Containers {
                 "Conflict. The container name \"/{new_name}\" is already in use by container \"{other_id}\". You have to remove (or rename) that container to be able to reuse that name."
             )));
         }
-        entry.update(|c| c.name = new_name)
+        entry.update(|c| c.name = new_name)?;
+        self.emit("rename", &entry.snapshot(), &[("oldName", format!("/{}", record.name))]);
+        Ok(())
     }
 
     /// Docker's `top`: the container's processes as `ps -ef` shows them.

@@ -6,6 +6,7 @@
 //! (`berth-agent --unix PATH`), the "local agent".
 
 mod containers;
+mod events;
 mod exec;
 mod init;
 mod netconf;
@@ -168,7 +169,8 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let shutdown = Arc::new(Notify::new());
     let reaper = reaper::Reaper::start()?;
-    let containers = containers::Containers::new(data_dir.join("containers"), reaper.clone());
+    let events = Arc::new(events::Events::default());
+    let containers = containers::Containers::new(data_dir.join("containers"), reaper.clone(), events);
     let service = service::AgentService {
         reaper,
         containers: containers.clone(),

@@ -10,10 +10,10 @@ use std::time::Instant;
 use berth_agent_proto::agent_server::Agent;
 use berth_agent_proto::{
     attach_input, AttachInput, ContainerLogsRequest, ContainerRef, ContainerStatsRequest, CreateContainerRequest,
-    CreateContainerResponse, Empty, JsonResponse, KillContainerRequest, KillContainerResponse, ListContainersRequest,
-    LogEntry, PruneContainersRequest, RemoveContainerRequest, RemoveContainerResponse, RenameContainerRequest,
-    ResizeContainerRequest, ResizeContainerResponse, StartContainerResponse, StopContainerRequest,
-    StopContainerResponse, WaitContainerRequest, WaitContainerResponse,
+    CreateContainerResponse, Empty, EventsRequest, JsonResponse, KillContainerRequest, KillContainerResponse,
+    ListContainersRequest, LogEntry, PruneContainersRequest, RemoveContainerRequest, RemoveContainerResponse,
+    RenameContainerRequest, ResizeContainerRequest, ResizeContainerResponse, StartContainerResponse,
+    StopContainerRequest, StopContainerResponse, WaitContainerRequest, WaitContainerResponse,
 };
 use berth_agent_proto::{
     exec_input, ArchiveChunk, ExecInput, ExecOutput, ImageSummary, InfoRequest, InfoResponse, ListImagesRequest,
@@ -211,6 +211,10 @@ impl Agent for AgentService {
         drop(tx);
         let images = loading.await.map_err(|e| Status::internal(format!("image load task failed: {e}")))??;
         tracing::info!(images = images.len(), "images loaded");
+        for image in &images {
+            let name = image.tags.first().map(|t| berth_engine::reference::familiar(t).to_string()).unwrap_or_default();
+            self.containers.events.emit("image", "load", &image.id, serde_json::json!({ "name": name }));
+        }
         Ok(Response::new(LoadImagesResponse { images }))
     }
 
@@ -238,6 +242,8 @@ impl Agent for AgentService {
     async fn tag_image(&self, req: Request<TagImageRequest>) -> Result<Response<TagImageResponse>, Status> {
         let TagImageRequest { source, target } = req.into_inner();
         let target = self.images_blocking(move |store| store.tag(&source, &target)).await?;
+        let familiar = berth_engine::reference::familiar(&target).to_string();
+        self.containers.events.emit("image", "tag", &familiar, serde_json::json!({ "name": familiar }));
         Ok(Response::new(TagImageResponse { target }))
     }
 
@@ -267,6 +273,13 @@ impl Agent for AgentService {
             }
         }
         let removed = self.images_blocking(move |store| store.remove(&name, force)).await?;
+        for tag in &removed.untagged {
+            let name = berth_engine::reference::familiar(tag).to_string();
+            self.containers.events.emit("image", "untag", &image_id, serde_json::json!({ "name": name }));
+        }
+        for id in &removed.deleted {
+            self.containers.events.emit("image", "delete", id, serde_json::json!({ "name": id }));
+        }
         Ok(Response::new(RemoveImageResponse { untagged: removed.untagged, deleted: removed.deleted }))
     }
 
@@ -462,6 +475,50 @@ impl Agent for AgentService {
     async fn prune_containers(&self, req: Request<PruneContainersRequest>) -> Result<Response<JsonResponse>, Status> {
         let value = self.containers.prune(&req.into_inner().filters_json).await?;
         Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
+    }
+
+    type EventsStream = ReceiverStream<Result<JsonResponse, Status>>;
+
+    async fn events(&self, req: Request<EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
+        let EventsRequest { since_ns, until_ns, filters_json } = req.into_inner();
+        let filters = crate::events::EventFilters::parse(&filters_json).map_err(Status::invalid_argument)?;
+        let (past, mut live) = self.containers.events.subscribe(since_ns);
+        let (tx, rx) = mpsc::channel(64);
+        let in_range = move |e: &serde_json::Value| until_ns <= 0 || e["timeNano"].as_i64().unwrap_or(0) <= until_ns;
+        tokio::spawn(async move {
+            let send = |e: &serde_json::Value| Ok(JsonResponse { json: e.to_string().into_bytes() });
+            for event in past.iter().filter(|e| filters.matches(e) && in_range(e)) {
+                if tx.send(send(event)).await.is_err() {
+                    return;
+                }
+            }
+            let until = (until_ns > 0).then(|| {
+                let wait = (until_ns - berth_engine::logfile::now_ns()).max(0) as u64;
+                tokio::time::Instant::now() + std::time::Duration::from_nanos(wait)
+            });
+            loop {
+                let next = match until {
+                    Some(deadline) => match tokio::time::timeout_at(deadline, live.recv()).await {
+                        Ok(event) => event,
+                        Err(_) => return,
+                    },
+                    None => tokio::select! {
+                        event = live.recv() => event,
+                        () = tx.closed() => return,
+                    },
+                };
+                match next {
+                    Ok(event) if filters.matches(&event) && in_range(&event) => {
+                        if tx.send(send(&event)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn shutdown(&self, _: Request<ShutdownRequest>) -> Result<Response<ShutdownResponse>, Status> {

@@ -3,14 +3,21 @@
 from one process (no process spawned per request, unlike curl): the engine's
 own cost plus four HTTP requests on fresh Unix-socket connections.
 
-usage: api-lifecycle.py SOCK RUNS   prints one line per run: microseconds
-Exits non-zero, with the failing request and answer on stderr, on any error.
+usage: api-lifecycle.py SOCK RUNS   a warm-up, then one line per run: microseconds
+       api-lifecycle.py SOCK        one run per line read on stdin, answering
+                                    microseconds or "ERR <what failed>" (so a
+                                    caller can interleave it with other series)
+With RUNS, exits non-zero with the failing request and answer on stderr.
 """
 import http.client
 import json
 import socket
 import sys
 import time
+
+
+class Failed(Exception):
+    pass
 
 
 class UnixConnection(http.client.HTTPConnection):
@@ -31,7 +38,7 @@ def call(sock, method, url, body=None, want=(200,)):
     data = resp.read()
     conn.close()
     if resp.status not in want:
-        sys.exit(f"{method} {url}: HTTP {resp.status}: {data.decode(errors='replace').strip()}")
+        raise Failed(f"{method} {url}: HTTP {resp.status}: {data.decode(errors='replace').strip()}")
     return data
 
 
@@ -41,17 +48,31 @@ def once(sock):
     call(sock, "POST", f"/containers/{cid}/start", want=(204,))
     waited = json.loads(call(sock, "POST", f"/containers/{cid}/wait"))
     if waited.get("StatusCode") != 0:
-        sys.exit(f"wait: {waited}")
+        raise Failed(f"POST /containers/{cid}/wait: {waited}")
     call(sock, "DELETE", f"/containers/{cid}", want=(204,))
 
 
+def timed(sock):
+    t0 = time.perf_counter_ns()
+    once(sock)
+    return (time.perf_counter_ns() - t0) // 1000
+
+
 def main():
-    sock, runs = sys.argv[1], int(sys.argv[2])
-    once(sock)  # warm-up
-    for _ in range(runs):
-        t0 = time.perf_counter_ns()
-        once(sock)
-        print((time.perf_counter_ns() - t0) // 1000, flush=True)
+    sock = sys.argv[1]
+    if len(sys.argv) > 2:
+        try:
+            once(sock)  # warm-up
+            for _ in range(int(sys.argv[2])):
+                print(timed(sock), flush=True)
+        except (Failed, OSError) as e:
+            sys.exit(str(e))
+        return
+    for _ in sys.stdin:
+        try:
+            print(timed(sock), flush=True)
+        except (Failed, OSError, ValueError, KeyError) as e:
+            print("ERR", str(e).replace("\n", " "), flush=True)
 
 
 if __name__ == "__main__":

@@ -298,7 +298,7 @@ fn with_timestamp(entry: &LogEntry) -> Vec<u8> {
 }
 
 /// "since"/"until": Unix seconds with optional fraction, as the CLI sends.
-fn unix_ns(text: &str) -> Option<i64> {
+pub fn unix_ns(text: &str) -> Option<i64> {
     let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
     let secs: i64 = secs.parse().ok()?;
     let frac = format!("{frac:0<9}");

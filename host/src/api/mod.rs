@@ -203,6 +203,7 @@ async fn handle(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> {
                 }
             }
             (&Method::GET, "/info") => info(ctx).await,
+            (&Method::GET, "/events") => events(req.uri().query(), ctx).await,
             (&Method::GET, "/system/df") => system_df(ctx).await,
             (_, path) if path.starts_with("/exec/") => match exec::route(req, path, ctx).await {
                 Some(response) => response,
@@ -282,6 +283,42 @@ async fn info(ctx: &ApiContext) -> Response<Body> {
     value["ContainersStopped"] = (states.len() - count("running") - count("paused")).into();
     value["Images"] = images.into();
     json_response(StatusCode::OK, value)
+}
+
+/// `docker events`: JSON objects, one per line, as they happen.
+async fn events(query: Option<&str>, ctx: &ApiContext) -> Response<Body> {
+    let time = |name: &str| match query_param(query, name).filter(|v| !v.is_empty()) {
+        Some(v) => {
+            containers::unix_ns(&v).ok_or_else(|| error(StatusCode::BAD_REQUEST, format!("invalid {name} value {v:?}")))
+        }
+        None => Ok(0),
+    };
+    let (since_ns, until_ns) = match (time("since"), time("until")) {
+        (Ok(s), Ok(u)) => (s, u),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let request = berth_agent_proto::EventsRequest {
+        since_ns,
+        until_ns,
+        filters_json: query_param(query, "filters").unwrap_or_default(),
+    };
+    let mut stream = match ctx.agent.clone().events(request).await {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => return agent_error(status),
+    };
+    let (tx, body) = channel_body();
+    tokio::spawn(async move {
+        while let Ok(Some(event)) = stream.message().await {
+            let mut line = event.json;
+            line.push(b'\n');
+            if tx.send(Bytes::from(line)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut response = Response::new(body);
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 /// `docker system df`: images and containers with their sizes.
