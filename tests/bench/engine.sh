@@ -43,9 +43,9 @@ python3 "$bench_root/tests/images/busybox-archive.py" "$work/busybox.tar"
 
 declare -A result err   # result[row]="median p90" (ms), err[row]=why it failed
 
-# --- Berth --------------------------------------------------------------------------
+# --- one timed call per series: sets REPLY to microseconds, or to the error and fails ---
 berth_curl_once() {
-  local s=$berth_sock out id
+  local s=$berth_sock out id t0=$EPOCHREALTIME
   out=$(curl -s --unix-socket "$s" -H 'Content-Type: application/json' -d '{"Image":"busybox","Cmd":["true"]}' \
     -w ' %{http_code}' http://berth/containers/create) || { REPLY="create: curl exit $?"; return 1; }
   [[ $out == *' 201' && $out =~ \"Id\":\"([0-9a-f]+)\" ]] || { REPLY="POST /containers/create: $out"; return 1; }
@@ -56,53 +56,77 @@ berth_curl_once() {
   [[ $out == *'"StatusCode":0'*' 200' ]] || { REPLY="POST /containers/$id/wait: $out"; return 1; }
   out=$(curl -s --unix-socket "$s" -X DELETE -w ' %{http_code}' "http://berth/containers/$id") || true
   [[ $out == *' 204' ]] || { REPLY="DELETE /containers/$id: $out"; return 1; }
+  elapsed_us "$t0"
 }
 curl_floor_once() {
-  local i
+  local i t0=$EPOCHREALTIME
   for i in 1 2 3 4; do curl -s --unix-socket "$berth_sock" -o /dev/null http://berth/_ping || { REPLY="GET /_ping failed"; return 1; }; done
+  elapsed_us "$t0"
 }
 berth_run_once() {
+  local t0=$EPOCHREALTIME
   D "$berth_sock" run --rm busybox true >"$work/run.out" 2>&1 || { REPLY="docker run --rm busybox true: $(cat "$work/run.out")"; return 1; }
+  elapsed_us "$t0"
 }
 runc_i=0
 runc_once() {
+  local t0=$EPOCHREALTIME
   runc_i=$((runc_i + 1))
   runc run --bundle "$work/bundle-runc" "$bench_runc_prefix-$runc_i" </dev/null >/dev/null 2>"$work/runc.err" \
     || { REPLY="runc run: $(cat "$work/runc.err")"; return 1; }
+  elapsed_us "$t0"
+}
+# Helpers that time themselves in their own process, one run per line asked
+# (so they interleave with the other series): the python3 API client, and
+# crun inside a private mount namespace with cgroup2 at /sys/fs/cgroup
+# (unshare and mount are not in its figures).
+start_helper() { # NAME CMD...  -> fds ${NAME}_w / ${NAME}_r
+  local name=$1; shift
+  mkfifo "$work/$name.in" "$work/$name.out"
+  "$@" <"$work/$name.in" >"$work/$name.out" 2>"$work/$name.err" &
+  bench_pids+=($!)
+  printf -v "${name}_pid" %s "$!"
+  exec {w}>"$work/$name.in" {r}<"$work/$name.out"
+  printf -v "${name}_w" %s "$w"; printf -v "${name}_r" %s "$r"
+}
+ask_helper() { # NAME LINE
+  local w=${1}_w r=${1}_r pid=${1}_pid
+  # (SIGPIPE ignored while writing: a dead helper's pipe must not kill this script)
+  trap '' PIPE
+  if kill -0 "${!pid}" 2>/dev/null && echo "$2" 2>/dev/null >&"${!w}" && read -r REPLY <&"${!r}"; then :
+  else REPLY="ERR helper exited: $(tr '\n' ' ' <"$work/$1.err")"; fi
+  trap - PIPE
+  [[ $REPLY =~ ^[0-9]+$ ]] || { REPLY=${REPLY#ERR }; return 1; }
+}
+berth_py_once() { ask_helper py go; }
+crun_i=0
+crun_once() {
+  crun_i=$((crun_i + 1))
+  ask_helper crun "$bench_crun_prefix-$crun_i" || { REPLY="crun run: $REPLY"; return 1; }
+}
+stop_helpers() {
+  local p
+  [ -z "${py_w:-}" ] || exec {py_w}>&- {py_r}<&-
+  [ -z "${crun_w:-}" ] || exec {crun_w}>&- {crun_r}<&-
+  for p in "${bench_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  bench_pids=()
 }
 
-# series ROW FUNC: warm-up + $runs timed calls of FUNC; stops at the first failure.
-series() {
-  local row=$1 fn=$2 t0 times=() i
-  if ! "$fn"; then err[$row]=$REPLY; fail "$row: $REPLY"; return 0; fi
-  for i in $(seq "$runs"); do
-    t0=$EPOCHREALTIME
-    if ! "$fn"; then err[$row]="run $i: $REPLY"; fail "$row: run $i: $REPLY"; return 0; fi
-    elapsed_us "$t0"; times+=("$REPLY")
-  done
-  result[$row]=$(stats "${times[@]}")
-}
-
+# --- set-up -------------------------------------------------------------------------
+rows=()   # the series that can run
 say "berth (local backend) ..."
 if bench_start_berth; then
   if D "$berth_sock" load -i "$work/busybox.tar" >"$work/load.out" 2>&1; then
-    series berth-curl berth_curl_once
-    if out=$(python3 "$bench_root/tests/bench/api-lifecycle.py" "$berth_sock" "$runs" 2>&1); then
-      mapfile -t py <<<"$out"; result[berth-py]=$(stats "${py[@]}")
-    else
-      err[berth-py]=$out; fail "berth-py: $out"
-    fi
-    series berth-run berth_run_once
-    series curl-floor curl_floor_once
+    start_helper py python3 "$bench_root/tests/bench/api-lifecycle.py" "$berth_sock"
+    rows+=(berth-curl berth-py berth-run)
   else
     fail "docker load of busybox into Berth failed: $(cat "$work/load.out")"
-    err[berth-curl]="busybox load failed"; err[berth-py]=${err[berth-curl]}; err[berth-run]=${err[berth-curl]}
+    for r in berth-curl berth-py berth-run; do err[$r]="busybox load failed"; done
   fi
+  rows+=(curl-floor)
 else
   for r in berth-curl berth-py berth-run curl-floor; do err[$r]="berth start failed"; done
 fi
-
-# --- runc and crun --------------------------------------------------------------------
 make_bundle() {
   local rt=$1 b=$work/bundle-$1
   mkdir -p "$b/rootfs"
@@ -116,25 +140,43 @@ c["linux"].pop("resources", None)
 json.dump(c, open(sys.argv[1], "w"), indent=1)
 PY
 }
-say "runc ..."
-if command -v runc >/dev/null && make_bundle runc; then series runc runc_once; else err[runc]="runc missing"; fi
-say "crun ..."
+if command -v runc >/dev/null && make_bundle runc; then rows+=(runc); else err[runc]="runc missing"; fi
 if command -v crun >/dev/null && make_bundle crun; then
-  # Timed inside the namespace, so unshare/mount are not in the figures.
-  if out=$(unshare -m --propagation private bash -c '
-      set -e; mount -t cgroup2 none /sys/fs/cgroup; b=$1 p=$2 runs=$3
-      crun run --bundle "$b" "$p-w" </dev/null >/dev/null
-      for i in $(seq "$runs"); do
-        t0=$EPOCHREALTIME; crun run --bundle "$b" "$p-$i" </dev/null >/dev/null; t1=$EPOCHREALTIME
-        echo $(( ${t1/./} - ${t0/./} ))
-      done' _ "$work/bundle-crun" "$bench_crun_prefix" "$runs" 2>"$work/crun.err"); then
-    mapfile -t ct <<<"$out"; result[crun]=$(stats "${ct[@]}")
-  else
-    err[crun]="crun run: $(cat "$work/crun.err")"; fail "${err[crun]}"
-  fi
+  start_helper crun unshare -m --propagation private bash -c '
+    mount -t cgroup2 none /sys/fs/cgroup || exit 1
+    while read -r id; do
+      t0=$EPOCHREALTIME
+      if crun run --bundle "$1" "$id" </dev/null >/dev/null 2>"$2"; then
+        t1=$EPOCHREALTIME; echo $(( ${t1/./} - ${t0/./} ))
+      else
+        echo "ERR $(tr "\n" " " <"$2")"
+      fi
+    done' _ "$work/bundle-crun" "$work/crun-run.err"
+  rows+=(crun)
 else
   err[crun]="crun missing"
 fi
+
+# --- container lifecycle: a warm-up per series, then $runs rounds over all series ---
+declare -A fn=([berth-curl]=berth_curl_once [berth-py]=berth_py_once [berth-run]=berth_run_once
+  [runc]=runc_once [crun]=crun_once [curl-floor]=curl_floor_once)
+declare -A times=()
+say "container lifecycle: ${rows[*]} ..."
+for i in $(seq 0 "$runs"); do   # round 0 is the warm-up
+  for r in "${rows[@]}"; do
+    [ -z "${err[$r]:-}" ] || continue
+    if "${fn[$r]}"; then
+      [ "$i" = 0 ] || times[$r]+=" $REPLY"
+    else
+      err[$r]="run $i: $REPLY"; fail "$r: run $i: $REPLY"
+    fi
+  done
+done
+for r in "${rows[@]}"; do
+  # shellcheck disable=SC2086
+  [ -n "${err[$r]:-}" ] || result[$r]=$(stats ${times[$r]})
+done
+stop_helpers
 
 # --- image load: Berth vs dockerd 20.10 --------------------------------------------------
 say "image load (generating a ~100 MB archive) ..."

@@ -6,6 +6,7 @@
 
 bench_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 docker_cli=${DOCKER_CLI:-/usr/local/bin/docker}
+bench_pids=()   # helper processes the scripts started in the background
 berth_ok=0 dockerd_pid="" berth_sock="" dockerd_sock=""
 bench_crun_prefix="bench-crun-$$"
 bench_runc_prefix="bench-runc-$$"
@@ -115,6 +116,8 @@ bench_stop_dockerd() {
 
 bench_cleanup() {
   set +e
+  local p
+  for p in "${bench_pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   [ "$berth_ok" = 1 ] && "$berth" stop >/dev/null 2>&1
   bench_stop_dockerd
   local id

@@ -155,3 +155,73 @@ fn detached_containers_through_their_lifecycle() {
     ok(&berth, &["rm", "once", "sleeper"]);
     berth.stop_and_check_clean();
 }
+
+#[test]
+fn exec_top_stats_pause_rename_and_prune() {
+    let berth = local_berth();
+    ok(&berth, &["run", "-d", "--name", "box", "-e", "FROM_RUN=1", "busybox", "sleep", "300"]);
+
+    // exec: the container's environment, user switching, exit codes, stdin.
+    let out = ok(&berth, &["exec", "box", "sh", "-c", "echo $FROM_RUN; echo $$"]);
+    assert!(out.starts_with("1\n") && out.trim_end() != "1\n1", "{out}");
+    let out = docker(&berth, &["exec", "-u", "app", "-w", "/tmp", "box", "sh", "-c", "id -u; pwd; exit 4"]);
+    assert_eq!((stdout(&out).as_str(), out.status.code()), ("1000\n/tmp\n", Some(4)), "{}", describe(&out));
+    let mut child = docker_cmd(&berth, &["exec", "-i", "box", "wc", "-l"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"a\nb\nc\n").unwrap();
+    assert_eq!(stdout(&child.wait_with_output().unwrap()).trim(), "3");
+    let out = docker(&berth, &["exec", "box", "no-such-binary"]);
+    assert_eq!(out.status.code(), Some(126), "{}", describe(&out));
+    assert!(stderr(&out).contains("executable file not found"), "{}", describe(&out));
+
+    // top and stats see the container's processes.
+    let top = ok(&berth, &["top", "box"]);
+    assert!(top.contains("sleep 300"), "{top}");
+    let stats = ok(&berth, &["stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}}", "box"]);
+    assert_eq!(stats, "box 1\n");
+
+    // pause freezes (exec refused), unpause thaws.
+    ok(&berth, &["pause", "box"]);
+    assert_eq!(ok(&berth, &["inspect", "--format", "{{.State.Status}}", "box"]), "paused\n");
+    let out = docker(&berth, &["exec", "box", "true"]);
+    assert!(stderr(&out).contains("is paused"), "{}", describe(&out));
+    ok(&berth, &["unpause", "box"]);
+    ok(&berth, &["exec", "box", "true"]);
+
+    // rename, and the name is free again.
+    ok(&berth, &["rename", "box", "renamed"]);
+    assert_eq!(ok(&berth, &["ps", "--format", "{{.Names}}"]), "renamed\n");
+    ok(&berth, &["run", "--name", "box", "busybox", "true"]);
+
+    // prune removes stopped containers only; events saw all of it.
+    let pruned = ok(&berth, &["container", "prune", "-f"]);
+    assert!(pruned.contains("Deleted Containers"), "{pruned}");
+    assert_eq!(ok(&berth, &["ps", "-a", "--format", "{{.Names}}"]), "renamed\n");
+    let events = ok(&berth, &["events", "--since", "0", "--until", "1", "--format", "{{.Action}}"]);
+    assert!(events.is_empty(), "until before since: nothing ({events})");
+    // Events name the container as it was called then: filter by ID.
+    let id = ok(&berth, &["inspect", "--format", "{{.Id}}", "renamed"]);
+    let filter = format!("container={}", id.trim());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let events = ok(
+        &berth,
+        &["events", "--since", &(now - 120).to_string(), "--until", &(now + 1).to_string(), "--filter", &filter, "--format", "{{.Action}}"],
+    );
+    for action in ["create", "start", "pause", "unpause", "rename"] {
+        assert!(events.lines().any(|l| l == action), "{action} missing from {events}");
+    }
+
+    // Networks are the predefined ones; creating one is a clear refusal.
+    assert_eq!(ok(&berth, &["network", "ls", "--format", "{{.Name}}"]), "bridge\nhost\nnone\n");
+    let out = docker(&berth, &["network", "create", "mine"]);
+    assert!(!out.status.success() && stderr(&out).contains("cannot create networks yet"), "{}", describe(&out));
+    assert_eq!(ok(&berth, &["info", "--format", "{{.Containers}} {{.ContainersRunning}} {{.Images}}"]), "1 1 1\n");
+    let df = ok(&berth, &["system", "df", "--format", "{{.Type}} {{.TotalCount}}"]);
+    assert!(df.contains("Images 1") && df.contains("Containers 1"), "{df}");
+
+    ok(&berth, &["rm", "-f", "renamed"]);
+    berth.stop_and_check_clean();
+}
