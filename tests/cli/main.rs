@@ -208,7 +208,17 @@ fn exec_top_stats_pause_rename_and_prune() {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let events = ok(
         &berth,
-        &["events", "--since", &(now - 120).to_string(), "--until", &(now + 1).to_string(), "--filter", &filter, "--format", "{{.Action}}"],
+        &[
+            "events",
+            "--since",
+            &(now - 120).to_string(),
+            "--until",
+            &(now + 1).to_string(),
+            "--filter",
+            &filter,
+            "--format",
+            "{{.Action}}",
+        ],
     );
     for action in ["create", "start", "pause", "unpause", "rename"] {
         assert!(events.lines().any(|l| l == action), "{action} missing from {events}");

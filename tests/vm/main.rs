@@ -316,3 +316,62 @@ fn local_backend_runs_the_engine_without_a_vm() {
     let out = berth.cmd(&["start"]).env("BERTH_BACKEND", "cloud").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("BERTH_BACKEND=cloud"), "{}", describe(&out));
 }
+
+/// Containers in the VM: Docker's isolation and cgroup v2 limits enforced by
+/// the guest kernel, an OOM kill recorded as Docker records it, exec, and a
+/// restart policy applied again after the VM reboots.
+#[test]
+fn containers_run_in_the_vm() {
+    let berth = Berth::new();
+    berth.start();
+    let archive = berth.home.path().join("busybox.tar");
+    let made = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/images/busybox-archive.py"))
+        .arg(&archive)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let ok = |args: &[&str]| {
+        let out = harness::docker(&berth, args);
+        assert!(out.status.success(), "docker {args:?}: {}\n{}", describe(&out), berth.logs());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(&["load", "-i", &archive.display().to_string()]);
+
+    let out = ok(&[
+        "run", "--rm", "--memory", "64m", "--cpus", "0.5", "--pids-limit", "50", "busybox", "sh", "-c",
+        "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max /sys/fs/cgroup/pids.max; grep -E '^(CapEff|Seccomp):' /proc/self/status; uname -r",
+    ]);
+    let kernel = berth.status()["kernel_release"].as_str().unwrap().to_string();
+    assert_eq!(
+        out,
+        format!("67108864\n50000 100000\n50\nCapEff:\t00000000a80425fb\nSeccomp:\t2\n{kernel}\n"),
+        "limits, capabilities and seccomp inside the VM"
+    );
+
+    // The OOM killer: exit code 137 and OOMKilled, as Docker reports them.
+    let out = harness::docker(
+        &berth,
+        &["run", "--name", "hog", "--memory", "16m", "busybox", "sh", "-c", "x=a; while true; do x=$x$x; done"],
+    );
+    assert_eq!(out.status.code(), Some(137), "{}", describe(&out));
+    assert_eq!(ok(&["inspect", "--format", "{{.State.OOMKilled}} {{.State.ExitCode}}", "hog"]), "true 137\n");
+
+    // exec into a running container; `always` brings it back after a reboot.
+    ok(&["run", "-d", "--name", "keeper", "--restart", "always", "busybox", "sleep", "600"]);
+    let seen = ok(&["exec", "keeper", "sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline; echo; hostname"]);
+    let id = ok(&["inspect", "--format", "{{.Id}}", "keeper"]);
+    assert_eq!(seen, format!("sleep 600 \n{}\n", &id[..12]), "exec runs inside the container's namespaces");
+    berth.ok(&["stop"]);
+    berth.start();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let state = ok(&["inspect", "--format", "{{.State.Status}} {{.RestartCount}}", "keeper"]);
+        if state.starts_with("running") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "keeper did not come back after the reboot: {state}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    ok(&["rm", "-f", "keeper", "hog"]);
+    berth.stop_and_check_clean();
+}
