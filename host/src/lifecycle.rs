@@ -116,6 +116,7 @@ pub fn start(paths: &Paths) -> Result<()> {
     match serde_json::from_str::<StartOutcome>(line.trim()).context("unexpected reply from the berth daemon")? {
         StartOutcome::Ready { boot_ms, accel } => {
             println!("Berth VM is running ({accel}, ready in {:.2}s)", boot_ms as f64 / 1000.0);
+            use_docker_context(paths);
             Ok(())
         }
         StartOutcome::AlreadyRunning => wait_for_running(paths, "berth is already running"),
@@ -276,4 +277,15 @@ pub fn status(paths: &Paths, json: bool) -> Result<()> {
         println!("docker_host: {}", out.docker_host);
     }
     Ok(())
+}
+
+/// Makes the `berth` docker context current (a failure is reported, not
+/// fatal: the API works through DOCKER_HOST too).
+fn use_docker_context(paths: &Paths) {
+    let Some(dir) = crate::docker_context::docker_config_dir() else { return };
+    let host = format!("unix://{}", paths.docker_socket().display());
+    match crate::docker_context::install(&dir, &host) {
+        Ok(()) => println!("docker context \"{}\" is current ({host})", crate::docker_context::CONTEXT_NAME),
+        Err(err) => eprintln!("berth: the docker context was not set up: {err:#}"),
+    }
 }

@@ -10,6 +10,7 @@ mod api;
 mod config;
 #[cfg(unix)]
 mod daemon;
+mod docker_context;
 #[cfg(unix)]
 mod lifecycle;
 mod logs;

@@ -85,6 +85,21 @@ fn docker_run_in_all_its_forms() {
     // --rm removed everything.
     assert_eq!(ok(&berth, &["ps", "-aq"]), "");
 
+    // `berth start` made the `berth` context current: a plain `docker`
+    // (no -H, no DOCKER_HOST) talks to Berth.
+    let plain = |args: &[&str]| {
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_CONFIG", berth.home.path().join("docker-config"))
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .output()
+            .unwrap()
+    };
+    assert_eq!(stdout(&plain(&["context", "show"])).trim(), "berth");
+    let out = plain(&["run", "--rm", "busybox", "echo", "via context"]);
+    assert_eq!(stdout(&out), "via context\n", "{}", describe(&out));
+
     // Errors in Docker's words.
     let out = docker(&berth, &["run", "--rm", "busybox", "no-such-binary"]);
     assert_eq!(out.status.code(), Some(127), "{}", describe(&out));

@@ -55,7 +55,11 @@ impl Berth {
 
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(berth_bin());
-        cmd.args(args).env("BERTH_HOME", self.home.path()).stdin(Stdio::null());
+        // The docker context goes to this test's own docker config.
+        cmd.args(args)
+            .env("BERTH_HOME", self.home.path())
+            .env("DOCKER_CONFIG", self.home.path().join("docker-config"))
+            .stdin(Stdio::null());
         cmd
     }
 
