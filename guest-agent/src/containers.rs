@@ -64,6 +64,8 @@ impl Entry {
 
 pub struct Containers {
     root: PathBuf,
+    /// Named volumes (see volumes.rs), beside the containers on the data disk.
+    pub(crate) volumes_root: PathBuf,
     cgroup_root: Option<PathBuf>,
     reaper: Reaper,
     pub events: Arc<crate::events::Events>,
@@ -98,6 +100,7 @@ pub struct ImageInfo {
 impl Containers {
     pub fn new(root: PathBuf, reaper: Reaper, events: Arc<crate::events::Events>) -> Arc<Containers> {
         Arc::new(Containers {
+            volumes_root: root.parent().unwrap_or(&root).join("volumes"),
             root,
             cgroup_root: berth_engine::cgroup::hierarchy_root(),
             reaper,
@@ -195,6 +198,11 @@ impl Containers {
         }
     }
 
+    /// Every container record (for volume-in-use checks).
+    pub(crate) fn records(&self) -> Vec<Container> {
+        self.entries.lock().unwrap().values().map(|e| e.snapshot()).collect()
+    }
+
     /// Every container whose image is `image_id` (for image removal checks).
     pub fn using_image(&self, image_id: &str) -> Vec<(String, Status)> {
         self.entries
@@ -252,7 +260,10 @@ impl Containers {
             layers: image.layers,
             state: State::default(),
             restart_count: 0,
+            volumes: Vec::new(),
         };
+        let mut record = record;
+        record.volumes = self.create_volumes(resolved.volumes).await?;
         // The name check and the insertion happen under one lock, so two
         // creates with one name cannot both win.
         {
@@ -315,9 +326,11 @@ impl Containers {
         let record = entry.snapshot();
         let dir = entry.dir.clone();
         let cgroup_root = self.cgroup_root.clone();
-        let prepared = tokio::task::spawn_blocking(move || prepare(&record, &dir, cgroup_root.as_deref()))
-            .await
-            .map_err(|e| RpcStatus::internal(e.to_string()))?;
+        let volumes_root = self.volumes_root.clone();
+        let prepared =
+            tokio::task::spawn_blocking(move || prepare(&record, &dir, cgroup_root.as_deref(), &volumes_root))
+                .await
+                .map_err(|e| RpcStatus::internal(e.to_string()))?;
         if let Err(message) = prepared {
             return Err(self.failed_to_start(entry, message).await);
         }
@@ -393,6 +406,7 @@ impl Containers {
         // waits for its removal).
         if entry.snapshot().host_config["AutoRemove"].as_bool() == Some(true) {
             let _ = self.remove_entry(entry).await;
+            self.remove_anonymous_volumes(&entry.snapshot().volumes).await;
         }
         if code == 127 {
             RpcStatus::invalid_argument(format!("failed to create task for container: {message}: unknown"))
@@ -444,6 +458,7 @@ impl Containers {
         self.emit("die", &record, &[("exitCode", record.state.exit_code.to_string())]);
         if record.host_config["AutoRemove"].as_bool() == Some(true) {
             let _ = self.remove_entry(entry).await;
+            self.remove_anonymous_volumes(&record.volumes).await;
             return;
         }
         let policy = RestartPolicy::parse(&record.host_config).unwrap_or(RestartPolicy::No);
@@ -661,7 +676,7 @@ impl Containers {
         Ok(async move { wait_for(&entry, &mut changed, start_generation, initially_running, &condition).await })
     }
 
-    pub async fn remove(self: &Arc<Self>, name: &str, force: bool) -> Result<(), RpcStatus> {
+    pub async fn remove(self: &Arc<Self>, name: &str, force: bool, remove_volumes: bool) -> Result<(), RpcStatus> {
         let entry = self.lookup(name).await?;
         let _op = entry.op.lock().await;
         let record = entry.snapshot();
@@ -680,7 +695,11 @@ impl Containers {
             let _ = Self::signal(&entry, libc::SIGKILL);
             Self::wait_stopped(&entry, Duration::from_secs(30)).await;
         }
-        self.remove_entry(&entry).await
+        self.remove_entry(&entry).await?;
+        if remove_volumes {
+            self.remove_anonymous_volumes(&record.volumes).await;
+        }
+        Ok(())
     }
 
     async fn remove_entry(&self, entry: &Arc<Entry>) -> Result<(), RpcStatus> {
@@ -708,7 +727,7 @@ impl Containers {
 
     pub async fn inspect(self: &Arc<Self>, name: &str) -> Result<serde_json::Value, RpcStatus> {
         let entry = self.lookup(name).await?;
-        Ok(entry.snapshot().inspect(&entry.dir))
+        Ok(entry.snapshot().inspect(&entry.dir, &self.volumes_root))
     }
 
     pub async fn list(
@@ -734,7 +753,7 @@ impl Containers {
             .filter(|c| since.is_none_or(|t| c.created_ns > t))
             .take(if limit > 0 { limit as usize } else { usize::MAX })
             .map(|c| {
-                let mut summary = c.summary(now);
+                let mut summary = c.summary(now, &self.volumes_root);
                 if size {
                     summary["SizeRw"] = dir_size(&self.root.join(&c.id).join("upper")).into();
                 }
@@ -1328,11 +1347,11 @@ fn enter_plan(
 
 /// Everything before the shim: the overlay, the user, the working
 /// directory, the spec and the shim's own config. Blocking.
-fn prepare(record: &Container, dir: &Path, cgroup_root: Option<&Path>) -> Result<(), String> {
+fn prepare(record: &Container, dir: &Path, cgroup_root: Option<&Path>, volumes_root: &Path) -> Result<(), String> {
     let layer = ContainerLayer::under(dir);
     let _ = rootfs::unmount_overlay(&layer);
     rootfs::mount_overlay(&record.layers, &layer).map_err(|e| e.to_string())?;
-    let result = prepare_mounted(record, dir, &layer, cgroup_root);
+    let result = prepare_mounted(record, dir, &layer, cgroup_root, volumes_root);
     if result.is_err() {
         let _ = rootfs::unmount_overlay(&layer);
     }
@@ -1344,6 +1363,7 @@ fn prepare_mounted(
     dir: &Path,
     layer: &ContainerLayer,
     cgroup_root: Option<&Path>,
+    volumes_root: &Path,
 ) -> Result<(), String> {
     let image_config = serde_json::json!({ "config": record.config });
     let resolved = container::resolve(
@@ -1372,6 +1392,21 @@ fn prepare_mounted(
         let cwd = berth_engine::runtime::resolve_in_root(&layer.merged, Path::new(&options.cwd))
             .map_err(|e| format!("resolving the working directory: {e}"))?;
         std::fs::create_dir_all(&cwd).map_err(|e| format!("creating the working directory: {e}"))?;
+    }
+    let volumes = berth_engine::volume::VolumeStore::open(volumes_root).map_err(|e| e.to_string())?;
+    for volume in &record.volumes {
+        let data = volumes.data_dir(&volume.name);
+        if !volume.nocopy {
+            let in_image = berth_engine::runtime::resolve_in_root(&layer.merged, Path::new(&volume.target))
+                .map_err(|e| format!("resolving {}: {e}", volume.target))?;
+            berth_engine::volume::copy_up(&in_image, &data)
+                .map_err(|e| format!("filling volume {} from the image: {e}", volume.name))?;
+        }
+        options.binds.push(berth_engine::spec::Bind {
+            source: data,
+            target: PathBuf::from(&volume.target),
+            readonly: volume.readonly,
+        });
     }
     for file in ["hostname", "hosts", "resolv.conf"] {
         options.binds.push(berth_engine::spec::Bind {

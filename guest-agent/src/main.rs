@@ -13,6 +13,7 @@ mod netconf;
 mod reaper;
 mod service;
 mod sysinfo;
+mod volumes;
 
 use std::future::Future;
 use std::path::PathBuf;

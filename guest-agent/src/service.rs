@@ -10,10 +10,11 @@ use std::time::Instant;
 use berth_agent_proto::agent_server::Agent;
 use berth_agent_proto::{
     attach_input, AttachInput, ContainerLogsRequest, ContainerRef, ContainerStatsRequest, CreateContainerRequest,
-    CreateContainerResponse, Empty, EventsRequest, JsonResponse, KillContainerRequest, KillContainerResponse,
-    ListContainersRequest, LogEntry, PruneContainersRequest, RemoveContainerRequest, RemoveContainerResponse,
-    RenameContainerRequest, ResizeContainerRequest, ResizeContainerResponse, StartContainerResponse,
-    StopContainerRequest, StopContainerResponse, WaitContainerRequest, WaitContainerResponse,
+    CreateContainerResponse, Empty, EventsRequest, JsonRequest, JsonResponse, KillContainerRequest,
+    KillContainerResponse, ListContainersRequest, ListVolumesRequest, LogEntry, PruneContainersRequest,
+    PruneVolumesRequest, RemoveContainerRequest, RemoveContainerResponse, RemoveVolumeRequest, RenameContainerRequest,
+    ResizeContainerRequest, ResizeContainerResponse, StartContainerResponse, StopContainerRequest,
+    StopContainerResponse, VolumeRef, WaitContainerRequest, WaitContainerResponse,
 };
 use berth_agent_proto::{
     exec_input, ArchiveChunk, ExecInput, ExecOutput, ImageSummary, InfoRequest, InfoResponse, ListImagesRequest,
@@ -352,8 +353,8 @@ impl Agent for AgentService {
         &self,
         req: Request<RemoveContainerRequest>,
     ) -> Result<Response<RemoveContainerResponse>, Status> {
-        let RemoveContainerRequest { id, force, remove_volumes: _ } = req.into_inner();
-        self.containers.remove(&id, force).await?;
+        let RemoveContainerRequest { id, force, remove_volumes } = req.into_inner();
+        self.containers.remove(&id, force, remove_volumes).await?;
         Ok(Response::new(RemoveContainerResponse {}))
     }
 
@@ -474,6 +475,35 @@ impl Agent for AgentService {
 
     async fn prune_containers(&self, req: Request<PruneContainersRequest>) -> Result<Response<JsonResponse>, Status> {
         let value = self.containers.prune(&req.into_inner().filters_json).await?;
+        Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
+    }
+
+    async fn create_volume(&self, req: Request<JsonRequest>) -> Result<Response<JsonResponse>, Status> {
+        let body: serde_json::Value = serde_json::from_slice(&req.into_inner().json)
+            .map_err(|e| Status::invalid_argument(format!("invalid JSON: {e}")))?;
+        let value = self.containers.create_volume(&body).await?;
+        Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
+    }
+
+    async fn list_volumes(&self, req: Request<ListVolumesRequest>) -> Result<Response<JsonResponse>, Status> {
+        let ListVolumesRequest { filters_json, usage } = req.into_inner();
+        let value = self.containers.list_volumes(&filters_json, usage).await?;
+        Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
+    }
+
+    async fn inspect_volume(&self, req: Request<VolumeRef>) -> Result<Response<JsonResponse>, Status> {
+        let value = self.containers.inspect_volume(&req.into_inner().name).await?;
+        Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
+    }
+
+    async fn remove_volume(&self, req: Request<RemoveVolumeRequest>) -> Result<Response<Empty>, Status> {
+        let RemoveVolumeRequest { name, force } = req.into_inner();
+        self.containers.remove_volume(&name, force).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn prune_volumes(&self, req: Request<PruneVolumesRequest>) -> Result<Response<JsonResponse>, Status> {
+        let value = self.containers.prune_volumes(&req.into_inner().filters_json).await?;
         Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
     }
 

@@ -250,3 +250,34 @@ fn exec_top_stats_pause_rename_and_prune() {
     ok(&berth, &["rm", "-f", "renamed"]);
     berth.stop_and_check_clean();
 }
+
+#[test]
+fn named_and_anonymous_volumes() {
+    let berth = local_berth();
+    ok(&berth, &["volume", "create", "--label", "app=web", "data"]);
+    assert_eq!(ok(&berth, &["volume", "ls", "--filter", "label=app=web", "--format", "{{.Name}}"]), "data\n");
+    ok(&berth, &["run", "--rm", "-v", "data:/data", "busybox", "sh", "-c", "echo kept > /data/f"]);
+    assert_eq!(
+        ok(&berth, &["run", "--rm", "--mount", "source=data,target=/d,readonly", "busybox", "cat", "/d/f"]),
+        "kept\n"
+    );
+
+    // A new volume starts with the image's content at its mount point.
+    assert!(ok(&berth, &["run", "--rm", "-v", "etc-copy:/etc", "busybox", "cat", "/etc/passwd"]).contains("app:x:1000"));
+
+    // In use: not removable; --rm and rm -v take anonymous volumes along.
+    ok(&berth, &["run", "-d", "--name", "user", "-v", "data:/data", "busybox", "sleep", "60"]);
+    let out = docker(&berth, &["volume", "rm", "data"]);
+    assert!(stderr(&out).contains("volume is in use"), "{}", describe(&out));
+    ok(&berth, &["rm", "-f", "user"]);
+    ok(&berth, &["run", "--rm", "-v", "/scratch", "busybox", "true"]);
+    ok(&berth, &["run", "--name", "anon", "-v", "/scratch", "busybox", "true"]);
+    assert_eq!(ok(&berth, &["volume", "ls", "-q"]).lines().count(), 3, "data, etc-copy and anon's volume");
+    ok(&berth, &["rm", "-v", "anon"]);
+    assert_eq!(ok(&berth, &["volume", "ls", "-q"]), "data\netc-copy\n");
+    let out = docker(&berth, &["volume", "inspect", "nope"]);
+    assert!(stderr(&out).contains("no such volume"), "{}", describe(&out));
+    ok(&berth, &["volume", "prune", "-af"]);
+    assert_eq!(ok(&berth, &["volume", "ls", "-q"]), "");
+    berth.stop_and_check_clean();
+}

@@ -71,6 +71,20 @@ pub struct State {
     pub stopped_by_user: bool,
 }
 
+/// A volume mounted into a container: named (`-v name:/path`,
+/// `--mount type=volume`) or anonymous (`-v /path`, the image's VOLUME),
+/// whose name the engine picks at create.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeMount {
+    /// Empty until the engine names an anonymous volume.
+    pub name: String,
+    pub target: String,
+    pub readonly: bool,
+    /// Do not fill a new volume from the image (`nocopy`).
+    pub nocopy: bool,
+    pub anonymous: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Container {
     pub id: String,
@@ -88,6 +102,8 @@ pub struct Container {
     pub layers: Vec<PathBuf>,
     pub state: State,
     pub restart_count: u32,
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
 }
 
 pub use berth_agent_proto::time::rfc3339;
@@ -146,6 +162,7 @@ const SUPPORTED_HOST_CONFIG: &[&str] = &[
 /// The container's process and isolation, resolved from the request and the
 /// image's config, ready for `spec::build`.
 pub struct Resolved {
+    pub volumes: Vec<VolumeMount>,
     pub config: Value,
     pub host_config: Value,
     pub options: ContainerOptions,
@@ -292,7 +309,21 @@ pub fn resolve(request: &Value, image_config: &Value, id: &str) -> Result<Resolv
         parse_signal(signal).map_err(invalid)?;
     }
 
-    let options = host_options(&config, &host_config, args, env, working_dir, hostname)?;
+    let (options, mut volumes) = host_options(&config, &host_config, args, env, working_dir, hostname)?;
+    // The image's VOLUMEs that nothing else is mounted on get anonymous volumes.
+    for target in config["Volumes"].as_object().into_iter().flatten().map(|(k, _)| k) {
+        let taken =
+            volumes.iter().any(|v| &v.target == target) || options.binds.iter().any(|b| b.target == Path::new(target));
+        if !taken {
+            volumes.push(VolumeMount {
+                name: String::new(),
+                target: target.clone(),
+                readonly: false,
+                nocopy: false,
+                anonymous: true,
+            });
+        }
+    }
     let security_opt = strings(&host_config["SecurityOpt"]).unwrap_or_default();
     let seccomp =
         !options.privileged && !security_opt.iter().any(|o| o == "seccomp=unconfined" || o == "seccomp:unconfined");
@@ -302,6 +333,7 @@ pub fn resolve(request: &Value, image_config: &Value, id: &str) -> Result<Resolv
     }
     let _ = user;
     Ok(Resolved {
+        volumes,
         config,
         init: host_config["Init"].as_bool().unwrap_or(false),
         host_config,
@@ -318,7 +350,7 @@ fn host_options(
     env: Vec<String>,
     cwd: String,
     hostname: String,
-) -> Result<ContainerOptions, CreateError> {
+) -> Result<(ContainerOptions, Vec<VolumeMount>), CreateError> {
     let network = match hc["NetworkMode"].as_str().unwrap_or("") {
         "" | "default" | "bridge" | "none" => NetworkMode::Private,
         "host" => NetworkMode::Host,
@@ -359,8 +391,12 @@ fn host_options(
         }
     }
     let mut binds = Vec::new();
+    let mut volumes = Vec::new();
     for bind in strings(&hc["Binds"]).unwrap_or_default() {
-        binds.push(parse_bind(&bind)?);
+        match parse_bind(&bind)? {
+            BindSpec::Host(b) => binds.push(b),
+            BindSpec::Volume(v) => volumes.push(v),
+        }
     }
     if let Some(mounts) = hc["Mounts"].as_array() {
         for mount in mounts {
@@ -375,17 +411,21 @@ fn host_options(
                     target: PathBuf::from(target),
                     readonly: mount["ReadOnly"].as_bool().unwrap_or(false),
                 }),
+                "volume" => {
+                    let name = mount["Source"].as_str().unwrap_or("").to_string();
+                    volumes.push(VolumeMount {
+                        anonymous: name.is_empty(),
+                        name,
+                        target: target.to_string(),
+                        readonly: mount["ReadOnly"].as_bool().unwrap_or(false),
+                        nocopy: mount["VolumeOptions"]["NoCopy"].as_bool().unwrap_or(false),
+                    })
+                }
                 other => return Err(invalid(format!("mounts of type {other:?} are not supported by Berth yet"))),
             }
         }
     }
     for bind in &binds {
-        if !bind.source.is_absolute() {
-            return Err(invalid(format!(
-                "named volumes are not supported by Berth yet: {:?} (bind mounts need an absolute path)",
-                bind.source
-            )));
-        }
         if !bind.source.exists() {
             return Err(invalid(format!(
                 "invalid mount config for type \"bind\": bind source path does not exist: {}",
@@ -426,8 +466,16 @@ fn host_options(
     if memory_swap.is_some() && memory.is_none() {
         return Err(invalid("You should always set the Memory limit when using Memoryswap limit, see usage"));
     }
+    for volume in &volumes {
+        if !volume.name.is_empty() && !crate::volume::valid_name(&volume.name) {
+            return Err(invalid(format!(
+                "\"{}\" includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, use absolute path",
+                volume.name
+            )));
+        }
+    }
     let shm_size = hc["ShmSize"].as_u64().filter(|n| *n != 0);
-    Ok(ContainerOptions {
+    let options = ContainerOptions {
         args,
         env,
         cwd,
@@ -451,30 +499,49 @@ fn host_options(
             cpuset_cpus: hc["CpusetCpus"].as_str().filter(|s| !s.is_empty()).map(str::to_string),
         },
         ..Default::default()
-    })
+    };
+    Ok((options, volumes))
 }
 
-/// `-v SRC:DST[:ro|rw]` as Docker parses it on Linux.
-fn parse_bind(spec: &str) -> Result<Bind, CreateError> {
+enum BindSpec {
+    Host(Bind),
+    Volume(VolumeMount),
+}
+
+/// `-v SRC:DST[:MODE]`, `-v NAME:DST[:MODE]` and `-v DST` as Docker parses
+/// them on Linux: an absolute source is a bind mount, anything else names a
+/// volume, and a lone path is an anonymous volume.
+fn parse_bind(spec: &str) -> Result<BindSpec, CreateError> {
     let parts: Vec<&str> = spec.split(':').collect();
     let (source, target, mode) = match parts.as_slice() {
+        [dst] => ("", *dst, ""),
         [src, dst] => (*src, *dst, ""),
         [src, dst, mode] => (*src, *dst, *mode),
         _ => return Err(invalid(format!("invalid volume specification: '{spec}'"))),
     };
-    let mut readonly = false;
+    let (mut readonly, mut nocopy) = (false, false);
     for flag in mode.split(',').filter(|f| !f.is_empty()) {
         match flag {
             "ro" => readonly = true,
-            "rw" | "z" | "Z" | "rprivate" | "private" | "rslave" | "slave" | "shared" | "rshared" | "nocopy"
-            | "consistent" | "cached" | "delegated" => {}
+            "nocopy" => nocopy = true,
+            "rw" | "z" | "Z" | "rprivate" | "private" | "rslave" | "slave" | "shared" | "rshared" | "consistent"
+            | "cached" | "delegated" => {}
             other => return Err(invalid(format!("invalid mode: {other}"))),
         }
     }
     if !target.starts_with('/') {
         return Err(invalid(format!("invalid volume specification: '{spec}': invalid mount config for type \"bind\": invalid mount path: '{target}' mount path must be absolute")));
     }
-    Ok(Bind { source: PathBuf::from(source), target: PathBuf::from(target), readonly })
+    if source.starts_with('/') {
+        return Ok(BindSpec::Host(Bind { source: PathBuf::from(source), target: PathBuf::from(target), readonly }));
+    }
+    Ok(BindSpec::Volume(VolumeMount {
+        name: source.to_string(),
+        target: target.to_string(),
+        readonly,
+        nocopy,
+        anonymous: source.is_empty(),
+    }))
 }
 
 /// A signal by name (`SIGTERM`, `TERM`, `term`) or number.
@@ -566,7 +633,7 @@ impl Container {
     }
 
     /// Docker's `GET /containers/{id}/json`.
-    pub fn inspect(&self, dir: &Path) -> Value {
+    pub fn inspect(&self, dir: &Path, volumes_root: &Path) -> Value {
         let s = &self.state;
         let args: Vec<Value> = self.process_args().into_iter().skip(1).map(Value::String).collect();
         json!({
@@ -610,7 +677,7 @@ impl Container {
                     "MergedDir": dir.join("rootfs"),
                 },
             },
-            "Mounts": self.mounts_json(),
+            "Mounts": self.mounts_json(volumes_root),
             "Config": self.config,
             "NetworkSettings": self.network_settings(),
         })
@@ -646,17 +713,24 @@ impl Container {
         })
     }
 
-    fn mounts_json(&self) -> Value {
+    fn mounts_json(&self, volumes_root: &Path) -> Value {
         let mut mounts = Vec::new();
+        for volume in &self.volumes {
+            mounts.push(json!({
+                "Type": "volume", "Name": volume.name, "Source": volumes_root.join(&volume.name).join("_data"),
+                "Destination": volume.target, "Driver": "local", "Mode": if volume.readonly { "ro" } else { "z" },
+                "RW": !volume.readonly, "Propagation": "",
+            }));
+        }
         for bind in strings(&self.host_config["Binds"]).unwrap_or_default() {
-            if let Ok(b) = parse_bind(&bind) {
+            if let Ok(BindSpec::Host(b)) = parse_bind(&bind) {
                 mounts.push(json!({
                     "Type": "bind", "Source": b.source, "Destination": b.target, "Mode": if b.readonly { "ro" } else { "" },
                     "RW": !b.readonly, "Propagation": "rprivate",
                 }));
             }
         }
-        for m in self.host_config["Mounts"].as_array().into_iter().flatten() {
+        for m in self.host_config["Mounts"].as_array().into_iter().flatten().filter(|m| m["Type"] == "bind") {
             let ro = m["ReadOnly"].as_bool().unwrap_or(false);
             mounts.push(json!({
                 "Type": m["Type"], "Source": m["Source"], "Destination": m["Target"], "Mode": "",
@@ -683,7 +757,7 @@ impl Container {
     }
 
     /// Docker's `GET /containers/json` entry.
-    pub fn summary(&self, now_ns: i64) -> Value {
+    pub fn summary(&self, now_ns: i64, volumes_root: &Path) -> Value {
         let command = self
             .process_args()
             .iter()
@@ -703,7 +777,7 @@ impl Container {
             "Status": self.status_text(now_ns),
             "HostConfig": { "NetworkMode": self.network_mode() },
             "NetworkSettings": { "Networks": {} },
-            "Mounts": self.mounts_json(),
+            "Mounts": self.mounts_json(volumes_root),
         })
     }
 }
@@ -762,7 +836,17 @@ mod tests {
         let err = |req: Value| resolve(&req, &image(), ID).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err(json!({"HostConfig": {"Devices": [{"PathOnHost": "/dev/fuse"}]}})).contains("HostConfig.Devices"));
         assert!(err(json!({"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}})).contains("ports"));
-        assert!(err(json!({"HostConfig": {"Binds": ["relative:/x"]}})).contains("named volumes"));
+        assert!(err(json!({"HostConfig": {"Binds": ["bad/name:/x"]}})).contains("invalid characters"));
+        let r = resolve(
+            &json!({"HostConfig": {"Binds": ["data:/data:ro", "/tmp:/host"]}, "Volumes": {"/cache": {}}}),
+            &image(),
+            ID,
+        )
+        .unwrap();
+        let v: Vec<(&str, &str, bool, bool)> =
+            r.volumes.iter().map(|v| (v.name.as_str(), v.target.as_str(), v.readonly, v.anonymous)).collect();
+        assert_eq!(v, [("data", "/data", true, false), ("", "/cache", false, true)]);
+        assert_eq!(r.options.binds.len(), 1);
         assert!(err(json!({"HostConfig": {"Memory": 1024}})).contains("Minimum memory"));
         assert!(err(json!({"HostConfig": {"RestartPolicy": {"Name": "always"}, "AutoRemove": true}})).contains("--rm"));
         // What the docker CLI sends for a plain `docker run` is accepted.

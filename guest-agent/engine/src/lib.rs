@@ -17,6 +17,7 @@ pub mod seccomp;
 pub mod shim;
 pub mod spec;
 pub mod store;
+pub mod volume;
 
 /// Builders for test archives, shared by this crate's tests and by the
 /// agent's and the end-to-end tests (feature `test-support`).

@@ -150,7 +150,7 @@ async fn list(query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<
     }
 }
 
-fn raw_json(bytes: Vec<u8>) -> Response<Body> {
+pub fn raw_json(bytes: Vec<u8>) -> Response<Body> {
     let mut response = Response::new(full(bytes));
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response

@@ -25,6 +25,7 @@ mod containers;
 mod exec;
 mod images;
 mod networks;
+mod volumes;
 
 /// The newest and oldest API versions served.
 pub const API_VERSION: &str = "1.47";
@@ -202,6 +203,12 @@ async fn handle(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> {
                     None => route_local(&method, path, &ctx.facts),
                 }
             }
+            (_, path) if path == "/volumes" || path.starts_with("/volumes/") => {
+                match volumes::route(req, path, ctx.agent.clone()).await {
+                    Some(response) => response,
+                    None => route_local(&method, path, &ctx.facts),
+                }
+            }
             (&Method::GET, "/info") => info(ctx).await,
             (&Method::GET, "/events") => events(req.uri().query(), ctx).await,
             (&Method::GET, "/system/df") => system_df(ctx).await,
@@ -333,6 +340,11 @@ async fn system_df(ctx: &ApiContext) -> Response<Body> {
         Ok(reply) => reply.into_inner().images,
         Err(status) => return agent_error(status),
     };
+    let request = berth_agent_proto::ListVolumesRequest { filters_json: String::new(), usage: true };
+    let volumes: serde_json::Value = match agent.list_volumes(request).await {
+        Ok(reply) => serde_json::from_slice(&reply.into_inner().json).unwrap_or_default(),
+        Err(status) => return agent_error(status),
+    };
     let list = containers.as_array().cloned().unwrap_or_default();
     let mut images_json = images::images_json(images);
     let mut layers_size = 0u64;
@@ -345,7 +357,7 @@ async fn system_df(ctx: &ApiContext) -> Response<Body> {
     }
     json_response(
         StatusCode::OK,
-        json!({ "LayersSize": layers_size, "Images": images_json, "Containers": list, "Volumes": [], "BuildCache": [] }),
+        json!({ "LayersSize": layers_size, "Images": images_json, "Containers": list, "Volumes": volumes["Volumes"], "BuildCache": [] }),
     )
 }
 

@@ -1,0 +1,191 @@
+//! Named volumes in the agent: the volume store (engine/volume.rs) plus
+//! what only the container side knows, which containers use a volume.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use berth_engine::container::VolumeMount;
+use berth_engine::volume::{VolumeError, VolumeStore};
+use serde_json::{json, Value};
+use tonic::Status;
+
+use crate::containers::Containers;
+
+fn volume_status(err: VolumeError) -> Status {
+    match err {
+        VolumeError::NotFound(_) => Status::not_found(err.to_string()),
+        VolumeError::Invalid(_) => Status::invalid_argument(err.to_string()),
+        VolumeError::Io { .. } => Status::internal(err.to_string()),
+    }
+}
+
+fn random_name() -> String {
+    let mut bytes = [0u8; 32];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Containers {
+    fn volume_store(&self) -> Result<VolumeStore, Status> {
+        VolumeStore::open(&self.volumes_root).map_err(volume_status)
+    }
+
+    /// Creates the volumes a new container asks for (naming anonymous ones).
+    pub(crate) async fn create_volumes(&self, wanted: Vec<VolumeMount>) -> Result<Vec<VolumeMount>, Status> {
+        let store = self.volume_store()?;
+        let mut named = Vec::new();
+        for mut volume in wanted {
+            if volume.name.is_empty() {
+                volume.name = random_name();
+            }
+            let created = store.create(&volume.name, BTreeMap::new(), volume.anonymous).map_err(volume_status)?;
+            if created.created_ns > 0 && volume.anonymous {
+                self.events.emit("volume", "create", &volume.name, json!({ "driver": "local" }));
+            }
+            named.push(volume);
+        }
+        Ok(named)
+    }
+
+    /// Removes a removed container's anonymous volumes no one else uses.
+    pub(crate) async fn remove_anonymous_volumes(&self, volumes: &[VolumeMount]) {
+        let Ok(store) = self.volume_store() else { return };
+        for volume in volumes.iter().filter(|v| v.anonymous) {
+            if self.users_of(&volume.name).is_empty() && store.remove(&volume.name).is_ok() {
+                self.events.emit("volume", "destroy", &volume.name, json!({ "driver": "local" }));
+            }
+        }
+    }
+
+    fn users_of(&self, name: &str) -> Vec<String> {
+        self.records().into_iter().filter(|c| c.volumes.iter().any(|v| v.name == name)).map(|c| c.id).collect()
+    }
+
+    fn volume_json(&self, store: &VolumeStore, v: &berth_engine::volume::Volume, with_usage: bool) -> Value {
+        let mut value = json!({
+            "Name": v.name,
+            "Driver": "local",
+            "Mountpoint": store.data_dir(&v.name),
+            "CreatedAt": berth_engine::container::rfc3339(v.created_ns),
+            "Labels": v.labels,
+            "Scope": "local",
+            "Options": {},
+        });
+        if with_usage {
+            value["UsageData"] = json!({ "Size": store.size(&v.name), "RefCount": self.users_of(&v.name).len() });
+        }
+        value
+    }
+
+    pub async fn create_volume(self: &Arc<Self>, request: &Value) -> Result<Value, Status> {
+        let name = request["Name"].as_str().filter(|n| !n.is_empty()).map(String::from).unwrap_or_else(random_name);
+        let driver = request["Driver"].as_str().unwrap_or("");
+        if !driver.is_empty() && driver != "local" {
+            return Err(Status::invalid_argument(format!(
+                "volume driver {driver:?} is not supported by Berth (only local)"
+            )));
+        }
+        if request["DriverOpts"].as_object().is_some_and(|o| !o.is_empty()) {
+            return Err(Status::invalid_argument("volume driver options are not supported by Berth yet"));
+        }
+        let labels: BTreeMap<String, String> = request["Labels"]
+            .as_object()
+            .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+            .unwrap_or_default();
+        let store = self.volume_store()?;
+        let volume = store.create(&name, labels, false).map_err(volume_status)?;
+        self.events.emit("volume", "create", &name, json!({ "driver": "local" }));
+        Ok(self.volume_json(&store, &volume, false))
+    }
+
+    pub async fn inspect_volume(self: &Arc<Self>, name: &str) -> Result<Value, Status> {
+        let store = self.volume_store()?;
+        let volume = store.get(name).map_err(volume_status)?;
+        Ok(self.volume_json(&store, &volume, false))
+    }
+
+    /// Docker's list answer; filters: name, label, dangling.
+    pub async fn list_volumes(self: &Arc<Self>, filters: &str, with_usage: bool) -> Result<Value, Status> {
+        let filters = parse_filters(filters, &["name", "label", "dangling", "driver"])?;
+        let store = self.volume_store()?;
+        let mut listed = Vec::new();
+        for volume in store.list().map_err(volume_status)? {
+            if matches(&filters, &volume, self.users_of(&volume.name).is_empty()) {
+                listed.push(self.volume_json(&store, &volume, with_usage));
+            }
+        }
+        Ok(json!({ "Volumes": listed, "Warnings": [] }))
+    }
+
+    pub async fn remove_volume(self: &Arc<Self>, name: &str, force: bool) -> Result<(), Status> {
+        let store = self.volume_store()?;
+        store.get(name).map_err(volume_status)?;
+        let users = self.users_of(name);
+        if !users.is_empty() && !force {
+            return Err(Status::aborted(format!("remove {name}: volume is in use - [{}]", users.join(", "))));
+        }
+        if !users.is_empty() {
+            return Err(Status::aborted(format!("remove {name}: volume is in use - [{}]", users.join(", "))));
+        }
+        store.remove(name).map_err(volume_status)?;
+        self.events.emit("volume", "destroy", name, json!({ "driver": "local" }));
+        Ok(())
+    }
+
+    /// Docker ≥ 23's prune: unused anonymous volumes, or all unused ones
+    /// with the `all` filter.
+    pub async fn prune_volumes(self: &Arc<Self>, filters: &str) -> Result<Value, Status> {
+        let filters = parse_filters(filters, &["label", "all"])?;
+        let all = filters.iter().any(|(k, v)| k == "all" && v.iter().any(|x| x == "true" || x == "1"));
+        let store = self.volume_store()?;
+        let (mut deleted, mut reclaimed) = (Vec::new(), 0u64);
+        for volume in store.list().map_err(volume_status)? {
+            let label_ok =
+                matches(&filters.iter().filter(|(k, _)| k == "label").cloned().collect::<Vec<_>>(), &volume, true);
+            if (volume.anonymous || all) && label_ok && self.users_of(&volume.name).is_empty() {
+                let size = store.size(&volume.name);
+                if store.remove(&volume.name).is_ok() {
+                    reclaimed += size;
+                    deleted.push(volume.name);
+                }
+            }
+        }
+        Ok(json!({ "VolumesDeleted": deleted, "SpaceReclaimed": reclaimed }))
+    }
+}
+
+type Filters = Vec<(String, Vec<String>)>;
+
+fn parse_filters(text: &str, allowed: &[&str]) -> Result<Filters, Status> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| Status::invalid_argument(format!("invalid filter: {e}")))?;
+    let mut filters = Vec::new();
+    for (key, values) in value.as_object().into_iter().flatten() {
+        if !allowed.contains(&key.as_str()) {
+            return Err(Status::invalid_argument(format!("invalid filter '{key}'")));
+        }
+        let list = match values {
+            Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+            Value::Object(o) => o.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        filters.push((key.clone(), list));
+    }
+    Ok(filters)
+}
+
+fn matches(filters: &Filters, volume: &berth_engine::volume::Volume, unused: bool) -> bool {
+    filters.iter().all(|(key, wanted)| match key.as_str() {
+        "name" => wanted.iter().any(|w| volume.name.contains(w.as_str())),
+        "driver" => wanted.iter().any(|w| w == "local"),
+        "dangling" => wanted.iter().any(|w| (w == "true" || w == "1") == unused),
+        "label" => wanted.iter().all(|w| match w.split_once('=') {
+            Some((k, v)) => volume.labels.get(k).is_some_and(|x| x == v),
+            None => volume.labels.contains_key(w.as_str()),
+        }),
+        _ => true,
+    })
+}
