@@ -35,16 +35,16 @@ pub struct Entry {
     /// Bumped on every state change; `None` once removed.
     changed: watch::Sender<Option<u64>>,
     /// Serialises start/stop/remove of one container.
-    op: tokio::sync::Mutex<()>,
-    dir: PathBuf,
+    pub(crate) op: tokio::sync::Mutex<()>,
+    pub(crate) dir: PathBuf,
 }
 
 impl Entry {
-    fn snapshot(&self) -> Container {
+    pub(crate) fn snapshot(&self) -> Container {
         self.record.lock().unwrap().clone()
     }
 
-    fn state(&self) -> State {
+    pub(crate) fn state(&self) -> State {
         self.record.lock().unwrap().state.clone()
     }
 
@@ -67,7 +67,7 @@ pub struct Containers {
     /// Named volumes (see volumes.rs), beside the containers on the data disk.
     pub(crate) volumes_root: PathBuf,
     cgroup_root: Option<PathBuf>,
-    reaper: Reaper,
+    pub(crate) reaper: Reaper,
     pub events: Arc<crate::events::Events>,
     entries: Mutex<HashMap<String, Arc<Entry>>>,
     loaded: tokio::sync::OnceCell<()>,

@@ -5,6 +5,7 @@
 //! also run as an ordinary root process serving on a unix socket
 //! (`berth-agent --unix PATH`), the "local agent".
 
+mod archive;
 mod containers;
 mod events;
 mod exec;
@@ -79,6 +80,10 @@ fn main() {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if argv.len() == 3 && argv[1] == "shim" {
         std::process::exit(berth_engine::shim::main(std::path::Path::new(&argv[2])));
+    }
+    // `docker cp` / `docker export`: started by containers.rs (archive_helper).
+    if argv.len() == 4 && argv[1] == "archive" {
+        std::process::exit(archive_main(&argv[2].to_string_lossy(), &argv[3].to_string_lossy()));
     }
     // `docker exec`'s process: started by the agent's Exec (containers.rs).
     if argv.len() == 3 && argv[1] == "enter" {
@@ -156,6 +161,41 @@ fn main() {
         init::power_off(mounts.get().map(Vec::as_slice).unwrap_or_default());
     }
     std::process::exit(if result.is_ok() { 0 } else { 1 });
+}
+
+/// `berth-agent archive stat|get|put|export PLAN`: in the container's root,
+/// stat a path (JSON on stdout), write a tar of it to stdout, or extract a
+/// tar from stdin into it. Exit 2: the path does not exist.
+fn archive_main(op: &str, plan: &str) -> i32 {
+    use berth_engine::archive;
+    let result = (|| -> std::io::Result<()> {
+        let plan: archive::ArchivePlan =
+            serde_json::from_str(plan).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        archive::enter_root(&plan)?;
+        let path = std::path::Path::new(&plan.path);
+        let stdout = std::io::stdout().lock();
+        match op {
+            "stat" => {
+                let stat = archive::stat(path)?;
+                serde_json::to_writer(stdout, &stat).map_err(std::io::Error::other)
+            }
+            "get" => archive::write_tar(path, std::io::BufWriter::new(stdout)),
+            "put" => archive::extract(std::io::stdin().lock(), path),
+            "export" => archive::write_tar(std::path::Path::new("/"), std::io::BufWriter::new(stdout)),
+            other => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("unknown archive op {other}"))),
+        }
+    })();
+    match result {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("{err}");
+            if err.kind() == std::io::ErrorKind::NotFound {
+                2
+            } else {
+                1
+            }
+        }
+    }
 }
 
 /// The data disk and shares as init mounted them (set once).

@@ -9,12 +9,12 @@ use std::time::Instant;
 
 use berth_agent_proto::agent_server::Agent;
 use berth_agent_proto::{
-    attach_input, AttachInput, ContainerLogsRequest, ContainerRef, ContainerStatsRequest, CreateContainerRequest,
-    CreateContainerResponse, Empty, EventsRequest, JsonRequest, JsonResponse, KillContainerRequest,
-    KillContainerResponse, ListContainersRequest, ListVolumesRequest, LogEntry, PruneContainersRequest,
-    PruneVolumesRequest, RemoveContainerRequest, RemoveContainerResponse, RemoveVolumeRequest, RenameContainerRequest,
-    ResizeContainerRequest, ResizeContainerResponse, StartContainerResponse, StopContainerRequest,
-    StopContainerResponse, VolumeRef, WaitContainerRequest, WaitContainerResponse,
+    attach_input, AttachInput, ContainerArchiveInput, ContainerLogsRequest, ContainerPathRequest, ContainerRef,
+    ContainerStatsRequest, CreateContainerRequest, CreateContainerResponse, Empty, EventsRequest, JsonRequest,
+    JsonResponse, KillContainerRequest, KillContainerResponse, ListContainersRequest, ListVolumesRequest, LogEntry,
+    PruneContainersRequest, PruneVolumesRequest, RemoveContainerRequest, RemoveContainerResponse, RemoveVolumeRequest,
+    RenameContainerRequest, ResizeContainerRequest, ResizeContainerResponse, StartContainerResponse,
+    StopContainerRequest, StopContainerResponse, VolumeRef, WaitContainerRequest, WaitContainerResponse,
 };
 use berth_agent_proto::{
     exec_input, ArchiveChunk, ExecInput, ExecOutput, ImageSummary, InfoRequest, InfoResponse, ListImagesRequest,
@@ -140,6 +140,35 @@ impl AgentService {
         tokio::task::spawn_blocking(move || images.with(f))
             .await
             .map_err(|e| Status::internal(format!("image store task failed: {e}")))?
+    }
+}
+
+impl AgentService {
+    /// Streams the archive helper's tar as ArchiveChunks; a failure after
+    /// the first bytes ends the stream with the error.
+    fn stream_archive(
+        &self,
+        id: String,
+        op: &'static str,
+        path: String,
+    ) -> Result<Response<ReceiverStream<Result<ArchiveChunk, Status>>>, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        let (raw_tx, mut raw_rx) = mpsc::channel::<Result<Vec<u8>, Status>>(16);
+        let containers = self.containers.clone();
+        let errors = tx.clone();
+        tokio::spawn(async move {
+            if let Err(status) = containers.archive(&id, op, &path, None, Some(raw_tx)).await {
+                let _ = errors.send(Err(status)).await;
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(chunk) = raw_rx.recv().await {
+                if tx.send(chunk.map(|data| ArchiveChunk { data })).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
@@ -505,6 +534,63 @@ impl Agent for AgentService {
     async fn prune_volumes(&self, req: Request<PruneVolumesRequest>) -> Result<Response<JsonResponse>, Status> {
         let value = self.containers.prune_volumes(&req.into_inner().filters_json).await?;
         Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
+    }
+
+    async fn stat_container_path(&self, req: Request<ContainerPathRequest>) -> Result<Response<JsonResponse>, Status> {
+        let ContainerPathRequest { id, path } = req.into_inner();
+        let (tx, mut rx) = mpsc::channel(4);
+        self.containers.archive(&id, "stat", &path, None, Some(tx)).await?;
+        let mut json = Vec::new();
+        while let Some(Ok(chunk)) = rx.recv().await {
+            json.extend(chunk);
+        }
+        Ok(Response::new(JsonResponse { json }))
+    }
+
+    type GetContainerArchiveStream = ReceiverStream<Result<ArchiveChunk, Status>>;
+
+    async fn get_container_archive(
+        &self,
+        req: Request<ContainerPathRequest>,
+    ) -> Result<Response<Self::GetContainerArchiveStream>, Status> {
+        let ContainerPathRequest { id, path } = req.into_inner();
+        // Missing paths are an error before any data: stat first.
+        let (stat_tx, _stat_rx) = mpsc::channel(4);
+        self.containers.archive(&id, "stat", &path, None, Some(stat_tx)).await?;
+        self.stream_archive(id, "get", path)
+    }
+
+    async fn put_container_archive(
+        &self,
+        req: Request<Streaming<ContainerArchiveInput>>,
+    ) -> Result<Response<Empty>, Status> {
+        use berth_agent_proto::container_archive_input::Input;
+        let mut input = req.into_inner();
+        let start = match input.message().await? {
+            Some(ContainerArchiveInput { input: Some(Input::Start(start)) }) => start,
+            _ => return Err(Status::invalid_argument("the first PutContainerArchive message must be `start`")),
+        };
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Ok(Some(ContainerArchiveInput { input: Some(Input::Data(data)) })) = input.message().await {
+                if tx.send(data).await.is_err() {
+                    return;
+                }
+            }
+        });
+        self.containers.archive(&start.id, "put", &start.path, Some(rx), None).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    type ExportContainerStream = ReceiverStream<Result<ArchiveChunk, Status>>;
+
+    async fn export_container(
+        &self,
+        req: Request<ContainerRef>,
+    ) -> Result<Response<Self::ExportContainerStream>, Status> {
+        let id = req.into_inner().id;
+        self.containers.lookup(&id).await?;
+        self.stream_archive(id, "export", "/".into())
     }
 
     type EventsStream = ReceiverStream<Result<JsonResponse, Status>>;

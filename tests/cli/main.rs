@@ -281,3 +281,32 @@ fn named_and_anonymous_volumes() {
     assert_eq!(ok(&berth, &["volume", "ls", "-q"]), "");
     berth.stop_and_check_clean();
 }
+
+#[test]
+fn copy_files_both_ways_and_export() {
+    let berth = local_berth();
+    ok(&berth, &["run", "-d", "--name", "files", "busybox", "sleep", "60"]);
+    let host_file = berth.home.path().join("in.txt");
+    std::fs::write(&host_file, b"from the host\n").unwrap();
+    ok(&berth, &["cp", &host_file.display().to_string(), "files:/tmp/"]);
+    assert_eq!(ok(&berth, &["exec", "files", "cat", "/tmp/in.txt"]), "from the host\n");
+    let out_dir = berth.home.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    ok(&berth, &["cp", "files:/etc", &out_dir.display().to_string()]);
+    assert!(std::fs::read_to_string(out_dir.join("etc/passwd")).unwrap().contains("app:x:1000"));
+    let out = docker(&berth, &["cp", "files:/nope", &out_dir.display().to_string()]);
+    assert!(stderr(&out).contains("Could not find the file /nope in container files"), "{}", describe(&out));
+
+    // Stopped containers too; export is the whole root filesystem.
+    ok(&berth, &["stop", "-t", "0", "files"]);
+    ok(&berth, &["cp", "files:/tmp/in.txt", &out_dir.join("back.txt").display().to_string()]);
+    assert_eq!(std::fs::read(out_dir.join("back.txt")).unwrap(), b"from the host\n");
+    let tar = berth.home.path().join("export.tar");
+    ok(&berth, &["export", "-o", &tar.display().to_string(), "files"]);
+    let listing = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
+    let listing = stdout(&listing);
+    assert!(listing.lines().any(|l| l.trim_start_matches("./") == "bin/busybox"), "{listing}");
+    assert!(listing.lines().any(|l| l.trim_start_matches("./") == "tmp/in.txt"), "the container's changes are in it");
+    ok(&berth, &["rm", "files"]);
+    berth.stop_and_check_clean();
+}

@@ -6,6 +6,7 @@
 //! Docker's default isolation (`spec`), and the container's overlay root
 //! filesystem and user resolution (`rootfs`).
 
+pub mod archive;
 pub mod cgroup;
 pub mod container;
 pub mod layer;

@@ -67,8 +67,102 @@ pub async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Opti
             Err(status) => agent_error(status),
         },
         (&Method::GET, _, "stats") => stats(&id, query, agent).await,
+        (&Method::HEAD | &Method::GET, _, "archive") => get_archive(&id, query, method == Method::HEAD, agent).await,
+        (&Method::PUT, _, "archive") => put_archive(req, &id, query, agent).await,
+        (&Method::GET, _, "export") => export(&id, agent).await,
         _ => return None,
     })
+}
+
+/// Docker's path-stat header: base64 of the stat JSON.
+fn path_stat_header(json: &[u8]) -> HeaderValue {
+    use base64::Engine;
+    HeaderValue::from_str(&base64::engine::general_purpose::STANDARD.encode(json))
+        .unwrap_or(HeaderValue::from_static(""))
+}
+
+/// Streams tar chunks from the agent as the response body.
+fn tar_body(mut chunks: tonic::Streaming<berth_agent_proto::ArchiveChunk>) -> Body {
+    let (tx, body) = channel_body();
+    tokio::spawn(async move {
+        while let Ok(Some(chunk)) = chunks.message().await {
+            if tx.send(Bytes::from(chunk.data)).await.is_err() {
+                return;
+            }
+        }
+    });
+    body
+}
+
+/// `docker cp CONTAINER:PATH ...`: HEAD for the stat, GET for the tar.
+async fn get_archive(
+    id: &str,
+    query: Option<&str>,
+    head_only: bool,
+    mut agent: AgentClient<Channel>,
+) -> Response<Body> {
+    let Some(path) = query_param(query, "path").filter(|p| !p.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "path is required");
+    };
+    let request = berth_agent_proto::ContainerPathRequest { id: id.to_string(), path: path.clone() };
+    let stat = match agent.stat_container_path(request.clone()).await {
+        Ok(reply) => reply.into_inner().json,
+        Err(status) => return agent_error(status),
+    };
+    let mut response = if head_only {
+        empty(StatusCode::OK)
+    } else {
+        match agent.get_container_archive(request).await {
+            Ok(reply) => Response::new(tar_body(reply.into_inner())),
+            Err(status) => return agent_error(status),
+        }
+    };
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+    response.headers_mut().insert("X-Docker-Container-Path-Stat", path_stat_header(&stat));
+    response
+}
+
+/// `docker cp ... CONTAINER:DIR`: the body is a tar extracted into DIR.
+async fn put_archive(
+    req: Request<Incoming>,
+    id: &str,
+    query: Option<&str>,
+    mut agent: AgentClient<Channel>,
+) -> Response<Body> {
+    use berth_agent_proto::{container_archive_input::Input, ContainerArchiveInput, ContainerPathRequest};
+    let Some(path) = query_param(query, "path").filter(|p| !p.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "path is required");
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<ContainerArchiveInput>(16);
+    let start = ContainerPathRequest { id: id.to_string(), path };
+    let _ = tx.send(ContainerArchiveInput { input: Some(Input::Start(start)) }).await;
+    let mut body = req.into_body();
+    let pump = tokio::spawn(async move {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                if tx.send(ContainerArchiveInput { input: Some(Input::Data(data.to_vec())) }).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let result = agent.put_container_archive(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+    pump.abort();
+    match result {
+        Ok(_) => empty(StatusCode::OK),
+        Err(status) => agent_error(status),
+    }
+}
+
+async fn export(id: &str, mut agent: AgentClient<Channel>) -> Response<Body> {
+    match agent.export_container(ContainerRef { id: id.to_string() }).await {
+        Ok(reply) => {
+            let mut response = Response::new(tar_body(reply.into_inner()));
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+            response
+        }
+        Err(status) => agent_error(status),
+    }
 }
 
 /// 204 for a call that answers nothing.
