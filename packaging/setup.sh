@@ -24,6 +24,7 @@ apt_pkgs=(
   libcap-ng-dev libseccomp-dev pkg-config  # virtiofsd build
   protobuf-compiler musl-tools        # agent protocol, static agent
   curl ca-certificates
+  python3 util-linux                  # test image builder (tests/images), script(1) for tty tests
 )
 # The tests drive Berth with the real docker CLI; Debian ships it in docker.io.
 command -v docker >/dev/null || apt_pkgs+=(docker.io)
