@@ -25,6 +25,7 @@ apt_pkgs=(
   protobuf-compiler musl-tools        # agent protocol, static agent
   curl ca-certificates
   python3 util-linux                  # test image builder (tests/images), script(1) for tty tests
+  docker-registry skopeo              # a real local registry for the pull tests
 )
 # The tests drive Berth with the real docker CLI; Debian ships it in docker.io.
 command -v docker >/dev/null || apt_pkgs+=(docker.io)

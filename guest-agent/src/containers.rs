@@ -53,6 +53,13 @@ impl Entry {
         let data = {
             let mut record = self.record.lock().unwrap();
             f(&mut record);
+            // Being removed: its directory is going away, and a write now
+            // (a racing kill, an exit) would leave files that stop it.
+            if record.state.status == Status::Removing {
+                drop(record);
+                self.changed.send_modify(|v| *v = v.map(|n| n + 1));
+                return Ok(());
+            }
             serde_json::to_vec_pretty(&*record).map_err(|e| RpcStatus::internal(e.to_string()))?
         };
         shim::write_atomically(&self.dir.join(CONTAINER_FILE), &data)
@@ -120,6 +127,10 @@ impl Containers {
                 let mut adopted = Vec::new();
                 for dir in std::fs::read_dir(&this.root).map_err(internal("listing containers"))?.flatten() {
                     let path = dir.path();
+                    if dir.file_name().to_string_lossy().starts_with(".removing-") {
+                        let _ = std::fs::remove_dir_all(&path);
+                        continue;
+                    }
                     let Ok(data) = std::fs::read(path.join(CONTAINER_FILE)) else {
                         // A create that crashed before its record was written.
                         let _ = std::fs::remove_dir_all(&path);
@@ -704,7 +715,11 @@ impl Containers {
 
     async fn remove_entry(&self, entry: &Arc<Entry>) -> Result<(), RpcStatus> {
         let id = entry.snapshot().id;
-        let _ = entry.update(|c| c.state.status = Status::Removing);
+        {
+            // In memory only: once Removing, updates stop touching the files.
+            let mut record = entry.record.lock().unwrap();
+            record.state.status = Status::Removing;
+        }
         let dir = entry.dir.clone();
         let cgroup = self.cgroup_root.as_ref().map(|root| berth_engine::cgroup::container_cgroup(root, &id));
         tokio::task::spawn_blocking(move || {
@@ -713,7 +728,11 @@ impl Containers {
             if let Some(cgroup) = cgroup.filter(|c| c.exists()) {
                 berth_engine::cgroup::remove(&cgroup);
             }
-            std::fs::remove_dir_all(&dir)
+            // First a rename, so a crash part-way leaves no half container
+            // to load at the next start (leftovers are swept then).
+            let doomed =
+                dir.with_file_name(format!(".removing-{}", dir.file_name().unwrap_or_default().to_string_lossy()));
+            std::fs::rename(&dir, &doomed).and_then(|()| std::fs::remove_dir_all(&doomed))
         })
         .await
         .map_err(|e| RpcStatus::internal(e.to_string()))?

@@ -12,9 +12,10 @@ use berth_agent_proto::{
     attach_input, AttachInput, ContainerArchiveInput, ContainerLogsRequest, ContainerPathRequest, ContainerRef,
     ContainerStatsRequest, CreateContainerRequest, CreateContainerResponse, Empty, EventsRequest, JsonRequest,
     JsonResponse, KillContainerRequest, KillContainerResponse, ListContainersRequest, ListVolumesRequest, LogEntry,
-    PruneContainersRequest, PruneVolumesRequest, RemoveContainerRequest, RemoveContainerResponse, RemoveVolumeRequest,
-    RenameContainerRequest, ResizeContainerRequest, ResizeContainerResponse, StartContainerResponse,
-    StopContainerRequest, StopContainerResponse, VolumeRef, WaitContainerRequest, WaitContainerResponse,
+    PruneContainersRequest, PruneVolumesRequest, PullImageRequest, RemoveContainerRequest, RemoveContainerResponse,
+    RemoveVolumeRequest, RenameContainerRequest, ResizeContainerRequest, ResizeContainerResponse,
+    StartContainerResponse, StopContainerRequest, StopContainerResponse, VolumeRef, WaitContainerRequest,
+    WaitContainerResponse,
 };
 use berth_agent_proto::{
     exec_input, ArchiveChunk, ExecInput, ExecOutput, ImageSummary, InfoRequest, InfoResponse, ListImagesRequest,
@@ -69,6 +70,65 @@ impl ImagesSlot {
             *slot = Some(opened);
         }
         f(slot.as_mut().expect("opened above")).map_err(store_status)
+    }
+}
+
+impl berth_engine::registry::StoreAccess for ImagesSlot {
+    fn with_store<T>(&self, f: impl FnOnce(&mut ImageStore) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut slot = self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if slot.is_none() {
+            *slot = Some(ImageStore::open(&self.dir)?);
+        }
+        f(slot.as_mut().expect("opened above"))
+    }
+}
+
+/// One of Docker's pull progress messages for a pull event.
+fn pull_message(event: &berth_engine::registry::Progress, reference: &str) -> serde_json::Value {
+    use berth_engine::registry::Progress;
+    use serde_json::json;
+    // Docker's own bar: 50 columns, `=` done, `>` the head.
+    let bar = |current: u64, total: u64| {
+        let filled = if total > 0 { (current.min(total) * 50 / total) as usize } else { 0 };
+        let head = if filled < 50 { ">" } else { "=" };
+        format!(
+            "[{}{head}{}] {:.3}MB/{:.3}MB",
+            "=".repeat(filled.saturating_sub(1)),
+            " ".repeat(50usize.saturating_sub(filled.max(1))),
+            current as f64 / 1e6,
+            total as f64 / 1e6
+        )
+    };
+    match event {
+        Progress::Resolved { .. } => {
+            // docker.io/library/busybox:latest -> "library/busybox", "latest"
+            let (name, tag) = match reference.split_once('@') {
+                Some((name, digest)) => (name, digest),
+                None => match reference.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+                    Some((name, tag)) => (name, tag),
+                    None => (reference, "latest"),
+                },
+            };
+            let path = name.split_once('/').map(|(_, path)| path).unwrap_or(name);
+            json!({ "status": format!("Pulling from {path}"), "id": tag })
+        }
+        Progress::LayerStart { id, .. } => json!({ "status": "Pulling fs layer", "progressDetail": {}, "id": id }),
+        Progress::LayerProgress { id, current, total } => json!({
+            "status": "Downloading", "progressDetail": { "current": current, "total": total },
+            "progress": bar(*current, *total), "id": id,
+        }),
+        Progress::LayerExtracting { id } => json!({ "status": "Extracting", "progressDetail": {}, "id": id }),
+        Progress::LayerExists { id } => json!({ "status": "Already exists", "progressDetail": {}, "id": id }),
+        Progress::LayerDone { id } => json!({ "status": "Pull complete", "progressDetail": {}, "id": id }),
+        Progress::Done { changed, .. } => {
+            let familiar = berth_engine::reference::familiar(reference);
+            let status = if *changed {
+                format!("Status: Downloaded newer image for {familiar}")
+            } else {
+                format!("Status: Image is up to date for {familiar}")
+            };
+            json!({ "status": status })
+        }
     }
 }
 
@@ -591,6 +651,80 @@ impl Agent for AgentService {
         let id = req.into_inner().id;
         self.containers.lookup(&id).await?;
         self.stream_archive(id, "export", "/".into())
+    }
+
+    type PullImageStream = ReceiverStream<Result<JsonResponse, Status>>;
+
+    async fn pull_image(&self, req: Request<PullImageRequest>) -> Result<Response<Self::PullImageStream>, Status> {
+        use berth_engine::registry::{pull, Credentials, PullError, PullOptions};
+        let PullImageRequest { reference, auth_json, registry_mirrors, insecure_registries } = req.into_inner();
+        let normalized = berth_engine::reference::normalize(&reference).map_err(Status::invalid_argument)?;
+        let auth = if auth_json.trim().is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::from_str::<Credentials>(&auth_json)
+                    .map_err(|e| Status::invalid_argument(format!("invalid X-Registry-Auth: {e}")))?,
+            )
+        };
+        let options = PullOptions { insecure_registries, mirrors: registry_mirrors, auth };
+        // Unbounded: progress comes from a synchronous callback; a pull has
+        // a few hundred messages at most (one per 512 KiB and layer event).
+        let (tx, mut rx) = mpsc::unbounded_channel::<Result<JsonResponse, Status>>();
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<Result<(), Status>>();
+        let images = self.images.clone();
+        let events = self.containers.events.clone();
+        tokio::spawn(async move {
+            let mut first = Some(first_tx);
+            let progress_tx = tx.clone();
+            let mut announce = |event: berth_engine::registry::Progress| {
+                if let Some(first) = first.take() {
+                    let _ = first.send(Ok(()));
+                }
+                let message = pull_message(&event, &normalized);
+                let _ = progress_tx.send(Ok(JsonResponse { json: message.to_string().into_bytes() }));
+            };
+            let result = pull(images, &reference, &options, &mut announce).await;
+            drop(announce);
+            match result {
+                Ok(id) => {
+                    let name = berth_engine::reference::familiar(&normalized).to_string();
+                    events.emit("image", "pull", &name, serde_json::json!({ "name": name }));
+                    tracing::info!(%reference, %id, "image pulled");
+                }
+                Err(err) => {
+                    let status = match &err {
+                        PullError::ManifestUnknown { .. } | PullError::AccessDenied { .. } => {
+                            Status::not_found(err.to_string())
+                        }
+                        PullError::InvalidReference(_) => Status::invalid_argument(err.to_string()),
+                        _ => Status::internal(err.to_string()),
+                    };
+                    match first.take() {
+                        Some(first) => {
+                            let _ = first.send(Err(status));
+                        }
+                        None => {
+                            let message = serde_json::json!({ "errorDetail": { "message": err.to_string() }, "error": err.to_string() });
+                            let _ = tx.send(Ok(JsonResponse { json: message.to_string().into_bytes() }));
+                        }
+                    }
+                }
+            }
+        });
+        // An error before any progress is the call's own status.
+        if let Ok(Err(status)) = first_rx.await {
+            return Err(status);
+        }
+        let (out_tx, out_rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Some(message) = rx.recv().await {
+                if out_tx.send(message).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out_rx)))
     }
 
     type EventsStream = ReceiverStream<Result<JsonResponse, Status>>;

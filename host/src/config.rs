@@ -27,6 +27,16 @@ struct ConfigFile {
     backend: Option<BackendKind>,
     #[serde(default)]
     vm: VmSection,
+    #[serde(default)]
+    engine: EngineSection,
+}
+
+/// Named as in Docker's daemon.json.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct EngineSection {
+    registry_mirrors: Option<Vec<String>>,
+    insecure_registries: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -48,6 +58,10 @@ pub struct Config {
     pub disk_gib: u64,
     /// Host directories shared into the VM at the same absolute path.
     pub shares: Vec<PathBuf>,
+    /// Docker Hub mirrors (URLs), tried before Docker Hub itself.
+    pub registry_mirrors: Vec<String>,
+    /// `host:port` registries spoken to over plain HTTP.
+    pub insecure_registries: Vec<String>,
 }
 
 pub const MAX_CPUS: u32 = 64;
@@ -100,7 +114,19 @@ impl Config {
             }
             shares.push(path);
         }
-        Ok(Config { backend, cpus, memory_mib, disk_gib, shares })
+        let registry_mirrors = file.engine.registry_mirrors.unwrap_or_default();
+        for mirror in &registry_mirrors {
+            if !(mirror.starts_with("http://") || mirror.starts_with("https://")) {
+                bail!("engine.registry-mirrors: {mirror:?} must be a URL (http:// or https://)");
+            }
+        }
+        let insecure_registries = file.engine.insecure_registries.unwrap_or_default();
+        for registry in &insecure_registries {
+            if registry.contains('/') || registry.is_empty() {
+                bail!("engine.insecure-registries: {registry:?} must be host[:port]");
+            }
+        }
+        Ok(Config { backend, cpus, memory_mib, disk_gib, shares, registry_mirrors, insecure_registries })
     }
 }
 

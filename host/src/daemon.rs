@@ -103,6 +103,10 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
         cpus: info.cpus,
         memory_total_bytes: info.memory_total_bytes,
         data_dir: "/var/lib/berth".into(),
+        // boot() has validated the file already.
+        registry: Config::load(&paths.config_file())
+            .map(|c| api::RegistrySettings { mirrors: c.registry_mirrors, insecure: c.insecure_registries })
+            .unwrap_or_default(),
     };
     let socket = paths.docker_socket();
     let bound = state

@@ -12,6 +12,8 @@
 # first), so drift on this shared machine hits both columns alike. No
 # bridge for dockerd: Berth's containers get a private network namespace
 # with only loopback, which is what dockerd's get with --bridge=none.
+# docker CLI calls run under timeout(1) (about 1 ms, both columns alike) so
+# a hung engine shows as an error instead of hanging the benchmark.
 # Release binaries are built first if missing or older than the sources;
 # docker.io is installed with apt if missing. Needs root.
 # Usage: tests/bench/api.sh [RUNS]   (default 10)
@@ -22,7 +24,7 @@ work=$(mktemp -d)
 trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 export DOCKER_CONFIG=$work/docker-config
-started=$SECONDS
+started=$SECONDS load_start=$(cut -d' ' -f1 /proc/loadavg)
 
 bench_binaries
 bench_apt docker.io:dockerd || true
@@ -132,4 +134,5 @@ done
 for key in berth dockerd run-berth run-dockerd ps-berth ps-dockerd logs-berth logs-dockerd; do
   [ -z "${err[$key]:-}" ] || printf '  FAILED %s: %.110s\n' "$key" "${err[$key]}"
 done
-printf '\n(%s s in all)\n' "$((SECONDS - started))"
+printf '\n(%s s in all; 1-min load average %s at the start, %s at the end, on %s CPUs: above ~1 the figures are noisy)\n' \
+  "$((SECONDS - started))" "$load_start" "$(cut -d' ' -f1 /proc/loadavg)" "$(nproc)"

@@ -24,9 +24,12 @@
 #                 dockerd 20.10 (Debian docker.io, overlay2, no bridge), 3 loads
 #                 each, the image removed (`docker rmi`) between loads.
 #
-# Each series has one unmeasured warm-up run. Release binaries are built first
-# if missing or older than the sources; runc, crun and docker.io are installed
-# with apt if missing. Needs root.
+# Each series has one unmeasured warm-up run; the series run interleaved,
+# round after round, so drift on this shared machine hits them alike. docker
+# CLI calls run under timeout(1) (about 1 ms) and curl with --max-time, so a
+# hung engine shows as an error instead of hanging the benchmark. Release
+# binaries are built first if missing or older than the sources; runc, crun
+# and docker.io are installed with apt if missing. Needs root.
 # Usage: tests/bench/engine.sh [RUNS]   (default 20)
 set -euo pipefail
 runs=${1:-20}
@@ -35,7 +38,7 @@ work=$(mktemp -d)
 trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 export DOCKER_CONFIG=$work/docker-config
-started=$SECONDS
+started=$SECONDS load_start=$(cut -d' ' -f1 /proc/loadavg)
 
 bench_binaries
 bench_apt runc:runc crun:crun docker.io:dockerd || true
@@ -46,21 +49,21 @@ declare -A result err   # result[row]="median p90" (ms), err[row]=why it failed
 # --- one timed call per series: sets REPLY to microseconds, or to the error and fails ---
 berth_curl_once() {
   local s=$berth_sock out id t0=$EPOCHREALTIME
-  out=$(curl -s --unix-socket "$s" -H 'Content-Type: application/json' -d '{"Image":"busybox","Cmd":["true"]}' \
+  out=$(curl -s --max-time "$bench_timeout" --unix-socket "$s" -H 'Content-Type: application/json' -d '{"Image":"busybox","Cmd":["true"]}' \
     -w ' %{http_code}' http://berth/containers/create) || { REPLY="create: curl exit $?"; return 1; }
   [[ $out == *' 201' && $out =~ \"Id\":\"([0-9a-f]+)\" ]] || { REPLY="POST /containers/create: $out"; return 1; }
   id=${BASH_REMATCH[1]}
-  out=$(curl -s --unix-socket "$s" -X POST -w ' %{http_code}' "http://berth/containers/$id/start") || true
+  out=$(curl -s --max-time "$bench_timeout" --unix-socket "$s" -X POST -w ' %{http_code}' "http://berth/containers/$id/start") || true
   [[ $out == *' 204' ]] || { REPLY="POST /containers/$id/start: $out"; return 1; }
-  out=$(curl -s --unix-socket "$s" -X POST -w ' %{http_code}' "http://berth/containers/$id/wait") || true
+  out=$(curl -s --max-time "$bench_timeout" --unix-socket "$s" -X POST -w ' %{http_code}' "http://berth/containers/$id/wait") || true
   [[ $out == *'"StatusCode":0'*' 200' ]] || { REPLY="POST /containers/$id/wait: $out"; return 1; }
-  out=$(curl -s --unix-socket "$s" -X DELETE -w ' %{http_code}' "http://berth/containers/$id") || true
+  out=$(curl -s --max-time "$bench_timeout" --unix-socket "$s" -X DELETE -w ' %{http_code}' "http://berth/containers/$id") || true
   [[ $out == *' 204' ]] || { REPLY="DELETE /containers/$id: $out"; return 1; }
   elapsed_us "$t0"
 }
 curl_floor_once() {
   local i t0=$EPOCHREALTIME
-  for i in 1 2 3 4; do curl -s --unix-socket "$berth_sock" -o /dev/null http://berth/_ping || { REPLY="GET /_ping failed"; return 1; }; done
+  for i in 1 2 3 4; do curl -s --max-time "$bench_timeout" --unix-socket "$berth_sock" -o /dev/null http://berth/_ping || { REPLY="GET /_ping failed"; return 1; }; done
   elapsed_us "$t0"
 }
 berth_run_once() {
@@ -237,4 +240,5 @@ for e in berth dockerd; do
   fi
 done
 printf '  ratio berth/dockerd (time): %s\n' "$(ratio "${load_s[berth]:--}" "${load_s[dockerd]:--}")"
-printf '\n(%s s in all)\n' "$((SECONDS - started))"
+printf '\n(%s s in all; 1-min load average %s at the start, %s at the end, on %s CPUs: above ~1 the figures are noisy)\n' \
+  "$((SECONDS - started))" "$load_start" "$(cut -d' ' -f1 /proc/loadavg)" "$(nproc)"

@@ -92,7 +92,7 @@ bench_start_dockerd() {
     --iptables=false --bridge=none >"$dd/log" 2>&1 &
   dockerd_pid=$!
   for i in $(seq 150); do
-    curl -sf --unix-socket "$dockerd_sock" http://d/_ping >/dev/null 2>&1 && return 0
+    curl -sf --max-time 2 --unix-socket "$dockerd_sock" http://d/_ping >/dev/null 2>&1 && return 0
     kill -0 "$dockerd_pid" 2>/dev/null || break
     sleep 0.2
   done
@@ -118,7 +118,7 @@ bench_cleanup() {
   set +e
   local p
   for p in "${bench_pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  [ "$berth_ok" = 1 ] && "$berth" stop >/dev/null 2>&1
+  [ "$berth_ok" = 1 ] && timeout 60 "$berth" stop >/dev/null 2>&1
   bench_stop_dockerd
   local id
   for id in $(runc list -q 2>/dev/null | grep "^$bench_runc_prefix"); do runc delete --force "$id" >/dev/null 2>&1; done
@@ -132,4 +132,13 @@ bench_cleanup() {
 }
 
 # docker CLI against an engine: D SOCK ARGS...
-D() { local s=$1; shift; "$docker_cli" -H "unix://$s" "$@"; }
+# Under `timeout` (its own process group): a hung engine costs at most
+# $bench_timeout seconds, and Ctrl-C reaches the script, not the CLI (the
+# CLI would forward it to the container as a kill).
+bench_timeout=${BENCH_TIMEOUT:-120}
+D() {
+  local s=$1 rc=0; shift
+  timeout -k 5 "$bench_timeout" "$docker_cli" -H "unix://$s" "$@" || rc=$?
+  [ "$rc" != 124 ] || echo "docker $*: timed out after $bench_timeout s" >&2
+  return "$rc"
+}

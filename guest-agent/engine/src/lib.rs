@@ -11,6 +11,7 @@ pub mod cgroup;
 pub mod container;
 pub mod layer;
 pub mod logfile;
+pub mod registry;
 pub use berth_agent_proto::reference;
 pub mod rootfs;
 pub mod runtime;

@@ -281,6 +281,53 @@ impl ImageStore {
         Ok(removed)
     }
 
+    /// Where in-flight downloads and unpacks go (emptied at open, so nothing
+    /// a crash leaves there is ever seen as part of the store).
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Records an image whose config blob and unpacked layers are already in
+    /// the store (a pull puts them there) and points `tags` (normalised
+    /// references) at it, in one index commit: before it, nothing of the
+    /// image is visible.
+    pub fn add_image(&mut self, id: &str, size: u64, tags: &[String]) -> Result<ImageRecord, StoreError> {
+        #[derive(Deserialize)]
+        struct Rootfs {
+            diff_ids: Vec<String>,
+        }
+        #[derive(Deserialize)]
+        struct Config {
+            #[serde(default)]
+            created: Option<String>,
+            rootfs: Rootfs,
+        }
+        let config: Config =
+            serde_json::from_slice(&self.config_json(id)?).map_err(|e| invalid(format!("image config {id}: {e}")))?;
+        for diff_id in &config.rootfs.diff_ids {
+            if !self.layer_dir(diff_id)?.is_dir() {
+                return Err(invalid(format!("image {id}: layer {diff_id} is not in the store")));
+            }
+        }
+        let mut next = self.index.clone();
+        let record = next
+            .images
+            .entry(id.to_string())
+            .or_insert_with(|| ImageRecord {
+                id: id.to_string(),
+                diff_ids: config.rootfs.diff_ids.clone(),
+                size,
+                added_at: now(),
+                created: config.created.as_deref().and_then(parse_rfc3339_utc).unwrap_or(0),
+            })
+            .clone();
+        for tag in tags {
+            next.tags.insert(tag.clone(), id.to_string());
+        }
+        self.commit_index(next)?;
+        Ok(record)
+    }
+
     /// The image config as stored (the JSON `docker image inspect` is built from).
     pub fn config_json(&self, id: &str) -> Result<Vec<u8>, StoreError> {
         std::fs::read(self.blob_path(id)?).map_err(io_err(format!("reading the config of {id}")))

@@ -64,6 +64,66 @@ pub async fn load(req: Request<Incoming>, mut agent: AgentClient<Channel>) -> Re
     response
 }
 
+/// `docker pull`: `POST /images/create?fromImage=NAME&tag=TAG`, progress
+/// streamed as Docker's JSON messages (the CLI draws its bars from them).
+pub async fn create(req: &Request<Incoming>, ctx: &super::ApiContext) -> Response<Body> {
+    let query = req.uri().query();
+    if query_param(query, "fromSrc").is_some() {
+        return error(StatusCode::NOT_IMPLEMENTED, "Berth cannot import images from a tarball yet (docker import)");
+    }
+    let Some(image) = query_param(query, "fromImage").filter(|i| !i.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "fromImage is required");
+    };
+    let tag = query_param(query, "tag").filter(|t| !t.is_empty());
+    let reference = match tag {
+        Some(tag) if tag.starts_with("sha256:") => format!("{image}@{tag}"),
+        Some(tag) => format!("{image}:{tag}"),
+        None => image,
+    };
+    // X-Registry-Auth: base64url of Docker's AuthConfig JSON.
+    let auth_json = req
+        .headers()
+        .get("X-Registry-Auth")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .and_then(|v| {
+            use base64::Engine;
+            let v = v.trim_end_matches('=');
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(v)
+                .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(v))
+                .ok()
+        })
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .filter(|json| json.trim() != "{}" && json.trim() != "null")
+        .unwrap_or_default();
+    let request = berth_agent_proto::PullImageRequest {
+        reference,
+        auth_json,
+        registry_mirrors: ctx.facts.registry.mirrors.clone(),
+        insecure_registries: ctx.facts.registry.insecure.clone(),
+    };
+    let mut progress = match ctx.agent.clone().pull_image(request).await {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => return agent_error(status),
+    };
+    let (tx, body) = super::channel_body();
+    tokio::spawn(async move {
+        while let Ok(Some(message)) = progress.message().await {
+            let mut line = message.json;
+            line.extend_from_slice(b"\r\n");
+            if tx.send(Bytes::from(line)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut response = Response::new(body);
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    response
+}
+
 /// Whether the `filters` query value is absent or empty (`{}`).
 fn filters_empty(query: Option<&str>) -> bool {
     query_param(query, "filters").is_none_or(|f| f.is_empty() || f == "{}")

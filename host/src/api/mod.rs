@@ -40,6 +40,14 @@ pub struct ApiFacts {
     pub cpus: u32,
     pub memory_total_bytes: u64,
     pub data_dir: String,
+    pub registry: RegistrySettings,
+}
+
+/// config.toml's [engine] registry settings, passed with every pull.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrySettings {
+    pub mirrors: Vec<String>,
+    pub insecure: Vec<String>,
 }
 
 /// Response bodies: whole (most answers) or streamed (logs, waits, events).
@@ -197,6 +205,7 @@ async fn handle(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> {
         None => match (&method, path) {
             (&Method::POST, "/images/load") => images::load(req, ctx.agent.clone()).await,
             (&Method::GET, "/images/json") => images::list(req.uri().query(), ctx.agent.clone()).await,
+            (&Method::POST, "/images/create") => images::create(&req, ctx).await,
             (_, path) if path == "/networks" || path.starts_with("/networks/") => {
                 match networks::route(&method, path, req.uri().query()) {
                     Some(response) => response,
@@ -449,6 +458,7 @@ mod tests {
             cpus: 2,
             memory_total_bytes: 2 << 30,
             data_dir: "/var/lib/berth".into(),
+            registry: RegistrySettings::default(),
         }
     }
 
