@@ -45,6 +45,11 @@ ldd "$mke2fs" | awk '/=>/ {print $3} /^\t\/lib/ {print $1}' | while read -r lib;
   install -m 0755 "$(readlink -f "$lib")" ".$lib"
 done
 [ -f /etc/mke2fs.conf ] && install -m 0644 /etc/mke2fs.conf etc/mke2fs.conf
+# Root certificates for image pulls over HTTPS (Debian's ca-certificates).
+ca=/etc/ssl/certs/ca-certificates.crt
+[ -f "$ca" ] || { echo "initramfs: $ca is missing; install Debian ca-certificates" >&2; exit 1; }
+mkdir -p etc/ssl/certs
+install -m 0644 "$ca" etc/ssl/certs/ca-certificates.crt
 
 printf 'root:x:0:0:root:/root:/bin/sh\n' > etc/passwd
 printf 'root:x:0:\ntty:x:5:\n' > etc/group

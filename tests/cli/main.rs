@@ -310,3 +310,23 @@ fn copy_files_both_ways_and_export() {
     ok(&berth, &["rm", "files"]);
     berth.stop_and_check_clean();
 }
+
+#[test]
+fn pull_from_a_local_registry() {
+    let registry = harness::LocalRegistry::start();
+    let berth = local_berth();
+    let image = format!("127.0.0.1:{}/library/tiny:1", registry.port);
+    let out = docker(&berth, &["pull", &image]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(stdout(&out).contains("Pulling from library/tiny"), "{}", describe(&out));
+    assert_eq!(ok(&berth, &["run", "--rm", &image, "echo", "pulled"]), "pulled\n");
+    let out = docker(&berth, &["pull", &format!("127.0.0.1:{}/library/nope:1", registry.port)]);
+    assert!(stderr(&out).contains("not found: manifest unknown"), "{}", describe(&out));
+
+    // `docker run` of an image the engine lacks pulls it first.
+    ok(&berth, &["rmi", &image, "busybox"]);
+    let out = docker(&berth, &["run", "--rm", &image, "echo", "pulled on demand"]);
+    assert_eq!(stdout(&out), "pulled on demand\n", "{}", describe(&out));
+    assert!(stderr(&out).contains("Unable to find image"), "{}", describe(&out));
+    berth.stop_and_check_clean();
+}

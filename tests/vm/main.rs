@@ -375,3 +375,22 @@ fn containers_run_in_the_vm() {
     ok(&["rm", "-f", "keeper", "hog"]);
     berth.stop_and_check_clean();
 }
+
+/// `docker pull` inside the VM through a Docker Hub mirror on the host
+/// (`host.docker.internal`, QEMU's alias for the host's loopback), named in
+/// config.toml as in Docker's daemon.json.
+#[test]
+fn pulls_through_a_mirror_on_the_host() {
+    let registry = harness::LocalRegistry::start();
+    let share = tempfile::tempdir().unwrap();
+    let mirror = format!("host.docker.internal:{}", registry.port);
+    let berth = Berth::with_config(
+        share,
+        &format!("\n[engine]\nregistry-mirrors = [\"http://{mirror}\"]\ninsecure-registries = [\"{mirror}\"]\n"),
+    );
+    berth.start();
+    // docker.io/library/tiny:1 is found on the mirror (Docker Hub itself is unreachable here).
+    let out = harness::docker(&berth, &["run", "--rm", "tiny:1", "sh", "-c", "echo pulled in the VM"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pulled in the VM\n", "{}\n{}", describe(&out), berth.logs());
+    berth.stop_and_check_clean();
+}
