@@ -240,9 +240,6 @@ impl Containers {
         if resolved.init {
             return Err(RpcStatus::invalid_argument("--init is not supported by Berth yet"));
         }
-        if resolved.host_config["AutoRemove"].as_bool() == Some(true) && resolved.restart != RestartPolicy::No {
-            return Err(RpcStatus::invalid_argument("conflicting options: cannot specify both --restart and --rm"));
-        }
         let name = name.strip_prefix('/').unwrap_or(name).to_string();
         let name = if name.is_empty() {
             loop {

@@ -163,7 +163,8 @@ mod tests {
         let h = home();
         std::fs::create_dir(h.path().join("src")).unwrap();
         let text =
-            "backend = \"local\"\n[vm]\ncpus = 3\nmemory-mib = 1024\ndisk-gib = 8\nshares = [\"~/src\", \"/tmp\"]\n";
+            "backend = \"local\"\n[vm]\ncpus = 3\nmemory-mib = 1024\ndisk-gib = 8\nshares = [\"~/src\", \"/tmp\"]\n\
+             [engine]\nregistry-mirrors = [\"http://host.docker.internal:5000\"]\ninsecure-registries = [\"host.docker.internal:5000\"]\n";
         let config = Config::parse(text, Some(h.path())).unwrap();
         assert_eq!(
             config,
@@ -172,7 +173,9 @@ mod tests {
                 cpus: 3,
                 memory_mib: 1024,
                 disk_gib: 8,
-                shares: vec![h.path().join("src"), PathBuf::from("/tmp")]
+                shares: vec![h.path().join("src"), PathBuf::from("/tmp")],
+                registry_mirrors: vec!["http://host.docker.internal:5000".into()],
+                insecure_registries: vec!["host.docker.internal:5000".into()],
             }
         );
     }
@@ -183,6 +186,8 @@ mod tests {
         let err = |text: &str| format!("{:#}", Config::parse(text, Some(h.path())).unwrap_err());
         assert!(err("[vm]\ncpu = 2\n").contains("unknown field `cpu`"));
         assert!(err("[vmm]\n").contains("unknown field `vmm`"));
+        assert!(err("[engine]\nregistry-mirrors = [\"mirror.local\"]\n").contains("engine.registry-mirrors"));
+        assert!(err("[engine]\ninsecure-registries = [\"http://x/\"]\n").contains("engine.insecure-registries"));
         assert!(err("backend = \"cloud\"\n").contains("backend"));
         assert!(err("[vm]\ncpus = 0\n").contains("vm.cpus"));
         assert!(err("[vm]\ncpus = \"two\"\n").contains("cpus"));

@@ -331,7 +331,6 @@ pub fn resolve(request: &Value, image_config: &Value, id: &str) -> Result<Resolv
     if restart != RestartPolicy::No && host_config["AutoRemove"].as_bool() == Some(true) {
         return Err(invalid("conflicting options: cannot specify both --restart and --rm"));
     }
-    let _ = user;
     Ok(Resolved {
         volumes,
         config,

@@ -193,23 +193,10 @@ async fn prune(query: Option<&str>, mut agent: AgentClient<Channel>) -> Response
 async fn stats(id: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
     let stream = query_param(query, "stream").is_none_or(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     let request = berth_agent_proto::ContainerStatsRequest { id: id.to_string(), stream };
-    let mut samples = match agent.container_stats(request).await {
-        Ok(reply) => reply.into_inner(),
-        Err(status) => return agent_error(status),
-    };
-    let (tx, body) = channel_body();
-    tokio::spawn(async move {
-        while let Ok(Some(sample)) = samples.message().await {
-            let mut line = sample.json;
-            line.push(b'\n');
-            if tx.send(Bytes::from(line)).await.is_err() {
-                return;
-            }
-        }
-    });
-    let mut response = Response::new(body);
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    match agent.container_stats(request).await {
+        Ok(reply) => super::json_lines(reply.into_inner(), b"\n"),
+        Err(status) => agent_error(status),
+    }
 }
 
 async fn create(req: Request<Incoming>, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {

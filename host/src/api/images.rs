@@ -103,25 +103,10 @@ pub async fn create(req: &Request<Incoming>, ctx: &super::ApiContext) -> Respons
         registry_mirrors: ctx.facts.registry.mirrors.clone(),
         insecure_registries: ctx.facts.registry.insecure.clone(),
     };
-    let mut progress = match ctx.agent.clone().pull_image(request).await {
-        Ok(reply) => reply.into_inner(),
-        Err(status) => return agent_error(status),
-    };
-    let (tx, body) = super::channel_body();
-    tokio::spawn(async move {
-        while let Ok(Some(message)) = progress.message().await {
-            let mut line = message.json;
-            line.extend_from_slice(b"\r\n");
-            if tx.send(Bytes::from(line)).await.is_err() {
-                return;
-            }
-        }
-    });
-    let mut response = Response::new(body);
-    response
-        .headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
-    response
+    match ctx.agent.clone().pull_image(request).await {
+        Ok(reply) => super::json_lines(reply.into_inner(), b"\r\n"),
+        Err(status) => agent_error(status),
+    }
 }
 
 /// Whether the `filters` query value is absent or empty (`{}`).

@@ -301,6 +301,27 @@ async fn info(ctx: &ApiContext) -> Response<Body> {
     json_response(StatusCode::OK, value)
 }
 
+/// A streamed body of the agent's JSON messages, each followed by
+/// `separator` (Docker ends pull progress lines with CRLF, others with LF).
+pub fn json_lines(
+    mut messages: tonic::Streaming<berth_agent_proto::JsonResponse>,
+    separator: &'static [u8],
+) -> Response<Body> {
+    let (tx, body) = channel_body();
+    tokio::spawn(async move {
+        while let Ok(Some(message)) = messages.message().await {
+            let mut line = message.json;
+            line.extend_from_slice(separator);
+            if tx.send(Bytes::from(line)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut response = Response::new(body);
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
 /// `docker events`: JSON objects, one per line, as they happen.
 async fn events(query: Option<&str>, ctx: &ApiContext) -> Response<Body> {
     let time = |name: &str| match query_param(query, name).filter(|v| !v.is_empty()) {
@@ -318,23 +339,10 @@ async fn events(query: Option<&str>, ctx: &ApiContext) -> Response<Body> {
         until_ns,
         filters_json: query_param(query, "filters").unwrap_or_default(),
     };
-    let mut stream = match ctx.agent.clone().events(request).await {
-        Ok(reply) => reply.into_inner(),
-        Err(status) => return agent_error(status),
-    };
-    let (tx, body) = channel_body();
-    tokio::spawn(async move {
-        while let Ok(Some(event)) = stream.message().await {
-            let mut line = event.json;
-            line.push(b'\n');
-            if tx.send(Bytes::from(line)).await.is_err() {
-                return;
-            }
-        }
-    });
-    let mut response = Response::new(body);
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    match ctx.agent.clone().events(request).await {
+        Ok(reply) => json_lines(reply.into_inner(), b"\n"),
+        Err(status) => agent_error(status),
+    }
 }
 
 /// `docker system df`: images and containers with their sizes.
