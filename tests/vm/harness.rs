@@ -1,3 +1,6 @@
+// Shared by the `vm` and `cli` test binaries; each uses part of it.
+#![allow(dead_code)]
+
 //! A Berth instance for one test: its own BERTH_HOME, the real `berth`
 //! binary, a real VM. Dropping it stops the VM and checks that nothing is
 //! left behind.
