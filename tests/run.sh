@@ -20,7 +20,7 @@ echo "== tests" >&2
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-timeout 2400 cargo test --workspace -- --test-threads=2 2>&1 | tee "$log" || status=$?
+timeout 2400 cargo test --workspace --no-fail-fast -- --test-threads=2 2>&1 | tee "$log" || status=$?
 # One closing line for the whole suite (cargo prints one per test binary).
 awk '/^test result:/ {p += $4; f += $6; i += $8} END {printf "%d passed, %d failed, %d skipped\n", p, f, i}' \
   FS='[ ;.]+' "$log"

@@ -207,7 +207,11 @@ async fn handle(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> {
             (&Method::GET, "/images/json") => images::list(req.uri().query(), ctx.agent.clone()).await,
             (&Method::POST, "/images/create") => images::create(&req, ctx).await,
             (_, path) if path == "/networks" || path.starts_with("/networks/") => {
-                match networks::route(&method, path, req.uri().query()) {
+                let query = req.uri().query().map(str::to_string);
+                // Read before answering: a client still writing a body we
+                // refuse would see a broken pipe instead of our error.
+                drain(req).await;
+                match networks::route(&method, path, query.as_deref()) {
                     Some(response) => response,
                     None => route_local(&method, path, &ctx.facts),
                 }
@@ -241,10 +245,20 @@ async fn handle(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> {
                     _ => route_local(&method, path, &ctx.facts),
                 }
             }
-            _ => route_local(&method, path, &ctx.facts),
+            _ => {
+                drain(req).await;
+                route_local(&method, path, &ctx.facts)
+            }
         },
     };
     with_common_headers(response, &ctx.facts)
+}
+
+/// Reads and drops a request body (bounded), so an answer that ignores it
+/// still reaches the client.
+async fn drain(req: Request<Incoming>) {
+    use http_body_util::BodyExt;
+    let _ = http_body_util::Limited::new(req.into_body(), 16 << 20).collect().await;
 }
 
 /// An agent error as Docker reports it: the client's fault is a 400.
