@@ -141,10 +141,7 @@ fn route_local(method: &Method, path: &str, facts: &ApiFacts) -> Response<Body> 
             response
         }
         (&Method::GET, "/version") => json_response(StatusCode::OK, version_json(facts)),
-        _ => error(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("Berth does not implement {method} {path} yet (containers arrive with the container engine)"),
-        ),
+        _ => error(StatusCode::NOT_IMPLEMENTED, format!("Berth does not implement {method} {path} yet")),
     }
 }
 
@@ -532,8 +529,8 @@ mod tests {
         assert!(body(old)["message"].as_str().unwrap().contains("too old"));
         let new = route(&Method::GET, "/v1.99/version", &facts());
         assert_eq!(new.status(), StatusCode::BAD_REQUEST);
-        let missing = route(&Method::GET, "/v1.47/containers/json", &facts());
+        let missing = route(&Method::GET, "/v1.47/images/get", &facts());
         assert_eq!(missing.status(), StatusCode::NOT_IMPLEMENTED);
-        assert!(body(missing)["message"].as_str().unwrap().contains("GET /containers/json"));
+        assert!(body(missing)["message"].as_str().unwrap().contains("GET /images/get"));
     }
 }
