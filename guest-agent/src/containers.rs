@@ -564,6 +564,11 @@ impl Containers {
         entry.update(|c| c.state.stopped_by_user = true)?;
         Self::signal(&entry, signal)?;
         self.emit("kill", &entry.snapshot(), &[("signal", signal.to_string())]);
+        // As dockerd: a SIGKILL answers once the container is gone, so the
+        // exit code is there for the next inspect.
+        if signal == libc::SIGKILL {
+            Self::wait_stopped(&entry, Duration::from_secs(10)).await;
+        }
         Ok(())
     }
 
@@ -690,10 +695,11 @@ impl Containers {
         let record = entry.snapshot();
         if record.state.status.is_running() {
             if !force {
+                // dockerd 20.10's words, which clients (docker-py) match.
                 let verb = if record.state.status == Status::Paused { "paused" } else { "running" };
                 return Err(RpcStatus::aborted(format!(
-                    "cannot remove container \"/{}\": container is {verb}: stop the container before removing or force remove",
-                    record.name
+                    "You cannot remove a {verb} container {}. Stop the container before attempting removal or force remove",
+                    record.id
                 )));
             }
             entry.update(|c| c.state.stopped_by_user = true)?;
@@ -1401,6 +1407,21 @@ fn prepare_mounted(
     // containerd set it since CVE-2023-25173 (else a process that drops
     // its gid could still hold the primary group's access).
     options.additional_gids = std::iter::once(identity.gid).chain(identity.additional_gids).collect();
+    // --group-add: numbers as they are, names through the image's /etc/group.
+    let group_file = std::fs::read_to_string(layer.merged.join("etc/group")).unwrap_or_default();
+    for group in record.host_config["GroupAdd"].as_array().into_iter().flatten().filter_map(|g| g.as_str()) {
+        let gid = group.parse::<u32>().ok().or_else(|| {
+            group_file.lines().find_map(|l| {
+                let fields: Vec<&str> = l.split(':').collect();
+                (fields.len() >= 3 && fields[0] == group).then(|| fields[2].parse().ok()).flatten()
+            })
+        });
+        match gid {
+            Some(gid) if !options.additional_gids.contains(&gid) => options.additional_gids.push(gid),
+            Some(_) => {}
+            None => return Err(format!("Unable to find group {group}: no matching entries in group file")),
+        }
+    }
     if !options.env.iter().any(|e| e.starts_with("HOME=")) {
         options.env.push(format!("HOME={}", identity.home));
     }

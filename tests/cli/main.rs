@@ -164,7 +164,7 @@ fn detached_containers_through_their_lifecycle() {
     assert_eq!(ok(&berth, &["wait", "once"]), "0\n");
     ok(&berth, &["run", "-d", "--name", "sleeper", "busybox", "sleep", "60"]);
     let out = docker(&berth, &["rm", "sleeper"]);
-    assert!(stderr(&out).contains("stop the container before removing or force remove"), "{}", describe(&out));
+    assert!(stderr(&out).contains("You cannot remove a running container"), "{}", describe(&out));
     ok(&berth, &["kill", "sleeper"]);
     assert_eq!(ok(&berth, &["wait", "sleeper"]), "137\n");
     ok(&berth, &["rm", "once", "sleeper"]);

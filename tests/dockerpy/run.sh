@@ -18,7 +18,8 @@
 #   hello-world:latest) and `docker load`s them into each engine through the
 #   API. The same images are served by a tiny local registry (images.py
 #   registry) that dockerd uses as its docker.io mirror, so the suite's pull
-#   tests work offline there. Berth cannot pull yet.
+#   tests work offline there; Berth gets the same mirror through
+#   `[engine] registry-mirrors` in $BERTH_HOME/config.toml.
 # - Berth: release binaries (built first if missing or older than a source
 #   file, after waiting for any running `cargo build`), copied into a temp dir
 #   so a concurrent rebuild cannot swap them mid-run; BERTH_HOME and the
@@ -65,7 +66,7 @@ die() { printf '\n*** %s\n' "$*" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/dockerpy.XXXXXX)
 pids=()              # helpers started in the background (registry, forwarders)
-berth_home="" berth_bin="" dockerd_pid="" bridge="" cgroup_parent="dockerpy-$$"
+berth_home="" berth_bin="" dockerd_pid="" pytest_pid="" bridge="" cgroup_parent="dockerpy-$$"
 
 # --- cleanup: everything this script started -------------------------------------
 stop_berth() {
@@ -107,6 +108,11 @@ unmount_below() {
 cleanup() {
   set +e
   trap '' INT TERM
+  if [ -n "$pytest_pid" ]; then   # timeout(1) passes the TERM on to pytest
+    kill -TERM "$pytest_pid" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$pytest_pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$pytest_pid" 2>/dev/null; wait "$pytest_pid" 2>/dev/null
+  fi
   stop_berth
   stop_dockerd
   stop_helpers
@@ -142,13 +148,15 @@ prepare_suite() {
 
 # --- Berth ------------------------------------------------------------------------
 berth_binaries() {
-  local rel=$root/target/release b waited=0
+  local rel=$root/target/release waited=0
+  # A binary is stale if missing or older than a file it is built from
+  # (berth: host/ and guest-agent/proto/; berth-agent: guest-agent/). Only
+  # checking what each one depends on avoids a cargo run per test run: cargo
+  # does not relink berth-agent when only host/ changed.
+  newer() { [ -n "$(cd "$root" && find "${@:2}" Cargo.toml Cargo.lock -type f -newer "$rel/$1" -print -quit)" ]; }
   stale() {
-    for b in berth berth-agent; do
-      [ -x "$rel/$b" ] || return 0
-      [ -z "$(cd "$root" && find host guest-agent Cargo.toml Cargo.lock -type f -newer "$rel/$b" -print -quit)" ] || return 0
-    done
-    return 1
+    [ -x "$rel/berth" ] && [ -x "$rel/berth-agent" ] || return 0
+    newer berth host guest-agent/proto || newer berth-agent guest-agent
   }
   if stale; then
     while pgrep -f "cargo build" >/dev/null; do
@@ -176,6 +184,14 @@ berth_binaries() {
 
 start_berth() {
   berth_home=$(mktemp -d /tmp/dockerpy-berth.XXXXXX)
+  # The same docker.io mirror as dockerd's, if this Berth knows the setting
+  # (an older binary rejects unknown keys).
+  if grep -qa "engine.registry-mirrors" "$berth_bin"; then
+    start_registry
+    printf '[engine]\nregistry-mirrors = ["http://127.0.0.1:%s"]\n' "$registry_port" > "$berth_home/config.toml"
+  else
+    say "this berth binary has no [engine] registry-mirrors setting: no mirror, its pulls go to docker.io (offline)"
+  fi
   if ! DOCKER_CONFIG=$work/docker-config BERTH_HOME=$berth_home BERTH_BACKEND=local BERTH_ASSETS=$work/assets \
        timeout 120 "$berth_bin" start >"$res/berth-start.log" 2>&1; then
     cat "$res/berth-start.log" >&2; die "berth start (local backend) failed"
@@ -187,11 +203,12 @@ start_berth() {
 # --- dockerd 20.10 ------------------------------------------------------------------
 start_registry() {
   [ -n "${registry_port:-}" ] && return 0
-  python3 "$here/images.py" registry "$work/images/registry" "$work/registry.port" 2>"$work/registry.log" &
+  rm -f "$work/registry.port"
+  python3 "$here/images.py" registry "$work/images/registry" "$work/registry.port" 2>"$res/registry.log" &
   pids+=($!)
   local i
   for i in $(seq 100); do [ -s "$work/registry.port" ] && break; sleep 0.1; done
-  registry_port=$(cat "$work/registry.port") || die "the local registry did not start: $(cat "$work/registry.log")"
+  registry_port=$(cat "$work/registry.port") || die "the local registry did not start: $(cat "$res/registry.log")"
 }
 
 start_dockerd() {
@@ -256,11 +273,17 @@ run_engine() {
     name=$(basename "${spec%%::*}" .py)
     say "$engine: $spec ($(date +%T)) ..."
     rc=0
+    # In the background and waited for: timeout(1) puts pytest in its own
+    # process group (a Ctrl-C reaches only this script), and bash runs a trap
+    # during `wait` but not while a foreground child runs.
     (cd "$cache/suite" && exec env -u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH -u DOCKER_CONTEXT \
         DOCKER_HOST="$host" DOCKER_TEST_API_VERSION="$api_version" DOCKER_CONFIG="$work/docker-config" \
         PYTHONDONTWRITEBYTECODE=1 timeout -k 20 "$file_timeout" "$py" -m pytest -p no:cacheprovider \
         --timeout="$test_timeout" -o junit_suite_name="$name" --junitxml="$res/junit-$name.xml" "$spec") \
-      >"$res/pytest-$name.log" 2>&1 || rc=$?
+      >"$res/pytest-$name.log" 2>&1 </dev/null &
+    pytest_pid=$!
+    wait "$pytest_pid" || rc=$?
+    pytest_pid=""
     [ "$rc" != 124 ] || say "  $name: stopped after $file_timeout s (DOCKERPY_FILE_TIMEOUT)"
     say "  $(grep -E '^=+ .* in [0-9.]+s' "$res/pytest-$name.log" | tail -1 || echo "pytest exit $rc")"
   done

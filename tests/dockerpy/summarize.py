@@ -9,7 +9,8 @@ RESULTS_DIR/summary.txt (what is printed).
 
 A test counts once: failed if its call failed, else error if its setup or
 teardown failed (pytest's own line can count a test both as failed and as
-an error), else skipped or passed.
+an error), else skipped (xfailed tests count as skipped: JUnit XML records
+them so) or passed (xpassed included).
 """
 import glob
 import os

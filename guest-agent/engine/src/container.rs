@@ -157,6 +157,9 @@ const SUPPORTED_HOST_CONFIG: &[&str] = &[
     "ReadonlyPaths",
     "PortBindings",
     "PublishAllPorts",
+    // cgroup v1 only; Docker on cgroup v2 accepts and ignores it too.
+    "MemorySwappiness",
+    "GroupAdd",
 ];
 
 /// The container's process and isolation, resolved from the request and the
@@ -226,9 +229,7 @@ pub fn resolve(request: &Value, image_config: &Value, id: &str) -> Result<Resolv
 
     if let Some(obj) = host_config.as_object() {
         for (key, value) in obj {
-            // MemorySwappiness: -1 is how the CLI says "not set".
-            let unset = is_zero(value) || (key == "MemorySwappiness" && value.as_i64() == Some(-1));
-            if !SUPPORTED_HOST_CONFIG.contains(&key.as_str()) && !unset {
+            if !SUPPORTED_HOST_CONFIG.contains(&key.as_str()) && !is_zero(value) {
                 return Err(invalid(format!("HostConfig.{key} is not supported by Berth yet")));
             }
         }
@@ -328,6 +329,11 @@ pub fn resolve(request: &Value, image_config: &Value, id: &str) -> Result<Resolv
     let seccomp =
         !options.privileged && !security_opt.iter().any(|o| o == "seccomp=unconfined" || o == "seccomp:unconfined");
     let restart = RestartPolicy::parse(&host_config)?;
+    let mut host_config = host_config;
+    if host_config["LogConfig"]["Type"].as_str().unwrap_or("").is_empty() {
+        // What `docker logs` reads is kept as json-file keeps it.
+        host_config["LogConfig"] = json!({ "Type": "json-file", "Config": {} });
+    }
     if restart != RestartPolicy::No && host_config["AutoRemove"].as_bool() == Some(true) {
         return Err(invalid("conflicting options: cannot specify both --restart and --rm"));
     }
@@ -377,9 +383,8 @@ fn host_options(
     }
     let log_type = hc["LogConfig"]["Type"].as_str().unwrap_or("");
     if !["", "json-file", "local"].contains(&log_type) {
-        return Err(invalid(format!(
-            "logging driver {log_type:?} is not supported by Berth (its log is json-file-like)"
-        )));
+        // dockerd's words: Berth keeps every container's log itself.
+        return Err(invalid(format!("logger: no log driver named '{log_type}' is registered")));
     }
     let mut no_new_privileges = false;
     for option in strings(&hc["SecurityOpt"]).unwrap_or_default() {

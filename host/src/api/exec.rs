@@ -121,7 +121,10 @@ async fn start(mut req: Request<Incoming>, id: &str, ctx: &ApiContext) -> Respon
         (instance.clone(), rx)
     };
     let config = &instance.config;
-    let tty = config["Tty"].as_bool().unwrap_or(false) || options["Tty"].as_bool().unwrap_or(false);
+    // The process gets a terminal if the exec was created with one; the
+    // stream is framed unless the start request says Tty (as dockerd does).
+    let process_tty = config["Tty"].as_bool().unwrap_or(false);
+    let tty = options["Tty"].as_bool().unwrap_or(process_tty);
     let detach = options["Detach"].as_bool().unwrap_or(false);
     let wants_stdin = config["AttachStdin"].as_bool().unwrap_or(false) && !detach;
     let size = options["ConsoleSize"]
@@ -133,7 +136,7 @@ async fn start(mut req: Request<Incoming>, id: &str, ctx: &ApiContext) -> Respon
         argv: strings(&config["Cmd"]),
         env: strings(&config["Env"]),
         cwd: config["WorkingDir"].as_str().unwrap_or("").to_string(),
-        tty,
+        tty: process_tty,
         size,
         stdin: wants_stdin,
         container_id: instance.container_id.clone(),

@@ -109,21 +109,117 @@ pub async fn create(req: &Request<Incoming>, ctx: &super::ApiContext) -> Respons
     }
 }
 
-/// Whether the `filters` query value is absent or empty (`{}`).
-fn filters_empty(query: Option<&str>) -> bool {
-    query_param(query, "filters").is_none_or(|f| f.is_empty() || f == "{}")
-}
-
 /// `docker images`.
 pub async fn list(query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
-    if !filters_empty(query) {
-        return error(StatusCode::BAD_REQUEST, "Berth does not support image list filters yet");
-    }
-    let images = match agent.list_images(ListImagesRequest {}).await {
+    let filters = match ImageFilters::parse(query_param(query, "filters").as_deref().unwrap_or("")) {
+        Ok(f) => f,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let mut images = match agent.list_images(ListImagesRequest {}).await {
         Ok(reply) => reply.into_inner().images,
         Err(status) => return agent_error(status),
     };
+    let created_of = |name: &str, images: &[ImageSummary]| {
+        images
+            .iter()
+            .find(|i| {
+                i.id == name
+                    || i.id.trim_start_matches("sha256:").starts_with(name)
+                    || i.tags.iter().any(|t| familiar(t) == name || t == name)
+            })
+            .map(|i| i.created)
+    };
+    let before = filters.first("before").map(|n| created_of(&n, &images));
+    let since = filters.first("since").map(|n| created_of(&n, &images));
+    for (bound, key) in [(&before, "before"), (&since, "since")] {
+        if let Some(None) = bound {
+            return error(StatusCode::NOT_FOUND, format!("No such image: {}", filters.first(key).unwrap_or_default()));
+        }
+    }
+    images.retain(|image| {
+        filters.matches(image)
+            && before.flatten().is_none_or(|t| image.created < t)
+            && since.flatten().is_none_or(|t| image.created > t)
+    });
+    // Labels live in the image configs: read them only when asked.
+    if let Some(wanted) = filters.0.get("label") {
+        let mut kept = Vec::new();
+        for image in images {
+            let config = match agent.inspect_image(InspectImageRequest { name: image.id.clone() }).await {
+                Ok(reply) => {
+                    serde_json::from_slice::<serde_json::Value>(&reply.into_inner().config_json).unwrap_or_default()
+                }
+                Err(status) => return agent_error(status),
+            };
+            let labels = &config["config"]["Labels"];
+            let ok = wanted.iter().all(|w| match w.split_once('=') {
+                Some((k, v)) => labels[k] == v,
+                None => labels.get(w.as_str()).is_some(),
+            });
+            if ok {
+                kept.push(image);
+            }
+        }
+        images = kept;
+    }
     json_response(StatusCode::OK, images_json(images))
+}
+
+/// Docker's image list filters: dangling, reference (globs), label, before, since.
+struct ImageFilters(std::collections::HashMap<String, Vec<String>>);
+
+impl ImageFilters {
+    fn parse(text: &str) -> Result<ImageFilters, String> {
+        let mut map = std::collections::HashMap::new();
+        if text.trim().is_empty() || text.trim() == "{}" {
+            return Ok(ImageFilters(map));
+        }
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("invalid filter: {e}"))?;
+        for (key, values) in value.as_object().into_iter().flatten() {
+            if !["dangling", "reference", "label", "before", "since"].contains(&key.as_str()) {
+                return Err(format!("invalid filter '{key}'"));
+            }
+            let list: Vec<String> = match values {
+                serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+                serde_json::Value::Object(o) => o.keys().cloned().collect(),
+                _ => Vec::new(),
+            };
+            map.insert(key.clone(), list);
+        }
+        Ok(ImageFilters(map))
+    }
+
+    fn first(&self, key: &str) -> Option<String> {
+        self.0.get(key).and_then(|v| v.first().cloned())
+    }
+
+    fn matches(&self, image: &ImageSummary) -> bool {
+        let dangling = image.tags.is_empty();
+        let dangling_ok =
+            self.0.get("dangling").is_none_or(|v| v.iter().any(|d| (d == "true" || d == "1") == dangling));
+        let reference_ok = self.0.get("reference").is_none_or(|patterns| {
+            image.tags.iter().any(|tag| {
+                let familiar = familiar(tag);
+                let repo = familiar.rsplit_once(':').map(|(r, _)| r).unwrap_or(familiar);
+                patterns.iter().any(|p| glob(p, familiar) || glob(p, repo))
+            })
+        });
+        dangling_ok && reference_ok
+    }
+}
+
+/// `*` and `?` as Go's path.Match treats them (`*` stops at `/`).
+fn glob(pattern: &str, text: &str) -> bool {
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match (p.first(), t.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], t) || (!t.is_empty() && t[0] != b'/' && go(p, &t[1..])),
+            (Some(b'?'), Some(c)) if *c != b'/' => go(&p[1..], &t[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &t[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), text.as_bytes())
 }
 
 pub fn images_json(mut images: Vec<ImageSummary>) -> serde_json::Value {
@@ -213,9 +309,19 @@ mod tests {
 
     #[test]
     fn filters() {
-        assert!(filters_empty(None));
-        assert!(filters_empty(Some("all=0&filters=%7B%7D")));
-        assert!(!filters_empty(Some("filters=%7B%22dangling%22%3A%7B%22true%22%3Atrue%7D%7D")));
+        let image = |tags: &[&str]| ImageSummary {
+            id: "sha256:1".into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            size: 0,
+            created: 0,
+        };
+        let f = ImageFilters::parse(r#"{"reference":["busy*"]}"#).unwrap();
+        assert!(f.matches(&image(&["docker.io/library/busybox:latest"])));
+        assert!(!f.matches(&image(&["docker.io/library/alpine:3"])));
+        let f = ImageFilters::parse(r#"{"dangling":{"true":true}}"#).unwrap();
+        assert!(f.matches(&image(&[])) && !f.matches(&image(&["x:1"])));
+        assert!(ImageFilters::parse(r#"{"bogus":["x"]}"#).is_err());
+        assert!(glob("me/*:1", "me/app:1") && !glob("*", "me/app"));
     }
 
     #[test]

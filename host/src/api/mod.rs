@@ -404,6 +404,7 @@ fn info_json(facts: &ApiFacts) -> serde_json::Value {
         "Architecture": std::env::consts::ARCH,
         "DockerRootDir": facts.data_dir,
         "CgroupVersion": "2",
+        "ExperimentalBuild": false,
         "Driver": "",
         "Plugins": {"Volume": [], "Network": [], "Log": []},
         "Warnings": [],
