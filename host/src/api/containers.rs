@@ -491,7 +491,11 @@ async fn attach(
         });
         tx
     });
-    hijack(&mut req, Hijack { tty, output: out_rx, stdin })
+    let detach_keys = match parse_detach_keys(&query_param(query, "detachKeys").unwrap_or_default()) {
+        Ok(keys) => keys,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    hijack(&mut req, Hijack { tty, output: out_rx, stdin, detach_keys })
 }
 
 /// The two directions of an attach or exec stream.
@@ -502,6 +506,71 @@ pub struct Hijack {
     pub output: tokio::sync::mpsc::Receiver<(u8, Bytes)>,
     /// Where the client's input goes; `None` marks its end.
     pub stdin: Option<tokio::sync::mpsc::Sender<Option<Vec<u8>>>>,
+    /// Typed on stdin, these bytes end the connection and leave the process
+    /// running (Docker's detach keys; ctrl-p ctrl-q unless configured).
+    pub detach_keys: Vec<u8>,
+}
+
+/// Docker's detach key syntax: comma-separated `ctrl-X` or single characters.
+pub fn parse_detach_keys(spec: &str) -> Result<Vec<u8>, String> {
+    if spec.is_empty() {
+        return Ok(vec![0x10, 0x11]);
+    }
+    spec.split(',')
+        .map(|key| {
+            let key = key.trim();
+            match key.strip_prefix("ctrl-") {
+                Some(c) if c.len() == 1 => {
+                    let c = c.as_bytes()[0].to_ascii_lowercase();
+                    match c {
+                        b'a'..=b'z' => Ok(c - b'a' + 1),
+                        b'@' => Ok(0),
+                        b'[' => Ok(27),
+                        b'\\' => Ok(28),
+                        b']' => Ok(29),
+                        b'^' => Ok(30),
+                        b'_' => Ok(31),
+                        _ => Err(format!("Invalid detach keys ({spec}) provided")),
+                    }
+                }
+                None if key.len() == 1 => Ok(key.as_bytes()[0]),
+                _ => Err(format!("Invalid detach keys ({spec}) provided")),
+            }
+        })
+        .collect()
+}
+
+/// Watches input for the detach sequence: bytes that might start it are held
+/// back until they turn out not to be it.
+struct DetachScanner {
+    keys: Vec<u8>,
+    matched: usize,
+}
+
+impl DetachScanner {
+    /// The bytes to forward, and whether the sequence was typed.
+    fn feed(&mut self, input: &[u8]) -> (Vec<u8>, bool) {
+        let mut out = Vec::with_capacity(input.len());
+        for &byte in input {
+            if self.keys.is_empty() {
+                out.push(byte);
+            } else if byte == self.keys[self.matched] {
+                self.matched += 1;
+                if self.matched == self.keys.len() {
+                    return (out, true);
+                }
+            } else {
+                out.extend_from_slice(&self.keys[..self.matched]);
+                self.matched = 0;
+                if byte == self.keys[0] {
+                    self.matched = 1;
+                } else {
+                    out.push(byte);
+                }
+            }
+        }
+        (out, false)
+    }
 }
 
 /// Answers 101 and carries the streams over the hijacked connection
@@ -534,6 +603,8 @@ pub fn hijack<B>(req: &mut Request<B>, mut streams: Hijack) -> Response<Body> {
         };
         let (mut reader, mut writer) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
         let stdin = streams.stdin.take();
+        let mut scanner = DetachScanner { keys: std::mem::take(&mut streams.detach_keys), matched: 0 };
+        // Returns (ends the connection) only when the detach keys are typed.
         let stdin_pump = async move {
             let Some(stdin) = stdin else { return std::future::pending::<()>().await };
             let mut buf = vec![0u8; 32 * 1024];
@@ -545,8 +616,12 @@ pub fn hijack<B>(req: &mut Request<B>, mut streams: Hijack) -> Response<Body> {
                         return std::future::pending::<()>().await;
                     }
                     Ok(n) => {
-                        if stdin.send(Some(buf[..n].to_vec())).await.is_err() {
+                        let (forward, detached) = scanner.feed(&buf[..n]);
+                        if !forward.is_empty() && stdin.send(Some(forward)).await.is_err() {
                             return std::future::pending::<()>().await;
+                        }
+                        if detached {
+                            return;
                         }
                     }
                 }
@@ -578,6 +653,17 @@ pub fn hijack<B>(req: &mut Request<B>, mut streams: Hijack) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn detach_keys() {
+        assert_eq!(parse_detach_keys("").unwrap(), [0x10, 0x11]);
+        assert_eq!(parse_detach_keys("ctrl-a,x").unwrap(), [1, b'x']);
+        assert!(parse_detach_keys("ctrl-ab").is_err());
+        let mut scanner = DetachScanner { keys: vec![0x10, 0x11], matched: 0 };
+        assert_eq!(scanner.feed(b"ab\x10"), (b"ab".to_vec(), false), "a possible start is held back");
+        assert_eq!(scanner.feed(b"c"), (b"\x10c".to_vec(), false), "and released when it is not one");
+        assert_eq!(scanner.feed(b"x\x10\x11y"), (b"x".to_vec(), true));
+    }
 
     #[test]
     fn frames_and_times() {

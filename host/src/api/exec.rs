@@ -202,7 +202,9 @@ async fn start(mut req: Request<Incoming>, id: &str, ctx: &ApiContext) -> Respon
         });
         tx
     });
-    hijack(&mut req, Hijack { tty, output: out_rx, stdin })
+    let detach_keys =
+        super::containers::parse_detach_keys(config["DetachKeys"].as_str().unwrap_or("")).unwrap_or_default();
+    hijack(&mut req, Hijack { tty, output: out_rx, stdin, detach_keys })
 }
 
 impl Registry {
