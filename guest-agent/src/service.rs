@@ -642,6 +642,35 @@ impl Agent for AgentService {
         Ok(Response::new(Empty {}))
     }
 
+    async fn container_changes(&self, req: Request<ContainerRef>) -> Result<Response<JsonResponse>, Status> {
+        let entry = self.containers.lookup(&req.into_inner().id).await?;
+        let record = entry.snapshot();
+        let upper = berth_engine::rootfs::ContainerLayer::under(&entry.dir).upper;
+        let found = tokio::task::spawn_blocking(move || berth_engine::rootfs::changes(&upper, &record.layers))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        // What the engine itself puts in the writable layer (mount points
+        // for /proc, /dev, /sys and the bound /etc files) is Docker's "init
+        // layer", which `docker diff` does not show; nor are directories
+        // left with nothing else to show.
+        let ours = |p: &str| {
+            ["/proc", "/dev", "/sys"].iter().any(|m| p == *m || p.starts_with(&format!("{m}/")))
+                || ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"].contains(&p)
+        };
+        let kept: Vec<(String, u8)> = found.iter().filter(|(p, _)| !ours(p)).cloned().collect();
+        let value: Vec<serde_json::Value> = kept
+            .iter()
+            .filter(|(path, kind)| {
+                let is_bare_parent = *kind == 0
+                    && found.iter().any(|(p, _)| p.starts_with(&format!("{path}/")))
+                    && !kept.iter().any(|(p, _)| p.starts_with(&format!("{path}/")));
+                !is_bare_parent
+            })
+            .map(|(path, kind)| serde_json::json!({ "Path": path, "Kind": kind }))
+            .collect();
+        Ok(Response::new(JsonResponse { json: serde_json::Value::Array(value).to_string().into_bytes() }))
+    }
+
     type ExportContainerStream = ReceiverStream<Result<ArchiveChunk, Status>>;
 
     async fn export_container(

@@ -301,6 +301,9 @@ fn copy_files_both_ways_and_export() {
     ok(&berth, &["stop", "-t", "0", "files"]);
     ok(&berth, &["cp", "files:/tmp/in.txt", &out_dir.join("back.txt").display().to_string()]);
     assert_eq!(std::fs::read(out_dir.join("back.txt")).unwrap(), b"from the host\n");
+    // docker diff: what the container changed in its writable layer.
+    let diff = ok(&berth, &["diff", "files"]);
+    assert_eq!(diff, "C /tmp\nA /tmp/in.txt\n", "only the container's own changes");
     let tar = berth.home.path().join("export.tar");
     ok(&berth, &["export", "-o", &tar.display().to_string(), "files"]);
     let listing = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();

@@ -63,6 +63,37 @@ pub fn unmount_overlay(layer: &ContainerLayer) -> Result<(), RootfsError> {
         .map_err(|e| RootfsError::Io { context: format!("unmounting {}", layer.merged.display()), source: e.into() })
 }
 
+/// What `docker diff` reports: each path in the writable layer `upper`,
+/// as 0 (changed: it exists in a lower layer), 1 (added) or 2 (deleted: an
+/// overlayfs whiteout), sorted by path.
+pub fn changes(upper: &Path, lowers: &[PathBuf]) -> Vec<(String, u8)> {
+    fn walk(dir: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<(String, u8)>) {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = rel.join(entry.file_name());
+            let Ok(meta) = entry.metadata() else { continue };
+            let whiteout = meta.file_type().is_char_device() && meta.rdev() == 0;
+            let in_lower = lowers.iter().any(|l| std::fs::symlink_metadata(l.join(&path)).is_ok());
+            let kind = if whiteout {
+                2
+            } else if in_lower {
+                0
+            } else {
+                1
+            };
+            out.push((format!("/{}", path.display()), kind));
+            if meta.is_dir() {
+                walk(&entry.path(), &path, lowers, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(upper, Path::new(""), lowers, &mut out);
+    out.sort();
+    out
+}
+
 /// A process identity inside the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -167,6 +198,26 @@ mod tests {
         );
         assert!(id("nobody").unwrap_err().to_string().contains("unable to find user nobody"));
         assert!(id("web:nogroup").unwrap_err().to_string().contains("unable to find group nogroup"));
+    }
+
+    #[test]
+    fn changes_in_the_writable_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lower, upper) = (dir.path().join("lower"), dir.path().join("upper"));
+        std::fs::create_dir_all(lower.join("etc")).unwrap();
+        std::fs::write(lower.join("etc/passwd"), b"x").unwrap();
+        std::fs::write(lower.join("gone"), b"x").unwrap();
+        std::fs::create_dir_all(upper.join("etc")).unwrap();
+        std::fs::write(upper.join("etc/passwd"), b"y").unwrap();
+        std::fs::write(upper.join("new"), b"z").unwrap();
+        nix::sys::stat::mknod(&upper.join("gone"), nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0)
+            .unwrap();
+        let found = changes(&upper, &[lower]);
+        let expected: Vec<(String, u8)> = [("/etc", 0), ("/etc/passwd", 0), ("/gone", 2), ("/new", 1)]
+            .iter()
+            .map(|(p, k)| (p.to_string(), *k))
+            .collect();
+        assert_eq!(found, expected);
     }
 
     #[test]

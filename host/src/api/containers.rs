@@ -70,6 +70,10 @@ pub async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Opti
         (&Method::HEAD | &Method::GET, _, "archive") => get_archive(&id, query, method == Method::HEAD, agent).await,
         (&Method::PUT, _, "archive") => put_archive(req, &id, query, agent).await,
         (&Method::GET, _, "export") => export(&id, agent).await,
+        (&Method::GET, _, "changes") => match agent.clone().container_changes(ContainerRef { id: id.clone() }).await {
+            Ok(reply) => raw_json(reply.into_inner().json),
+            Err(status) => agent_error(status),
+        },
         _ => return None,
     })
 }
