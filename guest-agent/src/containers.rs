@@ -88,7 +88,8 @@ fn internal(context: &str) -> impl FnOnce(std::io::Error) -> RpcStatus + '_ {
     move |e| RpcStatus::internal(format!("{context}: {e}"))
 }
 
-fn random_hex() -> String {
+/// 64 random hex digits: Docker's form for container and volume IDs.
+pub(crate) fn random_hex() -> String {
     let mut bytes = [0u8; 32];
     if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes)).is_err() {
         let nanos = logfile::now_ns() as u64;
@@ -777,7 +778,7 @@ impl Containers {
             .map(|c| {
                 let mut summary = c.summary(now, &self.volumes_root);
                 if size {
-                    summary["SizeRw"] = dir_size(&self.root.join(&c.id).join("upper")).into();
+                    summary["SizeRw"] = berth_engine::volume::tree_size(&self.root.join(&c.id).join("upper")).into();
                 }
                 summary
             })
@@ -1052,7 +1053,7 @@ impl Containers {
                 }
             }
             let _op = entry.op.lock().await;
-            reclaimed += dir_size(&entry.dir.join("upper"));
+            reclaimed += berth_engine::volume::tree_size(&entry.dir.join("upper"));
             if self.remove_entry(&entry).await.is_ok() {
                 deleted.push(record.id);
             }
@@ -1360,7 +1361,7 @@ fn enter_plan(
         cwd,
         uid: identity.uid,
         gid: identity.gid,
-        groups: std::iter::once(identity.gid).chain(identity.additional_gids).collect(),
+        groups: identity.process_groups(),
         capabilities,
         no_new_privileges: spec["process"]["noNewPrivileges"].as_bool().unwrap_or(false),
         seccomp: shim_config.seccomp && !start.privileged,
@@ -1403,10 +1404,7 @@ fn prepare_mounted(
     let identity = rootfs::resolve_user(&layer.merged, user).map_err(|e| e.to_string())?;
     options.uid = identity.uid;
     options.gid = identity.gid;
-    // The primary group is a supplementary one too, as Docker and
-    // containerd set it since CVE-2023-25173 (else a process that drops
-    // its gid could still hold the primary group's access).
-    options.additional_gids = std::iter::once(identity.gid).chain(identity.additional_gids).collect();
+    options.additional_gids = identity.process_groups();
     // --group-add: numbers as they are, names through the image's /etc/group.
     let group_file = std::fs::read_to_string(layer.merged.join("etc/group")).unwrap_or_default();
     for group in record.host_config["GroupAdd"].as_array().into_iter().flatten().filter_map(|g| g.as_str()) {
@@ -1480,17 +1478,6 @@ fn prepare_mounted(
         }
     }
     Ok(())
-}
-
-/// Bytes used by the files under `dir` (a container's writable layer).
-fn dir_size(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::symlink_metadata(dir) else { return 0 };
-    if !meta.is_dir() {
-        return meta.blocks() * 512;
-    }
-    std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| dir_size(&e.path())).sum::<u64>()
-        + meta.blocks() * 512
 }
 
 /// Docker's container list filters.

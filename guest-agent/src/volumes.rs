@@ -19,12 +19,6 @@ fn volume_status(err: VolumeError) -> Status {
     }
 }
 
-fn random_name() -> String {
-    let mut bytes = [0u8; 32];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Containers {
     fn volume_store(&self) -> Result<VolumeStore, Status> {
         VolumeStore::open(&self.volumes_root).map_err(volume_status)
@@ -36,7 +30,7 @@ impl Containers {
         let mut named = Vec::new();
         for mut volume in wanted {
             if volume.name.is_empty() {
-                volume.name = random_name();
+                volume.name = crate::containers::random_hex();
             }
             let created = store.create(&volume.name, BTreeMap::new(), volume.anonymous).map_err(volume_status)?;
             if created.created_ns > 0 && volume.anonymous {
@@ -78,7 +72,11 @@ impl Containers {
     }
 
     pub async fn create_volume(self: &Arc<Self>, request: &Value) -> Result<Value, Status> {
-        let name = request["Name"].as_str().filter(|n| !n.is_empty()).map(String::from).unwrap_or_else(random_name);
+        let name = request["Name"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .map(String::from)
+            .unwrap_or_else(crate::containers::random_hex);
         let driver = request["Driver"].as_str().unwrap_or("");
         if !driver.is_empty() && driver != "local" {
             return Err(Status::invalid_argument(format!(

@@ -104,6 +104,16 @@ pub struct Identity {
     pub home: String,
 }
 
+impl Identity {
+    /// The supplementary groups a process runs with: the primary group
+    /// first, as Docker and containerd set it since CVE-2023-25173 (else a
+    /// process that drops its gid could still hold the primary group's
+    /// access), then the user's other groups.
+    pub fn process_groups(&self) -> Vec<u32> {
+        std::iter::once(self.gid).chain(self.additional_gids.iter().copied()).collect()
+    }
+}
+
 /// Resolves Docker's `User` (`""`, `name`, `uid`, `name:group`, `uid:gid`)
 /// against the container's root filesystem, as Docker does: names must
 /// exist, numbers need not; supplementary groups come from /etc/group.

@@ -119,7 +119,8 @@ impl VolumeStore {
     }
 }
 
-fn tree_size(path: &Path) -> u64 {
+/// Bytes used by the files under `path` (a volume, a writable layer).
+pub fn tree_size(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
     let own = meta.blocks() * 512;

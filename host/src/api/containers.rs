@@ -481,25 +481,35 @@ async fn attach(
         }
     });
     let stdin = wants_stdin.then(|| {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(32);
-        tokio::spawn(async move {
-            while let Some(chunk) = rx.recv().await {
-                let input = match chunk {
-                    Some(data) => attach_input::Input::Stdin(data),
-                    None => attach_input::Input::CloseStdin(true),
-                };
-                if input_tx.send(AttachInput { input: Some(input) }).await.is_err() {
-                    return;
-                }
-            }
-        });
-        tx
+        stdin_into(input_tx, |chunk| AttachInput {
+            input: Some(match chunk {
+                Some(data) => attach_input::Input::Stdin(data),
+                None => attach_input::Input::CloseStdin(true),
+            }),
+        })
     });
     let detach_keys = match parse_detach_keys(&query_param(query, "detachKeys").unwrap_or_default()) {
         Ok(keys) => keys,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     hijack(&mut req, Hijack { tty, output: out_rx, stdin, detach_keys })
+}
+
+/// A sender for `Hijack::stdin` that feeds the agent's request stream,
+/// each chunk (or the end, `None`) wrapped into the call's input message.
+pub fn stdin_into<T: Send + 'static>(
+    agent_input: tokio::sync::mpsc::Sender<T>,
+    wrap: impl Fn(Option<Vec<u8>>) -> T + Send + 'static,
+) -> tokio::sync::mpsc::Sender<Option<Vec<u8>>> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(32);
+    tokio::spawn(async move {
+        while let Some(chunk) = rx.recv().await {
+            if agent_input.send(wrap(chunk)).await.is_err() {
+                return;
+            }
+        }
+    });
+    tx
 }
 
 /// The two directions of an attach or exec stream.

@@ -188,19 +188,12 @@ async fn start(mut req: Request<Incoming>, id: &str, ctx: &ApiContext) -> Respon
         return empty(StatusCode::OK);
     }
     let stdin = wants_stdin.then(|| {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(32);
-        tokio::spawn(async move {
-            while let Some(chunk) = rx.recv().await {
-                let input = match chunk {
-                    Some(data) => exec_input::Input::Stdin(data),
-                    None => exec_input::Input::CloseStdin(true),
-                };
-                if input_tx.send(ExecInput { input: Some(input) }).await.is_err() {
-                    return;
-                }
-            }
-        });
-        tx
+        super::containers::stdin_into(input_tx, |chunk| ExecInput {
+            input: Some(match chunk {
+                Some(data) => exec_input::Input::Stdin(data),
+                None => exec_input::Input::CloseStdin(true),
+            }),
+        })
     });
     let detach_keys =
         super::containers::parse_detach_keys(config["DetachKeys"].as_str().unwrap_or("")).unwrap_or_default();
