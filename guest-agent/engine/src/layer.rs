@@ -11,6 +11,8 @@
 //!   parent inside the layer is a symlink or not a directory (so no symlink,
 //!   absolute or relative, can carry a write outside the layer), hardlinks
 //!   whose source is not a file already inside the layer.
+//! - Exportable: unpacking records the stream's tar-split (`tarsplit.rs`),
+//!   from which the exact original tar (and so the diff ID) can be rebuilt.
 //! - Atomic: [`unpack_layer`] writes into a temporary sibling directory and
 //!   renames it into place only when the whole stream unpacked and its digest
 //!   (the layer's diff ID) matched. A failure or crash leaves no directory at
@@ -29,6 +31,8 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+
+use crate::tarsplit;
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
@@ -76,18 +80,24 @@ pub fn unpack_layer(reader: impl Read, dest: &Path, expected_diff_id: Option<&st
         std::fs::remove_dir_all(&temp).map_err(io_err(format!("removing stale {}", temp.display())))?;
     }
     std::fs::DirBuilder::new().mode(0o755).create(&temp).map_err(io_err(format!("creating {}", temp.display())))?;
-    let result = unpack_into(reader, &temp).and_then(|stats| match expected_diff_id {
+    let result = tarsplit::Recorder::create(&tarsplit::split_path(&temp))
+        .map_err(io_err("creating the layer's tar-split"))
+        .and_then(|recorder| unpack_into(reader, &temp, recorder));
+    let result = result.and_then(|stats| match expected_diff_id {
         Some(expected) if expected != stats.diff_id => {
             Err(LayerError::DigestMismatch { expected: expected.to_string(), actual: stats.diff_id })
         }
         _ => Ok(stats),
     });
     let result = result.and_then(|stats| {
+        // The split first: a layer directory never exists without it.
+        tarsplit::rename(&temp, dest).map_err(io_err(format!("moving the tar-split of {}", dest.display())))?;
         std::fs::rename(&temp, dest).map_err(io_err(format!("moving the layer into {}", dest.display())))?;
         Ok(stats)
     });
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&temp);
+        tarsplit::remove(&temp);
     }
     result
 }
@@ -106,7 +116,11 @@ pub fn remove_stale_temporaries(dir: &Path) -> io::Result<usize> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         if entry.file_name().as_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
-            std::fs::remove_dir_all(entry.path())?;
+            if entry.file_type()?.is_dir() {
+                std::fs::remove_dir_all(entry.path())?;
+            } else {
+                std::fs::remove_file(entry.path())?;
+            }
             removed += 1;
         }
     }
@@ -146,24 +160,28 @@ fn decompressed<'a>(reader: impl Read + 'a) -> Result<Box<dyn Read + 'a>, LayerE
     }
 }
 
-fn unpack_into(reader: impl Read, root: &Path) -> Result<UnpackStats, LayerError> {
+fn unpack_into(reader: impl Read, root: &Path, recorder: tarsplit::Recorder) -> Result<UnpackStats, LayerError> {
     let mut hashing = HashingReader { inner: decompressed(reader)?, hasher: Sha256::new(), bytes: 0 };
+    let mut recording = recorder.reader(&mut hashing);
     let mut stats = UnpackStats::default();
     let mut dir_mtimes = Vec::new();
     {
-        let mut archive = tar::Archive::new(&mut hashing);
+        let mut archive = tar::Archive::new(&mut recording);
         archive.set_preserve_permissions(true);
         archive.set_preserve_ownerships(true);
         archive.set_unpack_xattrs(true);
         archive.set_overwrite(true);
         for entry in archive.entries().map_err(io_err("reading the layer"))? {
             let mut entry = entry.map_err(io_err("reading a layer entry"))?;
-            unpack_entry(&mut entry, root, &mut dir_mtimes)?;
+            unpack_entry(&mut entry, root, &recorder, &mut dir_mtimes)?;
             stats.entries += 1;
         }
     }
-    // Read to the end: the digest covers the whole stream, padding included.
-    io::copy(&mut hashing, &mut io::sink()).map_err(io_err("reading the layer"))?;
+    // Read to the end: the digest covers the whole stream, padding included
+    // (and the tar-split records it, for an exact replay).
+    io::copy(&mut recording, &mut io::sink()).map_err(io_err("reading the layer"))?;
+    drop(recording);
+    recorder.finish().map_err(io_err("recording the layer's tar-split"))?;
     // Children bumped their directories' mtimes: restore them, deepest first.
     for (path, mtime) in dir_mtimes.iter().rev() {
         let _ = filetime::set_symlink_file_times(path, *mtime, *mtime);
@@ -235,6 +253,7 @@ fn clear(path: &Path, keep_dir: bool) -> Result<(), LayerError> {
 fn unpack_entry<R: Read>(
     entry: &mut tar::Entry<R>,
     root: &Path,
+    recorder: &tarsplit::Recorder,
     dir_mtimes: &mut Vec<(PathBuf, filetime::FileTime)>,
 ) -> Result<(), LayerError> {
     let raw = entry.path().map_err(io_err("reading an entry path"))?.into_owned();
@@ -249,7 +268,9 @@ fn unpack_entry<R: Read>(
         return set_xattr(&dir, "trusted.overlay.opaque", b"y");
     }
     if let Some(hidden) = name.as_bytes().strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
-        let target = safe_target(root, &rel.with_file_name(OsStr::from_bytes(hidden)))?;
+        let hidden_rel = rel.with_file_name(OsStr::from_bytes(hidden));
+        let target = safe_target(root, &hidden_rel)?;
+        recorder.before_replacing(root, &hidden_rel, false).map_err(io_err("saving a replaced file"))?;
         clear(&target, false)?;
         return make_node(&target, libc::S_IFCHR, 0o000, 0, 0);
     }
@@ -258,6 +279,9 @@ fn unpack_entry<R: Read>(
     let uid = header.uid().unwrap_or(0) as u32;
     let gid = header.gid().unwrap_or(0) as u32;
     let mode = header.mode().unwrap_or(0o644) & 0o7777;
+    recorder
+        .before_replacing(root, &rel, kind == tar::EntryType::Directory)
+        .map_err(io_err("saving a replaced file"))?;
     match kind {
         tar::EntryType::Directory => {
             clear(&target, true)?;
@@ -307,6 +331,14 @@ fn unpack_entry<R: Read>(
         }
         tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse | tar::EntryType::Symlink => {
             clear(&target, false)?;
+            // A sparse entry's stream content is not the file's bytes: it
+            // stays in the recorded bytes.
+            let size = entry.size();
+            if matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) && size > 0 {
+                recorder
+                    .file(&rel, entry.raw_file_position(), size)
+                    .map_err(io_err("recording the layer's tar-split"))?;
+            }
             // The parent was checked above; tar-rs writes exactly `target`.
             entry.unpack(&target).map_err(io_err(format!("writing {}", target.display())))?;
             Ok(())

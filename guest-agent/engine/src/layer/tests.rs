@@ -164,7 +164,7 @@ fn gzip_layers_and_digest_checks() {
     let err = unpack_layer(gz.as_slice(), &dest, Some("sha256:0000")).unwrap_err();
     assert!(matches!(err, LayerError::DigestMismatch { .. }), "{err}");
     assert!(!dest.exists());
-    assert_eq!(listing(dir.path()), vec!["layer", "layer/a"], "no temporary left behind");
+    assert_eq!(listing(dir.path()), vec!["layer", "layer.tar-split.gz", "layer/a"], "no temporary left behind");
 
     let err = unpack_layer(&[0x28, 0xb5, 0x2f, 0xfd, 0, 0][..], &dir.path().join("z"), None).unwrap_err();
     assert!(err.to_string().contains("zstd"), "{err}");
@@ -262,4 +262,74 @@ fn stale_temporaries_are_removed() {
     std::fs::create_dir(dir.path().join("kept")).unwrap();
     assert_eq!(remove_stale_temporaries(dir.path()).unwrap(), 1);
     assert_eq!(listing(dir.path()), vec!["kept"]);
+}
+
+/// The replayed stream of `bytes` after unpacking, and its digest check.
+fn replayed(bytes: &[u8]) -> Vec<u8> {
+    let (dir, result) = unpack(bytes);
+    let stats = result.unwrap();
+    let root = dir.path().join("layer");
+    assert!(!root.join(".tar-split.gz").exists() && tarsplit::split_path(&root).is_file());
+    let mut out = Vec::new();
+    let written = tarsplit::write_tar(&root, &mut out).unwrap();
+    assert_eq!(written, out.len() as u64);
+    assert_eq!(format!("sha256:{}", hex(&Sha256::digest(&out))), stats.diff_id);
+    out
+}
+
+fn gnu_header() -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(1_600_000_000);
+    header
+}
+
+#[test]
+fn the_exact_stream_is_rebuilt_from_the_unpacked_layer() {
+    // Long names (GNU records), PAX xattrs, a hardlink, a device, a file
+    // larger than the recorder's chunk, and tar's trailing zero blocks.
+    let mut builder = tar::Builder::new(Vec::new());
+    let long = format!("deep/{}/file", "d".repeat(150));
+    let mut header = gnu_header();
+    header.set_mode(0o644);
+    header.set_size(5);
+    builder.append_data(&mut header, &long, &b"long\n"[..]).unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut header = gnu_header();
+    header.set_mode(0o600);
+    header.set_size(big.len() as u64);
+    builder.append_data(&mut header, "big.bin", big.as_slice()).unwrap();
+    builder.append_pax_extensions([("SCHILY.xattr.user.note", &b"kept"[..])]).unwrap();
+    let mut header = gnu_header();
+    header.set_mode(0o644);
+    header.set_size(3);
+    builder.append_data(&mut header, "with-xattr", &b"xa\n"[..]).unwrap();
+    let mut header = gnu_header();
+    header.set_entry_type(tar::EntryType::Link);
+    header.set_size(0);
+    builder.append_link(&mut header, "hard", "big.bin").unwrap();
+    let mut bytes = builder.into_inner().unwrap();
+    bytes.extend_from_slice(&[0u8; 4096]);
+    assert_eq!(replayed(&bytes), bytes);
+
+    // The same stream gzip-compressed: the diff ID and replay are of the
+    // uncompressed stream.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &bytes).unwrap();
+    assert_eq!(replayed(&gz.finish().unwrap()), bytes);
+}
+
+#[test]
+fn files_replaced_later_in_the_same_layer_are_replayed_as_they_were() {
+    let bytes = Layer::new()
+        .dir("d/")
+        .file("d/a", b"first a\n")
+        .file("d/inner", b"inner\n")
+        .file("d/a", b"second a\n")
+        .file("x", b"x before a whiteout\n")
+        .file(".wh.x", b"")
+        .link(tar::EntryType::Symlink, "d", "/elsewhere")
+        .bytes();
+    assert_eq!(replayed(&bytes), bytes);
 }
