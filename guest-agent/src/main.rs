@@ -9,6 +9,8 @@ mod archive;
 mod containers;
 mod events;
 mod exec;
+mod filters;
+mod images;
 mod init;
 mod netconf;
 mod reaper;

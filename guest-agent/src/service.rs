@@ -23,8 +23,8 @@ use berth_agent_proto::{
     PROTOCOL_VERSION,
 };
 use berth_agent_proto::{
-    InspectImageRequest, InspectImageResponse, RemoveImageRequest, RemoveImageResponse, TagImageRequest,
-    TagImageResponse,
+    CommitContainerRequest, ImportImageInput, InspectImageRequest, InspectImageResponse, PruneImagesRequest,
+    RemoveImageRequest, RemoveImageResponse, SaveImagesRequest, TagImageRequest, TagImageResponse,
 };
 use tokio::sync::{mpsc, Notify};
 
@@ -61,7 +61,7 @@ impl ImagesSlot {
     }
 
     /// Runs `f` on the open store (blocking: call from a blocking thread).
-    fn with<T>(&self, f: impl FnOnce(&mut ImageStore) -> Result<T, StoreError>) -> Result<T, Status> {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut ImageStore) -> Result<T, StoreError>) -> Result<T, Status> {
         let mut slot = self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if slot.is_none() {
             let opened = ImageStore::open(&self.dir).map_err(|e| {
@@ -232,6 +232,30 @@ impl AgentService {
     }
 }
 
+/// The reference and registry options of a pull-like request.
+fn pull_options(req: PullImageRequest) -> Result<(String, berth_engine::registry::PullOptions), Status> {
+    use berth_engine::registry::{Credentials, PullOptions};
+    let PullImageRequest { reference, auth_json, registry_mirrors, insecure_registries } = req;
+    let auth = if auth_json.trim().is_empty() {
+        None
+    } else {
+        Some(
+            serde_json::from_str::<Credentials>(&auth_json)
+                .map_err(|e| Status::invalid_argument(format!("invalid X-Registry-Auth: {e}")))?,
+        )
+    };
+    Ok((reference, PullOptions { insecure_registries, mirrors: registry_mirrors, auth }))
+}
+
+fn pull_status(err: &berth_engine::registry::PullError) -> Status {
+    use berth_engine::registry::PullError;
+    match err {
+        PullError::ManifestUnknown { .. } | PullError::AccessDenied { .. } => Status::not_found(err.to_string()),
+        PullError::InvalidReference(_) => Status::invalid_argument(err.to_string()),
+        _ => Status::internal(err.to_string()),
+    }
+}
+
 /// What `Info` answers, also sent unasked in the readiness announcement.
 pub fn info(mounts: &[MountStatus]) -> InfoResponse {
     let mem = sysinfo::meminfo();
@@ -323,6 +347,7 @@ impl Agent for AgentService {
                     image: Some(summary(store, &record)),
                     config_json: store.config_json(&record.id)?,
                     diff_ids: record.diff_ids,
+                    parent: record.parent.unwrap_or_default(),
                 })
             })
             .await?;
@@ -649,15 +674,10 @@ impl Agent for AgentService {
         let found = tokio::task::spawn_blocking(move || berth_engine::rootfs::changes(&upper, &record.layers))
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
-        // What the engine itself puts in the writable layer (mount points
-        // for /proc, /dev, /sys and the bound /etc files) is Docker's "init
-        // layer", which `docker diff` does not show; nor are directories
-        // left with nothing else to show.
-        let ours = |p: &str| {
-            ["/proc", "/dev", "/sys"].iter().any(|m| p == *m || p.starts_with(&format!("{m}/")))
-                || ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"].contains(&p)
-        };
-        let kept: Vec<(String, u8)> = found.iter().filter(|(p, _)| !ours(p)).cloned().collect();
+        // Not the engine's own paths (Docker's "init layer"), nor
+        // directories left with nothing else to show.
+        let kept: Vec<(String, u8)> =
+            found.iter().filter(|(p, _)| !berth_engine::rootfs::is_engine_path(p)).cloned().collect();
         let value: Vec<serde_json::Value> = kept
             .iter()
             .filter(|(path, kind)| {
@@ -685,18 +705,9 @@ impl Agent for AgentService {
     type PullImageStream = ReceiverStream<Result<JsonResponse, Status>>;
 
     async fn pull_image(&self, req: Request<PullImageRequest>) -> Result<Response<Self::PullImageStream>, Status> {
-        use berth_engine::registry::{pull, Credentials, PullError, PullOptions};
-        let PullImageRequest { reference, auth_json, registry_mirrors, insecure_registries } = req.into_inner();
+        use berth_engine::registry::pull;
+        let (reference, options) = pull_options(req.into_inner())?;
         let normalized = berth_engine::reference::normalize(&reference).map_err(Status::invalid_argument)?;
-        let auth = if auth_json.trim().is_empty() {
-            None
-        } else {
-            Some(
-                serde_json::from_str::<Credentials>(&auth_json)
-                    .map_err(|e| Status::invalid_argument(format!("invalid X-Registry-Auth: {e}")))?,
-            )
-        };
-        let options = PullOptions { insecure_registries, mirrors: registry_mirrors, auth };
         // Unbounded: progress comes from a synchronous callback; a pull has
         // a few hundred messages at most (one per 512 KiB and layer event).
         let (tx, mut rx) = mpsc::unbounded_channel::<Result<JsonResponse, Status>>();
@@ -722,13 +733,7 @@ impl Agent for AgentService {
                     tracing::info!(%reference, %id, "image pulled");
                 }
                 Err(err) => {
-                    let status = match &err {
-                        PullError::ManifestUnknown { .. } | PullError::AccessDenied { .. } => {
-                            Status::not_found(err.to_string())
-                        }
-                        PullError::InvalidReference(_) => Status::invalid_argument(err.to_string()),
-                        _ => Status::internal(err.to_string()),
-                    };
+                    let status = pull_status(&err);
                     match first.take() {
                         Some(first) => {
                             let _ = first.send(Err(status));
@@ -754,6 +759,62 @@ impl Agent for AgentService {
             }
         });
         Ok(Response::new(ReceiverStream::new(out_rx)))
+    }
+
+    type SaveImagesStream = ReceiverStream<Result<ArchiveChunk, Status>>;
+
+    async fn save_images(&self, req: Request<SaveImagesRequest>) -> Result<Response<Self::SaveImagesStream>, Status> {
+        let rx = crate::images::save(self.images.clone(), req.into_inner().names).await?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn image_history(&self, req: Request<InspectImageRequest>) -> Result<Response<JsonResponse>, Status> {
+        let value = crate::images::history(self.images.clone(), req.into_inner().name).await?;
+        Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
+    }
+
+    async fn prune_images(&self, req: Request<PruneImagesRequest>) -> Result<Response<JsonResponse>, Status> {
+        let value = crate::images::prune(self.images.clone(), &self.containers, &req.into_inner().filters_json).await?;
+        Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
+    }
+
+    async fn commit_container(&self, req: Request<CommitContainerRequest>) -> Result<Response<JsonResponse>, Status> {
+        let value = crate::images::commit(self.images.clone(), &self.containers, req.into_inner()).await?;
+        Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
+    }
+
+    async fn import_image(&self, req: Request<Streaming<ImportImageInput>>) -> Result<Response<JsonResponse>, Status> {
+        use berth_agent_proto::import_image_input::Input;
+        let mut input = req.into_inner();
+        let start = match input.message().await? {
+            Some(ImportImageInput { input: Some(Input::Start(start)) }) => start,
+            _ => return Err(Status::invalid_argument("the first ImportImage message must be `start`")),
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let feeding = tokio::spawn(async move {
+            while let Some(message) = input.message().await? {
+                if let ImportImageInput { input: Some(Input::Data(data)) } = message {
+                    if tx.send(data).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            Ok::<(), Status>(())
+        });
+        let result = crate::images::import(self.images.clone(), &self.containers, start, rx).await;
+        // A broken upload is the error to report, not what the importer made of it.
+        if let Ok(Err(status)) = feeding.await {
+            return Err(status);
+        }
+        Ok(Response::new(JsonResponse { json: result?.to_string().into_bytes() }))
+    }
+
+    async fn inspect_distribution(&self, req: Request<PullImageRequest>) -> Result<Response<JsonResponse>, Status> {
+        let (reference, options) = pull_options(req.into_inner())?;
+        let value = berth_engine::registry::inspect_distribution(&reference, &options)
+            .await
+            .map_err(|err| pull_status(&err))?;
+        Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
     }
 
     type EventsStream = ReceiverStream<Result<JsonResponse, Status>>;

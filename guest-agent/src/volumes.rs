@@ -104,7 +104,7 @@ impl Containers {
 
     /// Docker's list answer; filters: name, label, dangling.
     pub async fn list_volumes(self: &Arc<Self>, filters: &str, with_usage: bool) -> Result<Value, Status> {
-        let filters = parse_filters(filters, &["name", "label", "dangling", "driver"])?;
+        let filters = filters::parse(filters, &["name", "label", "dangling", "driver"])?;
         let store = self.volume_store()?;
         let mut listed = Vec::new();
         for volume in store.list().map_err(volume_status)? {
@@ -133,7 +133,7 @@ impl Containers {
     /// Docker ≥ 23's prune: unused anonymous volumes, or all unused ones
     /// with the `all` filter.
     pub async fn prune_volumes(self: &Arc<Self>, filters: &str) -> Result<Value, Status> {
-        let filters = parse_filters(filters, &["label", "all"])?;
+        let filters = filters::parse(filters, &["label", "all"])?;
         let all = filters.iter().any(|(k, v)| k == "all" && v.iter().any(|x| x == "true" || x == "1"));
         let store = self.volume_store()?;
         let (mut deleted, mut reclaimed) = (Vec::new(), 0u64);
@@ -152,38 +152,14 @@ impl Containers {
     }
 }
 
-type Filters = Vec<(String, Vec<String>)>;
-
-fn parse_filters(text: &str, allowed: &[&str]) -> Result<Filters, Status> {
-    if text.trim().is_empty() {
-        return Ok(Vec::new());
-    }
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| Status::invalid_argument(format!("invalid filter: {e}")))?;
-    let mut filters = Vec::new();
-    for (key, values) in value.as_object().into_iter().flatten() {
-        if !allowed.contains(&key.as_str()) {
-            return Err(Status::invalid_argument(format!("invalid filter '{key}'")));
-        }
-        let list = match values {
-            Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
-            Value::Object(o) => o.keys().cloned().collect(),
-            _ => Vec::new(),
-        };
-        filters.push((key.clone(), list));
-    }
-    Ok(filters)
-}
+use crate::filters::{self, Filters};
 
 fn matches(filters: &Filters, volume: &berth_engine::volume::Volume, unused: bool) -> bool {
     filters.iter().all(|(key, wanted)| match key.as_str() {
         "name" => wanted.iter().any(|w| volume.name.contains(w.as_str())),
         "driver" => wanted.iter().any(|w| w == "local"),
         "dangling" => wanted.iter().any(|w| (w == "true" || w == "1") == unused),
-        "label" => wanted.iter().all(|w| match w.split_once('=') {
-            Some((k, v)) => volume.labels.get(k).is_some_and(|x| x == v),
-            None => volume.labels.contains_key(w.as_str()),
-        }),
+        "label" => filters::labels_match(&json!(volume.labels), wanted),
         _ => true,
     })
 }

@@ -326,10 +326,96 @@ fn pull_from_a_local_registry() {
     let out = docker(&berth, &["pull", &format!("127.0.0.1:{}/library/nope:1", registry.port)]);
     assert!(stderr(&out).contains("not found: manifest unknown"), "{}", describe(&out));
 
+    // What the registry serves for a reference (docker-py's inspect_distribution).
+    let sock = berth.run_dir().join("docker.sock");
+    let out = Command::new("curl")
+        .args(["-sf", "--unix-socket", &sock.display().to_string()])
+        .arg(format!("http://berth/v1.47/distribution/{image}/json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let distribution: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(distribution["Descriptor"]["digest"].as_str().unwrap().starts_with("sha256:"), "{distribution}");
+    assert_eq!(distribution["Platforms"][0]["os"], "linux", "{distribution}");
+
     // `docker run` of an image the engine lacks pulls it first.
     ok(&berth, &["rmi", &image, "busybox"]);
     let out = docker(&berth, &["run", "--rm", &image, "echo", "pulled on demand"]);
     assert_eq!(stdout(&out), "pulled on demand\n", "{}", describe(&out));
     assert!(stderr(&out).contains("Unable to find image"), "{}", describe(&out));
+    berth.stop_and_check_clean();
+}
+
+#[test]
+fn images_save_load_commit_import_history_and_prune() {
+    let berth = local_berth();
+    let dir = berth.home.path();
+    let saved = dir.join("saved.tar").display().to_string();
+
+    // save → rmi → load: the same image ID (the layer rebuilt byte for byte
+    // from its unpacked directory), and it runs.
+    let id = ok(&berth, &["image", "inspect", "--format", "{{.Id}}", "busybox"]);
+    ok(&berth, &["save", "-o", &saved, "busybox"]);
+    let listing = Command::new("tar").args(["tf", &saved]).output().unwrap();
+    let listing = stdout(&listing);
+    for member in ["manifest.json", "index.json", "oci-layout"] {
+        assert!(listing.lines().any(|l| l == member), "docker-archive and OCI layout in one: {listing}");
+    }
+    ok(&berth, &["rmi", "busybox"]);
+    assert!(ok(&berth, &["load", "-i", &saved]).contains("Loaded image: busybox:latest"));
+    assert_eq!(ok(&berth, &["image", "inspect", "--format", "{{.Id}}", "busybox"]), id);
+    let out = docker(&berth, &["save", "nope:1"]);
+    assert!(stderr(&out).contains("No such image: nope:1"), "{}", describe(&out));
+
+    // commit: changes (a whiteout included) and --change instructions.
+    ok(&berth, &["run", "--name", "base", "busybox", "sh", "-c", "echo hi > /hello; rm /bin/vi"]);
+    let diff = ok(&berth, &["diff", "base"]);
+    assert!(diff.contains("A /hello") && diff.contains("D /bin/vi"), "{diff}");
+    let committed =
+        ok(&berth, &["commit", "-c", "CMD [\"cat\", \"/hello\"]", "-m", "made by a test", "base", "me/app:1"]);
+    assert!(committed.starts_with("sha256:"), "{committed}");
+    assert_eq!(ok(&berth, &["run", "--rm", "me/app:1"]), "hi\n");
+    let out = docker(&berth, &["run", "--rm", "me/app:1", "ls", "/bin/vi"]);
+    assert_ne!(out.status.code(), Some(0), "the deletion is committed too: {}", describe(&out));
+    let parent = ok(&berth, &["image", "inspect", "--format", "{{.Parent}}", "me/app:1"]);
+    assert_eq!(parent, id);
+    let history = ok(&berth, &["history", "--no-trunc", "--format", "{{.ID}}|{{.Comment}}", "me/app:1"]);
+    let lines: Vec<&str> = history.lines().collect();
+    assert_eq!(lines.len(), 2, "{history}");
+    assert_eq!(lines[0], format!("{}|made by a test", committed.trim()));
+    assert!(lines[1].starts_with("<missing>|"), "{history}");
+
+    // A committed image saves and loads like any other.
+    ok(&berth, &["save", "-o", &saved, "me/app:1"]);
+    ok(&berth, &["rm", "base"]);
+    ok(&berth, &["rmi", "me/app:1"]);
+    ok(&berth, &["load", "-i", &saved]);
+    assert_eq!(ok(&berth, &["run", "--rm", "me/app:1"]), "hi\n");
+
+    // import: a gzip tarball as a one-layer image, with changes.
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/greeting"), "imported\n").unwrap();
+    // Debian's busybox-static, as the test images use.
+    std::fs::copy("/usr/bin/busybox", tree.join("busybox")).unwrap();
+    let tarball = dir.join("tree.tgz").display().to_string();
+    let made = Command::new("tar").args(["-czf", &tarball, "-C", &tree.display().to_string(), "."]).status().unwrap();
+    assert!(made.success());
+    ok(&berth, &["import", "-c", "ENTRYPOINT [\"/busybox\"]", "-c", "ENV FROM=import", &tarball, "me/imported"]);
+    assert_eq!(ok(&berth, &["run", "--rm", "me/imported", "cat", "/etc/greeting"]), "imported\n");
+    assert!(ok(&berth, &["run", "--rm", "me/imported", "env"]).contains("FROM=import\n"));
+    let out = docker(&berth, &["import", "-c", "RUN true", &tarball]);
+    assert!(stderr(&out).contains("RUN is not a valid change command"), "{}", describe(&out));
+
+    // prune: dangling only by default; -a takes every image no container uses.
+    ok(&berth, &["tag", "me/imported", "me/untag-me"]);
+    ok(&berth, &["rmi", "me/imported"]);
+    ok(&berth, &["create", "--name", "keeper", "busybox", "true"]);
+    let pruned = ok(&berth, &["image", "prune", "-f"]);
+    assert!(pruned.contains("reclaimed space: 0B"), "nothing dangling yet: {pruned}");
+    let pruned = ok(&berth, &["image", "prune", "-a", "-f"]);
+    assert!(pruned.contains("untagged: me/untag-me:latest") && pruned.contains("untagged: me/app:1"), "{pruned}");
+    let left = ok(&berth, &["images", "--format", "{{.Repository}}"]);
+    assert_eq!(left, "busybox\n", "the image a container uses stays");
     berth.stop_and_check_clean();
 }

@@ -9,6 +9,7 @@
 pub mod archive;
 pub mod cgroup;
 pub mod container;
+pub mod image_config;
 pub mod layer;
 pub mod logfile;
 pub mod registry;
@@ -19,6 +20,7 @@ pub mod seccomp;
 pub mod shim;
 pub mod spec;
 pub mod store;
+pub mod tarsplit;
 pub mod volume;
 
 /// Builders for test archives, shared by this crate's tests and by the

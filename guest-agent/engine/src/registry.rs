@@ -208,6 +208,88 @@ pub async fn pull<S: StoreAccess>(
     Err(last_error.unwrap_or_else(|| PullError::InvalidReference(format!("no registry endpoint for {normalized}"))))
 }
 
+/// `GET /distribution/{name}/json` (`docker manifest inspect`-like, used by
+/// `docker service create` and SDKs): the descriptor of what the reference
+/// points at in its registry and the platforms it offers, in Docker's JSON.
+/// Endpoints (mirrors first) are tried as for a pull.
+pub async fn inspect_distribution(reference: &str, opts: &PullOptions) -> Result<serde_json::Value, PullError> {
+    let normalized = reference::normalize(reference).map_err(PullError::InvalidReference)?;
+    let target = Target::parse(&normalized)?;
+    let endpoints = endpoints(&target.registry, opts);
+    let mut last_error = None;
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        match distribution_from(&target, endpoint, opts).await {
+            Ok(value) => return Ok(value),
+            Err(err) if endpoint.mirror && i + 1 < endpoints.len() => {
+                tracing::warn!(mirror = %endpoint.host, error = %err, "registry mirror failed, trying the next endpoint");
+                last_error = Some(err);
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| PullError::InvalidReference(format!("no registry endpoint for {normalized}"))))
+}
+
+async fn distribution_from(
+    target: &Target,
+    endpoint: &Endpoint,
+    opts: &PullOptions,
+) -> Result<serde_json::Value, PullError> {
+    let client = client_for(endpoint)?;
+    let auth = if endpoint.mirror { RegistryAuth::Anonymous } else { registry_auth(opts.auth.as_ref())? };
+    let image = target.oci_reference(&endpoint.host);
+    let accepted = [
+        oci_client::manifest::OCI_IMAGE_INDEX_MEDIA_TYPE,
+        oci_client::manifest::IMAGE_MANIFEST_LIST_MEDIA_TYPE,
+        oci_client::manifest::OCI_IMAGE_MEDIA_TYPE,
+        oci_client::manifest::IMAGE_MANIFEST_MEDIA_TYPE,
+    ];
+    let (raw, digest) = client
+        .pull_manifest_raw(&image, &auth, &accepted)
+        .await
+        .map_err(|e| pull_error(e, target, endpoint, Stage::Manifest))?;
+    let manifest: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| PullError::Registry {
+        registry: endpoint.host.clone(),
+        message: format!("manifest {digest}: {e}"),
+    })?;
+    let media_type = manifest["mediaType"].as_str().unwrap_or(oci_client::manifest::OCI_IMAGE_MEDIA_TYPE).to_string();
+    let platform_of = |p: &serde_json::Value| {
+        let mut platform = serde_json::json!({
+            "architecture": p["architecture"].as_str().unwrap_or_default(),
+            "os": p["os"].as_str().unwrap_or_default(),
+        });
+        for key in ["variant", "os.version"] {
+            if let Some(value) = p[key].as_str().filter(|v| !v.is_empty()) {
+                platform[key] = value.into();
+            }
+        }
+        platform
+    };
+    let platforms: Vec<serde_json::Value> = if let Some(entries) = manifest["manifests"].as_array() {
+        entries.iter().filter(|e| e["platform"].is_object()).map(|e| platform_of(&e["platform"])).collect()
+    } else {
+        // A single-platform image: its platform is in the config.
+        let config: OciDescriptor = serde_json::from_value(manifest["config"].clone()).map_err(|e| {
+            PullError::Registry { registry: endpoint.host.clone(), message: format!("manifest {digest}: {e}") }
+        })?;
+        let mut bytes = Vec::new();
+        {
+            let limit = u64::try_from(config.size).unwrap_or(0).min(MAX_CONFIG_SIZE);
+            let mut writer = Counting { inner: &mut bytes, written: 0, limit, on_write: |_| {} };
+            client
+                .pull_blob(&image, &config, &mut writer)
+                .await
+                .map_err(|e| pull_error(e, target, endpoint, Stage::Blob))?;
+        }
+        let config: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        vec![platform_of(&config)]
+    };
+    Ok(serde_json::json!({
+        "Descriptor": { "mediaType": media_type, "digest": digest, "size": raw.len() },
+        "Platforms": platforms,
+    }))
+}
+
 /// A normalised reference split for the registry.
 #[derive(Debug, Clone)]
 struct Target {

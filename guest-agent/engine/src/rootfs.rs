@@ -94,6 +94,75 @@ pub fn changes(upper: &Path, lowers: &[PathBuf]) -> Vec<(String, u8)> {
     out
 }
 
+/// Paths the engine itself puts in a container's writable layer: mount
+/// points for /proc, /dev and /sys and the bound /etc files. They are
+/// Docker's "init layer": `docker diff` does not show them and `docker
+/// commit` does not keep them.
+pub fn is_engine_path(path: &str) -> bool {
+    ["/proc", "/dev", "/sys"].iter().any(|m| path == *m || path.starts_with(&format!("{m}/")))
+        || ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"].contains(&path)
+}
+
+/// Writes a container's writable layer `upper` as an image layer tar
+/// (`docker commit`): overlayfs whiteouts become `.wh.NAME` entries and
+/// opaque directories get `.wh..wh..opq`, the engine's own paths are left
+/// out. Symlinks are stored as links, never followed.
+pub fn write_layer_diff(upper: &Path, out: impl std::io::Write) -> std::io::Result<()> {
+    fn walk<W: std::io::Write>(tar: &mut tar::Builder<W>, dir: &Path, rel: &Path) -> std::io::Result<()> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = rel.join(entry.file_name());
+            if is_engine_path(&format!("/{}", path.display())) {
+                continue;
+            }
+            let meta = entry.metadata()?;
+            if meta.file_type().is_char_device() && meta.rdev() == 0 {
+                let mut name = std::ffi::OsString::from(".wh.");
+                name.push(entry.file_name());
+                let mut header = tar::Header::new_gnu();
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(0);
+                header.set_mode(0o644);
+                header.set_mtime(meta.mtime().max(0) as u64);
+                tar.append_data(&mut header, rel.join(name), std::io::empty())?;
+                continue;
+            }
+            tar.append_path_with_name(entry.path(), &path)?;
+            if meta.is_dir() {
+                let opaque = xattr_is(&entry.path(), "trusted.overlay.opaque", b"y");
+                if opaque {
+                    let mut header = tar::Header::new_gnu();
+                    header.set_entry_type(tar::EntryType::Regular);
+                    header.set_size(0);
+                    header.set_mode(0o644);
+                    tar.append_data(&mut header, path.join(".wh..wh..opq"), std::io::empty())?;
+                }
+                walk(tar, &entry.path(), &path)?;
+            }
+        }
+        Ok(())
+    }
+    let mut tar = tar::Builder::new(out);
+    tar.follow_symlinks(false);
+    walk(&mut tar, upper, Path::new(""))?;
+    tar.into_inner()?.flush()
+}
+
+fn xattr_is(path: &Path, name: &str, expected: &[u8]) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let (Ok(c_path), Ok(c_name)) = (std::ffi::CString::new(path.as_os_str().as_bytes()), std::ffi::CString::new(name))
+    else {
+        return false;
+    };
+    let mut value = [0u8; 8];
+    // SAFETY: both strings are NUL-terminated and outlive the call; the
+    // buffer pointer and length describe a live, writable array.
+    let n = unsafe { libc::lgetxattr(c_path.as_ptr(), c_name.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+    n >= 0 && &value[..n as usize] == expected
+}
+
 /// A process identity inside the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {

@@ -64,6 +64,10 @@ pub struct ImageRecord {
     /// Unix seconds from the config's `created` (0 when absent).
     #[serde(default)]
     pub created: i64,
+    /// The image a commit started from, as Docker records it (its config
+    /// does not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 /// What `remove` did, in Docker's terms.
@@ -71,6 +75,8 @@ pub struct ImageRecord {
 pub struct Removed {
     pub untagged: Vec<String>,
     pub deleted: Vec<String>,
+    /// Bytes of the layers deleted (as tar streams).
+    pub reclaimed: u64,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -275,7 +281,9 @@ impl ImageStore {
         for diff_id in &record.diff_ids {
             if !self.index.images.values().any(|other| other.diff_ids.contains(diff_id)) {
                 let dir = self.layer_dir(diff_id)?;
+                removed.reclaimed += crate::tarsplit::tar_size(&dir).unwrap_or_else(|_| crate::volume::tree_size(&dir));
                 std::fs::remove_dir_all(&dir).map_err(io_err(format!("removing {}", dir.display())))?;
+                crate::tarsplit::remove(&dir);
             }
         }
         Ok(removed)
@@ -319,6 +327,7 @@ impl ImageStore {
                 size,
                 added_at: now(),
                 created: config.created.as_deref().and_then(parse_rfc3339_utc).unwrap_or(0),
+                parent: None,
             })
             .clone();
         for tag in tags {
@@ -395,7 +404,7 @@ impl ImageStore {
                 size += self.ensure_layer(open_member(work, layer_path)?, diff_id)?;
             }
             let created = parsed.created.as_deref().and_then(parse_rfc3339_utc).unwrap_or(0);
-            let record = ImageRecord { id: id.clone(), diff_ids, size, added_at: now(), created };
+            let record = ImageRecord { id: id.clone(), diff_ids, size, added_at: now(), created, parent: None };
             next.images.entry(id.clone()).or_insert_with(|| record.clone());
             let mut tags = Vec::new();
             for tag in &image.tags {
@@ -410,6 +419,338 @@ impl ImageStore {
         sync_dir(&self.root.join("layers/sha256"))?;
         self.commit_index(next)?;
         Ok(loaded)
+    }
+}
+
+impl ImageStore {
+    /// Adds a layer from an (optionally compressed) tar file in the store's
+    /// tmp dir, unless present. Returns its diff ID and tar length.
+    pub fn add_layer_file(&self, tar: &Path) -> Result<(String, u64), StoreError> {
+        let open = || std::fs::File::open(tar).map_err(io_err(format!("opening {}", tar.display())));
+        let (diff_id, _) = layer::diff_id_of(io::BufReader::new(open()?))?;
+        let size = self.ensure_layer(io::BufReader::new(open()?), &diff_id)?;
+        Ok((diff_id, size))
+    }
+
+    /// Records an image from a config this engine wrote (commit, import),
+    /// whose layers are in the store, and points `tags` at it.
+    pub fn create_image(
+        &mut self,
+        config: &serde_json::Value,
+        tags: &[String],
+        parent: Option<&str>,
+    ) -> Result<ImageRecord, StoreError> {
+        let bytes = serde_json::to_vec(config).map_err(|e| invalid(e.to_string()))?;
+        let parsed: ConfigRootfs =
+            serde_json::from_slice(&bytes).map_err(|e| invalid(format!("the new image's config: {e}")))?;
+        let mut size = 0;
+        for diff_id in &parsed.rootfs.diff_ids {
+            let dir = self.layer_dir(diff_id)?;
+            size += crate::tarsplit::tar_size(&dir).unwrap_or_else(|_| crate::volume::tree_size(&dir));
+        }
+        let id = self.write_blob(bytes.as_slice(), None)?;
+        let tags = tags.iter().map(|t| reference::normalize(t).map_err(invalid)).collect::<Result<Vec<_>, _>>()?;
+        let record = self.add_image(&id, size, &tags)?;
+        if record.parent.is_some() || parent.is_none() {
+            return Ok(record);
+        }
+        let mut next = self.index.clone();
+        let stored = next.images.get_mut(&id).expect("added above");
+        stored.parent = parent.map(String::from);
+        let record = stored.clone();
+        self.commit_index(next)?;
+        Ok(record)
+    }
+
+    /// `docker history`: Docker's JSON, newest first. Entries that made a
+    /// layer carry its size; only the newest names the image (older ones
+    /// are `<missing>`, as with any pulled image in Docker).
+    pub fn history(&self, name: &str) -> Result<serde_json::Value, StoreError> {
+        #[derive(Deserialize, Default)]
+        struct Entry {
+            #[serde(default)]
+            created: Option<String>,
+            #[serde(default)]
+            created_by: String,
+            #[serde(default)]
+            comment: String,
+            #[serde(default)]
+            empty_layer: bool,
+        }
+        #[derive(Deserialize)]
+        struct Config {
+            #[serde(default)]
+            history: Vec<Entry>,
+        }
+        let record = self.resolve(name).ok_or_else(|| StoreError::NotFound(name.to_string()))?;
+        let config: Config = serde_json::from_slice(&self.config_json(&record.id)?)
+            .map_err(|e| invalid(format!("image config {}: {e}", record.id)))?;
+        let mut history = config.history;
+        if history.is_empty() {
+            // Images without history (some importers): one entry per layer.
+            history = record.diff_ids.iter().map(|_| Entry::default()).collect();
+        }
+        let mut layers = record.diff_ids.iter();
+        let mut out: Vec<serde_json::Value> = history
+            .iter()
+            .map(|entry| {
+                let size = if entry.empty_layer {
+                    0
+                } else {
+                    layers
+                        .next()
+                        .and_then(|d| self.layer_dir(d).ok())
+                        .map(|dir| crate::tarsplit::tar_size(&dir).unwrap_or_else(|_| crate::volume::tree_size(&dir)))
+                        .unwrap_or(0)
+                };
+                serde_json::json!({
+                    "Id": "<missing>",
+                    "Created": entry.created.as_deref().and_then(parse_rfc3339_utc).unwrap_or(0),
+                    "CreatedBy": entry.created_by,
+                    "Tags": serde_json::Value::Null,
+                    "Size": size,
+                    "Comment": entry.comment,
+                })
+            })
+            .collect();
+        out.reverse();
+        if let Some(newest) = out.first_mut() {
+            newest["Id"] = record.id.clone().into();
+            let tags: Vec<&str> = self.tags_of(&record.id).into_iter().map(reference::familiar).collect();
+            newest["Tags"] = if tags.is_empty() { serde_json::Value::Null } else { tags.into() };
+        }
+        Ok(serde_json::Value::Array(out))
+    }
+
+    /// `docker image prune`: removes dangling (untagged) images, or with
+    /// `all` every image, that `keep` does not name (images containers
+    /// use) and that `matches` accepts (the request's filters). Returns
+    /// Docker's `ImagesDeleted` entries and the bytes reclaimed.
+    pub fn prune(
+        &mut self,
+        all: bool,
+        keep: &std::collections::HashSet<String>,
+        matches: impl Fn(&ImageRecord, &[u8]) -> bool,
+    ) -> Result<(Vec<serde_json::Value>, u64), StoreError> {
+        let candidates: Vec<ImageRecord> = self
+            .index
+            .images
+            .values()
+            .filter(|r| !keep.contains(&r.id) && (all || self.tags_of(&r.id).is_empty()))
+            .filter(|r| self.config_json(&r.id).is_ok_and(|config| matches(r, &config)))
+            .cloned()
+            .collect();
+        let mut deleted = Vec::new();
+        let mut reclaimed = 0;
+        for record in candidates {
+            let removed = self.remove(&record.id, true)?;
+            reclaimed += removed.reclaimed;
+            deleted.extend(removed.untagged.iter().map(|t| serde_json::json!({ "Untagged": reference::familiar(t) })));
+            deleted.extend(removed.deleted.iter().map(|d| serde_json::json!({ "Deleted": d })));
+        }
+        Ok((deleted, reclaimed))
+    }
+}
+
+/// What `docker save` of some images writes, resolved under the store's
+/// lock so the (long) writing can happen without it.
+pub struct SavePlan {
+    /// Small JSON blobs: image configs and OCI manifests.
+    blobs: Vec<(String, Vec<u8>)>,
+    /// Layers as uncompressed tars: (diff ID, layer directory, tar length).
+    layers: Vec<(String, PathBuf, u64)>,
+    manifest_json: Vec<u8>,
+    index_json: Vec<u8>,
+}
+
+impl ImageStore {
+    /// Plans `docker save NAME...`: images by reference or ID; a repository
+    /// name without a tag means all of its tags, as in Docker. The archive
+    /// is what current Docker writes, a docker-archive (`manifest.json`) and
+    /// an OCI image layout (`index.json`) over the same blobs, so both
+    /// older and newer loaders read it.
+    pub fn save_plan(&self, names: &[String]) -> Result<SavePlan, StoreError> {
+        // Image ID -> the tags to record for it, in request order.
+        let mut selected: Vec<(String, Vec<String>)> = Vec::new();
+        for name in names {
+            let (id, tags) = match self.resolve(name) {
+                Some(record) => {
+                    let by_reference = reference::normalize(name).ok().filter(|n| self.index.tags.contains_key(n));
+                    (record.id.clone(), by_reference.into_iter().collect::<Vec<_>>())
+                }
+                None => {
+                    // `busybox` (no tag) when busybox:latest is absent: every tag of the repository.
+                    let repo = reference::normalize(name).ok().and_then(|n| {
+                        (!name.contains(':') && !name.contains('@'))
+                            .then(|| n.rsplit_once(':').map(|(r, _)| format!("{r}:")))
+                    });
+                    let Some(Some(prefix)) = repo else { return Err(StoreError::NotFound(name.clone())) };
+                    let tags: Vec<(String, String)> = self
+                        .index
+                        .tags
+                        .iter()
+                        .filter(|(tag, _)| tag.starts_with(&prefix) && !tag[prefix.len()..].contains('/'))
+                        .map(|(tag, id)| (id.clone(), tag.clone()))
+                        .collect();
+                    if tags.is_empty() {
+                        return Err(StoreError::NotFound(name.clone()));
+                    }
+                    for (id, tag) in tags {
+                        push_selected(&mut selected, &id, Some(tag));
+                    }
+                    continue;
+                }
+            };
+            let mut tags = tags.into_iter();
+            push_selected(&mut selected, &id, tags.next());
+        }
+
+        let mut plan =
+            SavePlan { blobs: Vec::new(), layers: Vec::new(), manifest_json: Vec::new(), index_json: Vec::new() };
+        let mut docker_manifest = Vec::new();
+        let mut oci_manifests = Vec::new();
+        for (id, tags) in &selected {
+            let record = self.index.images.get(id).expect("selected from the index");
+            let config = self.config_json(id)?;
+            let mut layer_descriptors = Vec::new();
+            for diff_id in &record.diff_ids {
+                let dir = self.layer_dir(diff_id)?;
+                let size = crate::tarsplit::tar_size(&dir).map_err(|e| {
+                    invalid(format!(
+                        "image {id} cannot be exported: layer {diff_id} was stored without the data to rebuild its \
+                         archive ({e}); pull or load the image again"
+                    ))
+                })?;
+                if !plan.layers.iter().any(|(d, _, _)| d == diff_id) {
+                    plan.layers.push((diff_id.clone(), dir, size));
+                }
+                layer_descriptors.push(serde_json::json!({
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": diff_id,
+                    "size": size,
+                }));
+            }
+            let manifest = serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": id,
+                    "size": config.len(),
+                },
+                "layers": layer_descriptors,
+            }))
+            .map_err(|e| invalid(e.to_string()))?;
+            let manifest_digest = format!("sha256:{}", hex_digest(&manifest));
+            let descriptor = |annotations: serde_json::Value| {
+                serde_json::json!({
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": manifest_digest,
+                    "size": manifest.len(),
+                    "annotations": annotations,
+                })
+            };
+            if tags.is_empty() {
+                oci_manifests.push(descriptor(serde_json::json!({})));
+            }
+            for tag in tags {
+                let short_tag = tag.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
+                oci_manifests.push(descriptor(serde_json::json!({
+                    "io.containerd.image.name": tag,
+                    "org.opencontainers.image.ref.name": short_tag,
+                })));
+            }
+            docker_manifest.push(serde_json::json!({
+                "Config": format!("blobs/sha256/{}", hex_of(id)?),
+                "RepoTags": tags.iter().map(|t| reference::familiar(t)).collect::<Vec<_>>(),
+                "Layers": record.diff_ids.iter().map(|d| Ok(format!("blobs/sha256/{}", hex_of(d)?))).collect::<Result<Vec<_>, StoreError>>()?,
+            }));
+            for (digest, bytes) in [(id.clone(), config), (manifest_digest.clone(), manifest)] {
+                if !plan.blobs.iter().any(|(d, _)| *d == digest) {
+                    plan.blobs.push((digest, bytes));
+                }
+            }
+        }
+        plan.manifest_json = serde_json::to_vec(&docker_manifest).map_err(|e| invalid(e.to_string()))?;
+        plan.index_json = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": oci_manifests,
+        }))
+        .map_err(|e| invalid(e.to_string()))?;
+        Ok(plan)
+    }
+}
+
+fn push_selected(selected: &mut Vec<(String, Vec<String>)>, id: &str, tag: Option<String>) {
+    let index = match selected.iter().position(|(i, _)| i == id) {
+        Some(index) => index,
+        None => {
+            selected.push((id.to_string(), Vec::new()));
+            selected.len() - 1
+        }
+    };
+    if let Some(tag) = tag {
+        if !selected[index].1.contains(&tag) {
+            selected[index].1.push(tag);
+        }
+    }
+}
+
+fn hex_digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl SavePlan {
+    /// Writes the archive. Layers are rebuilt from their directories, so a
+    /// layer removed meanwhile (`docker rmi` during a save) fails the write.
+    pub fn write_to(&self, out: impl Write) -> io::Result<()> {
+        let mut tar = tar::Builder::new(out);
+        let header = |size: u64, mode: u32, kind: tar::EntryType| {
+            let mut header = tar::Header::new_ustar();
+            header.set_entry_type(kind);
+            header.set_size(size);
+            header.set_mode(mode);
+            header.set_mtime(0);
+            header.set_uid(0);
+            header.set_gid(0);
+            header
+        };
+        for dir in ["blobs/", "blobs/sha256/"] {
+            let mut h = header(0, 0o755, tar::EntryType::Directory);
+            tar.append_data(&mut h, dir, io::empty())?;
+        }
+        for (digest, dir, size) in &self.layers {
+            let mut h = header(*size, 0o644, tar::EntryType::Regular);
+            let name = format!("blobs/sha256/{}", &digest["sha256:".len()..]);
+            // The tar is streamed straight from the layer: a pipe between
+            // the rebuilding thread and the archive writer keeps memory flat.
+            let (reader, writer) = io::pipe()?;
+            let dir = dir.clone();
+            let rebuild = std::thread::spawn(move || {
+                let mut writer = writer;
+                crate::tarsplit::write_tar(&dir, &mut writer)
+            });
+            let appended = tar.append_data(&mut h, &name, reader.take(*size));
+            let rebuilt = rebuild.join().map_err(|_| io::Error::other("the layer rebuild thread panicked"))?;
+            appended?;
+            if rebuilt? != *size {
+                return Err(io::Error::other(format!("layer {digest} changed size while it was saved")));
+            }
+        }
+        for (digest, bytes) in &self.blobs {
+            let mut h = header(bytes.len() as u64, 0o644, tar::EntryType::Regular);
+            tar.append_data(&mut h, format!("blobs/sha256/{}", &digest["sha256:".len()..]), bytes.as_slice())?;
+        }
+        for (name, bytes) in [
+            ("index.json", self.index_json.as_slice()),
+            ("manifest.json", self.manifest_json.as_slice()),
+            ("oci-layout", &br#"{"imageLayoutVersion":"1.0.0"}"#[..]),
+        ] {
+            let mut h = header(bytes.len() as u64, 0o644, tar::EntryType::Regular);
+            tar.append_data(&mut h, name, bytes)?;
+        }
+        tar.into_inner()?.flush()
     }
 }
 

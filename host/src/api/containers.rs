@@ -23,7 +23,7 @@ use tonic::transport::Channel;
 use super::{agent_error, channel_body, error, full, json_response, query_param, ApiContext, Body};
 
 /// Create bodies larger than this are refused (Docker's configs are a few KiB).
-const MAX_CREATE_BODY: usize = 4 << 20;
+const MAX_CREATE_BODY: usize = super::MAX_JSON_BODY;
 
 pub fn flag(query: Option<&str>, name: &str) -> bool {
     query_param(query, name).is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))

@@ -11,30 +11,15 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{agent_error, error, json_response, query_param, Body};
+use super::{agent_error, error, json_response, query_param, query_params, Body};
 use berth_agent_proto::agent_client::AgentClient;
 use tonic::transport::Channel;
 
 /// `docker load`: the request body is the archive; streamed to the agent.
 pub async fn load(req: Request<Incoming>, mut agent: AgentClient<Channel>) -> Response<Body> {
     let (tx, rx) = tokio::sync::mpsc::channel::<ArchiveChunk>(16);
-    let mut body = req.into_body();
-    let pump = tokio::spawn(async move {
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(frame) => {
-                    if let Ok(data) = frame.into_data() {
-                        if tx.send(ArchiveChunk { data: data.to_vec() }).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                }
-                // A truncated upload: the agent sees a short archive and refuses it.
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(())
-    });
+    // A truncated upload: the agent sees a short archive and refuses it.
+    let pump = super::forward_body(req.into_body(), tx, |data| ArchiveChunk { data });
     let result = agent.load_images(ReceiverStream::new(rx)).await;
     let upload = pump.await;
     let loaded = match result {
@@ -64,12 +49,13 @@ pub async fn load(req: Request<Incoming>, mut agent: AgentClient<Channel>) -> Re
     response
 }
 
-/// `docker pull`: `POST /images/create?fromImage=NAME&tag=TAG`, progress
-/// streamed as Docker's JSON messages (the CLI draws its bars from them).
-pub async fn create(req: &Request<Incoming>, ctx: &super::ApiContext) -> Response<Body> {
+/// `docker pull` (`POST /images/create?fromImage=NAME&tag=TAG`, progress
+/// streamed as Docker's JSON messages: the CLI draws its bars from them) and
+/// `docker import` (`?fromSrc=-` with the tarball as the body).
+pub async fn create(req: Request<Incoming>, ctx: &super::ApiContext) -> Response<Body> {
     let query = req.uri().query();
-    if query_param(query, "fromSrc").is_some() {
-        return error(StatusCode::NOT_IMPLEMENTED, "Berth cannot import images from a tarball yet (docker import)");
+    if let Some(source) = query_param(query, "fromSrc") {
+        return import(req, &source, ctx.agent.clone()).await;
     }
     let Some(image) = query_param(query, "fromImage").filter(|i| !i.is_empty()) else {
         return error(StatusCode::BAD_REQUEST, "fromImage is required");
@@ -80,7 +66,20 @@ pub async fn create(req: &Request<Incoming>, ctx: &super::ApiContext) -> Respons
         Some(tag) => format!("{image}:{tag}"),
         None => image,
     };
-    // X-Registry-Auth: base64url of Docker's AuthConfig JSON.
+    match ctx.agent.clone().pull_image(registry_request(&req, reference, ctx)).await {
+        Ok(reply) => super::json_lines(reply.into_inner(), b"\r\n"),
+        Err(status) => agent_error(status),
+    }
+}
+
+/// A registry call's request: the reference, the client's credentials
+/// (X-Registry-Auth: base64url of Docker's AuthConfig JSON) and the
+/// configured mirrors.
+fn registry_request<B>(
+    req: &Request<B>,
+    reference: String,
+    ctx: &super::ApiContext,
+) -> berth_agent_proto::PullImageRequest {
     let auth_json = req
         .headers()
         .get("X-Registry-Auth")
@@ -97,14 +96,140 @@ pub async fn create(req: &Request<Incoming>, ctx: &super::ApiContext) -> Respons
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
         .filter(|json| json.trim() != "{}" && json.trim() != "null")
         .unwrap_or_default();
-    let request = berth_agent_proto::PullImageRequest {
+    berth_agent_proto::PullImageRequest {
         reference,
         auth_json,
         registry_mirrors: ctx.facts.registry.mirrors.clone(),
         insecure_registries: ctx.facts.registry.insecure.clone(),
+    }
+}
+
+/// `docker import`: `fromSrc=-` takes the tarball from the body.
+async fn import(req: Request<Incoming>, source: &str, mut agent: AgentClient<Channel>) -> Response<Body> {
+    use berth_agent_proto::{import_image_input::Input, ImportImageInput, ImportImageStart};
+    if source != "-" {
+        super::drain(req).await;
+        return error(
+            StatusCode::NOT_IMPLEMENTED,
+            "Berth does not import from a URL yet: download the file and run `docker import FILE`",
+        );
+    }
+    let query = req.uri().query();
+    let reference = match query_param(query, "repo").filter(|r| !r.is_empty()) {
+        Some(repo) => match query_param(query, "tag").filter(|t| !t.is_empty()) {
+            Some(tag) => format!("{repo}:{tag}"),
+            None => repo,
+        },
+        None => String::new(),
     };
-    match ctx.agent.clone().pull_image(request).await {
-        Ok(reply) => super::json_lines(reply.into_inner(), b"\r\n"),
+    let start = ImportImageStart {
+        reference,
+        message: query_param(query, "message").unwrap_or_default(),
+        changes: query_params(query, "changes"),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<ImportImageInput>(16);
+    let _ = tx.send(ImportImageInput { input: Some(Input::Start(start)) }).await;
+    let upload = super::forward_body(req.into_body(), tx, |data| ImportImageInput { input: Some(Input::Data(data)) });
+    let result = agent.import_image(ReceiverStream::new(rx)).await;
+    if let Ok(Err(err)) = upload.await {
+        return error(StatusCode::BAD_REQUEST, format!("reading the uploaded tarball: {err}"));
+    }
+    match result {
+        Ok(reply) => {
+            let reply: serde_json::Value = serde_json::from_slice(&reply.into_inner().json).unwrap_or_default();
+            // Docker's answer: a progress stream whose last message carries the ID.
+            let mut response = Response::new(super::full(format!("{}\r\n", json!({ "status": reply["Id"] }))));
+            response
+                .headers_mut()
+                .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+            response
+        }
+        Err(status) => agent_error(status),
+    }
+}
+
+/// `docker save`: `GET /images/NAME/get` or `GET /images/get?names=A&names=B`.
+pub async fn save(names: Vec<String>, mut agent: AgentClient<Channel>) -> Response<Body> {
+    if names.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "no image names given (names=...)");
+    }
+    match agent.save_images(berth_agent_proto::SaveImagesRequest { names }).await {
+        Ok(reply) => {
+            let mut response = Response::new(super::archive_body(reply.into_inner()));
+            response
+                .headers_mut()
+                .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/x-tar"));
+            response
+        }
+        Err(status) => agent_error(status),
+    }
+}
+
+/// `docker history`.
+pub async fn history(name: &str, mut agent: AgentClient<Channel>) -> Response<Body> {
+    match agent.image_history(InspectImageRequest { name: name.to_string() }).await {
+        Ok(reply) => super::containers::raw_json(reply.into_inner().json),
+        Err(status) => agent_error(status),
+    }
+}
+
+/// `docker image prune`.
+pub async fn prune(query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
+    let request =
+        berth_agent_proto::PruneImagesRequest { filters_json: query_param(query, "filters").unwrap_or_default() };
+    match agent.prune_images(request).await {
+        Ok(reply) => super::containers::raw_json(reply.into_inner().json),
+        Err(status) => agent_error(status),
+    }
+}
+
+/// `docker commit`: `POST /commit?container=ID&repo=R&tag=T&comment=&author=&pause=&changes=`,
+/// the body an optional container Config overriding the container's.
+pub async fn commit(req: Request<Incoming>, mut agent: AgentClient<Channel>) -> Response<Body> {
+    let query = req.uri().query().map(str::to_string);
+    let query = query.as_deref();
+    let Some(container) = query_param(query, "container").filter(|c| !c.is_empty()) else {
+        super::drain(req).await;
+        return error(StatusCode::BAD_REQUEST, "container is required");
+    };
+    let config_json = match http_body_util::Limited::new(req.into_body(), super::MAX_JSON_BODY).collect().await {
+        Ok(body) => body.to_bytes().to_vec(),
+        Err(err) => return error(StatusCode::BAD_REQUEST, format!("reading the request body: {err}")),
+    };
+    if !config_json.iter().all(u8::is_ascii_whitespace) {
+        if let Err(err) = serde_json::from_slice::<serde_json::Value>(&config_json) {
+            return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {err}"));
+        }
+    }
+    let reference = match query_param(query, "repo").filter(|r| !r.is_empty()) {
+        Some(repo) => {
+            format!("{repo}:{}", query_param(query, "tag").filter(|t| !t.is_empty()).as_deref().unwrap_or("latest"))
+        }
+        None => String::new(),
+    };
+    let request = berth_agent_proto::CommitContainerRequest {
+        container,
+        reference,
+        comment: query_param(query, "comment").unwrap_or_default(),
+        author: query_param(query, "author").unwrap_or_default(),
+        changes: query_params(query, "changes"),
+        config_json: if config_json.iter().all(u8::is_ascii_whitespace) { Vec::new() } else { config_json },
+        pause: query_param(query, "pause").is_none_or(|v| v == "1" || v.eq_ignore_ascii_case("true")),
+    };
+    match agent.commit_container(request).await {
+        Ok(reply) => {
+            let mut response = super::containers::raw_json(reply.into_inner().json);
+            *response.status_mut() = StatusCode::CREATED;
+            response
+        }
+        Err(status) => agent_error(status),
+    }
+}
+
+/// `GET /distribution/NAME/json`: what the registry serves for a reference.
+pub async fn distribution<B>(req: &Request<B>, name: &str, ctx: &super::ApiContext) -> Response<Body> {
+    match ctx.agent.clone().inspect_distribution(registry_request(req, name.to_string(), ctx)).await {
+        Ok(reply) => super::containers::raw_json(reply.into_inner().json),
         Err(status) => agent_error(status),
     }
 }
@@ -257,8 +382,11 @@ pub async fn inspect(name: &str, mut agent: AgentClient<Channel>) -> Response<Bo
             "Id": image.id,
             "RepoTags": image.tags.iter().map(|t| familiar(t)).collect::<Vec<_>>(),
             "RepoDigests": [],
-            "Parent": "",
+            "Parent": reply.parent,
             "Comment": field("comment"),
+            "Container": field("container"),
+            "ContainerConfig": config.get("container_config").cloned().unwrap_or(serde_json::Value::Null),
+            "DockerVersion": field("docker_version"),
             "Created": field("created"),
             "Author": field("author"),
             "Config": config.get("config").cloned().unwrap_or(serde_json::Value::Null),

@@ -170,6 +170,65 @@ pub fn percent_decode(text: &str) -> String {
 }
 
 /// The decoded value of `name` in a query string.
+/// Every value of a repeated parameter (`changes=A&changes=B`).
+pub fn query_params(query: Option<&str>, name: &str) -> Vec<String> {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key == name).then(|| percent_decode(value))
+        })
+        .collect()
+}
+
+/// The largest JSON request body taken (a container create, a commit's config).
+pub const MAX_JSON_BODY: usize = 4 << 20;
+
+/// Forwards a request body to the agent as messages made by `wrap`, until
+/// it ends or the agent stops reading. Resolves to the body's own error, if
+/// any (a truncated upload), for the caller to report.
+pub fn forward_body<T: Send + 'static>(
+    mut body: Incoming,
+    tx: tokio::sync::mpsc::Sender<T>,
+    wrap: fn(Vec<u8>) -> T,
+) -> tokio::task::JoinHandle<Result<(), hyper::Error>> {
+    use http_body_util::BodyExt;
+    tokio::spawn(async move {
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                if tx.send(wrap(data.to_vec())).await.is_err() {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// A tar streamed by the agent as the response body. A failure mid-stream
+/// ends the body early: the client sees a truncated archive, as with dockerd.
+pub fn archive_body(mut chunks: tonic::Streaming<berth_agent_proto::ArchiveChunk>) -> Body {
+    let (tx, body) = channel_body();
+    tokio::spawn(async move {
+        loop {
+            match chunks.message().await {
+                Ok(Some(chunk)) => {
+                    if tx.send(Bytes::from(chunk.data)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(status) => {
+                    tracing::warn!(error = %status.message(), "an archive stream failed mid-way");
+                    return;
+                }
+            }
+        }
+    });
+    body
+}
+
 pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -202,7 +261,16 @@ async fn handle(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> {
         None => match (&method, path) {
             (&Method::POST, "/images/load") => images::load(req, ctx.agent.clone()).await,
             (&Method::GET, "/images/json") => images::list(req.uri().query(), ctx.agent.clone()).await,
-            (&Method::POST, "/images/create") => images::create(&req, ctx).await,
+            (&Method::POST, "/images/create") => images::create(req, ctx).await,
+            (&Method::GET, "/images/get") => {
+                images::save(query_params(req.uri().query(), "names"), ctx.agent.clone()).await
+            }
+            (&Method::POST, "/images/prune") => images::prune(req.uri().query(), ctx.agent.clone()).await,
+            (&Method::POST, "/commit") => images::commit(req, ctx.agent.clone()).await,
+            (&Method::GET, path) if path.starts_with("/distribution/") && path.ends_with("/json") => {
+                let name = percent_decode(&path["/distribution/".len()..path.len() - "/json".len()]);
+                images::distribution(&req, &name, ctx).await
+            }
             (_, path) if path == "/networks" || path.starts_with("/networks/") => {
                 let query = req.uri().query().map(str::to_string);
                 // Read before answering: a client still writing a body we
@@ -228,6 +296,12 @@ async fn handle(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> {
             },
             (_, path) if path.starts_with("/containers/") => match containers::route(req, path, ctx).await {
                 Some(response) => response,
+                // `docker inspect NAME` asks for a container first and, on
+                // 404, for an image; image names have slashes and colons.
+                None if method == Method::GET && path.ends_with("/json") => {
+                    let name = percent_decode(&path["/containers/".len()..path.len() - "/json".len()]);
+                    error(StatusCode::NOT_FOUND, format!("No such container: {name}"))
+                }
                 None => route_local(&method, path, &ctx.facts),
             },
             (_, path) if path.starts_with("/images/") => {
@@ -238,6 +312,10 @@ async fn handle(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> {
                 match (&method, rest.rsplit_once('/')) {
                     (&Method::GET, Some((name, "json"))) => images::inspect(name, ctx.agent.clone()).await,
                     (&Method::POST, Some((name, "tag"))) => images::tag(name, query, ctx.agent.clone()).await,
+                    (&Method::GET, Some((name, "get"))) => {
+                        images::save(vec![name.to_string()], ctx.agent.clone()).await
+                    }
+                    (&Method::GET, Some((name, "history"))) => images::history(name, ctx.agent.clone()).await,
                     (&Method::DELETE, _) => images::remove(&rest, query, ctx.agent.clone()).await,
                     _ => route_local(&method, path, &ctx.facts),
                 }

@@ -169,7 +169,7 @@ fn tag_untag_remove_and_collect_layers() {
     assert!(err.to_string().contains("must be forced"), "{err}");
     // One of two tags: untag only.
     let removed = store.remove("a:2", false).unwrap();
-    assert_eq!(removed, Removed { untagged: vec!["docker.io/library/a:2".into()], deleted: vec![] });
+    assert_eq!(removed, Removed { untagged: vec!["docker.io/library/a:2".into()], deleted: vec![], reclaimed: 0 });
     assert!(store.resolve("a:1").is_some());
     // The last tag: the image goes, and its own layer, but not the shared one.
     let removed = store.remove("a:1", false).unwrap();
