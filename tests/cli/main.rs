@@ -326,6 +326,13 @@ fn pull_from_a_local_registry() {
     let out = docker(&berth, &["pull", &format!("127.0.0.1:{}/library/nope:1", registry.port)]);
     assert!(stderr(&out).contains("not found: manifest unknown"), "{}", describe(&out));
 
+    // A pulled image saves (its layers rebuilt exactly) and loads back.
+    let saved = berth.home.path().join("pulled.tar").display().to_string();
+    ok(&berth, &["save", "-o", &saved, &image]);
+    ok(&berth, &["rmi", &image]);
+    ok(&berth, &["load", "-i", &saved]);
+    assert_eq!(ok(&berth, &["run", "--rm", &image, "echo", "reloaded"]), "reloaded\n");
+
     // What the registry serves for a reference (docker-py's inspect_distribution).
     let sock = berth.run_dir().join("docker.sock");
     let out = Command::new("curl")

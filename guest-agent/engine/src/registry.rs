@@ -802,14 +802,15 @@ fn commit(
                 // Another pull may have put the same layer in place meanwhile: keep that one.
                 if !dest.is_dir() {
                     let ours = work.join(format!("layer-{}", layer.index));
-                    std::fs::rename(&ours, &dest).map_err(|e| StoreError::Io {
+                    let moved = crate::tarsplit::rename(&ours, &dest).and_then(|()| std::fs::rename(&ours, &dest));
+                    moved.map_err(|e| StoreError::Io {
                         context: format!("moving a layer into {}", dest.display()),
                         source: e,
                     })?;
                 }
                 size += bytes;
             }
-            None if dest.is_dir() => size += estimate_tar_size(&dest),
+            None if dest.is_dir() => size += store.layer_size(&layer.diff_id),
             None => {
                 return Err(StoreError::Conflict(format!(
                     "layer {} ({}) was removed while pulling: pull again",
@@ -828,28 +829,6 @@ fn commit(
     let tags: Vec<String> = tag.into_iter().map(String::from).collect();
     store.add_image(id, size, &tags)?;
     Ok(!unchanged)
-}
-
-/// The size of the tar stream a layer directory came from, roughly (a 512
-/// byte header per entry, contents padded to 512): the store records the
-/// uncompressed size per image, not per layer, so a layer this pull did not
-/// download has to be measured.
-fn estimate_tar_size(dir: &Path) -> u64 {
-    let mut size = 1024;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.path().symlink_metadata() else { continue };
-            size += 512;
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else if meta.is_file() {
-                size += meta.len().div_ceil(512) * 512;
-            }
-        }
-    }
-    size
 }
 
 #[cfg(test)]

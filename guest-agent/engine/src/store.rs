@@ -281,12 +281,17 @@ impl ImageStore {
         for diff_id in &record.diff_ids {
             if !self.index.images.values().any(|other| other.diff_ids.contains(diff_id)) {
                 let dir = self.layer_dir(diff_id)?;
-                removed.reclaimed += crate::tarsplit::tar_size(&dir).unwrap_or_else(|_| crate::volume::tree_size(&dir));
+                removed.reclaimed += layer_size_of(&dir);
                 std::fs::remove_dir_all(&dir).map_err(io_err(format!("removing {}", dir.display())))?;
                 crate::tarsplit::remove(&dir);
             }
         }
         Ok(removed)
+    }
+
+    /// The length of a stored layer's tar stream (0 for an unknown layer).
+    pub fn layer_size(&self, diff_id: &str) -> u64 {
+        self.layer_dir(diff_id).map(|dir| layer_size_of(&dir)).unwrap_or(0)
     }
 
     /// Where in-flight downloads and unpacks go (emptied at open, so nothing
@@ -446,7 +451,7 @@ impl ImageStore {
         let mut size = 0;
         for diff_id in &parsed.rootfs.diff_ids {
             let dir = self.layer_dir(diff_id)?;
-            size += crate::tarsplit::tar_size(&dir).unwrap_or_else(|_| crate::volume::tree_size(&dir));
+            size += layer_size_of(&dir);
         }
         let id = self.write_blob(bytes.as_slice(), None)?;
         let tags = tags.iter().map(|t| reference::normalize(t).map_err(invalid)).collect::<Result<Vec<_>, _>>()?;
@@ -499,8 +504,7 @@ impl ImageStore {
                 } else {
                     layers
                         .next()
-                        .and_then(|d| self.layer_dir(d).ok())
-                        .map(|dir| crate::tarsplit::tar_size(&dir).unwrap_or_else(|_| crate::volume::tree_size(&dir)))
+                        .map(|d| self.layer_size(d))
                         .unwrap_or(0)
                 };
                 serde_json::json!({
@@ -550,6 +554,31 @@ impl ImageStore {
         }
         Ok((deleted, reclaimed))
     }
+}
+
+/// A layer's tar length from its tar-split, or an estimate from its files
+/// for a layer stored without one.
+fn layer_size_of(dir: &Path) -> u64 {
+    crate::tarsplit::tar_size(dir).unwrap_or_else(|_| estimate_tar_size(dir))
+}
+
+/// Roughly (a 512 byte header per entry, contents padded to 512).
+fn estimate_tar_size(dir: &Path) -> u64 {
+    let mut size = 1024;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.path().symlink_metadata() else { continue };
+            size += 512;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                size += meta.len().div_ceil(512) * 512;
+            }
+        }
+    }
+    size
 }
 
 /// What `docker save` of some images writes, resolved under the store's
