@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Packs the Berth initramfs: the static berth-agent as /init, busybox for
-# `berth shell` and debugging, and mke2fs (with its libraries) so the agent
-# can format the data disk on first boot.
+# `berth shell` and debugging, mke2fs (with its libraries) so the agent
+# can format the data disk on first boot, and Debian's static tini as
+# /usr/libexec/berth/docker-init for `docker run --init` (Docker's own
+# docker-init is tini too).
 #
 #   initramfs/build.sh AGENT_BINARY OUTPUT.cpio
 #
@@ -15,9 +17,14 @@ agent=$(realpath "$agent")
 out=$(realpath -m "$out")
 busybox=${BUSYBOX:-/bin/busybox}
 mke2fs=$(command -v mke2fs || echo /sbin/mke2fs)
-for f in "$agent" "$busybox" "$mke2fs"; do
-  [ -x "$f" ] || { echo "initramfs: missing $f" >&2; exit 1; }
+tini=${TINI:-/usr/bin/tini-static}
+for f in "$agent" "$busybox" "$mke2fs" "$tini"; do
+  [ -x "$f" ] || { echo "initramfs: missing $f (packaging/setup.sh installs it)" >&2; exit 1; }
 done
+# Bound into containers, whose images may have no libc.
+if ldd "$tini" >/dev/null 2>&1; then
+  echo "initramfs: $tini is not static; install Debian tini (tini-static)" >&2; exit 1
+fi
 # ldd succeeds only on dynamically linked programs.
 if ldd "$busybox" >/dev/null 2>&1; then
   echo "initramfs: $busybox is not static; install Debian busybox-static" >&2; exit 1
@@ -45,6 +52,8 @@ ldd "$mke2fs" | awk '/=>/ {print $3} /^\t\/lib/ {print $1}' | while read -r lib;
   install -m 0755 "$(readlink -f "$lib")" ".$lib"
 done
 [ -f /etc/mke2fs.conf ] && install -m 0644 /etc/mke2fs.conf etc/mke2fs.conf
+mkdir -p usr/libexec/berth
+install -m 0755 "$tini" usr/libexec/berth/docker-init
 # Root certificates for image pulls over HTTPS (Debian's ca-certificates).
 ca=/etc/ssl/certs/ca-certificates.crt
 [ -f "$ca" ] || { echo "initramfs: $ca is missing; install Debian ca-certificates" >&2; exit 1; }

@@ -3,7 +3,8 @@
 //! the container's root first, with the tar streamed through its stdio.
 //! A stopped container's overlay is mounted for the operation and
 //! unmounted after it (under the container's operation lock, so a start
-//! cannot race it).
+//! cannot race it); the helper binds the container's volumes and binds
+//! over it, so `docker cp` sees them before the container ever ran.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -61,10 +62,18 @@ impl Containers {
             .map_err(|e| Status::internal(e.to_string()))?;
             true
         };
+        // `docker export` is of the root filesystem alone, as Docker's is.
+        let mounts = if running || op == "export" {
+            Vec::new()
+        } else {
+            let volumes = crate::containers::volume_binds(&record, &self.volumes_root).map_err(Status::internal)?;
+            record.host_binds().into_iter().chain(volumes).collect()
+        };
         let plan = ArchivePlan {
             pid: running.then_some(record.state.pid),
             rootfs: (!running).then(|| layer.merged.clone()),
             path: if path.is_empty() { "/".into() } else { path.to_string() },
+            mounts,
         };
         let result = self.run_archive_helper(op, &plan, input, output).await;
         if mounted_here && !entry.state().status.is_running() {

@@ -20,6 +20,7 @@ use berth_engine::container::{self, Container, RestartPolicy, State, Status};
 use berth_engine::logfile::{self, LogCursor, Record};
 use berth_engine::rootfs::{self, ContainerLayer};
 use berth_engine::shim::{self, ShimConfig};
+use berth_engine::spec::NamespaceMode;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 use tonic::Status as RpcStatus;
@@ -236,10 +237,19 @@ impl Containers {
     ) -> Result<String, RpcStatus> {
         self.ensure_loaded().await?;
         let id = random_hex();
-        let resolved =
+        let mut resolved =
             container::resolve(&request, &image.config, &id).map_err(|e| RpcStatus::invalid_argument(e.to_string()))?;
         if resolved.init {
-            return Err(RpcStatus::invalid_argument("--init is not supported by Berth yet"));
+            init_binary()?;
+        }
+        if let NamespaceMode::Container(other) = &resolved.options.pid {
+            self.lookup(other).await?;
+        }
+        let volumes_from = container::parse_volumes_from(&resolved.host_config)
+            .map_err(|e| RpcStatus::invalid_argument(e.to_string()))?;
+        for from in volumes_from {
+            let source = self.lookup(&from.container).await?.snapshot();
+            resolved.inherit(&source, from.readonly);
         }
         let name = name.strip_prefix('/').unwrap_or(name).to_string();
         let name = if name.is_empty() {
@@ -270,9 +280,12 @@ impl Containers {
             state: State::default(),
             restart_count: 0,
             volumes: Vec::new(),
+            binds_from: resolved.inherited_binds,
         };
         let mut record = record;
-        record.volumes = self.create_volumes(resolved.volumes).await?;
+        let own_volumes = resolved.volumes.into_iter().chain(resolved.image_volumes).collect();
+        record.volumes = self.create_volumes(own_volumes).await?;
+        record.volumes.extend(resolved.inherited_volumes);
         // The name check and the insertion happen under one lock, so two
         // creates with one name cannot both win.
         {
@@ -294,14 +307,21 @@ impl Containers {
                 }),
             );
         }
-        let written = (|| -> std::io::Result<()> {
-            std::fs::create_dir_all(&dir)?;
-            write_etc_files(&dir, &record)?;
-            shim::write_atomically(&dir.join(CONTAINER_FILE), &serde_json::to_vec_pretty(&record)?)
-        })();
+        let (record2, dir2, volumes_root) = (record.clone(), dir.clone(), self.volumes_root.clone());
+        let written = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let (record, dir) = (record2, dir2);
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            write_etc_files(&dir, &record).map_err(|e| e.to_string())?;
+            fill_volumes(&record, &dir, &volumes_root)?;
+            let json = serde_json::to_vec_pretty(&record).map_err(|e| e.to_string())?;
+            shim::write_atomically(&dir.join(CONTAINER_FILE), &json).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| RpcStatus::internal(e.to_string()))?;
         if let Err(err) = written {
             self.entries.lock().unwrap().remove(&id);
             let _ = std::fs::remove_dir_all(&dir);
+            self.remove_anonymous_volumes(&record.volumes).await;
             return Err(RpcStatus::internal(format!("creating the container: {err}")));
         }
         tracing::info!(%id, %name, "container created");
@@ -336,10 +356,15 @@ impl Containers {
         let dir = entry.dir.clone();
         let cgroup_root = self.cgroup_root.clone();
         let volumes_root = self.volumes_root.clone();
-        let prepared =
-            tokio::task::spawn_blocking(move || prepare(&record, &dir, cgroup_root.as_deref(), &volumes_root))
-                .await
-                .map_err(|e| RpcStatus::internal(e.to_string()))?;
+        let pid_namespace = match record.host_config["PidMode"].as_str().and_then(|m| m.strip_prefix("container:")) {
+            Some(other) => Some(self.pid_namespace_of(other).await?),
+            None => None,
+        };
+        let prepared = tokio::task::spawn_blocking(move || {
+            prepare(&record, &dir, cgroup_root.as_deref(), &volumes_root, pid_namespace)
+        })
+        .await
+        .map_err(|e| RpcStatus::internal(e.to_string()))?;
         if let Err(message) = prepared {
             return Err(self.failed_to_start(entry, message).await);
         }
@@ -395,6 +420,47 @@ impl Containers {
         tracing::info!(id = %entry.snapshot().id, pid, "container started");
         self.emit("start", &entry.snapshot(), &[]);
         tokio::spawn(self.watch_exit(entry.clone(), fd));
+        Ok(())
+    }
+
+    /// The PID namespace of another container (`--pid container:NAME`),
+    /// which must be running.
+    async fn pid_namespace_of(self: &Arc<Self>, name: &str) -> Result<PathBuf, RpcStatus> {
+        let other = self.lookup(name).await?.snapshot();
+        if other.state.status != Status::Running || other.state.pid <= 0 {
+            // dockerd's words.
+            return Err(RpcStatus::aborted(format!("cannot join PID of a non running container: {}", other.id)));
+        }
+        Ok(PathBuf::from(format!("/proc/{}/ns/pid", other.state.pid)))
+    }
+
+    /// `docker update`: new resource limits (written to the running
+    /// container's cgroup first, so a refused limit changes nothing) and
+    /// restart policy, kept in the record for inspect and later starts.
+    pub async fn update(self: &Arc<Self>, name: &str, update: &serde_json::Value) -> Result<(), RpcStatus> {
+        let entry = self.lookup(name).await?;
+        let _op = entry.op.lock().await;
+        let record = entry.snapshot();
+        let invalid = |e: container::CreateError| RpcStatus::invalid_argument(e.to_string());
+        let host_config = container::apply_update(&record.host_config, update).map_err(invalid)?;
+        let mut request = record.config.clone();
+        request["HostConfig"] = host_config.clone();
+        let image_config = serde_json::json!({ "config": record.config });
+        let resolved = container::resolve(&request, &image_config, &record.id).map_err(invalid)?;
+        // All of the container's limits are written, not only the new ones:
+        // the same values again change nothing, and a container without
+        // limits has none to write.
+        if matches!(record.state.status, Status::Running | Status::Paused) {
+            let cgroup = self.cgroup_of(&record.id)?;
+            let limits = berth_engine::spec::resource_limits(&resolved.options.resources)
+                .map_err(|e| RpcStatus::invalid_argument(e.to_string()))?;
+            tokio::task::spawn_blocking(move || berth_engine::cgroup::update(&cgroup, &limits))
+                .await
+                .map_err(|e| RpcStatus::internal(e.to_string()))?
+                .map_err(|e| RpcStatus::failed_precondition(format!("Cannot update container {}: {e}", record.id)))?;
+        }
+        entry.update(|c| c.host_config = host_config)?;
+        self.emit("update", &entry.snapshot(), &[]);
         Ok(())
     }
 
@@ -1368,13 +1434,73 @@ fn enter_plan(
     })
 }
 
+/// Where `--init` finds its init (tini, as Docker's docker-init is): the
+/// initramfs puts it in the VM; a local agent may use Debian's tini.
+const INIT_CANDIDATES: &[&str] = &["/usr/libexec/berth/docker-init", "/usr/bin/tini-static"];
+
+/// Where `--init`'s binary is mounted in the container, as in Docker.
+const INIT_IN_CONTAINER: &str = "/sbin/docker-init";
+
+/// The init binary for `--init`; never silently none.
+fn init_binary() -> Result<PathBuf, RpcStatus> {
+    INIT_CANDIDATES.iter().map(PathBuf::from).find(|p| p.is_file()).ok_or_else(|| {
+        RpcStatus::invalid_argument(format!(
+            "--init needs an init binary (tini), and there is none at {}",
+            INIT_CANDIDATES.join(" or ")
+        ))
+    })
+}
+
+/// Fills the container's new volumes from the image, at create as Docker
+/// does (so `docker cp` into a created container sees the content). Volumes
+/// with content, `nocopy` ones and those from `--volumes-from` are left.
+fn fill_volumes(record: &Container, dir: &Path, volumes_root: &Path) -> Result<(), String> {
+    if record.volumes.iter().all(|v| v.nocopy) {
+        return Ok(());
+    }
+    let layer = ContainerLayer::under(dir);
+    rootfs::mount_overlay(&record.layers, &layer).map_err(|e| e.to_string())?;
+    let volumes = berth_engine::volume::VolumeStore::open(volumes_root).map_err(|e| e.to_string());
+    let filled = volumes.and_then(|volumes| {
+        for volume in record.volumes.iter().filter(|v| !v.nocopy) {
+            let in_image = berth_engine::runtime::resolve_in_root(&layer.merged, Path::new(&volume.target))
+                .map_err(|e| format!("resolving {}: {e}", volume.target))?;
+            berth_engine::volume::copy_up(&in_image, &volumes.data_dir(&volume.name))
+                .map_err(|e| format!("filling volume {} from the image: {e}", volume.name))?;
+        }
+        Ok(())
+    });
+    let _ = rootfs::unmount_overlay(&layer);
+    filled
+}
+
+/// The container's volumes, as the bind mounts of their data directories.
+pub(crate) fn volume_binds(record: &Container, volumes_root: &Path) -> Result<Vec<berth_engine::spec::Bind>, String> {
+    let store = berth_engine::volume::VolumeStore::open(volumes_root).map_err(|e| e.to_string())?;
+    Ok(record
+        .volumes
+        .iter()
+        .map(|volume| berth_engine::spec::Bind {
+            source: store.data_dir(&volume.name),
+            target: PathBuf::from(&volume.target),
+            readonly: volume.readonly,
+        })
+        .collect())
+}
+
 /// Everything before the shim: the overlay, the user, the working
 /// directory, the spec and the shim's own config. Blocking.
-fn prepare(record: &Container, dir: &Path, cgroup_root: Option<&Path>, volumes_root: &Path) -> Result<(), String> {
+fn prepare(
+    record: &Container,
+    dir: &Path,
+    cgroup_root: Option<&Path>,
+    volumes_root: &Path,
+    pid_namespace: Option<PathBuf>,
+) -> Result<(), String> {
     let layer = ContainerLayer::under(dir);
     let _ = rootfs::unmount_overlay(&layer);
     rootfs::mount_overlay(&record.layers, &layer).map_err(|e| e.to_string())?;
-    let result = prepare_mounted(record, dir, &layer, cgroup_root, volumes_root);
+    let result = prepare_mounted(record, dir, &layer, cgroup_root, volumes_root, pid_namespace);
     if result.is_err() {
         let _ = rootfs::unmount_overlay(&layer);
     }
@@ -1387,6 +1513,7 @@ fn prepare_mounted(
     layer: &ContainerLayer,
     cgroup_root: Option<&Path>,
     volumes_root: &Path,
+    pid_namespace: Option<PathBuf>,
 ) -> Result<(), String> {
     let image_config = serde_json::json!({ "config": record.config });
     let resolved = container::resolve(
@@ -1428,20 +1555,22 @@ fn prepare_mounted(
             .map_err(|e| format!("resolving the working directory: {e}"))?;
         std::fs::create_dir_all(&cwd).map_err(|e| format!("creating the working directory: {e}"))?;
     }
-    let volumes = berth_engine::volume::VolumeStore::open(volumes_root).map_err(|e| e.to_string())?;
-    for volume in &record.volumes {
-        let data = volumes.data_dir(&volume.name);
-        if !volume.nocopy {
-            let in_image = berth_engine::runtime::resolve_in_root(&layer.merged, Path::new(&volume.target))
-                .map_err(|e| format!("resolving {}: {e}", volume.target))?;
-            berth_engine::volume::copy_up(&in_image, &data)
-                .map_err(|e| format!("filling volume {} from the image: {e}", volume.name))?;
-        }
+    // The container's own binds came back from `resolve`; the rest of its
+    // mounts are in the record.
+    options.binds.extend(record.binds_from.iter().cloned());
+    options.binds.extend(volume_binds(record, volumes_root)?);
+    if let Some(path) = pid_namespace {
+        options.pid = berth_engine::spec::NamespaceMode::Join(path);
+    }
+    if resolved.init {
+        let init = init_binary().map_err(|e| e.message().to_string())?;
         options.binds.push(berth_engine::spec::Bind {
-            source: data,
-            target: PathBuf::from(&volume.target),
-            readonly: volume.readonly,
+            source: init,
+            target: PathBuf::from(INIT_IN_CONTAINER),
+            readonly: true,
         });
+        // tini's `--`: everything after it is the command, flags included.
+        options.args.splice(0..0, [INIT_IN_CONTAINER.to_string(), "--".to_string()]);
     }
     for file in ["hostname", "hosts", "resolv.conf"] {
         options.binds.push(berth_engine::spec::Bind {

@@ -547,6 +547,17 @@ impl Agent for AgentService {
         Ok(Response::new(Empty {}))
     }
 
+    async fn update_container(
+        &self,
+        req: Request<berth_agent_proto::UpdateContainerRequest>,
+    ) -> Result<Response<JsonResponse>, Status> {
+        let berth_agent_proto::UpdateContainerRequest { id, update_json } = req.into_inner();
+        let update: serde_json::Value = serde_json::from_slice(&update_json)
+            .map_err(|e| Status::invalid_argument(format!("invalid JSON in the update: {e}")))?;
+        self.containers.update(&id, &update).await?;
+        Ok(Response::new(JsonResponse { json: serde_json::json!({ "Warnings": [] }).to_string().into_bytes() }))
+    }
+
     async fn top_container(&self, req: Request<ContainerRef>) -> Result<Response<JsonResponse>, Status> {
         let value = self.containers.top(&req.into_inner().id).await?;
         Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))

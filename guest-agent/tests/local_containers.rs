@@ -249,3 +249,49 @@ async fn containers_outlive_a_crashed_agent() {
     assert_eq!(wait(&mut agent.client, &id, "").await, 7);
     assert_eq!(logs(&mut agent.client, &id).await.0, "before\nafter\n");
 }
+
+#[tokio::test]
+async fn volumes_from_and_update_through_the_engine() {
+    let mut agent = start_agent().await;
+    let client = &mut agent.client;
+    load_busybox(client).await;
+
+    // Docker's 404 for a --volumes-from container that does not exist.
+    let err =
+        create(client, "", json!({"Cmd": ["true"], "HostConfig": {"VolumesFrom": ["nope:ro"]}})).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (tonic::Code::NotFound, "No such container: nope"));
+    let err = create(client, "", json!({"Cmd": ["true"], "HostConfig": {"VolumesFrom": ["x:bad"]}})).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (tonic::Code::InvalidArgument, "invalid mode: bad"));
+
+    // Inherited by ID prefix, shown in inspect, at the same path.
+    let source = create(client, "", json!({"Cmd": ["true"], "Volumes": {"/shared": {}}})).await.unwrap();
+    let user =
+        create(client, "", json!({"Cmd": ["true"], "HostConfig": {"VolumesFrom": [&source[..12]]}})).await.unwrap();
+    let (from, to) = (inspect(client, &source).await, inspect(client, &user).await);
+    assert_eq!(to["Mounts"][0]["Name"], from["Mounts"][0]["Name"]);
+    assert_eq!(to["Mounts"][0]["Destination"], "/shared");
+    assert_eq!(to["HostConfig"]["VolumesFrom"], json!([&source[..12]]));
+
+    // Update: Docker's answer, the record changed, zero fields left alone.
+    let update = |id: &str, body: Value| berth_agent_proto::UpdateContainerRequest {
+        id: id.into(),
+        update_json: body.to_string().into_bytes(),
+    };
+    let reply = client
+        .update_container(update(
+            &user,
+            json!({"RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 2}, "Memory": 0}),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(serde_json::from_slice::<Value>(&reply.json).unwrap(), json!({"Warnings": []}));
+    let host_config = inspect(client, &user).await["HostConfig"].clone();
+    assert_eq!(host_config["RestartPolicy"], json!({"Name": "on-failure", "MaximumRetryCount": 2}));
+    assert_eq!(host_config["Runtime"], "runc");
+    let err =
+        client.update_container(update(&user, json!({"Devices": [{"PathOnHost": "/dev/kmsg"}]}))).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{}", err.message());
+    let err = client.update_container(update("nope", json!({}))).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+}

@@ -315,6 +315,177 @@ fn copy_files_both_ways_and_export() {
 }
 
 #[test]
+fn copy_into_the_volumes_of_a_container_that_never_ran() {
+    let berth = local_berth();
+    // Docker makes a container's volumes at create: `docker cp` reaches them
+    // before the first start, and the container then sees what was copied.
+    ok(&berth, &["create", "--name", "fresh", "-v", "/vol1", "busybox", "cat", "/vol1/in.txt"]);
+    let host_file = berth.home.path().join("in.txt");
+    std::fs::write(&host_file, b"copied before start\n").unwrap();
+    ok(&berth, &["cp", &host_file.display().to_string(), "fresh:/vol1/"]);
+    let tar = docker(&berth, &["cp", "fresh:/vol1/in.txt", "-"]);
+    assert!(tar.status.success(), "{}", describe(&tar));
+    assert!(stdout(&tar).contains("copied before start"), "{}", describe(&tar));
+    assert_eq!(ok(&berth, &["start", "-a", "fresh"]), "copied before start\n");
+    // The image's content fills the volume at create too.
+    ok(&berth, &["create", "--name", "etc-vol", "-v", "/etc", "busybox", "true"]);
+    let out_dir = berth.home.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    ok(&berth, &["cp", "etc-vol:/etc/passwd", &out_dir.display().to_string()]);
+    assert!(std::fs::read_to_string(out_dir.join("passwd")).unwrap().contains("app:x:1000"));
+    ok(&berth, &["rm", "-v", "fresh", "etc-vol"]);
+    assert_eq!(ok(&berth, &["volume", "ls", "-q"]), "", "the anonymous volumes went with their containers");
+    berth.stop_and_check_clean();
+}
+
+#[test]
+fn volumes_from_another_container() {
+    let berth = local_berth();
+    let host_dir = berth.home.path().join("shared");
+    std::fs::create_dir(&host_dir).unwrap();
+    std::fs::write(host_dir.join("host.txt"), b"from the host\n").unwrap();
+    let bind = format!("{}:/bound:ro", host_dir.display());
+    ok(
+        &berth,
+        &[
+            "run",
+            "--name",
+            "source",
+            "-v",
+            "named:/named",
+            "-v",
+            "/anon",
+            "-v",
+            &bind,
+            "busybox",
+            "sh",
+            "-c",
+            "echo named > /named/f; echo anon > /anon/f",
+        ],
+    );
+    // Named and anonymous volumes and binds, at the same paths.
+    let out = ok(
+        &berth,
+        &[
+            "run",
+            "--rm",
+            "--volumes-from",
+            "source",
+            "busybox",
+            "sh",
+            "-c",
+            "cat /named/f /anon/f /bound/host.txt; echo more > /named/g && echo wrote",
+        ],
+    );
+    assert_eq!(out, "named\nanon\nfrom the host\nwrote\n");
+    // `:ro` makes them read-only.
+    let out =
+        docker(&berth, &["run", "--rm", "--volumes-from", "source:ro", "busybox", "sh", "-c", "echo x > /named/h"]);
+    assert!(stderr(&out).contains("Read-only file system"), "{}", describe(&out));
+    // inspect shows where they come from.
+    ok(&berth, &["create", "--name", "user", "--volumes-from", "source:ro", "busybox", "true"]);
+    assert_eq!(ok(&berth, &["inspect", "--format", "{{json .HostConfig.VolumesFrom}}", "user"]), "[\"source:ro\"]\n");
+    let mounts =
+        ok(&berth, &["inspect", "--format", "{{range .Mounts}}{{.Type}} {{.Destination}} {{.RW}};{{end}}", "user"]);
+    assert_eq!(mounts, "volume /named false;volume /anon false;bind /bound false;\n");
+    // The volumes are in use as long as either container is there.
+    let out = docker(&berth, &["volume", "rm", "named"]);
+    assert!(stderr(&out).contains("volume is in use"), "{}", describe(&out));
+
+    // An unknown container is a 404 (the agent test checks its words): the
+    // docker CLI takes any 404 from create for a missing image.
+    let out = docker(&berth, &["create", "--volumes-from", "nope", "busybox", "true"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    ok(&berth, &["rm", "-v", "user", "source"]);
+    ok(&berth, &["volume", "rm", "named"]);
+    berth.stop_and_check_clean();
+}
+
+/// The namespace a process of this test is in, as /proc names it.
+fn own_namespace(kind: &str) -> String {
+    std::fs::read_link(format!("/proc/self/ns/{kind}")).unwrap().display().to_string()
+}
+
+#[test]
+fn host_namespaces_another_containers_pids_and_init() {
+    let berth = local_berth();
+    let namespaces = "for ns in pid ipc uts; do readlink /proc/self/ns/$ns; done; hostname";
+    let private = ok(&berth, &["run", "--rm", "busybox", "sh", "-c", namespaces]);
+    let shared = ok(
+        &berth,
+        &["run", "--rm", "--pid", "host", "--ipc", "host", "--uts", "host", "busybox", "sh", "-c", namespaces],
+    );
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    let host = format!("{}\n{}\n{}\n{host_name}\n", own_namespace("pid"), own_namespace("ipc"), own_namespace("uts"));
+    assert_eq!(shared, host, "the machine's namespaces, and its name");
+    assert!(private.lines().zip(host.lines()).all(|(a, b)| a != b), "{private} vs {host}");
+
+    // Another container's PID namespace: its processes are visible.
+    ok(&berth, &["run", "-d", "--name", "pids", "busybox", "sleep", "300"]);
+    let ps = ok(&berth, &["run", "--rm", "--pid", "container:pids", "busybox", "ps", "-o", "pid,args"]);
+    assert!(ps.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", "sleep", "300"]), "{ps}");
+    ok(&berth, &["rm", "-f", "pids"]);
+
+    // --init: tini as PID 1 (bound at /sbin/docker-init, as Docker does).
+    let ps = ok(&berth, &["run", "--rm", "--init", "busybox", "ps", "-o", "pid,args"]);
+    assert!(
+        ps.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["1", "/sbin/docker-init", "--", "ps", "-o", "pid,args"]),
+        "{ps}"
+    );
+    // It forwards SIGTERM: `sleep` dies of it (143), not of the SIGKILL a
+    // PID 1 without handlers would get after the timeout (137).
+    ok(&berth, &["run", "-d", "--init", "--name", "inited", "busybox", "sleep", "300"]);
+    ok(&berth, &["stop", "-t", "60", "inited"]);
+    assert_eq!(
+        ok(&berth, &["inspect", "--format", "{{.State.ExitCode}} {{.HostConfig.Init}}", "inited"]),
+        "143 true\n"
+    );
+    ok(&berth, &["rm", "inited"]);
+    berth.stop_and_check_clean();
+}
+
+#[test]
+fn update_restart_policy_and_limits_and_runtime() {
+    let berth = local_berth();
+    ok(&berth, &["run", "-d", "--name", "upd", "--restart", "always", "busybox", "sleep", "300"]);
+    ok(&berth, &["update", "--restart", "on-failure:3", "upd"]);
+    let policy = "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}}";
+    assert_eq!(ok(&berth, &["inspect", "--format", policy, "upd"]), "on-failure 3\n");
+    ok(&berth, &["restart", "-t", "0", "upd"]);
+    assert_eq!(ok(&berth, &["inspect", "--format", policy, "upd"]), "on-failure 3\n", "kept across a restart");
+
+    // Limits go to the running container's cgroup: where the machine has
+    // the memory controller they apply, elsewhere the refusal says why.
+    let has_memory_controller = ["/sys/fs/cgroup/cgroup.controllers", "/sys/fs/cgroup/unified/cgroup.controllers"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(f).ok())
+        .is_some_and(|c| c.split_whitespace().any(|c| c == "memory"));
+    let out = docker(&berth, &["update", "--memory", "64m", "--memory-swap", "128m", "upd"]);
+    if has_memory_controller {
+        assert!(out.status.success(), "{}", describe(&out));
+        assert_eq!(ok(&berth, &["inspect", "--format", "{{.HostConfig.Memory}}", "upd"]), "67108864\n");
+    } else {
+        assert!(stderr(&out).contains("needs the cgroup v2 memory controller"), "{}", describe(&out));
+        assert_eq!(ok(&berth, &["inspect", "--format", "{{.HostConfig.Memory}}", "upd"]), "0\n", "nothing changed");
+    }
+    let out = docker(&berth, &["update", "--blkio-weight", "300", "upd"]);
+    assert!(stderr(&out).contains("updating BlkioWeight is not supported"), "{}", describe(&out));
+    let out = docker(&berth, &["update", "--restart", "always", "nope"]);
+    assert!(stderr(&out).contains("No such container: nope"), "{}", describe(&out));
+    ok(&berth, &["rm", "-f", "upd"]);
+
+    // One runtime, under Docker's default name.
+    ok(&berth, &["create", "--name", "rt", "--runtime", "runc", "busybox", "true"]);
+    assert_eq!(ok(&berth, &["inspect", "--format", "{{.HostConfig.Runtime}}", "rt"]), "runc\n");
+    let out = docker(&berth, &["create", "--runtime", "kata", "busybox", "true"]);
+    assert!(stderr(&out).contains("Unknown runtime specified kata"), "{}", describe(&out));
+    ok(&berth, &["rm", "rt"]);
+    berth.stop_and_check_clean();
+}
+
+#[test]
 fn pull_from_a_local_registry() {
     let registry = harness::LocalRegistry::start();
     let berth = local_berth();

@@ -21,6 +21,11 @@ pub struct ArchivePlan {
     pub rootfs: Option<PathBuf>,
     /// The path inside the container.
     pub path: String,
+    /// For a container that is not running: its volumes and binds, mounted
+    /// over `rootfs` (in a mount namespace of the helper's own) so paths
+    /// under them reach their data, as they would in the running container.
+    #[serde(default)]
+    pub mounts: Vec<crate::spec::Bind>,
 }
 
 /// What Docker's `X-Docker-Container-Path-Stat` header carries. `mode`
@@ -91,10 +96,42 @@ pub fn enter_root(plan: &ArchivePlan) -> io::Result<()> {
                 return Err(io::Error::last_os_error());
             }
         }
-        (None, Some(rootfs)) => nix::unistd::chroot(rootfs.as_path()).map_err(io::Error::from)?,
+        (None, Some(rootfs)) => {
+            if !plan.mounts.is_empty() {
+                mount_binds(rootfs, &plan.mounts)?;
+            }
+            nix::unistd::chroot(rootfs.as_path()).map_err(io::Error::from)?
+        }
         (None, None) => return Err(io::Error::new(io::ErrorKind::InvalidInput, "no container root to enter")),
     }
     std::env::set_current_dir("/")
+}
+
+/// Binds `mounts` over `rootfs` in a new mount namespace of this process,
+/// which nothing propagates out of: the mounts end with the helper.
+fn mount_binds(rootfs: &Path, mounts: &[crate::spec::Bind]) -> io::Result<()> {
+    use nix::mount::{mount, MsFlags};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)?;
+    for bind in mounts {
+        // Resolved inside the root: the image's symlinks must not send the
+        // mount onto the VM's own files.
+        let target = crate::runtime::resolve_in_root(rootfs, &bind.target)?;
+        if std::fs::metadata(&bind.source)?.is_dir() {
+            std::fs::create_dir_all(&target)?;
+        } else if std::fs::symlink_metadata(&target).is_err() {
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::File::create(&target)?;
+        }
+        mount(Some(&bind.source), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)?;
+        if bind.readonly {
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+            mount(None::<&str>, &target, None::<&str>, flags, None::<&str>)?;
+        }
+    }
+    Ok(())
 }
 
 pub fn stat(path: &Path) -> io::Result<PathStat> {

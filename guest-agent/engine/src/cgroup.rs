@@ -56,46 +56,77 @@ pub fn shares_to_weight(shares: u64) -> u64 {
     1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142
 }
 
-/// Creates the container's cgroup with its limits. Controllers are enabled
-/// down the tree only as far as the machine has them; a limit that needs a
-/// missing controller is refused (never silently dropped).
-pub fn create(root: &Path, dir: &Path, resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
-    let available = read_trimmed(&root.join("cgroup.controllers")).unwrap_or_default();
-    let available: Vec<&str> = available.split_whitespace().collect();
-    let mut wanted: Vec<(&str, String, &str)> = Vec::new(); // (file, value, controller)
-    if let Some(res) = resources {
-        if let Some(mem) = res.memory() {
-            if let Some(limit) = mem.limit() {
-                wanted.push(("memory.max", limit_value(limit), "memory"));
-                if let Some(swap) = mem.swap() {
-                    // Docker's MemorySwap counts memory plus swap.
-                    let swap_only = if swap < 0 { "max".to_string() } else { (swap - limit).max(0).to_string() };
-                    wanted.push(("memory.swap.max", swap_only, "memory"));
-                }
+/// The cgroup v2 files that carry `resources`: (file, value, controller).
+fn limit_files(resources: Option<&LinuxResources>) -> Vec<(&'static str, String, &'static str)> {
+    let mut wanted = Vec::new();
+    let Some(res) = resources else { return wanted };
+    if let Some(mem) = res.memory() {
+        if let Some(limit) = mem.limit() {
+            wanted.push(("memory.max", limit_value(limit), "memory"));
+            if let Some(swap) = mem.swap() {
+                // Docker's MemorySwap counts memory plus swap.
+                let swap_only = if swap < 0 { "max".to_string() } else { (swap - limit).max(0).to_string() };
+                wanted.push(("memory.swap.max", swap_only, "memory"));
             }
         }
-        if let Some(cpu) = res.cpu() {
-            if let Some(quota) = cpu.quota() {
-                wanted.push(("cpu.max", format!("{} {}", limit_value(quota), cpu.period().unwrap_or(100_000)), "cpu"));
-            }
-            if let Some(shares) = cpu.shares() {
-                wanted.push(("cpu.weight", shares_to_weight(shares).to_string(), "cpu"));
-            }
-            if let Some(cpus) = cpu.cpus() {
-                wanted.push(("cpuset.cpus", cpus.clone(), "cpuset"));
-            }
-        }
-        if let Some(pids) = res.pids() {
-            wanted.push(("pids.max", limit_value(pids.limit()), "pids"));
+        if let Some(reservation) = mem.reservation() {
+            wanted.push(("memory.low", limit_value(reservation), "memory"));
         }
     }
-    for (file, _, controller) in &wanted {
+    if let Some(cpu) = res.cpu() {
+        if let Some(quota) = cpu.quota() {
+            wanted.push(("cpu.max", format!("{} {}", limit_value(quota), cpu.period().unwrap_or(100_000)), "cpu"));
+        }
+        if let Some(shares) = cpu.shares() {
+            wanted.push(("cpu.weight", shares_to_weight(shares).to_string(), "cpu"));
+        }
+        if let Some(cpus) = cpu.cpus() {
+            wanted.push(("cpuset.cpus", cpus.clone(), "cpuset"));
+        }
+        if let Some(mems) = cpu.mems() {
+            wanted.push(("cpuset.mems", mems.clone(), "cpuset"));
+        }
+    }
+    if let Some(pids) = res.pids() {
+        wanted.push(("pids.max", limit_value(pids.limit()), "pids"));
+    }
+    wanted
+}
+
+/// Refuses limits whose controller `controllers_file` does not list.
+fn check_controllers(controllers_file: &Path, wanted: &[(&str, String, &str)]) -> Result<(), CgroupError> {
+    let available = read_trimmed(controllers_file).unwrap_or_default();
+    let available: Vec<&str> = available.split_whitespace().collect();
+    for (file, _, controller) in wanted {
         if !available.contains(controller) {
             return Err(CgroupError::Unsupported(format!(
                 "{file} needs the cgroup v2 {controller} controller, which this machine does not provide"
             )));
         }
     }
+    Ok(())
+}
+
+/// Changes the limits of an existing cgroup (`docker update` of a running
+/// container): each limit `resources` sets is written; others are left.
+pub fn update(dir: &Path, resources: &LinuxResources) -> Result<(), CgroupError> {
+    let wanted = limit_files(Some(resources));
+    // What this cgroup may use: its parent enabled these for it.
+    check_controllers(&dir.join("cgroup.controllers"), &wanted)?;
+    for (file, value, _) in wanted {
+        write(dir, file, &value)?;
+    }
+    Ok(())
+}
+
+/// Creates the container's cgroup with its limits. Controllers are enabled
+/// down the tree only as far as the machine has them; a limit that needs a
+/// missing controller is refused (never silently dropped).
+pub fn create(root: &Path, dir: &Path, resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
+    let wanted = limit_files(resources);
+    check_controllers(&root.join("cgroup.controllers"), &wanted)?;
+    let available = read_trimmed(&root.join("cgroup.controllers")).unwrap_or_default();
+    let available: Vec<&str> = available.split_whitespace().collect();
     // Enable every available controller on the way down, so stats work
     // even for containers without limits.
     let enable: String = ["cpu", "cpuset", "io", "memory", "pids"]
@@ -248,5 +279,46 @@ mod tests {
         assert_eq!(shares_to_weight(1024), 39);
         assert_eq!(shares_to_weight(262_144), 10_000);
         assert_eq!(shares_to_weight(0), 100);
+    }
+
+    fn resources(memory: i64, swap: i64, cpus: &str, pids: i64) -> LinuxResources {
+        use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder};
+        LinuxResourcesBuilder::default()
+            .memory(LinuxMemoryBuilder::default().limit(memory).swap(swap).reservation(memory / 2).build().unwrap())
+            .cpu(LinuxCpuBuilder::default().quota(50_000).period(100_000u64).shares(512u64).cpus(cpus).build().unwrap())
+            .pids(LinuxPidsBuilder::default().limit(pids).build().unwrap())
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn updates_write_the_v2_files_of_the_cgroup() {
+        let dir = tempfile::tempdir().unwrap();
+        let cgroup = dir.path();
+        std::fs::write(cgroup.join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
+        update(cgroup, &resources(300 << 20, 600 << 20, "0-1", 64)).unwrap();
+        let read = |file: &str| std::fs::read_to_string(cgroup.join(file)).unwrap();
+        assert_eq!(read("memory.max"), (300u64 << 20).to_string());
+        assert_eq!(read("memory.swap.max"), (300u64 << 20).to_string(), "swap alone, beyond memory");
+        assert_eq!(read("memory.low"), (150u64 << 20).to_string());
+        assert_eq!(read("cpu.max"), "50000 100000");
+        assert_eq!(read("cpu.weight"), shares_to_weight(512).to_string());
+        assert_eq!(read("cpuset.cpus"), "0-1");
+        assert_eq!(read("pids.max"), "64");
+
+        // Unlimited swap; only what is set is written.
+        let only_memory = oci_spec::runtime::LinuxResourcesBuilder::default()
+            .memory(oci_spec::runtime::LinuxMemoryBuilder::default().limit(100 << 20).swap(-1).build().unwrap())
+            .build()
+            .unwrap();
+        update(cgroup, &only_memory).unwrap();
+        assert_eq!((read("memory.max"), read("memory.swap.max")), ((100u64 << 20).to_string(), "max".to_string()));
+        assert_eq!(read("pids.max"), "64", "limits the update does not name are kept");
+
+        // A cgroup without the controller: a clear refusal, nothing written.
+        std::fs::write(cgroup.join("cgroup.controllers"), "pids\n").unwrap();
+        let err = update(cgroup, &resources(200 << 20, 400 << 20, "0", 32)).unwrap_err().to_string();
+        assert!(err.contains("memory.max needs the cgroup v2 memory controller"), "{err}");
+        assert_eq!(read("memory.max"), (100u64 << 20).to_string());
     }
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::spec::{Bind, ContainerOptions, NetworkMode, Resources};
+use crate::spec::{Bind, ContainerOptions, NamespaceMode, NetworkMode, Resources};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
@@ -104,6 +104,10 @@ pub struct Container {
     pub restart_count: u32,
     #[serde(default)]
     pub volumes: Vec<VolumeMount>,
+    /// Host paths bound through `--volumes-from` (the container's own binds
+    /// stay in its HostConfig), resolved once at create as Docker does.
+    #[serde(default)]
+    pub binds_from: Vec<Bind>,
 }
 
 pub use berth_agent_proto::time::rfc3339;
@@ -135,12 +139,14 @@ const SUPPORTED_HOST_CONFIG: &[&str] = &[
     "ShmSize",
     "Memory",
     "MemorySwap",
+    "MemoryReservation",
     "NanoCpus",
     "CpuShares",
     "CpuQuota",
     "CpuPeriod",
     "PidsLimit",
     "CpusetCpus",
+    "CpusetMems",
     "AutoRemove",
     "RestartPolicy",
     "Init",
@@ -160,12 +166,25 @@ const SUPPORTED_HOST_CONFIG: &[&str] = &[
     // cgroup v1 only; Docker on cgroup v2 accepts and ignores it too.
     "MemorySwappiness",
     "GroupAdd",
+    "VolumesFrom",
+    "Runtime",
 ];
+
+/// The only runtime there is; Docker's default runtime name, which clients
+/// expect in HostConfig.Runtime.
+pub const RUNTIME_NAME: &str = "runc";
 
 /// The container's process and isolation, resolved from the request and the
 /// image's config, ready for `spec::build`.
 pub struct Resolved {
+    /// The volumes the request names (`-v`, `--mount`).
     pub volumes: Vec<VolumeMount>,
+    /// Anonymous volumes for the image's (and Config's) VOLUMEs that nothing
+    /// else is mounted on.
+    pub image_volumes: Vec<VolumeMount>,
+    /// Mounts of the `--volumes-from` containers (see `inherit`).
+    pub inherited_volumes: Vec<VolumeMount>,
+    pub inherited_binds: Vec<Bind>,
     pub config: Value,
     pub host_config: Value,
     pub options: ContainerOptions,
@@ -279,8 +298,11 @@ pub fn resolve(request: &Value, image_config: &Value, id: &str) -> Result<Resolv
         Some(user) => user.to_string(),
         None => image_cfg["User"].as_str().unwrap_or("").to_string(),
     };
+    let uts_host = host_config["UTSMode"].as_str() == Some("host");
     let hostname = match config["Hostname"].as_str().filter(|s| !s.is_empty()) {
         Some(h) => h.to_string(),
+        // The machine's own name: the container shares its UTS namespace.
+        None if uts_host => nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
         None => id[..12].to_string(),
     };
     let mut labels: BTreeMap<String, Value> =
@@ -310,13 +332,14 @@ pub fn resolve(request: &Value, image_config: &Value, id: &str) -> Result<Resolv
         parse_signal(signal).map_err(invalid)?;
     }
 
-    let (options, mut volumes) = host_options(&config, &host_config, args, env, working_dir, hostname)?;
+    let (options, volumes) = host_options(&config, &host_config, args, env, working_dir, hostname)?;
     // The image's VOLUMEs that nothing else is mounted on get anonymous volumes.
+    let mut image_volumes = Vec::new();
     for target in config["Volumes"].as_object().into_iter().flatten().map(|(k, _)| k) {
         let taken =
             volumes.iter().any(|v| &v.target == target) || options.binds.iter().any(|b| b.target == Path::new(target));
         if !taken {
-            volumes.push(VolumeMount {
+            image_volumes.push(VolumeMount {
                 name: String::new(),
                 target: target.clone(),
                 readonly: false,
@@ -337,8 +360,16 @@ pub fn resolve(request: &Value, image_config: &Value, id: &str) -> Result<Resolv
     if restart != RestartPolicy::No && host_config["AutoRemove"].as_bool() == Some(true) {
         return Err(invalid("conflicting options: cannot specify both --restart and --rm"));
     }
+    match host_config["Runtime"].as_str().unwrap_or("") {
+        "" | RUNTIME_NAME => host_config["Runtime"] = json!(RUNTIME_NAME),
+        other => return Err(invalid(format!("Unknown runtime specified {other}"))),
+    }
+    parse_volumes_from(&host_config)?;
     Ok(Resolved {
         volumes,
+        image_volumes,
+        inherited_volumes: Vec::new(),
+        inherited_binds: Vec::new(),
         config,
         init: host_config["Init"].as_bool().unwrap_or(false),
         host_config,
@@ -365,14 +396,25 @@ fn host_options(
             )))
         }
     };
-    for (key, allowed) in [
-        ("IpcMode", &["", "private", "shareable"][..]),
-        ("PidMode", &[""][..]),
-        ("UTSMode", &[""][..]),
-        ("CgroupnsMode", &["", "private"][..]),
-        ("Isolation", &["", "default"][..]),
-        ("Cgroup", &[""][..]),
-    ] {
+    // `container:<id>` for the PID namespace is resolved by the agent at
+    // start (the other container's process); Docker knows no such form for
+    // UTS, and joining another container's IPC namespace would also need
+    // its /dev/shm, which Berth does not share yet.
+    let namespace = |key: &str, joinable: bool| -> Result<NamespaceMode, CreateError> {
+        match hc[key].as_str().unwrap_or("") {
+            "" | "private" | "shareable" if key == "IpcMode" => Ok(NamespaceMode::Private),
+            "" => Ok(NamespaceMode::Private),
+            "host" => Ok(NamespaceMode::Host),
+            other if joinable && other.strip_prefix("container:").is_some_and(|c| !c.is_empty()) => {
+                Ok(NamespaceMode::Container(other["container:".len()..].to_string()))
+            }
+            other => Err(invalid(format!("HostConfig.{key}={other:?} is not supported by Berth yet"))),
+        }
+    };
+    let (pid, ipc, uts) = (namespace("PidMode", true)?, namespace("IpcMode", false)?, namespace("UTSMode", false)?);
+    for (key, allowed) in
+        [("CgroupnsMode", &["", "private"][..]), ("Isolation", &["", "default"][..]), ("Cgroup", &[""][..])]
+    {
         let value = hc[key].as_str().unwrap_or("");
         if !allowed.contains(&value) {
             return Err(invalid(format!("HostConfig.{key}={value:?} is not supported by Berth yet")));
@@ -470,6 +512,14 @@ fn host_options(
     if memory_swap.is_some() && memory.is_none() {
         return Err(invalid("You should always set the Memory limit when using Memoryswap limit, see usage"));
     }
+    if let Some(reservation) = number("MemoryReservation") {
+        if reservation < 6 * 1024 * 1024 {
+            return Err(invalid("Minimum memory reservation allowed is 6MB"));
+        }
+        if memory.is_some_and(|m| m > 0 && m < reservation) {
+            return Err(invalid("Minimum memory limit can not be less than memory reservation limit, see usage"));
+        }
+    }
     for volume in &volumes {
         if !volume.name.is_empty() && !crate::volume::valid_name(&volume.name) {
             return Err(invalid(format!(
@@ -491,6 +541,9 @@ fn host_options(
         cap_drop: strings(&hc["CapDrop"]).unwrap_or_default(),
         no_new_privileges,
         network,
+        pid,
+        ipc,
+        uts,
         shm_size,
         tmpfs,
         binds,
@@ -498,9 +551,11 @@ fn host_options(
             memory,
             memory_swap,
             nano_cpus,
+            memory_reservation: number("MemoryReservation"),
             cpu_shares: hc["CpuShares"].as_u64().filter(|n| *n != 0),
             pids_limit: hc["PidsLimit"].as_i64().filter(|n| *n != 0),
             cpuset_cpus: hc["CpusetCpus"].as_str().filter(|s| !s.is_empty()).map(str::to_string),
+            cpuset_mems: hc["CpusetMems"].as_str().filter(|s| !s.is_empty()).map(str::to_string),
         },
         ..Default::default()
     };
@@ -546,6 +601,118 @@ fn parse_bind(spec: &str) -> Result<BindSpec, CreateError> {
         nocopy,
         anonymous: source.is_empty(),
     }))
+}
+
+/// One `--volumes-from` entry: another container, and whether its mounts
+/// are forced read-only (`ctr:ro`); `ctr` and `ctr:rw` keep each mount's mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumesFrom {
+    pub container: String,
+    pub readonly: bool,
+}
+
+/// HostConfig.VolumesFrom, checked as dockerd's `parseVolumesFrom` does.
+pub fn parse_volumes_from(host_config: &Value) -> Result<Vec<VolumesFrom>, CreateError> {
+    let mut parsed = Vec::new();
+    for spec in strings(&host_config["VolumesFrom"]).unwrap_or_default() {
+        let (container, mode) = spec.split_once(':').unwrap_or((&spec, ""));
+        if container.is_empty() {
+            return Err(invalid("volumes-from specification cannot be an empty string"));
+        }
+        let readonly = match mode {
+            "" | "rw" => false,
+            "ro" => true,
+            other => return Err(invalid(format!("invalid mode: {other}"))),
+        };
+        parsed.push(VolumesFrom { container: container.to_string(), readonly });
+    }
+    Ok(parsed)
+}
+
+impl Resolved {
+    fn mounted_at(&self, target: &str) -> bool {
+        let own = self.volumes.iter().chain(&self.inherited_volumes).any(|v| v.target == target);
+        own || self.options.binds.iter().chain(&self.inherited_binds).any(|b| b.target == Path::new(target))
+    }
+
+    /// Adds the mounts of a `--volumes-from` container (its volumes, named
+    /// and anonymous, and its binds) at the same paths. Docker's order: the
+    /// container's own mounts win, then earlier `--volumes-from` entries,
+    /// and the image's VOLUMEs only fill what is left.
+    pub fn inherit(&mut self, source: &Container, readonly: bool) {
+        for volume in &source.volumes {
+            if !self.mounted_at(&volume.target) {
+                // Already filled (or deliberately not) for its first container.
+                let inherited = VolumeMount { readonly: volume.readonly || readonly, nocopy: true, ..volume.clone() };
+                self.inherited_volumes.push(inherited);
+            }
+        }
+        for bind in source.host_binds() {
+            if !self.mounted_at(&bind.target.to_string_lossy()) {
+                self.inherited_binds.push(Bind { readonly: bind.readonly || readonly, ..bind });
+            }
+        }
+        let inherited = (&self.inherited_volumes, &self.inherited_binds);
+        self.image_volumes.retain(|v| {
+            !inherited.0.iter().any(|i| i.target == v.target)
+                && !inherited.1.iter().any(|b| b.target == Path::new(&v.target))
+        });
+    }
+}
+
+/// HostConfig fields `docker update` can change, for a running container
+/// too (Docker's UpdateConfig: resources plus the restart policy).
+const UPDATABLE: &[&str] = &[
+    "Memory",
+    "MemorySwap",
+    "MemoryReservation",
+    "NanoCpus",
+    "CpuShares",
+    "CpuQuota",
+    "CpuPeriod",
+    "CpusetCpus",
+    "CpusetMems",
+    "PidsLimit",
+    "RestartPolicy",
+];
+
+/// The HostConfig after `docker update`: each field the request sets (a
+/// zero value means "unchanged", as in Docker) replaces the old one. The
+/// result is checked by `resolve` as a create would be; the caller applies
+/// it to the running cgroup and persists it.
+pub fn apply_update(host_config: &Value, update: &Value) -> Result<Value, CreateError> {
+    let Some(fields) = update.as_object() else {
+        return Err(invalid("the update must be a JSON object"));
+    };
+    let mut updated = host_config.clone();
+    for (key, value) in fields {
+        if is_zero(value) {
+            continue;
+        }
+        if !UPDATABLE.contains(&key.as_str()) {
+            return Err(invalid(format!("updating {key} is not supported by Berth yet")));
+        }
+        if key == "RestartPolicy" {
+            if host_config["AutoRemove"].as_bool() == Some(true) && !matches!(value["Name"].as_str(), None | Some("no"))
+            {
+                // dockerd's words.
+                return Err(invalid(
+                    "Restart policy cannot be updated because AutoRemove is enabled for the container",
+                ));
+            }
+            RestartPolicy::parse(&json!({ "RestartPolicy": value }))?;
+        }
+        updated[key] = value.clone();
+    }
+    // Docker: a new memory limit above the old swap limit needs a new swap
+    // limit too (the old one would be below memory).
+    let (memory, swap) = (updated["Memory"].as_i64().unwrap_or(0), updated["MemorySwap"].as_i64().unwrap_or(0));
+    if is_zero(&update["MemorySwap"]) && swap > 0 && memory > swap {
+        return Err(invalid(
+            "Memory limit should be smaller than already set memoryswap limit, update the memoryswap at the same time",
+        ));
+    }
+    Ok(updated)
 }
 
 /// A signal by name (`SIGTERM`, `TERM`, `term`) or number.
@@ -717,6 +884,28 @@ impl Container {
         })
     }
 
+    /// Every host path bound into the container: its `-v`/`--mount` binds
+    /// and those it has through `--volumes-from`.
+    pub fn host_binds(&self) -> Vec<Bind> {
+        let mut binds: Vec<Bind> = strings(&self.host_config["Binds"])
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|spec| match parse_bind(spec) {
+                Ok(BindSpec::Host(b)) => Some(b),
+                _ => None,
+            })
+            .collect();
+        for m in self.host_config["Mounts"].as_array().into_iter().flatten().filter(|m| m["Type"] == "bind") {
+            binds.push(Bind {
+                source: PathBuf::from(m["Source"].as_str().unwrap_or("")),
+                target: PathBuf::from(m["Target"].as_str().unwrap_or("")),
+                readonly: m["ReadOnly"].as_bool().unwrap_or(false),
+            });
+        }
+        binds.extend(self.binds_from.iter().cloned());
+        binds
+    }
+
     fn mounts_json(&self, volumes_root: &Path) -> Value {
         let mut mounts = Vec::new();
         for volume in &self.volumes {
@@ -726,19 +915,10 @@ impl Container {
                 "RW": !volume.readonly, "Propagation": "",
             }));
         }
-        for bind in strings(&self.host_config["Binds"]).unwrap_or_default() {
-            if let Ok(BindSpec::Host(b)) = parse_bind(&bind) {
-                mounts.push(json!({
-                    "Type": "bind", "Source": b.source, "Destination": b.target, "Mode": if b.readonly { "ro" } else { "" },
-                    "RW": !b.readonly, "Propagation": "rprivate",
-                }));
-            }
-        }
-        for m in self.host_config["Mounts"].as_array().into_iter().flatten().filter(|m| m["Type"] == "bind") {
-            let ro = m["ReadOnly"].as_bool().unwrap_or(false);
+        for b in self.host_binds() {
             mounts.push(json!({
-                "Type": m["Type"], "Source": m["Source"], "Destination": m["Target"], "Mode": "",
-                "RW": !ro, "Propagation": "rprivate",
+                "Type": "bind", "Source": b.source, "Destination": b.target, "Mode": if b.readonly { "ro" } else { "" },
+                "RW": !b.readonly, "Propagation": "rprivate",
             }));
         }
         Value::Array(mounts)
@@ -847,8 +1027,12 @@ mod tests {
             ID,
         )
         .unwrap();
-        let v: Vec<(&str, &str, bool, bool)> =
-            r.volumes.iter().map(|v| (v.name.as_str(), v.target.as_str(), v.readonly, v.anonymous)).collect();
+        let v: Vec<(&str, &str, bool, bool)> = r
+            .volumes
+            .iter()
+            .chain(&r.image_volumes)
+            .map(|v| (v.name.as_str(), v.target.as_str(), v.readonly, v.anonymous))
+            .collect();
         assert_eq!(v, [("data", "/data", true, false), ("", "/cache", false, true)]);
         assert_eq!(r.options.binds.len(), 1);
         assert!(err(json!({"HostConfig": {"Memory": 1024}})).contains("Minimum memory"));
@@ -857,6 +1041,101 @@ mod tests {
         let plain = json!({"HostConfig": {"Devices": [], "LogConfig": {"Type": "", "Config": {}}, "NetworkMode": "default",
             "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "OomKillDisable": false, "ConsoleSize": [24, 80]}});
         assert!(resolve(&plain, &image(), ID).is_ok());
+    }
+
+    fn record(host_config: Value, volumes: Vec<VolumeMount>) -> Container {
+        Container {
+            id: ID.into(),
+            name: "source".into(),
+            created_ns: 0,
+            image: "busybox".into(),
+            image_id: "sha256:x".into(),
+            config: json!({}),
+            host_config,
+            layers: Vec::new(),
+            state: State::default(),
+            restart_count: 0,
+            volumes,
+            binds_from: Vec::new(),
+        }
+    }
+
+    fn volume(name: &str, target: &str, readonly: bool) -> VolumeMount {
+        VolumeMount { name: name.into(), target: target.into(), readonly, nocopy: false, anonymous: false }
+    }
+
+    #[test]
+    fn volumes_from_inherits_mounts_below_the_containers_own() {
+        let source = record(
+            json!({"Binds": ["/tmp:/host:ro", "/var:/var-rw"]}),
+            vec![volume("data", "/data", false), volume("cache", "/cache", false), volume("logs", "/logs", true)],
+        );
+        let request = json!({"Volumes": {"/data": {}, "/fresh": {}}, "HostConfig": {"Binds": ["mine:/cache"], "VolumesFrom": ["source:rw"]}});
+        let mut r = resolve(&request, &image(), ID).unwrap();
+        r.inherit(&source, false);
+        let v: Vec<(&str, &str, bool, bool)> =
+            r.inherited_volumes.iter().map(|v| (v.name.as_str(), v.target.as_str(), v.readonly, v.nocopy)).collect();
+        assert_eq!(v, [("data", "/data", false, true), ("logs", "/logs", true, true)], "own /cache wins");
+        let b: Vec<(&str, bool)> = r.inherited_binds.iter().map(|b| (b.target.to_str().unwrap(), b.readonly)).collect();
+        assert_eq!(b, [("/host", true), ("/var-rw", false)]);
+        let anonymous: Vec<&str> = r.image_volumes.iter().map(|v| v.target.as_str()).collect();
+        assert_eq!(anonymous, ["/fresh"], "an inherited volume replaces the image's anonymous one");
+
+        // `:ro` makes everything inherited read-only.
+        let mut r = resolve(&json!({"HostConfig": {"VolumesFrom": ["source:ro"]}}), &image(), ID).unwrap();
+        r.inherit(&source, true);
+        assert!(r.inherited_volumes.iter().all(|v| v.readonly) && r.inherited_binds.iter().all(|b| b.readonly));
+
+        assert_eq!(
+            parse_volumes_from(&json!({"VolumesFrom": ["a", "b:ro", "c:rw"]})).unwrap(),
+            [
+                VolumesFrom { container: "a".into(), readonly: false },
+                VolumesFrom { container: "b".into(), readonly: true },
+                VolumesFrom { container: "c".into(), readonly: false }
+            ]
+        );
+        let err = resolve(&json!({"HostConfig": {"VolumesFrom": ["a:xx"]}}), &image(), ID).err().unwrap();
+        assert_eq!(err.to_string(), "invalid mode: xx");
+    }
+
+    #[test]
+    fn namespaces_and_runtime() {
+        let r =
+            resolve(&json!({"HostConfig": {"PidMode": "host", "IpcMode": "host", "UTSMode": "host"}}), &image(), ID)
+                .unwrap();
+        assert_eq!(
+            (r.options.pid, r.options.ipc, r.options.uts.clone()),
+            (NamespaceMode::Host, NamespaceMode::Host, NamespaceMode::Host)
+        );
+        assert_eq!(r.config["Hostname"], nix::unistd::gethostname().unwrap().to_string_lossy().as_ref());
+        let r = resolve(&json!({"HostConfig": {"PidMode": "container:web"}}), &image(), ID).unwrap();
+        assert_eq!(r.options.pid, NamespaceMode::Container("web".into()));
+        let err = resolve(&json!({"HostConfig": {"IpcMode": "container:web"}}), &image(), ID).err().unwrap();
+        assert!(err.to_string().contains("IpcMode=\"container:web\" is not supported"), "{err}");
+
+        assert_eq!(resolve(&json!({}), &image(), ID).unwrap().host_config["Runtime"], "runc");
+        let err = resolve(&json!({"HostConfig": {"Runtime": "kata"}}), &image(), ID).err().unwrap();
+        assert_eq!(err.to_string(), "Unknown runtime specified kata");
+    }
+
+    #[test]
+    fn updates_merge_like_docker() {
+        let old = json!({"Memory": 400 << 20, "MemorySwap": 800 << 20, "CpuShares": 512,
+            "RestartPolicy": {"Name": "always", "MaximumRetryCount": 0}});
+        // What the docker CLI sends: every field, zero meaning "unchanged".
+        let update = json!({"Memory": 300 << 20, "MemorySwap": 0, "CpuShares": 0, "KernelMemory": 0,
+            "Devices": null, "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 42}});
+        let new = apply_update(&old, &update).unwrap();
+        assert_eq!((new["Memory"].as_i64(), new["MemorySwap"].as_i64()), (Some(300 << 20), Some(800 << 20)));
+        assert_eq!(new["CpuShares"], 512);
+        assert_eq!(new["RestartPolicy"], json!({"Name": "on-failure", "MaximumRetryCount": 42}));
+
+        let err = |old: &Value, update: Value| apply_update(old, &update).err().map(|e| e.to_string()).unwrap();
+        assert!(err(&old, json!({"Memory": 900 << 20})).contains("update the memoryswap at the same time"));
+        assert!(err(&old, json!({"BlkioWeight": 300})).contains("updating BlkioWeight is not supported"));
+        assert!(err(&old, json!({"RestartPolicy": {"Name": "sometimes"}})).contains("invalid restart policy"));
+        let auto = json!({"AutoRemove": true});
+        assert!(err(&auto, json!({"RestartPolicy": {"Name": "always"}})).contains("AutoRemove is enabled"));
     }
 
     #[test]

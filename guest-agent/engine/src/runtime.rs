@@ -82,9 +82,25 @@ pub fn launch(config: LaunchConfig<'_>) -> Result<Launched, RuntimeError> {
     let root = spec.root().as_ref().ok_or_else(|| RuntimeError::Setup("the spec has no root".into()))?;
 
     let mut clone_flags = 0;
+    // Namespaces to join instead of create (another container's): opened
+    // here, joined by the child, except the PID namespace (below).
+    let mut joins = Vec::new();
+    let mut join_pid = None;
     for ns in linux.namespaces().iter().flatten() {
-        if ns.path().is_some() {
-            return Err(RuntimeError::Setup("joining existing namespaces is not supported".into()));
+        if let Some(path) = ns.path() {
+            let file = std::fs::File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
+            let flag = match ns.typ() {
+                LinuxNamespaceType::Pid => {
+                    join_pid = Some(file);
+                    continue;
+                }
+                LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
+                LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
+                LinuxNamespaceType::Network => libc::CLONE_NEWNET,
+                other => return Err(RuntimeError::Setup(format!("joining a {other:?} namespace is not supported"))),
+            };
+            joins.push((OwnedFd::from(file), flag));
+            continue;
         }
         clone_flags |= match ns.typ() {
             LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
@@ -103,7 +119,17 @@ pub fn launch(config: LaunchConfig<'_>) -> Result<Launched, RuntimeError> {
     let env: Vec<String> = process.env().clone().unwrap_or_default();
     let args = process.args().clone().unwrap_or_default();
     let program = args.first().ok_or_else(|| RuntimeError::Setup("the process has no arguments".into()))?;
+    if let Some(pid_ns) = &join_pid {
+        // A process cannot change its own PID namespace; setns only decides
+        // where this process's next child is born, which is the container's
+        // process: the shim starts no other.
+        // SAFETY: setns on a namespace descriptor we hold open.
+        if unsafe { libc::setns(pid_ns.as_raw_fd(), libc::CLONE_NEWPID) } < 0 {
+            return Err(io_err("joining the other container's PID namespace")(std::io::Error::last_os_error()));
+        }
+    }
     let plan = ChildPlan {
+        joins,
         rootfs: root.path().clone(),
         readonly_rootfs: root.readonly().unwrap_or(false),
         mounts: spec.mounts().clone().unwrap_or_default(),
@@ -236,6 +262,8 @@ enum ChildStdio {
 type DeviceEntry = (PathBuf, i64, i64, u32, Option<u32>, Option<u32>);
 
 struct ChildPlan<'a> {
+    /// Namespaces to join (descriptor, CLONE_NEW* type) before anything else.
+    joins: Vec<(OwnedFd, libc::c_int)>,
     rootfs: PathBuf,
     readonly_rootfs: bool,
     mounts: Vec<Mount>,
@@ -384,6 +412,10 @@ impl ChildPlan<'_> {
     }
 
     fn setup_and_exec(&self, stdio: ChildStdio) -> Result<std::convert::Infallible, String> {
+        for (fd, kind) in &self.joins {
+            // SAFETY: setns on a namespace descriptor the plan holds open.
+            step("joining another container's namespace", check(unsafe { libc::setns(fd.as_raw_fd(), *kind) }))?;
+        }
         if let Some(cgroup) = &self.cgroup {
             step("joining the container's cgroup", std::fs::write(cgroup.join("cgroup.procs"), b"0"))?;
             if self.new_cgroup_ns {
@@ -692,6 +724,7 @@ pub fn enter(plan: &EnterPlan) -> Result<i32, RuntimeError> {
     };
     let program = plan.argv.first().ok_or_else(|| RuntimeError::Setup("exec needs a command".into()))?;
     let child_plan = ChildPlan {
+        joins: Vec::new(),
         rootfs: PathBuf::from("/"),
         readonly_rootfs: false,
         mounts: Vec::new(),

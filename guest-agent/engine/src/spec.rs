@@ -118,7 +118,22 @@ pub enum NetworkMode {
     Host,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Whether a container gets a PID, IPC or UTS namespace of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum NamespaceMode {
+    #[default]
+    Private,
+    /// The VM's own namespace (`--pid host`, ...).
+    Host,
+    /// Another container's, as the user named it (`--pid container:web`);
+    /// the agent turns it into `Join` at start, when that container's
+    /// process is known.
+    Container(String),
+    /// The namespace file to join (`/proc/<pid>/ns/<kind>`).
+    Join(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Bind {
     pub source: PathBuf,
     pub target: PathBuf,
@@ -131,12 +146,15 @@ pub struct Resources {
     pub memory: Option<i64>,
     /// Memory plus swap in bytes (-1 unlimited), as Docker's MemorySwap.
     pub memory_swap: Option<i64>,
+    /// memory.low in bytes (Docker's MemoryReservation, a soft limit).
+    pub memory_reservation: Option<i64>,
     /// `--cpus` in billionths of a CPU (Docker's NanoCpus).
     pub nano_cpus: Option<i64>,
     /// `--cpu-shares` (cgroup v1 scale, 2..262144).
     pub cpu_shares: Option<u64>,
     pub pids_limit: Option<i64>,
     pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
 }
 
 /// What the engine resolved from the image config and the create request.
@@ -157,6 +175,9 @@ pub struct ContainerOptions {
     pub cap_drop: Vec<String>,
     pub no_new_privileges: bool,
     pub network: NetworkMode,
+    pub pid: NamespaceMode,
+    pub ipc: NamespaceMode,
+    pub uts: NamespaceMode,
     pub shm_size: Option<u64>,
     /// (target, mount options such as `size=64m,mode=1777`)
     pub tmpfs: Vec<(String, String)>,
@@ -220,7 +241,13 @@ fn default_mounts(opts: &ContainerOptions) -> Result<Vec<Mount>, SpecError> {
         mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", sys_mode])?,
         mount("/sys/fs/cgroup", "cgroup", "cgroup", &["nosuid", "noexec", "nodev", "relatime", sys_mode])?,
         mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
-        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", &shm])?,
+        // Shared memory belongs with the IPC namespace: the VM's own for
+        // `--ipc host`, as Docker binds the host's.
+        if opts.ipc == NamespaceMode::Host {
+            mount("/dev/shm", "bind", "/dev/shm", &["rbind", "rw"])?
+        } else {
+            mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", &shm])?
+        },
     ])
 }
 
@@ -274,13 +301,27 @@ fn resources(
     opts: &ContainerOptions,
     device_rules: Vec<oci_spec::runtime::LinuxDeviceCgroup>,
 ) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
-    let r = &opts.resources;
+    let mut resources = resource_limits(&opts.resources)?;
+    if !opts.privileged {
+        resources.set_devices(Some(device_rules));
+    } else {
+        resources.set_devices(Some(vec![LinuxDeviceCgroupBuilder::default().allow(true).access("rwm").build()?]));
+    }
+    Ok(resources)
+}
+
+/// The limits alone (no device rules), as the spec carries them: what
+/// `cgroup::create` writes at start and `cgroup::update` at `docker update`.
+pub fn resource_limits(r: &Resources) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
     let mut memory = LinuxMemoryBuilder::default();
     if let Some(limit) = r.memory {
         memory = memory.limit(limit);
     }
     if let Some(swap) = r.memory_swap {
         memory = memory.swap(swap);
+    }
+    if let Some(reservation) = r.memory_reservation {
+        memory = memory.reservation(reservation);
     }
     let mut cpu = LinuxCpuBuilder::default();
     if let Some(nano) = r.nano_cpus {
@@ -297,14 +338,12 @@ fn resources(
     if let Some(cpus) = &r.cpuset_cpus {
         cpu = cpu.cpus(cpus.clone());
     }
+    if let Some(mems) = &r.cpuset_mems {
+        cpu = cpu.mems(mems.clone());
+    }
     let mut builder = LinuxResourcesBuilder::default().memory(memory.build()?).cpu(cpu.build()?);
     if let Some(limit) = r.pids_limit {
         builder = builder.pids(LinuxPidsBuilder::default().limit(limit).build()?);
-    }
-    if !opts.privileged {
-        builder = builder.devices(device_rules);
-    } else {
-        builder = builder.devices(vec![LinuxDeviceCgroupBuilder::default().allow(true).access("rwm").build()?]);
     }
     Ok(builder.build()?)
 }
@@ -351,20 +390,26 @@ pub fn build(opts: &ContainerOptions, rootfs: &Path) -> Result<Spec, SpecError> 
         );
     }
 
-    let mut namespaces = vec![
-        LinuxNamespaceType::Pid,
-        LinuxNamespaceType::Ipc,
-        LinuxNamespaceType::Uts,
-        LinuxNamespaceType::Mount,
-        LinuxNamespaceType::Cgroup,
-    ];
-    if opts.network == NetworkMode::Private {
-        namespaces.push(LinuxNamespaceType::Network);
+    let mut namespaces = Vec::new();
+    for (typ, mode) in [
+        (LinuxNamespaceType::Pid, &opts.pid),
+        (LinuxNamespaceType::Ipc, &opts.ipc),
+        (LinuxNamespaceType::Uts, &opts.uts),
+    ] {
+        match mode {
+            NamespaceMode::Private => namespaces.push(LinuxNamespaceBuilder::default().typ(typ).build()?),
+            NamespaceMode::Host => {}
+            NamespaceMode::Join(path) => namespaces.push(LinuxNamespaceBuilder::default().typ(typ).path(path).build()?),
+            NamespaceMode::Container(name) => {
+                return Err(SpecError::Invalid(format!("the {typ:?} namespace of container {name} was not resolved")))
+            }
+        }
     }
-    let namespaces = namespaces
-        .into_iter()
-        .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
-        .collect::<Result<Vec<_>, _>>()?;
+    namespaces.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Mount).build()?);
+    namespaces.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Cgroup).build()?);
+    if opts.network == NetworkMode::Private {
+        namespaces.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network).build()?);
+    }
 
     let (devices, device_rules) = default_devices()?;
     let mut linux = LinuxBuilder::default()
@@ -380,7 +425,8 @@ pub fn build(opts: &ContainerOptions, rootfs: &Path) -> Result<Spec, SpecError> 
     Ok(SpecBuilder::default()
         .version("1.0.2")
         .root(RootBuilder::default().path(rootfs).readonly(opts.readonly_rootfs).build()?)
-        .hostname(opts.hostname.clone())
+        // Sharing a UTS namespace means leaving its name alone.
+        .hostname(if opts.uts == NamespaceMode::Private { opts.hostname.clone() } else { String::new() })
         .process(process)
         .mounts(mounts)
         .linux(linux.build()?)
@@ -482,6 +528,7 @@ mod tests {
             cpu_shares: Some(512),
             pids_limit: Some(100),
             cpuset_cpus: Some("0".into()),
+            ..Default::default()
         };
         o.readonly_rootfs = true;
         o.no_new_privileges = true;
@@ -500,6 +547,27 @@ mod tests {
         let tmpfs = spec["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/run").unwrap();
         assert!(tmpfs["options"].as_array().unwrap().contains(&"size=1m".into()));
         assert_eq!(res["cpu"]["shares"], 512);
+    }
+
+    #[test]
+    fn host_and_joined_namespaces() {
+        let mut o = opts();
+        o.pid = NamespaceMode::Host;
+        o.ipc = NamespaceMode::Host;
+        o.uts = NamespaceMode::Join("/proc/42/ns/uts".into());
+        let spec = json(&build(&o, Path::new("/r")).unwrap());
+        let ns: Vec<(&str, Option<&str>)> = spec["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| (n["type"].as_str().unwrap(), n["path"].as_str()))
+            .collect();
+        assert_eq!(ns, [("uts", Some("/proc/42/ns/uts")), ("mount", None), ("cgroup", None), ("network", None)]);
+        assert!(spec.get("hostname").is_none_or(|h| h == ""), "a shared UTS namespace keeps its name");
+        let shm = spec["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/dev/shm").unwrap();
+        assert_eq!((shm["source"].as_str(), shm["type"].as_str()), (Some("/dev/shm"), Some("bind")));
+        o.pid = NamespaceMode::Container("web".into());
+        assert!(build(&o, Path::new("/r")).unwrap_err().to_string().contains("not resolved"));
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Opti
         (&Method::POST, _, "pause") => unit(agent.clone().pause_container(ContainerRef { id: id.clone() }).await),
         (&Method::POST, _, "unpause") => unit(agent.clone().unpause_container(ContainerRef { id: id.clone() }).await),
         (&Method::POST, _, "rename") => rename(&id, query, agent).await,
+        (&Method::POST, _, "update") => update(req, &id, agent).await,
         (&Method::GET, _, "top") => match agent.clone().top_container(ContainerRef { id: id.clone() }).await {
             Ok(reply) => raw_json(reply.into_inner().json),
             Err(status) => agent_error(status),
@@ -203,15 +204,37 @@ async fn stats(id: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -
     }
 }
 
-async fn create(req: Request<Incoming>, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
-    let name = query_param(query, "name").unwrap_or_default();
+/// A JSON request body (create, update), or the 400 that says why not.
+async fn json_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
     let body = match http_body_util::Limited::new(req.into_body(), MAX_CREATE_BODY).collect().await {
         Ok(body) => body.to_bytes(),
-        Err(err) => return error(StatusCode::BAD_REQUEST, format!("reading the request body: {err}")),
+        Err(err) => return Err(error(StatusCode::BAD_REQUEST, format!("reading the request body: {err}"))),
     };
     if let Err(err) = serde_json::from_slice::<serde_json::Value>(&body) {
-        return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {err}"));
+        return Err(error(StatusCode::BAD_REQUEST, format!("invalid JSON: {err}")));
     }
+    Ok(body)
+}
+
+/// `docker update`: the agent answers Docker's `{"Warnings": [...]}`.
+async fn update(req: Request<Incoming>, id: &str, mut agent: AgentClient<Channel>) -> Response<Body> {
+    let body = match json_body(req).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let request = berth_agent_proto::UpdateContainerRequest { id: id.to_string(), update_json: body.to_vec() };
+    match agent.update_container(request).await {
+        Ok(reply) => raw_json(reply.into_inner().json),
+        Err(status) => agent_error(status),
+    }
+}
+
+async fn create(req: Request<Incoming>, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
+    let name = query_param(query, "name").unwrap_or_default();
+    let body = match json_body(req).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     match agent.create_container(CreateContainerRequest { name, config_json: body.to_vec() }).await {
         Ok(reply) => {
             let reply = reply.into_inner();
