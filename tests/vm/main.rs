@@ -351,6 +351,16 @@ fn containers_run_in_the_vm() {
         "limits, capabilities and seccomp inside the VM"
     );
 
+    // The device cgroup: CAP_MKNOD lets a container create a node for the
+    // VM's data disk, but not open it, unless a rule allows it.
+    let disk = ok(&["run", "--rm", "busybox", "cat", "/sys/block/vda/dev"]);
+    let (major, minor) = disk.trim().split_once(':').unwrap();
+    let read_disk = format!("mknod /tmp/disk b {major} {minor} && head -c 512 /tmp/disk | wc -c");
+    let out = harness::docker(&berth, &["run", "--rm", "busybox", "sh", "-c", &read_disk]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"), "{}", describe(&out));
+    let rule = format!("b {major}:{minor} r");
+    assert_eq!(ok(&["run", "--rm", "--device-cgroup-rule", &rule, "busybox", "sh", "-c", &read_disk]), "512\n");
+
     // The OOM killer: exit code 137 and OOMKilled, as Docker reports them.
     let out = harness::docker(
         &berth,

@@ -129,6 +129,7 @@ fn is_zero(value: &Value) -> bool {
 /// a non-zero value is refused, never silently ignored.
 const SUPPORTED_HOST_CONFIG: &[&str] = &[
     "Binds",
+    "DeviceCgroupRules",
     "NetworkMode",
     "Privileged",
     "ReadonlyRootfs",
@@ -547,6 +548,11 @@ fn host_options(
         shm_size,
         tmpfs,
         binds,
+        device_rules: strings(&hc["DeviceCgroupRules"])
+            .unwrap_or_default()
+            .iter()
+            .map(|rule| crate::devices::parse_rule(rule).map_err(invalid))
+            .collect::<Result<_, _>>()?,
         resources: Resources {
             memory,
             memory_swap,

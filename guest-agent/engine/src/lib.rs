@@ -9,6 +9,7 @@
 pub mod archive;
 pub mod cgroup;
 pub mod container;
+pub mod devices;
 pub mod image_config;
 pub mod layer;
 pub mod logfile;

@@ -154,6 +154,9 @@ fn start(dir: &Path) -> Result<Running, String> {
     if let (Some(root), Some(cgroup)) = (&config.cgroup_root, &config.cgroup) {
         let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
         crate::cgroup::create(root, cgroup, resources).map_err(|e| e.to_string())?;
+        if let Some(rules) = resources.and_then(|r| r.devices().as_ref()) {
+            crate::devices::apply(cgroup, rules).map_err(|e| e.to_string())?;
+        }
     }
     let seccomp = if config.seccomp {
         let caps = spec

@@ -183,6 +183,8 @@ pub struct ContainerOptions {
     pub tmpfs: Vec<(String, String)>,
     pub binds: Vec<Bind>,
     pub resources: Resources,
+    /// Docker's `--device-cgroup-rule`s, after the default device rules.
+    pub device_rules: Vec<oci_spec::runtime::LinuxDeviceCgroup>,
     /// The container's cgroup, relative to the cgroup root.
     pub cgroups_path: PathBuf,
 }
@@ -303,7 +305,7 @@ fn resources(
 ) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
     let mut resources = resource_limits(&opts.resources)?;
     if !opts.privileged {
-        resources.set_devices(Some(device_rules));
+        resources.set_devices(Some(device_rules.into_iter().chain(opts.device_rules.iter().cloned()).collect()));
     } else {
         resources.set_devices(Some(vec![LinuxDeviceCgroupBuilder::default().allow(true).access("rwm").build()?]));
     }

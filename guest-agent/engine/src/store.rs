@@ -499,14 +499,7 @@ impl ImageStore {
         let mut out: Vec<serde_json::Value> = history
             .iter()
             .map(|entry| {
-                let size = if entry.empty_layer {
-                    0
-                } else {
-                    layers
-                        .next()
-                        .map(|d| self.layer_size(d))
-                        .unwrap_or(0)
-                };
+                let size = if entry.empty_layer { 0 } else { layers.next().map(|d| self.layer_size(d)).unwrap_or(0) };
                 serde_json::json!({
                     "Id": "<missing>",
                     "Created": entry.created.as_deref().and_then(parse_rfc3339_utc).unwrap_or(0),
