@@ -28,8 +28,6 @@ use tonic::Status as RpcStatus;
 use crate::reaper::Reaper;
 
 const CONTAINER_FILE: &str = "container.json";
-/// Per-container log cap before rotation (one rotated file is kept).
-const LOG_MAX_BYTES: u64 = 32 << 20;
 
 pub struct Entry {
     pub record: Mutex<Container>,
@@ -1591,7 +1589,9 @@ fn prepare_mounted(
         cgroup_root: cgroup_root.map(Path::to_path_buf),
         cgroup,
         seccomp: resolved.seccomp,
-        log_max_bytes: LOG_MAX_BYTES,
+        // Checked at create; a record from before that check gets the default.
+        log_limits: berth_engine::logfile::LogLimits::from_options(&record.host_config["LogConfig"]["Config"])
+            .unwrap_or_default(),
     };
     let write = |name: &str, data: Vec<u8>| {
         shim::write_atomically(&dir.join(name), &data).map_err(|e| format!("writing {name}: {e}"))

@@ -597,3 +597,33 @@ fn images_save_load_commit_import_history_and_prune() {
     assert_eq!(left, "busybox\n", "the image a container uses stays");
     berth.stop_and_check_clean();
 }
+
+#[test]
+fn log_options_bound_what_is_kept() {
+    let berth = local_berth();
+    // 2000 lines of 100 bytes, kept in at most 2 files of 10 KiB.
+    ok(
+        &berth,
+        &[
+            "run",
+            "--name",
+            "chatty",
+            "--log-opt",
+            "max-size=10k",
+            "--log-opt",
+            "max-file=2",
+            "busybox",
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 2000 ]; do printf '%099d\\n' $i; i=$((i+1)); done",
+        ],
+    );
+    let logs = ok(&berth, &["logs", "chatty"]);
+    assert!(logs.len() <= 2 * (10 << 10) && logs.len() > 10 << 10, "{} bytes kept", logs.len());
+    assert!(logs.ends_with(&format!("{:099}\n", 1999)), "the newest lines are kept");
+    let config = ok(&berth, &["inspect", "--format", "{{json .HostConfig.LogConfig}}", "chatty"]);
+    assert_eq!(config.trim(), r#"{"Type":"json-file","Config":{"max-file":"2","max-size":"10k"}}"#);
+    let out = docker(&berth, &["run", "--rm", "--log-opt", "max-size=lots", "busybox", "true"]);
+    assert!(stderr(&out).contains("invalid value for log opt max-size"), "{}", describe(&out));
+    berth.stop_and_check_clean();
+}

@@ -356,7 +356,10 @@ pub fn resolve(request: &Value, image_config: &Value, id: &str) -> Result<Resolv
     let mut host_config = host_config;
     if host_config["LogConfig"]["Type"].as_str().unwrap_or("").is_empty() {
         // What `docker logs` reads is kept as json-file keeps it.
-        host_config["LogConfig"] = json!({ "Type": "json-file", "Config": {} });
+        host_config["LogConfig"]["Type"] = "json-file".into();
+    }
+    if !host_config["LogConfig"]["Config"].is_object() {
+        host_config["LogConfig"]["Config"] = json!({});
     }
     if restart != RestartPolicy::No && host_config["AutoRemove"].as_bool() == Some(true) {
         return Err(invalid("conflicting options: cannot specify both --restart and --rm"));
@@ -429,6 +432,7 @@ fn host_options(
         // dockerd's words: Berth keeps every container's log itself.
         return Err(invalid(format!("logger: no log driver named '{log_type}' is registered")));
     }
+    crate::logfile::LogLimits::from_options(&hc["LogConfig"]["Config"]).map_err(invalid)?;
     let mut no_new_privileges = false;
     for option in strings(&hc["SecurityOpt"]).unwrap_or_default() {
         match option.replace(':', "=").as_str() {

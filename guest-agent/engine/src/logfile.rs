@@ -5,8 +5,9 @@
 //! cannot carry arbitrary bytes, and attach streams are served from this
 //! log, so `docker run img cat /bin/x > copy` must round-trip exactly.
 //! Record: stream (1 byte: 1 stdout, 2 stderr), time (i64 LE, ns since the
-//! epoch), length (u32 LE), then the bytes. The file is rotated to
-//! `container.log.1` past `max_bytes`; one rotated file is kept.
+//! epoch), length (u32 LE), then the bytes. The file is rotated past
+//! `max_bytes` to `container.log.1` (older ones to `.2`, ...), keeping
+//! `max_files` files in all, as json-file's max-size and max-file do.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
@@ -33,43 +34,142 @@ pub fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
-fn rotated(path: &Path) -> PathBuf {
+fn rotated(path: &Path, n: u32) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
-    name.push(".1");
+    name.push(format!(".{n}"));
     PathBuf::from(name)
+}
+
+/// How much of a container's output is kept: json-file's `max-size` and
+/// `max-file` (files in all, the live one included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogLimits {
+    pub max_bytes: u64,
+    pub max_files: u32,
+}
+
+impl Default for LogLimits {
+    /// Docker keeps json-file logs unbounded unless told; a VM's disk is
+    /// small, so Berth caps them at 2 files of 32 MiB unless told.
+    fn default() -> LogLimits {
+        LogLimits { max_bytes: 32 << 20, max_files: 2 }
+    }
+}
+
+impl LogLimits {
+    /// From Docker's `LogConfig.Config` (json-file / local options).
+    pub fn from_options(options: &serde_json::Value) -> Result<LogLimits, String> {
+        let mut limits = LogLimits::default();
+        let mut max_files = None;
+        for (key, value) in options.as_object().into_iter().flatten() {
+            let value = value.as_str().unwrap_or_default();
+            match key.as_str() {
+                "max-size" => {
+                    limits.max_bytes = parse_size(value)
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| format!("invalid value for log opt max-size: {value:?}"))?
+                }
+                "max-file" => {
+                    max_files = Some(
+                        value
+                            .parse::<u32>()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| format!("invalid value for log opt max-file: {value:?}"))?,
+                    )
+                }
+                other => return Err(format!("log opt '{other}' is not supported by Berth yet")),
+            }
+        }
+        // As json-file: max-file without max-size means nothing; with it, 1 by default.
+        if options.get("max-size").is_some() {
+            limits.max_files = max_files.unwrap_or(1);
+        } else if let Some(files) = max_files {
+            limits.max_files = files;
+        }
+        Ok(limits)
+    }
+}
+
+/// `10m`, `1.5g`, `512k`, `100` (bytes): Docker's RAMInBytes units (powers of 1024).
+fn parse_size(text: &str) -> Option<u64> {
+    let lower = text.trim().to_ascii_lowercase();
+    let lower = lower.trim_end_matches("ib").trim_end_matches('b');
+    let (number, unit) = match lower.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&lower[..i], &lower[i..]),
+        None => (lower, ""),
+    };
+    let multiplier: u64 = match unit {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        _ => return None,
+    };
+    let number: f64 = number.trim().parse().ok().filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
+    Some((number * multiplier as f64) as u64)
 }
 
 pub struct LogWriter {
     path: PathBuf,
     file: File,
     size: u64,
-    max_bytes: u64,
+    limits: LogLimits,
 }
 
 impl LogWriter {
-    pub fn open(path: &Path, max_bytes: u64) -> io::Result<LogWriter> {
+    pub fn open(path: &Path, limits: LogLimits) -> io::Result<LogWriter> {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
         let size = file.metadata()?.len();
-        Ok(LogWriter { path: path.to_path_buf(), file, size, max_bytes: max_bytes.max(4096) })
+        let limits = LogLimits { max_bytes: limits.max_bytes.max(4096), max_files: limits.max_files.max(1) };
+        Ok(LogWriter { path: path.to_path_buf(), file, size, limits })
     }
 
-    pub fn append(&mut self, stream: Stream, data: &[u8]) -> io::Result<()> {
-        if self.size >= self.max_bytes {
-            std::fs::rename(&self.path, rotated(&self.path))?;
-            self.file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
-            self.size = 0;
+    fn rotate(&mut self) -> io::Result<()> {
+        let keep = self.limits.max_files - 1;
+        if keep == 0 {
+            std::fs::remove_file(&self.path)?;
+        } else {
+            for n in (1..keep).rev() {
+                match std::fs::rename(rotated(&self.path, n), rotated(&self.path, n + 1)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            std::fs::rename(&self.path, rotated(&self.path, 1))?;
         }
-        let mut record = Vec::with_capacity(HEADER + data.len());
-        record.push(stream as u8);
-        record.extend_from_slice(&now_ns().to_le_bytes());
-        record.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        record.extend_from_slice(data);
-        // One write per record: a reader never sees half a header from a
-        // writer that is still running (it may see a short tail after a
-        // crash, which `read_records` stops at).
-        self.file.write_all(&record)?;
-        self.size += record.len() as u64;
+        self.file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.size = 0;
         Ok(())
+    }
+
+    /// Appends `data` as one record, or several when it would overfill the
+    /// file: a record is only a chunk of the stream, so splitting one
+    /// keeps the output intact and each file within max-size.
+    pub fn append(&mut self, stream: Stream, mut data: &[u8]) -> io::Result<()> {
+        let time_ns = now_ns();
+        loop {
+            if self.size + HEADER as u64 >= self.limits.max_bytes {
+                self.rotate()?;
+            }
+            let room = (self.limits.max_bytes - self.size) as usize - HEADER;
+            let (chunk, rest) = data.split_at(data.len().min(room));
+            let mut record = Vec::with_capacity(HEADER + chunk.len());
+            record.push(stream as u8);
+            record.extend_from_slice(&time_ns.to_le_bytes());
+            record.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+            record.extend_from_slice(chunk);
+            // One write per record: a reader never sees half a header from a
+            // writer that is still running (it may see a short tail after a
+            // crash, which `read_records` stops at).
+            self.file.write_all(&record)?;
+            self.size += record.len() as u64;
+            if rest.is_empty() {
+                return Ok(());
+            }
+            data = rest;
+        }
     }
 }
 
@@ -98,11 +198,13 @@ fn read_records(reader: impl Read, out: &mut Vec<Record>) -> io::Result<u64> {
     }
 }
 
-/// Every record kept for a container (rotated file first), oldest first.
+/// Every record kept for a container (rotated files first), oldest first.
 pub fn read_all(dir: &Path) -> io::Result<Vec<Record>> {
     let path = dir.join(LOG_FILE);
     let mut records = Vec::new();
-    for file in [rotated(&path), path] {
+    let rotations = (1..).take_while(|n| rotated(&path, *n).exists()).count() as u32;
+    let files: Vec<PathBuf> = (1..=rotations).rev().map(|n| rotated(&path, n)).chain([path.clone()]).collect();
+    for file in files {
         match File::open(&file) {
             Ok(f) => {
                 read_records(f, &mut records)?;
@@ -174,7 +276,8 @@ mod tests {
     #[test]
     fn records_round_trip_and_rotate() {
         let dir = tempfile::tempdir().unwrap();
-        let mut writer = LogWriter::open(&dir.path().join(LOG_FILE), 4096).unwrap();
+        let limits = LogLimits { max_bytes: 4096, max_files: 2 };
+        let mut writer = LogWriter::open(&dir.path().join(LOG_FILE), limits).unwrap();
         let mut cursor = LogCursor::at_end(dir.path());
         writer.append(Stream::Stdout, b"hello\n").unwrap();
         writer.append(Stream::Stderr, &[0, 255, 10]).unwrap();
@@ -201,10 +304,54 @@ mod tests {
     #[test]
     fn a_torn_tail_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let mut writer = LogWriter::open(&dir.path().join(LOG_FILE), 1 << 20).unwrap();
+        let mut writer = LogWriter::open(&dir.path().join(LOG_FILE), LogLimits::default()).unwrap();
         writer.append(Stream::Stdout, b"complete").unwrap();
         let mut file = std::fs::OpenOptions::new().append(true).open(dir.path().join(LOG_FILE)).unwrap();
         file.write_all(&[1, 2, 3]).unwrap();
+        assert_eq!(read_all(dir.path()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn max_size_and_max_file_as_json_file_reads_them() {
+        let limits = |v: serde_json::Value| LogLimits::from_options(&v);
+        assert_eq!(limits(serde_json::json!({})).unwrap(), LogLimits::default());
+        assert_eq!(
+            limits(serde_json::json!({"max-size": "10m"})).unwrap(),
+            LogLimits { max_bytes: 10 << 20, max_files: 1 }
+        );
+        assert_eq!(
+            limits(serde_json::json!({"max-size": "1.5k", "max-file": "3"})).unwrap(),
+            LogLimits { max_bytes: 1536, max_files: 3 }
+        );
+        assert_eq!(limits(serde_json::json!({"max-file": "100"})).unwrap().max_files, 100);
+        assert!(limits(serde_json::json!({"max-size": "ten"})).unwrap_err().contains("max-size"));
+        assert!(limits(serde_json::json!({"max-file": "0"})).is_err());
+        assert!(limits(serde_json::json!({"compress": "true"})).unwrap_err().contains("compress"));
+    }
+
+    #[test]
+    fn rotation_keeps_max_file_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOG_FILE);
+        let mut writer = LogWriter::open(&path, LogLimits { max_bytes: 4096, max_files: 3 }).unwrap();
+        for i in 0..20u8 {
+            writer.append(Stream::Stdout, &[i; 3000]).unwrap();
+        }
+        assert!(rotated(&path, 2).exists() && !rotated(&path, 3).exists(), "3 files in all");
+        for file in [path.clone(), rotated(&path, 1), rotated(&path, 2)] {
+            assert!(std::fs::metadata(&file).unwrap().len() <= 4096, "records split to fit max-size");
+        }
+        let kept: Vec<u8> = read_all(dir.path()).unwrap().into_iter().flat_map(|r| r.data).collect();
+        let written: Vec<u8> = (0..20u8).flat_map(|i| [i; 3000]).collect();
+        assert!(kept.len() > 2 * 4096 - 100 && written.ends_with(&kept), "the newest output, in order");
+
+        // max-file 1: the file starts over.
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer =
+            LogWriter::open(&dir.path().join(LOG_FILE), LogLimits { max_bytes: 4096, max_files: 1 }).unwrap();
+        for i in 0..5u8 {
+            writer.append(Stream::Stdout, &[i; 3000]).unwrap();
+        }
         assert_eq!(read_all(dir.path()).unwrap().len(), 1);
     }
 }

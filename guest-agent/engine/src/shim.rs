@@ -44,7 +44,8 @@ pub struct ShimConfig {
     /// Docker's default seccomp profile (off for `seccomp=unconfined` and
     /// privileged containers).
     pub seccomp: bool,
-    pub log_max_bytes: u64,
+    #[serde(default)]
+    pub log_limits: crate::logfile::LogLimits,
 }
 
 /// The shim's first (and only) line on READY_FD.
@@ -169,7 +170,7 @@ fn start(dir: &Path) -> Result<Running, String> {
     } else {
         None
     };
-    let log = LogWriter::open(&dir.join(LOG_FILE), config.log_max_bytes)
+    let log = LogWriter::open(&dir.join(LOG_FILE), config.log_limits)
         .map_err(|e| format!("opening the container log: {e}"))?;
 
     let (stdio, outputs, input) = if config.tty {
