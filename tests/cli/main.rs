@@ -487,7 +487,7 @@ fn update_restart_policy_and_limits_and_runtime() {
 
 #[test]
 fn pull_from_a_local_registry() {
-    let registry = harness::LocalRegistry::start();
+    let registry = harness::LocalRegistry::with_busybox();
     let berth = local_berth();
     let image = format!("127.0.0.1:{}/library/tiny:1", registry.port);
     let out = docker(&berth, &["pull", &image]);

@@ -192,60 +192,6 @@ pub fn docker_archive(tag: &str, file: &str, contents: &[u8]) -> Vec<u8> {
     test_support::docker_archive(&[test_support::tar(&[(file, contents)])], &[tag]).0
 }
 
-/// A real registry (Debian's docker-registry) on a free loopback port,
-/// holding `library/tiny:1` (the busybox test image, pushed with skopeo).
-/// Killed on drop.
-pub struct LocalRegistry {
-    child: std::process::Child,
-    pub port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl LocalRegistry {
-    pub fn start() -> LocalRegistry {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry (Debian package, installed by packaging/setup.sh)");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "the registry did not start");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let archive = dir.path().join("busybox.tar");
-        let made = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/images/busybox-archive.py"))
-            .arg(&archive)
-            .status()
-            .unwrap();
-        assert!(made.success());
-        let pushed = Command::new("skopeo")
-            .args(["copy", "-q", "--dest-tls-verify=false"])
-            .arg(format!("docker-archive:{}", archive.display()))
-            .arg(format!("docker://127.0.0.1:{port}/library/tiny:1"))
-            .output()
-            .expect("skopeo (Debian package, installed by packaging/setup.sh)");
-        assert!(pushed.status.success(), "skopeo: {}", describe(&pushed));
-        LocalRegistry { child, port, _dir: dir }
-    }
-}
-
-impl Drop for LocalRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+#[path = "registry.rs"]
+mod registry;
+pub use registry::LocalRegistry;

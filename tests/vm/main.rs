@@ -394,7 +394,7 @@ fn containers_run_in_the_vm() {
 /// config.toml as in Docker's daemon.json.
 #[test]
 fn pulls_through_a_mirror_on_the_host() {
-    let registry = harness::LocalRegistry::start();
+    let registry = harness::LocalRegistry::with_busybox();
     let share = tempfile::tempdir().unwrap();
     let mirror = format!("host.docker.internal:{}", registry.port);
     let berth = Berth::with_config(
