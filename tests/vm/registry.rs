@@ -1,5 +1,7 @@
 //! A real registry (Debian's docker-registry) on a free local port, for
-//! pull tests; shared by the test binaries of the workspace.
+//! pull tests; shared by the test binaries of the workspace (each uses
+//! part of it).
+#![allow(dead_code)]
 
 use std::process::{Command, Stdio};
 
