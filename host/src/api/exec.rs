@@ -10,7 +10,6 @@ use std::sync::Mutex;
 
 use berth_agent_proto::{exec_input, exec_output, ContainerRef, ExecInput, ExecStart, WindowSize};
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
@@ -48,14 +47,7 @@ fn no_such_exec(id: &str) -> Response<Body> {
 }
 
 async fn read_json(req: &mut Request<Incoming>) -> Result<Value, Response<Body>> {
-    let body = http_body_util::Limited::new(req.body_mut(), 1 << 20)
-        .collect()
-        .await
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading the request body: {e}")))?
-        .to_bytes();
-    if body.is_empty() {
-        return Ok(json!({}));
-    }
+    let body = super::read_json_body(req, 1 << 20, true).await?;
     serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))
 }
 
