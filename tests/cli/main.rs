@@ -366,9 +366,13 @@ fn exec_with_a_terminal() {
         .unwrap();
     // The sum is worked out inside: an echo of the typed text alone would
     // not contain it.
-    std::io::Write::write_all(&mut script.stdin.take().unwrap(), b"tty; echo typed-$((40 + 2)); exit 5\n").unwrap();
+    std::io::Write::write_all(
+        &mut script.stdin.take().unwrap(),
+        b"test -t 0 && test -t 1 && echo on-a-terminal; echo typed-$((40 + 2)); exit 5\n",
+    )
+    .unwrap();
     let out = script.wait_with_output().unwrap();
-    assert!(stdout(&out).contains("/dev/pts/"), "{}", describe(&out));
+    assert!(stdout(&out).contains("\non-a-terminal"), "{}", describe(&out));
     assert!(stdout(&out).contains("typed-42"), "{}", describe(&out));
     assert_eq!(out.status.code(), Some(5), "{}", describe(&out));
     ok(&berth, &["rm", "-f", "box"]);
