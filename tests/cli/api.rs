@@ -303,14 +303,20 @@ fn websocket_attach() {
     berth.stop_and_check_clean();
 }
 
-/// `docker run --rm` through the raw API, as the CLI does it: create,
-/// attach and wait before the start, then read the output and the status.
+/// `docker run --rm -i` through the raw API, as the CLI does it: create,
+/// attach and wait before the start, then stdin, the output and the status.
+/// The process waits for its input, which is sent only once the start has
+/// answered: a process that exits while its start is still being recorded
+/// is another test's subject.
 fn run_through_the_api(berth: &Berth, word: &str) {
     let create = json!({
         "Image": "busybox",
-        "Cmd": ["sh", "-c", format!("echo out {word}; echo err {word} >&2")],
+        "Cmd": ["sh", "-c", "read word; echo \"out $word\"; echo \"err $word\" >&2"],
+        "AttachStdin": true,
         "AttachStdout": true,
         "AttachStderr": true,
+        "OpenStdin": true,
+        "StdinOnce": true,
         "HostConfig": {"AutoRemove": true},
     });
     let (status, created) = call_json(berth, "POST", "/containers/create", Some(create));
@@ -320,7 +326,7 @@ fn run_through_the_api(berth: &Berth, word: &str) {
     let mut attach = Http::connect(berth);
     attach.send(
         "POST",
-        &format!("/containers/{id}/attach?stream=1&stdout=1&stderr=1"),
+        &format!("/containers/{id}/attach?stream=1&stdin=1&stdout=1&stderr=1"),
         "Connection: Upgrade\r\nUpgrade: tcp\r\n",
         b"",
     );
@@ -332,6 +338,9 @@ fn run_through_the_api(berth: &Berth, word: &str) {
 
     let (status, body) = call(berth, "POST", &format!("/containers/{id}/start"), None);
     assert_eq!(status, 204, "{}", String::from_utf8_lossy(&body));
+    let stdin = attach.reader.get_mut();
+    stdin.write_all(format!("{word}\n").as_bytes()).unwrap();
+    stdin.shutdown(std::net::Shutdown::Write).unwrap();
     let mut framed = Vec::new();
     attach.reader.read_to_end(&mut framed).unwrap();
     let (out, err) = demultiplex(&framed);
