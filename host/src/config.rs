@@ -8,11 +8,15 @@
 //! memory-mib = 2048
 //! disk-gib = 64
 //! shares = ["~", "/srv/data"]   # host directories, mounted at the same path in the VM
+//!
+//! [api]
+//! tcp = "127.0.0.1:2375"        # also serve the Docker API here: no authentication, no TLS
 //! ```
 //!
 //! Unknown keys and bad values are errors that name the key: a typo must not
 //! silently fall back to a default.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -29,6 +33,14 @@ struct ConfigFile {
     vm: VmSection,
     #[serde(default)]
     engine: EngineSection,
+    #[serde(default)]
+    api: ApiSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ApiSection {
+    tcp: Option<String>,
 }
 
 /// Named as in Docker's daemon.json.
@@ -62,6 +74,10 @@ pub struct Config {
     pub registry_mirrors: Vec<String>,
     /// `host:port` registries spoken to over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// A TCP address that serves the Docker API too (none by default: the
+    /// unix socket is private to its owner, a TCP port is open to every
+    /// local user, and to the network on a non-loopback address).
+    pub api_tcp: Option<SocketAddr>,
 }
 
 pub const MAX_CPUS: u32 = 64;
@@ -126,8 +142,26 @@ impl Config {
                 bail!("engine.insecure-registries: {registry:?} must be host[:port]");
             }
         }
-        Ok(Config { backend, cpus, memory_mib, disk_gib, shares, registry_mirrors, insecure_registries })
+        let api_tcp = match file.api.tcp {
+            Some(text) => Some(parse_tcp_address(&text)?),
+            None => None,
+        };
+        Ok(Config { backend, cpus, memory_mib, disk_gib, shares, registry_mirrors, insecure_registries, api_tcp })
     }
+}
+
+/// `IP:port` with a real port: the address must say where to listen, and a
+/// port chosen by the kernel could not be written into a docker context.
+fn parse_tcp_address(text: &str) -> Result<SocketAddr> {
+    let address: SocketAddr = text
+        .strip_prefix("tcp://")
+        .unwrap_or(text)
+        .parse()
+        .map_err(|_| anyhow::anyhow!("api.tcp: {text:?} is not an IP:port address (e.g. \"127.0.0.1:2375\")"))?;
+    if address.port() == 0 {
+        bail!("api.tcp: {text:?} needs a port other than 0 (e.g. \"127.0.0.1:2375\")");
+    }
+    Ok(address)
 }
 
 fn expand_home(entry: &str, home: Option<&Path>) -> Result<PathBuf> {
@@ -164,7 +198,8 @@ mod tests {
         std::fs::create_dir(h.path().join("src")).unwrap();
         let text =
             "backend = \"local\"\n[vm]\ncpus = 3\nmemory-mib = 1024\ndisk-gib = 8\nshares = [\"~/src\", \"/tmp\"]\n\
-             [engine]\nregistry-mirrors = [\"http://host.docker.internal:5000\"]\ninsecure-registries = [\"host.docker.internal:5000\"]\n";
+             [engine]\nregistry-mirrors = [\"http://host.docker.internal:5000\"]\ninsecure-registries = [\"host.docker.internal:5000\"]\n\
+             [api]\ntcp = \"127.0.0.1:2375\"\n";
         let config = Config::parse(text, Some(h.path())).unwrap();
         assert_eq!(
             config,
@@ -176,8 +211,19 @@ mod tests {
                 shares: vec![h.path().join("src"), PathBuf::from("/tmp")],
                 registry_mirrors: vec!["http://host.docker.internal:5000".into()],
                 insecure_registries: vec!["host.docker.internal:5000".into()],
+                api_tcp: Some("127.0.0.1:2375".parse().unwrap()),
             }
         );
+    }
+
+    #[test]
+    fn tcp_is_off_by_default_and_takes_ipv6_and_a_scheme() {
+        let h = home();
+        assert_eq!(Config::parse("", Some(h.path())).unwrap().api_tcp, None);
+        let v6 = Config::parse("[api]\ntcp = \"[::1]:2375\"\n", Some(h.path())).unwrap();
+        assert_eq!(v6.api_tcp, Some("[::1]:2375".parse().unwrap()));
+        let scheme = Config::parse("[api]\ntcp = \"tcp://127.0.0.1:2376\"\n", Some(h.path())).unwrap();
+        assert_eq!(scheme.api_tcp, Some("127.0.0.1:2376".parse().unwrap()));
     }
 
     #[test]
@@ -196,5 +242,9 @@ mod tests {
         assert!(err("[vm]\nshares = [\"relative\"]\n").contains("vm.shares"));
         assert!(err("[vm]\nshares = [\"/no/such/dir\"]\n").contains("not an existing directory"));
         assert!(err("[vm]\nshares = [\"/tmp\", \"/tmp\"]\n").contains("twice"));
+        assert!(err("[api]\ntcp = \"localhost\"\n").contains("api.tcp: \"localhost\" is not an IP:port address"));
+        assert!(err("[api]\ntcp = \"127.0.0.1:99999\"\n").contains("api.tcp"));
+        assert!(err("[api]\ntcp = \"127.0.0.1:0\"\n").contains("port other than 0"));
+        assert!(err("[api]\nport = 2375\n").contains("unknown field `port`"));
     }
 }

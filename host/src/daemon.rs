@@ -96,6 +96,8 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
         Err(err) => return fail_start(paths, err),
     };
     // The Docker API socket exists before `berth start` returns.
+    // boot() has validated the file already.
+    let config = Config::load(&paths.config_file()).ok();
     let facts = api::ApiFacts {
         berth_version: env!("CARGO_PKG_VERSION").into(),
         kernel_release: info.kernel_release.clone(),
@@ -103,11 +105,15 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
         cpus: info.cpus,
         memory_total_bytes: info.memory_total_bytes,
         data_dir: "/var/lib/berth".into(),
-        // boot() has validated the file already.
-        registry: Config::load(&paths.config_file())
-            .map(|c| api::RegistrySettings { mirrors: c.registry_mirrors, insecure: c.insecure_registries })
+        registry: config
+            .as_ref()
+            .map(|c| api::RegistrySettings {
+                mirrors: c.registry_mirrors.clone(),
+                insecure: c.insecure_registries.clone(),
+            })
             .unwrap_or_default(),
     };
+    let tcp_address = config.as_ref().and_then(|c| c.api_tcp);
     let socket = paths.docker_socket();
     let bound = state
         .agent
@@ -115,15 +121,36 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
         .context("the VM has no agent endpoint")
         .and_then(|agent| Ok((agent.client(), api::bind(&socket)?)))
         .with_context(|| format!("serving the Docker API on {}", socket.display()));
-    let api_server = match bound {
-        Ok((agent, listener)) => {
-            tokio::spawn(api::serve(listener, socket.clone(), std::sync::Arc::new(api::ApiContext::new(facts, agent))))
+    let bound = match (bound, tcp_address) {
+        (Ok((agent, listener)), Some(address)) => tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("serving the Docker API on tcp://{address} ([api] tcp in config.toml)"))
+            .map(|tcp| (agent, listener, Some(tcp))),
+        (bound, _) => bound.map(|(agent, listener)| (agent, listener, None)),
+    };
+    let (api_server, tcp_server) = match bound {
+        Ok((agent, listener, tcp)) => {
+            let ctx = std::sync::Arc::new(api::ApiContext::new(facts, agent));
+            let tcp_server = tcp.map(|listener| {
+                let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                tracing::warn!(
+                    address,
+                    "the Docker API is also served on TCP without authentication or TLS: \
+                     whoever can connect to it controls the engine"
+                );
+                state.docker_tcp = Some(format!("tcp://{address}"));
+                tokio::spawn(api::serve_tcp(listener, ctx.clone()))
+            });
+            (tokio::spawn(api::serve(listener, socket.clone(), ctx)), tcp_server)
         }
         Err(err) => {
+            // The unix socket may be bound already when TCP failed.
+            let _ = std::fs::remove_file(&socket);
             shut_down(vm.as_mut(), state.agent.as_ref()).await?;
             return fail_start(paths, err);
         }
     };
+    state.write(&paths.state_file())?;
     tracing::info!(socket = %socket.display(), "serving the Docker API");
     notify(&StartOutcome::Ready {
         boot_ms: state.boot_ms.unwrap_or(0),
@@ -138,6 +165,11 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
     // Aborting drops the server, which removes the socket.
     api_server.abort();
     let _ = api_server.await;
+    if let Some(tcp_server) = tcp_server {
+        tcp_server.abort();
+        let _ = tcp_server.await;
+    }
+    state.docker_tcp = None;
     match crashed {
         Some(why) => {
             tracing::error!(%why, "the VM exited unexpectedly");

@@ -116,11 +116,20 @@ pub fn start(paths: &Paths) -> Result<()> {
     match serde_json::from_str::<StartOutcome>(line.trim()).context("unexpected reply from the berth daemon")? {
         StartOutcome::Ready { boot_ms, accel } => {
             println!("Berth VM is running ({accel}, ready in {:.2}s)", boot_ms as f64 / 1000.0);
+            warn_if_tcp(paths);
             use_docker_context(paths);
             Ok(())
         }
         StartOutcome::AlreadyRunning => wait_for_running(paths, "berth is already running"),
         StartOutcome::Failed { error } => bail!("{error}\n(see `berth logs` for details)"),
+    }
+}
+
+/// One line on stderr when the API is open on TCP: anyone who can connect
+/// there drives the engine, so whoever starts Berth should know.
+fn warn_if_tcp(paths: &Paths) {
+    if let Ok(Some(State { docker_tcp: Some(address), .. })) = State::read(&paths.state_file()) {
+        eprintln!("berth: warning: the Docker API is also served on {address} without authentication or TLS ([api] tcp in config.toml)");
     }
 }
 
@@ -233,6 +242,8 @@ fn kill_if_ours(process: &VmProcess, paths: &Paths) {
 struct StatusJson {
     state: Phase,
     docker_host: String,
+    /// `tcp://IP:port` when `[api] tcp` is on, else null.
+    docker_tcp: Option<String>,
     accel: Option<String>,
     boot_ms: Option<u64>,
     agent_version: Option<String>,
@@ -249,6 +260,7 @@ pub fn status(paths: &Paths, json: bool) -> Result<()> {
     let out = StatusJson {
         state: state.state,
         docker_host: format!("unix://{}", paths.docker_socket().display()),
+        docker_tcp: state.docker_tcp.clone().filter(|_| live),
         accel: state.accel.clone().filter(|_| live),
         boot_ms: state.boot_ms.filter(|_| live),
         agent_version: state.agent_version.clone().filter(|_| live),
@@ -275,6 +287,9 @@ pub fn status(paths: &Paths, json: bool) -> Result<()> {
             println!("memory:      {}", opt(out.memory_mib.map(|m| format!("{m} MiB"))));
         }
         println!("docker_host: {}", out.docker_host);
+        if let Some(tcp) = &out.docker_tcp {
+            println!("docker_tcp:  {tcp} (no authentication)");
+        }
     }
     Ok(())
 }

@@ -41,6 +41,9 @@ pub struct State {
     #[serde(default)]
     pub processes: Vec<VmProcess>,
     pub error: Option<String>,
+    /// `tcp://IP:port` while the Docker API is also served on TCP.
+    #[serde(default)]
+    pub docker_tcp: Option<String>,
 }
 
 impl State {
@@ -58,6 +61,7 @@ impl State {
             agent: None,
             processes: Vec::new(),
             error: None,
+            docker_tcp: None,
         }
     }
 

@@ -9,18 +9,30 @@ use std::process::{Command, Output, Stdio};
 
 use harness::{describe, Berth};
 
+mod api;
+
+/// config.toml of a Berth with a local agent; `extra` is appended.
+fn local_config(extra: &str) -> String {
+    format!("backend = \"local\"\n[vm]\nshares = []\n{extra}")
+}
+
 fn local_berth() -> Berth {
-    let berth = Berth::with_config_file("backend = \"local\"\n[vm]\nshares = []\n");
+    let berth = Berth::with_config_file(&local_config(""));
     berth.start();
+    load_busybox(&berth);
+    berth
+}
+
+/// `docker load`s the busybox test image into a started Berth.
+fn load_busybox(berth: &Berth) {
     let archive = berth.home.path().join("busybox.tar");
     let made = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/images/busybox-archive.py"))
         .arg(&archive)
         .status()
         .expect("python3");
     assert!(made.success());
-    let out = docker(&berth, &["load", "-i", &archive.display().to_string()]);
+    let out = docker(berth, &["load", "-i", &archive.display().to_string()]);
     assert!(out.status.success(), "{}", describe(&out));
-    berth
 }
 
 fn docker(berth: &Berth, args: &[&str]) -> Output {
@@ -625,5 +637,73 @@ fn log_options_bound_what_is_kept() {
     assert_eq!(config.trim(), r#"{"Type":"json-file","Config":{"max-file":"2","max-size":"10k"}}"#);
     let out = docker(&berth, &["run", "--rm", "--log-opt", "max-size=lots", "busybox", "true"]);
     assert!(stderr(&out).contains("invalid value for log opt max-size"), "{}", describe(&out));
+    berth.stop_and_check_clean();
+}
+
+/// `docker exec -it` under `script` (the CLI insists on a terminal of its
+/// own for -t): a terminal inside, and what is typed reaches the shell.
+#[test]
+fn exec_with_a_terminal() {
+    let berth = local_berth();
+    ok(&berth, &["run", "-d", "--name", "box", "busybox", "sleep", "300"]);
+    let mut script = Command::new("script")
+        .args([
+            "-qec",
+            &format!("docker -H unix://{} exec -it box sh", berth.run_dir().join("docker.sock").display()),
+            "/dev/null",
+        ])
+        .env("DOCKER_CONFIG", berth.home.path().join("docker-config"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The sum is worked out inside: an echo of the typed text alone would
+    // not contain it.
+    std::io::Write::write_all(
+        &mut script.stdin.take().unwrap(),
+        b"test -t 0 && test -t 1 && echo on-a-terminal; echo typed-$((40 + 2)); exit 5\n",
+    )
+    .unwrap();
+    let out = script.wait_with_output().unwrap();
+    assert!(stdout(&out).contains("\non-a-terminal"), "{}", describe(&out));
+    assert!(stdout(&out).contains("typed-42"), "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(5), "{}", describe(&out));
+    ok(&berth, &["rm", "-f", "box"]);
+    berth.stop_and_check_clean();
+}
+
+#[test]
+fn images_tags_and_missing_objects() {
+    let berth = local_berth();
+    let images = |berth: &Berth| ok(berth, &["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]);
+    let listed = images(&berth);
+    let busybox_id = listed.strip_prefix("busybox:latest ").expect(&listed).trim().to_string();
+
+    // A tag is a second name for the same image.
+    ok(&berth, &["tag", "busybox", "mine:1"]);
+    let listed = images(&berth);
+    assert_eq!(listed, format!("busybox:latest {busybox_id}\nmine:1 {busybox_id}\n"));
+    assert_eq!(ok(&berth, &["run", "--rm", "mine:1", "echo", "tagged"]), "tagged\n");
+
+    // rmi of one of two names only untags; of the last one, deletes.
+    let removed = ok(&berth, &["rmi", "busybox"]);
+    assert_eq!(removed, "Untagged: busybox:latest\n");
+    assert_eq!(images(&berth), format!("mine:1 {busybox_id}\n"));
+    let removed = ok(&berth, &["rmi", "mine:1"]);
+    assert!(removed.starts_with("Untagged: mine:1\nDeleted: sha256:"), "{removed}");
+    assert_eq!(images(&berth), "");
+
+    // Missing objects in Docker's words, exit code 1.
+    for (args, message) in [
+        (&["rm", "nope"][..], "Error response from daemon: No such container: nope"),
+        (&["start", "nope"][..], "Error response from daemon: No such container: nope"),
+        (&["rmi", "nope:1"][..], "Error response from daemon: No such image: nope:1"),
+        (&["tag", "nope:1", "other:1"][..], "Error response from daemon: No such image: nope:1"),
+    ] {
+        let out = docker(&berth, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", describe(&out));
+        assert!(stderr(&out).contains(message), "{args:?}: {}", describe(&out));
+    }
     berth.stop_and_check_clean();
 }

@@ -56,6 +56,7 @@ pub async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Opti
         (&Method::DELETE, _, "") => remove(&id, query, agent).await,
         (&Method::GET, _, "logs") => logs(&id, query, agent).await,
         (&Method::POST, _, "attach") => attach(req, &id, query, agent).await,
+        (&Method::GET, _, "attach/ws") => attach_websocket(req, &id, query, agent).await,
         (&Method::POST, _, "resize") => resize(&id, query, agent).await,
         (&Method::POST, _, "exec") => super::exec::create(req, &id, ctx).await,
         (&Method::POST, "prune", "") => prune(query, agent).await,
@@ -87,16 +88,8 @@ fn path_stat_header(json: &[u8]) -> HeaderValue {
 }
 
 /// Streams tar chunks from the agent as the response body.
-fn tar_body(mut chunks: tonic::Streaming<berth_agent_proto::ArchiveChunk>) -> Body {
-    let (tx, body) = channel_body();
-    tokio::spawn(async move {
-        while let Ok(Some(chunk)) = chunks.message().await {
-            if tx.send(Bytes::from(chunk.data)).await.is_err() {
-                return;
-            }
-        }
-    });
-    body
+fn tar_body(chunks: tonic::Streaming<berth_agent_proto::ArchiveChunk>) -> Body {
+    super::stream_body(chunks, |chunk| Bytes::from(chunk.data))
 }
 
 /// `docker cp CONTAINER:PATH ...`: HEAD for the stat, GET for the tar.
@@ -204,21 +197,9 @@ async fn stats(id: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -
     }
 }
 
-/// A JSON request body (create, update), or the 400 that says why not.
-async fn json_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
-    let body = match http_body_util::Limited::new(req.into_body(), MAX_CREATE_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(err) => return Err(error(StatusCode::BAD_REQUEST, format!("reading the request body: {err}"))),
-    };
-    if let Err(err) = serde_json::from_slice::<serde_json::Value>(&body) {
-        return Err(error(StatusCode::BAD_REQUEST, format!("invalid JSON: {err}")));
-    }
-    Ok(body)
-}
-
 /// `docker update`: the agent answers Docker's `{"Warnings": [...]}`.
-async fn update(req: Request<Incoming>, id: &str, mut agent: AgentClient<Channel>) -> Response<Body> {
-    let body = match json_body(req).await {
+async fn update(mut req: Request<Incoming>, id: &str, mut agent: AgentClient<Channel>) -> Response<Body> {
+    let body = match super::read_json_body(&mut req, MAX_CREATE_BODY, false).await {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -229,9 +210,9 @@ async fn update(req: Request<Incoming>, id: &str, mut agent: AgentClient<Channel
     }
 }
 
-async fn create(req: Request<Incoming>, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
+async fn create(mut req: Request<Incoming>, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
     let name = query_param(query, "name").unwrap_or_default();
-    let body = match json_body(req).await {
+    let body = match super::read_json_body(&mut req, MAX_CREATE_BODY, false).await {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -343,7 +324,12 @@ async fn wait(id: &str, query: Option<&str>, mut agent: AgentClient<Channel>) ->
     }
     let (tx, body) = channel_body();
     tokio::spawn(async move {
-        let result = match stream.message().await {
+        // A client that gives up waiting ends the agent's wait too.
+        let message = tokio::select! {
+            message = stream.message() => message,
+            () = tx.closed() => return,
+        };
+        let result = match message {
             Ok(Some(done)) => {
                 let error =
                     if done.error.is_empty() { serde_json::Value::Null } else { json!({ "Message": done.error }) };
@@ -448,18 +434,16 @@ async fn logs(id: &str, query: Option<&str>, mut agent: AgentClient<Channel>) ->
         tail,
     };
     let timestamps = flag(query, "timestamps");
-    let mut stream = match agent.container_logs(request).await {
+    let stream = match agent.container_logs(request).await {
         Ok(reply) => reply.into_inner(),
         Err(status) => return agent_error(status),
     };
-    let (tx, body) = channel_body();
-    tokio::spawn(async move {
-        while let Ok(Some(entry)) = stream.message().await {
-            let data = if timestamps { with_timestamp(&entry) } else { entry.data.clone() };
-            let chunk = if tty { Bytes::from(data) } else { frame(entry.stream as u8, &data) };
-            if tx.send(chunk).await.is_err() {
-                return;
-            }
+    let body = super::stream_body(stream, move |entry| {
+        let data = if timestamps { with_timestamp(&entry) } else { entry.data.clone() };
+        if tty {
+            Bytes::from(data)
+        } else {
+            frame(entry.stream as u8, &data)
         }
     });
     let mut response = Response::new(body);
@@ -473,12 +457,35 @@ async fn attach(
     mut req: Request<Incoming>,
     id: &str,
     query: Option<&str>,
-    mut agent: AgentClient<Channel>,
+    agent: AgentClient<Channel>,
 ) -> Response<Body> {
-    let tty = match has_tty(id, &mut agent).await {
-        Ok(tty) => tty,
-        Err(response) => return response,
+    match open_attach(id, query, agent).await {
+        Ok(streams) => hijack(&mut req, streams),
+        Err(response) => response,
+    }
+}
+
+/// `GET /containers/{id}/attach/ws`: the same streams over a websocket.
+async fn attach_websocket(
+    mut req: Request<Incoming>,
+    id: &str,
+    query: Option<&str>,
+    agent: AgentClient<Channel>,
+) -> Response<Body> {
+    let Some(accept_key) = websocket_accept_key(&req) else {
+        return error(StatusCode::BAD_REQUEST, "attach/ws needs a websocket upgrade request");
     };
+    match open_attach(id, query, agent).await {
+        Ok(streams) => websocket(&mut req, accept_key, streams),
+        Err(response) => response,
+    }
+}
+
+/// The agent's attach call for a client's query, as the streams to serve.
+async fn open_attach(id: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -> Result<Hijack, Response<Body>> {
+    let detach_keys = parse_detach_keys(&query_param(query, "detachKeys").unwrap_or_default())
+        .map_err(|message| error(StatusCode::BAD_REQUEST, message))?;
+    let tty = has_tty(id, &mut agent).await?;
     let wants_stdin = flag(query, "stdin");
     let start = AttachStart {
         id: id.to_string(),
@@ -491,13 +498,21 @@ async fn attach(
     let _ = input_tx.send(AttachInput { input: Some(attach_input::Input::Start(start)) }).await;
     // The engine has placed its cursor once this answers: output from a
     // start that follows is not missed.
-    let mut output = match agent.attach_container(tokio_stream::wrappers::ReceiverStream::new(input_rx)).await {
-        Ok(reply) => reply.into_inner(),
-        Err(status) => return agent_error(status),
-    };
+    let mut output = agent
+        .attach_container(tokio_stream::wrappers::ReceiverStream::new(input_rx))
+        .await
+        .map_err(agent_error)?
+        .into_inner();
     let (out_tx, out_rx) = tokio::sync::mpsc::channel(32);
     tokio::spawn(async move {
-        while let Ok(Some(entry)) = output.message().await {
+        loop {
+            // The connection ending drops the receiver: end the agent's
+            // attach then, not at the container's next output.
+            let entry = tokio::select! {
+                entry = output.message() => entry,
+                () = out_tx.closed() => return,
+            };
+            let Ok(Some(entry)) = entry else { return };
             if out_tx.send((entry.stream as u8, Bytes::from(entry.data))).await.is_err() {
                 return;
             }
@@ -511,11 +526,7 @@ async fn attach(
             }),
         })
     });
-    let detach_keys = match parse_detach_keys(&query_param(query, "detachKeys").unwrap_or_default()) {
-        Ok(keys) => keys,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
-    };
-    hijack(&mut req, Hijack { tty, output: out_rx, stdin, detach_keys })
+    Ok(Hijack { tty, output: out_rx, stdin, detach_keys })
 }
 
 /// A sender for `Hijack::stdin` that feeds the agent's request stream,
@@ -619,7 +630,12 @@ pub fn hijack<B>(req: &mut Request<B>, mut streams: Hijack) -> Response<Body> {
     if req.headers().get(UPGRADE).is_none() {
         let (tx, body) = channel_body();
         tokio::spawn(async move {
-            while let Some(item) = streams.output.recv().await {
+            loop {
+                let item = tokio::select! {
+                    item = streams.output.recv() => item,
+                    () = tx.closed() => return,
+                };
+                let Some(item) = item else { return };
                 if tx.send(encode(item)).await.is_err() {
                     return;
                 }
@@ -629,6 +645,7 @@ pub fn hijack<B>(req: &mut Request<B>, mut streams: Hijack) -> Response<Body> {
         response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/vnd.docker.raw-stream"));
         return response;
     }
+    let socket = req.extensions().get::<super::ConnectionSocket>().copied();
     let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -639,23 +656,30 @@ pub fn hijack<B>(req: &mut Request<B>, mut streams: Hijack) -> Response<Body> {
             }
         };
         let (mut reader, mut writer) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
-        let stdin = streams.stdin.take();
+        let mut stdin = streams.stdin.take();
         let mut scanner = DetachScanner { keys: std::mem::take(&mut streams.detach_keys), matched: 0 };
-        // Returns (ends the connection) only when the detach keys are typed.
-        let stdin_pump = async move {
-            let Some(stdin) = stdin else { return std::future::pending::<()>().await };
+        // Returns (ends the connection) when the detach keys are typed or
+        // the client is gone.
+        let input_pump = async move {
             let mut buf = vec![0u8; 32 * 1024];
             loop {
                 match reader.read(&mut buf).await {
-                    Ok(0) | Err(_) => {
-                        let _ = stdin.send(None).await;
-                        // The client half-closed; keep serving output.
-                        return std::future::pending::<()>().await;
+                    Ok(0) => {
+                        if let Some(stdin) = &stdin {
+                            let _ = stdin.send(None).await;
+                        }
+                        // A client that only half-closed still reads the
+                        // output; one that closed for good does not.
+                        return peer_closed(socket).await;
                     }
+                    Err(_) => return,
+                    // Without stdin attached (or once the process no
+                    // longer takes it), input is dropped, as dockerd does.
                     Ok(n) => {
+                        let Some(sender) = &stdin else { continue };
                         let (forward, detached) = scanner.feed(&buf[..n]);
-                        if !forward.is_empty() && stdin.send(Some(forward)).await.is_err() {
-                            return std::future::pending::<()>().await;
+                        if !forward.is_empty() && sender.send(Some(forward)).await.is_err() {
+                            stdin = None;
                         }
                         if detached {
                             return;
@@ -676,7 +700,7 @@ pub fn hijack<B>(req: &mut Request<B>, mut streams: Hijack) -> Response<Body> {
         // if the client still holds its input open.
         tokio::select! {
             () = output_pump => {}
-            () = stdin_pump => {}
+            () = input_pump => {}
         }
     });
     let mut response = empty(StatusCode::SWITCHING_PROTOCOLS);
@@ -684,6 +708,140 @@ pub fn hijack<B>(req: &mut Request<B>, mut streams: Hijack) -> Response<Body> {
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/vnd.docker.raw-stream"));
     headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(UPGRADE, HeaderValue::from_static("tcp"));
+    response
+}
+
+/// Resolves once the client has closed its connection in both directions.
+///
+/// After the client's input ended, reading says nothing more, and an idle
+/// container writes nothing that could fail: without this, a client gone
+/// from an idle attach would hold the agent's attach until the container
+/// next writes. A unix socket reports the peer's close as a hang-up
+/// (EPOLLHUP), distinct from a half-close. Over TCP a close looks like a
+/// half-close until a write fails, so there this never resolves and the
+/// output's next write ends the connection (as with dockerd).
+async fn peer_closed(socket: Option<super::ConnectionSocket>) {
+    use std::os::fd::BorrowedFd;
+    use tokio::io::unix::AsyncFd;
+    use tokio::io::Interest;
+    let Some(super::ConnectionSocket(fd)) = socket else { return std::future::pending().await };
+    // SAFETY: `fd` is the connection's socket, open while the caller holds
+    // the upgraded connection (it does, for as long as this future lives);
+    // borrowing it only to duplicate it.
+    let duplicate = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned();
+    // A duplicate of our own for the reactor: the connection's descriptor
+    // is registered already, by its stream.
+    let registered = duplicate.map_err(|err| err.to_string()).and_then(|fd| {
+        // SAFETY: the AsyncFd owns this OwnedFd, which stays open and the
+        // same descriptor until the AsyncFd is dropped.
+        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
+            .map_err(|err| err.to_string())
+    });
+    let watched = match registered {
+        Ok(watched) => watched,
+        Err(err) => {
+            tracing::debug!(%err, "cannot watch the client connection");
+            return std::future::pending().await;
+        }
+    };
+    loop {
+        let Ok(mut guard) = watched.ready(Interest::WRITABLE).await else { return std::future::pending().await };
+        if guard.ready().is_write_closed() {
+            return;
+        }
+        // Wait for the socket's next change of state.
+        guard.clear_ready();
+    }
+}
+
+/// The `Sec-WebSocket-Accept` answer to a websocket upgrade request, or
+/// `None` when the request is not one.
+fn websocket_accept_key<B>(req: &Request<B>) -> Option<String> {
+    let headers = req.headers();
+    let has_token = |name: hyper::header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !has_token(UPGRADE, "websocket") || !has_token(CONNECTION, "upgrade") {
+        return None;
+    }
+    let key = headers.get(hyper::header::SEC_WEBSOCKET_KEY)?;
+    Some(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()))
+}
+
+/// Serves attach streams over a websocket, as dockerd's `attach/ws` does:
+/// output as binary messages of raw bytes (no stream framing: a websocket
+/// has no room for it, and dockerd never multiplexes there), every message
+/// received (binary or text) as stdin.
+fn websocket<B>(req: &mut Request<B>, accept_key: String, mut streams: Hijack) -> Response<Body> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+    use tokio_tungstenite::tungstenite::Message;
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => {
+                tracing::debug!(%err, "websocket upgrade failed");
+                return;
+            }
+        };
+        let io = hyper_util::rt::TokioIo::new(upgraded);
+        let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+        let (mut sink, mut messages) = socket.split();
+        let stdin = streams.stdin.take();
+        let mut scanner = DetachScanner { keys: std::mem::take(&mut streams.detach_keys), matched: 0 };
+        // Returns when the client closes, fails, or types the detach keys.
+        let input_pump = async move {
+            while let Some(Ok(message)) = messages.next().await {
+                let data = match message {
+                    Message::Binary(data) => data.to_vec(),
+                    Message::Text(text) => text.as_bytes().to_vec(),
+                    // tungstenite answers pings and close frames itself.
+                    Message::Close(_) => break,
+                    _ => continue,
+                };
+                let Some(stdin) = &stdin else { continue };
+                let (forward, detached) = scanner.feed(&data);
+                if !forward.is_empty() && stdin.send(Some(forward)).await.is_err() {
+                    break;
+                }
+                if detached {
+                    return;
+                }
+            }
+            if let Some(stdin) = &stdin {
+                let _ = stdin.send(None).await;
+            }
+        };
+        let output_pump = async {
+            while let Some((_, data)) = streams.output.recv().await {
+                if sink.send(Message::Binary(data)).await.is_err() {
+                    return;
+                }
+            }
+            let close = CloseFrame {
+                code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+                reason: "".into(),
+            };
+            let _ = sink.send(Message::Close(Some(close))).await;
+        };
+        tokio::select! {
+            () = output_pump => {}
+            () = input_pump => {}
+        }
+    });
+    let mut response = empty(StatusCode::SWITCHING_PROTOCOLS);
+    let headers = response.headers_mut();
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(value) = HeaderValue::from_str(&accept_key) {
+        headers.insert(hyper::header::SEC_WEBSOCKET_ACCEPT, value);
+    }
     response
 }
 

@@ -10,7 +10,6 @@ use std::sync::Mutex;
 
 use berth_agent_proto::{exec_input, exec_output, ContainerRef, ExecInput, ExecStart, WindowSize};
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
@@ -48,15 +47,44 @@ fn no_such_exec(id: &str) -> Response<Body> {
 }
 
 async fn read_json(req: &mut Request<Incoming>) -> Result<Value, Response<Body>> {
-    let body = http_body_util::Limited::new(req.body_mut(), 1 << 20)
-        .collect()
-        .await
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading the request body: {e}")))?
-        .to_bytes();
-    if body.is_empty() {
-        return Ok(json!({}));
+    let body = super::read_json_body(req, 1 << 20, true).await?;
+    let value =
+        serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))?;
+    Ok(with_field_names(value))
+}
+
+/// The fields of an exec's create and start requests, as Docker names them.
+const FIELDS: &[&str] = &[
+    "AttachStdin",
+    "AttachStdout",
+    "AttachStderr",
+    "ConsoleSize",
+    "Cmd",
+    "Detach",
+    "DetachKeys",
+    "Env",
+    "Privileged",
+    "Tty",
+    "User",
+    "WorkingDir",
+];
+
+/// Renames a key that matches a field but for case (docker-py sends
+/// `detachKeys`) to the field's name: dockerd decodes with Go's
+/// encoding/json, which matches keys that way when none matches exactly.
+fn with_field_names(mut value: Value) -> Value {
+    if let Some(object) = value.as_object_mut() {
+        for field in FIELDS {
+            if object.contains_key(*field) {
+                continue;
+            }
+            let other = object.keys().find(|key| key.eq_ignore_ascii_case(field)).cloned();
+            if let Some(entry) = other.and_then(|key| object.remove(&key)) {
+                object.insert(field.to_string(), entry);
+            }
+        }
     }
-    serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))
+    value
 }
 
 pub async fn create(mut req: Request<Incoming>, container: &str, ctx: &ApiContext) -> Response<Body> {
@@ -255,5 +283,17 @@ async fn resize(id: &str, query: Option<&str>, ctx: &ApiContext) -> Response<Bod
             empty(StatusCode::OK)
         }
         None => error(StatusCode::CONFLICT, format!("exec {id} is not running")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_match_fields_as_go_decodes_them() {
+        let value =
+            with_field_names(json!({"detachKeys": "ctrl-p", "tty": true, "Cmd": ["a"], "cmd": ["b"], "Other": 1}));
+        assert_eq!(value, json!({"DetachKeys": "ctrl-p", "Tty": true, "Cmd": ["a"], "cmd": ["b"], "Other": 1}));
     }
 }

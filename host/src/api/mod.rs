@@ -331,9 +331,68 @@ async fn handle(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> {
 
 /// Reads and drops a request body (bounded), so an answer that ignores it
 /// still reaches the client.
-async fn drain(req: Request<Incoming>) {
+async fn drain(mut req: Request<Incoming>) {
+    discard(req.body_mut()).await;
+}
+
+/// At most this much of a refused body is read (and dropped) before the
+/// answer; past it the connection is closed on a client still sending.
+const MAX_DISCARD: usize = 64 << 20;
+
+/// Reads what is left of a body and drops it, chunk by chunk: a client
+/// still writing a body we refuse would otherwise see a broken pipe (or a
+/// reset over TCP) instead of our answer, and dropping keeps memory flat.
+pub async fn discard(body: &mut Incoming) {
     use http_body_util::BodyExt;
-    let _ = http_body_util::Limited::new(req.into_body(), 16 << 20).collect().await;
+    let mut left = MAX_DISCARD;
+    while let Some(Ok(frame)) = body.frame().await {
+        let len = frame.data_ref().map_or(0, Bytes::len);
+        left = left.saturating_sub(len);
+        if left == 0 {
+            return;
+        }
+    }
+}
+
+/// A whole request body of at most `limit` bytes; a larger one is refused
+/// with 413 before more than `limit` bytes of it are held (at once when
+/// its Content-Length says so).
+pub async fn read_body(req: &mut Request<Incoming>, limit: usize) -> Result<Bytes, Response<Body>> {
+    use http_body_util::BodyExt;
+    let too_large =
+        || error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body too large: the limit is {} KiB", limit >> 10));
+    let declared = req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        discard(req.body_mut()).await;
+        return Err(too_large());
+    }
+    let mut collected = bytes::BytesMut::new();
+    while let Some(frame) = req.body_mut().frame().await {
+        let frame = frame.map_err(|err| error(StatusCode::BAD_REQUEST, format!("reading the request body: {err}")))?;
+        if let Some(data) = frame.data_ref() {
+            if collected.len() + data.len() > limit {
+                discard(req.body_mut()).await;
+                return Err(too_large());
+            }
+            collected.extend_from_slice(data);
+        }
+    }
+    Ok(collected.freeze())
+}
+
+/// A request body that must be JSON (an empty one is `{}` when
+/// `empty_is_object`), as raw bytes for the agent.
+pub async fn read_json_body(
+    req: &mut Request<Incoming>,
+    limit: usize,
+    empty_is_object: bool,
+) -> Result<Bytes, Response<Body>> {
+    let body = read_body(req, limit).await?;
+    let body = if body.is_empty() && empty_is_object { Bytes::from_static(b"{}") } else { body };
+    match serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+        Ok(_) => Ok(body),
+        Err(err) => Err(error(StatusCode::BAD_REQUEST, format!("invalid JSON: {err}"))),
+    }
 }
 
 /// An agent error as Docker reports it: the client's fault is a 400.
@@ -390,21 +449,40 @@ async fn info(ctx: &ApiContext) -> Response<Body> {
     json_response(StatusCode::OK, value)
 }
 
-/// A streamed body of the agent's JSON messages, each followed by
-/// `separator` (Docker ends pull progress lines with CRLF, others with LF).
-pub fn json_lines(
-    mut messages: tonic::Streaming<berth_agent_proto::JsonResponse>,
-    separator: &'static [u8],
-) -> Response<Body> {
+/// A response body fed from an agent stream, each message encoded by
+/// `encode`. It ends with the stream, and also as soon as the client goes
+/// away: an idle stream (`logs -f`, `events`) would otherwise hold its agent
+/// call, and the agent's cursor or subscription, until its next message.
+pub fn stream_body<T: Send + 'static>(
+    mut messages: tonic::Streaming<T>,
+    mut encode: impl FnMut(T) -> Bytes + Send + 'static,
+) -> Body {
     let (tx, body) = channel_body();
     tokio::spawn(async move {
-        while let Ok(Some(message)) = messages.message().await {
-            let mut line = message.json;
-            line.extend_from_slice(separator);
-            if tx.send(Bytes::from(line)).await.is_err() {
+        loop {
+            let message = tokio::select! {
+                message = messages.message() => message,
+                () = tx.closed() => return,
+            };
+            let Ok(Some(message)) = message else { return };
+            if tx.send(encode(message)).await.is_err() {
                 return;
             }
         }
+    });
+    body
+}
+
+/// A streamed body of the agent's JSON messages, each followed by
+/// `separator` (Docker ends pull progress lines with CRLF, others with LF).
+pub fn json_lines(
+    messages: tonic::Streaming<berth_agent_proto::JsonResponse>,
+    separator: &'static [u8],
+) -> Response<Body> {
+    let body = stream_body(messages, move |message| {
+        let mut line = message.json;
+        line.extend_from_slice(separator);
+        Bytes::from(line)
     });
     let mut response = Response::new(body);
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -508,33 +586,68 @@ pub async fn serve(listener: tokio::net::UnixListener, socket: PathBuf, ctx: Arc
     }
     let _cleanup = RemoveOnDrop(socket);
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(err) => {
-                tracing::warn!(%err, "API accept failed");
-                continue;
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let socket = ConnectionSocket(std::os::fd::AsRawFd::as_raw_fd(&stream));
+                serve_connection(stream, socket, ctx.clone());
             }
-        };
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let ctx = ctx.clone();
-                async move {
-                    let (method, path) = (req.method().clone(), req.uri().path().to_string());
-                    let response = handle(req, &ctx).await;
-                    tracing::debug!(%method, path, status = response.status().as_u16(), "api");
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            // Upgrades: attach and exec hijack the connection (Docker's
-            // `Upgrade: tcp`).
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service).with_upgrades();
-            if let Err(err) = conn.await {
-                tracing::debug!(%err, "API connection ended with an error");
+            Err(err) => accept_failed(err).await,
+        }
+    }
+}
+
+/// The same API on TCP (`[api] tcp` in config.toml), until dropped.
+pub async fn serve_tcp(listener: tokio::net::TcpListener, ctx: Arc<ApiContext>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tracing::debug!(%peer, "API connection over TCP");
+                let _ = stream.set_nodelay(true);
+                let socket = ConnectionSocket(std::os::fd::AsRawFd::as_raw_fd(&stream));
+                serve_connection(stream, socket, ctx.clone());
+            }
+            Err(err) => accept_failed(err).await,
+        }
+    }
+}
+
+/// Out of file descriptors (EMFILE) an accept fails at once and again: a
+/// pause keeps the loop from spinning until connections close.
+async fn accept_failed(err: std::io::Error) {
+    tracing::warn!(%err, "API accept failed");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+}
+
+/// The socket a request arrived on, in its extensions: a hijacked stream
+/// asks it whether the client is gone (see `containers::peer_closed`). Only
+/// valid while the connection lives, which the upgraded stream that uses it
+/// guarantees.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionSocket(pub std::os::fd::RawFd);
+
+fn serve_connection<S>(stream: S, socket: ConnectionSocket, ctx: Arc<ApiContext>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            let ctx = ctx.clone();
+            req.extensions_mut().insert(socket);
+            async move {
+                let (method, path) = (req.method().clone(), req.uri().path().to_string());
+                let response = handle(req, &ctx).await;
+                tracing::debug!(%method, path, status = response.status().as_u16(), "api");
+                Ok::<_, Infallible>(response)
             }
         });
-    }
+        let io = hyper_util::rt::TokioIo::new(stream);
+        // Upgrades: attach and exec hijack the connection (Docker's
+        // `Upgrade: tcp`, or a websocket).
+        let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service).with_upgrades();
+        if let Err(err) = conn.await {
+            tracing::debug!(%err, "API connection ended with an error");
+        }
+    });
 }
 
 #[cfg(test)]

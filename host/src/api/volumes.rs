@@ -2,15 +2,14 @@
 
 use berth_agent_proto::agent_client::AgentClient;
 use berth_agent_proto::{JsonRequest, ListVolumesRequest, PruneVolumesRequest, RemoveVolumeRequest, VolumeRef};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tonic::transport::Channel;
 
 use super::containers::{empty, flag, raw_json};
-use super::{agent_error, error, query_param, Body};
+use super::{agent_error, query_param, Body};
 
-pub async fn route(req: Request<Incoming>, path: &str, agent: AgentClient<Channel>) -> Option<Response<Body>> {
+pub async fn route(mut req: Request<Incoming>, path: &str, agent: AgentClient<Channel>) -> Option<Response<Body>> {
     let mut agent = agent;
     let query = req.uri().query().map(str::to_string);
     let query = query.as_deref();
@@ -28,14 +27,10 @@ pub async fn route(req: Request<Incoming>, path: &str, agent: AgentClient<Channe
             json(agent.list_volumes(request).await)
         }
         (&Method::POST, "create") => {
-            let body = match http_body_util::Limited::new(req.into_body(), 1 << 20).collect().await {
-                Ok(body) => body.to_bytes(),
-                Err(err) => return Some(error(StatusCode::BAD_REQUEST, format!("reading the request body: {err}"))),
+            let body = match super::read_json_body(&mut req, 1 << 20, true).await {
+                Ok(body) => body,
+                Err(response) => return Some(response),
             };
-            let body = if body.is_empty() { bytes::Bytes::from_static(b"{}") } else { body };
-            if let Err(err) = serde_json::from_slice::<serde_json::Value>(&body) {
-                return Some(error(StatusCode::BAD_REQUEST, format!("invalid JSON: {err}")));
-            }
             match agent.create_volume(JsonRequest { json: body.to_vec() }).await {
                 Ok(reply) => {
                     let mut response = raw_json(reply.into_inner().json);
