@@ -182,7 +182,7 @@ impl Containers {
         match pidfd(state.shim_pid) {
             Some(fd) if shim_is_ours(state.shim_pid, &entry.dir) => {
                 tracing::info!(id = %entry.snapshot().id, pid = state.pid, "re-adopted running container");
-                tokio::spawn(self.clone().watch_exit(entry, fd));
+                tokio::spawn(self.clone().watch_exit(entry, pidfd_closed(fd)));
             }
             _ => {
                 // The shim is gone: take what it recorded, if anything.
@@ -383,7 +383,10 @@ impl Containers {
                 Ok(())
             });
         }
-        let (child, _exit) = self.reaper.spawn(&mut cmd).map_err(internal("starting the container's shim"))?;
+        // The reaper's word on the shim's exit, not a pidfd opened later: a
+        // container that exits at once takes its shim with it, and the
+        // reaper may have collected the shim before we look.
+        let (child, shim_exit) = self.reaper.spawn(&mut cmd).map_err(internal("starting the container's shim"))?;
         drop(ready_write);
         let shim_pid = child.id() as i32;
         // One line; not to EOF, which a leaked descriptor could delay.
@@ -404,7 +407,6 @@ impl Containers {
                 return Err(self.failed_to_start(entry, message).await);
             }
         };
-        let fd = pidfd(shim_pid).ok_or_else(|| RpcStatus::internal("the container's shim vanished"))?;
         entry.update(|c| {
             c.state = State {
                 status: Status::Running,
@@ -417,7 +419,9 @@ impl Containers {
         })?;
         tracing::info!(id = %entry.snapshot().id, pid, "container started");
         self.emit("start", &entry.snapshot(), &[]);
-        tokio::spawn(self.watch_exit(entry.clone(), fd));
+        tokio::spawn(self.watch_exit(entry.clone(), async move {
+            let _ = shim_exit.await;
+        }));
         Ok(())
     }
 
@@ -490,10 +494,9 @@ impl Containers {
 
     /// Waits for the shim to exit, then records the container's exit and
     /// applies the restart policy or auto-remove.
-    async fn watch_exit(self: Arc<Self>, entry: Arc<Entry>, pidfd: OwnedFd) {
-        if let Some(fd) = register(pidfd) {
-            let _ = fd.readable().await;
-        }
+    /// Records the container's end once `shim_exited` resolves.
+    async fn watch_exit(self: Arc<Self>, entry: Arc<Entry>, shim_exited: impl std::future::Future<Output = ()>) {
+        shim_exited.await;
         self.finish(&entry).await;
     }
 
@@ -1331,6 +1334,14 @@ fn register(fd: OwnedFd) -> Option<AsyncFd<OwnedFd>> {
     // SAFETY: an OwnedFd keeps its descriptor open and unchanged until it is
     // dropped, which happens only with the AsyncFd that owns it.
     unsafe { AsyncFd::register(fd) }.ok()
+}
+
+/// Resolves when the process behind `pidfd` has ended (a re-adopted shim,
+/// which is not our child).
+async fn pidfd_closed(pidfd: OwnedFd) {
+    if let Some(fd) = register(pidfd) {
+        let _ = fd.readable().await;
+    }
 }
 
 fn pidfd(pid: i32) -> Option<OwnedFd> {

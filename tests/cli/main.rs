@@ -707,3 +707,25 @@ fn images_tags_and_missing_objects() {
     }
     berth.stop_and_check_clean();
 }
+
+/// Containers that exit at once, many at a time: each `docker run --rm`
+/// shows its output, ends, and leaves nothing behind.
+#[test]
+fn quick_containers_in_parallel() {
+    let berth = local_berth();
+    let children: Vec<_> = (0..24)
+        .map(|i| {
+            docker_cmd(&berth, &["run", "--rm", "busybox", "echo", &format!("run-{i}")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(stdout(&out), format!("run-{i}\n"), "{}", describe(&out));
+    }
+    assert_eq!(ok(&berth, &["ps", "-aq"]), "", "every --rm container is gone");
+    berth.stop_and_check_clean();
+}
