@@ -1440,6 +1440,10 @@ fn enter_plan(
         capabilities,
         no_new_privileges: spec["process"]["noNewPrivileges"].as_bool().unwrap_or(false),
         seccomp: shim_config.seccomp && !start.privileged,
+        terminal: start.tty.then(|| {
+            let size = start.size.unwrap_or(berth_agent_proto::WindowSize { rows: 24, cols: 80 });
+            (size.rows as u16, size.cols as u16)
+        }),
     })
 }
 

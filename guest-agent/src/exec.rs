@@ -35,8 +35,24 @@ pub type OutputSender = mpsc::Sender<Result<ExecOutput, Status>>;
 
 /// Starts the process described by `start` and pumps its stdio between
 /// `input` and `output` until it has exited and its output is drained.
-pub async fn run(reaper: &Reaper, start: ExecStart, input: Streaming<ExecInput>, output: OutputSender) {
-    let spawned = match spawn(reaper, &start) {
+/// Where an exec's terminal (`tty`) comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Terminal {
+    /// A pty of the agent's own (a command in the VM).
+    Agent,
+    /// The process allocates it and sends the master over
+    /// runtime::TERMINAL_FD (`berth-agent enter`, inside a container).
+    FromProcess,
+}
+
+pub async fn run(
+    reaper: &Reaper,
+    start: ExecStart,
+    terminal: Terminal,
+    input: Streaming<ExecInput>,
+    output: OutputSender,
+) {
+    let spawned = match spawn(reaper, &start, terminal) {
         Ok(spawned) => spawned,
         Err(err) => {
             // Shell conventions, so `berth shell -- nosuchcmd` behaves like a shell.
@@ -86,7 +102,7 @@ struct Spawned {
     pty: Option<Arc<Pty>>,
 }
 
-fn spawn(reaper: &Reaper, start: &ExecStart) -> io::Result<Spawned> {
+fn spawn(reaper: &Reaper, start: &ExecStart, terminal: Terminal) -> io::Result<Spawned> {
     let (program, args) =
         start.argv.split_first().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
     let mut cmd = Command::new(program);
@@ -102,6 +118,53 @@ fn spawn(reaper: &Reaper, start: &ExecStart) -> io::Result<Spawned> {
     }
     cmd.current_dir(if start.cwd.is_empty() { "/" } else { &start.cwd });
 
+    if start.tty && terminal == Terminal::FromProcess {
+        let (ours, theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
+        // A process that fails before sending must not hang us.
+        nix::sys::socket::setsockopt(
+            &ours,
+            nix::sys::socket::sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(30, 0),
+        )
+        .map_err(io::Error::from)?;
+        let theirs_fd = theirs.as_raw_fd();
+        // Its own failures (a missing command, say) come on stderr, before
+        // or instead of the terminal: shown in the terminal's stream.
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        // SAFETY: dup2 is async-signal-safe and the closure touches only the
+        // descriptor number captured by value; dup2 clears close-on-exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(theirs_fd, berth_engine::runtime::TERMINAL_FD) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let (mut child, exited) = reaper.spawn(&mut cmd)?;
+        let pid = child.id() as i32;
+        drop(cmd);
+        drop(theirs); // so a process that dies before sending reads as EOF
+        let errors = tokio::process::ChildStderr::from_std(child.stderr.take().expect("piped"))?;
+        let Ok(master) = berth_engine::runtime::receive_fd(&ours) else {
+            // It failed before making one: its message is all there is.
+            return Ok(Spawned { pid, exited, stdin: None, outputs: vec![(false, Box::new(errors))], pty: None });
+        };
+        let master = Arc::new(Pty::new(master)?);
+        return Ok(Spawned {
+            pid,
+            exited,
+            stdin: Some(Box::new(PtyIo(master.clone()))),
+            outputs: vec![(false, Box::new(PtyIo(master.clone()))), (false, Box::new(errors))],
+            pty: Some(master),
+        });
+    }
     if start.tty {
         let size = start.size.unwrap_or(WindowSize { rows: 24, cols: 80 });
         let pty = nix::pty::openpty(Some(&winsize(size)), None).map_err(io::Error::from)?;

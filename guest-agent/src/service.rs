@@ -297,10 +297,13 @@ impl Agent for AgentService {
         if start.argv.is_empty() {
             return Err(Status::invalid_argument("Exec needs a command (argv is empty)"));
         }
-        let start = if start.container_id.is_empty() { start } else { self.containers.exec_in(start).await? };
+        let in_container = !start.container_id.is_empty();
+        let start = if in_container { self.containers.exec_in(start).await? } else { start };
+        // In a container, `enter` allocates the terminal there.
+        let terminal = if in_container { crate::exec::Terminal::FromProcess } else { crate::exec::Terminal::Agent };
         let (tx, rx) = mpsc::channel(64);
         let reaper = self.reaper.clone();
-        tokio::spawn(async move { crate::exec::run(&reaper, start, input, tx).await });
+        tokio::spawn(async move { crate::exec::run(&reaper, start, terminal, input, tx).await });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

@@ -662,11 +662,14 @@ fn exec_with_a_terminal() {
     // not contain it.
     std::io::Write::write_all(
         &mut script.stdin.take().unwrap(),
-        b"test -t 0 && test -t 1 && echo on-a-terminal; echo typed-$((40 + 2)); exit 5\n",
+        b"test -t 0 && test -t 1 && echo on-a-terminal; tty; ls /dev/pts; echo typed-$((40 + 2)); exit 5\n",
     )
     .unwrap();
     let out = script.wait_with_output().unwrap();
     assert!(stdout(&out).contains("\non-a-terminal"), "{}", describe(&out));
+    // The terminal is the container's own (its devpts), as with runc: `tty`
+    // names it and it is listed there.
+    assert!(stdout(&out).contains("\n/dev/pts/0\r\n0"), "{}", describe(&out));
     assert!(stdout(&out).contains("typed-42"), "{}", describe(&out));
     assert_eq!(out.status.code(), Some(5), "{}", describe(&out));
     ok(&berth, &["rm", "-f", "box"]);

@@ -714,7 +714,14 @@ pub struct EnterPlan {
     pub capabilities: Vec<String>,
     pub no_new_privileges: bool,
     pub seccomp: bool,
+    /// A terminal (rows, cols) allocated inside the container, as for the
+    /// container's own process; its master is sent over [`TERMINAL_FD`].
+    #[serde(default)]
+    pub terminal: Option<(u16, u16)>,
 }
+
+/// Where `enter` finds the socket to send an exec's terminal master over.
+pub const TERMINAL_FD: RawFd = 3;
 
 /// The pid of the process started by `enter`, for signal forwarding.
 static ENTERED_CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
@@ -787,6 +794,9 @@ pub fn enter(plan: &EnterPlan) -> Result<i32, RuntimeError> {
         envp: plan.env.iter().map(|e| cstring(e)).collect::<Result<_, _>>()?,
         candidates: executable_candidates(program, &plan.env)?,
     };
+    // SAFETY: the agent put the socket at TERMINAL_FD for a terminal exec,
+    // and nothing else in this process owns that descriptor.
+    let terminal_socket = plan.terminal.map(|_| unsafe { OwnedFd::from_raw_fd(TERMINAL_FD) });
     let (err_read, err_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe")(e.into()))?;
     // SAFETY: fork in a single-threaded process (the caller's contract).
@@ -796,18 +806,33 @@ pub fn enter(plan: &EnterPlan) -> Result<i32, RuntimeError> {
     }
     if pid == 0 {
         drop(err_read);
-        let failure = match std::env::set_current_dir(&child_plan.cwd) {
+        // The terminal comes from the container's own devpts (its
+        // /dev/ptmx, now that we are in its mount namespace), so `tty` and
+        // /dev/pts inside agree, as with runc.
+        let terminal = match (plan.terminal, &terminal_socket) {
+            (Some((rows, cols)), Some(socket)) => {
+                // SAFETY: setsid takes no arguments; the forked child is not a group leader.
+                unsafe { libc::setsid() };
+                child_plan.attach_terminal(rows, cols, socket)
+            }
+            _ => Ok(()),
+        };
+        let failure = match terminal.and_then(|()| {
+            std::env::set_current_dir(&child_plan.cwd)
+                .map_err(|e| format!("chdir to {:?}: {}", child_plan.cwd, strip_os_error(&e)))
+        }) {
             Ok(()) => match child_plan.drop_privileges_and_exec() {
                 Ok(never) => match never {},
                 Err(message) => message,
             },
-            Err(e) => format!("chdir to {:?}: {}", child_plan.cwd, strip_os_error(&e)),
+            Err(message) => message,
         };
         let _ = std::fs::File::from(err_write).write_all(failure.as_bytes());
         // SAFETY: _exit skips the parent's atexit handlers and destructors.
         unsafe { libc::_exit(127) };
     }
     drop(err_write);
+    drop(terminal_socket);
     ENTERED_CHILD.store(pid, std::sync::atomic::Ordering::Relaxed);
     for signal in [libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2, libc::SIGINT, libc::SIGQUIT] {
         // SAFETY: the handler only calls kill, which is async-signal-safe.
@@ -865,7 +890,7 @@ fn send_fd(socket: &OwnedFd, fd: RawFd) -> nix::Result<()> {
     sendmsg::<()>(socket.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None).map(drop)
 }
 
-fn receive_fd(socket: &OwnedFd) -> nix::Result<OwnedFd> {
+pub fn receive_fd(socket: &OwnedFd) -> nix::Result<OwnedFd> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut byte = [0u8; 1];
     let mut iov = [std::io::IoSliceMut::new(&mut byte)];
