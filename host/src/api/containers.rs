@@ -526,7 +526,7 @@ async fn open_attach(id: &str, query: Option<&str>, mut agent: AgentClient<Chann
             }),
         })
     });
-    Ok(Hijack { tty, output: out_rx, stdin, detach_keys })
+    Ok(Hijack { tty, output: out_rx, stdin, detach_keys, started: None })
 }
 
 /// A sender for `Hijack::stdin` that feeds the agent's request stream,
@@ -557,6 +557,8 @@ pub struct Hijack {
     /// Typed on stdin, these bytes end the connection and leave the process
     /// running (Docker's detach keys; ctrl-p ctrl-q unless configured).
     pub detach_keys: Vec<u8>,
+    /// Told once the response headers are out and the stream begins.
+    pub started: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Docker's detach key syntax: comma-separated `ctrl-X` or single characters.
@@ -628,6 +630,9 @@ pub fn hijack<B>(req: &mut Request<B>, mut streams: Hijack) -> Response<Body> {
     let tty = streams.tty;
     let encode = move |(stream, data): (u8, Bytes)| if tty { data } else { frame(stream, &data) };
     if req.headers().get(UPGRADE).is_none() {
+        if let Some(started) = streams.started.take() {
+            let _ = started.send(());
+        }
         let (tx, body) = channel_body();
         tokio::spawn(async move {
             loop {
@@ -656,6 +661,9 @@ pub fn hijack<B>(req: &mut Request<B>, mut streams: Hijack) -> Response<Body> {
             }
         };
         let (mut reader, mut writer) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+        if let Some(started) = streams.started.take() {
+            let _ = started.send(());
+        }
         let mut stdin = streams.stdin.take();
         let mut scanner = DetachScanner { keys: std::mem::take(&mut streams.detach_keys), matched: 0 };
         // Returns (ends the connection) when the detach keys are typed or

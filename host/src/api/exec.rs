@@ -6,7 +6,10 @@
 //! runs through the agent's Exec with `container_id` set.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use berth_agent_proto::agent_client::AgentClient;
+use tonic::transport::Channel;
 
 use berth_agent_proto::{exec_input, exec_output, ContainerRef, ExecInput, ExecStart, WindowSize};
 use bytes::Bytes;
@@ -95,21 +98,10 @@ pub async fn create(mut req: Request<Incoming>, container: &str, ctx: &ApiContex
     if config["Cmd"].as_array().is_none_or(|c| c.is_empty()) {
         return error(StatusCode::BAD_REQUEST, "No exec command specified");
     }
-    let mut agent = ctx.agent.clone();
-    let inspected = match agent.inspect_container(ContainerRef { id: container.to_string() }).await {
-        Ok(reply) => serde_json::from_slice::<Value>(&reply.into_inner().json).unwrap_or_default(),
-        Err(status) => return agent_error(status),
+    let container_id = match running(container, ctx).await {
+        Ok(id) => id,
+        Err(response) => return response,
     };
-    let container_id = inspected["Id"].as_str().unwrap_or(container).to_string();
-    if inspected["State"]["Running"] != json!(true) {
-        return error(StatusCode::CONFLICT, format!("Container {container_id} is not running"));
-    }
-    if inspected["State"]["Paused"] == json!(true) {
-        return error(
-            StatusCode::CONFLICT,
-            format!("Container {container_id} is paused, unpause the container before exec"),
-        );
-    }
     let id = new_id();
     let instance = Instance { container_id, config, running: false, exit_code: None, pid: 0, resize: None };
     ctx.execs.instances.lock().unwrap().insert(id.clone(), instance);
@@ -173,14 +165,6 @@ async fn start(mut req: Request<Incoming>, id: &str, ctx: &ApiContext) -> Respon
     };
     let (input_tx, input_rx) = tokio::sync::mpsc::channel::<ExecInput>(32);
     let _ = input_tx.send(ExecInput { input: Some(exec_input::Input::Start(start)) }).await;
-    let mut agent = ctx.agent.clone();
-    let mut output = match agent.exec(tokio_stream::wrappers::ReceiverStream::new(input_rx)).await {
-        Ok(reply) => reply.into_inner(),
-        Err(status) => {
-            ctx.execs.finish(id, 126);
-            return agent_error(status);
-        }
-    };
     // Resizes travel on the same input stream as stdin.
     let resize_input = input_tx.clone();
     tokio::spawn(async move {
@@ -192,29 +176,39 @@ async fn start(mut req: Request<Incoming>, id: &str, ctx: &ApiContext) -> Respon
         }
     });
     let (out_tx, out_rx) = tokio::sync::mpsc::channel::<(u8, Bytes)>(32);
-    let registry = ctx.execs.clone();
-    let exec_id = id.to_string();
-    let stream_output = !detach;
-    tokio::spawn(async move {
-        let mut code = -1;
-        while let Ok(Some(message)) = output.message().await {
-            match message.output {
-                Some(exec_output::Output::Stdout(data)) if stream_output => {
-                    let _ = out_tx.send((1, Bytes::from(data))).await;
-                }
-                Some(exec_output::Output::Stderr(data)) if stream_output => {
-                    let _ = out_tx.send((2, Bytes::from(data))).await;
-                }
-                Some(exec_output::Output::Exit(exit)) => code = exit.code,
-                _ => {}
-            }
-        }
-        registry.finish(&exec_id, code);
-    });
+    let run = Run { agent: ctx.agent.clone(), registry: ctx.execs.clone(), exec_id: id.to_string() };
     if detach {
+        // Nothing streams: errors can still be the answer's status.
+        let output = match run.start(input_rx).await {
+            Ok(output) => output,
+            Err(status) => return agent_error(status),
+        };
         drop(input_tx);
+        tokio::spawn(run.forward(output, None));
         return empty(StatusCode::OK);
     }
+    // The process starts once the client has the response headers, as with
+    // dockerd: output sent right behind a 101 can land in the client's
+    // header read and be lost (docker-py's exec_run loses it so). So errors
+    // known up front are checked first, and later ones go in the stream.
+    if let Err(response) = running(&instance.container_id, ctx).await {
+        ctx.execs.finish(id, 126);
+        return response;
+    }
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if started_rx.await.is_err() {
+            run.registry.finish(&run.exec_id, 126);
+            return;
+        }
+        match run.start(input_rx).await {
+            Ok(output) => run.forward(output, Some(out_tx)).await,
+            // The headers are out: the error goes in the stream, as dockerd's do.
+            Err(status) => {
+                let _ = out_tx.send((2, Bytes::from(format!("{}\n", status.message())))).await;
+            }
+        }
+    });
     let stdin = wants_stdin.then(|| {
         super::containers::stdin_into(input_tx, |chunk| ExecInput {
             input: Some(match chunk {
@@ -225,7 +219,70 @@ async fn start(mut req: Request<Incoming>, id: &str, ctx: &ApiContext) -> Respon
     });
     let detach_keys =
         super::containers::parse_detach_keys(config["DetachKeys"].as_str().unwrap_or("")).unwrap_or_default();
-    hijack(&mut req, Hijack { tty, output: out_rx, stdin, detach_keys })
+    hijack(&mut req, Hijack { tty, output: out_rx, stdin, detach_keys, started: Some(started_tx) })
+}
+
+/// The full ID of a container that can take an exec, or Docker's answer
+/// why not (404, or 409 when it is not running or paused).
+async fn running(container: &str, ctx: &ApiContext) -> Result<String, Response<Body>> {
+    let reply =
+        ctx.agent.clone().inspect_container(ContainerRef { id: container.to_string() }).await.map_err(agent_error)?;
+    let value: Value = serde_json::from_slice(&reply.into_inner().json).unwrap_or_default();
+    let id = value["Id"].as_str().unwrap_or(container).to_string();
+    if value["State"]["Paused"] == json!(true) {
+        return Err(error(
+            StatusCode::CONFLICT,
+            format!("Container {id} is paused, unpause the container before exec"),
+        ));
+    }
+    if value["State"]["Running"] != json!(true) {
+        return Err(error(StatusCode::CONFLICT, format!("Container {id} is not running")));
+    }
+    Ok(id)
+}
+
+/// One exec's run in the agent, and where its end is recorded.
+struct Run {
+    agent: AgentClient<Channel>,
+    registry: Arc<Registry>,
+    exec_id: String,
+}
+
+impl Run {
+    async fn start(
+        &self,
+        input: tokio::sync::mpsc::Receiver<ExecInput>,
+    ) -> Result<tonic::Streaming<berth_agent_proto::ExecOutput>, tonic::Status> {
+        match self.agent.clone().exec(tokio_stream::wrappers::ReceiverStream::new(input)).await {
+            Ok(reply) => Ok(reply.into_inner()),
+            Err(status) => {
+                self.registry.finish(&self.exec_id, 126);
+                Err(status)
+            }
+        }
+    }
+
+    /// Passes the output on (when streamed) and records the exit code.
+    async fn forward(
+        self,
+        mut output: tonic::Streaming<berth_agent_proto::ExecOutput>,
+        out: Option<tokio::sync::mpsc::Sender<(u8, Bytes)>>,
+    ) {
+        let mut code = -1;
+        while let Ok(Some(message)) = output.message().await {
+            match (message.output, &out) {
+                (Some(exec_output::Output::Stdout(data)), Some(out)) => {
+                    let _ = out.send((1, Bytes::from(data))).await;
+                }
+                (Some(exec_output::Output::Stderr(data)), Some(out)) => {
+                    let _ = out.send((2, Bytes::from(data))).await;
+                }
+                (Some(exec_output::Output::Exit(exit)), _) => code = exit.code,
+                _ => {}
+            }
+        }
+        self.registry.finish(&self.exec_id, code);
+    }
 }
 
 impl Registry {
