@@ -245,9 +245,8 @@ impl<R: Read> Read for RecordingReader<R> {
 /// tar-split, to `out`. Returns the number of bytes written. Fails with
 /// `NotFound` when the layer has no tar-split (stored by an older Berth).
 pub fn write_tar(layer_dir: &Path, out: &mut impl Write) -> io::Result<u64> {
-    let split = split_path(layer_dir);
-    let mut records = BufReader::new(GzDecoder::new(File::open(&split)?));
-    let mut sidecar = match File::open(sidecar_path(&split)) {
+    let mut records = Records::open(layer_dir)?;
+    let mut sidecar = match File::open(sidecar_path(&records.split)) {
         Ok(mut file) => {
             let len = file.seek(SeekFrom::End(-8))?;
             let mut tail = [0u8; 8];
@@ -262,22 +261,15 @@ pub fn write_tar(layer_dir: &Path, out: &mut impl Write) -> io::Result<u64> {
         Err(err) if err.kind() == io::ErrorKind::NotFound => None,
         Err(err) => return Err(err),
     };
-    let corrupt =
-        |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("tar-split {}: {what}", split.display()));
     let mut written = 0u64;
     let mut record = 0u64;
-    loop {
-        let mut tag = [0u8; 1];
-        records.read_exact(&mut tag)?;
-        match tag[0] {
-            META => {
-                let len = read_u32(&mut records)? as u64;
-                written += io::copy(&mut (&mut records).take(len), out)?;
+    while let Some(entry) = records.next()? {
+        match entry {
+            Entry::Meta(bytes) => {
+                out.write_all(&bytes)?;
+                written += bytes.len() as u64;
             }
-            FILE => {
-                let size = read_u64(&mut records)?;
-                let mut path = vec![0u8; read_u32(&mut records)? as usize];
-                records.read_exact(&mut path)?;
+            Entry::File { size, path } => {
                 let copied = match sidecar.as_mut().and_then(|(file, saved)| Some((file, *saved.get(&record)?))) {
                     Some((file, (offset, len))) => {
                         file.seek(SeekFrom::Start(offset))?;
@@ -292,14 +284,58 @@ pub fn write_tar(layer_dir: &Path, out: &mut impl Write) -> io::Result<u64> {
                     }
                 };
                 if copied != size {
-                    return Err(corrupt("a file's size changed since the layer was unpacked"));
+                    return Err(records.corrupt("a file's size changed since the layer was unpacked"));
                 }
                 written += copied;
             }
-            END => return Ok(written),
-            _ => return Err(corrupt("unknown record")),
         }
         record += 1;
+    }
+    Ok(written)
+}
+
+/// One record of a tar-split.
+enum Entry {
+    Meta(Vec<u8>),
+    File { size: u64, path: Vec<u8> },
+}
+
+/// Reads a layer's tar-split record by record.
+struct Records {
+    split: PathBuf,
+    reader: BufReader<GzDecoder<File>>,
+}
+
+impl Records {
+    fn open(layer_dir: &Path) -> io::Result<Records> {
+        let split = split_path(layer_dir);
+        let reader = BufReader::new(GzDecoder::new(File::open(&split)?));
+        Ok(Records { split, reader })
+    }
+
+    fn corrupt(&self, what: &str) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, format!("tar-split {}: {what}", self.split.display()))
+    }
+
+    /// The next record; None at the end record.
+    fn next(&mut self) -> io::Result<Option<Entry>> {
+        let mut tag = [0u8; 1];
+        self.reader.read_exact(&mut tag)?;
+        match tag[0] {
+            META => {
+                let mut bytes = vec![0u8; read_u32(&mut self.reader)? as usize];
+                self.reader.read_exact(&mut bytes)?;
+                Ok(Some(Entry::Meta(bytes)))
+            }
+            FILE => {
+                let size = read_u64(&mut self.reader)?;
+                let mut path = vec![0u8; read_u32(&mut self.reader)? as usize];
+                self.reader.read_exact(&mut path)?;
+                Ok(Some(Entry::File { size, path }))
+            }
+            END => Ok(None),
+            _ => Err(self.corrupt("unknown record")),
+        }
     }
 }
 
@@ -318,29 +354,13 @@ fn read_u64(r: &mut impl Read) -> io::Result<u64> {
 /// The length of the tar stream [`write_tar`] would write, from the split
 /// alone (file contents are not read).
 pub fn tar_size(layer_dir: &Path) -> io::Result<u64> {
-    let split = split_path(layer_dir);
-    let mut records = BufReader::new(GzDecoder::new(File::open(&split)?));
+    let mut records = Records::open(layer_dir)?;
     let mut size = 0u64;
-    loop {
-        let mut tag = [0u8; 1];
-        records.read_exact(&mut tag)?;
-        match tag[0] {
-            META => {
-                let len = read_u32(&mut records)? as u64;
-                size += io::copy(&mut (&mut records).take(len), &mut io::sink())?;
-            }
-            FILE => {
-                size += read_u64(&mut records)?;
-                let len = read_u32(&mut records)? as u64;
-                io::copy(&mut (&mut records).take(len), &mut io::sink())?;
-            }
-            END => return Ok(size),
-            _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("tar-split {}: unknown record", split.display()),
-                ))
-            }
-        }
+    while let Some(entry) = records.next()? {
+        size += match entry {
+            Entry::Meta(bytes) => bytes.len() as u64,
+            Entry::File { size, .. } => size,
+        };
     }
+    Ok(size)
 }
