@@ -20,7 +20,7 @@ log() { printf '[setup %s] %s\n' "$(date +%T)" "$*" >&2; }
 apt_pkgs=(
   qemu-system-x86 qemu-utils          # the VM monitor
   linux-source-6.1 bc bison flex libelf-dev libssl-dev lz4 xz-utils cpio  # guest kernel
-  busybox-static e2fsprogs            # initramfs userland, mke2fs for the data disk
+  busybox-static e2fsprogs binutils   # initramfs userland, mke2fs for the data disk, strip
   tini                                # `docker run --init` (tini-static, as Docker's docker-init)
   libcap-ng-dev libseccomp-dev pkg-config  # virtiofsd build
   protobuf-compiler musl-tools        # agent protocol, static agent

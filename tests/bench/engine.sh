@@ -13,9 +13,11 @@
 #   runc / crun = `runc run` / `crun run` of `true` from an OCI bundle with the
 #                 same busybox rootfs, config from `runc spec` / `crun spec`
 #                 (args ["true"], no terminal). linux.resources (the deny-all
-#                 device rule) is dropped from both: on this v1/v2 hybrid host
-#                 crun's cgroup-v2 BPF device filter fails on the 8 MiB memlock
-#                 limit, and Berth sets no device filter either. crun runs in a
+#                 device rule) is dropped from both: crun cannot load its
+#                 cgroup-v2 BPF device filter here (it raises RLIMIT_MEMLOCK
+#                 first, which this sandbox refuses with EPERM). Berth does
+#                 attach its device filter (about 1 ms per start), so the
+#                 comparison is slightly in crun's favour. crun runs in a
 #                 private mount namespace with cgroup2 at /sys/fs/cgroup (it
 #                 refuses the hybrid layout). Berth applies Docker's seccomp
 #                 profile, the spec configs apply none.
