@@ -468,16 +468,29 @@ fn update_restart_policy_and_limits_and_runtime() {
     ok(&berth, &["restart", "-t", "0", "upd"]);
     assert_eq!(ok(&berth, &["inspect", "--format", policy, "upd"]), "on-failure 3\n", "kept across a restart");
 
-    // Limits go to the running container's cgroup: where the machine has
-    // the memory controller they apply, elsewhere the refusal says why.
+    // Limits go to the running container's cgroup: where the machine has a
+    // memory controller (cgroup v2, or v1 beside the unified hierarchy on a
+    // hybrid host) they apply, elsewhere the refusal says why.
     let has_memory_controller = ["/sys/fs/cgroup/cgroup.controllers", "/sys/fs/cgroup/unified/cgroup.controllers"]
         .iter()
         .find_map(|f| std::fs::read_to_string(f).ok())
-        .is_some_and(|c| c.split_whitespace().any(|c| c == "memory"));
+        .is_some_and(|c| c.split_whitespace().any(|c| c == "memory"))
+        || std::fs::read_to_string("/proc/self/cgroup")
+            .is_ok_and(|c| c.lines().any(|l| l.split(':').nth(1).is_some_and(|s| s.split(',').any(|c| c == "memory"))));
     let out = docker(&berth, &["update", "--memory", "64m", "--memory-swap", "128m", "upd"]);
     if has_memory_controller {
         assert!(out.status.success(), "{}", describe(&out));
         assert_eq!(ok(&berth, &["inspect", "--format", "{{.HostConfig.Memory}}", "upd"]), "67108864\n");
+        let limit = ok(&berth, &["stats", "--no-stream", "--format", "{{.MemUsage}}", "upd"]);
+        assert!(limit.trim().ends_with("/ 64MiB"), "the cgroup has the new limit: {limit}");
+        // And it is enforced: the OOM killer ends a process past it.
+        let out = docker(
+            &berth,
+            &["run", "--name", "hog", "--memory", "16m", "busybox", "sh", "-c", "x=a; while true; do x=$x$x; done"],
+        );
+        assert_eq!(out.status.code(), Some(137), "{}", describe(&out));
+        assert_eq!(ok(&berth, &["inspect", "--format", "{{.State.OOMKilled}}", "hog"]), "true\n");
+        ok(&berth, &["rm", "hog"]);
     } else {
         assert!(stderr(&out).contains("needs the cgroup v2 memory controller"), "{}", describe(&out));
         assert_eq!(ok(&berth, &["inspect", "--format", "{{.HostConfig.Memory}}", "upd"]), "0\n", "nothing changed");

@@ -2,9 +2,14 @@
 //! resource limits, the freezer, OOM detection and statistics.
 //!
 //! In the VM /sys/fs/cgroup is a pure cgroup v2 hierarchy. A local agent on a
-//! v1/v2 hybrid host uses the unified hierarchy mounted at
-//! /sys/fs/cgroup/unified, which has no controllers: containers there can be
-//! frozen, listed and counted, and asking for a limit is a clear error.
+//! v1/v2 hybrid host (Ubuntu 20.04, CentOS 8, Amazon Linux 2, this CI) uses
+//! the unified hierarchy mounted at /sys/fs/cgroup/unified, which has the
+//! freezer and the process list but no controllers. Limits whose controller
+//! only the v1 hierarchies have go there instead: a "companion" cgroup
+//! `<agent's own v1 cgroup>/berth/<id>` per such controller, with the v1
+//! files (memory.limit_in_bytes, cpu.cfs_quota_us...), which the container's
+//! process joins with its v2 cgroup. A limit no hierarchy can enforce is a
+//! clear error, never dropped.
 
 use std::path::{Path, PathBuf};
 
@@ -26,7 +31,10 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CgroupEr
 }
 
 fn is_cgroup2(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).map(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC).unwrap_or(false)
+    // f_type is i64 on glibc and u64 on musl: the cast is needed on one.
+    #[allow(clippy::unnecessary_cast)]
+    let is_v2 = nix::sys::statfs::statfs(path).map(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC);
+    is_v2.unwrap_or(false)
 }
 
 /// Where the unified hierarchy is mounted, if anywhere.
@@ -93,6 +101,148 @@ fn limit_files(resources: Option<&LinuxResources>) -> Vec<(&'static str, String,
     wanted
 }
 
+/// The same limits as cgroup v1 files: (controller, file, value), in the
+/// order v1 needs (memory before memory+swap, period before quota).
+fn v1_limit_files(resources: Option<&LinuxResources>) -> Vec<(&'static str, &'static str, String)> {
+    let mut wanted = Vec::new();
+    let Some(res) = resources else { return wanted };
+    let v1 = |value: i64| if value < 0 { "-1".to_string() } else { value.to_string() };
+    if let Some(mem) = res.memory() {
+        if let Some(limit) = mem.limit() {
+            wanted.push(("memory", "memory.limit_in_bytes", v1(limit)));
+            if let Some(swap) = mem.swap() {
+                // Docker's MemorySwap is v1's memory+swap figure as is.
+                wanted.push(("memory", "memory.memsw.limit_in_bytes", v1(swap)));
+            }
+        }
+        if let Some(reservation) = mem.reservation() {
+            wanted.push(("memory", "memory.soft_limit_in_bytes", v1(reservation)));
+        }
+    }
+    if let Some(cpu) = res.cpu() {
+        if let Some(quota) = cpu.quota() {
+            wanted.push(("cpu", "cpu.cfs_period_us", cpu.period().unwrap_or(100_000).to_string()));
+            wanted.push(("cpu", "cpu.cfs_quota_us", v1(quota)));
+        }
+        if let Some(shares) = cpu.shares() {
+            wanted.push(("cpu", "cpu.shares", shares.to_string()));
+        }
+        if let Some(cpus) = cpu.cpus() {
+            wanted.push(("cpuset", "cpuset.cpus", cpus.clone()));
+        }
+        if let Some(mems) = cpu.mems() {
+            wanted.push(("cpuset", "cpuset.mems", mems.clone()));
+        }
+    }
+    if let Some(pids) = res.pids() {
+        wanted.push(("pids", "pids.max", limit_value(pids.limit())));
+    }
+    wanted
+}
+
+/// The controllers a v1 companion may carry.
+const V1_CONTROLLERS: [&str; 4] = ["memory", "cpu", "cpuset", "pids"];
+
+/// Where the v1 hierarchy of `controller` has this process's cgroup: the
+/// hierarchy's mount point plus our path in it (from /proc/self/cgroup).
+fn v1_own_dir(controller: &str) -> Option<PathBuf> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let own = cgroups.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        controllers.split(',').any(|c| c == controller).then(|| path.to_string())
+    })?;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mounts.lines().find_map(|line| {
+        let (mount, fs) = line.split_once(" - ")?;
+        let mut fs = fs.split_whitespace();
+        if fs.next()? != "cgroup" {
+            return None;
+        }
+        let options = fs.nth(1)?;
+        if !options.split(',').any(|o| o == controller) {
+            return None;
+        }
+        let fields: Vec<&str> = mount.split_whitespace().collect();
+        let (root, point) = (*fields.get(3)?, *fields.get(4)?);
+        let relative = own.strip_prefix(root)?.trim_start_matches('/');
+        Some(Path::new(point).join(relative))
+    })
+}
+
+/// The v1 companion cgroups of the container whose v2 cgroup is `dir`
+/// (controller, directory), whether or not they exist.
+fn v1_companion_dirs(dir: &Path) -> Vec<(&'static str, PathBuf)> {
+    let Some(id) = dir.file_name() else { return Vec::new() };
+    V1_CONTROLLERS.iter().filter_map(|c| Some((*c, v1_own_dir(c)?.join("berth").join(id)))).collect()
+}
+
+/// The v1 companions that exist: the cgroups a container's processes
+/// join besides `dir` (see the module's comment).
+pub fn v1_companions(dir: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = v1_companion_dirs(dir).into_iter().map(|(_, d)| d).filter(|d| d.is_dir()).collect();
+    // cpu and cpuacct (and others) may share one hierarchy.
+    dirs.dedup();
+    dirs
+}
+
+/// Writes the v1 files of the limits whose controllers are in `controllers`,
+/// creating the companions (as `create` does) when `create` is set.
+fn apply_v1(
+    dir: &Path,
+    resources: Option<&LinuxResources>,
+    controllers: &[&str],
+    create: bool,
+) -> Result<(), CgroupError> {
+    let companions = v1_companion_dirs(dir);
+    for controller in controllers {
+        let Some((_, companion)) = companions.iter().find(|(c, _)| c == controller) else {
+            return Err(CgroupError::Unsupported(format!(
+                "limits on {controller} need the cgroup {controller} controller, which this machine does not provide"
+            )));
+        };
+        if create && !companion.is_dir() {
+            // v1 cpuset cgroups start empty and take no process until
+            // given the CPUs and memory nodes: inherit the parent's.
+            let parent = companion.parent().expect("…/berth/<id>");
+            for level in [parent, companion.as_path()] {
+                match std::fs::create_dir(level) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io_err(format!("creating cgroup {}", level.display()))(e)),
+                }
+                if *controller == "cpuset" {
+                    let above = level.parent().expect("below the hierarchy root");
+                    for file in ["cpuset.cpus", "cpuset.mems"] {
+                        if read_trimmed(&level.join(file)).unwrap_or_default().is_empty() {
+                            write(level, file, &read_trimmed(&above.join(file)).unwrap_or_default())?;
+                        }
+                    }
+                }
+            }
+        }
+        for (_, file, value) in v1_limit_files(resources).into_iter().filter(|(c, _, _)| c == controller) {
+            if file == "memory.memsw.limit_in_bytes" && !companion.join(file).exists() {
+                // Docker's behaviour without swap accounting: memory is
+                // limited, swap not ("Memory limited without swap").
+                tracing::warn!("the kernel has no swap accounting (swapaccount=1): memory limited without swap");
+                continue;
+            }
+            write(companion, file, &value)?;
+        }
+    }
+    Ok(())
+}
+
+/// The controllers `wanted` needs that `controllers_file` does not list.
+fn missing_controllers(controllers_file: &Path, wanted: &[(&str, String, &'static str)]) -> Vec<&'static str> {
+    let available = read_trimmed(controllers_file).unwrap_or_default();
+    let available: Vec<&str> = available.split_whitespace().collect();
+    let mut missing: Vec<&'static str> = wanted.iter().map(|(_, _, c)| *c).filter(|c| !available.contains(c)).collect();
+    missing.dedup();
+    missing
+}
+
 /// Refuses limits whose controller `controllers_file` does not list.
 fn check_controllers(controllers_file: &Path, wanted: &[(&str, String, &str)]) -> Result<(), CgroupError> {
     let available = read_trimmed(controllers_file).unwrap_or_default();
@@ -111,9 +261,24 @@ fn check_controllers(controllers_file: &Path, wanted: &[(&str, String, &str)]) -
 /// container): each limit `resources` sets is written; others are left.
 pub fn update(dir: &Path, resources: &LinuxResources) -> Result<(), CgroupError> {
     let wanted = limit_files(Some(resources));
-    // What this cgroup may use: its parent enabled these for it.
-    check_controllers(&dir.join("cgroup.controllers"), &wanted)?;
-    for (file, value, _) in wanted {
+    // What this cgroup may use: its parent enabled these for it; the rest
+    // goes to v1 companions (which a container on a hybrid host has).
+    let missing = missing_controllers(&dir.join("cgroup.controllers"), &wanted);
+    let companions = v1_companion_dirs(dir);
+    if missing.iter().any(|c| !companions.iter().any(|(v, _)| v == c)) {
+        check_controllers(&dir.join("cgroup.controllers"), &wanted)?;
+    }
+    // A companion the container did not need at its start: made now, and
+    // the container's processes moved into it.
+    let new: Vec<PathBuf> =
+        companions.into_iter().filter(|(c, d)| missing.contains(c) && !d.is_dir()).map(|(_, d)| d).collect();
+    apply_v1(dir, Some(resources), &missing, true)?;
+    for companion in new {
+        for pid in pids(dir) {
+            write(&companion, "cgroup.procs", &pid.to_string())?;
+        }
+    }
+    for (file, value, _) in wanted.into_iter().filter(|(_, _, c)| !missing.contains(c)) {
         write(dir, file, &value)?;
     }
     Ok(())
@@ -124,7 +289,15 @@ pub fn update(dir: &Path, resources: &LinuxResources) -> Result<(), CgroupError>
 /// missing controller is refused (never silently dropped).
 pub fn create(root: &Path, dir: &Path, resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
     let wanted = limit_files(resources);
-    check_controllers(&root.join("cgroup.controllers"), &wanted)?;
+    let missing = missing_controllers(&root.join("cgroup.controllers"), &wanted);
+    apply_v1(dir, resources, &missing, true).map_err(|err| match err {
+        // Name the limit, as the v2-only refusal does.
+        CgroupError::Unsupported(_) => {
+            check_controllers(&root.join("cgroup.controllers"), &wanted).err().unwrap_or(err)
+        }
+        other => other,
+    })?;
+    let wanted: Vec<_> = wanted.into_iter().filter(|(_, _, c)| !missing.contains(c)).collect();
     let available = read_trimmed(&root.join("cgroup.controllers")).unwrap_or_default();
     let available: Vec<&str> = available.split_whitespace().collect();
     // Enable every available controller on the way down, so stats work
@@ -164,6 +337,12 @@ fn limit_value(value: i64) -> String {
 /// Removes the cgroup once its processes are gone (they may take a moment
 /// to leave after a SIGKILL).
 pub fn remove(dir: &Path) {
+    for cgroup in v1_companions(dir).iter().chain([dir.to_path_buf()].iter()) {
+        remove_one(cgroup);
+    }
+}
+
+fn remove_one(dir: &Path) {
     for _ in 0..50 {
         match std::fs::remove_dir(dir) {
             Ok(()) => return,
@@ -200,7 +379,8 @@ fn keyed(path: &Path, key: &str) -> Option<u64> {
 
 /// Whether the kernel's OOM killer killed a process of this cgroup.
 pub fn oom_killed(dir: &Path) -> bool {
-    keyed(&dir.join("memory.events"), "oom_kill").unwrap_or(0) > 0
+    let v1 = v1_companions(dir).into_iter().map(|d| d.join("memory.oom_control"));
+    std::iter::once(dir.join("memory.events")).chain(v1).any(|file| keyed(&file, "oom_kill").unwrap_or(0) > 0)
 }
 
 /// Every process in the cgroup and below it.
@@ -233,6 +413,16 @@ pub struct Stats {
     pub io_write_bytes: u64,
 }
 
+/// `key value` lines (memory.stat) as pairs.
+fn key_values(text: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
 pub fn stats(dir: &Path) -> Stats {
     let number = |file: &str| read_trimmed(&dir.join(file)).and_then(|s| s.parse::<u64>().ok());
     let cpu = dir.join("cpu.stat");
@@ -246,14 +436,24 @@ pub fn stats(dir: &Path) -> Stats {
         pids_limit: number("pids.max").unwrap_or(0),
         ..Default::default()
     };
+    // On a hybrid host, memory and pids are counted by the v1 companions.
+    for companion in v1_companions(dir) {
+        let v1_number = |file: &str| read_trimmed(&companion.join(file)).and_then(|s| s.parse::<u64>().ok());
+        if let Some(usage) = v1_number("memory.usage_in_bytes") {
+            stats.memory_usage = usage;
+            // v1 says "no limit" with a huge page-aligned number.
+            stats.memory_limit = v1_number("memory.limit_in_bytes").filter(|l| *l < 1 << 62).unwrap_or(0);
+            if let Some(text) = read_trimmed(&companion.join("memory.stat")) {
+                stats.memory_stat = key_values(&text);
+            }
+        }
+        if let Some(current) = v1_number("pids.current") {
+            stats.pids_current = current;
+            stats.pids_limit = v1_number("pids.max").unwrap_or(0);
+        }
+    }
     if let Some(text) = read_trimmed(&dir.join("memory.stat")) {
-        stats.memory_stat = text
-            .lines()
-            .filter_map(|l| {
-                let (k, v) = l.split_once(' ')?;
-                Some((k.to_string(), v.parse().ok()?))
-            })
-            .collect();
+        stats.memory_stat = key_values(&text);
     }
     if let Some(text) = read_trimmed(&dir.join("io.stat")) {
         for line in text.lines() {
@@ -315,10 +515,41 @@ mod tests {
         assert_eq!((read("memory.max"), read("memory.swap.max")), ((100u64 << 20).to_string(), "max".to_string()));
         assert_eq!(read("pids.max"), "64", "limits the update does not name are kept");
 
-        // A cgroup without the controller: a clear refusal, nothing written.
+        // A cgroup without the v2 controllers: on a hybrid host the limits
+        // go to v1 companions, elsewhere a clear refusal, nothing written.
         std::fs::write(cgroup.join("cgroup.controllers"), "pids\n").unwrap();
-        let err = update(cgroup, &resources(200 << 20, 400 << 20, "0", 32)).unwrap_err().to_string();
-        assert!(err.contains("memory.max needs the cgroup v2 memory controller"), "{err}");
-        assert_eq!(read("memory.max"), (100u64 << 20).to_string());
+        let result = update(cgroup, &resources(200 << 20, 400 << 20, "0", 32));
+        assert_eq!(read("memory.max"), (100u64 << 20).to_string(), "v2 files without the controller untouched");
+        match v1_own_dir("memory") {
+            Some(_) if nix::unistd::geteuid().is_root() => {
+                let companions = v1_companions(cgroup);
+                let memory = companions.iter().find(|d| d.join("memory.limit_in_bytes").exists()).cloned();
+                for companion in &companions {
+                    remove_one(companion);
+                }
+                result.unwrap();
+                let memory = memory.expect("a memory companion");
+                assert!(memory.ends_with(Path::new("berth").join(cgroup.file_name().unwrap())), "{}", memory.display());
+            }
+            _ => {
+                let err = result.unwrap_err().to_string();
+                assert!(err.contains("memory.max needs the cgroup v2 memory controller"), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn v1_files_carry_dockers_figures() {
+        let files = v1_limit_files(Some(&resources(300 << 20, 600 << 20, "0-1", 64)));
+        let value = |f: &str| files.iter().find(|(_, file, _)| *file == f).map(|(_, _, v)| v.clone()).unwrap();
+        assert_eq!(value("memory.limit_in_bytes"), (300u64 << 20).to_string());
+        assert_eq!(value("memory.memsw.limit_in_bytes"), (600u64 << 20).to_string(), "memory+swap, as Docker's");
+        assert_eq!((value("cpu.cfs_period_us"), value("cpu.cfs_quota_us")), ("100000".into(), "50000".into()));
+        assert_eq!(value("cpu.shares"), "512");
+        assert_eq!((value("cpuset.cpus"), value("pids.max")), ("0-1".into(), "64".into()));
+        let order: Vec<&str> = files.iter().map(|(_, f, _)| *f).collect();
+        let at = |f: &str| order.iter().position(|x| *x == f).unwrap();
+        assert!(at("memory.limit_in_bytes") < at("memory.memsw.limit_in_bytes"), "v1 refuses memsw below the limit");
+        assert!(at("cpu.cfs_period_us") < at("cpu.cfs_quota_us"));
     }
 }

@@ -143,6 +143,7 @@ pub fn launch(config: LaunchConfig<'_>) -> Result<Launched, RuntimeError> {
         readonly: linux.readonly_paths().clone().unwrap_or_default(),
         hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
         cgroup: config.cgroup.map(Path::to_path_buf),
+        v1_cgroups: config.cgroup.map(crate::cgroup::v1_companions).unwrap_or_default(),
         born_in_cgroup: false,
         new_cgroup_ns,
         cwd: process.cwd().clone(),
@@ -155,7 +156,7 @@ pub fn launch(config: LaunchConfig<'_>) -> Result<Launched, RuntimeError> {
             .and_then(|c| c.bounding().clone())
             .unwrap_or_default()
             .iter()
-            .filter_map(|c| cap_index(c))
+            .filter_map(cap_index)
             .collect(),
         no_new_privileges: process.no_new_privileges().unwrap_or(false),
         seccomp: config.seccomp,
@@ -288,6 +289,8 @@ struct ChildPlan<'a> {
     readonly: Vec<String>,
     hostname: Option<String>,
     cgroup: Option<PathBuf>,
+    /// cgroup v1 companions of `cgroup` on a hybrid host (cgroup.rs).
+    v1_cgroups: Vec<PathBuf>,
     /// The child was created inside `cgroup` (no move needed).
     born_in_cgroup: bool,
     new_cgroup_ns: bool,
@@ -454,6 +457,9 @@ impl ChildPlan<'_> {
         for (fd, kind) in &self.joins {
             // SAFETY: setns on a namespace descriptor the plan holds open.
             step("joining another container's namespace", check(unsafe { libc::setns(fd.as_raw_fd(), *kind) }))?;
+        }
+        for cgroup in &self.v1_cgroups {
+            step("joining the container's v1 cgroup", std::fs::write(cgroup.join("cgroup.procs"), b"0"))?;
         }
         if let Some(cgroup) = &self.cgroup {
             if !self.born_in_cgroup {
@@ -749,7 +755,9 @@ pub fn enter(plan: &EnterPlan) -> Result<i32, RuntimeError> {
         fds.push((ns, file));
     }
     if let Some(cgroup) = &plan.cgroup {
-        std::fs::write(cgroup.join("cgroup.procs"), b"0").map_err(io_err("joining the container's cgroup"))?;
+        for cgroup in crate::cgroup::v1_companions(cgroup).iter().chain([cgroup.clone()].iter()) {
+            std::fs::write(cgroup.join("cgroup.procs"), b"0").map_err(io_err("joining the container's cgroup"))?;
+        }
     }
     for (ns, file) in &fds {
         // SAFETY: setns on a namespace descriptor we hold open.
@@ -781,6 +789,7 @@ pub fn enter(plan: &EnterPlan) -> Result<i32, RuntimeError> {
         readonly: Vec::new(),
         hostname: None,
         cgroup: None,
+        v1_cgroups: Vec::new(),
         born_in_cgroup: false,
         new_cgroup_ns: false,
         cwd: PathBuf::from(if plan.cwd.is_empty() { "/" } else { &plan.cwd }),

@@ -186,8 +186,10 @@ pub fn query_params(query: Option<&str>, name: &str) -> Vec<String> {
 pub const MAX_JSON_BODY: usize = 4 << 20;
 
 /// Forwards a request body to the agent as messages made by `wrap`, until
-/// it ends or the agent stops reading. Resolves to the body's own error, if
-/// any (a truncated upload), for the caller to report.
+/// it ends. Resolves to the body's own error, if any (a truncated upload),
+/// for the caller to report. When the agent stops reading (it refused the
+/// upload), the rest is read and dropped (bounded, see `discard`), so the
+/// client gets the refusal instead of a broken pipe.
 pub fn forward_body<T: Send + 'static>(
     mut body: Incoming,
     tx: tokio::sync::mpsc::Sender<T>,
@@ -198,6 +200,7 @@ pub fn forward_body<T: Send + 'static>(
         while let Some(frame) = body.frame().await {
             if let Ok(data) = frame?.into_data() {
                 if tx.send(wrap(data.to_vec())).await.is_err() {
+                    discard(&mut body).await;
                     break;
                 }
             }
