@@ -77,6 +77,26 @@ pub struct Containers {
     pub events: Arc<crate::events::Events>,
     entries: Mutex<HashMap<String, Arc<Entry>>>,
     loaded: tokio::sync::OnceCell<()>,
+    device_filters: Arc<DeviceFilters>,
+}
+
+/// Loaded device filters (engine devices.rs) by their rules, handed to the
+/// shims: nearly every container has Docker's default rules, and loading
+/// (verifying) a program is most of a filter's cost.
+#[derive(Default)]
+struct DeviceFilters(Mutex<HashMap<String, Arc<OwnedFd>>>);
+
+impl DeviceFilters {
+    fn get(&self, rules: &[berth_engine::devices::Rule]) -> Result<Arc<OwnedFd>, String> {
+        let key = serde_json::to_string(rules).map_err(|e| e.to_string())?;
+        let mut loaded = self.0.lock().unwrap();
+        if let Some(prog) = loaded.get(&key) {
+            return Ok(prog.clone());
+        }
+        let prog = Arc::new(berth_engine::devices::load(rules).map_err(|e| e.to_string())?);
+        loaded.insert(key, prog.clone());
+        Ok(prog)
+    }
 }
 
 pub fn no_such_container(id: &str) -> RpcStatus {
@@ -114,6 +134,7 @@ impl Containers {
             events,
             entries: Mutex::new(HashMap::new()),
             loaded: tokio::sync::OnceCell::new(),
+            device_filters: Arc::default(),
         })
     }
 
@@ -358,14 +379,16 @@ impl Containers {
             Some(other) => Some(self.pid_namespace_of(other).await?),
             None => None,
         };
+        let filters = self.device_filters.clone();
         let prepared = tokio::task::spawn_blocking(move || {
-            prepare(&record, &dir, cgroup_root.as_deref(), &volumes_root, pid_namespace)
+            prepare(&record, &dir, cgroup_root.as_deref(), &volumes_root, pid_namespace, &filters)
         })
         .await
         .map_err(|e| RpcStatus::internal(e.to_string()))?;
-        if let Err(message) = prepared {
-            return Err(self.failed_to_start(entry, message).await);
-        }
+        let device_filter = match prepared {
+            Ok(filter) => filter,
+            Err(message) => return Err(self.failed_to_start(entry, message).await),
+        };
         let (ready_read, ready_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RpcStatus::internal(e.to_string()))?;
         // /proc/self/exe, not a path: in the VM the agent's original file
@@ -373,12 +396,19 @@ impl Containers {
         let mut cmd = Command::new("/proc/self/exe");
         cmd.arg("shim").arg(&entry.dir).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
         let ready_fd = ready_write.as_raw_fd();
+        let filter_fd = device_filter.as_ref().map(|f| f.as_raw_fd());
         // SAFETY: dup2 is async-signal-safe, and the closure touches nothing
-        // but the descriptor number captured by value.
+        // but the descriptor numbers captured by value (`device_filter`
+        // keeps its descriptor open until the spawn is done).
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
                 if libc::dup2(ready_fd, shim::READY_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if let Some(fd) = filter_fd {
+                    if libc::dup2(fd, shim::DEVICE_FILTER_FD) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
@@ -1509,11 +1539,12 @@ fn prepare(
     cgroup_root: Option<&Path>,
     volumes_root: &Path,
     pid_namespace: Option<PathBuf>,
-) -> Result<(), String> {
+    filters: &DeviceFilters,
+) -> Result<Option<Arc<OwnedFd>>, String> {
     let layer = ContainerLayer::under(dir);
     let _ = rootfs::unmount_overlay(&layer);
     rootfs::mount_overlay(&record.layers, &layer).map_err(|e| e.to_string())?;
-    let result = prepare_mounted(record, dir, &layer, cgroup_root, volumes_root, pid_namespace);
+    let result = prepare_mounted(record, dir, &layer, cgroup_root, volumes_root, pid_namespace, filters);
     if result.is_err() {
         let _ = rootfs::unmount_overlay(&layer);
     }
@@ -1527,7 +1558,8 @@ fn prepare_mounted(
     cgroup_root: Option<&Path>,
     volumes_root: &Path,
     pid_namespace: Option<PathBuf>,
-) -> Result<(), String> {
+    filters: &DeviceFilters,
+) -> Result<Option<Arc<OwnedFd>>, String> {
     let image_config = serde_json::json!({ "config": record.config });
     let resolved = container::resolve(
         &{
@@ -1595,6 +1627,11 @@ fn prepare_mounted(
     let cgroup = cgroup_root.map(|root| berth_engine::cgroup::container_cgroup(root, &record.id));
     options.cgroups_path = cgroup.clone().unwrap_or_default();
     let spec = berth_engine::spec::build(&options, &layer.merged).map_err(|e| e.to_string())?;
+    let device_rules = spec.linux().as_ref().and_then(|l| l.resources().as_ref()).and_then(|r| r.devices().clone());
+    let device_filter = match (&cgroup, device_rules) {
+        (Some(_), Some(rules)) => Some(filters.get(&rules)?),
+        _ => None,
+    };
     let shim_config = ShimConfig {
         tty: options.tty,
         rows: record.host_config["ConsoleSize"][0].as_u64().unwrap_or(24) as u16,
@@ -1607,9 +1644,11 @@ fn prepare_mounted(
         // Checked at create; a record from before that check gets the default.
         log_limits: berth_engine::logfile::LogLimits::from_options(&record.host_config["LogConfig"]["Config"])
             .unwrap_or_default(),
+        device_filter_passed: device_filter.is_some(),
     };
     let write = |name: &str, data: Vec<u8>| {
-        shim::write_atomically(&dir.join(name), &data).map_err(|e| format!("writing {name}: {e}"))
+        // Per run: a power loss ends the run too, so no fsync (two fewer per start).
+        shim::write_replacing(&dir.join(name), &data, false).map_err(|e| format!("writing {name}: {e}"))
     };
     write(shim::SPEC_FILE, serde_json::to_vec(&spec).map_err(|e| e.to_string())?)?;
     write(shim::SHIM_CONFIG, serde_json::to_vec(&shim_config).map_err(|e| e.to_string())?)?;
@@ -1621,7 +1660,7 @@ fn prepare_mounted(
                 .map_err(|e| format!("creating {fifo}: {e}"))?;
         }
     }
-    Ok(())
+    Ok(device_filter)
 }
 
 /// Docker's container list filters.

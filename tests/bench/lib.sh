@@ -30,19 +30,27 @@ stats() {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 
 # --- binaries -------------------------------------------------------------------
-# Builds target/release/{berth,berth-agent} if missing or older than a source
-# file, then snapshots them into $work (a concurrent rebuild cannot swap them mid-run).
+# Builds the release berth and the agent users run (the static musl build that
+# packaging/setup.sh installs, which the local backend runs too; the glibc
+# build where the musl target is missing) if missing or older than a source
+# file, then snapshots them into $work (a concurrent rebuild cannot swap them
+# mid-run).
 bench_binaries() {
-  local rel=$bench_root/target/release stale=0 b
-  for b in berth berth-agent; do
-    if [ ! -x "$rel/$b" ] || [ -n "$(cd "$bench_root" && find host guest-agent Cargo.toml Cargo.lock -type f -newer "$rel/$b" -print -quit)" ]; then
+  local rel=$bench_root/target/release stale=0 b agent_args=(-p berth-agent)
+  local agent=$rel/berth-agent
+  if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+    agent=$bench_root/target/x86_64-unknown-linux-musl/release/berth-agent
+    agent_args=(-p berth-agent --target x86_64-unknown-linux-musl)
+  fi
+  for b in "$rel/berth" "$agent"; do
+    if [ ! -x "$b" ] || [ -n "$(cd "$bench_root" && find host guest-agent Cargo.toml Cargo.lock -type f -newer "$b" -print -quit)" ]; then
       stale=1
     fi
   done
   if [ "$stale" = 1 ]; then
-    say "building release binaries (cargo build --release -p berth -p berth-agent) ..."
-    if ! (cd "$bench_root" && cargo build --release -p berth -p berth-agent >"$work/build.log" 2>&1); then
-      if [ -x "$rel/berth" ] && [ -x "$rel/berth-agent" ]; then
+    say "building release binaries (cargo build --release: berth, and ${agent_args[*]}) ..."
+    if ! (cd "$bench_root" && cargo build --release -p berth && cargo build --release "${agent_args[@]}") >"$work/build.log" 2>&1; then
+      if [ -x "$rel/berth" ] && [ -x "$agent" ]; then
         fail "release build failed (tail of the log below); using the existing, older binaries"
         tail -15 "$work/build.log" >&2
       else
@@ -52,7 +60,7 @@ bench_binaries() {
   fi
   mkdir -p "$work/bin" "$work/assets/bin"
   cp "$rel/berth" "$work/bin/berth"
-  cp "$rel/berth-agent" "$work/assets/bin/berth-agent"
+  cp "$agent" "$work/assets/bin/berth-agent"
   : > "$work/assets/initramfs.cpio"   # the local backend does not boot anything
   berth=$work/bin/berth
 }

@@ -18,6 +18,9 @@ use std::path::Path;
 
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
 
+/// One device rule, as the OCI spec has it.
+pub type Rule = LinuxDeviceCgroup;
+
 // From linux/bpf.h.
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_ATTACH: libc::c_long = 8;
@@ -138,6 +141,13 @@ fn bpf(cmd: libc::c_long, attr: &mut [u8]) -> io::Result<libc::c_long> {
 /// Loads the filter for `rules` and attaches it to the cgroup `dir`, whose
 /// processes from then on may open or create only the devices allowed.
 pub fn apply(dir: &Path, rules: &[LinuxDeviceCgroup]) -> io::Result<()> {
+    attach(dir, &load(rules)?)
+}
+
+/// Loads (verifies) the filter for `rules`. One loaded program can be
+/// attached to many cgroups: the agent loads each rule set once and hands
+/// it to the shims, sparing every start the verifier's time.
+pub fn load(rules: &[LinuxDeviceCgroup]) -> io::Result<OwnedFd> {
     let insns = program(rules);
     let license = b"Apache\0";
     let mut log = vec![0u8; 16 * 1024];
@@ -150,15 +160,19 @@ pub fn apply(dir: &Path, rules: &[LinuxDeviceCgroup]) -> io::Result<()> {
     attr[28..32].copy_from_slice(&(log.len() as u32).to_ne_bytes());
     attr[32..40].copy_from_slice(&(log.as_mut_ptr() as u64).to_ne_bytes());
     attr[48..54].copy_from_slice(b"berth\0"); // prog_name
-    let prog = match bpf(BPF_PROG_LOAD, &mut attr) {
+    match bpf(BPF_PROG_LOAD, &mut attr) {
         // SAFETY: BPF_PROG_LOAD returned a new descriptor that nothing else owns.
-        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd as i32) },
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
         Err(err) => {
             let end = log.iter().position(|b| *b == 0).unwrap_or(0);
             let verifier = String::from_utf8_lossy(&log[..end]);
-            return Err(io::Error::new(err.kind(), format!("loading the device filter: {err} {verifier}")));
+            Err(io::Error::new(err.kind(), format!("loading the device filter: {err} {verifier}")))
         }
-    };
+    }
+}
+
+/// Attaches a loaded filter to the cgroup `dir`.
+pub fn attach(dir: &Path, prog: &impl AsRawFd) -> io::Result<()> {
     let cgroup = std::fs::File::open(dir)?;
     let mut attr = [0u8; 32];
     attr[0..4].copy_from_slice(&(cgroup.as_raw_fd() as u32).to_ne_bytes());

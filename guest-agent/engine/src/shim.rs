@@ -46,7 +46,14 @@ pub struct ShimConfig {
     pub seccomp: bool,
     #[serde(default)]
     pub log_limits: crate::logfile::LogLimits,
+    /// The agent passed the loaded device filter for the spec's rules on
+    /// DEVICE_FILTER_FD (else the shim loads it).
+    #[serde(default)]
+    pub device_filter_passed: bool,
 }
+
+/// Where the agent passes a loaded device filter (see devices.rs).
+pub const DEVICE_FILTER_FD: std::os::fd::RawFd = 4;
 
 /// The shim's first (and only) line on READY_FD.
 #[derive(Debug, Serialize, Deserialize)]
@@ -71,11 +78,20 @@ pub fn read_exit(dir: &Path) -> Option<ExitRecord> {
 /// Writes `data` to `path` so that readers see the old content or the new,
 /// never a part.
 pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    write_replacing(path, data, true)
+}
+
+/// Replaces `path` atomically (readers see the old file or the new one);
+/// `durable` also survives a power loss (fsync), which files that only live
+/// as long as one run of the container (its spec) need not pay for.
+pub fn write_replacing(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(data)?;
-    file.sync_all()?;
+    if durable {
+        file.sync_all()?;
+    }
     std::fs::rename(&tmp, path)
 }
 
@@ -90,7 +106,11 @@ pub fn main(dir: &Path) -> i32 {
         Ok(running) => {
             report(ready, &Ready { pid: Some(running.pid), error: None });
             let exit = running.supervise();
-            if let Err(err) = write_atomically(&dir.join(EXIT_FILE), &serde_json::to_vec(&exit).unwrap_or_default()) {
+            // Not synced: the agent records the exit in the container's
+            // (durable) record at once; a power loss before that leaves the
+            // container "exited (255)", as Docker shows after a crash.
+            let exit_json = serde_json::to_vec(&exit).unwrap_or_default();
+            if let Err(err) = write_replacing(&dir.join(EXIT_FILE), &exit_json, false) {
                 eprintln!("berth shim: recording the exit in {}: {err}", dir.display());
                 return 1;
             }
@@ -156,7 +176,15 @@ fn start(dir: &Path) -> Result<Running, String> {
         let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
         crate::cgroup::create(root, cgroup, resources).map_err(|e| e.to_string())?;
         if let Some(rules) = resources.and_then(|r| r.devices().as_ref()) {
-            crate::devices::apply(cgroup, rules).map_err(|e| e.to_string())?;
+            let attached = if config.device_filter_passed {
+                // SAFETY: the agent put the program at DEVICE_FILTER_FD for
+                // us; nothing else in this process owns that descriptor.
+                let prog = unsafe { std::os::fd::OwnedFd::from_raw_fd(DEVICE_FILTER_FD) };
+                crate::devices::attach(cgroup, &prog)
+            } else {
+                crate::devices::apply(cgroup, rules)
+            };
+            attached.map_err(|e| e.to_string())?;
         }
     }
     let seccomp = if config.seccomp {
