@@ -1691,11 +1691,7 @@ impl ContainerFilters {
 
     /// `until`: a Unix time in seconds (the CLI's form) or RFC 3339.
     fn until_ns(&self) -> Option<i64> {
-        let text = self.one("until")?;
-        text.parse::<f64>()
-            .ok()
-            .map(|secs| (secs * 1e9) as i64)
-            .or_else(|| berth_engine::store::parse_rfc3339_utc(&text).map(|s| s * 1_000_000_000))
+        crate::filters::time_ns(&self.one("until")?)
     }
 
     fn parse(text: &str) -> Result<ContainerFilters, RpcStatus> {

@@ -125,8 +125,9 @@ fn is_zero(value: &Value) -> bool {
     }
 }
 
-/// HostConfig fields the engine implements. Anything else a client sets to
-/// a non-zero value is refused, never silently ignored.
+/// HostConfig fields the engine implements besides the UPDATABLE ones.
+/// Anything else a client sets to a non-zero value is refused, never
+/// silently ignored.
 const SUPPORTED_HOST_CONFIG: &[&str] = &[
     "Binds",
     "DeviceCgroupRules",
@@ -138,18 +139,7 @@ const SUPPORTED_HOST_CONFIG: &[&str] = &[
     "SecurityOpt",
     "Tmpfs",
     "ShmSize",
-    "Memory",
-    "MemorySwap",
-    "MemoryReservation",
-    "NanoCpus",
-    "CpuShares",
-    "CpuQuota",
-    "CpuPeriod",
-    "PidsLimit",
-    "CpusetCpus",
-    "CpusetMems",
     "AutoRemove",
-    "RestartPolicy",
     "Init",
     "Mounts",
     "ConsoleSize",
@@ -249,7 +239,8 @@ pub fn resolve(request: &Value, image_config: &Value, id: &str) -> Result<Resolv
 
     if let Some(obj) = host_config.as_object() {
         for (key, value) in obj {
-            if !SUPPORTED_HOST_CONFIG.contains(&key.as_str()) && !is_zero(value) {
+            let supported = SUPPORTED_HOST_CONFIG.contains(&key.as_str()) || UPDATABLE.contains(&key.as_str());
+            if !supported && !is_zero(value) {
                 return Err(invalid(format!("HostConfig.{key} is not supported by Berth yet")));
             }
         }
