@@ -374,8 +374,10 @@ impl Agent for AgentService {
             })
             .await?;
         // Docker's rules: never under a running container; under a stopped
-        // one only when forced.
-        for (container, status) in self.containers.using_image(&image_id) {
+        // one only when forced, and then the image stays (untagged) for
+        // the container, whose layers it is.
+        let users = self.containers.using_image(&image_id);
+        for (container, status) in &users {
             let short = &image_id.trim_start_matches("sha256:")[..12];
             if status.is_running() {
                 return Err(Status::aborted(format!(
@@ -390,7 +392,12 @@ impl Agent for AgentService {
                 )));
             }
         }
-        let removed = self.images_blocking(move |store| store.remove(&name, force)).await?;
+        let removed = if users.is_empty() {
+            self.images_blocking(move |store| store.remove(&name, force)).await?
+        } else {
+            let id = image_id.clone();
+            self.images_blocking(move |store| store.untag_all(&id)).await?
+        };
         for tag in &removed.untagged {
             let name = berth_engine::reference::familiar(tag).to_string();
             self.containers.events.emit("image", "untag", &image_id, serde_json::json!({ "name": name }));

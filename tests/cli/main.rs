@@ -620,6 +620,12 @@ fn images_save_load_commit_import_history_and_prune() {
     assert!(pruned.contains("untagged: me/untag-me:latest") && pruned.contains("untagged: me/app:1"), "{pruned}");
     let left = ok(&berth, &["images", "--format", "{{.Repository}}"]);
     assert_eq!(left, "busybox\n", "the image a container uses stays");
+
+    // rmi -f under a stopped container untags; the image stays for it.
+    let out = ok(&berth, &["rmi", "-f", "busybox"]);
+    assert!(out.contains("Untagged: busybox:latest") && !out.contains("Deleted"), "{out}");
+    ok(&berth, &["start", "-a", "keeper"]);
+    assert_eq!(ok(&berth, &["images", "-q"]).trim(), &id.trim()["sha256:".len().."sha256:".len() + 12]);
     berth.stop_and_check_clean();
 }
 

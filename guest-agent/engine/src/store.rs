@@ -294,6 +294,16 @@ impl ImageStore {
         self.layer_dir(diff_id).map(|dir| layer_size_of(&dir)).unwrap_or(0)
     }
 
+    /// Removes every reference to the image `id`, keeping the image (a
+    /// stopped container still stands on it).
+    pub fn untag_all(&mut self, id: &str) -> Result<Removed, StoreError> {
+        let mut next = self.index.clone();
+        next.tags.retain(|_, target| target != id);
+        let untagged = self.tags_of(id).into_iter().map(String::from).collect();
+        self.commit_index(next)?;
+        Ok(Removed { untagged, ..Removed::default() })
+    }
+
     /// Where in-flight downloads and unpacks go (emptied at open, so nothing
     /// a crash leaves there is ever seen as part of the store).
     pub fn tmp_dir(&self) -> PathBuf {
