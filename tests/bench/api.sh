@@ -19,12 +19,7 @@
 # Usage: tests/bench/api.sh [RUNS]   (default 10)
 set -euo pipefail
 runs=${1:-10}
-work=$(mktemp -d)
 . "$(dirname "$0")/lib.sh"
-trap bench_cleanup EXIT
-trap 'exit 130' INT TERM
-export DOCKER_CONFIG=$work/docker-config
-started=$SECONDS load_start=$(cut -d' ' -f1 /proc/loadavg)
 
 bench_binaries
 bench_apt docker.io:dockerd || true

@@ -35,12 +35,7 @@
 # Usage: tests/bench/engine.sh [RUNS]   (default 20)
 set -euo pipefail
 runs=${1:-20}
-work=$(mktemp -d)
 . "$(dirname "$0")/lib.sh"
-trap bench_cleanup EXIT
-trap 'exit 130' INT TERM
-export DOCKER_CONFIG=$work/docker-config
-started=$SECONDS load_start=$(cut -d' ' -f1 /proc/loadavg)
 
 bench_binaries
 bench_apt runc:runc crun:crun docker.io:dockerd || true

@@ -2,7 +2,9 @@
 # release binaries, a local-backend Berth, a private dockerd 20.10, timing
 # and statistics, and one cleanup that undoes all of it.
 #
-# The caller sets `work` (a fresh temp dir) and installs `trap bench_cleanup EXIT`.
+# Sourcing it sets up the run: a fresh temp dir `work` (removed, with all the
+# run started, by bench_cleanup on exit), the docker CLI's config inside it,
+# and the start time and load average for the closing line.
 
 bench_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 docker_cli=${DOCKER_CLI:-/usr/local/bin/docker}
@@ -150,3 +152,9 @@ D() {
   [ "$rc" != 124 ] || echo "docker $*: timed out after $bench_timeout s" >&2
   return "$rc"
 }
+
+work=$(mktemp -d)
+trap bench_cleanup EXIT
+trap 'exit 130' INT TERM
+export DOCKER_CONFIG=$work/docker-config
+started=$SECONDS load_start=$(cut -d' ' -f1 /proc/loadavg)

@@ -12,7 +12,6 @@ use berth_agent_proto::{
     StopContainerRequest, WaitContainerRequest, WindowSize,
 };
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, UPGRADE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -87,11 +86,6 @@ fn path_stat_header(json: &[u8]) -> HeaderValue {
         .unwrap_or(HeaderValue::from_static(""))
 }
 
-/// Streams tar chunks from the agent as the response body.
-fn tar_body(chunks: tonic::Streaming<berth_agent_proto::ArchiveChunk>) -> Body {
-    super::stream_body(chunks, |chunk| Bytes::from(chunk.data))
-}
-
 /// `docker cp CONTAINER:PATH ...`: HEAD for the stat, GET for the tar.
 async fn get_archive(
     id: &str,
@@ -111,7 +105,7 @@ async fn get_archive(
         empty(StatusCode::OK)
     } else {
         match agent.get_container_archive(request).await {
-            Ok(reply) => Response::new(tar_body(reply.into_inner())),
+            Ok(reply) => Response::new(super::tar_body(reply.into_inner())),
             Err(status) => return agent_error(status),
         }
     };
@@ -134,18 +128,10 @@ async fn put_archive(
     let (tx, rx) = tokio::sync::mpsc::channel::<ContainerArchiveInput>(16);
     let start = ContainerPathRequest { id: id.to_string(), path };
     let _ = tx.send(ContainerArchiveInput { input: Some(Input::Start(start)) }).await;
-    let mut body = req.into_body();
-    let pump = tokio::spawn(async move {
-        while let Some(Ok(frame)) = body.frame().await {
-            if let Ok(data) = frame.into_data() {
-                if tx.send(ContainerArchiveInput { input: Some(Input::Data(data.to_vec())) }).await.is_err() {
-                    return;
-                }
-            }
-        }
-    });
+    let upload =
+        super::forward_body(req.into_body(), tx, |data| ContainerArchiveInput { input: Some(Input::Data(data)) });
     let result = agent.put_container_archive(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
-    pump.abort();
+    let _ = upload.await;
     match result {
         Ok(_) => empty(StatusCode::OK),
         Err(status) => agent_error(status),
@@ -155,7 +141,7 @@ async fn put_archive(
 async fn export(id: &str, mut agent: AgentClient<Channel>) -> Response<Body> {
     match agent.export_container(ContainerRef { id: id.to_string() }).await {
         Ok(reply) => {
-            let mut response = Response::new(tar_body(reply.into_inner()));
+            let mut response = Response::new(super::tar_body(reply.into_inner()));
             response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
             response
         }

@@ -155,7 +155,7 @@ pub async fn save(names: Vec<String>, mut agent: AgentClient<Channel>) -> Respon
     }
     match agent.save_images(berth_agent_proto::SaveImagesRequest { names }).await {
         Ok(reply) => {
-            let mut response = Response::new(super::archive_body(reply.into_inner()));
+            let mut response = Response::new(super::tar_body(reply.into_inner()));
             response
                 .headers_mut()
                 .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/x-tar"));

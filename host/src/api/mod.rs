@@ -216,27 +216,11 @@ pub fn forward_body<T: Send + 'static>(
     })
 }
 
-/// A tar streamed by the agent as the response body. A failure mid-stream
-/// ends the body early: the client sees a truncated archive, as with dockerd.
-pub fn archive_body(mut chunks: tonic::Streaming<berth_agent_proto::ArchiveChunk>) -> Body {
-    let (tx, body) = channel_body();
-    tokio::spawn(async move {
-        loop {
-            match chunks.message().await {
-                Ok(Some(chunk)) => {
-                    if tx.send(Bytes::from(chunk.data)).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(status) => {
-                    tracing::warn!(error = %status.message(), "an archive stream failed mid-way");
-                    return;
-                }
-            }
-        }
-    });
-    body
+/// A tar streamed by the agent as the response body (cp, export, save). A
+/// failure mid-stream ends the body early: the client sees a truncated
+/// archive, as with dockerd.
+pub fn tar_body(chunks: tonic::Streaming<berth_agent_proto::ArchiveChunk>) -> Body {
+    stream_body(chunks, |chunk| Bytes::from(chunk.data))
 }
 
 pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
