@@ -15,7 +15,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use berth_agent_proto::{InfoRequest, InfoResponse, ShutdownRequest};
+use berth_agent_proto::{AgentKey, InfoRequest, InfoResponse, ShutdownRequest};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::agent_client::{self, AgentEndpoint};
@@ -91,7 +91,7 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
         _ = sigterm.recv() => Err(anyhow::anyhow!("stopped while starting")),
         _ = sigint.recv() => Err(anyhow::anyhow!("stopped while starting")),
     };
-    let (mut vm, mut state, info) = match booted {
+    let (mut vm, mut state, info, key) = match booted {
         Ok(booted) => booted,
         Err(err) => return fail_start(paths, err),
     };
@@ -119,7 +119,7 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
         .agent
         .as_ref()
         .context("the VM has no agent endpoint")
-        .and_then(|agent| Ok((agent.client(), api::bind(&socket)?)))
+        .and_then(|agent| Ok((agent.client(&key), api::bind(&socket)?)))
         .with_context(|| format!("serving the Docker API on {}", socket.display()));
     let bound = match (bound, tcp_address) {
         (Ok((agent, listener)), Some(address)) => tokio::net::TcpListener::bind(address)
@@ -146,7 +146,7 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
         Err(err) => {
             // The unix socket may be bound already when TCP failed.
             let _ = std::fs::remove_file(&socket);
-            shut_down(vm.as_mut(), state.agent.as_ref()).await?;
+            shut_down(vm.as_mut(), state.agent.as_ref(), &key).await?;
             return fail_start(paths, err);
         }
     };
@@ -179,13 +179,14 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
         }
         None => {
             tracing::info!("stopping the VM");
-            shut_down(vm.as_mut(), state.agent.as_ref()).await?;
+            shut_down(vm.as_mut(), state.agent.as_ref(), &key).await?;
             state.state = Phase::Stopped;
             state.error = None;
         }
     }
     state.processes.clear();
     state.write(&paths.state_file())?;
+    let _ = std::fs::remove_file(paths.agent_key_file());
     let _ = std::fs::remove_file(paths.pid_file());
     tracing::info!("daemon exiting");
     Ok(())
@@ -202,9 +203,9 @@ fn fail_start(paths: &Paths, err: anyhow::Error) -> Result<()> {
     Err(err)
 }
 
-async fn shut_down(vm: &mut dyn RunningVm, agent: Option<&AgentEndpoint>) -> Result<()> {
+async fn shut_down(vm: &mut dyn RunningVm, agent: Option<&AgentEndpoint>, key: &AgentKey) -> Result<()> {
     if let Some(endpoint) = agent {
-        let mut client = endpoint.client();
+        let mut client = endpoint.client(key);
         match tokio::time::timeout(Duration::from_secs(3), client.shutdown(ShutdownRequest {})).await {
             Ok(Ok(_)) => tracing::info!("the agent is shutting down"),
             Ok(Err(err)) => tracing::warn!(%err, "agent shutdown failed"),
@@ -215,7 +216,7 @@ async fn shut_down(vm: &mut dyn RunningVm, agent: Option<&AgentEndpoint>) -> Res
 }
 
 /// Boots the VM and waits for its agent. On failure nothing is left running.
-async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse)> {
+async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse, AgentKey)> {
     let config = Config::load(&paths.config_file())?;
     let assets = Assets::locate()?;
     let accel = Accel::from_env()?;
@@ -227,6 +228,8 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse)
     }
     rotate_log(&paths.console_log());
     rotate_log(&paths.agent_log());
+    let agent_key = agent_client::generate_agent_key().context("making the agent's key")?;
+    agent_client::write_key_file(&paths.agent_key_file(), &agent_key)?;
     let spec = VmSpec {
         cpus: config.cpus,
         memory_mib: config.memory_mib,
@@ -247,6 +250,7 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse)
         helpers_log: paths.helpers_log(),
         agent_log_level: std::env::var("BERTH_AGENT_LOG").unwrap_or_else(|_| "info".into()),
         engine_dir: paths.home.join("local"),
+        agent_key: agent_key.clone(),
     };
     let backend = vm::host_backend(config.backend)?;
     let started = Instant::now();
@@ -277,7 +281,7 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse)
                     anyhow::Ok(info)
                 }
                 None => {
-                    let mut client = agent_client::wait_until_ready(&endpoint, deadline).await?;
+                    let mut client = agent_client::wait_until_ready(&endpoint, &agent_key, deadline).await?;
                     Ok(client.info(InfoRequest {}).await.context("asking the agent for VM info")?.into_inner())
                 }
             }
@@ -296,7 +300,7 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse)
     let failed: Vec<String> =
         info.mounts.iter().filter(|m| !m.mounted).map(|m| format!("{} ({}): {}", m.path, m.name, m.error)).collect();
     if !failed.is_empty() {
-        shut_down(vm.as_mut(), Some(&endpoint)).await?;
+        shut_down(vm.as_mut(), Some(&endpoint), &agent_key).await?;
         bail!("the VM could not mount {}", failed.join("; "));
     }
     state.state = Phase::Running;
@@ -308,7 +312,7 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse)
     state.shares = config.shares.clone();
     state.write(&paths.state_file())?;
     tracing::info!(boot_ms, agent_version = %state.agent_version.as_deref().unwrap_or(""), guest_uptime_ms = info.uptime_ms, "VM ready");
-    Ok((vm, state, info))
+    Ok((vm, state, info, agent_key))
 }
 
 /// The data disk: a sparse raw image, created on first use. The guest

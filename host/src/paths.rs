@@ -56,6 +56,10 @@ impl Paths {
     pub fn state_file(&self) -> PathBuf {
         self.run_dir().join("state.json")
     }
+    /// The key of the running VM's agent (0600; `berth shell` reads it).
+    pub fn agent_key_file(&self) -> PathBuf {
+        self.run_dir().join("agent.key")
+    }
     pub fn docker_socket(&self) -> PathBuf {
         self.run_dir().join("docker.sock")
     }

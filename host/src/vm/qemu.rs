@@ -104,6 +104,11 @@ pub fn kernel_cmdline(spec: &VmSpec, tsc_khz: Option<u64>) -> String {
     args.join(" ")
 }
 
+/// This boot's initramfs: the built one plus the agent's key (boot_key.rs).
+fn boot_initramfs(spec: &VmSpec) -> PathBuf {
+    spec.run_dir.join("initramfs-boot.cpio")
+}
+
 /// The full QEMU command line (after the program name).
 pub fn qemu_args(spec: &VmSpec, layout: &SocketLayout, tsc_khz: Option<u64>) -> Result<Vec<String>> {
     let mut a: Vec<String> = Vec::new();
@@ -119,7 +124,7 @@ pub fn qemu_args(spec: &VmSpec, layout: &SocketLayout, tsc_khz: Option<u64>) -> 
     push(&["-M", "microvm,memory-backend=mem"]);
     push(&["-object", &format!("memory-backend-memfd,id=mem,size={mem},share=on")]);
     push(&["-m", &mem, "-smp", &spec.cpus.to_string()]);
-    push(&["-kernel", &spec.kernel.display().to_string(), "-initrd", &spec.initramfs.display().to_string()]);
+    push(&["-kernel", &spec.kernel.display().to_string(), "-initrd", &boot_initramfs(spec).display().to_string()]);
     push(&["-append", &kernel_cmdline(spec, tsc_khz)]);
     // Kernel console on the serial port; the agent's log on a virtio console.
     push(&["-chardev", &format!("file,id=console,path={}", spec.console_log.display())]);
@@ -235,6 +240,11 @@ impl VmBackend for QemuBackend {
             }
 
             let tsc_khz = host_tsc_khz(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default());
+            let initramfs = boot_initramfs(spec);
+            super::boot_key::write_initramfs_with_key(&spec.initramfs, &spec.agent_key, &initramfs)
+                .context("writing this boot's initramfs")?;
+            // Removed with the VM's sockets: it holds the key.
+            vm.sockets.push(initramfs);
             let args = qemu_args(spec, &layout, tsc_khz)?;
             tracing::debug!(qemu = %self.qemu.display(), ?args, "starting QEMU");
             let mut cmd = Command::new(&self.qemu);
@@ -365,6 +375,7 @@ mod tests {
             helpers_log: "/h/logs/helpers.log".into(),
             agent_log_level: "info".into(),
             engine_dir: "/h/local".into(),
+            agent_key: berth_agent_proto::AgentKey::from_bytes([0xab; 32]),
         }
     }
 
@@ -382,7 +393,7 @@ mod tests {
             "-M microvm,memory-backend=mem",
             "-object memory-backend-memfd,id=mem,size=1024M,share=on",
             "-m 1024M -smp 2",
-            "-kernel /a/vmlinux -initrd /a/initramfs.cpio",
+            "-kernel /a/vmlinux -initrd /h/run/initramfs-boot.cpio",
             "-chardev socket,id=vsock,path=/h/run/vsock.sock -device vhost-user-vsock-device,chardev=vsock",
             "-chardev socket,id=fs0,path=/h/run/fs-share0.sock -device vhost-user-fs-device,chardev=fs0,tag=share0",
             "-drive id=data,file=/h/disk.raw,format=raw",
@@ -392,6 +403,8 @@ mod tests {
             assert!(args.contains(expected), "missing `{expected}` in {args}");
         }
         let cmdline = kernel_cmdline(&spec, Some(2_500_000));
+        // Every local user can read QEMU's command line.
+        assert!(!args.contains(&spec.agent_key.to_hex()), "the agent key is in QEMU's arguments");
         assert!(cmdline.contains("tsc_early_khz=2500000"));
         assert!(cmdline.contains("berth.share=share0,/home/me"));
         assert!(cmdline.contains("reboot=t panic=-1"));
