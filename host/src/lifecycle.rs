@@ -38,12 +38,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Takes the daemon lock without blocking; None when another process holds it.
 pub fn try_lock(paths: &Paths) -> Result<Option<Flock<File>>> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(paths.lock_file())
-        .with_context(|| format!("opening {}", paths.lock_file().display()))?;
+    let file = crate::private_fs::open_for_writing(&paths.lock_file(), false)?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(Some(lock)),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
@@ -90,7 +85,7 @@ pub fn start(paths: &Paths) -> Result<()> {
         return wait_for_running(paths, "berth is already running");
     }
     let exe = std::env::current_exe().context("locating the berth binary")?;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(paths.daemon_log())?;
+    let log = crate::private_fs::open_for_writing(&paths.daemon_log(), true)?;
     let mut cmd = Command::new(exe);
     cmd.arg("daemon").env("BERTH_HOME", &paths.home).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
     // SAFETY: setsid is async-signal-safe; a session of its own keeps the

@@ -5,10 +5,13 @@
 //!
 //! ```text
 //! config.toml            settings (see config.rs)
-//! disk.raw               the VM's data disk (sparse)
+//! disk.raw               0600: the VM's data disk (sparse)
 //! run/                   0700: daemon.lock, daemon.pid, state.json, sockets
-//! logs/                  daemon.log, console.log (kernel), agent.log, qemu.log, helpers.log
+//! logs/                  0700: daemon.log, console.log (kernel), agent.log, qemu.log, helpers.log (0600)
 //! ```
+//!
+//! The home itself is 0700; none of these may be a symbolic link or belong
+//! to another user (private_fs.rs says why).
 //!
 //! Assets (guest kernel, initramfs, helper programs) are looked up separately:
 //! `BERTH_ASSETS`, then `<exe>/../share/berth`, then the platform data dir.
@@ -75,16 +78,40 @@ impl Paths {
         self.log_dir().join("helpers.log")
     }
 
-    /// Creates the state directories; `run/` is private to the user because
-    /// it holds the sockets that control the VM.
+    /// The state directories, each named as errors name it.
+    fn state_dirs(&self) -> [(PathBuf, &'static str); 3] {
+        [
+            (self.home.clone(), "BERTH_HOME"),
+            (self.run_dir(), "the run directory"),
+            (self.log_dir(), "the log directory"),
+        ]
+    }
+
+    /// Creates the state directories, private to the user (see private_fs):
+    /// `run/` holds the sockets that control the VM, the home the disk.
+    #[cfg(unix)]
     pub fn ensure_dirs(&self) -> Result<()> {
-        for dir in [self.home.clone(), self.run_dir(), self.log_dir()] {
+        for (dir, what) in self.state_dirs() {
+            crate::private_fs::ensure_dir(&dir, what)?;
+        }
+        Ok(())
+    }
+
+    #[cfg(not(unix))]
+    pub fn ensure_dirs(&self) -> Result<()> {
+        for (dir, _) in self.state_dirs() {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(self.run_dir(), std::fs::Permissions::from_mode(0o700))?;
+        Ok(())
+    }
+
+    /// Refuses state directories that are links or belong to someone else,
+    /// before a command that only reads them (status, stop, logs, shell)
+    /// trusts a pid file, a socket or a log in them.
+    #[cfg(unix)]
+    pub fn check_dirs(&self) -> Result<()> {
+        for (dir, what) in self.state_dirs() {
+            crate::private_fs::check_dir(&dir, what)?;
         }
         Ok(())
     }
