@@ -29,13 +29,21 @@ impl Paths {
     pub fn from_env() -> Result<Paths> {
         let home = match std::env::var_os("BERTH_HOME") {
             Some(home) if !home.is_empty() => PathBuf::from(home),
-            _ => directories::ProjectDirs::from("dev", "berth", "berth")
-                .context("cannot determine a home directory for Berth's state; set BERTH_HOME")?
-                .data_dir()
-                .join("home"),
+            _ => {
+                Paths::default_home().context("cannot determine a home directory for Berth's state; set BERTH_HOME")?
+            }
         };
         let home = if home.is_absolute() { home } else { std::env::current_dir()?.join(home) };
         Ok(Paths { home })
+    }
+
+    /// The home used when BERTH_HOME is not set: the user's everyday Berth.
+    pub fn default_home() -> Option<PathBuf> {
+        directories::ProjectDirs::from("dev", "berth", "berth").map(|dirs| dirs.data_dir().join("home"))
+    }
+
+    pub fn is_default_home(&self) -> bool {
+        Paths::default_home().is_some_and(|default| default == self.home)
     }
 
     pub fn config_file(&self) -> PathBuf {
@@ -94,7 +102,8 @@ impl Paths {
         for (dir, what) in self.state_dirs() {
             crate::private_fs::ensure_dir(&dir, what)?;
         }
-        Ok(())
+        let logs = std::fs::read_dir(self.log_dir()).into_iter().flatten().flatten().map(|entry| entry.path());
+        crate::private_fs::tighten_existing(logs.chain([self.disk_image()]))
     }
 
     #[cfg(not(unix))]

@@ -54,6 +54,22 @@ pub fn check_dir(dir: &Path, what: &str) -> Result<Option<Metadata>> {
     Ok(Some(meta))
 }
 
+/// Takes away the access of others to the files an older Berth left wider
+/// (a 0644 disk image or log); links and other users' files are skipped,
+/// they are refused when opened. Call it only on paths inside a directory
+/// [`ensure_dir`] has made private, so nothing can swap them meanwhile.
+pub fn tighten_existing(paths: impl IntoIterator<Item = std::path::PathBuf>) -> Result<()> {
+    let me = nix::unistd::geteuid().as_raw();
+    for path in paths {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        if meta.is_file() && meta.uid() == me && meta.mode() & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(meta.mode() & 0o700))
+                .with_context(|| format!("making {} private", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Opens (creating, mode 0600) a file Berth writes: a log or the data disk.
 /// A link in its place is refused (O_NOFOLLOW), and a file left wider by an
 /// older Berth is made private.
@@ -173,6 +189,20 @@ mod tests {
         assert_eq!(mode(&theirs), 0o777, "another user's directory is not chmodded");
         assert!(check_dir(&theirs, "BERTH_HOME").is_err());
         assert!(check_dir(&tmp.path().join("missing"), "BERTH_HOME").unwrap().is_none());
+    }
+
+    #[test]
+    fn files_left_wide_are_tightened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (disk, log) = (tmp.path().join("disk.raw"), tmp.path().join("console.log"));
+        for file in [&disk, &log] {
+            std::fs::write(file, "x").unwrap();
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        give_away(&log);
+        tighten_existing([disk.clone(), log.clone(), tmp.path().join("missing")]).unwrap();
+        assert_eq!(mode(&disk), 0o600);
+        assert_eq!(mode(&log), 0o644, "another user's file is refused when opened, not chmodded");
     }
 
     #[test]
