@@ -144,6 +144,11 @@ mod tests {
         std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
     }
 
+    fn make_dir(path: &Path, mode: u32) {
+        std::fs::create_dir(path).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
     /// The tests run as root (as tests/cli does); chown makes "another user".
     fn give_away(path: &Path) {
         std::os::unix::fs::lchown(path, Some(65534), Some(65534)).expect("chown needs root");
@@ -156,8 +161,7 @@ mod tests {
         ensure_dir(&fresh, "BERTH_HOME").unwrap();
         assert_eq!(mode(&fresh), 0o700);
         let wide = tmp.path().join("wide");
-        std::fs::create_dir(&wide).unwrap();
-        std::fs::set_permissions(&wide, std::fs::Permissions::from_mode(0o755)).unwrap();
+        make_dir(&wide, 0o755);
         ensure_dir(&wide, "BERTH_HOME").unwrap();
         assert_eq!(mode(&wide), 0o700);
     }
@@ -166,8 +170,7 @@ mod tests {
     fn a_symlinked_dir_is_refused_and_its_target_untouched() {
         let tmp = tempfile::tempdir().unwrap();
         let target = tmp.path().join("target");
-        std::fs::create_dir(&target).unwrap();
-        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+        make_dir(&target, 0o755);
         let link = tmp.path().join("home");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let err = format!("{:#}", ensure_dir(&link, "BERTH_HOME").unwrap_err());
@@ -181,8 +184,7 @@ mod tests {
     fn a_dir_of_another_user_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let theirs = tmp.path().join("home");
-        std::fs::create_dir(&theirs).unwrap();
-        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o777)).unwrap();
+        make_dir(&theirs, 0o777);
         give_away(&theirs);
         let err = format!("{:#}", ensure_dir(&theirs, "BERTH_HOME").unwrap_err());
         assert!(err.contains("belongs to uid 65534"), "{err}");

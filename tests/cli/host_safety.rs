@@ -44,11 +44,10 @@ fn status_into_a_closed_pipe_does_not_panic() {
 #[test]
 fn a_symlinked_or_foreign_home_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let target = tmp.path().join("target");
+    let (target, link) = (tmp.path().join("target"), tmp.path().join("home"));
     std::fs::create_dir(&target).unwrap();
-    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let link = tmp.path().join("home");
     std::os::unix::fs::symlink(&target, &link).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
     for command in ["start", "status", "stop", "logs"] {
         let out = berth_at(&link, &[command]).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
