@@ -252,7 +252,10 @@ pub fn mount_storage(disk: Option<&str>, shares: &[(String, String)]) -> Vec<Mou
         mounts.push(status("data", DATA_DIR, "ext4", result));
     }
     for (tag, path) in shares {
-        let result = mount_fs(tag, path, "virtiofs", MsFlags::empty(), None);
+        // Host files are data to the VM: a setuid binary in a share (a
+        // container's root can make one, see virtiofsd_args in the host's
+        // qemu.rs) or a device node the host has there grants nothing here.
+        let result = mount_fs(tag, path, "virtiofs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, None);
         mounts.push(status(tag, path, "virtiofs", result));
     }
     mounts

@@ -44,28 +44,25 @@ pub fn generate_agent_key() -> std::io::Result<AgentKey> {
 }
 
 /// Writes the key for `berth shell`: 0600 from its first moment, and never
-/// through a symlink someone planted in its place.
+/// through a link someone planted in its place.
 #[cfg(unix)]
 pub fn write_key_file(path: &std::path::Path, key: &AgentKey) -> Result<()> {
-    use anyhow::Context;
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let _ = std::fs::remove_file(path);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(key.to_hex().as_bytes())?;
+    crate::private_fs::open_for_writing(path, false)?.write_all(key.to_hex().as_bytes())?;
     Ok(())
 }
 
-/// The running agent's key, as the daemon wrote it.
+/// The running agent's key, as the daemon wrote it (refused if it is a
+/// link or another user's file).
+#[cfg(unix)]
 pub fn read_key_file(path: &std::path::Path) -> Result<AgentKey> {
     use anyhow::Context;
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading the agent key {}", path.display()))?;
+    use std::io::Read;
+    let mut text = String::new();
+    crate::private_fs::open_for_reading(path, "the agent key")?
+        .with_context(|| format!("{} is missing: is the daemon running?", path.display()))?
+        .read_to_string(&mut text)?;
     AgentKey::from_hex(&text).with_context(|| format!("{} does not hold an agent key", path.display()))
 }
 

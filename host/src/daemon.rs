@@ -44,7 +44,7 @@ pub fn run(paths: Paths) -> Result<()> {
 }
 
 fn init_file_logging(paths: &Paths) -> Result<()> {
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(paths.daemon_log())?;
+    let file = crate::private_fs::open_for_writing(&paths.daemon_log(), true)?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
     Ok(())
@@ -131,6 +131,7 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
     let (api_server, tcp_server) = match bound {
         Ok((agent, listener, tcp)) => {
             let ctx = std::sync::Arc::new(api::ApiContext::new(facts, agent));
+            let connections = api::Connections::new(api::Limits::default());
             let tcp_server = tcp.map(|listener| {
                 let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
                 tracing::warn!(
@@ -139,9 +140,9 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
                      whoever can connect to it controls the engine"
                 );
                 state.docker_tcp = Some(format!("tcp://{address}"));
-                tokio::spawn(api::serve_tcp(listener, ctx.clone()))
+                tokio::spawn(api::serve_tcp(listener, ctx.clone(), connections.clone()))
             });
-            (tokio::spawn(api::serve(listener, socket.clone(), ctx)), tcp_server)
+            (tokio::spawn(api::serve(listener, socket.clone(), ctx, connections)), tcp_server)
         }
         Err(err) => {
             // The unix socket may be bound already when TCP failed.
@@ -226,8 +227,11 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse,
     if is_vm {
         prepare_disk(paths, config.disk_gib)?;
     }
-    rotate_log(&paths.console_log());
-    rotate_log(&paths.agent_log());
+    for log in [paths.console_log(), paths.agent_log()] {
+        rotate_log(&log);
+        // QEMU writes these (chardev files) and would create them 0644.
+        crate::private_fs::open_for_writing(&log, true)?;
+    }
     let agent_key = agent_client::generate_agent_key().context("making the agent's key")?;
     agent_client::write_key_file(&paths.agent_key_file(), &agent_key)?;
     let spec = VmSpec {
@@ -320,7 +324,7 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse,
 fn prepare_disk(paths: &Paths, disk_gib: u64) -> Result<()> {
     let path = paths.disk_image();
     let want = disk_gib << 30;
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+    let file = crate::private_fs::open_for_writing(&path, false)?;
     let have = file.metadata()?.len();
     if have < want {
         if have > 0 {

@@ -9,7 +9,6 @@
 //! (the host's process list shows QEMU's; containers see the guest's).
 
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use berth_agent_proto::agent_key::AGENT_KEY_GUEST_PATH;
@@ -29,7 +28,8 @@ pub fn write_initramfs_with_key(base: &Path, key: &AgentKey, out: &Path) -> io::
     let length = io::copy(&mut built, &mut file)?;
     // The kernel looks for the next archive on a 4-byte boundary.
     file.write_all(&[0u8; 3][..(4 - length as usize % 4) % 4])?;
-    file.write_all(&key_archive(key))
+    file.write_all(&key_archive(key))?;
+    Ok(())
 }
 
 /// A newc cpio archive with the key as a root-only file, then the trailer.

@@ -209,12 +209,8 @@ impl VmBackend for QemuBackend {
 
             // Helpers first, in parallel; QEMU connects to their sockets.
             for (share, socket) in &layout.shares {
-                let sandbox = if nix::unistd::geteuid().is_root() { "namespace" } else { "none" };
                 let mut cmd = Command::new(&self.virtiofsd);
-                cmd.arg(format!("--socket-path={}", socket.display()))
-                    .arg(format!("--shared-dir={}", share.host_path.display()))
-                    .args(["--cache=auto", "--log-level=warn"])
-                    .arg(format!("--sandbox={sandbox}"));
+                cmd.args(virtiofsd_args(share, socket, nix::unistd::geteuid().is_root()));
                 let child = spawn_owned(&mut cmd, helper_log, "virtiofsd")?;
                 vm.helpers.push((format!("virtiofsd[{}]", share.tag), child));
             }
@@ -355,9 +351,52 @@ impl RunningVm for QemuVm {
     }
 }
 
+/// What a share's virtiofsd is told. Root in the VM (any container's root)
+/// is whoever runs virtiofsd on the host, so that is what the policy is about:
+///
+/// - Running as root, virtiofsd keeps a set of capabilities for its work,
+///   CAP_MKNOD among them, with which a container created real device
+///   nodes in the share (the host's own disk, for any host user the node's
+///   mode lets in). `-mknod` makes such a MKNOD fail with EPERM; FIFOs and
+///   sockets need no capability and still work. `-fsetid` makes the kernel
+///   clear setuid on every write, and setgid on a chmod or create when the
+///   file's group is not root's. Unprivileged, virtiofsd has no
+///   capabilities at all (it then ignores --modcaps): no device nodes, and
+///   writes clear setuid already.
+/// - What no option of virtiofsd 1.14 stops is `chmod u+s` (and `g+s` on a
+///   root-group file) by the file's owner: its SETATTR is a plain fchmod
+///   with virtiofsd's own credentials, which the kernel allows an owner. The
+///   guest mounts shares nosuid,nodev, so no such file works in the VM; on
+///   the host it is a setuid binary of the user Berth runs as.
+fn virtiofsd_args(share: &Share, socket: &Path, as_root: bool) -> Vec<String> {
+    let mut args = vec![
+        format!("--socket-path={}", socket.display()),
+        format!("--shared-dir={}", share.host_path.display()),
+        "--cache=auto".into(),
+        "--log-level=warn".into(),
+        format!("--sandbox={}", if as_root { "namespace" } else { "none" }),
+    ];
+    if as_root {
+        args.push("--modcaps=-mknod:-fsetid".into());
+    }
+    args
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn virtiofsd_as_root_cannot_make_device_nodes() {
+        let share = Share { tag: "share0".into(), host_path: "/home/me".into(), guest_path: "/home/me".into() };
+        let socket = Path::new("/h/run/fs-share0.sock");
+        let as_root = virtiofsd_args(&share, socket, true);
+        assert!(as_root.contains(&"--modcaps=-mknod:-fsetid".to_string()), "{as_root:?}");
+        assert!(as_root.contains(&"--sandbox=namespace".to_string()), "{as_root:?}");
+        let as_user = virtiofsd_args(&share, socket, false);
+        assert!(as_user.contains(&"--sandbox=none".to_string()), "{as_user:?}");
+        assert!(as_user.contains(&"--shared-dir=/home/me".to_string()), "{as_user:?}");
+    }
 
     fn spec() -> VmSpec {
         VmSpec {
