@@ -859,10 +859,14 @@ impl Containers {
                 berth_engine::cgroup::remove(&cgroup);
             }
             // First a rename, so a crash part-way leaves no half container
-            // to load at the next start (leftovers are swept then).
+            // to load at the next start (leftovers are swept then); made
+            // durable before the removal is acknowledged (`docker run --rm`
+            // returns on it).
             let doomed =
                 dir.with_file_name(format!(".removing-{}", dir.file_name().unwrap_or_default().to_string_lossy()));
-            std::fs::rename(&dir, &doomed).and_then(|()| std::fs::remove_dir_all(&doomed))
+            std::fs::rename(&dir, &doomed)
+                .and_then(|()| berth_engine::durable::sync_dir(doomed.parent().unwrap_or(&doomed)))
+                .and_then(|()| std::fs::remove_dir_all(&doomed))
         })
         .await
         .map_err(|e| RpcStatus::internal(e.to_string()))?

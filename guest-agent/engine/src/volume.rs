@@ -110,7 +110,9 @@ impl VolumeStore {
         let dir = self.root.join(name);
         // Renamed first, so a crash mid-delete leaves no half volume.
         let doomed = self.root.join(format!(".removing-{name}"));
-        std::fs::rename(&dir, &doomed).map_err(io_err(format!("removing volume {name}")))?;
+        std::fs::rename(&dir, &doomed)
+            .and_then(|()| crate::durable::sync_dir(&self.root))
+            .map_err(io_err(format!("removing volume {name}")))?;
         std::fs::remove_dir_all(&doomed).map_err(io_err(format!("removing volume {name}")))
     }
 

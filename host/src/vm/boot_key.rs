@@ -15,16 +15,11 @@ use berth_agent_proto::agent_key::AGENT_KEY_GUEST_PATH;
 use berth_agent_proto::AgentKey;
 
 /// Writes `base` followed by an archive holding the key to `out` (0600).
-pub fn write_initramfs_with_key(base: &Path, key: &AgentKey, out: &Path) -> io::Result<()> {
+pub fn write_initramfs_with_key(base: &Path, key: &AgentKey, out: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
     let _ = std::fs::remove_file(out);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(out)?;
-    let mut built =
-        std::fs::File::open(base).map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", base.display())))?;
+    let mut file = crate::private_fs::open_for_writing(out, false)?;
+    let mut built = std::fs::File::open(base).with_context(|| format!("opening {}", base.display()))?;
     let length = io::copy(&mut built, &mut file)?;
     // The kernel looks for the next archive on a 4-byte boundary.
     file.write_all(&[0u8; 3][..(4 - length as usize % 4) % 4])?;
