@@ -32,7 +32,7 @@ fn build_vsock_probe(berth: &Berth) -> String {
 }
 
 #[test]
-fn containers_cannot_reach_the_agent_or_the_key() {
+fn containers_cannot_reach_the_agent_the_key_or_the_host() {
     let berth = berth_with_busybox();
     let probe = build_vsock_probe(&berth);
     let mount = format!("{probe}:/probe:ro");
@@ -84,6 +84,35 @@ fn containers_cannot_reach_the_agent_or_the_key() {
     assert_eq!(String::from_utf8_lossy(&gone.stdout), "absent\n", "{}", describe(&gone));
     let ps = harness::processes_mentioning("qemu-system");
     assert!(ps.iter().all(|p| !p.contains(key.trim())), "the key is in QEMU's command line");
+
+    // A share takes files, FIFOs included, but no device node (254:0 is
+    // the VM's disk; on the host it could be any disk) and no setuid or
+    // setgid program, even from a privileged container's root.
+    let share = berth.share.path().display().to_string();
+    let attempts = ok(
+        &berth,
+        &[
+            "run",
+            "--rm",
+            "--privileged",
+            "-v",
+            &format!("{share}:/share"),
+            "busybox",
+            "sh",
+            "-c",
+            "cd /share && echo x > prog && chmod 755 prog && mkfifo fifo && echo fifo ok; \
+             chmod u+s prog 2>&1 || echo setuid refused; chmod g+s prog 2>&1 || echo setgid refused; \
+             mknod disk b 254 0 2>&1 || echo device refused",
+        ],
+    );
+    for expected in ["fifo ok", "setuid refused", "setgid refused", "device refused"] {
+        assert!(attempts.contains(expected), "{expected}: {attempts}");
+    }
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let prog = std::fs::metadata(berth.share.path().join("prog")).unwrap();
+    assert_eq!(prog.permissions().mode() & 0o7777, 0o755, "a privilege bit reached the host");
+    assert!(std::fs::symlink_metadata(berth.share.path().join("fifo")).unwrap().file_type().is_fifo());
+    assert!(!berth.share.path().join("disk").exists(), "a device node reached the host");
 
     // Loopback works in a container's own network namespace.
     let ping = ok(&berth, &["run", "--rm", "busybox", "busybox", "ping", "-c", "1", "-W", "5", "127.0.0.1"]);

@@ -211,6 +211,7 @@ impl VmBackend for QemuBackend {
             for (share, socket) in &layout.shares {
                 let mut cmd = Command::new(&self.virtiofsd);
                 cmd.args(virtiofsd_args(share, socket, nix::unistd::geteuid().is_root()));
+                super::share_policy::apply_on_exec(&mut cmd);
                 let child = spawn_owned(&mut cmd, helper_log, "virtiofsd")?;
                 vm.helpers.push((format!("virtiofsd[{}]", share.tag), child));
             }
