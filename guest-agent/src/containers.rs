@@ -64,10 +64,14 @@ impl Entry {
             }
             serde_json::to_vec_pretty(&*record).map_err(|e| RpcStatus::internal(e.to_string()))?
         };
-        shim::write_atomically(&self.dir.join(CONTAINER_FILE), &data)
-            .map_err(|e| RpcStatus::internal(format!("saving container state: {e}")))?;
+        let saved = shim::write_atomically(&self.dir.join(CONTAINER_FILE), &data);
+        // The record in memory changed either way: watchers (`docker wait`)
+        // learn of it even when the disk could not (it is full).
         self.changed.send_modify(|v| *v = v.map(|n| n + 1));
-        Ok(())
+        saved.map_err(|e| {
+            tracing::warn!(err = %e, dir = %self.dir.display(), "saving the container's state failed");
+            RpcStatus::internal(format!("saving container state: {e}"))
+        })
     }
 }
 
