@@ -539,13 +539,19 @@ pub(crate) mod tests {
         ]
     }
 
-    #[test]
-    fn cp_out_keeps_links_fifos_and_devices_byte_for_byte() {
+    /// [`special_tree`] at `src` in a temporary directory, and its tar.
+    fn special_tar() -> (tempfile::TempDir, Vec<u8>) {
         assert!(nix::unistd::geteuid().is_root(), "device nodes need root, as the agent has");
         let dir = tempfile::tempdir().unwrap();
         special_tree(&dir.path().join("src"));
         let mut tar = Vec::new();
         write_tar(&dir.path().join("src"), &mut tar).unwrap();
+        (dir, tar)
+    }
+
+    #[test]
+    fn cp_out_keeps_links_fifos_and_devices_byte_for_byte() {
+        let (dir, tar) = special_tar();
         let mut expected = vec![("src/".to_string(), tar::EntryType::Directory, None, None, None, 0)];
         expected.extend(expected_special_entries("src/"));
         assert_eq!(entries(&tar), expected);
@@ -600,11 +606,7 @@ pub(crate) mod tests {
     #[test]
     fn extracting_keeps_devices_fifos_links_and_odd_names() {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
-        assert!(nix::unistd::geteuid().is_root(), "device nodes need root, as the agent has");
-        let dir = tempfile::tempdir().unwrap();
-        special_tree(&dir.path().join("src"));
-        let mut tar = Vec::new();
-        write_tar(&dir.path().join("src"), &mut tar).unwrap();
+        let (dir, tar) = special_tar();
         let mut builder = tar::Builder::new(tar[..tar.len() - 1024].to_vec());
         raw_entry(&mut builder, tar::EntryType::Regular, "/abs/file", "", b"abs");
         raw_entry(&mut builder, tar::EntryType::Regular, "x/../inside", "", b"in");

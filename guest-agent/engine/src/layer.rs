@@ -301,13 +301,16 @@ impl LayerRoot {
         let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) else {
             return Ok(self.path.join(rel));
         };
+        // ENOSYS: a kernel before 5.6; EPERM: a seccomp profile that predates openat2.
+        let unavailable = |errno| matches!(errno, nix::errno::Errno::ENOSYS | nix::errno::Errno::EPERM);
         match self.open_beneath(parent) {
             Ok(()) => {}
-            Err(nix::errno::Errno::ENOSYS) => self.make_parents(rel)?,
+            Err(errno) if unavailable(errno) => self.make_parents(rel)?,
             Err(_) => {
                 self.make_parents(rel)?;
                 match self.open_beneath(parent) {
-                    Ok(()) | Err(nix::errno::Errno::ENOSYS) => {}
+                    Ok(()) => {}
+                    Err(errno) if unavailable(errno) => {}
                     Err(errno) => {
                         return Err(io_err(format!("resolving {} in the layer", parent.display()))(errno.into()))
                     }
