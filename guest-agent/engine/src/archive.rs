@@ -344,6 +344,35 @@ fn breakout(message: String) -> io::Error {
 /// mount namespace, as dockerd is); an existing path is replaced unless it
 /// and the entry are both directories.
 pub fn extract(input: impl Read, dir: &Path) -> io::Result<()> {
+    let mut input = EndTracking { inner: input, ended: false };
+    extract_entries(&mut input, dir).map_err(|err| {
+        // tar-rs keeps the cause behind `source()` ("failed to unpack `x`"
+        // without "No space left on device") and calls a stream cut short
+        // "failed to read entire block": say what happened.
+        let text = crate::layer::causes(&err);
+        if input.ended && err.kind() != io::ErrorKind::InvalidInput {
+            io::Error::new(io::ErrorKind::UnexpectedEof, format!("{text}: unexpected EOF"))
+        } else {
+            io::Error::new(err.kind(), text)
+        }
+    })
+}
+
+/// A reader that remembers reaching its end.
+struct EndTracking<R> {
+    inner: R,
+    ended: bool,
+}
+
+impl<R: Read> Read for EndTracking<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.ended |= n == 0 && !buf.is_empty();
+        Ok(n)
+    }
+}
+
+fn extract_entries(input: impl Read, dir: &Path) -> io::Result<()> {
     if !std::fs::metadata(dir)?.is_dir() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a directory", dir.display())));
     }
@@ -600,6 +629,18 @@ pub(crate) mod tests {
             left.sort();
             assert_eq!(left, ["dest", "outside"], "{name}: nothing written outside");
             assert_eq!(std::fs::read(base.path().join("outside")).unwrap(), b"precious");
+        }
+    }
+
+    #[test]
+    fn extracting_a_cut_tar_says_so() {
+        let mut builder = tar::Builder::new(Vec::new());
+        raw_entry(&mut builder, tar::EntryType::Regular, "file", "", &[1u8; 4096]);
+        let tar = builder.into_inner().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        for cut in [300, 512 + 1000] {
+            let err = extract(&tar[..cut], dest.path()).unwrap_err();
+            assert!(err.to_string().ends_with("unexpected EOF"), "cut at {cut}: {err}");
         }
     }
 
