@@ -366,10 +366,9 @@ fn clear(path: &Path, keep_dir: bool) -> Result<(), LayerError> {
     Ok(())
 }
 
-/// What to do with an entry whose path holds a `.wh.` name: AUFS metadata
-/// at the top is skipped, as Docker skips it; a whiteout name anywhere but
-/// the last component is refused (it names something deleted, not a
-/// directory).
+/// Whether `rel` is AUFS metadata at the layer's top, which is skipped as
+/// Docker skips it. A whiteout name anywhere else but the last component
+/// is refused: it names something deleted, not a directory.
 fn is_aufs_metadata(rel: &Path) -> Result<bool, LayerError> {
     let mut parents = rel.parent().into_iter().flat_map(Path::components).map(|c| c.as_os_str().as_bytes());
     let first = rel.components().next().map(|c| c.as_os_str().as_bytes()).unwrap_or_default();
