@@ -10,6 +10,7 @@ use std::process::{Command, Output, Stdio};
 use harness::{describe, Berth};
 
 mod api;
+mod archives;
 mod full_disk;
 mod host_safety;
 

@@ -10,7 +10,12 @@
 //! - Refused, failing the whole layer: any path with `..`, any entry whose
 //!   parent inside the layer is a symlink or not a directory (so no symlink,
 //!   absolute or relative, can carry a write outside the layer), hardlinks
-//!   whose source is not a file already inside the layer.
+//!   whose source is not a file already inside the layer, whiteouts of an
+//!   empty, `.` or `..` name, and whiteout names used as directories.
+//!   [`LayerRoot::resolve`] is the one place an entry's path becomes a path
+//!   on disk, and asserts all of this.
+//! - Skipped, as Docker skips them: AUFS metadata at the layer's top
+//!   (`.wh..wh.plnk/`, `.wh..wh.aufs`, ...).
 //! - Exportable: unpacking records the stream's tar-split (`tarsplit.rs`),
 //!   from which the exact original tar (and so the diff ID) can be rebuilt.
 //! - Atomic: [`unpack_layer`] writes into a temporary sibling directory and
@@ -36,6 +41,8 @@ use crate::tarsplit;
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
+/// AUFS' own bookkeeping (`.wh..wh.plnk`, `.wh..wh.aufs`), not whiteouts.
+const AUFS_META_PREFIX: &str = ".wh..wh.";
 /// Temporary unpack directories start with this, so start-up can remove leftovers.
 pub const TEMP_PREFIX: &str = ".unpacking-";
 
@@ -47,13 +54,36 @@ pub enum LayerError {
     DigestMismatch { expected: String, actual: String },
     #[error("unsupported layer compression: {0}")]
     UnsupportedCompression(&'static str),
-    #[error("{context}: {source}")]
+    /// The cause is spelled out: tar-rs's own errors hide theirs behind
+    /// `source()` ("failed to unpack `x`" without "No space left on device").
+    #[error("{context}: {}", causes(source))]
     Io { context: String, source: io::Error },
+    /// The stream ended inside an entry (or inside its compression).
+    #[error("{context}: unexpected EOF")]
+    Truncated { context: String },
+}
+
+/// An error and its chain of causes, each once, as `a: b: c`.
+pub fn causes(err: &io::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text = format!("{text}: {part}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> LayerError {
     let context = context.into();
-    move |source| LayerError::Io { context, source }
+    move |source| match source.kind() {
+        // A compressed stream cut short (flate2 says "incomplete deflate stream").
+        io::ErrorKind::UnexpectedEof => LayerError::Truncated { context: format!("{context}: {}", causes(&source)) },
+        _ => LayerError::Io { context, source },
+    }
 }
 
 fn unsafe_entry(path: &Path, reason: &'static str) -> LayerError {
@@ -105,7 +135,7 @@ pub fn unpack_layer(reader: impl Read, dest: &Path, expected_diff_id: Option<&st
 /// The diff ID (`sha256:<hex>` of the uncompressed stream) of a layer and
 /// the stream's length, without unpacking it.
 pub fn diff_id_of(reader: impl Read) -> Result<(String, u64), LayerError> {
-    let mut hashing = HashingReader { inner: decompressed(reader)?, hasher: Sha256::new(), bytes: 0 };
+    let mut hashing = HashingReader::new(decompressed(reader)?);
     io::copy(&mut hashing, &mut io::sink()).map_err(io_err("reading the layer"))?;
     Ok((format!("sha256:{}", hex(&hashing.hasher.finalize())), hashing.bytes))
 }
@@ -132,6 +162,14 @@ struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
     bytes: u64,
+    /// The stream has ended: a parse error now means it was cut short.
+    ended: bool,
+}
+
+impl<R> HashingReader<R> {
+    fn new(inner: R) -> HashingReader<R> {
+        HashingReader { inner, hasher: Sha256::new(), bytes: 0, ended: false }
+    }
 }
 
 impl<R: Read> Read for HashingReader<R> {
@@ -139,6 +177,7 @@ impl<R: Read> Read for HashingReader<R> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         self.bytes += n as u64;
+        self.ended |= n == 0 && !buf.is_empty();
         Ok(n)
     }
 }
@@ -161,11 +200,12 @@ fn decompressed<'a>(reader: impl Read + 'a) -> Result<Box<dyn Read + 'a>, LayerE
 }
 
 fn unpack_into(reader: impl Read, root: &Path, recorder: tarsplit::Recorder) -> Result<UnpackStats, LayerError> {
-    let mut hashing = HashingReader { inner: decompressed(reader)?, hasher: Sha256::new(), bytes: 0 };
+    let root = LayerRoot::open(root)?;
+    let mut hashing = HashingReader::new(decompressed(reader)?);
     let mut recording = recorder.reader(&mut hashing);
     let mut stats = UnpackStats::default();
     let mut dir_mtimes = Vec::new();
-    {
+    let walked = (|| {
         let mut archive = tar::Archive::new(&mut recording);
         archive.set_preserve_permissions(true);
         archive.set_preserve_ownerships(true);
@@ -173,14 +213,22 @@ fn unpack_into(reader: impl Read, root: &Path, recorder: tarsplit::Recorder) -> 
         archive.set_overwrite(true);
         for entry in archive.entries().map_err(io_err("reading the layer"))? {
             let mut entry = entry.map_err(io_err("reading a layer entry"))?;
-            unpack_entry(&mut entry, root, &recorder, &mut dir_mtimes)?;
+            unpack_entry(&mut entry, &root, &recorder, &mut dir_mtimes)?;
             stats.entries += 1;
         }
-    }
-    // Read to the end: the digest covers the whole stream, padding included
-    // (and the tar-split records it, for an exact replay).
-    io::copy(&mut recording, &mut io::sink()).map_err(io_err("reading the layer"))?;
+        // Read to the end: the digest covers the whole stream, padding
+        // included (and the tar-split records it, for an exact replay).
+        io::copy(&mut recording, &mut io::sink()).map_err(io_err("reading the layer"))?;
+        Ok(())
+    })();
+    let cut_short = recording.get_ref().ended;
     drop(recording);
+    match walked {
+        // tar-rs reports a stream that ends inside an entry as "failed to
+        // read entire block" or "failed to write entire file": name the cause.
+        Err(LayerError::Io { context, .. }) if cut_short => return Err(LayerError::Truncated { context }),
+        other => other?,
+    }
     recorder.finish().map_err(io_err("recording the layer's tar-split"))?;
     // Children bumped their directories' mtimes: restore them, deepest first.
     for (path, mtime) in dir_mtimes.iter().rev() {
@@ -210,13 +258,81 @@ fn layer_relative(raw: &Path) -> Result<Option<PathBuf>, LayerError> {
     Ok((!rel.as_os_str().is_empty()).then_some(rel))
 }
 
-/// Makes sure every ancestor of `rel` inside `root` is a real directory
-/// (creating missing ones), so that writing `root/rel` cannot leave the
-/// layer through a symlink. Returns `root/rel`.
-fn safe_target(root: &Path, rel: &Path) -> Result<PathBuf, LayerError> {
-    let mut current = root.to_path_buf();
-    if let Some(parent) = rel.parent() {
-        for part in parent.components() {
+/// What a whiteout entry `rel` (named `.wh.HIDDEN`) hides: HIDDEN in the
+/// same directory. An empty, `.` or `..` name would hide the directory
+/// itself or its parent (the `.wh...` entry that once removed the store).
+fn whiteout_target(rel: &Path, hidden: &[u8]) -> Result<PathBuf, LayerError> {
+    if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.contains(&b'/') {
+        return Err(unsafe_entry(rel, "a whiteout of an empty, `.` or `..` name"));
+    }
+    Ok(rel.with_file_name(OsStr::from_bytes(hidden)))
+}
+
+/// The layer directory being unpacked, held open so that entries are
+/// resolved beneath it.
+struct LayerRoot {
+    path: PathBuf,
+    dir: std::os::fd::OwnedFd,
+}
+
+impl LayerRoot {
+    fn open(path: &Path) -> Result<LayerRoot, LayerError> {
+        let dir = std::fs::File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
+        Ok(LayerRoot { path: path.to_path_buf(), dir: dir.into() })
+    }
+
+    /// The one place an entry's path inside the layer becomes a path on
+    /// disk. `rel` must be made of plain names only (no `.`, `..`, root or
+    /// empty path: whatever built it, it cannot name the layer itself or
+    /// anything above it), and every ancestor inside the layer must be a
+    /// real directory (missing ones are created), so that writing the
+    /// returned path cannot leave the layer through a symlink.
+    ///
+    /// The kernel checks the ancestors where it can (openat2 with
+    /// RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, Linux 5.6+); the component
+    /// walk with lstat is the fallback and creates what is missing. Paths
+    /// that pass stay valid: the directory is a fresh temporary that only
+    /// this (single-threaded) unpack writes to.
+    fn resolve(&self, rel: &Path) -> Result<PathBuf, LayerError> {
+        let plain = rel.components().all(|c| matches!(c, Component::Normal(n) if n != ".." && n != "."));
+        if rel.as_os_str().is_empty() || !plain {
+            return Err(unsafe_entry(rel, "a path outside the layer"));
+        }
+        let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) else {
+            return Ok(self.path.join(rel));
+        };
+        // ENOSYS: a kernel before 5.6; EPERM: a seccomp profile that predates openat2.
+        let unavailable = |errno| matches!(errno, nix::errno::Errno::ENOSYS | nix::errno::Errno::EPERM);
+        match self.open_beneath(parent) {
+            Ok(()) => {}
+            Err(errno) if unavailable(errno) => self.make_parents(rel)?,
+            Err(_) => {
+                self.make_parents(rel)?;
+                match self.open_beneath(parent) {
+                    Ok(()) => {}
+                    Err(errno) if unavailable(errno) => {}
+                    Err(errno) => {
+                        return Err(io_err(format!("resolving {} in the layer", parent.display()))(errno.into()))
+                    }
+                }
+            }
+        }
+        Ok(self.path.join(rel))
+    }
+
+    fn open_beneath(&self, dir: &Path) -> Result<(), nix::errno::Errno> {
+        use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+        nix::fcntl::openat2(&self.dir, dir, how).map(drop)
+    }
+
+    /// Walks `rel`'s ancestors component by component without following
+    /// symlinks, creating missing directories.
+    fn make_parents(&self, rel: &Path) -> Result<(), LayerError> {
+        let mut current = self.path.clone();
+        for part in rel.parent().into_iter().flat_map(Path::components) {
             current.push(part);
             match std::fs::symlink_metadata(&current) {
                 Ok(meta) if meta.file_type().is_dir() => {}
@@ -231,8 +347,8 @@ fn safe_target(root: &Path, rel: &Path) -> Result<PathBuf, LayerError> {
                 Err(err) => return Err(io_err(format!("inspecting {}", current.display()))(err)),
             }
         }
+        Ok(())
     }
-    Ok(root.join(rel))
 }
 
 /// Removes what an earlier entry put at `path` (a later entry wins), except
@@ -250,37 +366,55 @@ fn clear(path: &Path, keep_dir: bool) -> Result<(), LayerError> {
     Ok(())
 }
 
+/// Whether `rel` is AUFS metadata at the layer's top, which is skipped as
+/// Docker skips it. A whiteout name anywhere else but the last component
+/// is refused: it names something deleted, not a directory.
+fn is_aufs_metadata(rel: &Path) -> Result<bool, LayerError> {
+    let mut parents = rel.parent().into_iter().flat_map(Path::components).map(|c| c.as_os_str().as_bytes());
+    let first = rel.components().next().map(|c| c.as_os_str().as_bytes()).unwrap_or_default();
+    if first.starts_with(AUFS_META_PREFIX.as_bytes()) && first != OPAQUE_MARKER.as_bytes() {
+        return Ok(true);
+    }
+    if parents.any(|part| part.starts_with(WHITEOUT_PREFIX.as_bytes())) {
+        return Err(unsafe_entry(rel, "a whiteout name used as a directory"));
+    }
+    Ok(false)
+}
+
 fn unpack_entry<R: Read>(
     entry: &mut tar::Entry<R>,
-    root: &Path,
+    root: &LayerRoot,
     recorder: &tarsplit::Recorder,
     dir_mtimes: &mut Vec<(PathBuf, filetime::FileTime)>,
 ) -> Result<(), LayerError> {
     let raw = entry.path().map_err(io_err("reading an entry path"))?.into_owned();
     let Some(rel) = layer_relative(&raw)? else { return Ok(()) };
+    if is_aufs_metadata(&rel)? {
+        return Ok(());
+    }
     let name = rel.file_name().unwrap_or_default();
     let header = entry.header().clone();
     let kind = header.entry_type();
 
     // Whiteouts first: they are names, not files.
     if name == OsStr::new(OPAQUE_MARKER) {
-        let dir = safe_target(root, &rel)?.parent().map(Path::to_path_buf).unwrap_or_else(|| root.to_path_buf());
+        let dir = root.resolve(&rel)?.parent().map(Path::to_path_buf).unwrap_or_else(|| root.path.clone());
         return set_xattr(&dir, "trusted.overlay.opaque", b"y");
     }
     if let Some(hidden) = name.as_bytes().strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
-        let hidden_rel = rel.with_file_name(OsStr::from_bytes(hidden));
-        let target = safe_target(root, &hidden_rel)?;
-        recorder.before_replacing(root, &hidden_rel, false).map_err(io_err("saving a replaced file"))?;
+        let hidden_rel = whiteout_target(&rel, hidden)?;
+        let target = root.resolve(&hidden_rel)?;
+        recorder.before_replacing(&root.path, &hidden_rel, false).map_err(io_err("saving a replaced file"))?;
         clear(&target, false)?;
         return make_node(&target, libc::S_IFCHR, 0o000, 0, 0);
     }
 
-    let target = safe_target(root, &rel)?;
+    let target = root.resolve(&rel)?;
     let uid = header.uid().unwrap_or(0) as u32;
     let gid = header.gid().unwrap_or(0) as u32;
     let mode = header.mode().unwrap_or(0o644) & 0o7777;
     recorder
-        .before_replacing(root, &rel, kind == tar::EntryType::Directory)
+        .before_replacing(&root.path, &rel, kind == tar::EntryType::Directory)
         .map_err(io_err("saving a replaced file"))?;
     match kind {
         tar::EntryType::Directory => {
@@ -295,10 +429,10 @@ fn unpack_entry<R: Read>(
             std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(mode))
                 .map_err(io_err(format!("chmod {}", target.display())))?;
             if let Ok(mtime) = header.mtime() {
-                dir_mtimes.push((target, filetime::FileTime::from_unix_time(mtime as i64, 0)));
+                dir_mtimes.push((target.clone(), filetime::FileTime::from_unix_time(mtime as i64, 0)));
             }
             // Directory xattrs arrive as PAX records on the entry.
-            apply_xattrs(entry, &root.join(&rel))
+            apply_xattrs(entry, &target)
         }
         tar::EntryType::Link => {
             let source = entry
@@ -308,12 +442,14 @@ fn unpack_entry<R: Read>(
                 .into_owned();
             let source_rel =
                 layer_relative(&source)?.ok_or_else(|| unsafe_entry(&rel, "hardlink to the layer root"))?;
-            let source_path = safe_target(root, &source_rel)?;
+            let source_path = root.resolve(&source_rel)?;
             match std::fs::symlink_metadata(&source_path) {
                 Ok(meta) if !meta.file_type().is_dir() => {}
                 _ => return Err(unsafe_entry(&rel, "hardlink source is not a file earlier in this layer")),
             }
             clear(&target, false)?;
+            // link(2) does not follow a symlink source: a link to a symlink
+            // is a second name for the symlink, inside the layer.
             std::fs::hard_link(&source_path, &target).map_err(io_err(format!("linking {}", target.display())))
         }
         tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
+use crate::archive::TreeWriter;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
     #[error("{0}")]
@@ -106,9 +108,11 @@ pub fn is_engine_path(path: &str) -> bool {
 /// Writes a container's writable layer `upper` as an image layer tar
 /// (`docker commit`): overlayfs whiteouts become `.wh.NAME` entries and
 /// opaque directories get `.wh..wh..opq`, the engine's own paths are left
-/// out. Symlinks are stored as links, never followed.
+/// out. Everything else is written as cp and export write it
+/// ([`crate::archive::TreeWriter`]: symlinks as links, never followed;
+/// FIFOs and devices as such; hardlinks once).
 pub fn write_layer_diff(upper: &Path, out: impl std::io::Write) -> std::io::Result<()> {
-    fn walk<W: std::io::Write>(tar: &mut tar::Builder<W>, dir: &Path, rel: &Path) -> std::io::Result<()> {
+    fn walk<W: std::io::Write>(tar: &mut TreeWriter<W>, dir: &Path, rel: &Path) -> std::io::Result<()> {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
         let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
         entries.sort_by_key(|e| e.file_name());
@@ -121,33 +125,22 @@ pub fn write_layer_diff(upper: &Path, out: impl std::io::Write) -> std::io::Resu
             if meta.file_type().is_char_device() && meta.rdev() == 0 {
                 let mut name = std::ffi::OsString::from(".wh.");
                 name.push(entry.file_name());
-                let mut header = tar::Header::new_gnu();
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_size(0);
-                header.set_mode(0o644);
-                header.set_mtime(meta.mtime().max(0) as u64);
-                tar.append_data(&mut header, rel.join(name), std::io::empty())?;
+                tar.append_marker(&rel.join(name), meta.mtime().max(0) as u64)?;
                 continue;
             }
-            tar.append_path_with_name(entry.path(), &path)?;
+            tar.append(&entry.path(), &meta, &path)?;
             if meta.is_dir() {
-                let opaque = xattr_is(&entry.path(), "trusted.overlay.opaque", b"y");
-                if opaque {
-                    let mut header = tar::Header::new_gnu();
-                    header.set_entry_type(tar::EntryType::Regular);
-                    header.set_size(0);
-                    header.set_mode(0o644);
-                    tar.append_data(&mut header, path.join(".wh..wh..opq"), std::io::empty())?;
+                if xattr_is(&entry.path(), "trusted.overlay.opaque", b"y") {
+                    tar.append_marker(&path.join(".wh..wh..opq"), 0)?;
                 }
                 walk(tar, &entry.path(), &path)?;
             }
         }
         Ok(())
     }
-    let mut tar = tar::Builder::new(out);
-    tar.follow_symlinks(false);
+    let mut tar = TreeWriter::new(out);
     walk(&mut tar, upper, Path::new(""))?;
-    tar.into_inner()?.flush()
+    tar.finish()?.flush()
 }
 
 fn xattr_is(path: &Path, name: &str, expected: &[u8]) -> bool {
@@ -319,6 +312,31 @@ mod tests {
         unmount_overlay(&layer).unwrap();
         assert!(!layer.merged.join("etc").exists());
         assert!(mount_overlay(&[dir.path().join("a:b")], &layer).is_err());
+    }
+
+    /// docker commit keeps what cp and export keep, and the layer it
+    /// writes unpacks to the same tree.
+    #[test]
+    fn committed_layers_keep_links_fifos_devices_and_whiteouts() {
+        use crate::archive::tests::{entries, expected_special_entries, special_tree};
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let dir = tempfile::tempdir().unwrap();
+        let upper = dir.path().join("upper");
+        special_tree(&upper);
+        nix::sys::stat::mknod(&upper.join("gone"), nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0)
+            .unwrap();
+        let mut tar = Vec::new();
+        write_layer_diff(&upper, &mut tar).unwrap();
+        let mut expected = expected_special_entries("");
+        expected.insert(1, (".wh.gone".to_string(), ::tar::EntryType::Regular, None, None, None, 0));
+        assert_eq!(entries(&tar), expected);
+
+        let layer = dir.path().join("layer");
+        crate::layer::unpack_layer(tar.as_slice(), &layer, None).unwrap();
+        assert!(std::fs::symlink_metadata(layer.join("fifo")).unwrap().file_type().is_fifo());
+        assert_eq!(std::fs::symlink_metadata(layer.join("null")).unwrap().rdev(), libc::makedev(1, 3));
+        assert_eq!(std::fs::metadata(layer.join("hard-b")).unwrap().nlink(), 2);
+        assert_eq!(std::fs::read_link(layer.join("to-root")).unwrap(), Path::new("/"));
     }
 
     /// Whiteouts and opaque dirs from the layer unpacker hide lower content

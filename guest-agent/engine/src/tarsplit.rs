@@ -215,6 +215,13 @@ pub struct RecordingReader<R> {
     state: Rc<RefCell<State>>,
 }
 
+impl<R> RecordingReader<R> {
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+}
+
 impl<R: Read> Read for RecordingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;

@@ -213,6 +213,26 @@ fn malicious_layers_write_nothing_outside() {
             "opaque marker through a symlink",
             Layer::new().link(tar::EntryType::Symlink, "evil", "OUTSIDE").file("evil/.wh..wh..opq", b"").bytes(),
         ),
+        // The 512-byte tarball that once removed images/layers/sha256.
+        ("whiteout of `..`", Layer::new().file(".wh...", b"").bytes()),
+        ("whiteout of `..` deeper", Layer::new().dir("d/").file("d/.wh...", b"").bytes()),
+        ("whiteout of an empty name", Layer::new().file(".wh.", b"").bytes()),
+        ("whiteout of an empty name deeper", Layer::new().dir("d/").file("d/x", b"x").file("d/.wh.", b"").bytes()),
+        ("whiteout of `.`", Layer::new().dir("d/").file("d/.wh..", b"").bytes()),
+        ("whiteout name as a directory", Layer::new().file(".wh./x", b"x").bytes()),
+        ("whiteout name as a deeper directory", Layer::new().file("d/.wh.gone/x", b"x").bytes()),
+        (
+            "symlink to / then a file through it",
+            Layer::new().link(tar::EntryType::Symlink, "a", "/").file("a/OUTSIDE/outside-file", b"owned").bytes(),
+        ),
+        (
+            "symlink to / then a whiteout through it",
+            Layer::new().link(tar::EntryType::Symlink, "a", "/").file("a/OUTSIDE/.wh.outside-file", b"").bytes(),
+        ),
+        (
+            "hardlink to an absolute outside path",
+            Layer::new().link(tar::EntryType::Link, "stolen", "OUTSIDE/outside-file").bytes(),
+        ),
     ];
     for (what, bytes) in cases {
         let base = tempfile::tempdir().unwrap();
@@ -220,15 +240,23 @@ fn malicious_layers_write_nothing_outside() {
         std::fs::create_dir(&outside).unwrap();
         std::fs::write(outside.join("outside-file"), b"precious").unwrap();
         let sandbox = base.path().join("store");
-        std::fs::create_dir(&sandbox).unwrap();
+        // Another layer beside the one unpacked, as in the image store.
+        std::fs::create_dir_all(sandbox.join("neighbour")).unwrap();
+        std::fs::write(sandbox.join("neighbour/file"), b"kept").unwrap();
         // Symlink targets in the cases name the outside dir absolutely.
         let bytes = replace_all(&bytes, b"OUTSIDE", outside.as_os_str().as_bytes());
         let result = unpack_layer(bytes.as_slice(), &sandbox.join("layer"), None);
         assert!(result.is_err(), "{what}: a malicious layer was accepted");
         assert_eq!(listing(&outside), vec!["outside-file"], "{what}: something was written outside");
         assert_eq!(std::fs::read(outside.join("outside-file")).unwrap(), b"precious", "{what}");
-        assert!(listing(&sandbox).is_empty(), "{what}: leftovers {:?}", listing(&sandbox));
-        assert_eq!(listing(base.path()), vec!["outside", "outside/outside-file", "store"], "{what}");
+        assert_eq!(listing(&sandbox), vec!["neighbour", "neighbour/file"], "{what}: leftovers or losses");
+        assert_eq!(std::fs::read(sandbox.join("neighbour/file")).unwrap(), b"kept", "{what}");
+        let everything = listing(base.path());
+        assert_eq!(
+            everything,
+            ["outside", "outside/outside-file", "store", "store/neighbour", "store/neighbour/file"],
+            "{what}"
+        );
     }
 }
 
@@ -332,4 +360,62 @@ fn files_replaced_later_in_the_same_layer_are_replayed_as_they_were() {
         .link(tar::EntryType::Symlink, "d", "/elsewhere")
         .bytes();
     assert_eq!(replayed(&bytes), bytes);
+}
+
+#[test]
+fn absolute_and_dotted_paths_land_inside_the_layer() {
+    let layer = Layer::new().file("/etc/motd", b"abs").file("./rel/./file", b"rel").bytes();
+    let (dir, result) = unpack(&layer);
+    result.unwrap();
+    let root = dir.path().join("layer");
+    assert_eq!(std::fs::read(root.join("etc/motd")).unwrap(), b"abs");
+    assert_eq!(std::fs::read(root.join("rel/file")).unwrap(), b"rel");
+}
+
+#[test]
+fn aufs_metadata_is_skipped_and_still_replayed() {
+    let bytes = Layer::new()
+        .dir(".wh..wh.plnk/")
+        .file(".wh..wh.plnk/123.456", b"aufs link")
+        .file(".wh..wh.aufs", b"")
+        .file("kept", b"k")
+        .bytes();
+    assert_eq!(replayed(&bytes), bytes);
+    let (dir, result) = unpack(&bytes);
+    result.unwrap();
+    assert_eq!(listing(&dir.path().join("layer")), vec!["kept"]);
+}
+
+/// A layer cut short names the cause, whatever the entry type it cuts.
+#[test]
+fn truncated_layers_say_so() {
+    let bytes = Layer::new().file("a", &[7u8; 4096]).file("b", b"b").bytes();
+    for cut in [100, 512 + 1000, 512 + 4096 + 300] {
+        let (_dir, result) = unpack(&bytes[..cut]);
+        let err = result.unwrap_err();
+        assert!(err.to_string().contains("unexpected EOF"), "cut at {cut}: {err}");
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &bytes).unwrap();
+    let gz = gz.finish().unwrap();
+    let (_dir, result) = unpack(&gz[..gz.len() / 2]);
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("unexpected EOF"), "{err}");
+}
+
+/// A full disk is reported as one, not as a failure to unpack.
+#[test]
+fn a_full_disk_is_named() {
+    assert!(nix::unistd::geteuid().is_root(), "layer tests need root, as the agent has");
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    nix::mount::mount(Some("tmpfs"), &small, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=64k")).unwrap();
+    let bytes = Layer::new().file("big", &vec![1u8; 1 << 20]).bytes();
+    let result = unpack_layer(bytes.as_slice(), &small.join("layer"), None);
+    let left = listing(&small);
+    nix::mount::umount2(&small, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(left.is_empty(), "nothing is left behind: {left:?}");
 }
