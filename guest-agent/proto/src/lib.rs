@@ -7,6 +7,7 @@
 tonic::include_proto!("berth.agent.v1");
 
 pub mod docker_json;
+pub mod panics;
 pub mod reference;
 pub mod time;
 

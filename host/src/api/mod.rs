@@ -25,6 +25,7 @@ mod containers;
 mod exec;
 mod images;
 mod networks;
+mod panics;
 mod volumes;
 
 /// The newest and oldest API versions served.
@@ -266,11 +267,7 @@ async fn handle(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> {
                 images::distribution(&req, &name, ctx).await
             }
             (_, path) if path == "/networks" || path.starts_with("/networks/") => {
-                let query = req.uri().query().map(str::to_string);
-                // Read before answering: a client still writing a body we
-                // refuse would see a broken pipe instead of our error.
-                drain(req).await;
-                match networks::route(&method, path, query.as_deref()) {
+                match networks::route(req, path).await {
                     Some(response) => response,
                     None => route_local(&method, path, &ctx.facts),
                 }
@@ -325,7 +322,7 @@ async fn handle(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> {
 
 /// Reads and drops a request body (bounded), so an answer that ignores it
 /// still reaches the client.
-async fn drain(mut req: Request<Incoming>) {
+pub async fn drain(mut req: Request<Incoming>) {
     discard(req.body_mut()).await;
 }
 
@@ -629,7 +626,7 @@ where
             req.extensions_mut().insert(socket);
             async move {
                 let (method, path) = (req.method().clone(), req.uri().path().to_string());
-                let response = handle(req, &ctx).await;
+                let response = panics::answer_or_500(handle(req, &ctx)).await;
                 tracing::debug!(%method, path, status = response.status().as_u16(), "api");
                 Ok::<_, Infallible>(response)
             }

@@ -5,7 +5,9 @@
 //! Creating, connecting and removing networks arrives with container
 //! networking; until then those calls fail clearly.
 
-use hyper::{Method, StatusCode};
+use berth_agent_proto::docker_json;
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 
 use super::{error, json_response, query_param, Body};
@@ -67,7 +69,28 @@ fn matches(filters: &Value, name: &str, driver: &str) -> Result<bool, String> {
     Ok(true)
 }
 
-pub fn route(method: &Method, path: &str, query: Option<&str>) -> Option<hyper::Response<Body>> {
+/// Reads the body first, even of a request we refuse: a client still
+/// writing it would see a broken pipe instead of our answer.
+pub async fn route(mut req: Request<Incoming>, path: &str) -> Option<hyper::Response<Body>> {
+    let method = req.method().clone();
+    let query = req.uri().query().map(str::to_string);
+    if method == Method::POST && path.trim_end_matches('/') == "/networks/create" {
+        let body = match super::read_json_body(&mut req, 1 << 20, true).await {
+            Ok(body) => body,
+            Err(response) => return Some(response),
+        };
+        // A malformed request is refused as dockerd refuses it, before the
+        // "not yet" that a well-formed one gets.
+        if let Err(message) = docker_json::parse(&docker_json::NETWORK_CREATE, &body) {
+            return Some(error(StatusCode::BAD_REQUEST, message));
+        }
+    } else {
+        super::drain(req).await;
+    }
+    answer(&method, path, query.as_deref())
+}
+
+fn answer(method: &Method, path: &str, query: Option<&str>) -> Option<hyper::Response<Body>> {
     let rest = path.strip_prefix("/networks").unwrap_or(path);
     let rest = rest.strip_prefix('/').unwrap_or(rest);
     let (target, action) = rest.split_once('/').unwrap_or((rest, ""));
