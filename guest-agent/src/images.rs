@@ -86,7 +86,7 @@ fn images_in_use(containers: &Containers) -> HashSet<String> {
 }
 
 /// `docker image prune`. Filters: `dangling` (`false` = all unused images),
-/// `until` (Unix seconds or RFC 3339), `label`/`label!` (`key` or `key=value`).
+/// `until` (a time, or a Go duration before now), `label`/`label!` (`key` or `key=value`).
 pub async fn prune(images: Arc<ImagesSlot>, containers: &Containers, filters_json: &str) -> Result<Value, Status> {
     let filters = filters::parse(filters_json, &["dangling", "until", "label", "label!"])?;
     let all = match filters::values(&filters, "dangling") {
@@ -95,13 +95,7 @@ pub async fn prune(images: Arc<ImagesSlot>, containers: &Containers, filters_jso
         Some([one]) if ["false", "0"].contains(&one.as_str()) => true,
         Some(other) => return Err(Status::invalid_argument(format!("invalid filter 'dangling={}'", other.join(",")))),
     };
-    let until = match filters::values(&filters, "until").and_then(|v| v.first()) {
-        Some(text) => Some(
-            filters::time_ns(text).ok_or_else(|| Status::invalid_argument(format!("invalid filter 'until={text}'")))?
-                / 1_000_000_000,
-        ),
-        None => None,
-    };
+    let until = filters::until_ns(filters::values(&filters, "until"))?.map(|ns| ns.div_euclid(1_000_000_000));
     let labels = filters::values(&filters, "label").unwrap_or_default().to_vec();
     let not_labels = filters::values(&filters, "label!").unwrap_or_default().to_vec();
     let keep = images_in_use(containers);
