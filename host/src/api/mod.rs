@@ -21,6 +21,7 @@ use serde_json::json;
 use berth_agent_proto::agent_client::AgentClient;
 use tonic::transport::Channel;
 
+mod binds;
 mod containers;
 mod exec;
 mod images;
@@ -32,6 +33,8 @@ mod volumes;
 pub const API_VERSION: &str = "1.47";
 pub const MIN_API_VERSION: &str = "1.41";
 
+pub use binds::BindSources;
+
 /// What the API reports about the machine, gathered at boot.
 #[derive(Debug, Clone)]
 pub struct ApiFacts {
@@ -42,6 +45,7 @@ pub struct ApiFacts {
     pub memory_total_bytes: u64,
     pub data_dir: String,
     pub registry: RegistrySettings,
+    pub bind_sources: binds::BindSources,
 }
 
 /// config.toml's [engine] registry settings, passed with every pull.
@@ -661,6 +665,7 @@ mod tests {
             memory_total_bytes: 2 << 30,
             data_dir: "/var/lib/berth".into(),
             registry: RegistrySettings::default(),
+            bind_sources: binds::BindSources::Any,
         }
     }
 
