@@ -15,7 +15,7 @@ pub mod layer;
 pub mod limits;
 pub mod logfile;
 pub mod registry;
-pub use berth_agent_proto::{docker_json, reference};
+pub use berth_agent_proto::{docker_json, panics, reference};
 pub mod rootfs;
 pub mod runtime;
 pub mod seccomp;
