@@ -128,8 +128,10 @@ pub async fn commit(
     let record = entry.snapshot();
     let mut config = record.config.clone();
     if !req.config_json.is_empty() {
-        let overrides: Value = serde_json::from_slice(&req.config_json)
-            .map_err(|e| Status::invalid_argument(format!("invalid container config: {e}")))?;
+        // dockerd decodes it as a create request's body.
+        let overrides =
+            berth_engine::docker_json::parse(&berth_engine::docker_json::CONTAINER_CREATE, &req.config_json)
+                .map_err(Status::invalid_argument)?;
         // Docker's merge: what the request sets wins, the rest is the container's.
         for (key, value) in overrides.as_object().into_iter().flatten() {
             if !value.is_null()

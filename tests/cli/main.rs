@@ -10,6 +10,7 @@ use std::process::{Command, Output, Stdio};
 use harness::{describe, Berth};
 
 mod api;
+mod bad_input;
 
 /// config.toml of a Berth with a local agent; `extra` is appended.
 fn local_config(extra: &str) -> String {
