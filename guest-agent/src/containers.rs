@@ -29,6 +29,9 @@ use crate::reaper::Reaper;
 
 const CONTAINER_FILE: &str = "container.json";
 
+/// The agent's end of a shim's ready pipe, which later carries its exit.
+type ShimPipe = std::io::BufReader<std::fs::File>;
+
 pub struct Entry {
     pub record: Mutex<Container>,
     /// Bumped on every state change; `None` once removed.
@@ -203,11 +206,11 @@ impl Containers {
         match pidfd(state.shim_pid) {
             Some(fd) if shim_is_ours(state.shim_pid, &entry.dir) => {
                 tracing::info!(id = %entry.snapshot().id, pid = state.pid, "re-adopted running container");
-                tokio::spawn(self.clone().watch_exit(entry, pidfd_closed(fd)));
+                tokio::spawn(self.clone().watch_exit(entry, pidfd_closed(fd), None));
             }
             _ => {
                 // The shim is gone: take what it recorded, if anything.
-                self.finish(&entry).await;
+                self.finish(&entry, None).await;
             }
         }
     }
@@ -333,7 +336,10 @@ impl Containers {
             write_etc_files(&dir, &record).map_err(|e| e.to_string())?;
             fill_volumes(&record, &dir, &volumes_root)?;
             let json = serde_json::to_vec_pretty(&record).map_err(|e| e.to_string())?;
-            shim::write_atomically(&dir.join(CONTAINER_FILE), &json).map_err(|e| e.to_string())
+            shim::write_atomically(&dir.join(CONTAINER_FILE), &json).map_err(|e| e.to_string())?;
+            // The 201 promises the container exists: its directory, etc
+            // files and filled volumes too, not only the record.
+            berth_engine::durable::sync_filesystem(&dir).map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| RpcStatus::internal(e.to_string()))?;
@@ -419,12 +425,13 @@ impl Containers {
         let (child, shim_exit) = self.reaper.spawn(&mut cmd).map_err(internal("starting the container's shim"))?;
         drop(ready_write);
         let shim_pid = child.id() as i32;
-        // One line; not to EOF, which a leaked descriptor could delay.
-        let line = tokio::task::spawn_blocking(move || {
+        // One line; not to EOF, which a leaked descriptor could delay. The
+        // shim writes its second line, the exit, on the same pipe.
+        let (line, shim_pipe) = tokio::task::spawn_blocking(move || {
             let mut text = String::new();
-            let _ =
-                std::io::BufRead::read_line(&mut std::io::BufReader::new(std::fs::File::from(ready_read)), &mut text);
-            text
+            let mut pipe = std::io::BufReader::new(std::fs::File::from(ready_read));
+            let _ = std::io::BufRead::read_line(&mut pipe, &mut text);
+            (text, pipe)
         })
         .await
         .map_err(|e| RpcStatus::internal(e.to_string()))?;
@@ -449,9 +456,13 @@ impl Containers {
         })?;
         tracing::info!(id = %entry.snapshot().id, pid, "container started");
         self.emit("start", &entry.snapshot(), &[]);
-        tokio::spawn(self.watch_exit(entry.clone(), async move {
-            let _ = shim_exit.await;
-        }));
+        tokio::spawn(self.watch_exit(
+            entry.clone(),
+            async move {
+                let _ = shim_exit.await;
+            },
+            Some(shim_pipe),
+        ));
         Ok(())
     }
 
@@ -525,16 +536,34 @@ impl Containers {
     /// Waits for the shim to exit, then records the container's exit and
     /// applies the restart policy or auto-remove.
     /// Records the container's end once `shim_exited` resolves.
-    async fn watch_exit(self: Arc<Self>, entry: Arc<Entry>, shim_exited: impl std::future::Future<Output = ()>) {
+    async fn watch_exit(
+        self: Arc<Self>,
+        entry: Arc<Entry>,
+        shim_exited: impl std::future::Future<Output = ()>,
+        shim_pipe: Option<ShimPipe>,
+    ) {
         shim_exited.await;
-        self.finish(&entry).await;
+        self.finish(&entry, shim_pipe).await;
     }
 
-    async fn finish(self: &Arc<Self>, entry: &Arc<Entry>) {
+    /// Records the exit: from the shim's pipe when we started the shim (it
+    /// needs no disk), else from the file a shim we re-adopted wrote.
+    async fn finish(self: &Arc<Self>, entry: &Arc<Entry>, shim_pipe: Option<ShimPipe>) {
         let dir = entry.dir.clone();
+        let data_root = self.root.clone();
         let exit = tokio::task::spawn_blocking(move || {
-            let exit = shim::read_exit(&dir);
+            let from_pipe = shim_pipe.and_then(|mut pipe| {
+                let mut line = String::new();
+                std::io::BufRead::read_line(&mut pipe, &mut line).ok()?;
+                serde_json::from_str::<shim::ExitRecord>(line.trim()).ok()
+            });
+            let exit = from_pipe.or_else(|| shim::read_exit(&dir));
             let _ = rootfs::unmount_overlay(&ContainerLayer::under(&dir));
+            // What the container wrote (its layer, its volumes) is on disk
+            // before anyone is told it exited.
+            if let Err(err) = berth_engine::durable::sync_filesystem(&data_root) {
+                tracing::warn!(%err, "syncing the data disk after a container exit failed");
+            }
             exit
         })
         .await
@@ -830,10 +859,14 @@ impl Containers {
                 berth_engine::cgroup::remove(&cgroup);
             }
             // First a rename, so a crash part-way leaves no half container
-            // to load at the next start (leftovers are swept then).
+            // to load at the next start (leftovers are swept then); made
+            // durable before the removal is acknowledged (`docker run --rm`
+            // returns on it).
             let doomed =
                 dir.with_file_name(format!(".removing-{}", dir.file_name().unwrap_or_default().to_string_lossy()));
-            std::fs::rename(&dir, &doomed).and_then(|()| std::fs::remove_dir_all(&doomed))
+            std::fs::rename(&dir, &doomed)
+                .and_then(|()| berth_engine::durable::sync_dir(doomed.parent().unwrap_or(&doomed)))
+                .and_then(|()| std::fs::remove_dir_all(&doomed))
         })
         .await
         .map_err(|e| RpcStatus::internal(e.to_string()))?

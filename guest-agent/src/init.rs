@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 use berth_agent_proto::MountStatus;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use crate::netconf;
-
 /// Where the data disk is mounted; later issues keep images, containers and volumes here.
 pub const DATA_DIR: &str = "/var/lib/berth";
 
@@ -208,7 +206,7 @@ pub fn mount_basics() -> io::Result<()> {
 /// fills its receive ring when the link comes up).
 pub fn configure_network(net: Option<(Ipv4Addr, u8, Ipv4Addr, Ipv4Addr)>) {
     if let Some((addr, prefix, gateway, _)) = net {
-        match netconf::configure_ipv4("eth0", addr, prefix, gateway) {
+        match berth_engine::netif::configure_ipv4("eth0", addr, prefix, gateway) {
             Ok(()) => tracing::info!(%addr, prefix, %gateway, "eth0 configured"),
             Err(err) => tracing::error!(%err, "eth0 configuration failed"),
         }
@@ -221,7 +219,7 @@ pub fn configure_system(params: &BootParams) {
     if let Err(err) = nix::unistd::sethostname(hostname) {
         tracing::warn!(%err, "sethostname failed");
     }
-    if let Err(err) = netconf::set_up("lo") {
+    if let Err(err) = berth_engine::netif::set_up("lo") {
         tracing::warn!(%err, "loopback up failed");
     }
     let resolv = params.net.map(|(_, _, _, dns)| format!("nameserver {dns}\n")).unwrap_or_default();
@@ -254,7 +252,10 @@ pub fn mount_storage(disk: Option<&str>, shares: &[(String, String)]) -> Vec<Mou
         mounts.push(status("data", DATA_DIR, "ext4", result));
     }
     for (tag, path) in shares {
-        let result = mount_fs(tag, path, "virtiofs", MsFlags::empty(), None);
+        // Host files are data to the VM: a setuid binary in a share (a
+        // container's root can make one, see virtiofsd_args in the host's
+        // qemu.rs) or a device node the host has there grants nothing here.
+        let result = mount_fs(tag, path, "virtiofs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, None);
         mounts.push(status(tag, path, "virtiofs", result));
     }
     mounts

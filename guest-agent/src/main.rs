@@ -5,6 +5,7 @@
 //! also run as an ordinary root process serving on a unix socket
 //! (`berth-agent --unix PATH`), the "local agent".
 
+mod admission;
 mod archive;
 mod containers;
 mod events;
@@ -12,7 +13,6 @@ mod exec;
 mod filters;
 mod images;
 mod init;
-mod netconf;
 mod panics;
 mod reaper;
 mod service;
@@ -107,6 +107,8 @@ fn main() {
     }
     let Args { listen, data_dir } = parse_args();
     let is_init = std::process::id() == 1;
+    // First of all: nothing started later may find the key where it was.
+    let key = admission::take_key(is_init);
     let started = Instant::now();
     // Known once init has mounted storage; Info and the readiness
     // announcement read them, so they never see a half-initialised VM.
@@ -157,11 +159,14 @@ fn main() {
     }
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    if key.is_none() {
+        tracing::error!("started without an agent key: every connection will be refused");
+    }
     // Handlers' panics are answered (panics.rs) and spawned tasks' are
     // caught by tokio; one that still reaches this far must not unwind out
     // of PID 1 (a kernel panic): it powers off cleanly as an error does.
     let serving = std::panic::AssertUnwindSafe(|| {
-        runtime.block_on(serve(listen, data_dir, mounts.clone(), init_thread, started))
+        runtime.block_on(serve(listen, key, data_dir, mounts.clone(), init_thread, started))
     });
     let result = std::panic::catch_unwind(serving).unwrap_or_else(|payload| {
         Err(anyhow::anyhow!("the agent panicked: {}", berth_agent_proto::panics::message(&*payload)))
@@ -216,6 +221,7 @@ pub type Mounts = Arc<OnceLock<Vec<MountStatus>>>;
 
 async fn serve(
     listen: Listen,
+    key: Option<berth_agent_proto::AgentKey>,
     data_dir: PathBuf,
     mounts: Mounts,
     init_thread: Option<std::thread::JoinHandle<()>>,
@@ -255,18 +261,28 @@ async fn serve(
             let listener = tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(libc::VMADDR_CID_ANY, port))?;
             tracing::info!(port, ms = started.elapsed().as_millis() as u64, "serving on vsock");
             tokio::spawn(announce_ready(mounts, init_thread));
-            run_until(router.serve_with_incoming(listener.incoming()), stop).await
+            run_until(router.serve_with_incoming(admission::admit_vsock(listener, key)), stop).await
         }
         Listen::Unix(path) => {
             let _ = std::fs::remove_file(&path);
-            let listener = tokio::net::UnixListener::bind(&path)?;
+            let listener = bind_private_unix(&path)?;
             tracing::info!(path = %path.display(), "serving on unix socket");
-            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-            let result = run_until(router.serve_with_incoming(incoming), stop).await;
+            let result = run_until(router.serve_with_incoming(admission::admit_unix(listener, key)), stop).await;
             let _ = std::fs::remove_file(&path);
             result
         }
     }
+}
+
+/// A unix socket only its owner can connect to, from its first moment.
+fn bind_private_unix(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
+    // SAFETY: umask only swaps the process's file-creation mask; the old
+    // mask is put back right after the bind.
+    let old = unsafe { libc::umask(0o177) };
+    let listener = tokio::net::UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    listener
 }
 
 /// Tells the host we serve, and what Info would say (see

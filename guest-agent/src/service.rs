@@ -155,6 +155,9 @@ fn summary(store: &ImageStore, record: &ImageRecord) -> ImageSummary {
     }
 }
 
+/// How long an upload (`docker load`) may pause before it is abandoned.
+const UPLOAD_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A blocking `Read` over chunks arriving on a channel (the tar parser is
 /// synchronous; the gRPC stream is not).
 struct ChunkReader {
@@ -312,16 +315,31 @@ impl Agent for AgentService {
         let mut input = req.into_inner();
         let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
         let images = self.images.clone();
+        // The store's lock only for the index commit: receiving and
+        // unpacking hold up no other request (store/load.rs).
+        let files = self.images_blocking(|store| Ok(store.files())).await?;
         let loading = tokio::task::spawn_blocking(move || {
             let reader = ChunkReader { chunks: rx, current: Vec::new(), pos: 0 };
+            let staged = files.stage_load(reader).map_err(store_status)?;
             images.with(|store| {
-                let loaded = store.load(reader)?;
+                let loaded = store.commit_load(staged)?;
                 Ok(loaded.iter().map(|(record, _)| summary(store, record)).collect::<Vec<_>>())
             })
         });
         // Feed the loader until the stream ends or the loader stops reading
-        // (it failed early: its error is the one to report).
-        while let Some(chunk) = input.message().await? {
+        // (it failed early: its error is the one to report). A client that
+        // stops sending without ending the upload is given up on.
+        loop {
+            let chunk = match tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, input.message()).await {
+                Ok(chunk) => chunk?,
+                Err(_) => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "the image upload sent nothing for {} s",
+                        UPLOAD_IDLE_TIMEOUT.as_secs()
+                    )))
+                }
+            };
+            let Some(chunk) = chunk else { break };
             if tx.send(chunk.data).await.is_err() {
                 break;
             }

@@ -17,7 +17,7 @@ use anyhow::{bail, Result};
 use berth_agent_proto::agent_client::AgentClient;
 #[cfg(unix)]
 use berth_agent_proto::{prost::Message, InfoResponse, ReadyAnnouncement};
-use berth_agent_proto::{PingRequest, PingResponse, PROTOCOL_VERSION};
+use berth_agent_proto::{AgentKey, PingRequest, PingResponse, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::transport::{Channel, Endpoint};
@@ -36,10 +36,46 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 /// How long one connection attempt may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A fresh key for one boot of the agent (see agent_key.rs in the proto crate).
+pub fn generate_agent_key() -> std::io::Result<AgentKey> {
+    let mut bytes = [0u8; berth_agent_proto::agent_key::AGENT_KEY_BYTES];
+    getrandom::getrandom(&mut bytes).map_err(|err| std::io::Error::other(err.to_string()))?;
+    Ok(AgentKey::from_bytes(bytes))
+}
+
+/// Writes the key for `berth shell`: 0600 from its first moment, and never
+/// through a link someone planted in its place.
+#[cfg(unix)]
+pub fn write_key_file(path: &std::path::Path, key: &AgentKey) -> Result<()> {
+    use std::io::Write;
+    let _ = std::fs::remove_file(path);
+    crate::private_fs::open_for_writing(path, false)?.write_all(key.to_hex().as_bytes())?;
+    Ok(())
+}
+
+/// The running agent's key, as the daemon wrote it (refused if it is a
+/// link or another user's file).
+#[cfg(unix)]
+pub fn read_key_file(path: &std::path::Path) -> Result<AgentKey> {
+    use anyhow::Context;
+    use std::io::Read;
+    let mut text = String::new();
+    crate::private_fs::open_for_reading(path, "the agent key")?
+        .with_context(|| format!("{} is missing: is the daemon running?", path.display()))?
+        .read_to_string(&mut text)?;
+    AgentKey::from_hex(&text).with_context(|| format!("{} does not hold an agent key", path.display()))
+}
+
 impl AgentEndpoint {
-    /// Opens one raw byte stream to the agent.
-    pub async fn open(&self) -> std::io::Result<Box<dyn Io>> {
-        tokio::time::timeout(CONNECT_TIMEOUT, self.open_inner()).await.unwrap_or_else(|_| {
+    /// Opens one raw byte stream to the agent, admitted with `key`.
+    pub async fn open(&self, key: &AgentKey) -> std::io::Result<Box<dyn Io>> {
+        use tokio::io::AsyncWriteExt;
+        let admitted = async {
+            let mut stream = self.open_inner().await?;
+            stream.write_all(key.as_bytes()).await?;
+            Ok(stream)
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, admitted).await.unwrap_or_else(|_| {
             Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting to the agent timed out"))
         })
     }
@@ -67,14 +103,15 @@ impl AgentEndpoint {
     }
 
     /// A gRPC client whose connections go through [`AgentEndpoint::open`].
-    pub fn client(&self) -> AgentClient<Channel> {
+    pub fn client(&self, key: &AgentKey) -> AgentClient<Channel> {
         let endpoint = self.clone();
+        let key = key.clone();
         // The URI is required by tonic but unused: the connector decides where bytes go.
         let channel = Endpoint::from_static("http://berth-agent")
             .connect_timeout(CONNECT_TIMEOUT)
             .connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
-                let endpoint = endpoint.clone();
-                async move { endpoint.open().await.map(hyper_util::rt::TokioIo::new) }
+                let (endpoint, key) = (endpoint.clone(), key.clone());
+                async move { endpoint.open(&key).await.map(hyper_util::rt::TokioIo::new) }
             }));
         AgentClient::new(channel).max_decoding_message_size(64 << 20)
     }
@@ -205,12 +242,16 @@ pub async fn ping(client: &mut AgentClient<Channel>) -> Result<PingResponse, Pin
 
 /// Retries until the agent answers a ping, the deadline passes, or it answers
 /// with an incompatible version.
-pub async fn wait_until_ready(endpoint: &AgentEndpoint, deadline: Instant) -> Result<AgentClient<Channel>> {
+pub async fn wait_until_ready(
+    endpoint: &AgentEndpoint,
+    key: &AgentKey,
+    deadline: Instant,
+) -> Result<AgentClient<Channel>> {
     let mut last_err = String::from("none");
     while Instant::now() < deadline {
         // A fresh client per attempt: a failed channel would otherwise wait
         // out tonic's reconnect back-off.
-        let mut client = endpoint.client();
+        let mut client = endpoint.client(key);
         match ping(&mut client).await {
             Ok(_) => return Ok(client),
             Err(err @ PingError::VersionMismatch(_)) => return Err(err.into()),

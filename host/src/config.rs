@@ -84,11 +84,7 @@ pub const MAX_CPUS: u32 = 64;
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
-        };
+        let text = read_config_text(path)?;
         let home = directories::BaseDirs::new().map(|d| d.home_dir().to_path_buf());
         Config::parse(&text, home.as_deref()).with_context(|| format!("invalid config {}", path.display()))
     }
@@ -147,6 +143,29 @@ impl Config {
             None => None,
         };
         Ok(Config { backend, cpus, memory_mib, disk_gib, shares, registry_mirrors, insecure_registries, api_tcp })
+    }
+}
+
+/// The file's text, "" when there is none. It decides what is shared into
+/// the VM and where the API listens, so a link or another user's file is
+/// refused (see private_fs.rs).
+#[cfg(unix)]
+fn read_config_text(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let Some(mut file) = crate::private_fs::open_for_reading(path, "the config file")? else {
+        return Ok(String::new());
+    };
+    let mut text = String::new();
+    file.read_to_string(&mut text).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text)
+}
+
+#[cfg(not(unix))]
+fn read_config_text(path: &Path) -> Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
     }
 }
 

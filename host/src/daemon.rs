@@ -15,7 +15,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use berth_agent_proto::{InfoRequest, InfoResponse, ShutdownRequest};
+use berth_agent_proto::{AgentKey, InfoRequest, InfoResponse, ShutdownRequest};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::agent_client::{self, AgentEndpoint};
@@ -44,7 +44,7 @@ pub fn run(paths: Paths) -> Result<()> {
 }
 
 fn init_file_logging(paths: &Paths) -> Result<()> {
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(paths.daemon_log())?;
+    let file = crate::private_fs::open_for_writing(&paths.daemon_log(), true)?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
     Ok(())
@@ -91,7 +91,7 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
         _ = sigterm.recv() => Err(anyhow::anyhow!("stopped while starting")),
         _ = sigint.recv() => Err(anyhow::anyhow!("stopped while starting")),
     };
-    let (mut vm, mut state, info) = match booted {
+    let (mut vm, mut state, info, key) = match booted {
         Ok(booted) => booted,
         Err(err) => return fail_start(paths, err),
     };
@@ -127,7 +127,7 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
         .agent
         .as_ref()
         .context("the VM has no agent endpoint")
-        .and_then(|agent| Ok((agent.client(), api::bind(&socket)?)))
+        .and_then(|agent| Ok((agent.client(&key), api::bind(&socket)?)))
         .with_context(|| format!("serving the Docker API on {}", socket.display()));
     let bound = match (bound, tcp_address) {
         (Ok((agent, listener)), Some(address)) => tokio::net::TcpListener::bind(address)
@@ -139,6 +139,7 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
     let (api_server, tcp_server) = match bound {
         Ok((agent, listener, tcp)) => {
             let ctx = std::sync::Arc::new(api::ApiContext::new(facts, agent));
+            let connections = api::Connections::new(api::Limits::default());
             let tcp_server = tcp.map(|listener| {
                 let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
                 tracing::warn!(
@@ -147,14 +148,14 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
                      whoever can connect to it controls the engine"
                 );
                 state.docker_tcp = Some(format!("tcp://{address}"));
-                tokio::spawn(api::serve_tcp(listener, ctx.clone()))
+                tokio::spawn(api::serve_tcp(listener, ctx.clone(), connections.clone()))
             });
-            (tokio::spawn(api::serve(listener, socket.clone(), ctx)), tcp_server)
+            (tokio::spawn(api::serve(listener, socket.clone(), ctx, connections)), tcp_server)
         }
         Err(err) => {
             // The unix socket may be bound already when TCP failed.
             let _ = std::fs::remove_file(&socket);
-            shut_down(vm.as_mut(), state.agent.as_ref()).await?;
+            shut_down(vm.as_mut(), state.agent.as_ref(), &key).await?;
             return fail_start(paths, err);
         }
     };
@@ -187,13 +188,14 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
         }
         None => {
             tracing::info!("stopping the VM");
-            shut_down(vm.as_mut(), state.agent.as_ref()).await?;
+            shut_down(vm.as_mut(), state.agent.as_ref(), &key).await?;
             state.state = Phase::Stopped;
             state.error = None;
         }
     }
     state.processes.clear();
     state.write(&paths.state_file())?;
+    let _ = std::fs::remove_file(paths.agent_key_file());
     let _ = std::fs::remove_file(paths.pid_file());
     tracing::info!("daemon exiting");
     Ok(())
@@ -210,9 +212,9 @@ fn fail_start(paths: &Paths, err: anyhow::Error) -> Result<()> {
     Err(err)
 }
 
-async fn shut_down(vm: &mut dyn RunningVm, agent: Option<&AgentEndpoint>) -> Result<()> {
+async fn shut_down(vm: &mut dyn RunningVm, agent: Option<&AgentEndpoint>, key: &AgentKey) -> Result<()> {
     if let Some(endpoint) = agent {
-        let mut client = endpoint.client();
+        let mut client = endpoint.client(key);
         match tokio::time::timeout(Duration::from_secs(3), client.shutdown(ShutdownRequest {})).await {
             Ok(Ok(_)) => tracing::info!("the agent is shutting down"),
             Ok(Err(err)) => tracing::warn!(%err, "agent shutdown failed"),
@@ -223,7 +225,7 @@ async fn shut_down(vm: &mut dyn RunningVm, agent: Option<&AgentEndpoint>) -> Res
 }
 
 /// Boots the VM and waits for its agent. On failure nothing is left running.
-async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse)> {
+async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse, AgentKey)> {
     let config = Config::load(&paths.config_file())?;
     let assets = Assets::locate()?;
     let accel = Accel::from_env()?;
@@ -233,8 +235,13 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse)
     if is_vm {
         prepare_disk(paths, config.disk_gib)?;
     }
-    rotate_log(&paths.console_log());
-    rotate_log(&paths.agent_log());
+    for log in [paths.console_log(), paths.agent_log()] {
+        rotate_log(&log);
+        // QEMU writes these (chardev files) and would create them 0644.
+        crate::private_fs::open_for_writing(&log, true)?;
+    }
+    let agent_key = agent_client::generate_agent_key().context("making the agent's key")?;
+    agent_client::write_key_file(&paths.agent_key_file(), &agent_key)?;
     let spec = VmSpec {
         cpus: config.cpus,
         memory_mib: config.memory_mib,
@@ -255,6 +262,7 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse)
         helpers_log: paths.helpers_log(),
         agent_log_level: std::env::var("BERTH_AGENT_LOG").unwrap_or_else(|_| "info".into()),
         engine_dir: paths.home.join("local"),
+        agent_key: agent_key.clone(),
     };
     let backend = vm::host_backend(config.backend)?;
     let started = Instant::now();
@@ -285,7 +293,7 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse)
                     anyhow::Ok(info)
                 }
                 None => {
-                    let mut client = agent_client::wait_until_ready(&endpoint, deadline).await?;
+                    let mut client = agent_client::wait_until_ready(&endpoint, &agent_key, deadline).await?;
                     Ok(client.info(InfoRequest {}).await.context("asking the agent for VM info")?.into_inner())
                 }
             }
@@ -304,7 +312,7 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse)
     let failed: Vec<String> =
         info.mounts.iter().filter(|m| !m.mounted).map(|m| format!("{} ({}): {}", m.path, m.name, m.error)).collect();
     if !failed.is_empty() {
-        shut_down(vm.as_mut(), Some(&endpoint)).await?;
+        shut_down(vm.as_mut(), Some(&endpoint), &agent_key).await?;
         bail!("the VM could not mount {}", failed.join("; "));
     }
     state.state = Phase::Running;
@@ -316,7 +324,7 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse)
     state.shares = config.shares.clone();
     state.write(&paths.state_file())?;
     tracing::info!(boot_ms, agent_version = %state.agent_version.as_deref().unwrap_or(""), guest_uptime_ms = info.uptime_ms, "VM ready");
-    Ok((vm, state, info))
+    Ok((vm, state, info, agent_key))
 }
 
 /// The data disk: a sparse raw image, created on first use. The guest
@@ -324,7 +332,7 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse)
 fn prepare_disk(paths: &Paths, disk_gib: u64) -> Result<()> {
     let path = paths.disk_image();
     let want = disk_gib << 30;
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+    let file = crate::private_fs::open_for_writing(&path, false)?;
     let have = file.metadata()?.len();
     if have < want {
         if have > 0 {

@@ -1,16 +1,46 @@
-//! The `berth` docker context: created (or updated) and made current on
-//! `berth start`, as Colima and OrbStack do, so a plain `docker run` uses
-//! Berth. Written as the docker CLI writes it ($DOCKER_CONFIG or ~/.docker:
-//! `contexts/meta/<sha256 of the name>/meta.json` and `currentContext` in
-//! config.json), so it works without running the CLI. Other keys of
-//! config.json (credentials, plugins) are kept as they are.
+//! The docker context of a Berth home, written as the docker CLI writes it
+//! ($DOCKER_CONFIG or ~/.docker: `contexts/meta/<sha256 of the name>/meta.json`
+//! and `currentContext` in config.json), so it works without running the
+//! CLI. Other keys of config.json (credentials, plugins) are kept as they are.
+//!
+//! One context per BERTH_HOME, as Colima has one per profile (`colima-<profile>`):
+//! the default home's is `berth` and `berth start` makes it current, as
+//! Colima, OrbStack and Docker Desktop do for their machine, so a plain
+//! `docker run` uses Berth. Any other home (a test or CI home, a second VM)
+//! gets `berth-<8 hex digits of the home path's sha256>` and leaves the
+//! current context alone: unlike a Colima profile, which a user starts on
+//! purpose to work in it, a second home is mostly driven by scripts with
+//! `--context` or DOCKER_HOST, and must not repoint the everyday `docker` to
+//! a VM that is gone when the script ends.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-pub const CONTEXT_NAME: &str = "berth";
+pub const DEFAULT_CONTEXT: &str = "berth";
+
+/// The docker context of one Berth home.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HomeContext {
+    pub name: String,
+    /// Whether `berth start` makes it the current context.
+    pub make_current: bool,
+}
+
+impl HomeContext {
+    pub fn for_home(home: &Path, is_default_home: bool) -> HomeContext {
+        if is_default_home {
+            return HomeContext { name: DEFAULT_CONTEXT.into(), make_current: true };
+        }
+        let digest = hex(&Sha256::digest(home.as_os_str().as_encoded_bytes()));
+        HomeContext { name: format!("{DEFAULT_CONTEXT}-{}", &digest[..8]), make_current: false }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// The docker CLI's configuration directory.
 pub fn docker_config_dir() -> Option<PathBuf> {
@@ -20,17 +50,19 @@ pub fn docker_config_dir() -> Option<PathBuf> {
     directories::BaseDirs::new().map(|d| d.home_dir().join(".docker"))
 }
 
-/// Points the `berth` context at `docker_host` and makes it current.
-pub fn install(config_dir: &Path, docker_host: &str) -> Result<()> {
-    let hash: String = Sha256::digest(CONTEXT_NAME.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
-    let meta_dir = config_dir.join("contexts/meta").join(hash);
+/// Points the context at `docker_host`, and makes it current if it is to be.
+pub fn install(config_dir: &Path, context: &HomeContext, docker_host: &str) -> Result<()> {
+    let meta_dir = config_dir.join("contexts/meta").join(hex(&Sha256::digest(context.name.as_bytes())));
     std::fs::create_dir_all(&meta_dir).with_context(|| format!("creating {}", meta_dir.display()))?;
     let meta = serde_json::json!({
-        "Name": CONTEXT_NAME,
+        "Name": context.name,
         "Metadata": { "Description": "Berth" },
         "Endpoints": { "docker": { "Host": docker_host, "SkipTLSVerify": false } },
     });
     write_atomically(&meta_dir.join("meta.json"), &serde_json::to_vec(&meta)?)?;
+    if !context.make_current {
+        return Ok(());
+    }
 
     let config_path = config_dir.join("config.json");
     let mut config: serde_json::Value = match std::fs::read(&config_path) {
@@ -39,8 +71,14 @@ pub fn install(config_dir: &Path, docker_host: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
         Err(e) => return Err(e).with_context(|| format!("reading {}", config_path.display())),
     };
-    if config["currentContext"] != CONTEXT_NAME {
-        config["currentContext"] = CONTEXT_NAME.into();
+    let Some(settings) = config.as_object_mut() else {
+        bail!(
+            "{} is not a JSON object (the docker CLI would not read it either); not changing the docker context",
+            config_path.display()
+        );
+    };
+    if settings.get("currentContext").and_then(|c| c.as_str()) != Some(context.name.as_str()) {
+        settings.insert("currentContext".into(), context.name.clone().into());
         write_atomically(&config_path, &serde_json::to_vec_pretty(&config)?)?;
     }
     Ok(())
@@ -56,22 +94,66 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 mod tests {
     use super::*;
 
+    fn read_json(path: &Path) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    fn meta(dir: &Path, name: &str) -> serde_json::Value {
+        read_json(&dir.join("contexts/meta").join(hex(&Sha256::digest(name.as_bytes()))).join("meta.json"))
+    }
+
     #[test]
-    fn context_is_written_as_the_cli_reads_it() {
+    fn the_default_home_context_is_written_as_the_cli_reads_it_and_made_current() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.json"), r#"{"auths": {"r.io": {}}, "currentContext": "default"}"#)
             .unwrap();
-        install(dir.path(), "unix:///h/run/docker.sock").unwrap();
-        let config: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+        let context = HomeContext::for_home(Path::new("/h"), true);
+        assert_eq!(context, HomeContext { name: "berth".into(), make_current: true });
+        install(dir.path(), &context, "unix:///h/run/docker.sock").unwrap();
+        let config = read_json(&dir.path().join("config.json"));
         assert_eq!(config["currentContext"], "berth");
         assert!(config["auths"]["r.io"].is_object(), "other settings are kept");
         // The directory is named by the name's sha256, as the docker CLI looks it up.
-        let hash: String = Sha256::digest(b"berth").iter().map(|b| format!("{b:02x}")).collect();
-        let found = dir.path().join("contexts/meta").join(hash);
-        let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(found.join("meta.json")).unwrap()).unwrap();
-        assert_eq!(meta["Endpoints"]["docker"]["Host"], "unix:///h/run/docker.sock");
-        std::fs::write(dir.path().join("config.json"), "not json").unwrap();
-        assert!(install(dir.path(), "unix:///x").is_err(), "a broken config.json is left alone");
+        assert_eq!(meta(dir.path(), "berth")["Endpoints"]["docker"]["Host"], "unix:///h/run/docker.sock");
+    }
+
+    #[test]
+    fn another_home_gets_its_own_context_and_leaves_the_current_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let config_json = r#"{"currentContext": "berth"}"#;
+        std::fs::write(dir.path().join("config.json"), config_json).unwrap();
+        install(dir.path(), &HomeContext::for_home(Path::new("/default"), true), "unix:///default/docker.sock")
+            .unwrap();
+        let first = HomeContext::for_home(Path::new("/tmp/ci-home"), false);
+        let second = HomeContext::for_home(Path::new("/tmp/other-home"), false);
+        assert!(first.name.starts_with("berth-") && first.name.len() == "berth-".len() + 8, "{}", first.name);
+        assert_ne!(first.name, second.name);
+        assert_eq!(first, HomeContext::for_home(Path::new("/tmp/ci-home"), false), "stable across starts");
+        assert!(!first.make_current);
+        install(dir.path(), &first, "unix:///tmp/ci-home/run/docker.sock").unwrap();
+        assert_eq!(meta(dir.path(), &first.name)["Endpoints"]["docker"]["Host"], "unix:///tmp/ci-home/run/docker.sock");
+        assert_eq!(meta(dir.path(), &first.name)["Name"], first.name.as_str());
+        assert_eq!(
+            meta(dir.path(), "berth")["Endpoints"]["docker"]["Host"],
+            "unix:///default/docker.sock",
+            "the default home's context is not repointed"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("config.json")).unwrap(),
+            config_json,
+            "the current context stays the default home's"
+        );
+    }
+
+    #[test]
+    fn an_unexpected_config_json_is_left_alone_without_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let context = HomeContext::for_home(Path::new("/h"), true);
+        for text in ["not json", "[]", "5", "\"berth\"", "null"] {
+            std::fs::write(dir.path().join("config.json"), text).unwrap();
+            let err = format!("{:#}", install(dir.path(), &context, "unix:///x").unwrap_err());
+            assert!(err.contains("not changing the docker context"), "{text}: {err}");
+            assert_eq!(std::fs::read_to_string(dir.path().join("config.json")).unwrap(), text);
+        }
     }
 }

@@ -38,12 +38,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Takes the daemon lock without blocking; None when another process holds it.
 pub fn try_lock(paths: &Paths) -> Result<Option<Flock<File>>> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(paths.lock_file())
-        .with_context(|| format!("opening {}", paths.lock_file().display()))?;
+    let file = crate::private_fs::open_for_writing(&paths.lock_file(), false)?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(Some(lock)),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
@@ -90,7 +85,7 @@ pub fn start(paths: &Paths) -> Result<()> {
         return wait_for_running(paths, "berth is already running");
     }
     let exe = std::env::current_exe().context("locating the berth binary")?;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(paths.daemon_log())?;
+    let log = crate::private_fs::open_for_writing(&paths.daemon_log(), true)?;
     let mut cmd = Command::new(exe);
     cmd.arg("daemon").env("BERTH_HOME", &paths.home).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
     // SAFETY: setsid is async-signal-safe; a session of its own keeps the
@@ -242,6 +237,8 @@ fn kill_if_ours(process: &VmProcess, paths: &Paths) {
 struct StatusJson {
     state: Phase,
     docker_host: String,
+    /// This home's docker context (see docker_context.rs).
+    docker_context: String,
     /// `tcp://IP:port` when `[api] tcp` is on, else null.
     docker_tcp: Option<String>,
     accel: Option<String>,
@@ -260,6 +257,7 @@ pub fn status(paths: &Paths, json: bool) -> Result<()> {
     let out = StatusJson {
         state: state.state,
         docker_host: format!("unix://{}", paths.docker_socket().display()),
+        docker_context: home_context(paths).name,
         docker_tcp: state.docker_tcp.clone().filter(|_| live),
         accel: state.accel.clone().filter(|_| live),
         boot_ms: state.boot_ms.filter(|_| live),
@@ -287,6 +285,7 @@ pub fn status(paths: &Paths, json: bool) -> Result<()> {
             println!("memory:      {}", opt(out.memory_mib.map(|m| format!("{m} MiB"))));
         }
         println!("docker_host: {}", out.docker_host);
+        println!("context:     {}", out.docker_context);
         if let Some(tcp) = &out.docker_tcp {
             println!("docker_tcp:  {tcp} (no authentication)");
         }
@@ -294,13 +293,23 @@ pub fn status(paths: &Paths, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Makes the `berth` docker context current (a failure is reported, not
-/// fatal: the API works through DOCKER_HOST too).
+/// Sets up this home's docker context (see docker_context.rs); a failure
+/// is reported, not fatal: the API works through DOCKER_HOST too.
 fn use_docker_context(paths: &Paths) {
     let Some(dir) = crate::docker_context::docker_config_dir() else { return };
     let host = format!("unix://{}", paths.docker_socket().display());
-    match crate::docker_context::install(&dir, &host) {
-        Ok(()) => println!("docker context \"{}\" is current ({host})", crate::docker_context::CONTEXT_NAME),
+    let context = home_context(paths);
+    match crate::docker_context::install(&dir, &context, &host) {
+        Ok(()) if context.make_current => println!("docker context \"{}\" is current ({host})", context.name),
+        Ok(()) => println!(
+            "docker context \"{name}\" points at this Berth ({host}); the current context is unchanged \
+             (BERTH_HOME is not the default home): use `docker --context {name}` or `docker context use {name}`",
+            name = context.name
+        ),
         Err(err) => eprintln!("berth: the docker context was not set up: {err:#}"),
     }
+}
+
+fn home_context(paths: &Paths) -> crate::docker_context::HomeContext {
+    crate::docker_context::HomeContext::for_home(&paths.home, paths.is_default_home())
 }

@@ -16,6 +16,8 @@ mod lifecycle;
 mod logs;
 mod paths;
 #[cfg(unix)]
+mod private_fs;
+#[cfg(unix)]
 mod shell;
 mod state;
 mod vm;
@@ -66,6 +68,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Daemon | Command::Shell { .. }) {
+        restore_default_sigpipe();
+    }
     if !matches!(cli.command, Command::Daemon) {
         let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "warn".into());
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().init();
@@ -79,9 +84,31 @@ fn main() -> ExitCode {
     }
 }
 
+/// The CLI ends quietly when its reader goes away (`berth status | head -1`),
+/// as every Unix tool does: the Rust runtime ignores SIGPIPE, which turns
+/// each print into a panic on a closed pipe. Default SIGPIPE covers every
+/// print at once (println!, the log follower), where handling EPIPE would need every write site to get it
+/// right. The daemon keeps SIGPIPE ignored: a client that hangs up on the
+/// API must cost it that connection only; so does `berth shell`, which also
+/// writes to the agent's socket and reports a broken one as an error.
+#[cfg(unix)]
+fn restore_default_sigpipe() {
+    // SAFETY: called at the start of main, before any thread exists; SIG_DFL
+    // installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn restore_default_sigpipe() {}
+
 #[cfg(unix)]
 fn run(command: Command) -> Result<i32> {
     let paths = paths::Paths::from_env()?;
+    if !matches!(command, Command::Start | Command::Daemon) {
+        paths.check_dirs()?;
+    }
     match command {
         Command::Start => lifecycle::start(&paths).map(|()| 0),
         Command::Stop => lifecycle::stop(&paths).map(|()| 0),

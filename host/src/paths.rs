@@ -5,10 +5,13 @@
 //!
 //! ```text
 //! config.toml            settings (see config.rs)
-//! disk.raw               the VM's data disk (sparse)
+//! disk.raw               0600: the VM's data disk (sparse)
 //! run/                   0700: daemon.lock, daemon.pid, state.json, sockets
-//! logs/                  daemon.log, console.log (kernel), agent.log, qemu.log, helpers.log
+//! logs/                  0700: daemon.log, console.log (kernel), agent.log, qemu.log, helpers.log (0600)
 //! ```
+//!
+//! The home itself is 0700; none of these may be a symbolic link or belong
+//! to another user (private_fs.rs says why).
 //!
 //! Assets (guest kernel, initramfs, helper programs) are looked up separately:
 //! `BERTH_ASSETS`, then `<exe>/../share/berth`, then the platform data dir.
@@ -26,13 +29,21 @@ impl Paths {
     pub fn from_env() -> Result<Paths> {
         let home = match std::env::var_os("BERTH_HOME") {
             Some(home) if !home.is_empty() => PathBuf::from(home),
-            _ => directories::ProjectDirs::from("dev", "berth", "berth")
-                .context("cannot determine a home directory for Berth's state; set BERTH_HOME")?
-                .data_dir()
-                .join("home"),
+            _ => {
+                Paths::default_home().context("cannot determine a home directory for Berth's state; set BERTH_HOME")?
+            }
         };
         let home = if home.is_absolute() { home } else { std::env::current_dir()?.join(home) };
         Ok(Paths { home })
+    }
+
+    /// The home used when BERTH_HOME is not set: the user's everyday Berth.
+    pub fn default_home() -> Option<PathBuf> {
+        directories::ProjectDirs::from("dev", "berth", "berth").map(|dirs| dirs.data_dir().join("home"))
+    }
+
+    pub fn is_default_home(&self) -> bool {
+        Paths::default_home().is_some_and(|default| default == self.home)
     }
 
     pub fn config_file(&self) -> PathBuf {
@@ -56,6 +67,10 @@ impl Paths {
     pub fn state_file(&self) -> PathBuf {
         self.run_dir().join("state.json")
     }
+    /// The key of the running VM's agent (0600; `berth shell` reads it).
+    pub fn agent_key_file(&self) -> PathBuf {
+        self.run_dir().join("agent.key")
+    }
     pub fn docker_socket(&self) -> PathBuf {
         self.run_dir().join("docker.sock")
     }
@@ -75,16 +90,41 @@ impl Paths {
         self.log_dir().join("helpers.log")
     }
 
-    /// Creates the state directories; `run/` is private to the user because
-    /// it holds the sockets that control the VM.
+    /// The state directories, each named as errors name it.
+    fn state_dirs(&self) -> [(PathBuf, &'static str); 3] {
+        [
+            (self.home.clone(), "BERTH_HOME"),
+            (self.run_dir(), "the run directory"),
+            (self.log_dir(), "the log directory"),
+        ]
+    }
+
+    /// Creates the state directories, private to the user (see private_fs):
+    /// `run/` holds the sockets that control the VM, the home the disk.
+    #[cfg(unix)]
     pub fn ensure_dirs(&self) -> Result<()> {
-        for dir in [self.home.clone(), self.run_dir(), self.log_dir()] {
+        for (dir, what) in self.state_dirs() {
+            crate::private_fs::ensure_dir(&dir, what)?;
+        }
+        let logs = std::fs::read_dir(self.log_dir()).into_iter().flatten().flatten().map(|entry| entry.path());
+        crate::private_fs::tighten_existing(logs.chain([self.disk_image()]))
+    }
+
+    #[cfg(not(unix))]
+    pub fn ensure_dirs(&self) -> Result<()> {
+        for (dir, _) in self.state_dirs() {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(self.run_dir(), std::fs::Permissions::from_mode(0o700))?;
+        Ok(())
+    }
+
+    /// Refuses state directories that are links or belong to someone else,
+    /// before a command that only reads them (status, stop, logs, shell)
+    /// trusts a pid file, a socket or a log in them.
+    #[cfg(unix)]
+    pub fn check_dirs(&self) -> Result<()> {
+        for (dir, what) in self.state_dirs() {
+            crate::private_fs::check_dir(&dir, what)?;
         }
         Ok(())
     }

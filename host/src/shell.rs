@@ -24,6 +24,7 @@ pub fn run(paths: &Paths, command: Vec<String>) -> Result<i32> {
         bail!("the Berth VM is not running (state: {:?}); start it with `berth start`", state.state);
     }
     let endpoint = state.agent.context("the daemon recorded no agent endpoint")?;
+    let key = crate::agent_client::read_key_file(&paths.agent_key_file())?;
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let argv = if command.is_empty() {
         vec!["/bin/sh".to_string(), if tty { "-l" } else { "-s" }.to_string()]
@@ -48,7 +49,7 @@ pub fn run(paths: &Paths, command: Vec<String>) -> Result<i32> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let _raw = if tty { Some(RawMode::enter()?) } else { None };
     runtime.block_on(async move {
-        let mut client = endpoint.client();
+        let mut client = endpoint.client(&key);
         crate::agent_client::ping(&mut client).await?;
         exec(client, start, tty).await
     })

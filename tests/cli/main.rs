@@ -11,6 +11,7 @@ use harness::{describe, Berth};
 
 mod api;
 mod bad_input;
+mod host_safety;
 
 /// config.toml of a Berth with a local agent; `extra` is appended.
 fn local_config(extra: &str) -> String {
@@ -98,8 +99,8 @@ fn docker_run_in_all_its_forms() {
     // --rm removed everything.
     assert_eq!(ok(&berth, &["ps", "-aq"]), "");
 
-    // `berth start` made the `berth` context current: a plain `docker`
-    // (no -H, no DOCKER_HOST) talks to Berth.
+    // `berth start` wrote this home's own context (not the default home's
+    // `berth`) and left the current one alone; the context reaches Berth.
     let plain = |args: &[&str]| {
         Command::new("docker")
             .args(args)
@@ -109,8 +110,10 @@ fn docker_run_in_all_its_forms() {
             .output()
             .unwrap()
     };
-    assert_eq!(stdout(&plain(&["context", "show"])).trim(), "berth");
-    let out = plain(&["run", "--rm", "busybox", "echo", "via context"]);
+    let context = berth.status()["docker_context"].as_str().unwrap().to_string();
+    assert!(context.starts_with("berth-"), "{context}");
+    assert_eq!(stdout(&plain(&["context", "show"])).trim(), "default");
+    let out = plain(&["--context", &context, "run", "--rm", "busybox", "echo", "via context"]);
     assert_eq!(stdout(&out), "via context\n", "{}", describe(&out));
 
     // Errors in Docker's words.

@@ -5,6 +5,7 @@
 //! overrides) and QEMU, virtiofsd and vhost-device-vsock.
 
 mod harness;
+mod security;
 
 use std::io::Write;
 use std::process::Stdio;

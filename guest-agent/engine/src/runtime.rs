@@ -115,6 +115,8 @@ pub fn launch(config: LaunchConfig<'_>) -> Result<Launched, RuntimeError> {
         };
     }
     let new_cgroup_ns = linux.namespaces().iter().flatten().any(|ns| ns.typ() == LinuxNamespaceType::Cgroup);
+    // A new network namespace comes with its loopback interface down.
+    let new_net_ns = clone_flags & libc::CLONE_NEWNET != 0;
 
     let env: Vec<String> = process.env().clone().unwrap_or_default();
     let args = process.args().clone().unwrap_or_default();
@@ -146,6 +148,7 @@ pub fn launch(config: LaunchConfig<'_>) -> Result<Launched, RuntimeError> {
         v1_cgroups: config.cgroup.map(crate::cgroup::v1_companions).unwrap_or_default(),
         born_in_cgroup: false,
         new_cgroup_ns,
+        new_net_ns,
         cwd: process.cwd().clone(),
         uid: process.user().uid(),
         gid: process.user().gid(),
@@ -294,6 +297,8 @@ struct ChildPlan<'a> {
     /// The child was created inside `cgroup` (no move needed).
     born_in_cgroup: bool,
     new_cgroup_ns: bool,
+    /// Bring `lo` up: Docker's containers reach 127.0.0.1 in their own namespace.
+    new_net_ns: bool,
     cwd: PathBuf,
     uid: u32,
     gid: u32,
@@ -469,6 +474,9 @@ impl ChildPlan<'_> {
                 // SAFETY: unshare takes only flags.
                 step("creating the cgroup namespace", check(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) }))?;
             }
+        }
+        if self.new_net_ns {
+            step("bringing up the loopback interface", crate::netif::set_up("lo"))?;
         }
         // SAFETY: setsid takes no arguments; the child is not a group leader.
         unsafe { libc::setsid() };
@@ -792,6 +800,7 @@ pub fn enter(plan: &EnterPlan) -> Result<i32, RuntimeError> {
         v1_cgroups: Vec::new(),
         born_in_cgroup: false,
         new_cgroup_ns: false,
+        new_net_ns: false,
         cwd: PathBuf::from(if plan.cwd.is_empty() { "/" } else { &plan.cwd }),
         uid: plan.uid,
         gid: plan.gid,

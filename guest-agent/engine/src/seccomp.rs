@@ -43,6 +43,8 @@ use std::io;
 use oci_spec::runtime::Capability;
 use serde::Deserialize;
 
+mod arg_width;
+
 /// moby's `profiles/seccomp/default.json`, byte for byte. Upstream has had
 /// this content from moby v26.0.0 through v28.1.x: after moby/moby#46762
 /// (io_uring_* removed, v25.0) and moby/moby#47341 (cachestat, fchmodat2,
@@ -64,6 +66,7 @@ const ARCH_OFFSET: u32 = 4;
 const ARGS_OFFSET: u32 = 16;
 
 const BPF_LD_W_ABS: u16 = 0x20;
+const BPF_LD_IMM: u16 = 0x00;
 const BPF_ALU_AND_K: u16 = 0x54;
 const BPF_JMP_JA: u16 = 0x05;
 const BPF_JEQ_K: u16 = 0x15;
@@ -299,6 +302,9 @@ struct Comparison {
     op: Op,
     value: u64,
     value_two: u64,
+    /// The kernel reads this argument as 32 bits (`arg_width`): only the
+    /// low half is compared, so junk in the high half changes nothing.
+    low_half_only: bool,
 }
 
 impl Comparison {
@@ -317,7 +323,24 @@ impl Comparison {
             Ok(index) if index < 6 => index,
             _ => return Err(SeccompError::Invalid(format!("syscall argument index {} is not 0-5", arg.index))),
         };
-        Ok(Comparison { index, op, value: arg.value, value_two: arg.value_two })
+        Ok(Comparison { index, op, value: arg.value, value_two: arg.value_two, low_half_only: false })
+    }
+
+    /// This comparison as the filter of `syscall` must make it. A value
+    /// that does not fit a 32-bit argument can never be what the kernel
+    /// sees, so such a rule is a profile error, not something to guess at.
+    fn for_syscall(mut self, syscall: &str) -> Result<Self, SeccompError> {
+        if arg_width::is_32_bit(syscall, self.index) {
+            if self.value > u64::from(u32::MAX) || self.value_two > u64::from(u32::MAX) {
+                return Err(SeccompError::Invalid(format!(
+                    "{syscall}: argument {} is 32-bit, but the rule compares it with {:#x}",
+                    self.index,
+                    self.value.max(self.value_two)
+                )));
+            }
+            self.low_half_only = true;
+        }
+        Ok(self)
     }
 }
 
@@ -409,9 +432,10 @@ fn merge(
             // newer than the table, are skipped, as runc does.
             let Some(nr) = lookup(name) else { continue };
             for chain in &chains {
+                let chain = chain.iter().map(|c| c.for_syscall(name)).collect::<Result<Vec<_>, _>>()?;
                 let merged = match syscalls.remove(&nr) {
                     None if chain.is_empty() => SyscallRules::Always(rule.action),
-                    None => SyscallRules::When(rule.action, vec![chain.clone()]),
+                    None => SyscallRules::When(rule.action, vec![chain]),
                     Some(always @ SyscallRules::Always(_)) => always,
                     Some(SyscallRules::When(..)) if chain.is_empty() => SyscallRules::Always(rule.action),
                     Some(SyscallRules::When(action, mut existing)) => {
@@ -422,7 +446,7 @@ fn merge(
                                 "conditional rules with different actions for {name}"
                             )));
                         }
-                        existing.push(chain.clone());
+                        existing.push(chain);
                         SyscallRules::When(action, existing)
                     }
                 };
@@ -525,12 +549,20 @@ fn search<'a>(
 
 /// Falls through when the comparison holds and jumps to `fail` when not,
 /// comparing the high halves first as libseccomp does on 64-bit arches.
+/// A 32-bit argument is compared as if its high half were zero, which is
+/// what the kernel reads.
 fn compare(asm: &mut Asm, c: &Comparison, fail: Label) {
     let lo_offset = ARGS_OFFSET + 8 * u32::from(c.index);
     let hi_offset = lo_offset + 4;
     let (hi, lo) = ((c.value >> 32) as u32, c.value as u32);
     let (ok, second, third) = (asm.label(), asm.label(), asm.label());
-    asm.push(Insn::Load(hi_offset));
+    if c.low_half_only {
+        // The accumulator holds the high half below; a constant 0 stands in
+        // for it (`for_syscall` made sure the rule's own high halves are 0).
+        asm.push(Insn::LoadConstant(0));
+    } else {
+        asm.push(Insn::Load(hi_offset));
+    }
     match c.op {
         Op::Eq => {
             asm.push(Insn::Jump { op: BPF_JEQ_K, k: hi, jt: second, jf: fail });
@@ -582,6 +614,8 @@ struct Label(usize);
 #[derive(Debug, Clone, Copy)]
 enum Insn {
     Load(u32),
+    /// Loads a constant into the accumulator.
+    LoadConstant(u32),
     And(u32),
     Jump {
         op: u16,
@@ -640,6 +674,7 @@ impl Asm {
             let (code, jt, jf, k) = match insn {
                 Insn::Mark(_) => continue,
                 Insn::Load(offset) => (BPF_LD_W_ABS, 0, 0, offset),
+                Insn::LoadConstant(value) => (BPF_LD_IMM, 0, 0, value),
                 Insn::And(mask) => (BPF_ALU_AND_K, 0, 0, mask),
                 Insn::Ret(value) => (BPF_RET_K, 0, 0, value),
                 Insn::Goto(label) => (BPF_JMP_JA, 0, 0, offset(label, pc) as u32),
@@ -823,6 +858,10 @@ mod tests {
                     a = word(insn.k);
                     continue;
                 }
+                BPF_LD_IMM => {
+                    a = insn.k;
+                    continue;
+                }
                 BPF_ALU_AND_K => {
                     a &= insn.k;
                     continue;
@@ -884,7 +923,7 @@ mod tests {
         assert_eq!(clone.len(), 1);
         assert_eq!(
             clone[0].args,
-            [Comparison { index: 0, op: Op::MaskedEq, value: 0x7E02_0000, value_two: 0 }],
+            [Comparison { index: 0, op: Op::MaskedEq, value: 0x7E02_0000, value_two: 0, low_half_only: false }],
             "namespace flags are masked off clone"
         );
         let clone3 = rules_for(&plain, "clone3");
@@ -989,13 +1028,22 @@ mod tests {
         for allowed in [0, 8, 0x20000, 0x20008, 0xffff_ffff] {
             assert_eq!(decide(&filter, "personality", [allowed, 0, 0, 0, 0, 0]), ALLOW, "{allowed:#x}");
         }
-        // ADDR_NO_RANDOMIZE; and a 32-bit value with junk in the high half.
-        for denied in [0x0040000, 0x1_0000_0000, 0xffff_ffff_ffff_ffff] {
+        // ADDR_NO_RANDOMIZE, with and without junk in the high half (which
+        // the kernel does not read: 1 << 32 is personality(0)).
+        for denied in [0x0040000, 0x1_0004_0000] {
             assert_eq!(decide(&filter, "personality", [denied, 0, 0, 0, 0, 0]), EPERM, "{denied:#x}");
+        }
+        for allowed in [0x1_0000_0000, 0xffff_ffff_ffff_ffff] {
+            assert_eq!(decide(&filter, "personality", [allowed, 0, 0, 0, 0, 0]), ALLOW, "{allowed:#x}");
         }
         assert_eq!(decide(&filter, "socket", [libc::AF_INET as u64, 1, 0, 0, 0, 0]), ALLOW);
         assert_eq!(decide(&filter, "socket", [libc::AF_VSOCK as u64, 1, 0, 0, 0, 0]), EPERM);
-        assert_eq!(decide(&filter, "socket", [libc::AF_VSOCK as u64 | 1 << 32, 1, 0, 0, 0, 0]), ALLOW);
+        // The kernel reads the family as an int: junk in the high half is
+        // still AF_VSOCK (the container escape libseccomp's filter allows).
+        for family in [libc::AF_VSOCK as u64 | 1 << 32, libc::AF_VSOCK as u64 | 0xffff_ffff_0000_0000] {
+            assert_eq!(decide(&filter, "socket", [family, 1, 0, 0, 0, 0]), EPERM, "{family:#x}");
+        }
+        assert_eq!(decide(&filter, "socket", [libc::AF_INET as u64 | 1 << 32, 1, 0, 0, 0, 0]), ALLOW);
         assert_eq!(decide(&filter, "ptrace", [0; 6]), ALLOW, "kernel >= 4.8");
         assert_eq!(decide(&filter, "kcmp", [0; 6]), EPERM);
         assert_eq!(decide(&filter, "chroot", [0; 6]), ALLOW, "CAP_SYS_CHROOT is a default capability");
@@ -1041,8 +1089,8 @@ mod tests {
             {"index": 1, "value": 5, "op": "SCMP_CMP_GT"}, {"index": 0, "value": 3, "op": "SCMP_CMP_LE"}]},
         {"names": ["dup3"], "action": "SCMP_ACT_LOG", "args": [{"index": 2, "value": 3, "op": "SCMP_CMP_LT"}]},
         {"names": ["dup3"], "action": "SCMP_ACT_LOG", "args": [{"index": 2, "value": 9, "op": "SCMP_CMP_GE"}]},
-        {"names": ["close"], "action": "SCMP_ACT_KILL_PROCESS", "args": [
-            {"index": 0, "value": 4294967296, "valueTwo": 4294967296, "op": "SCMP_CMP_MASKED_EQ"}]},
+        {"names": ["lseek"], "action": "SCMP_ACT_KILL_PROCESS", "args": [
+            {"index": 1, "value": 4294967296, "valueTwo": 4294967296, "op": "SCMP_CMP_MASKED_EQ"}]},
         {"names": ["no_such_syscall", "chown32"], "action": "SCMP_ACT_ALLOW"}
     ]}"#;
 
@@ -1062,11 +1110,13 @@ mod tests {
         );
         assert_eq!((d("dup", 1, 0, 0), d("dup", 2, 0, 0), d("dup", 3, 0, 0)), (ALLOW, ALLOW, EPERM), "split, OR-ed");
         assert_eq!(d("dup2", 3, 6, 0), ALLOW, "the rule with the default action was skipped");
-        assert_eq!((d("dup2", 4, 6, 0), d("dup2", 3, 5, 0), d("dup2", 0, 1 << 32, 0)), (EPERM, EPERM, ALLOW));
+        // dup2's descriptors are 32-bit: 1 << 32 is descriptor 0 to the kernel.
+        assert_eq!((d("dup2", 4, 6, 0), d("dup2", 3, 5, 0), d("dup2", 0, 1 << 32 | 6, 0)), (EPERM, EPERM, ALLOW));
+        assert_eq!(d("dup2", 0, 1 << 32, 0), EPERM);
         let log = libc::SECCOMP_RET_LOG;
         assert_eq!([2, 3, 8, 9, 1 << 40].map(|v| d("dup3", 0, 0, v)), [log, EPERM, EPERM, log, log]);
         let kill = libc::SECCOMP_RET_KILL_PROCESS;
-        assert_eq!([0, 1 << 32, 3 << 32 | 7, 2 << 32].map(|v| d("close", v, 0, 0)), [EPERM, kill, kill, EPERM]);
+        assert_eq!([0, 1 << 32, 3 << 32 | 7, 2 << 32].map(|v| d("lseek", 0, v, 0)), [EPERM, kill, kill, EPERM]);
 
         let mixed = r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
             {"names": ["socket"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 2, "op": "SCMP_CMP_EQ"}]},
@@ -1083,7 +1133,13 @@ mod tests {
         let target = Target::native().unwrap();
         for op in ops {
             for datum in [6u64, (1 << 32) + 6, 5 << 32, u64::MAX] {
-                let comparison = Comparison { index: 3, op, value: datum, value_two: datum & 0x0000_0005_0000_0006 };
+                let comparison = Comparison {
+                    index: 3,
+                    op,
+                    value: datum,
+                    value_two: datum & 0x0000_0005_0000_0006,
+                    low_half_only: false,
+                };
                 let rules = BTreeMap::from([(7, SyscallRules::When(Action::Allow, vec![vec![comparison]]))]);
                 let program = generate(&target, Action::Errno(1), &rules).unwrap();
                 for arg in values {
@@ -1101,6 +1157,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn thirty_two_bit_arguments_ignore_the_high_half() {
+        let values = [0u64, 1, 5, 6, 7, 0xffff_ffff, 1 << 32, (1 << 32) + 5, (1 << 32) + 6, 5 << 32 | 7, u64::MAX];
+        let ops = [Op::Ne, Op::Lt, Op::Le, Op::Eq, Op::Ge, Op::Gt, Op::MaskedEq];
+        let target = Target::native().unwrap();
+        for op in ops {
+            for datum in [0u64, 6, 0xffff_ffff] {
+                let parsed = Comparison { index: 0, op, value: datum, value_two: datum & 6, low_half_only: false };
+                let comparison = parsed.for_syscall("socket").unwrap();
+                assert!(comparison.low_half_only);
+                let rules = BTreeMap::from([(7, SyscallRules::When(Action::Allow, vec![vec![comparison]]))]);
+                let program = generate(&target, Action::Errno(1), &rules).unwrap();
+                for arg in values {
+                    let seen = arg & 0xffff_ffff;
+                    let want = match op {
+                        Op::Ne => seen != datum,
+                        Op::Lt => seen < datum,
+                        Op::Le => seen <= datum,
+                        Op::Eq => seen == datum,
+                        Op::Ge => seen >= datum,
+                        Op::Gt => seen > datum,
+                        Op::MaskedEq => seen & datum == comparison.value_two,
+                    };
+                    let got = run(&program, target.audit_arch, 7, [arg, 0, 0, 0, 0, 0]) == ALLOW;
+                    assert_eq!(got, want, "{op:?} {datum:#x} against {arg:#x}");
+                }
+            }
+        }
+        // A 32-bit argument can never equal 1 << 32: the rule is refused.
+        let wide = Comparison { index: 0, op: Op::Eq, value: 1 << 32, value_two: 0, low_half_only: false };
+        assert!(matches!(wide.for_syscall("socket"), Err(SeccompError::Invalid(_))));
+        assert!(!wide.for_syscall("clone").unwrap().low_half_only, "clone's flags are 64-bit");
     }
 
     #[test]
@@ -1175,6 +1265,11 @@ mod tests {
     fn socket_vsock() -> libc::c_long {
         unsafe { libc::syscall(libc::SYS_socket, libc::AF_VSOCK, libc::SOCK_STREAM, 0) }
     }
+    /// The escape: the kernel reads only the low 32 bits of the family.
+    fn socket_vsock_high_junk() -> libc::c_long {
+        let family = libc::AF_VSOCK as libc::c_ulong | 1 << 32;
+        unsafe { libc::syscall(libc::SYS_socket, family, libc::SOCK_STREAM as libc::c_ulong, 0 as libc::c_ulong) }
+    }
     #[cfg(target_arch = "x86_64")]
     fn x32_getpid() -> libc::c_long {
         unsafe { libc::syscall(libc::c_long::from(X32_SYSCALL_BIT) | libc::SYS_getpid) }
@@ -1201,6 +1296,7 @@ mod tests {
         assert_eq!(run(personality_no_randomize), libc::EPERM);
         assert_eq!(run(socket_inet), 0);
         assert_eq!(run(socket_vsock), libc::EPERM);
+        assert_eq!(run(socket_vsock_high_junk), libc::EPERM);
         #[cfg(target_arch = "x86_64")]
         assert_eq!(run(x32_getpid), libc::EPERM);
     }
@@ -1436,6 +1532,7 @@ mod tests {
         }
         cases.push(resolve(PRECEDENCE_PROFILE, "amd64", &HashSet::new(), KERNEL).unwrap());
 
+        let names: HashMap<u32, &str> = table.iter().map(|(name, nr)| (*nr, *name)).collect();
         let mut checked = 0usize;
         for resolved in &cases {
             let ours = compile(&target, resolved, &lookup).unwrap().program;
@@ -1463,7 +1560,19 @@ mod tests {
                     }
                 }
                 for (arch, args) in inputs {
-                    let (a, b) = (run(&ours, arch, nr, args), run(&theirs, arch, nr, args));
+                    // libseccomp compares all 64 bits of every argument; the
+                    // kernel reads a 32-bit argument's low half only, and so
+                    // does our filter: it must decide as libseccomp does on
+                    // what the kernel sees.
+                    let mut seen = args;
+                    if let Some(name) = names.get(&nr) {
+                        for (index, arg) in seen.iter_mut().enumerate() {
+                            if arg_width::is_32_bit(name, index as u8) {
+                                *arg &= 0xffff_ffff;
+                            }
+                        }
+                    }
+                    let (a, b) = (run(&ours, arch, nr, args), run(&theirs, arch, nr, seen));
                     assert_eq!(a, b, "syscall {nr:#x} arch {arch:#x} args {args:x?}: ours {a:#x}, libseccomp {b:#x}");
                     checked += 1;
                 }

@@ -75,25 +75,13 @@ pub fn read_exit(dir: &Path) -> Option<ExitRecord> {
     serde_json::from_slice(&std::fs::read(dir.join(EXIT_FILE)).ok()?).ok()
 }
 
-/// Writes `data` to `path` so that readers see the old content or the new,
-/// never a part.
+/// Writes `data` to `path` so that readers, and a crash, see the old content
+/// or the new, never a part.
 pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    write_replacing(path, data, true)
+    crate::durable::replace_durably(path, data)
 }
 
-/// Replaces `path` atomically (readers see the old file or the new one);
-/// `durable` also survives a power loss (fsync), which files that only live
-/// as long as one run of the container (its spec) need not pay for.
-pub fn write_replacing(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(data)?;
-    if durable {
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
-}
+pub use crate::durable::replace as write_replacing;
 
 /// The shim's main. Returns the process exit code.
 pub fn main(dir: &Path) -> i32 {
@@ -104,26 +92,31 @@ pub fn main(dir: &Path) -> i32 {
     let _ = nix::fcntl::fcntl(&ready, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
     match start(dir) {
         Ok(running) => {
-            report(ready, &Ready { pid: Some(running.pid), error: None });
+            report(&ready, &Ready { pid: Some(running.pid), error: None });
             let exit = running.supervise();
-            // Not synced: the agent records the exit in the container's
-            // (durable) record at once; a power loss before that leaves the
-            // container "exited (255)", as Docker shows after a crash.
             let exit_json = serde_json::to_vec(&exit).unwrap_or_default();
+            // The agent takes the exit from the pipe it started us with: that
+            // needs no disk, so a full data disk still reports the real code.
+            // The file is for an agent that restarted since (local backend)
+            // and re-adopted us. Not synced: the agent records the exit in
+            // the container's (durable) record at once; a power loss before
+            // that leaves the container "exited (255)", as Docker shows
+            // after a crash.
+            report(&ready, &exit);
             if let Err(err) = write_replacing(&dir.join(EXIT_FILE), &exit_json, false) {
                 eprintln!("berth shim: recording the exit in {}: {err}", dir.display());
-                return 1;
             }
             0
         }
         Err(message) => {
-            report(ready, &Ready { pid: None, error: Some(message) });
+            report(&ready, &Ready { pid: None, error: Some(message) });
             1
         }
     }
 }
 
-fn report(mut ready: std::fs::File, message: &Ready) {
+/// One JSON line to the agent on the ready pipe.
+fn report(mut ready: &std::fs::File, message: &impl Serialize) {
     let mut line = serde_json::to_vec(message).unwrap_or_default();
     line.push(b'\n');
     let _ = ready.write_all(&line);

@@ -91,6 +91,16 @@ pub struct ImageStore {
     index: Index,
 }
 
+/// The store's files without its index: all that work done outside the
+/// store's lock (receiving and unpacking a `docker load`) may touch.
+/// Everything it writes is content-addressed and invisible until an index
+/// commit names it, so it needs no lock; the commit checks again that what
+/// it names is there.
+#[derive(Debug, Clone)]
+pub struct StoreFiles {
+    root: PathBuf,
+}
+
 /// `sha256:<64 hex>` or an error.
 fn hex_of(digest: &str) -> Result<&str, StoreError> {
     match digest.strip_prefix("sha256:") {
@@ -122,33 +132,7 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(format!("syncing {}", dir.display())))
 }
 
-impl ImageStore {
-    /// Opens (creating) the store at `root`, removing what a crash left behind.
-    pub fn open(root: &Path) -> Result<ImageStore, StoreError> {
-        for dir in ["blobs/sha256", "layers/sha256", "tmp"] {
-            std::fs::create_dir_all(root.join(dir))
-                .map_err(io_err(format!("creating {}", root.join(dir).display())))?;
-        }
-        let tmp = root.join("tmp");
-        for entry in std::fs::read_dir(&tmp).map_err(io_err("listing tmp"))?.flatten() {
-            let path = entry.path();
-            let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
-            removed.map_err(io_err(format!("removing leftover {}", path.display())))?;
-        }
-        let stale = layer::remove_stale_temporaries(&root.join("layers/sha256")).map_err(io_err("cleaning layers"))?;
-        if stale > 0 {
-            tracing::warn!(stale, "removed half-unpacked layers left by a crash");
-        }
-        let index = match std::fs::read(root.join("index.json")) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                invalid(format!("the image index {} is corrupt: {e}", root.join("index.json").display()))
-            })?,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Index::default(),
-            Err(err) => return Err(io_err("reading the image index")(err)),
-        };
-        Ok(ImageStore { root: root.to_path_buf(), index })
-    }
-
+impl StoreFiles {
     pub fn blob_path(&self, digest: &str) -> Result<PathBuf, StoreError> {
         Ok(self.root.join("blobs/sha256").join(hex_of(digest)?))
     }
@@ -191,7 +175,7 @@ impl ImageStore {
     /// stream must match its diff ID: an archive cannot pass off other
     /// content under the name of a layer we trust.
     /// Returns the layer's uncompressed size.
-    fn ensure_layer(&self, reader: impl Read, diff_id: &str) -> Result<u64, StoreError> {
+    pub(crate) fn ensure_layer(&self, reader: impl Read, diff_id: &str) -> Result<u64, StoreError> {
         let dest = self.layer_dir(diff_id)?;
         if !dest.is_dir() {
             return Ok(layer::unpack_layer(reader, &dest, Some(diff_id))?.tar_bytes);
@@ -201,6 +185,65 @@ impl ImageStore {
             return Err(StoreError::DigestMismatch { what: "layer".into(), expected: diff_id.into(), actual });
         }
         Ok(bytes)
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+}
+
+impl ImageStore {
+    /// The store's files, for work outside its lock (see `StoreFiles`).
+    pub fn files(&self) -> StoreFiles {
+        StoreFiles { root: self.root.clone() }
+    }
+
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf, StoreError> {
+        self.files().blob_path(digest)
+    }
+
+    pub fn layer_dir(&self, diff_id: &str) -> Result<PathBuf, StoreError> {
+        self.files().layer_dir(diff_id)
+    }
+
+    pub fn write_blob(&self, reader: impl Read, expected: Option<&str>) -> Result<String, StoreError> {
+        self.files().write_blob(reader, expected)
+    }
+
+    fn ensure_layer(&self, reader: impl Read, diff_id: &str) -> Result<u64, StoreError> {
+        self.files().ensure_layer(reader, diff_id)
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.files().tmp_dir()
+    }
+}
+
+impl ImageStore {
+    /// Opens (creating) the store at `root`, removing what a crash left behind.
+    pub fn open(root: &Path) -> Result<ImageStore, StoreError> {
+        for dir in ["blobs/sha256", "layers/sha256", "tmp"] {
+            std::fs::create_dir_all(root.join(dir))
+                .map_err(io_err(format!("creating {}", root.join(dir).display())))?;
+        }
+        let tmp = root.join("tmp");
+        for entry in std::fs::read_dir(&tmp).map_err(io_err("listing tmp"))?.flatten() {
+            let path = entry.path();
+            let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            removed.map_err(io_err(format!("removing leftover {}", path.display())))?;
+        }
+        let stale = layer::remove_stale_temporaries(&root.join("layers/sha256")).map_err(io_err("cleaning layers"))?;
+        if stale > 0 {
+            tracing::warn!(stale, "removed half-unpacked layers left by a crash");
+        }
+        let index = match std::fs::read(root.join("index.json")) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                invalid(format!("the image index {} is corrupt: {e}", root.join("index.json").display()))
+            })?,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Index::default(),
+            Err(err) => return Err(io_err("reading the image index")(err)),
+        };
+        Ok(ImageStore { root: root.to_path_buf(), index })
     }
 
     pub fn images(&self) -> impl Iterator<Item = &ImageRecord> {
@@ -306,10 +349,6 @@ impl ImageStore {
 
     /// Where in-flight downloads and unpacks go (emptied at open, so nothing
     /// a crash leaves there is ever seen as part of the store).
-    pub fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
-    }
-
     /// Records an image whose config blob and unpacked layers are already in
     /// the store (a pull puts them there) and points `tags` (normalised
     /// references) at it, in one index commit: before it, nothing of the
@@ -332,6 +371,7 @@ impl ImageStore {
                 return Err(invalid(format!("image {id}: layer {diff_id} is not in the store")));
             }
         }
+        self.sync_contents()?;
         let mut next = self.index.clone();
         let record = next
             .images
@@ -357,6 +397,13 @@ impl ImageStore {
         std::fs::read(self.blob_path(id)?).map_err(io_err(format!("reading the config of {id}")))
     }
 
+    /// Everything written into the store so far (blobs, unpacked layers,
+    /// their directories) is on disk: one syncfs instead of an fsync per
+    /// file of every layer.
+    fn sync_contents(&self) -> Result<(), StoreError> {
+        crate::durable::sync_filesystem(&self.root).map_err(io_err("syncing the image store"))
+    }
+
     fn commit_index(&mut self, next: Index) -> Result<(), StoreError> {
         let previous = std::mem::replace(&mut self.index, next);
         if let Err(err) = self.save_index() {
@@ -369,71 +416,6 @@ impl ImageStore {
     fn save_index(&self) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec_pretty(&self.index).map_err(|e| invalid(e.to_string()))?;
         write_atomically(&self.root.join("index.json"), &self.root.join("tmp"), &bytes)
-    }
-
-    /// Imports what `docker save` writes: a docker-archive (`manifest.json`)
-    /// and/or an OCI image layout (`index.json`). Returns the loaded images
-    /// with their (normalised) tags. All or nothing: the index changes only
-    /// when every image in the archive is in the store.
-    pub fn load(&mut self, archive: impl Read) -> Result<Vec<(ImageRecord, Vec<String>)>, StoreError> {
-        let work = self.root.join("tmp").join(format!("load-{}-{}", std::process::id(), now()));
-        std::fs::create_dir(&work).map_err(io_err("creating a load directory"))?;
-        let result = self.load_from(archive, &work);
-        let _ = std::fs::remove_dir_all(&work);
-        result
-    }
-
-    fn load_from(&mut self, archive: impl Read, work: &Path) -> Result<Vec<(ImageRecord, Vec<String>)>, StoreError> {
-        // tar-rs refuses entries that would land outside `work`; members are
-        // read through `member()`, which refuses symlinks.
-        tar::Archive::new(archive).unpack(work).map_err(io_err("unpacking the image archive"))?;
-        let images = if work.join("manifest.json").exists() {
-            docker_archive_images(work)?
-        } else if work.join("index.json").exists() {
-            oci_layout_images(work)?
-        } else {
-            return Err(invalid("not an image archive: it has neither manifest.json nor index.json"));
-        };
-        if images.is_empty() {
-            return Err(invalid("the image archive lists no images"));
-        }
-
-        let mut next = self.index.clone();
-        let mut loaded = Vec::new();
-        for image in images {
-            let config = member(work, &image.config)?;
-            let expected = digest_from_member_name(&image.config);
-            let id = self.write_blob(config.as_slice(), expected.as_deref())?;
-            let parsed: ConfigRootfs =
-                serde_json::from_slice(&config).map_err(|e| invalid(format!("image config {}: {e}", image.config)))?;
-            let diff_ids = parsed.rootfs.diff_ids;
-            if diff_ids.len() != image.layers.len() {
-                return Err(invalid(format!(
-                    "image {id}: the config lists {} layers, the manifest {}",
-                    diff_ids.len(),
-                    image.layers.len()
-                )));
-            }
-            let mut size = 0;
-            for (layer_path, diff_id) in image.layers.iter().zip(&diff_ids) {
-                size += self.ensure_layer(open_member(work, layer_path)?, diff_id)?;
-            }
-            let created = parsed.created.as_deref().and_then(parse_rfc3339_utc).unwrap_or(0);
-            let record = ImageRecord { id: id.clone(), diff_ids, size, added_at: now(), created, parent: None };
-            next.images.entry(id.clone()).or_insert_with(|| record.clone());
-            let mut tags = Vec::new();
-            for tag in &image.tags {
-                let normalized = reference::normalize(tag).map_err(invalid)?;
-                next.tags.insert(normalized.clone(), id.clone());
-                tags.push(normalized);
-            }
-            loaded.push((record, tags));
-        }
-        // Fsync'd blobs and layers first, then the index that makes them visible.
-        sync_dir(&self.root.join("blobs/sha256"))?;
-        sync_dir(&self.root.join("layers/sha256"))?;
-        self.commit_index(next)?;
-        Ok(loaded)
     }
 }
 
@@ -822,115 +804,8 @@ struct Rootfs {
     diff_ids: Vec<String>,
 }
 
-/// One image found in an archive: member paths of its config and layers.
-struct ArchivedImage {
-    config: String,
-    layers: Vec<String>,
-    tags: Vec<String>,
-}
-
-fn docker_archive_images(work: &Path) -> Result<Vec<ArchivedImage>, StoreError> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Entry {
-        config: String,
-        #[serde(default)]
-        repo_tags: Option<Vec<String>>,
-        layers: Vec<String>,
-    }
-    let entries: Vec<Entry> =
-        serde_json::from_slice(&member(work, "manifest.json")?).map_err(|e| invalid(format!("manifest.json: {e}")))?;
-    Ok(entries
-        .into_iter()
-        .map(|e| ArchivedImage { config: e.config, layers: e.layers, tags: e.repo_tags.unwrap_or_default() })
-        .collect())
-}
-
-fn oci_layout_images(work: &Path) -> Result<Vec<ArchivedImage>, StoreError> {
-    #[derive(Deserialize)]
-    struct Descriptor {
-        #[serde(rename = "mediaType", default)]
-        media_type: String,
-        digest: String,
-        #[serde(default)]
-        annotations: BTreeMap<String, String>,
-        #[serde(default)]
-        platform: Option<Platform>,
-    }
-    #[derive(Deserialize)]
-    struct Platform {
-        architecture: String,
-        os: String,
-    }
-    #[derive(Deserialize)]
-    struct IndexJson {
-        manifests: Vec<Descriptor>,
-    }
-    #[derive(Deserialize)]
-    struct Manifest {
-        config: Descriptor,
-        layers: Vec<Descriptor>,
-    }
-    let blob = |digest: &str| -> Result<String, StoreError> { Ok(format!("blobs/sha256/{}", hex_of(digest)?)) };
-    let index: IndexJson =
-        serde_json::from_slice(&member(work, "index.json")?).map_err(|e| invalid(format!("index.json: {e}")))?;
-    let mut images = Vec::new();
-    for top in index.manifests {
-        let name = top
-            .annotations
-            .get("io.containerd.image.name")
-            .or_else(|| {
-                top.annotations.get("org.opencontainers.image.ref.name").filter(|n| n.contains(':') || n.contains('/'))
-            })
-            .cloned();
-        let mut descriptor = top;
-        // A multi-platform index: take the manifest for this machine.
-        if descriptor.media_type.contains("image.index") || descriptor.media_type.contains("manifest.list") {
-            let nested: IndexJson = serde_json::from_slice(&member(work, &blob(&descriptor.digest)?)?)
-                .map_err(|e| invalid(format!("nested index: {e}")))?;
-            descriptor = nested
-                .manifests
-                .into_iter()
-                .find(|m| {
-                    m.platform
-                        .as_ref()
-                        .is_some_and(|p| p.os == "linux" && p.architecture == reference::oci_architecture())
-                })
-                .ok_or_else(|| invalid(format!("no linux/{} image in the archive", reference::oci_architecture())))?;
-        }
-        let manifest: Manifest = serde_json::from_slice(&member(work, &blob(&descriptor.digest)?)?)
-            .map_err(|e| invalid(format!("manifest {}: {e}", descriptor.digest)))?;
-        images.push(ArchivedImage {
-            config: blob(&manifest.config.digest)?,
-            layers: manifest.layers.iter().map(|l| blob(&l.digest)).collect::<Result<_, _>>()?,
-            tags: name.into_iter().collect(),
-        });
-    }
-    Ok(images)
-}
-
-/// `blobs/sha256/<hex>` or `<hex>.json` names carry the expected digest.
-fn digest_from_member_name(name: &str) -> Option<String> {
-    let stem = Path::new(name).file_name()?.to_str()?.trim_end_matches(".json");
-    (stem.len() == 64 && stem.bytes().all(|b| b.is_ascii_hexdigit())).then(|| format!("sha256:{stem}"))
-}
-
-/// Opens a regular file of the unpacked archive, refusing anything that
-/// resolves outside it (a symlinked member, `..`).
-fn open_member(work: &Path, name: &str) -> Result<std::fs::File, StoreError> {
-    let root = work.canonicalize().map_err(io_err("resolving the load directory"))?;
-    let path = work.join(name).canonicalize().map_err(io_err(format!("archive member {name}")))?;
-    if !path.starts_with(&root) || !path.is_file() {
-        return Err(invalid(format!("archive member {name:?} is not a file inside the archive")));
-    }
-    std::fs::File::open(&path).map_err(io_err(format!("opening archive member {name}")))
-}
-
-fn member(work: &Path, name: &str) -> Result<Vec<u8>, StoreError> {
-    let mut bytes = Vec::new();
-    open_member(work, name)?.read_to_end(&mut bytes).map_err(io_err(format!("reading archive member {name}")))?;
-    Ok(bytes)
-}
-
+mod load;
 #[cfg(test)]
 mod tests;
+
+pub use load::StagedLoad;

@@ -88,6 +88,7 @@ impl VolumeStore {
         // The record is written last: a volume without one is a crashed
         // create, not a volume (and `list` skips it).
         crate::shim::write_atomically(&dir.join("volume.json"), &json)
+            .and_then(|()| crate::durable::sync_dir(&self.root))
             .map_err(io_err(format!("writing {}", dir.display())))?;
         Ok(volume)
     }
@@ -109,7 +110,9 @@ impl VolumeStore {
         let dir = self.root.join(name);
         // Renamed first, so a crash mid-delete leaves no half volume.
         let doomed = self.root.join(format!(".removing-{name}"));
-        std::fs::rename(&dir, &doomed).map_err(io_err(format!("removing volume {name}")))?;
+        std::fs::rename(&dir, &doomed)
+            .and_then(|()| crate::durable::sync_dir(&self.root))
+            .map_err(io_err(format!("removing volume {name}")))?;
         std::fs::remove_dir_all(&doomed).map_err(io_err(format!("removing volume {name}")))
     }
 

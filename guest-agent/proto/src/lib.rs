@@ -6,6 +6,7 @@
 
 tonic::include_proto!("berth.agent.v1");
 
+pub mod agent_key;
 pub mod docker_json;
 pub mod panics;
 pub mod reference;
@@ -22,6 +23,8 @@ pub const AGENT_VSOCK_PORT: u32 = 1024;
 
 /// The host port the agent dials to announce that it serves (see agent.proto).
 pub const AGENT_READY_VSOCK_PORT: u32 = 1025;
+
+pub use agent_key::AgentKey;
 
 /// The most a ReadyAnnouncement may take on the wire.
 pub const MAX_ANNOUNCEMENT_BYTES: usize = 64 * 1024;

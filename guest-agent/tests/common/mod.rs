@@ -71,7 +71,9 @@ pub async fn start_agent() -> LocalAgent {
 async fn spawn_on(dir: &std::path::Path) -> (Child, AgentClient<Channel>) {
     let socket = dir.join("agent.sock");
     let _ = std::fs::remove_file(&socket);
+    let key = berth_agent_proto::AgentKey::from_bytes([42; 32]);
     let child = Command::new(env!("CARGO_BIN_EXE_berth-agent"))
+        .env(berth_agent_proto::agent_key::AGENT_KEY_ENV, key.to_hex())
         .arg("--unix")
         .arg(&socket)
         .arg("--data-dir")
@@ -86,8 +88,13 @@ async fn spawn_on(dir: &std::path::Path) -> (Child, AgentClient<Channel>) {
     let path = socket.clone();
     let channel = Endpoint::from_static("http://local-agent")
         .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { tokio::net::UnixStream::connect(path).await.map(hyper_util::rt::TokioIo::new) }
+            let (path, key) = (path.clone(), key.clone());
+            async move {
+                use tokio::io::AsyncWriteExt;
+                let mut stream = tokio::net::UnixStream::connect(path).await?;
+                stream.write_all(key.as_bytes()).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
         }))
         .await
         .unwrap();

@@ -8,7 +8,6 @@
 //! so clients fail clearly instead of misbehaving on fake data.
 
 use std::convert::Infallible;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -27,7 +26,10 @@ mod exec;
 mod images;
 mod networks;
 mod panics;
+mod server;
 mod volumes;
+
+pub use server::{bind, serve, serve_tcp, ConnectionSocket, Connections, Limits};
 
 /// The newest and oldest API versions served.
 pub const API_VERSION: &str = "1.47";
@@ -560,89 +562,6 @@ fn info_json(facts: &ApiFacts) -> serde_json::Value {
         "Plugins": {"Volume": [], "Network": [], "Log": []},
         "Warnings": [],
     })
-}
-
-/// Binds the socket (mode 0600: only its owner may drive the engine).
-pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
-    let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
-}
-
-/// Serves until the future is dropped; removes the socket file when it is.
-pub async fn serve(listener: tokio::net::UnixListener, socket: PathBuf, ctx: Arc<ApiContext>) {
-    struct RemoveOnDrop(PathBuf);
-    impl Drop for RemoveOnDrop {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let _cleanup = RemoveOnDrop(socket);
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let socket = ConnectionSocket(std::os::fd::AsRawFd::as_raw_fd(&stream));
-                serve_connection(stream, socket, ctx.clone());
-            }
-            Err(err) => accept_failed(err).await,
-        }
-    }
-}
-
-/// The same API on TCP (`[api] tcp` in config.toml), until dropped.
-pub async fn serve_tcp(listener: tokio::net::TcpListener, ctx: Arc<ApiContext>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                tracing::debug!(%peer, "API connection over TCP");
-                let _ = stream.set_nodelay(true);
-                let socket = ConnectionSocket(std::os::fd::AsRawFd::as_raw_fd(&stream));
-                serve_connection(stream, socket, ctx.clone());
-            }
-            Err(err) => accept_failed(err).await,
-        }
-    }
-}
-
-/// Out of file descriptors (EMFILE) an accept fails at once and again: a
-/// pause keeps the loop from spinning until connections close.
-async fn accept_failed(err: std::io::Error) {
-    tracing::warn!(%err, "API accept failed");
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-}
-
-/// The socket a request arrived on, in its extensions: a hijacked stream
-/// asks it whether the client is gone (see `containers::peer_closed`). Only
-/// valid while the connection lives, which the upgraded stream that uses it
-/// guarantees.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionSocket(pub std::os::fd::RawFd);
-
-fn serve_connection<S>(stream: S, socket: ConnectionSocket, ctx: Arc<ApiContext>)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    tokio::spawn(async move {
-        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            let ctx = ctx.clone();
-            req.extensions_mut().insert(socket);
-            async move {
-                let (method, path) = (req.method().clone(), req.uri().path().to_string());
-                let response = panics::answer_or_500(handle(req, &ctx)).await;
-                tracing::debug!(%method, path, status = response.status().as_u16(), "api");
-                Ok::<_, Infallible>(response)
-            }
-        });
-        let io = hyper_util::rt::TokioIo::new(stream);
-        // Upgrades: attach and exec hijack the connection (Docker's
-        // `Upgrade: tcp`, or a websocket).
-        let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service).with_upgrades();
-        if let Err(err) = conn.await {
-            tracing::debug!(%err, "API connection ended with an error");
-        }
-    });
 }
 
 #[cfg(test)]

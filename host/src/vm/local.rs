@@ -42,6 +42,7 @@ impl VmBackend for LocalBackend {
             let mut cmd = Command::new(&self.agent);
             cmd.arg("--unix").arg(&socket).arg("--data-dir").arg(&spec.engine_dir);
             cmd.env("BERTH_AGENT_LOG", &spec.agent_log_level);
+            cmd.env(berth_agent_proto::agent_key::AGENT_KEY_ENV, spec.agent_key.to_hex());
             let mut child = spawn_owned(&mut cmd, &spec.agent_log, "berth-agent")?;
             wait_for_socket(&socket, &mut child, "berth-agent").await?;
             Ok(Box::new(LocalAgent { child: Some(child), socket }) as Box<dyn RunningVm>)

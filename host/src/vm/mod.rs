@@ -16,12 +16,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent_client::AgentEndpoint;
 
+#[cfg(unix)]
+pub mod boot_key;
 #[cfg(target_os = "linux")]
 pub mod local;
 #[cfg(target_os = "linux")]
 mod owned;
 #[cfg(target_os = "linux")]
 pub mod qemu;
+#[cfg(target_os = "linux")]
+mod share_policy;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -125,6 +129,8 @@ pub struct VmSpec {
     pub agent_log_level: String,
     /// Where a backend without a data disk (local) keeps the engine's state.
     pub engine_dir: PathBuf,
+    /// The key this boot's agent admits connections with.
+    pub agent_key: berth_agent_proto::AgentKey,
 }
 
 /// Fixed guest network facts for user-mode networking.

@@ -11,7 +11,7 @@ use tokio::process::{Child, Command};
 /// Spawns a process that dies with the daemon (PR_SET_PDEATHSIG), so a
 /// killed daemon leaves no VM or helper behind.
 pub fn spawn_owned(cmd: &mut Command, log: &Path, name: &str) -> Result<Child> {
-    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let log_file = crate::private_fs::open_for_writing(log, true)?;
     cmd.stdin(Stdio::null()).stdout(log_file.try_clone()?).stderr(log_file).kill_on_drop(true);
     // SAFETY: prctl is async-signal-safe and only takes integers. The daemon
     // spawns from its single runtime thread, which lives as long as the

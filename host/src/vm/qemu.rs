@@ -104,6 +104,11 @@ pub fn kernel_cmdline(spec: &VmSpec, tsc_khz: Option<u64>) -> String {
     args.join(" ")
 }
 
+/// This boot's initramfs: the built one plus the agent's key (boot_key.rs).
+fn boot_initramfs(spec: &VmSpec) -> PathBuf {
+    spec.run_dir.join("initramfs-boot.cpio")
+}
+
 /// The full QEMU command line (after the program name).
 pub fn qemu_args(spec: &VmSpec, layout: &SocketLayout, tsc_khz: Option<u64>) -> Result<Vec<String>> {
     let mut a: Vec<String> = Vec::new();
@@ -119,7 +124,7 @@ pub fn qemu_args(spec: &VmSpec, layout: &SocketLayout, tsc_khz: Option<u64>) -> 
     push(&["-M", "microvm,memory-backend=mem"]);
     push(&["-object", &format!("memory-backend-memfd,id=mem,size={mem},share=on")]);
     push(&["-m", &mem, "-smp", &spec.cpus.to_string()]);
-    push(&["-kernel", &spec.kernel.display().to_string(), "-initrd", &spec.initramfs.display().to_string()]);
+    push(&["-kernel", &spec.kernel.display().to_string(), "-initrd", &boot_initramfs(spec).display().to_string()]);
     push(&["-append", &kernel_cmdline(spec, tsc_khz)]);
     // Kernel console on the serial port; the agent's log on a virtio console.
     push(&["-chardev", &format!("file,id=console,path={}", spec.console_log.display())]);
@@ -204,12 +209,9 @@ impl VmBackend for QemuBackend {
 
             // Helpers first, in parallel; QEMU connects to their sockets.
             for (share, socket) in &layout.shares {
-                let sandbox = if nix::unistd::geteuid().is_root() { "namespace" } else { "none" };
                 let mut cmd = Command::new(&self.virtiofsd);
-                cmd.arg(format!("--socket-path={}", socket.display()))
-                    .arg(format!("--shared-dir={}", share.host_path.display()))
-                    .args(["--cache=auto", "--log-level=warn"])
-                    .arg(format!("--sandbox={sandbox}"));
+                cmd.args(virtiofsd_args(share, socket, nix::unistd::geteuid().is_root()));
+                super::share_policy::apply_on_exec(&mut cmd);
                 let child = spawn_owned(&mut cmd, helper_log, "virtiofsd")?;
                 vm.helpers.push((format!("virtiofsd[{}]", share.tag), child));
             }
@@ -235,6 +237,11 @@ impl VmBackend for QemuBackend {
             }
 
             let tsc_khz = host_tsc_khz(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default());
+            let initramfs = boot_initramfs(spec);
+            super::boot_key::write_initramfs_with_key(&spec.initramfs, &spec.agent_key, &initramfs)
+                .context("writing this boot's initramfs")?;
+            // Removed with the VM's sockets: it holds the key.
+            vm.sockets.push(initramfs);
             let args = qemu_args(spec, &layout, tsc_khz)?;
             tracing::debug!(qemu = %self.qemu.display(), ?args, "starting QEMU");
             let mut cmd = Command::new(&self.qemu);
@@ -345,9 +352,52 @@ impl RunningVm for QemuVm {
     }
 }
 
+/// What a share's virtiofsd is told. Root in the VM (any container's root)
+/// is whoever runs virtiofsd on the host, so that is what the policy is about:
+///
+/// - Running as root, virtiofsd keeps a set of capabilities for its work,
+///   CAP_MKNOD among them, with which a container created real device
+///   nodes in the share (the host's own disk, for any host user the node's
+///   mode lets in). `-mknod` makes such a MKNOD fail with EPERM; FIFOs and
+///   sockets need no capability and still work. `-fsetid` makes the kernel
+///   clear setuid on every write, and setgid on a chmod or create when the
+///   file's group is not root's. Unprivileged, virtiofsd has no
+///   capabilities at all (it then ignores --modcaps): no device nodes, and
+///   writes clear setuid already.
+/// - What no option of virtiofsd 1.14 stops is `chmod u+s` (and `g+s` on a
+///   root-group file) by the file's owner: its SETATTR is a plain fchmod
+///   with virtiofsd's own credentials, which the kernel allows an owner. The
+///   guest mounts shares nosuid,nodev, so no such file works in the VM; on
+///   the host it is a setuid binary of the user Berth runs as.
+fn virtiofsd_args(share: &Share, socket: &Path, as_root: bool) -> Vec<String> {
+    let mut args = vec![
+        format!("--socket-path={}", socket.display()),
+        format!("--shared-dir={}", share.host_path.display()),
+        "--cache=auto".into(),
+        "--log-level=warn".into(),
+        format!("--sandbox={}", if as_root { "namespace" } else { "none" }),
+    ];
+    if as_root {
+        args.push("--modcaps=-mknod:-fsetid".into());
+    }
+    args
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn virtiofsd_as_root_cannot_make_device_nodes() {
+        let share = Share { tag: "share0".into(), host_path: "/home/me".into(), guest_path: "/home/me".into() };
+        let socket = Path::new("/h/run/fs-share0.sock");
+        let as_root = virtiofsd_args(&share, socket, true);
+        assert!(as_root.contains(&"--modcaps=-mknod:-fsetid".to_string()), "{as_root:?}");
+        assert!(as_root.contains(&"--sandbox=namespace".to_string()), "{as_root:?}");
+        let as_user = virtiofsd_args(&share, socket, false);
+        assert!(as_user.contains(&"--sandbox=none".to_string()), "{as_user:?}");
+        assert!(as_user.contains(&"--shared-dir=/home/me".to_string()), "{as_user:?}");
+    }
 
     fn spec() -> VmSpec {
         VmSpec {
@@ -365,6 +415,7 @@ mod tests {
             helpers_log: "/h/logs/helpers.log".into(),
             agent_log_level: "info".into(),
             engine_dir: "/h/local".into(),
+            agent_key: berth_agent_proto::AgentKey::from_bytes([0xab; 32]),
         }
     }
 
@@ -382,7 +433,7 @@ mod tests {
             "-M microvm,memory-backend=mem",
             "-object memory-backend-memfd,id=mem,size=1024M,share=on",
             "-m 1024M -smp 2",
-            "-kernel /a/vmlinux -initrd /a/initramfs.cpio",
+            "-kernel /a/vmlinux -initrd /h/run/initramfs-boot.cpio",
             "-chardev socket,id=vsock,path=/h/run/vsock.sock -device vhost-user-vsock-device,chardev=vsock",
             "-chardev socket,id=fs0,path=/h/run/fs-share0.sock -device vhost-user-fs-device,chardev=fs0,tag=share0",
             "-drive id=data,file=/h/disk.raw,format=raw",
@@ -392,6 +443,8 @@ mod tests {
             assert!(args.contains(expected), "missing `{expected}` in {args}");
         }
         let cmdline = kernel_cmdline(&spec, Some(2_500_000));
+        // Every local user can read QEMU's command line.
+        assert!(!args.contains(&spec.agent_key.to_hex()), "the agent key is in QEMU's arguments");
         assert!(cmdline.contains("tsc_early_khz=2500000"));
         assert!(cmdline.contains("berth.share=share0,/home/me"));
         assert!(cmdline.contains("reboot=t panic=-1"));

@@ -1,8 +1,9 @@
 //! Minimal IPv4 interface set-up with the classic ioctls.
 //!
 //! Written here rather than pulling in a netlink stack: PID 1 needs exactly
-//! "address, link up, default route" once at boot, and these four ioctls do
-//! that with no dependency and no extra binary in the initramfs.
+//! "address, link up, default route" once at boot, and each container's new
+//! network namespace its loopback up; these ioctls do that with no
+//! dependency and no extra binary in the initramfs.
 
 use std::io;
 use std::net::Ipv4Addr;
