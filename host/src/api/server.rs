@@ -236,6 +236,7 @@ mod tests {
             memory_total_bytes: 1 << 30,
             data_dir: "/var/lib/berth".into(),
             registry: Default::default(),
+            bind_sources: super::super::BindSources::Any,
         };
         Arc::new(ApiContext::new(facts, berth_agent_proto::agent_client::AgentClient::new(channel)))
     }
