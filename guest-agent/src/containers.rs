@@ -1173,6 +1173,7 @@ impl Containers {
     pub async fn prune(self: &Arc<Self>, filters: &str) -> Result<serde_json::Value, RpcStatus> {
         self.ensure_loaded().await?;
         let filters = ContainerFilters::parse_prune(filters)?;
+        let until = crate::filters::until_ns(filters.0.get("until").map(Vec::as_slice))?;
         let entries: Vec<Arc<Entry>> = self.entries.lock().unwrap().values().cloned().collect();
         let mut deleted = Vec::new();
         let mut reclaimed = 0u64;
@@ -1181,10 +1182,8 @@ impl Containers {
             if record.state.status.is_running() || !filters.matches(&record) {
                 continue;
             }
-            if let Some(until) = filters.until_ns() {
-                if record.created_ns >= until {
-                    continue;
-                }
+            if until.is_some_and(|until| record.created_ns >= until) {
+                continue;
             }
             let _op = entry.op.lock().await;
             reclaimed += berth_engine::volume::tree_size(&entry.dir.join("upper"));
@@ -1724,11 +1723,6 @@ impl ContainerFilters {
             map.insert(key.clone(), list);
         }
         Ok(ContainerFilters(map))
-    }
-
-    /// `until`: a Unix time in seconds (the CLI's form) or RFC 3339.
-    fn until_ns(&self) -> Option<i64> {
-        crate::filters::time_ns(&self.one("until")?)
     }
 
     fn parse(text: &str) -> Result<ContainerFilters, RpcStatus> {

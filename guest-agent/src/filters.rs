@@ -34,12 +34,17 @@ pub fn values<'a>(filters: &'a Filters, key: &str) -> Option<&'a [String]> {
     filters.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_slice())
 }
 
-/// An `until`/`since` time: Unix seconds (fractions allowed) or RFC 3339, in ns.
-pub fn time_ns(text: &str) -> Option<i64> {
-    text.parse::<f64>()
-        .ok()
-        .map(|secs| (secs * 1e9) as i64)
-        .or_else(|| berth_engine::store::parse_rfc3339_utc(text).map(|s| s * 1_000_000_000))
+/// The `until` filter as dockerd reads it (container, image and network
+/// prune): at most one value, a time or a Go duration before now (`5m`).
+/// A value that is neither is refused, never taken as "no filter".
+pub fn until_ns(values: Option<&[String]>) -> Result<Option<i64>, Status> {
+    match values.unwrap_or_default() {
+        [] => Ok(None),
+        [one] => berth_agent_proto::time::filter_time_ns(one, berth_engine::logfile::now_ns())
+            .map(Some)
+            .map_err(Status::invalid_argument),
+        _ => Err(Status::invalid_argument("more than one until filter specified")),
+    }
 }
 
 /// Whether `labels` (a JSON object) has every `key` or `key=value` given.

@@ -86,7 +86,7 @@ fn images_in_use(containers: &Containers) -> HashSet<String> {
 }
 
 /// `docker image prune`. Filters: `dangling` (`false` = all unused images),
-/// `until` (Unix seconds or RFC 3339), `label`/`label!` (`key` or `key=value`).
+/// `until` (a time, or a Go duration before now), `label`/`label!` (`key` or `key=value`).
 pub async fn prune(images: Arc<ImagesSlot>, containers: &Containers, filters_json: &str) -> Result<Value, Status> {
     let filters = filters::parse(filters_json, &["dangling", "until", "label", "label!"])?;
     let all = match filters::values(&filters, "dangling") {
@@ -95,13 +95,7 @@ pub async fn prune(images: Arc<ImagesSlot>, containers: &Containers, filters_jso
         Some([one]) if ["false", "0"].contains(&one.as_str()) => true,
         Some(other) => return Err(Status::invalid_argument(format!("invalid filter 'dangling={}'", other.join(",")))),
     };
-    let until = match filters::values(&filters, "until").and_then(|v| v.first()) {
-        Some(text) => Some(
-            filters::time_ns(text).ok_or_else(|| Status::invalid_argument(format!("invalid filter 'until={text}'")))?
-                / 1_000_000_000,
-        ),
-        None => None,
-    };
+    let until = filters::until_ns(filters::values(&filters, "until"))?.map(|ns| ns.div_euclid(1_000_000_000));
     let labels = filters::values(&filters, "label").unwrap_or_default().to_vec();
     let not_labels = filters::values(&filters, "label!").unwrap_or_default().to_vec();
     let keep = images_in_use(containers);
@@ -134,8 +128,10 @@ pub async fn commit(
     let record = entry.snapshot();
     let mut config = record.config.clone();
     if !req.config_json.is_empty() {
-        let overrides: Value = serde_json::from_slice(&req.config_json)
-            .map_err(|e| Status::invalid_argument(format!("invalid container config: {e}")))?;
+        // dockerd decodes it as a create request's body.
+        let overrides =
+            berth_engine::docker_json::parse(&berth_engine::docker_json::CONTAINER_CREATE, &req.config_json)
+                .map_err(Status::invalid_argument)?;
         // Docker's merge: what the request sets wins, the rest is the container's.
         for (key, value) in overrides.as_object().into_iter().flatten() {
             if !value.is_null()

@@ -13,6 +13,7 @@ mod exec;
 mod filters;
 mod images;
 mod init;
+mod panics;
 mod reaper;
 mod service;
 mod sysinfo;
@@ -81,6 +82,7 @@ fn main() {
     // The per-container supervisor is this same binary (see engine/shim.rs).
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if argv.len() == 3 && argv[1] == "shim" {
+        panics::abort_on_panic();
         std::process::exit(berth_engine::shim::main(std::path::Path::new(&argv[2])));
     }
     // `docker cp` / `docker export`: started by containers.rs (archive_helper).
@@ -89,6 +91,7 @@ fn main() {
     }
     // `docker exec`'s process: started by the agent's Exec (containers.rs).
     if argv.len() == 3 && argv[1] == "enter" {
+        panics::abort_on_panic();
         let plan = serde_json::from_str(&argv[2].to_string_lossy());
         let result = plan
             .map_err(|e| e.to_string())
@@ -159,7 +162,15 @@ fn main() {
     if key.is_none() {
         tracing::error!("started without an agent key: every connection will be refused");
     }
-    let result = runtime.block_on(serve(listen, key, data_dir, mounts.clone(), init_thread, started));
+    // Handlers' panics are answered (panics.rs) and spawned tasks' are
+    // caught by tokio; one that still reaches this far must not unwind out
+    // of PID 1 (a kernel panic): it powers off cleanly as an error does.
+    let serving = std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(serve(listen, key, data_dir, mounts.clone(), init_thread, started))
+    });
+    let result = std::panic::catch_unwind(serving).unwrap_or_else(|payload| {
+        Err(anyhow::anyhow!("the agent panicked: {}", berth_agent_proto::panics::message(&*payload)))
+    });
     if let Err(err) = &result {
         tracing::error!(err = %format!("{err:#}"), "agent failed");
     }
@@ -239,7 +250,7 @@ async fn serve(
             tracing::warn!(err = %err.message(), "loading containers failed");
         }
     });
-    let router = tonic::transport::Server::builder().add_service(AgentServer::new(service));
+    let router = tonic::transport::Server::builder().layer(panics::layer()).add_service(AgentServer::new(service));
     // Exec streams still open at shutdown would hold a graceful stop forever.
     let stop = async move {
         shutdown.notified().await;

@@ -26,6 +26,7 @@ use berth_agent_proto::{
     CommitContainerRequest, ImportImageInput, InspectImageRequest, InspectImageResponse, PruneImagesRequest,
     RemoveImageRequest, RemoveImageResponse, SaveImagesRequest, TagImageRequest, TagImageResponse,
 };
+use berth_engine::docker_json;
 use tokio::sync::{mpsc, Notify};
 
 use crate::containers::ImageInfo;
@@ -431,12 +432,13 @@ impl Agent for AgentService {
         req: Request<CreateContainerRequest>,
     ) -> Result<Response<CreateContainerResponse>, Status> {
         let CreateContainerRequest { name, config_json } = req.into_inner();
-        let request: serde_json::Value = serde_json::from_slice(&config_json)
-            .map_err(|e| Status::invalid_argument(format!("invalid JSON in the container config: {e}")))?;
+        let request =
+            docker_json::parse(&docker_json::CONTAINER_CREATE, &config_json).map_err(Status::invalid_argument)?;
         let image_name = request["Image"].as_str().unwrap_or("").to_string();
         if image_name.is_empty() {
             return Err(Status::invalid_argument("config cannot be empty in order to create a container"));
         }
+        berth_engine::reference::normalize(&image_name).map_err(Status::invalid_argument)?;
         let wanted = image_name.clone();
         let image = self
             .images_blocking(move |store| {
@@ -580,8 +582,8 @@ impl Agent for AgentService {
         req: Request<berth_agent_proto::UpdateContainerRequest>,
     ) -> Result<Response<JsonResponse>, Status> {
         let berth_agent_proto::UpdateContainerRequest { id, update_json } = req.into_inner();
-        let update: serde_json::Value = serde_json::from_slice(&update_json)
-            .map_err(|e| Status::invalid_argument(format!("invalid JSON in the update: {e}")))?;
+        let update =
+            docker_json::parse(&docker_json::CONTAINER_UPDATE, &update_json).map_err(Status::invalid_argument)?;
         self.containers.update(&id, &update).await?;
         Ok(Response::new(JsonResponse { json: serde_json::json!({ "Warnings": [] }).to_string().into_bytes() }))
     }
@@ -632,8 +634,8 @@ impl Agent for AgentService {
     }
 
     async fn create_volume(&self, req: Request<JsonRequest>) -> Result<Response<JsonResponse>, Status> {
-        let body: serde_json::Value = serde_json::from_slice(&req.into_inner().json)
-            .map_err(|e| Status::invalid_argument(format!("invalid JSON: {e}")))?;
+        let body = docker_json::parse(&docker_json::VOLUME_CREATE, &req.into_inner().json)
+            .map_err(Status::invalid_argument)?;
         let value = self.containers.create_volume(&body).await?;
         Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
     }

@@ -112,6 +112,14 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
                 insecure: c.insecure_registries.clone(),
             })
             .unwrap_or_default(),
+        bind_sources: match &config {
+            Some(c) if c.backend == BackendKind::Local => api::BindSources::Any,
+            // Unreadable now (boot() read it): nothing is known to be shared.
+            c => api::BindSources::Shares {
+                shares: c.as_ref().map(|c| c.shares.clone()).unwrap_or_default(),
+                config_file: paths.config_file(),
+            },
+        },
     };
     let tcp_address = config.as_ref().and_then(|c| c.api_tcp);
     let socket = paths.docker_socket();

@@ -100,7 +100,7 @@ impl Http {
 }
 
 /// One request on its own connection: (status, body).
-fn call(berth: &Berth, method: &str, path: &str, body: Option<Value>) -> (u16, Vec<u8>) {
+pub(super) fn call(berth: &Berth, method: &str, path: &str, body: Option<Value>) -> (u16, Vec<u8>) {
     let mut http = Http::connect(berth);
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     http.send(method, path, "Connection: close\r\n", body.as_bytes());
@@ -109,7 +109,7 @@ fn call(berth: &Berth, method: &str, path: &str, body: Option<Value>) -> (u16, V
     (head.status, body)
 }
 
-fn call_json(berth: &Berth, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+pub(super) fn call_json(berth: &Berth, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let (status, body) = call(berth, method, path, body);
     let value = serde_json::from_slice(&body)
         .unwrap_or_else(|_| panic!("{method} {path}: {status} {:?} is not JSON", String::from_utf8_lossy(&body)));
@@ -135,7 +135,7 @@ fn demultiplex(mut framed: &[u8]) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// The pid the daemon recorded for itself, and the local agent's.
-fn daemon_and_agent_pids(berth: &Berth) -> (u32, u32) {
+pub(super) fn daemon_and_agent_pids(berth: &Berth) -> (u32, u32) {
     let daemon = std::fs::read_to_string(berth.run_dir().join("daemon.pid")).unwrap().trim().parse().unwrap();
     let state: Value =
         serde_json::from_str(&std::fs::read_to_string(berth.run_dir().join("state.json")).unwrap()).unwrap();

@@ -11,6 +11,7 @@ use harness::{describe, Berth};
 
 mod api;
 mod archives;
+mod bad_input;
 mod full_disk;
 mod host_safety;
 

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::spec::{Bind, ContainerOptions, NamespaceMode, NetworkMode, Resources};
+use crate::docker_json;
+use crate::spec::{Bind, ContainerOptions, NamespaceMode, NetworkMode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
@@ -228,6 +229,8 @@ fn merge_env(image: &[String], given: &[String]) -> Vec<String> {
 /// Resolves a create request against the image config (Docker's
 /// `daemon/create.go` merge rules) and checks every option.
 pub fn resolve(request: &Value, image_config: &Value, id: &str) -> Result<Resolved, CreateError> {
+    // Every `[]`/`["key"]` below relies on the types being Docker's.
+    docker_json::check(&docker_json::CONTAINER_CREATE, request).map_err(invalid)?;
     if !request.is_object() {
         return Err(invalid("the container config must be a JSON object"));
     }
@@ -447,6 +450,9 @@ fn host_options(
             if !target.starts_with('/') {
                 return Err(invalid(format!("invalid mount config: mount path must be absolute: {target:?}")));
             }
+            if Path::new(target) == Path::new("/") && matches!(kind, "bind" | "volume") {
+                return Err(invalid(root_destination(kind)));
+            }
             match kind {
                 "bind" => binds.push(Bind {
                     source: PathBuf::from(mount["Source"].as_str().unwrap_or("")),
@@ -484,38 +490,6 @@ fn host_options(
             tmpfs.push((target.clone(), options.as_str().unwrap_or("").to_string()));
         }
     }
-    let number = |key: &str| hc[key].as_i64().filter(|n| *n != 0);
-    let nano_cpus = match (number("NanoCpus"), number("CpuQuota")) {
-        (Some(_), Some(_)) => {
-            return Err(invalid("conflicting options: Nano CPUs and CPU Period/Quota cannot both be set"))
-        }
-        (Some(n), None) => Some(n),
-        (None, Some(quota)) => Some(quota * 1_000_000_000 / number("CpuPeriod").unwrap_or(100_000)),
-        (None, None) => None,
-    };
-    let memory = number("Memory");
-    if let Some(m) = memory {
-        if m < 6 * 1024 * 1024 {
-            return Err(invalid("Minimum memory limit allowed is 6MB"));
-        }
-    }
-    let memory_swap = number("MemorySwap");
-    if let (Some(swap), Some(mem)) = (memory_swap, memory) {
-        if swap > 0 && swap < mem {
-            return Err(invalid("Minimum memoryswap limit should be larger than memory limit, see usage"));
-        }
-    }
-    if memory_swap.is_some() && memory.is_none() {
-        return Err(invalid("You should always set the Memory limit when using Memoryswap limit, see usage"));
-    }
-    if let Some(reservation) = number("MemoryReservation") {
-        if reservation < 6 * 1024 * 1024 {
-            return Err(invalid("Minimum memory reservation allowed is 6MB"));
-        }
-        if memory.is_some_and(|m| m > 0 && m < reservation) {
-            return Err(invalid("Minimum memory limit can not be less than memory reservation limit, see usage"));
-        }
-    }
     for volume in &volumes {
         if !volume.name.is_empty() && !crate::volume::valid_name(&volume.name) {
             return Err(invalid(format!(
@@ -524,7 +498,8 @@ fn host_options(
             )));
         }
     }
-    let shm_size = hc["ShmSize"].as_u64().filter(|n| *n != 0);
+    let resources = crate::limits::resources(hc).map_err(invalid)?;
+    let shm_size = crate::limits::shm_size(hc).map_err(invalid)?;
     let options = ContainerOptions {
         args,
         env,
@@ -548,16 +523,7 @@ fn host_options(
             .iter()
             .map(|rule| crate::devices::parse_rule(rule).map_err(invalid))
             .collect::<Result<_, _>>()?,
-        resources: Resources {
-            memory,
-            memory_swap,
-            nano_cpus,
-            memory_reservation: number("MemoryReservation"),
-            cpu_shares: hc["CpuShares"].as_u64().filter(|n| *n != 0),
-            pids_limit: hc["PidsLimit"].as_i64().filter(|n| *n != 0),
-            cpuset_cpus: hc["CpusetCpus"].as_str().filter(|s| !s.is_empty()).map(str::to_string),
-            cpuset_mems: hc["CpusetMems"].as_str().filter(|s| !s.is_empty()).map(str::to_string),
-        },
+        resources,
         ..Default::default()
     };
     Ok((options, volumes))
@@ -592,6 +558,10 @@ fn parse_bind(spec: &str) -> Result<BindSpec, CreateError> {
     if !target.starts_with('/') {
         return Err(invalid(format!("invalid volume specification: '{spec}': invalid mount config for type \"bind\": invalid mount path: '{target}' mount path must be absolute")));
     }
+    let kind = if source.starts_with('/') { "bind" } else { "volume" };
+    if Path::new(target) == Path::new("/") {
+        return Err(invalid(format!("invalid volume specification: '{spec}': {}", root_destination(kind))));
+    }
     if source.starts_with('/') {
         return Ok(BindSpec::Host(Bind { source: PathBuf::from(source), target: PathBuf::from(target), readonly }));
     }
@@ -602,6 +572,11 @@ fn parse_bind(spec: &str) -> Result<BindSpec, CreateError> {
         nocopy,
         anonymous: source.is_empty(),
     }))
+}
+
+/// dockerd's refusal of a mount over the container's root.
+fn root_destination(kind: &str) -> String {
+    format!("invalid mount config for type \"{kind}\": invalid specification: destination can't be '/'")
 }
 
 /// One `--volumes-from` entry: another container, and whether its mounts
@@ -682,6 +657,7 @@ const UPDATABLE: &[&str] = &[
 /// result is checked by `resolve` as a create would be; the caller applies
 /// it to the running cgroup and persists it.
 pub fn apply_update(host_config: &Value, update: &Value) -> Result<Value, CreateError> {
+    docker_json::check(&docker_json::CONTAINER_UPDATE, update).map_err(invalid)?;
     let Some(fields) = update.as_object() else {
         return Err(invalid("the update must be a JSON object"));
     };
@@ -1137,6 +1113,37 @@ mod tests {
         assert!(err(&old, json!({"RestartPolicy": {"Name": "sometimes"}})).contains("invalid restart policy"));
         let auto = json!({"AutoRemove": true});
         assert!(err(&auto, json!({"RestartPolicy": {"Name": "always"}})).contains("AutoRemove is enabled"));
+    }
+
+    /// Each of these panicked in resolve (IndexMut on a non-object) or was
+    /// recorded and broke `docker ps` later; dockerd refuses them all.
+    #[test]
+    fn wrong_types_and_root_mounts_are_refused() {
+        let err = |req: Value| resolve(&req, &image(), ID).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err(json!({"HostConfig": "x"})).contains("of type container.HostConfig"));
+        assert!(err(json!({"HostConfig": {"LogConfig": 5}})).contains("of type container.LogConfig"));
+        assert!(err(json!({"HostConfig": {"LogConfig": {"Config": 5}}})).contains("map[string]string"));
+        assert!(err(json!({"Labels": {"a": {"b": 1}}})).contains("ContainerConfigWrapper.Labels of type string"));
+        assert!(err(json!({"Cmd": {}})).contains("ContainerConfigWrapper.Cmd"));
+        assert!(err(json!({"Env": "A=1"})).contains("ContainerConfigWrapper.Env of type []string"));
+        assert!(apply_update(&json!({}), &json!({"Memory": "x"}))
+            .unwrap_err()
+            .to_string()
+            .contains("UpdateConfig.Memory"));
+        assert_eq!(
+            err(json!({"HostConfig": {"Binds": ["x:/"]}})),
+            "invalid volume specification: 'x:/': invalid mount config for type \"volume\": invalid specification: destination can't be '/'"
+        );
+        assert_eq!(
+            err(json!({"HostConfig": {"Binds": ["/tmp:/"]}})),
+            "invalid volume specification: '/tmp:/': invalid mount config for type \"bind\": invalid specification: destination can't be '/'"
+        );
+        assert_eq!(
+            err(json!({"HostConfig": {"Mounts": [{"Type": "bind", "Source": "/tmp", "Target": "/"}]}})),
+            "invalid mount config for type \"bind\": invalid specification: destination can't be '/'"
+        );
+        let r = resolve(&json!({"HostConfig": null, "Labels": null, "Cmd": null}), &image(), ID).unwrap();
+        assert_eq!(r.host_config["LogConfig"]["Type"], "json-file", "null is Go's zero value");
     }
 
     #[test]

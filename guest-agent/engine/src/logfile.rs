@@ -30,9 +30,7 @@ pub struct Record {
     pub data: Vec<u8>,
 }
 
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
-}
+pub use berth_agent_proto::time::now_ns;
 
 fn rotated(path: &Path, n: u32) -> PathBuf {
     let mut name = path.as_os_str().to_owned();

@@ -44,7 +44,7 @@ pub async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Opti
     let (id, action) = rest.split_once('/').unwrap_or((rest, ""));
     let id = super::percent_decode(id);
     Some(match (&method, id.as_str(), action) {
-        (&Method::POST, "create", "") => create(req, query, agent).await,
+        (&Method::POST, "create", "") => create(req, query, &ctx.facts.bind_sources, agent).await,
         (&Method::GET, "json", "") => list(query, agent).await,
         (&Method::GET, _, "json") => inspect(&id, agent).await,
         (&Method::POST, _, "start") => start(&id, agent).await,
@@ -196,12 +196,20 @@ async fn update(mut req: Request<Incoming>, id: &str, mut agent: AgentClient<Cha
     }
 }
 
-async fn create(mut req: Request<Incoming>, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
+async fn create(
+    mut req: Request<Incoming>,
+    query: Option<&str>,
+    bind_sources: &super::binds::BindSources,
+    mut agent: AgentClient<Channel>,
+) -> Response<Body> {
     let name = query_param(query, "name").unwrap_or_default();
     let body = match super::read_json_body(&mut req, MAX_CREATE_BODY, false).await {
         Ok(body) => body,
         Err(response) => return response,
     };
+    if let Err(message) = bind_sources.check_create(&body) {
+        return error(StatusCode::BAD_REQUEST, message);
+    }
     match agent.create_container(CreateContainerRequest { name, config_json: body.to_vec() }).await {
         Ok(reply) => {
             let reply = reply.into_inner();

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use berth_agent_proto::agent_client::AgentClient;
 use tonic::transport::Channel;
 
+use berth_agent_proto::docker_json;
 use berth_agent_proto::{exec_input, exec_output, ContainerRef, ExecInput, ExecStart, WindowSize};
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -49,10 +50,10 @@ fn no_such_exec(id: &str) -> Response<Body> {
     error(StatusCode::NOT_FOUND, format!("No such exec instance: {id}"))
 }
 
-async fn read_json(req: &mut Request<Incoming>) -> Result<Value, Response<Body>> {
+/// The body, checked against the moby type dockerd decodes it into.
+async fn read_json(req: &mut Request<Incoming>, schema: &'static docker_json::Struct) -> Result<Value, Response<Body>> {
     let body = super::read_json_body(req, 1 << 20, true).await?;
-    let value =
-        serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))?;
+    let value = docker_json::parse(schema, &body).map_err(|message| error(StatusCode::BAD_REQUEST, message))?;
     Ok(with_field_names(value))
 }
 
@@ -91,7 +92,7 @@ fn with_field_names(mut value: Value) -> Value {
 }
 
 pub async fn create(mut req: Request<Incoming>, container: &str, ctx: &ApiContext) -> Response<Body> {
-    let config = match read_json(&mut req).await {
+    let config = match read_json(&mut req, &docker_json::EXEC_CREATE).await {
         Ok(v) => v,
         Err(response) => return response,
     };
@@ -125,7 +126,7 @@ fn strings(value: &Value) -> Vec<String> {
 }
 
 async fn start(mut req: Request<Incoming>, id: &str, ctx: &ApiContext) -> Response<Body> {
-    let options = match read_json(&mut req).await {
+    let options = match read_json(&mut req, &docker_json::EXEC_START).await {
         Ok(v) => v,
         Err(response) => return response,
     };

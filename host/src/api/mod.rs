@@ -20,10 +20,12 @@ use serde_json::json;
 use berth_agent_proto::agent_client::AgentClient;
 use tonic::transport::Channel;
 
+mod binds;
 mod containers;
 mod exec;
 mod images;
 mod networks;
+mod panics;
 mod server;
 mod volumes;
 
@@ -32,6 +34,8 @@ pub use server::{bind, serve, serve_tcp, ConnectionSocket, Connections, Limits};
 /// The newest and oldest API versions served.
 pub const API_VERSION: &str = "1.47";
 pub const MIN_API_VERSION: &str = "1.41";
+
+pub use binds::BindSources;
 
 /// What the API reports about the machine, gathered at boot.
 #[derive(Debug, Clone)]
@@ -43,6 +47,7 @@ pub struct ApiFacts {
     pub memory_total_bytes: u64,
     pub data_dir: String,
     pub registry: RegistrySettings,
+    pub bind_sources: binds::BindSources,
 }
 
 /// config.toml's [engine] registry settings, passed with every pull.
@@ -268,11 +273,7 @@ async fn handle(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> {
                 images::distribution(&req, &name, ctx).await
             }
             (_, path) if path == "/networks" || path.starts_with("/networks/") => {
-                let query = req.uri().query().map(str::to_string);
-                // Read before answering: a client still writing a body we
-                // refuse would see a broken pipe instead of our error.
-                drain(req).await;
-                match networks::route(&method, path, query.as_deref()) {
+                match networks::route(req, path).await {
                     Some(response) => response,
                     None => route_local(&method, path, &ctx.facts),
                 }
@@ -327,7 +328,7 @@ async fn handle(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> {
 
 /// Reads and drops a request body (bounded), so an answer that ignores it
 /// still reaches the client.
-async fn drain(mut req: Request<Incoming>) {
+pub async fn drain(mut req: Request<Incoming>) {
     discard(req.body_mut()).await;
 }
 
@@ -583,6 +584,7 @@ mod tests {
             memory_total_bytes: 2 << 30,
             data_dir: "/var/lib/berth".into(),
             registry: RegistrySettings::default(),
+            bind_sources: binds::BindSources::Any,
         }
     }
 

@@ -5,7 +5,9 @@
 //! Creating, connecting and removing networks arrives with container
 //! networking; until then those calls fail clearly.
 
-use hyper::{Method, StatusCode};
+use berth_agent_proto::docker_json;
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 
 use super::{error, json_response, query_param, Body};
@@ -67,7 +69,51 @@ fn matches(filters: &Value, name: &str, driver: &str) -> Result<bool, String> {
     Ok(true)
 }
 
-pub fn route(method: &Method, path: &str, query: Option<&str>) -> Option<hyper::Response<Body>> {
+/// `network prune`'s filters, refused as dockerd refuses them: `until` is a
+/// time or a Go duration before now (`5m`), once at most.
+fn check_prune_filters(query: Option<&str>) -> Result<(), String> {
+    let Some(text) = query_param(query, "filters").filter(|f| !f.is_empty()) else { return Ok(()) };
+    let filters: Value = serde_json::from_str(&text).map_err(|e| format!("invalid filter: {e}"))?;
+    for (key, values) in filters.as_object().into_iter().flatten() {
+        let values: Vec<&str> = match values {
+            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+            Value::Object(o) => o.keys().map(String::as_str).collect(),
+            _ => Vec::new(),
+        };
+        match (key.as_str(), values.as_slice()) {
+            ("label" | "label!", _) | ("until", []) => {}
+            ("until", [one]) => {
+                berth_agent_proto::time::filter_time_ns(one, berth_agent_proto::time::now_ns())?;
+            }
+            ("until", _) => return Err("more than one until filter specified".into()),
+            (other, _) => return Err(format!("invalid filter '{other}'")),
+        }
+    }
+    Ok(())
+}
+
+/// Reads the body first, even of a request we refuse: a client still
+/// writing it would see a broken pipe instead of our answer.
+pub async fn route(mut req: Request<Incoming>, path: &str) -> Option<hyper::Response<Body>> {
+    let method = req.method().clone();
+    let query = req.uri().query().map(str::to_string);
+    if method == Method::POST && path.trim_end_matches('/') == "/networks/create" {
+        let body = match super::read_json_body(&mut req, 1 << 20, true).await {
+            Ok(body) => body,
+            Err(response) => return Some(response),
+        };
+        // A malformed request is refused as dockerd refuses it, before the
+        // "not yet" that a well-formed one gets.
+        if let Err(message) = docker_json::parse(&docker_json::NETWORK_CREATE, &body) {
+            return Some(error(StatusCode::BAD_REQUEST, message));
+        }
+    } else {
+        super::drain(req).await;
+    }
+    answer(&method, path, query.as_deref())
+}
+
+fn answer(method: &Method, path: &str, query: Option<&str>) -> Option<hyper::Response<Body>> {
     let rest = path.strip_prefix("/networks").unwrap_or(path);
     let rest = rest.strip_prefix('/').unwrap_or(rest);
     let (target, action) = rest.split_once('/').unwrap_or((rest, ""));
@@ -94,7 +140,11 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Option<hyper::
             StatusCode::NOT_IMPLEMENTED,
             "Berth cannot create networks yet: user-defined networks arrive with container networking",
         ),
-        (&Method::POST, "prune", "") => json_response(StatusCode::OK, json!({ "NetworksDeleted": [] })),
+        (&Method::POST, "prune", "") => match check_prune_filters(query) {
+            // The predefined networks are never pruned, and there are no others.
+            Ok(()) => json_response(StatusCode::OK, json!({ "NetworksDeleted": [] })),
+            Err(message) => error(StatusCode::BAD_REQUEST, message),
+        },
         (&Method::GET, name, "") => match find(name) {
             Some((name, driver)) => json_response(StatusCode::OK, network_json(name, driver)),
             None => error(StatusCode::NOT_FOUND, format!("network {name} not found")),
@@ -128,5 +178,21 @@ mod tests {
         assert!(matches(&json!({"name": ["bri"]}), "bridge", "bridge").unwrap());
         assert!(!matches(&json!({"driver": ["host"]}), "bridge", "bridge").unwrap());
         assert!(matches(&json!({"bogus": ["x"]}), "bridge", "bridge").is_err());
+    }
+
+    #[test]
+    fn prune_filters_take_go_durations() {
+        let query = |filters: &str| format!("filters={filters}");
+        assert_eq!(check_prune_filters(Some(&query(r#"{"until":["5m"]}"#))), Ok(()));
+        assert_eq!(check_prune_filters(Some(&query(r#"{"until":["1h30m"],"label":["a"]}"#))), Ok(()));
+        assert_eq!(
+            check_prune_filters(Some(&query(r#"{"until":["xyz"]}"#))),
+            Err("failed to parse value as time or duration: \"xyz\"".into())
+        );
+        assert_eq!(
+            check_prune_filters(Some(&query(r#"{"until":["5m","6m"]}"#))),
+            Err("more than one until filter specified".into())
+        );
+        assert!(check_prune_filters(Some(&query(r#"{"name":["x"]}"#))).is_err());
     }
 }

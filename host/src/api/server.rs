@@ -196,7 +196,7 @@ where
             req.extensions_mut().insert(socket);
             async move {
                 let (method, path) = (req.method().clone(), req.uri().path().to_string());
-                let response = super::handle(req, &ctx).await;
+                let response = super::panics::answer_or_500(super::handle(req, &ctx)).await;
                 tracing::debug!(%method, path, status = response.status().as_u16(), "api");
                 Ok::<_, Infallible>(response)
             }
@@ -236,6 +236,7 @@ mod tests {
             memory_total_bytes: 1 << 30,
             data_dir: "/var/lib/berth".into(),
             registry: Default::default(),
+            bind_sources: super::super::BindSources::Any,
         };
         Arc::new(ApiContext::new(facts, berth_agent_proto::agent_client::AgentClient::new(channel)))
     }
