@@ -71,6 +71,7 @@ impl Connections {
 /// umask at bind(2), so the mode is set on the unbound socket: a chmod after
 /// bind would leave a moment in which the file has the umask's mode, and
 /// changing the umask would change it for every thread of the daemon.
+#[cfg(target_os = "linux")]
 pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
     let _ = std::fs::remove_file(path);
@@ -80,6 +81,20 @@ pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &UnixAddr::new(path)?)?;
     socket::listen(&fd, Backlog::new(1024).unwrap_or(Backlog::MAXCONN))?;
     tokio::net::UnixListener::from_std(std::os::unix::net::UnixListener::from(fd))
+}
+
+/// Elsewhere (macOS) a socket's mode cannot be set before bind(2) and
+/// SOCK_CLOEXEC does not exist: the socket is made 0600 right after bind,
+/// and the run directory it lives in is 0700 from its creation, so no other
+/// user can reach it in between.
+#[cfg(all(unix, not(target_os = "linux")))]
+pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(path);
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    listener.set_nonblocking(true)?;
+    tokio::net::UnixListener::from_std(listener)
 }
 
 /// Serves until the future is dropped; removes the socket file when it is.
