@@ -218,7 +218,10 @@ fn hostile_input_leaves_the_vm_and_the_store_whole() {
     let imported = harness::docker(&berth, &["import", &tarball.display().to_string(), "wipe"]);
     assert!(!imported.status.success(), "{}", describe(&imported));
     assert_eq!(ok(&berth, &["run", "--rm", "busybox", "echo", "still here"]), "still here\n");
-    assert_eq!(ok(&berth, &["exec", "keeper", "cat", "/etc/passwd"]).lines().next(), Some("root:x:0:0:root:/root:/bin/sh"));
+    assert_eq!(
+        ok(&berth, &["exec", "keeper", "cat", "/etc/passwd"]).lines().next(),
+        Some("root:x:0:0:root:/root:/bin/sh")
+    );
     ok(&berth, &["rm", "-f", "keeper"]);
     berth.stop_and_check_clean();
 }
