@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use berth_agent_proto::{AgentKey, InfoRequest, InfoResponse, ShutdownRequest};
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::agent_client::{self, AgentEndpoint};
 use crate::api;
@@ -56,10 +55,7 @@ fn notify(outcome: &StartOutcome) {
     let _ = writeln!(stdout, "{}", serde_json::to_string(outcome).unwrap_or_default());
     let _ = stdout.flush();
     // Nothing else may ever reach the starter's pipe.
-    if let Ok(devnull) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        // SAFETY: dup2 onto fd 1 while `devnull` is open; stdout's lock is held, so no Rust writer races it.
-        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&devnull), 1) };
-    }
+    crate::platform::detach_stdout();
 }
 
 async fn daemon_main(paths: &Paths) -> Result<()> {
@@ -82,14 +78,11 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
     State::new(Phase::Starting).write(&paths.state_file())?;
     tracing::info!(pid = std::process::id(), home = %paths.home.display(), "daemon starting");
 
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let _sighup = signal(SignalKind::hangup())?; // handled = ignored
+    let mut stop_requested = crate::platform::StopSignals::install()?;
 
     let booted = tokio::select! {
         booted = boot(paths) => booted,
-        _ = sigterm.recv() => Err(anyhow::anyhow!("stopped while starting")),
-        _ = sigint.recv() => Err(anyhow::anyhow!("stopped while starting")),
+        _ = stop_requested.recv() => Err(anyhow::anyhow!("stopped while starting")),
     };
     let Booted { mut vm, mut state, info, key, facts: guest } = match booted {
         Ok(booted) => booted,
@@ -168,8 +161,7 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
 
     let crashed = tokio::select! {
         why = vm.wait() => Some(why),
-        _ = sigterm.recv() => None,
-        _ = sigint.recv() => None,
+        _ = stop_requested.recv() => None,
     };
     // Aborting drops the server, which removes the socket.
     api_server.abort();

@@ -355,7 +355,7 @@ impl QemuVm {
     async fn stop_helpers(&mut self) {
         for (name, mut child) in self.helpers.drain(..) {
             if let Some(pid) = child.id() {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGTERM);
+                let _ = crate::platform::request_stop(pid);
             }
             if tokio::time::timeout(Duration::from_secs(2), child.wait()).await.is_err() {
                 tracing::warn!(name, "helper did not stop on SIGTERM; killing it");
