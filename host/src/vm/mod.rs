@@ -182,26 +182,32 @@ pub fn host_backend(kind: BackendKind) -> Result<Box<dyn VmBackend>> {
     }
 }
 
+/// A spec for the backends' unit tests.
+#[cfg(test)]
+pub fn test_spec() -> VmSpec {
+    VmSpec {
+        cpus: 1,
+        memory_mib: 512,
+        disk: "/h/disk.raw".into(),
+        disk_gib: 1,
+        shares: vec![Share { tag: "share0".into(), host_path: "/home/me".into(), guest_path: "/home/me".into() }],
+        run_dir: "/h/run".into(),
+        console_log: "/h/logs/console.log".into(),
+        agent_log: "/h/logs/agent.log".into(),
+        vmm_log: "/h/logs/qemu.log".into(),
+        helpers_log: "/h/logs/helpers.log".into(),
+        agent_log_level: "info".into(),
+        engine_dir: "/h/local".into(),
+        agent_key: berth_agent_proto::AgentKey::from_bytes([0xab; 32]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn spec() -> VmSpec {
-        VmSpec {
-            cpus: 1,
-            memory_mib: 512,
-            disk: "/h/disk.raw".into(),
-            disk_gib: 1,
-            shares: vec![Share { tag: "share0".into(), host_path: "/home/me".into(), guest_path: "/home/me".into() }],
-            run_dir: "/h/run".into(),
-            console_log: "/h/logs/console.log".into(),
-            agent_log: "/h/logs/agent.log".into(),
-            vmm_log: "/h/logs/qemu.log".into(),
-            helpers_log: "/h/logs/helpers.log".into(),
-            agent_log_level: "debug".into(),
-            engine_dir: "/h/local".into(),
-            agent_key: berth_agent_proto::AgentKey::from_bytes([0xab; 32]),
-        }
+        VmSpec { agent_log_level: "debug".into(), ..test_spec() }
     }
 
     #[test]

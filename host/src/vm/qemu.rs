@@ -484,21 +484,7 @@ mod tests {
     }
 
     fn spec() -> VmSpec {
-        VmSpec {
-            cpus: 2,
-            memory_mib: 1024,
-            disk: "/h/disk.raw".into(),
-            disk_gib: 4,
-            shares: vec![Share { tag: "share0".into(), host_path: "/home/me".into(), guest_path: "/home/me".into() }],
-            run_dir: "/h/run".into(),
-            console_log: "/h/logs/console.log".into(),
-            agent_log: "/h/logs/agent.log".into(),
-            vmm_log: "/h/logs/qemu.log".into(),
-            helpers_log: "/h/logs/helpers.log".into(),
-            agent_log_level: "info".into(),
-            engine_dir: "/h/local".into(),
-            agent_key: berth_agent_proto::AgentKey::from_bytes([0xab; 32]),
-        }
+        VmSpec { cpus: 2, memory_mib: 1024, ..crate::vm::test_spec() }
     }
 
     fn boot(accel: Accel) -> QemuBoot {
