@@ -67,34 +67,9 @@ impl Connections {
 }
 
 /// Binds the socket, mode 0600 from the start (only its owner may drive the
-/// engine). A unix socket file takes the mode of the socket's inode less the
-/// umask at bind(2), so the mode is set on the unbound socket: a chmod after
-/// bind would leave a moment in which the file has the umask's mode, and
-/// changing the umask would change it for every thread of the daemon.
-#[cfg(target_os = "linux")]
+/// engine); how depends on the OS (platform::bind_private_socket).
 pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
-    use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
-    let _ = std::fs::remove_file(path);
-    let fd =
-        socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
-    nix::sys::stat::fchmod(&fd, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
-    socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &UnixAddr::new(path)?)?;
-    socket::listen(&fd, Backlog::new(1024).unwrap_or(Backlog::MAXCONN))?;
-    tokio::net::UnixListener::from_std(std::os::unix::net::UnixListener::from(fd))
-}
-
-/// Elsewhere (macOS) a socket's mode cannot be set before bind(2) and
-/// SOCK_CLOEXEC does not exist: the socket is made 0600 right after bind,
-/// and the run directory it lives in is 0700 from its creation, so no other
-/// user can reach it in between.
-#[cfg(all(unix, not(target_os = "linux")))]
-pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::remove_file(path);
-    let listener = std::os::unix::net::UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    listener.set_nonblocking(true)?;
-    tokio::net::UnixListener::from_std(listener)
+    crate::platform::bind_private_socket(path)
 }
 
 /// Serves until the future is dropped; removes the socket file when it is.
