@@ -715,7 +715,14 @@ fn exec_with_a_terminal() {
 #[test]
 fn images_tags_and_missing_objects() {
     let berth = local_berth();
-    let images = |berth: &Berth| ok(berth, &["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]);
+    // Sorted: the CLI orders images by creation time, which two names of one
+    // image share, so they come in either order (seen both ways).
+    let images = |berth: &Berth| {
+        let listed = ok(berth, &["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]);
+        let mut lines: Vec<&str> = listed.lines().collect();
+        lines.sort_unstable();
+        lines.iter().map(|line| format!("{line}\n")).collect::<String>()
+    };
     let listed = images(&berth);
     let busybox_id = listed.strip_prefix("busybox:latest ").expect(&listed).trim().to_string();
 
