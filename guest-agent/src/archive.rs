@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use berth_engine::archive::ArchivePlan;
-use berth_engine::rootfs::{self, ContainerLayer};
+use berth_engine::rootfs;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -47,7 +47,7 @@ impl Containers {
         let entry = self.lookup(id).await?;
         let _op = entry.op.lock().await;
         let record = entry.snapshot();
-        let layer = ContainerLayer::under(&entry.dir);
+        let layer = entry.dir.layer();
         let running = record.state.status.is_running() && op != "export";
         let mounted_here = if running {
             false
@@ -66,7 +66,8 @@ impl Containers {
         let mounts = if running || op == "export" {
             Vec::new()
         } else {
-            let volumes = crate::containers::volume_binds(&record, &self.volumes_root).map_err(Status::internal)?;
+            let volumes = berth_engine::bundle::volume_binds(&record, &self.volumes_root)
+                .map_err(|e| Status::internal(e.to_string()))?;
             record.host_binds().into_iter().chain(volumes).collect()
         };
         let plan = ArchivePlan {

@@ -16,18 +16,18 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use berth_engine::bundle;
 use berth_engine::container::{self, Container, RestartPolicy, State, Status};
+use berth_engine::container_dir::{ContainerDir, REMOVING_PREFIX};
 use berth_engine::logfile::{self, LogCursor, Record};
-use berth_engine::rootfs::{self, ContainerLayer};
-use berth_engine::shim::{self, ShimConfig};
+use berth_engine::rootfs;
+use berth_engine::shim;
 use berth_engine::spec::NamespaceMode;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 use tonic::Status as RpcStatus;
 
 use crate::reaper::Reaper;
-
-const CONTAINER_FILE: &str = "container.json";
 
 /// The agent's end of a shim's ready pipe, which later carries its exit.
 type ShimPipe = std::io::BufReader<std::fs::File>;
@@ -38,7 +38,7 @@ pub struct Entry {
     changed: watch::Sender<Option<u64>>,
     /// Serialises start/stop/remove of one container.
     pub(crate) op: tokio::sync::Mutex<()>,
-    pub(crate) dir: PathBuf,
+    pub(crate) dir: ContainerDir,
 }
 
 impl Entry {
@@ -64,12 +64,12 @@ impl Entry {
             }
             serde_json::to_vec_pretty(&*record).map_err(|e| RpcStatus::internal(e.to_string()))?
         };
-        let saved = shim::write_atomically(&self.dir.join(CONTAINER_FILE), &data);
+        let saved = shim::write_atomically(&self.dir.record(), &data);
         // The record in memory changed either way: watchers (`docker wait`)
         // learn of it even when the disk could not (it is full).
         self.changed.send_modify(|v| *v = v.map(|n| n + 1));
         saved.map_err(|e| {
-            tracing::warn!(err = %e, dir = %self.dir.display(), "saving the container's state failed");
+            tracing::warn!(err = %e, dir = %self.dir.path().display(), "saving the container's state failed");
             RpcStatus::internal(format!("saving container state: {e}"))
         })
     }
@@ -84,26 +84,7 @@ pub struct Containers {
     pub events: Arc<crate::events::Events>,
     entries: Mutex<HashMap<String, Arc<Entry>>>,
     loaded: tokio::sync::OnceCell<()>,
-    device_filters: Arc<DeviceFilters>,
-}
-
-/// Loaded device filters (engine devices.rs) by their rules, handed to the
-/// shims: nearly every container has Docker's default rules, and loading
-/// (verifying) a program is most of a filter's cost.
-#[derive(Default)]
-struct DeviceFilters(Mutex<HashMap<String, Arc<OwnedFd>>>);
-
-impl DeviceFilters {
-    fn get(&self, rules: &[berth_engine::devices::Rule]) -> Result<Arc<OwnedFd>, String> {
-        let key = serde_json::to_string(rules).map_err(|e| e.to_string())?;
-        let mut loaded = self.0.lock().unwrap();
-        if let Some(prog) = loaded.get(&key) {
-            return Ok(prog.clone());
-        }
-        let prog = Arc::new(berth_engine::devices::load(rules).map_err(|e| e.to_string())?);
-        loaded.insert(key, prog.clone());
-        Ok(prog)
-    }
+    device_filters: Arc<bundle::DeviceFilters>,
 }
 
 pub fn no_such_container(id: &str) -> RpcStatus {
@@ -155,17 +136,18 @@ impl Containers {
                 let mut adopted = Vec::new();
                 for dir in std::fs::read_dir(&this.root).map_err(internal("listing containers"))?.flatten() {
                     let path = dir.path();
-                    if dir.file_name().to_string_lossy().starts_with(".removing-") {
+                    if dir.file_name().to_string_lossy().starts_with(REMOVING_PREFIX) {
                         let _ = std::fs::remove_dir_all(&path);
                         continue;
                     }
-                    let Ok(data) = std::fs::read(path.join(CONTAINER_FILE)) else {
+                    let path = ContainerDir::new(path);
+                    let Ok(data) = std::fs::read(path.record()) else {
                         // A create that crashed before its record was written.
-                        let _ = std::fs::remove_dir_all(&path);
+                        let _ = std::fs::remove_dir_all(path.path());
                         continue;
                     };
                     let Ok(record) = serde_json::from_slice::<Container>(&data) else {
-                        tracing::warn!(dir = %path.display(), "unreadable container record; skipped");
+                        tracing::warn!(dir = %path.path().display(), "unreadable container record; skipped");
                         continue;
                     };
                     let entry = this.insert(record, path);
@@ -192,7 +174,7 @@ impl Containers {
         self.events.emit("container", action, &record.id, attributes);
     }
 
-    fn insert(&self, record: Container, dir: PathBuf) -> Arc<Entry> {
+    fn insert(&self, record: Container, dir: ContainerDir) -> Arc<Entry> {
         let id = record.id.clone();
         let (changed, _) = watch::channel(Some(0));
         let entry = Arc::new(Entry { record: Mutex::new(record), changed, op: tokio::sync::Mutex::new(()), dir });
@@ -208,7 +190,7 @@ impl Containers {
             return;
         }
         match pidfd(state.shim_pid) {
-            Some(fd) if shim_is_ours(state.shim_pid, &entry.dir) => {
+            Some(fd) if shim_is_ours(state.shim_pid, entry.dir.path()) => {
                 tracing::info!(id = %entry.snapshot().id, pid = state.pid, "re-adopted running container");
                 tokio::spawn(self.clone().watch_exit(entry, pidfd_closed(fd), None));
             }
@@ -266,7 +248,7 @@ impl Containers {
         let mut resolved =
             container::resolve(&request, &image.config, &id).map_err(|e| RpcStatus::invalid_argument(e.to_string()))?;
         if resolved.init {
-            init_binary()?;
+            bundle::init_binary().map_err(|e| RpcStatus::invalid_argument(e.to_string()))?;
         }
         if let NamespaceMode::Container(other) = &resolved.options.pid {
             self.lookup(other).await?;
@@ -293,7 +275,7 @@ impl Containers {
             }
             name
         };
-        let dir = self.root.join(&id);
+        let dir = ContainerDir::new(self.root.join(&id));
         let record = Container {
             id: id.clone(),
             name: name.clone(),
@@ -334,22 +316,12 @@ impl Containers {
             );
         }
         let (record2, dir2, volumes_root) = (record.clone(), dir.clone(), self.volumes_root.clone());
-        let written = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            let (record, dir) = (record2, dir2);
-            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-            write_etc_files(&dir, &record).map_err(|e| e.to_string())?;
-            fill_volumes(&record, &dir, &volumes_root)?;
-            let json = serde_json::to_vec_pretty(&record).map_err(|e| e.to_string())?;
-            shim::write_atomically(&dir.join(CONTAINER_FILE), &json).map_err(|e| e.to_string())?;
-            // The 201 promises the container exists: its directory, etc
-            // files and filled volumes too, not only the record.
-            berth_engine::durable::sync_filesystem(&dir).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| RpcStatus::internal(e.to_string()))?;
+        let written = tokio::task::spawn_blocking(move || bundle::populate(&record2, &dir2, &volumes_root))
+            .await
+            .map_err(|e| RpcStatus::internal(e.to_string()))?;
         if let Err(err) = written {
             self.entries.lock().unwrap().remove(&id);
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::remove_dir_all(dir.path());
             self.remove_anonymous_volumes(&record.volumes).await;
             return Err(RpcStatus::internal(format!("creating the container: {err}")));
         }
@@ -391,20 +363,25 @@ impl Containers {
         };
         let filters = self.device_filters.clone();
         let prepared = tokio::task::spawn_blocking(move || {
-            prepare(&record, &dir, cgroup_root.as_deref(), &volumes_root, pid_namespace, &filters)
+            let host = bundle::Host {
+                cgroup_root: cgroup_root.as_deref(),
+                volumes_root: &volumes_root,
+                device_filters: &filters,
+            };
+            bundle::prepare(&record, &dir, &host, pid_namespace)
         })
         .await
         .map_err(|e| RpcStatus::internal(e.to_string()))?;
         let device_filter = match prepared {
             Ok(filter) => filter,
-            Err(message) => return Err(self.failed_to_start(entry, message).await),
+            Err(err) => return Err(self.failed_to_start(entry, err.to_string()).await),
         };
         let (ready_read, ready_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RpcStatus::internal(e.to_string()))?;
         // /proc/self/exe, not a path: in the VM the agent's original file
         // was moved at boot (init::switch_to_tmpfs_root).
         let mut cmd = Command::new("/proc/self/exe");
-        cmd.arg("shim").arg(&entry.dir).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+        cmd.arg("shim").arg(entry.dir.path()).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
         let ready_fd = ready_write.as_raw_fd();
         let filter_fd = device_filter.as_ref().map(|f| f.as_raw_fd());
         // SAFETY: dup2 is async-signal-safe, and the closure touches nothing
@@ -515,7 +492,7 @@ impl Containers {
     /// missing executable, 128 otherwise) and returns the client's error.
     async fn failed_to_start(&self, entry: &Arc<Entry>, message: String) -> RpcStatus {
         let dir = entry.dir.clone();
-        let _ = tokio::task::spawn_blocking(move || rootfs::unmount_overlay(&ContainerLayer::under(&dir))).await;
+        let _ = tokio::task::spawn_blocking(move || rootfs::unmount_overlay(&dir.layer())).await;
         let code = if message.contains("not found") || message.contains("no such file") { 127 } else { 128 };
         let _ = entry.update(|c| {
             c.state.status = Status::Exited;
@@ -561,8 +538,8 @@ impl Containers {
                 std::io::BufRead::read_line(&mut pipe, &mut line).ok()?;
                 serde_json::from_str::<shim::ExitRecord>(line.trim()).ok()
             });
-            let exit = from_pipe.or_else(|| shim::read_exit(&dir));
-            let _ = rootfs::unmount_overlay(&ContainerLayer::under(&dir));
+            let exit = from_pipe.or_else(|| shim::read_exit(dir.path()));
+            let _ = rootfs::unmount_overlay(&dir.layer());
             // What the container wrote (its layer, its volumes) is on disk
             // before anyone is told it exited.
             if let Err(err) = berth_engine::durable::sync_filesystem(&data_root) {
@@ -857,7 +834,7 @@ impl Containers {
         let dir = entry.dir.clone();
         let cgroup = self.cgroup_root.as_ref().map(|root| berth_engine::cgroup::container_cgroup(root, &id));
         tokio::task::spawn_blocking(move || {
-            let _ = rootfs::unmount_overlay(&ContainerLayer::under(&dir));
+            let _ = rootfs::unmount_overlay(&dir.layer());
             // Normally gone with the shim; not if the shim was killed.
             if let Some(cgroup) = cgroup.filter(|c| c.exists()) {
                 berth_engine::cgroup::remove(&cgroup);
@@ -866,9 +843,8 @@ impl Containers {
             // to load at the next start (leftovers are swept then); made
             // durable before the removal is acknowledged (`docker run --rm`
             // returns on it).
-            let doomed =
-                dir.with_file_name(format!(".removing-{}", dir.file_name().unwrap_or_default().to_string_lossy()));
-            std::fs::rename(&dir, &doomed)
+            let doomed = dir.removing();
+            std::fs::rename(dir.path(), &doomed)
                 .and_then(|()| berth_engine::durable::sync_dir(doomed.parent().unwrap_or(&doomed)))
                 .and_then(|()| std::fs::remove_dir_all(&doomed))
         })
@@ -884,7 +860,7 @@ impl Containers {
 
     pub async fn inspect(self: &Arc<Self>, name: &str) -> Result<serde_json::Value, RpcStatus> {
         let entry = self.lookup(name).await?;
-        Ok(entry.snapshot().inspect(&entry.dir, &self.volumes_root))
+        Ok(entry.snapshot().inspect(entry.dir.path(), &self.volumes_root))
     }
 
     pub async fn list(
@@ -912,7 +888,8 @@ impl Containers {
             .map(|c| {
                 let mut summary = c.summary(now, &self.volumes_root);
                 if size {
-                    summary["SizeRw"] = berth_engine::volume::tree_size(&self.root.join(&c.id).join("upper")).into();
+                    summary["SizeRw"] =
+                        berth_engine::volume::tree_size(&ContainerDir::new(self.root.join(&c.id)).upper()).into();
                 }
                 summary
             })
@@ -938,8 +915,8 @@ impl Containers {
                 && (req.until_ns <= 0 || r.time_ns <= req.until_ns)
         };
         let dir = entry.dir.clone();
-        let mut cursor = LogCursor::at_end(&dir);
-        let records = tokio::task::spawn_blocking(move || logfile::read_all(&dir))
+        let mut cursor = LogCursor::at_end(dir.path());
+        let records = tokio::task::spawn_blocking(move || logfile::read_all(dir.path()))
             .await
             .map_err(|e| RpcStatus::internal(e.to_string()))?
             .map_err(internal("reading the log"))?;
@@ -969,10 +946,10 @@ impl Containers {
         tx: tokio::sync::mpsc::Sender<Result<berth_agent_proto::LogEntry, RpcStatus>>,
     ) -> Result<(), RpcStatus> {
         let entry = self.lookup(&start.id).await?;
-        let mut cursor = LogCursor::at_end(&entry.dir);
+        let mut cursor = LogCursor::at_end(entry.dir.path());
         let replay = if start.logs {
             let dir = entry.dir.clone();
-            tokio::task::spawn_blocking(move || logfile::read_all(&dir))
+            tokio::task::spawn_blocking(move || logfile::read_all(dir.path()))
                 .await
                 .ok()
                 .and_then(Result::ok)
@@ -1015,11 +992,12 @@ impl Containers {
         }
         let dir = entry.dir.clone();
         let cgroup = self.cgroup_root.as_ref().map(|root| berth_engine::cgroup::container_cgroup(root, &record.id));
-        let plan =
-            tokio::task::spawn_blocking(move || enter_plan(&record, &dir, cgroup, &start).map(|plan| (plan, start)))
-                .await
-                .map_err(|e| RpcStatus::internal(e.to_string()))?
-                .map_err(RpcStatus::invalid_argument)?;
+        let plan = tokio::task::spawn_blocking(move || {
+            bundle::enter_plan(&record, &dir, cgroup, &start).map(|plan| (plan, start))
+        })
+        .await
+        .map_err(|e| RpcStatus::internal(e.to_string()))?
+        .map_err(|e| RpcStatus::invalid_argument(e.to_string()))?;
         let (plan, start) = plan;
         let plan = serde_json::to_string(&plan).map_err(|e| RpcStatus::internal(e.to_string()))?;
         Ok(berth_agent_proto::ExecStart {
@@ -1186,7 +1164,7 @@ impl Containers {
                 continue;
             }
             let _op = entry.op.lock().await;
-            reclaimed += berth_engine::volume::tree_size(&entry.dir.join("upper"));
+            reclaimed += berth_engine::volume::tree_size(&entry.dir.upper());
             if self.remove_entry(&entry).await.is_ok() {
                 deleted.push(record.id);
             }
@@ -1204,7 +1182,7 @@ impl Containers {
         }
         // Containers without a terminal have no resize FIFO; Docker ignores
         // their resizes too.
-        let _ = shim::request_resize(&entry.dir, rows, cols);
+        let _ = shim::request_resize(entry.dir.path(), rows, cols);
         Ok(())
     }
 }
@@ -1273,7 +1251,7 @@ async fn follow(
     wait_for_start: bool,
 ) {
     let mut changed = entry.changed.subscribe();
-    let watcher = DirWatcher::new(&entry.dir);
+    let watcher = DirWatcher::new(entry.dir.path());
     let mut started = entry.state().status.is_running();
     loop {
         let status = entry.state().status;
@@ -1344,7 +1322,7 @@ async fn forward_stdin(entry: &Arc<Entry>, input: &mut tonic::Streaming<berth_ag
     let mut pending: Vec<u8> = Vec::new();
     let mut fifo: Option<tokio::net::unix::pipe::Sender> = None;
     let mut changed = entry.changed.subscribe();
-    let path = entry.dir.join(shim::STDIN_FIFO);
+    let path = entry.dir.stdin_fifo();
     loop {
         if fifo.is_none() && entry.state().status.is_running() {
             // Opening for writing fails (ENXIO) until the shim has it open.
@@ -1426,277 +1404,6 @@ fn shim_is_ours(pid: i32, dir: &Path) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     args.get(1) == Some(&&b"shim"[..]) && args.get(2) == Some(&dir.as_os_str().as_encoded_bytes())
-}
-
-/// /etc/hostname, /etc/hosts and /etc/resolv.conf for the container, bound
-/// over the image's at start (as Docker does).
-fn write_etc_files(dir: &Path, record: &Container) -> std::io::Result<()> {
-    let hostname = record.config["Hostname"].as_str().unwrap_or("localhost");
-    std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
-    let host_network = record.host_config["NetworkMode"].as_str() == Some("host");
-    let hosts = if host_network {
-        std::fs::read_to_string("/etc/hosts").unwrap_or_default()
-    } else {
-        format!(
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.0.1\t{hostname}\n"
-        )
-    };
-    std::fs::write(dir.join("hosts"), hosts)?;
-    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_else(|_| "nameserver 10.0.2.3\n".into());
-    std::fs::write(dir.join("resolv.conf"), resolv)
-}
-
-/// The process `docker exec` asks for, resolved against the container.
-fn enter_plan(
-    record: &Container,
-    dir: &Path,
-    cgroup: Option<PathBuf>,
-    start: &berth_agent_proto::ExecStart,
-) -> Result<berth_engine::runtime::EnterPlan, String> {
-    let layer = ContainerLayer::under(dir);
-    let user = if start.user.is_empty() { record.config["User"].as_str().unwrap_or("") } else { &start.user };
-    let identity = rootfs::resolve_user(&layer.merged, user).map_err(|e| e.to_string())?;
-    let base: Vec<String> = record.config["Env"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
-        .unwrap_or_default();
-    let mut env = base;
-    for entry in &start.env {
-        let key = entry.split('=').next().unwrap_or("");
-        env.retain(|e| e.split('=').next() != Some(key));
-        env.push(entry.clone());
-    }
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={}", identity.home));
-    }
-    if start.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
-        env.push("TERM=xterm".into());
-    }
-    let cwd = if !start.cwd.is_empty() {
-        start.cwd.clone()
-    } else {
-        record.config["WorkingDir"].as_str().filter(|s| !s.is_empty()).unwrap_or("/").to_string()
-    };
-    // The container's own isolation, from the spec it was started with.
-    let spec: serde_json::Value = std::fs::read(dir.join(shim::SPEC_FILE))
-        .ok()
-        .and_then(|d| serde_json::from_slice(&d).ok())
-        .ok_or("the container's runtime spec is missing")?;
-    let shim_config: ShimConfig = std::fs::read(dir.join(shim::SHIM_CONFIG))
-        .ok()
-        .and_then(|d| serde_json::from_slice(&d).ok())
-        .ok_or("the container's shim config is missing")?;
-    let capabilities: Vec<String> = if start.privileged {
-        berth_engine::spec::ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect()
-    } else {
-        spec["process"]["capabilities"]["bounding"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
-            .unwrap_or_default()
-    };
-    Ok(berth_engine::runtime::EnterPlan {
-        pid: record.state.pid,
-        cgroup,
-        argv: start.argv.clone(),
-        env,
-        cwd,
-        uid: identity.uid,
-        gid: identity.gid,
-        groups: identity.process_groups(),
-        capabilities,
-        no_new_privileges: spec["process"]["noNewPrivileges"].as_bool().unwrap_or(false),
-        seccomp: shim_config.seccomp && !start.privileged,
-        terminal: start.tty.then(|| {
-            let size = start.size.unwrap_or(berth_agent_proto::WindowSize { rows: 24, cols: 80 });
-            (size.rows as u16, size.cols as u16)
-        }),
-    })
-}
-
-/// Where `--init` finds its init (tini, as Docker's docker-init is): the
-/// initramfs puts it in the VM; a local agent may use Debian's tini.
-const INIT_CANDIDATES: &[&str] = &["/usr/libexec/berth/docker-init", "/usr/bin/tini-static"];
-
-/// Where `--init`'s binary is mounted in the container, as in Docker.
-const INIT_IN_CONTAINER: &str = "/sbin/docker-init";
-
-/// The init binary for `--init`; never silently none.
-fn init_binary() -> Result<PathBuf, RpcStatus> {
-    INIT_CANDIDATES.iter().map(PathBuf::from).find(|p| p.is_file()).ok_or_else(|| {
-        RpcStatus::invalid_argument(format!(
-            "--init needs an init binary (tini), and there is none at {}",
-            INIT_CANDIDATES.join(" or ")
-        ))
-    })
-}
-
-/// Fills the container's new volumes from the image, at create as Docker
-/// does (so `docker cp` into a created container sees the content). Volumes
-/// with content, `nocopy` ones and those from `--volumes-from` are left.
-fn fill_volumes(record: &Container, dir: &Path, volumes_root: &Path) -> Result<(), String> {
-    if record.volumes.iter().all(|v| v.nocopy) {
-        return Ok(());
-    }
-    let layer = ContainerLayer::under(dir);
-    rootfs::mount_overlay(&record.layers, &layer).map_err(|e| e.to_string())?;
-    let volumes = berth_engine::volume::VolumeStore::open(volumes_root).map_err(|e| e.to_string());
-    let filled = volumes.and_then(|volumes| {
-        for volume in record.volumes.iter().filter(|v| !v.nocopy) {
-            let in_image = berth_engine::runtime::resolve_in_root(&layer.merged, Path::new(&volume.target))
-                .map_err(|e| format!("resolving {}: {e}", volume.target))?;
-            berth_engine::volume::copy_up(&in_image, &volumes.data_dir(&volume.name))
-                .map_err(|e| format!("filling volume {} from the image: {e}", volume.name))?;
-        }
-        Ok(())
-    });
-    let _ = rootfs::unmount_overlay(&layer);
-    filled
-}
-
-/// The container's volumes, as the bind mounts of their data directories.
-pub(crate) fn volume_binds(record: &Container, volumes_root: &Path) -> Result<Vec<berth_engine::spec::Bind>, String> {
-    let store = berth_engine::volume::VolumeStore::open(volumes_root).map_err(|e| e.to_string())?;
-    Ok(record
-        .volumes
-        .iter()
-        .map(|volume| berth_engine::spec::Bind {
-            source: store.data_dir(&volume.name),
-            target: PathBuf::from(&volume.target),
-            readonly: volume.readonly,
-        })
-        .collect())
-}
-
-/// Everything before the shim: the overlay, the user, the working
-/// directory, the spec and the shim's own config. Blocking.
-fn prepare(
-    record: &Container,
-    dir: &Path,
-    cgroup_root: Option<&Path>,
-    volumes_root: &Path,
-    pid_namespace: Option<PathBuf>,
-    filters: &DeviceFilters,
-) -> Result<Option<Arc<OwnedFd>>, String> {
-    let layer = ContainerLayer::under(dir);
-    let _ = rootfs::unmount_overlay(&layer);
-    rootfs::mount_overlay(&record.layers, &layer).map_err(|e| e.to_string())?;
-    let result = prepare_mounted(record, dir, &layer, cgroup_root, volumes_root, pid_namespace, filters);
-    if result.is_err() {
-        let _ = rootfs::unmount_overlay(&layer);
-    }
-    result
-}
-
-fn prepare_mounted(
-    record: &Container,
-    dir: &Path,
-    layer: &ContainerLayer,
-    cgroup_root: Option<&Path>,
-    volumes_root: &Path,
-    pid_namespace: Option<PathBuf>,
-    filters: &DeviceFilters,
-) -> Result<Option<Arc<OwnedFd>>, String> {
-    let image_config = serde_json::json!({ "config": record.config });
-    let resolved = container::resolve(
-        &{
-            let mut request = record.config.clone();
-            request["HostConfig"] = record.host_config.clone();
-            request
-        },
-        &image_config,
-        &record.id,
-    )
-    .map_err(|e| e.to_string())?;
-    let mut options = resolved.options;
-    let user = record.config["User"].as_str().unwrap_or("");
-    let identity = rootfs::resolve_user(&layer.merged, user).map_err(|e| e.to_string())?;
-    options.uid = identity.uid;
-    options.gid = identity.gid;
-    options.additional_gids = identity.process_groups();
-    // --group-add: numbers as they are, names through the image's /etc/group.
-    let group_file = std::fs::read_to_string(layer.merged.join("etc/group")).unwrap_or_default();
-    for group in record.host_config["GroupAdd"].as_array().into_iter().flatten().filter_map(|g| g.as_str()) {
-        let gid = group.parse::<u32>().ok().or_else(|| {
-            group_file.lines().find_map(|l| {
-                let fields: Vec<&str> = l.split(':').collect();
-                (fields.len() >= 3 && fields[0] == group).then(|| fields[2].parse().ok()).flatten()
-            })
-        });
-        match gid {
-            Some(gid) if !options.additional_gids.contains(&gid) => options.additional_gids.push(gid),
-            Some(_) => {}
-            None => return Err(format!("Unable to find group {group}: no matching entries in group file")),
-        }
-    }
-    if !options.env.iter().any(|e| e.starts_with("HOME=")) {
-        options.env.push(format!("HOME={}", identity.home));
-    }
-    if !options.cwd.is_empty() {
-        let cwd = berth_engine::runtime::resolve_in_root(&layer.merged, Path::new(&options.cwd))
-            .map_err(|e| format!("resolving the working directory: {e}"))?;
-        std::fs::create_dir_all(&cwd).map_err(|e| format!("creating the working directory: {e}"))?;
-    }
-    // The container's own binds came back from `resolve`; the rest of its
-    // mounts are in the record.
-    options.binds.extend(record.binds_from.iter().cloned());
-    options.binds.extend(volume_binds(record, volumes_root)?);
-    if let Some(path) = pid_namespace {
-        options.pid = berth_engine::spec::NamespaceMode::Join(path);
-    }
-    if resolved.init {
-        let init = init_binary().map_err(|e| e.message().to_string())?;
-        options.binds.push(berth_engine::spec::Bind {
-            source: init,
-            target: PathBuf::from(INIT_IN_CONTAINER),
-            readonly: true,
-        });
-        // tini's `--`: everything after it is the command, flags included.
-        options.args.splice(0..0, [INIT_IN_CONTAINER.to_string(), "--".to_string()]);
-    }
-    for file in ["hostname", "hosts", "resolv.conf"] {
-        options.binds.push(berth_engine::spec::Bind {
-            source: dir.join(file),
-            target: PathBuf::from("/etc").join(file),
-            readonly: false,
-        });
-    }
-    let cgroup = cgroup_root.map(|root| berth_engine::cgroup::container_cgroup(root, &record.id));
-    options.cgroups_path = cgroup.clone().unwrap_or_default();
-    let spec = berth_engine::spec::build(&options, &layer.merged).map_err(|e| e.to_string())?;
-    let device_rules = spec.linux().as_ref().and_then(|l| l.resources().as_ref()).and_then(|r| r.devices().clone());
-    let device_filter = match (&cgroup, device_rules) {
-        (Some(_), Some(rules)) => Some(filters.get(&rules)?),
-        _ => None,
-    };
-    let shim_config = ShimConfig {
-        tty: options.tty,
-        rows: record.host_config["ConsoleSize"][0].as_u64().unwrap_or(24) as u16,
-        cols: record.host_config["ConsoleSize"][1].as_u64().unwrap_or(80) as u16,
-        open_stdin: record.config["OpenStdin"].as_bool().unwrap_or(false),
-        stdin_once: record.config["StdinOnce"].as_bool().unwrap_or(false),
-        cgroup_root: cgroup_root.map(Path::to_path_buf),
-        cgroup,
-        seccomp: resolved.seccomp,
-        // Checked at create; a record from before that check gets the default.
-        log_limits: berth_engine::logfile::LogLimits::from_options(&record.host_config["LogConfig"]["Config"])
-            .unwrap_or_default(),
-        device_filter_passed: device_filter.is_some(),
-    };
-    let write = |name: &str, data: Vec<u8>| {
-        // Per run: a power loss ends the run too, so no fsync (two fewer per start).
-        shim::write_replacing(&dir.join(name), &data, false).map_err(|e| format!("writing {name}: {e}"))
-    };
-    write(shim::SPEC_FILE, serde_json::to_vec(&spec).map_err(|e| e.to_string())?)?;
-    write(shim::SHIM_CONFIG, serde_json::to_vec(&shim_config).map_err(|e| e.to_string())?)?;
-    let _ = std::fs::remove_file(dir.join(shim::EXIT_FILE));
-    for (fifo, wanted) in [(shim::STDIN_FIFO, shim_config.open_stdin), (shim::RESIZE_FIFO, shim_config.tty)] {
-        let path = dir.join(fifo);
-        if wanted && !path.exists() {
-            nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
-                .map_err(|e| format!("creating {fifo}: {e}"))?;
-        }
-    }
-    Ok(device_filter)
 }
 
 /// Docker's container list filters.

@@ -153,7 +153,7 @@ pub async fn commit(
         .join(" ");
 
     let paused = req.pause && containers.is_running(&record.id) && containers.pause(&record.id, true).await.is_ok();
-    let upper = berth_engine::rootfs::ContainerLayer::under(&entry.dir).upper;
+    let upper = entry.dir.upper();
     let store_images = images.clone();
     let written = tokio::task::spawn_blocking(move || {
         store_images.with(|store| {

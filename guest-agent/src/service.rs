@@ -711,7 +711,7 @@ impl Agent for AgentService {
     async fn container_changes(&self, req: Request<ContainerRef>) -> Result<Response<JsonResponse>, Status> {
         let entry = self.containers.lookup(&req.into_inner().id).await?;
         let record = entry.snapshot();
-        let upper = berth_engine::rootfs::ContainerLayer::under(&entry.dir).upper;
+        let upper = entry.dir.upper();
         let found = tokio::task::spawn_blocking(move || berth_engine::rootfs::changes(&upper, &record.layers))
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
