@@ -2,6 +2,9 @@
 //! JSON mapping a key to values, in the current `{"k": ["v"]}` form or the
 //! older `{"k": {"v": true}}` one.
 
+use std::collections::HashMap;
+
+use berth_engine::container::{Container, Status as ContainerStatus};
 use serde_json::Value;
 use tonic::Status;
 
@@ -53,4 +56,97 @@ pub fn labels_match(labels: &Value, wanted: &[String]) -> bool {
         Some((k, v)) => labels[k].as_str() == Some(v),
         None => labels.get(w.as_str()).is_some(),
     })
+}
+
+/// Docker's container list filters.
+pub struct ContainerFilters(HashMap<String, Vec<String>>);
+
+impl ContainerFilters {
+    /// Prune takes `label` (and `label!`) and `until` only.
+    pub fn parse_prune(text: &str) -> Result<ContainerFilters, Status> {
+        let value: serde_json::Value = if text.trim().is_empty() {
+            serde_json::json!({})
+        } else {
+            serde_json::from_str(text).map_err(|e| Status::invalid_argument(format!("invalid filter: {e}")))?
+        };
+        let mut map = HashMap::new();
+        for (key, values) in value.as_object().into_iter().flatten() {
+            if key != "label" && key != "until" {
+                return Err(Status::invalid_argument(format!("invalid filter '{key}'")));
+            }
+            let list: Vec<String> = match values {
+                serde_json::Value::Array(items) => items.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+                serde_json::Value::Object(items) => items.keys().cloned().collect(),
+                _ => Vec::new(),
+            };
+            map.insert(key.clone(), list);
+        }
+        Ok(ContainerFilters(map))
+    }
+
+    pub fn parse(text: &str) -> Result<ContainerFilters, Status> {
+        if text.trim().is_empty() {
+            return Ok(ContainerFilters(HashMap::new()));
+        }
+        // Both {"k": ["v"]} and the older {"k": {"v": true}} forms.
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| Status::invalid_argument(format!("invalid filter: {e}")))?;
+        let mut map = HashMap::new();
+        for (key, values) in value.as_object().into_iter().flatten() {
+            let list: Vec<String> = match values {
+                serde_json::Value::Array(items) => items.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+                serde_json::Value::Object(items) => items.keys().cloned().collect(),
+                _ => return Err(Status::invalid_argument(format!("invalid filter '{key}'"))),
+            };
+            match key.as_str() {
+                "id" | "name" | "label" | "status" | "ancestor" | "before" | "since" | "exited" => {}
+                other => return Err(Status::invalid_argument(format!("invalid filter '{other}'"))),
+            }
+            if key == "status" {
+                for status in &list {
+                    if !["created", "restarting", "running", "removing", "paused", "exited", "dead"]
+                        .contains(&status.as_str())
+                    {
+                        return Err(Status::invalid_argument(format!("invalid filter 'status={status}'")));
+                    }
+                }
+            }
+            map.insert(key.clone(), list);
+        }
+        Ok(ContainerFilters(map))
+    }
+
+    pub fn values(&self, key: &str) -> Option<&[String]> {
+        self.0.get(key).map(Vec::as_slice)
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
+    pub fn one(&self, key: &str) -> Option<String> {
+        self.0.get(key).and_then(|v| v.first().cloned())
+    }
+
+    pub fn matches(&self, c: &Container) -> bool {
+        let any = |key: &str, test: &dyn Fn(&str) -> bool| self.0.get(key).is_none_or(|vs| vs.iter().any(|v| test(v)));
+        let labels = &c.config["Labels"];
+        any("id", &|v| c.id.starts_with(v))
+            && any("name", &|v| c.name.contains(v.trim_start_matches('/')))
+            && any("status", &|v| c.state.status.as_str() == v)
+            && any("exited", &|v| c.state.status == ContainerStatus::Exited && v.parse() == Ok(c.state.exit_code))
+            && any("ancestor", &|v| {
+                c.image == v
+                    || c.image_id.starts_with(v)
+                    || c.image_id.trim_start_matches("sha256:").starts_with(v)
+                    || berth_engine::reference::normalize(v).ok().as_deref()
+                        == berth_engine::reference::normalize(&c.image).ok().as_deref()
+            })
+            && self.0.get("label").is_none_or(|vs| {
+                vs.iter().all(|v| match v.split_once('=') {
+                    Some((k, val)) => labels[k].as_str() == Some(val),
+                    None => labels.get(v).is_some(),
+                })
+            })
+    }
 }

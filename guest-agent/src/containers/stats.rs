@@ -1,0 +1,84 @@
+//! Docker's `stats` and `top`, from the container's cgroup.
+
+use std::sync::Arc;
+
+use berth_engine::container;
+use berth_engine::logfile;
+use tonic::Status as RpcStatus;
+
+use super::Containers;
+
+impl Containers {
+    /// Docker's `top`: the container's processes as `ps -ef` shows them.
+    pub async fn top(self: &Arc<Self>, name: &str) -> Result<serde_json::Value, RpcStatus> {
+        let entry = self.lookup(name).await?;
+        let record = entry.snapshot();
+        if !record.state.status.is_running() {
+            return Err(RpcStatus::aborted(format!("Container {} is not running", record.id)));
+        }
+        let pids = match &self.cgroup_root {
+            Some(root) => berth_engine::cgroup::pids(&berth_engine::cgroup::container_cgroup(root, &record.id)),
+            None => vec![record.state.pid],
+        };
+        let processes: Vec<Vec<String>> = pids.iter().filter_map(|pid| crate::sysinfo::ps_row(*pid)).collect();
+        Ok(serde_json::json!({
+            "Titles": ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"],
+            "Processes": processes,
+        }))
+    }
+
+    /// Docker's stats JSON from the container's cgroup; `previous` is the
+    /// last sample (Docker's precpu_stats).
+    pub async fn stats(
+        self: &Arc<Self>,
+        name: &str,
+        previous: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, RpcStatus> {
+        let entry = self.lookup(name).await?;
+        let record = entry.snapshot();
+        let running = record.state.status.is_running();
+        let stats = match (&self.cgroup_root, running) {
+            (Some(root), true) => {
+                berth_engine::cgroup::stats(&berth_engine::cgroup::container_cgroup(root, &record.id))
+            }
+            _ => Default::default(),
+        };
+        let cpus = crate::sysinfo::online_cpus();
+        let memory_stat: serde_json::Map<String, serde_json::Value> =
+            stats.memory_stat.iter().map(|(k, v)| (k.clone(), (*v).into())).collect();
+        let limit = if stats.memory_limit > 0 { stats.memory_limit } else { crate::sysinfo::meminfo().total };
+        let empty_cpu = serde_json::json!({"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0}, "system_cpu_usage": 0, "online_cpus": cpus, "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}});
+        let precpu = previous.map(|p| p["cpu_stats"].clone()).unwrap_or(empty_cpu);
+        let preread = previous.map(|p| p["read"].clone()).unwrap_or_else(|| "0001-01-01T00:00:00Z".into());
+        Ok(serde_json::json!({
+            "read": container::rfc3339(logfile::now_ns()),
+            "preread": preread,
+            "id": record.id,
+            "name": format!("/{}", record.name),
+            "num_procs": 0,
+            "pids_stats": if running { serde_json::json!({"current": stats.pids_current, "limit": stats.pids_limit}) } else { serde_json::json!({}) },
+            "cpu_stats": {
+                "cpu_usage": {
+                    "total_usage": stats.cpu_usage_ns,
+                    "usage_in_kernelmode": stats.cpu_system_ns,
+                    "usage_in_usermode": stats.cpu_user_ns,
+                },
+                "system_cpu_usage": crate::sysinfo::system_cpu_ns(),
+                "online_cpus": cpus,
+                "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
+            },
+            "precpu_stats": precpu,
+            "memory_stats": if running { serde_json::json!({"usage": stats.memory_usage, "limit": limit, "stats": memory_stat}) } else { serde_json::json!({}) },
+            "blkio_stats": {
+                "io_service_bytes_recursive": [
+                    {"major": 0, "minor": 0, "op": "read", "value": stats.io_read_bytes},
+                    {"major": 0, "minor": 0, "op": "write", "value": stats.io_write_bytes},
+                ],
+                "io_serviced_recursive": null, "io_queue_recursive": null, "io_service_time_recursive": null,
+                "io_wait_time_recursive": null, "io_merged_recursive": null, "io_time_recursive": null, "sectors_recursive": null,
+            },
+            "storage_stats": {},
+            "networks": {},
+        }))
+    }
+}
