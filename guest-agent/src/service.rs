@@ -221,7 +221,7 @@ impl AgentService {
         let containers = self.containers.clone();
         let errors = tx.clone();
         tokio::spawn(async move {
-            if let Err(status) = containers.archive(&id, op, &path, None, Some(raw_tx)).await {
+            if let Err(status) = crate::archive::run(&containers, &id, op, &path, None, Some(raw_tx)).await {
                 let _ = errors.send(Err(status)).await;
             }
         });
@@ -636,36 +636,36 @@ impl Agent for AgentService {
     async fn create_volume(&self, req: Request<JsonRequest>) -> Result<Response<JsonResponse>, Status> {
         let body = docker_json::parse(&docker_json::VOLUME_CREATE, &req.into_inner().json)
             .map_err(Status::invalid_argument)?;
-        let value = self.containers.create_volume(&body).await?;
+        let value = self.containers.volumes.create(&body)?;
         Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
     }
 
     async fn list_volumes(&self, req: Request<ListVolumesRequest>) -> Result<Response<JsonResponse>, Status> {
         let ListVolumesRequest { filters_json, usage } = req.into_inner();
-        let value = self.containers.list_volumes(&filters_json, usage).await?;
+        let value = self.containers.volumes.list(&filters_json, usage, &self.containers.records())?;
         Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
     }
 
     async fn inspect_volume(&self, req: Request<VolumeRef>) -> Result<Response<JsonResponse>, Status> {
-        let value = self.containers.inspect_volume(&req.into_inner().name).await?;
+        let value = self.containers.volumes.inspect(&req.into_inner().name)?;
         Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
     }
 
     async fn remove_volume(&self, req: Request<RemoveVolumeRequest>) -> Result<Response<Empty>, Status> {
         let RemoveVolumeRequest { name, force } = req.into_inner();
-        self.containers.remove_volume(&name, force).await?;
+        self.containers.volumes.remove(&name, force, &self.containers.records())?;
         Ok(Response::new(Empty {}))
     }
 
     async fn prune_volumes(&self, req: Request<PruneVolumesRequest>) -> Result<Response<JsonResponse>, Status> {
-        let value = self.containers.prune_volumes(&req.into_inner().filters_json).await?;
+        let value = self.containers.volumes.prune(&req.into_inner().filters_json, &self.containers.records())?;
         Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
     }
 
     async fn stat_container_path(&self, req: Request<ContainerPathRequest>) -> Result<Response<JsonResponse>, Status> {
         let ContainerPathRequest { id, path } = req.into_inner();
         let (tx, mut rx) = mpsc::channel(4);
-        self.containers.archive(&id, "stat", &path, None, Some(tx)).await?;
+        crate::archive::run(&self.containers, &id, "stat", &path, None, Some(tx)).await?;
         let mut json = Vec::new();
         while let Some(Ok(chunk)) = rx.recv().await {
             json.extend(chunk);
@@ -682,7 +682,7 @@ impl Agent for AgentService {
         let ContainerPathRequest { id, path } = req.into_inner();
         // Missing paths are an error before any data: stat first.
         let (stat_tx, _stat_rx) = mpsc::channel(4);
-        self.containers.archive(&id, "stat", &path, None, Some(stat_tx)).await?;
+        crate::archive::run(&self.containers, &id, "stat", &path, None, Some(stat_tx)).await?;
         self.stream_archive(id, "get", path)
     }
 
@@ -704,7 +704,7 @@ impl Agent for AgentService {
                 }
             }
         });
-        self.containers.archive(&start.id, "put", &start.path, Some(rx), None).await?;
+        crate::archive::run(&self.containers, &start.id, "put", &start.path, Some(rx), None).await?;
         Ok(Response::new(Empty {}))
     }
 

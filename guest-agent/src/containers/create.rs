@@ -69,7 +69,7 @@ impl Containers {
         };
         let mut record = record;
         let own_volumes = resolved.volumes.into_iter().chain(resolved.image_volumes).collect();
-        record.volumes = self.create_volumes(own_volumes).await?;
+        record.volumes = self.volumes.create_for_container(own_volumes)?;
         record.volumes.extend(resolved.inherited_volumes);
         // The name check and the insertion happen under one lock, so two
         // creates with one name cannot both win.
@@ -92,14 +92,14 @@ impl Containers {
                 }),
             );
         }
-        let (record2, dir2, volumes_root) = (record.clone(), dir.clone(), self.volumes_root.clone());
+        let (record2, dir2, volumes_root) = (record.clone(), dir.clone(), self.volumes.root().to_path_buf());
         let written = tokio::task::spawn_blocking(move || bundle::populate(&record2, &dir2, &volumes_root))
             .await
             .map_err(|e| RpcStatus::internal(e.to_string()))?;
         if let Err(err) = written {
             self.entries.lock().unwrap().remove(&id);
             let _ = std::fs::remove_dir_all(dir.path());
-            self.remove_anonymous_volumes(&record.volumes).await;
+            self.remove_anonymous_volumes(&record.volumes);
             return Err(RpcStatus::internal(format!("creating the container: {err}")));
         }
         tracing::info!(%id, %name, "container created");

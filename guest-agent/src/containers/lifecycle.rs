@@ -39,7 +39,7 @@ impl Containers {
         let record = entry.snapshot();
         let dir = entry.dir.clone();
         let cgroup_root = self.cgroup_root.clone();
-        let volumes_root = self.volumes_root.clone();
+        let volumes_root = self.volumes.root().to_path_buf();
         let pid_namespace = match record.host_config["PidMode"].as_str().and_then(|m| m.strip_prefix("container:")) {
             Some(other) => Some(self.pid_namespace_of(other).await?),
             None => None,
@@ -158,7 +158,7 @@ impl Containers {
         // waits for its removal).
         if entry.snapshot().host_config["AutoRemove"].as_bool() == Some(true) {
             let _ = self.remove_entry(entry).await;
-            self.remove_anonymous_volumes(&entry.snapshot().volumes).await;
+            self.remove_anonymous_volumes(&entry.snapshot().volumes);
         }
         if code == 127 {
             RpcStatus::invalid_argument(format!("failed to create task for container: {message}: unknown"))
@@ -227,7 +227,7 @@ impl Containers {
         self.emit("die", &record, &[("exitCode", record.state.exit_code.to_string())]);
         if record.host_config["AutoRemove"].as_bool() == Some(true) {
             let _ = self.remove_entry(entry).await;
-            self.remove_anonymous_volumes(&record.volumes).await;
+            self.remove_anonymous_volumes(&record.volumes);
             return;
         }
         let policy = RestartPolicy::parse(&record.host_config).unwrap_or(RestartPolicy::No);

@@ -87,7 +87,7 @@ impl Entry {
 pub struct Containers {
     root: PathBuf,
     /// Named volumes (see volumes.rs), beside the containers on the data disk.
-    pub(crate) volumes_root: PathBuf,
+    pub(crate) volumes: crate::volumes::Volumes,
     cgroup_root: Option<PathBuf>,
     pub(crate) reaper: Reaper,
     pub events: Arc<crate::events::Events>,
@@ -124,7 +124,7 @@ pub struct ImageInfo {
 impl Containers {
     pub fn new(root: PathBuf, reaper: Reaper, events: Arc<crate::events::Events>) -> Arc<Containers> {
         Arc::new(Containers {
-            volumes_root: root.parent().unwrap_or(&root).join("volumes"),
+            volumes: crate::volumes::Volumes::new(root.parent().unwrap_or(&root).join("volumes"), events.clone()),
             root,
             cgroup_root: berth_engine::cgroup::hierarchy_root(),
             reaper,
@@ -233,6 +233,11 @@ impl Containers {
         self.entries.lock().unwrap().values().map(|e| e.snapshot()).collect()
     }
 
+    /// Removes a removed container's anonymous volumes no other container uses.
+    fn remove_anonymous_volumes(&self, volumes: &[berth_engine::container::VolumeMount]) {
+        self.volumes.remove_anonymous(volumes, &self.records());
+    }
+
     /// Every container whose image is `image_id` (for image removal checks).
     pub fn using_image(&self, image_id: &str) -> Vec<(String, Status)> {
         self.entries
@@ -251,7 +256,7 @@ impl Containers {
 
     pub async fn inspect(self: &Arc<Self>, name: &str) -> Result<serde_json::Value, RpcStatus> {
         let entry = self.lookup(name).await?;
-        Ok(entry.snapshot().inspect(entry.dir.path(), &self.volumes_root))
+        Ok(entry.snapshot().inspect(entry.dir.path(), self.volumes.root()))
     }
 
     pub async fn list(
@@ -277,7 +282,7 @@ impl Containers {
             .filter(|c| since.is_none_or(|t| c.created_ns > t))
             .take(if limit > 0 { limit as usize } else { usize::MAX })
             .map(|c| {
-                let mut summary = c.summary(now, &self.volumes_root);
+                let mut summary = c.summary(now, self.volumes.root());
                 if size {
                     summary["SizeRw"] =
                         berth_engine::volume::tree_size(&ContainerDir::new(self.root.join(&c.id)).upper()).into();

@@ -192,7 +192,7 @@ impl Containers {
         }
         self.remove_entry(&entry).await?;
         if remove_volumes {
-            self.remove_anonymous_volumes(&record.volumes).await;
+            self.remove_anonymous_volumes(&record.volumes);
         }
         Ok(())
     }
