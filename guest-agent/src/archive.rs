@@ -15,6 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tonic::Status;
 
+use crate::error::AgentError;
+
 use crate::containers::Containers;
 use crate::reaper::Reaper;
 
@@ -25,11 +27,11 @@ struct HelperExit {
 }
 
 impl HelperExit {
-    fn into_status(self, path: &str, container: &str) -> Result<(), Status> {
+    fn into_status(self, path: &str, container: &str) -> Result<(), AgentError> {
         match self.code {
             0 => Ok(()),
-            2 => Err(Status::not_found(format!("Could not find the file {path} in container {container}"))),
-            _ => Err(Status::invalid_argument(self.stderr.trim().to_string())),
+            2 => Err(AgentError::not_found(format!("Could not find the file {path} in container {container}"))),
+            _ => Err(AgentError::invalid(self.stderr.trim().to_string())),
         }
     }
 }
@@ -43,7 +45,7 @@ pub async fn run(
     path: &str,
     input: Option<mpsc::Receiver<Vec<u8>>>,
     output: Option<mpsc::Sender<Result<Vec<u8>, Status>>>,
-) -> Result<(), Status> {
+) -> Result<(), AgentError> {
     let entry = containers.lookup(id).await?;
     let _op = entry.op.lock().await;
     let record = entry.snapshot();
@@ -58,8 +60,8 @@ pub async fn run(
             rootfs::mount_overlay(&layers, &layer2)
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::internal(e.to_string()))?;
+        .map_err(|e| AgentError::internal(e.to_string()))?
+        .map_err(|e| AgentError::internal(e.to_string()))?;
         true
     };
     // `docker export` is of the root filesystem alone, as Docker's is.
@@ -67,7 +69,7 @@ pub async fn run(
         Vec::new()
     } else {
         let volumes = berth_engine::bundle::volume_binds(&record, containers.volumes.root())
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| AgentError::internal(e.to_string()))?;
         record.host_binds().into_iter().chain(volumes).collect()
     };
     let plan = ArchivePlan {
@@ -91,21 +93,21 @@ async fn run_helper(
     plan: &ArchivePlan,
     input: Option<mpsc::Receiver<Vec<u8>>>,
     output: Option<mpsc::Sender<Result<Vec<u8>, Status>>>,
-) -> Result<HelperExit, Status> {
-    let plan_json = serde_json::to_string(plan).map_err(|e| Status::internal(e.to_string()))?;
+) -> Result<HelperExit, AgentError> {
+    let plan_json = serde_json::to_string(plan).map_err(|e| AgentError::internal(e.to_string()))?;
     let mut cmd = Command::new("/proc/self/exe");
     cmd.args(["archive", op, &plan_json])
         .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(if output.is_some() { Stdio::piped() } else { Stdio::null() })
         .stderr(Stdio::piped());
     let (mut child, exited) =
-        reaper.spawn(&mut cmd).map_err(|e| Status::internal(format!("starting the archive helper: {e}")))?;
+        reaper.spawn(&mut cmd).map_err(|e| AgentError::internal(format!("starting the archive helper: {e}")))?;
     let stdin = child.stdin.take().map(tokio::process::ChildStdin::from_std).transpose();
     let stdout = child.stdout.take().map(tokio::process::ChildStdout::from_std).transpose();
     let stderr = child.stderr.take().map(tokio::process::ChildStderr::from_std).transpose();
     let (stdin, stdout, stderr) = match (stdin, stdout, stderr) {
         (Ok(a), Ok(b), Ok(c)) => (a, b, c),
-        _ => return Err(Status::internal("wiring the archive helper's stdio")),
+        _ => return Err(AgentError::internal("wiring the archive helper's stdio")),
     };
     let feed = async move {
         if let (Some(mut stdin), Some(mut input)) = (stdin, input) {
@@ -139,6 +141,6 @@ async fn run_helper(
         text
     };
     let ((), (), stderr) = tokio::join!(feed, drain, errors);
-    let exit = exited.await.map_err(|_| Status::internal("the archive helper vanished"))?;
+    let exit = exited.await.map_err(|_| AgentError::internal("the archive helper vanished"))?;
     Ok(HelperExit { code: exit.code, stderr })
 }

@@ -6,21 +6,21 @@ use std::collections::HashMap;
 
 use berth_engine::container::{Container, Status as ContainerStatus};
 use serde_json::Value;
-use tonic::Status;
+
+use crate::error::AgentError;
 
 pub type Filters = Vec<(String, Vec<String>)>;
 
 /// Parses `text`, refusing keys outside `allowed` as Docker does.
-pub fn parse(text: &str, allowed: &[&str]) -> Result<Filters, Status> {
+pub fn parse(text: &str, allowed: &[&str]) -> Result<Filters, AgentError> {
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| Status::invalid_argument(format!("invalid filter: {e}")))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| AgentError::invalid(format!("invalid filter: {e}")))?;
     let mut filters = Vec::new();
     for (key, values) in value.as_object().into_iter().flatten() {
         if !allowed.contains(&key.as_str()) {
-            return Err(Status::invalid_argument(format!("invalid filter '{key}'")));
+            return Err(AgentError::invalid(format!("invalid filter '{key}'")));
         }
         let list = match values {
             Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
@@ -40,13 +40,13 @@ pub fn values<'a>(filters: &'a Filters, key: &str) -> Option<&'a [String]> {
 /// The `until` filter as dockerd reads it (container, image and network
 /// prune): at most one value, a time or a Go duration before now (`5m`).
 /// A value that is neither is refused, never taken as "no filter".
-pub fn until_ns(values: Option<&[String]>) -> Result<Option<i64>, Status> {
+pub fn until_ns(values: Option<&[String]>) -> Result<Option<i64>, AgentError> {
     match values.unwrap_or_default() {
         [] => Ok(None),
         [one] => berth_agent_proto::time::filter_time_ns(one, berth_engine::logfile::now_ns())
             .map(Some)
-            .map_err(Status::invalid_argument),
-        _ => Err(Status::invalid_argument("more than one until filter specified")),
+            .map_err(AgentError::invalid),
+        _ => Err(AgentError::invalid("more than one until filter specified")),
     }
 }
 
@@ -63,16 +63,16 @@ pub struct ContainerFilters(HashMap<String, Vec<String>>);
 
 impl ContainerFilters {
     /// Prune takes `label` (and `label!`) and `until` only.
-    pub fn parse_prune(text: &str) -> Result<ContainerFilters, Status> {
+    pub fn parse_prune(text: &str) -> Result<ContainerFilters, AgentError> {
         let value: serde_json::Value = if text.trim().is_empty() {
             serde_json::json!({})
         } else {
-            serde_json::from_str(text).map_err(|e| Status::invalid_argument(format!("invalid filter: {e}")))?
+            serde_json::from_str(text).map_err(|e| AgentError::invalid(format!("invalid filter: {e}")))?
         };
         let mut map = HashMap::new();
         for (key, values) in value.as_object().into_iter().flatten() {
             if key != "label" && key != "until" {
-                return Err(Status::invalid_argument(format!("invalid filter '{key}'")));
+                return Err(AgentError::invalid(format!("invalid filter '{key}'")));
             }
             let list: Vec<String> = match values {
                 serde_json::Value::Array(items) => items.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
@@ -84,30 +84,30 @@ impl ContainerFilters {
         Ok(ContainerFilters(map))
     }
 
-    pub fn parse(text: &str) -> Result<ContainerFilters, Status> {
+    pub fn parse(text: &str) -> Result<ContainerFilters, AgentError> {
         if text.trim().is_empty() {
             return Ok(ContainerFilters(HashMap::new()));
         }
         // Both {"k": ["v"]} and the older {"k": {"v": true}} forms.
         let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| Status::invalid_argument(format!("invalid filter: {e}")))?;
+            serde_json::from_str(text).map_err(|e| AgentError::invalid(format!("invalid filter: {e}")))?;
         let mut map = HashMap::new();
         for (key, values) in value.as_object().into_iter().flatten() {
             let list: Vec<String> = match values {
                 serde_json::Value::Array(items) => items.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
                 serde_json::Value::Object(items) => items.keys().cloned().collect(),
-                _ => return Err(Status::invalid_argument(format!("invalid filter '{key}'"))),
+                _ => return Err(AgentError::invalid(format!("invalid filter '{key}'"))),
             };
             match key.as_str() {
                 "id" | "name" | "label" | "status" | "ancestor" | "before" | "since" | "exited" => {}
-                other => return Err(Status::invalid_argument(format!("invalid filter '{other}'"))),
+                other => return Err(AgentError::invalid(format!("invalid filter '{other}'"))),
             }
             if key == "status" {
                 for status in &list {
                     if !["created", "restarting", "running", "removing", "paused", "exited", "dead"]
                         .contains(&status.as_str())
                     {
-                        return Err(Status::invalid_argument(format!("invalid filter 'status={status}'")));
+                        return Err(AgentError::invalid(format!("invalid filter 'status={status}'")));
                     }
                 }
             }

@@ -7,19 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use berth_engine::container::{Container, VolumeMount};
-use berth_engine::volume::{VolumeError, VolumeStore};
+use berth_engine::volume::VolumeStore;
 use serde_json::{json, Value};
-use tonic::Status;
+
+use crate::error::AgentError;
 
 use crate::events::Events;
-
-fn volume_status(err: VolumeError) -> Status {
-    match err {
-        VolumeError::NotFound(_) => Status::not_found(err.to_string()),
-        VolumeError::Invalid(_) => Status::invalid_argument(err.to_string()),
-        VolumeError::Io { .. } => Status::internal(err.to_string()),
-    }
-}
 
 /// The volume store beside the containers on the data disk, and where its
 /// changes are announced.
@@ -42,19 +35,19 @@ impl Volumes {
         &self.root
     }
 
-    fn volume_store(&self) -> Result<VolumeStore, Status> {
-        VolumeStore::open(&self.root).map_err(volume_status)
+    fn volume_store(&self) -> Result<VolumeStore, AgentError> {
+        VolumeStore::open(&self.root).map_err(AgentError::from)
     }
 
     /// Creates the volumes a new container asks for (naming anonymous ones).
-    pub(crate) fn create_for_container(&self, wanted: Vec<VolumeMount>) -> Result<Vec<VolumeMount>, Status> {
+    pub(crate) fn create_for_container(&self, wanted: Vec<VolumeMount>) -> Result<Vec<VolumeMount>, AgentError> {
         let store = self.volume_store()?;
         let mut named = Vec::new();
         for mut volume in wanted {
             if volume.name.is_empty() {
                 volume.name = crate::containers::random_hex();
             }
-            let created = store.create(&volume.name, BTreeMap::new(), volume.anonymous).map_err(volume_status)?;
+            let created = store.create(&volume.name, BTreeMap::new(), volume.anonymous).map_err(AgentError::from)?;
             if created.created_ns > 0 && volume.anonymous {
                 self.events.emit("volume", "create", &volume.name, json!({ "driver": "local" }));
             }
@@ -91,7 +84,7 @@ impl Volumes {
         value
     }
 
-    pub fn create(&self, request: &Value) -> Result<Value, Status> {
+    pub fn create(&self, request: &Value) -> Result<Value, AgentError> {
         let name = request["Name"]
             .as_str()
             .filter(|n| !n.is_empty())
@@ -99,35 +92,35 @@ impl Volumes {
             .unwrap_or_else(crate::containers::random_hex);
         let driver = request["Driver"].as_str().unwrap_or("");
         if !driver.is_empty() && driver != "local" {
-            return Err(Status::invalid_argument(format!(
+            return Err(AgentError::invalid(format!(
                 "volume driver {driver:?} is not supported by Berth (only local)"
             )));
         }
         if request["DriverOpts"].as_object().is_some_and(|o| !o.is_empty()) {
-            return Err(Status::invalid_argument("volume driver options are not supported by Berth yet"));
+            return Err(AgentError::invalid("volume driver options are not supported by Berth yet"));
         }
         let labels: BTreeMap<String, String> = request["Labels"]
             .as_object()
             .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
             .unwrap_or_default();
         let store = self.volume_store()?;
-        let volume = store.create(&name, labels, false).map_err(volume_status)?;
+        let volume = store.create(&name, labels, false).map_err(AgentError::from)?;
         self.events.emit("volume", "create", &name, json!({ "driver": "local" }));
         Ok(Self::volume_json(&store, &volume, None))
     }
 
-    pub fn inspect(&self, name: &str) -> Result<Value, Status> {
+    pub fn inspect(&self, name: &str) -> Result<Value, AgentError> {
         let store = self.volume_store()?;
-        let volume = store.get(name).map_err(volume_status)?;
+        let volume = store.get(name).map_err(AgentError::from)?;
         Ok(Self::volume_json(&store, &volume, None))
     }
 
     /// Docker's list answer; filters: name, label, dangling.
-    pub fn list(&self, filters: &str, with_usage: bool, containers: &[Container]) -> Result<Value, Status> {
+    pub fn list(&self, filters: &str, with_usage: bool, containers: &[Container]) -> Result<Value, AgentError> {
         let filters = filters::parse(filters, &["name", "label", "dangling", "driver"])?;
         let store = self.volume_store()?;
         let mut listed = Vec::new();
-        for volume in store.list().map_err(volume_status)? {
+        for volume in store.list().map_err(AgentError::from)? {
             if matches(&filters, &volume, users_of(&volume.name, containers).is_empty()) {
                 listed.push(Self::volume_json(&store, &volume, with_usage.then_some(containers)));
             }
@@ -135,29 +128,29 @@ impl Volumes {
         Ok(json!({ "Volumes": listed, "Warnings": [] }))
     }
 
-    pub fn remove(&self, name: &str, force: bool, containers: &[Container]) -> Result<(), Status> {
+    pub fn remove(&self, name: &str, force: bool, containers: &[Container]) -> Result<(), AgentError> {
         let store = self.volume_store()?;
-        store.get(name).map_err(volume_status)?;
+        store.get(name).map_err(AgentError::from)?;
         let users = users_of(name, containers);
         if !users.is_empty() && !force {
-            return Err(Status::aborted(format!("remove {name}: volume is in use - [{}]", users.join(", "))));
+            return Err(AgentError::conflict(format!("remove {name}: volume is in use - [{}]", users.join(", "))));
         }
         if !users.is_empty() {
-            return Err(Status::aborted(format!("remove {name}: volume is in use - [{}]", users.join(", "))));
+            return Err(AgentError::conflict(format!("remove {name}: volume is in use - [{}]", users.join(", "))));
         }
-        store.remove(name).map_err(volume_status)?;
+        store.remove(name).map_err(AgentError::from)?;
         self.events.emit("volume", "destroy", name, json!({ "driver": "local" }));
         Ok(())
     }
 
     /// Docker ≥ 23's prune: unused anonymous volumes, or all unused ones
     /// with the `all` filter.
-    pub fn prune(&self, filters: &str, containers: &[Container]) -> Result<Value, Status> {
+    pub fn prune(&self, filters: &str, containers: &[Container]) -> Result<Value, AgentError> {
         let filters = filters::parse(filters, &["label", "all"])?;
         let all = filters.iter().any(|(k, v)| k == "all" && v.iter().any(|x| x == "true" || x == "1"));
         let store = self.volume_store()?;
         let (mut deleted, mut reclaimed) = (Vec::new(), 0u64);
-        for volume in store.list().map_err(volume_status)? {
+        for volume in store.list().map_err(AgentError::from)? {
             let label_ok =
                 matches(&filters.iter().filter(|(k, _)| k == "label").cloned().collect::<Vec<_>>(), &volume, true);
             if (volume.anonymous || all) && label_ok && users_of(&volume.name, containers).is_empty() {

@@ -12,18 +12,19 @@ use berth_engine::container::{RestartPolicy, State, Status};
 use berth_engine::logfile;
 use berth_engine::rootfs;
 use berth_engine::shim;
-use tonic::Status as RpcStatus;
+
+use crate::error::AgentError;
 
 use super::{internal, Containers, Entry, ShimPipe};
 
 impl Containers {
     /// Starts the container. `Ok(false)`: it was already running.
-    pub async fn start(self: &Arc<Self>, name: &str) -> Result<bool, RpcStatus> {
+    pub async fn start(self: &Arc<Self>, name: &str) -> Result<bool, AgentError> {
         let entry = self.lookup(name).await?;
         let _op = entry.op.lock().await;
         let state = entry.state();
         if state.status == Status::Paused {
-            return Err(RpcStatus::aborted("cannot start a paused container, try unpause instead"));
+            return Err(AgentError::conflict("cannot start a paused container, try unpause instead"));
         }
         if state.status.is_running() {
             return Ok(false);
@@ -35,7 +36,7 @@ impl Containers {
 
     /// Mounts the root filesystem, writes the spec, starts the shim and
     /// waits for the container's process to be running.
-    pub(super) async fn launch(self: Arc<Self>, entry: &Arc<Entry>) -> Result<(), RpcStatus> {
+    pub(super) async fn launch(self: Arc<Self>, entry: &Arc<Entry>) -> Result<(), AgentError> {
         let record = entry.snapshot();
         let dir = entry.dir.clone();
         let cgroup_root = self.cgroup_root.clone();
@@ -54,13 +55,13 @@ impl Containers {
             bundle::prepare(&record, &dir, &host, pid_namespace)
         })
         .await
-        .map_err(|e| RpcStatus::internal(e.to_string()))?;
+        .map_err(|e| AgentError::internal(e.to_string()))?;
         let device_filter = match prepared {
             Ok(filter) => filter,
             Err(err) => return Err(self.failed_to_start(entry, err.to_string()).await),
         };
         let (ready_read, ready_write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RpcStatus::internal(e.to_string()))?;
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| AgentError::internal(e.to_string()))?;
         // /proc/self/exe, not a path: in the VM the agent's original file
         // was moved at boot (init::switch_to_tmpfs_root).
         let mut cmd = Command::new("/proc/self/exe");
@@ -98,7 +99,7 @@ impl Containers {
             (text, pipe)
         })
         .await
-        .map_err(|e| RpcStatus::internal(e.to_string()))?;
+        .map_err(|e| AgentError::internal(e.to_string()))?;
         let ready: shim::Ready = serde_json::from_str(line.trim())
             .unwrap_or(shim::Ready { pid: None, error: Some("the container's shim exited before reporting".into()) });
         let pid = match (ready.pid, ready.error) {
@@ -132,18 +133,18 @@ impl Containers {
 
     /// The PID namespace of another container (`--pid container:NAME`),
     /// which must be running.
-    pub(super) async fn pid_namespace_of(self: &Arc<Self>, name: &str) -> Result<PathBuf, RpcStatus> {
+    pub(super) async fn pid_namespace_of(self: &Arc<Self>, name: &str) -> Result<PathBuf, AgentError> {
         let other = self.lookup(name).await?.snapshot();
         if other.state.status != Status::Running || other.state.pid <= 0 {
             // dockerd's words.
-            return Err(RpcStatus::aborted(format!("cannot join PID of a non running container: {}", other.id)));
+            return Err(AgentError::conflict(format!("cannot join PID of a non running container: {}", other.id)));
         }
         Ok(PathBuf::from(format!("/proc/{}/ns/pid", other.state.pid)))
     }
 
     /// Records a start that failed (as Docker does: exit code 127 for a
     /// missing executable, 128 otherwise) and returns the client's error.
-    pub(super) async fn failed_to_start(&self, entry: &Arc<Entry>, message: String) -> RpcStatus {
+    pub(super) async fn failed_to_start(&self, entry: &Arc<Entry>, message: String) -> AgentError {
         let dir = entry.dir.clone();
         let _ = tokio::task::spawn_blocking(move || rootfs::unmount_overlay(&dir.layer())).await;
         let code = if message.contains("not found") || message.contains("no such file") { 127 } else { 128 };
@@ -161,9 +162,9 @@ impl Containers {
             self.remove_anonymous_volumes(&entry.snapshot().volumes);
         }
         if code == 127 {
-            RpcStatus::invalid_argument(format!("failed to create task for container: {message}: unknown"))
+            AgentError::invalid(format!("failed to create task for container: {message}: unknown"))
         } else {
-            RpcStatus::internal(format!("failed to create task for container: {message}: unknown"))
+            AgentError::internal(format!("failed to create task for container: {message}: unknown"))
         }
     }
 
@@ -276,7 +277,7 @@ impl Containers {
     }
 
     /// Starts containers whose restart policy says so after a boot.
-    pub async fn restart_after_boot(self: &Arc<Self>) -> Result<(), RpcStatus> {
+    pub async fn restart_after_boot(self: &Arc<Self>) -> Result<(), AgentError> {
         self.ensure_loaded().await?;
         let entries: Vec<Arc<Entry>> = self.entries.lock().unwrap().values().cloned().collect();
         for entry in entries {
@@ -303,12 +304,12 @@ impl Containers {
     pub async fn exec_in(
         self: &Arc<Self>,
         start: berth_agent_proto::ExecStart,
-    ) -> Result<berth_agent_proto::ExecStart, RpcStatus> {
+    ) -> Result<berth_agent_proto::ExecStart, AgentError> {
         let entry = self.lookup(&start.container_id).await?;
         let record = entry.snapshot();
         if record.state.status != Status::Running {
             let why = if record.state.status == Status::Paused { "paused" } else { "not running" };
-            return Err(RpcStatus::aborted(format!("Container {} is {why}", record.id)));
+            return Err(AgentError::conflict(format!("Container {} is {why}", record.id)));
         }
         let dir = entry.dir.clone();
         let cgroup = self.cgroup_root.as_ref().map(|root| berth_engine::cgroup::container_cgroup(root, &record.id));
@@ -316,10 +317,10 @@ impl Containers {
             bundle::enter_plan(&record, &dir, cgroup, &start).map(|plan| (plan, start))
         })
         .await
-        .map_err(|e| RpcStatus::internal(e.to_string()))?
-        .map_err(|e| RpcStatus::invalid_argument(e.to_string()))?;
+        .map_err(|e| AgentError::internal(e.to_string()))?
+        .map_err(|e| AgentError::invalid(e.to_string()))?;
         let (plan, start) = plan;
-        let plan = serde_json::to_string(&plan).map_err(|e| RpcStatus::internal(e.to_string()))?;
+        let plan = serde_json::to_string(&plan).map_err(|e| AgentError::internal(e.to_string()))?;
         Ok(berth_agent_proto::ExecStart {
             argv: vec!["/proc/self/exe".into(), "enter".into(), plan],
             env: Vec::new(),

@@ -32,7 +32,8 @@ use berth_engine::container_dir::{ContainerDir, REMOVING_PREFIX};
 use berth_engine::logfile;
 use berth_engine::shim;
 use tokio::sync::watch;
-use tonic::Status as RpcStatus;
+
+use crate::error::AgentError;
 
 use self::sys::{pidfd, pidfd_closed, shim_is_ours};
 use crate::filters::ContainerFilters;
@@ -60,7 +61,7 @@ impl Entry {
     }
 
     /// Applies `f` to the record, persists it and wakes watchers.
-    fn update(&self, f: impl FnOnce(&mut Container)) -> Result<(), RpcStatus> {
+    fn update(&self, f: impl FnOnce(&mut Container)) -> Result<(), AgentError> {
         let data = {
             let mut record = self.record.lock().unwrap();
             f(&mut record);
@@ -71,7 +72,7 @@ impl Entry {
                 self.changed.send_modify(|v| *v = v.map(|n| n + 1));
                 return Ok(());
             }
-            serde_json::to_vec_pretty(&*record).map_err(|e| RpcStatus::internal(e.to_string()))?
+            serde_json::to_vec_pretty(&*record).map_err(|e| AgentError::internal(e.to_string()))?
         };
         let saved = shim::write_atomically(&self.dir.record(), &data);
         // The record in memory changed either way: watchers (`docker wait`)
@@ -79,7 +80,7 @@ impl Entry {
         self.changed.send_modify(|v| *v = v.map(|n| n + 1));
         saved.map_err(|e| {
             tracing::warn!(err = %e, dir = %self.dir.path().display(), "saving the container's state failed");
-            RpcStatus::internal(format!("saving container state: {e}"))
+            AgentError::internal(format!("saving container state: {e}"))
         })
     }
 }
@@ -96,12 +97,12 @@ pub struct Containers {
     device_filters: Arc<bundle::DeviceFilters>,
 }
 
-pub fn no_such_container(id: &str) -> RpcStatus {
-    RpcStatus::not_found(format!("No such container: {id}"))
+pub fn no_such_container(id: &str) -> AgentError {
+    AgentError::not_found(format!("No such container: {id}"))
 }
 
-fn internal(context: &str) -> impl FnOnce(std::io::Error) -> RpcStatus + '_ {
-    move |e| RpcStatus::internal(format!("{context}: {e}"))
+fn internal(context: &str) -> impl FnOnce(std::io::Error) -> AgentError + '_ {
+    move |e| AgentError::internal(format!("{context}: {e}"))
 }
 
 /// 64 random hex digits: Docker's form for container and volume IDs.
@@ -137,7 +138,7 @@ impl Containers {
 
     /// Reads containers back from disk (once; the data disk is mounted
     /// after the agent starts serving) and re-adopts running ones.
-    async fn ensure_loaded(self: &Arc<Self>) -> Result<(), RpcStatus> {
+    async fn ensure_loaded(self: &Arc<Self>) -> Result<(), AgentError> {
         let this = self.clone();
         self.loaded
             .get_or_try_init(|| async move {
@@ -165,7 +166,7 @@ impl Containers {
                 for entry in adopted {
                     this.clone().readopt(entry).await;
                 }
-                Ok::<(), RpcStatus>(())
+                Ok::<(), AgentError>(())
             })
             .await?;
         Ok(())
@@ -210,7 +211,7 @@ impl Containers {
         }
     }
 
-    pub async fn lookup(self: &Arc<Self>, name: &str) -> Result<Arc<Entry>, RpcStatus> {
+    pub async fn lookup(self: &Arc<Self>, name: &str) -> Result<Arc<Entry>, AgentError> {
         self.ensure_loaded().await?;
         let name = name.strip_prefix('/').unwrap_or(name);
         let entries = self.entries.lock().unwrap();
@@ -224,7 +225,7 @@ impl Containers {
         match matches.as_slice() {
             [one] if !name.is_empty() => Ok((*one).clone()),
             [] | [_] => Err(no_such_container(name)),
-            _ => Err(RpcStatus::invalid_argument(format!("multiple IDs found with provided prefix: {name}"))),
+            _ => Err(AgentError::invalid(format!("multiple IDs found with provided prefix: {name}"))),
         }
     }
 
@@ -254,7 +255,7 @@ impl Containers {
         self.entries.lock().unwrap().values().find(|e| e.record.lock().unwrap().name == name).cloned()
     }
 
-    pub async fn inspect(self: &Arc<Self>, name: &str) -> Result<serde_json::Value, RpcStatus> {
+    pub async fn inspect(self: &Arc<Self>, name: &str) -> Result<serde_json::Value, AgentError> {
         let entry = self.lookup(name).await?;
         Ok(entry.snapshot().inspect(entry.dir.path(), self.volumes.root()))
     }
@@ -265,7 +266,7 @@ impl Containers {
         filters: &str,
         limit: u32,
         size: bool,
-    ) -> Result<serde_json::Value, RpcStatus> {
+    ) -> Result<serde_json::Value, AgentError> {
         self.ensure_loaded().await?;
         let filters = ContainerFilters::parse(filters)?;
         let mut records: Vec<Container> = self.entries.lock().unwrap().values().map(|e| e.snapshot()).collect();
@@ -293,11 +294,11 @@ impl Containers {
         Ok(serde_json::Value::Array(listed))
     }
 
-    fn cgroup_of(&self, id: &str) -> Result<PathBuf, RpcStatus> {
+    fn cgroup_of(&self, id: &str) -> Result<PathBuf, AgentError> {
         self.cgroup_root
             .as_ref()
             .map(|root| berth_engine::cgroup::container_cgroup(root, id))
-            .ok_or_else(|| RpcStatus::failed_precondition("this machine has no cgroup v2 hierarchy"))
+            .ok_or_else(|| AgentError::unavailable("this machine has no cgroup v2 hierarchy"))
     }
 
     /// Whether the container is still there and running (for stat streams).

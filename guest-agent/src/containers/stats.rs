@@ -1,20 +1,22 @@
-//! Docker's `stats` and `top`, from the container's cgroup.
+//! What is inside a container: Docker's `stats` and `top` (from its
+//! cgroup) and `diff` (its writable layer).
 
 use std::sync::Arc;
 
 use berth_engine::container;
 use berth_engine::logfile;
-use tonic::Status as RpcStatus;
+
+use crate::error::AgentError;
 
 use super::Containers;
 
 impl Containers {
     /// Docker's `top`: the container's processes as `ps -ef` shows them.
-    pub async fn top(self: &Arc<Self>, name: &str) -> Result<serde_json::Value, RpcStatus> {
+    pub async fn top(self: &Arc<Self>, name: &str) -> Result<serde_json::Value, AgentError> {
         let entry = self.lookup(name).await?;
         let record = entry.snapshot();
         if !record.state.status.is_running() {
-            return Err(RpcStatus::aborted(format!("Container {} is not running", record.id)));
+            return Err(AgentError::conflict(format!("Container {} is not running", record.id)));
         }
         let pids = match &self.cgroup_root {
             Some(root) => berth_engine::cgroup::pids(&berth_engine::cgroup::container_cgroup(root, &record.id)),
@@ -33,7 +35,7 @@ impl Containers {
         self: &Arc<Self>,
         name: &str,
         previous: Option<&serde_json::Value>,
-    ) -> Result<serde_json::Value, RpcStatus> {
+    ) -> Result<serde_json::Value, AgentError> {
         let entry = self.lookup(name).await?;
         let record = entry.snapshot();
         let running = record.state.status.is_running();
@@ -80,5 +82,28 @@ impl Containers {
             "storage_stats": {},
             "networks": {},
         }))
+    }
+
+    /// `docker diff`: the changes in the container's writable layer.
+    pub async fn changes(self: &Arc<Self>, name: &str) -> Result<serde_json::Value, AgentError> {
+        let entry = self.lookup(name).await?;
+        let record = entry.snapshot();
+        let upper = entry.dir.upper();
+        let found = tokio::task::spawn_blocking(move || berth_engine::rootfs::changes(&upper, &record.layers)).await?;
+        // Not the engine's own paths (Docker's "init layer"), nor
+        // directories left with nothing else to show.
+        let kept: Vec<(String, u8)> =
+            found.iter().filter(|(p, _)| !berth_engine::rootfs::is_engine_path(p)).cloned().collect();
+        let value: Vec<serde_json::Value> = kept
+            .iter()
+            .filter(|(path, kind)| {
+                let is_bare_parent = *kind == 0
+                    && found.iter().any(|(p, _)| p.starts_with(&format!("{path}/")))
+                    && !kept.iter().any(|(p, _)| p.starts_with(&format!("{path}/")));
+                !is_bare_parent
+            })
+            .map(|(path, kind)| serde_json::json!({ "Path": path, "Kind": kind }))
+            .collect();
+        Ok(serde_json::Value::Array(value))
     }
 }

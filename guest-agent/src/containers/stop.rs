@@ -6,33 +6,34 @@ use std::time::Duration;
 use berth_engine::container::{self, Status};
 use berth_engine::rootfs;
 use tokio::sync::watch;
-use tonic::Status as RpcStatus;
+
+use crate::error::AgentError;
 
 use super::{internal, Containers, Entry};
 use crate::filters::ContainerFilters;
 
 impl Containers {
-    pub(super) fn signal(entry: &Entry, signal: i32) -> Result<(), RpcStatus> {
+    pub(super) fn signal(entry: &Entry, signal: i32) -> Result<(), AgentError> {
         let state = entry.state();
         if !state.status.is_running() || state.pid <= 0 {
             let id = entry.snapshot().id;
-            return Err(RpcStatus::aborted(format!("Container {id} is not running")));
+            return Err(AgentError::conflict(format!("Container {id} is not running")));
         }
         // SAFETY: kill takes a pid and a signal number (real-time signals
         // included, which nix's Signal enum cannot name).
         if unsafe { libc::kill(state.pid, signal) } < 0 {
             let err = std::io::Error::last_os_error();
-            return Err(RpcStatus::internal(format!("sending signal {signal}: {err}")));
+            return Err(AgentError::internal(format!("sending signal {signal}: {err}")));
         }
         Ok(())
     }
 
-    pub async fn kill(self: &Arc<Self>, name: &str, signal: &str) -> Result<(), RpcStatus> {
+    pub async fn kill(self: &Arc<Self>, name: &str, signal: &str) -> Result<(), AgentError> {
         let entry = self.lookup(name).await?;
         let signal = if signal.is_empty() {
             libc::SIGKILL
         } else {
-            container::parse_signal(signal).map_err(RpcStatus::invalid_argument)?
+            container::parse_signal(signal).map_err(AgentError::invalid)?
         };
         if entry.state().status == Status::Paused && signal == libc::SIGKILL {
             let _ = self.thaw(&entry);
@@ -48,11 +49,11 @@ impl Containers {
         Ok(())
     }
 
-    pub(super) fn thaw(&self, entry: &Entry) -> Result<(), RpcStatus> {
+    pub(super) fn thaw(&self, entry: &Entry) -> Result<(), AgentError> {
         let id = entry.snapshot().id;
         if let Some(root) = &self.cgroup_root {
             berth_engine::cgroup::set_frozen(&berth_engine::cgroup::container_cgroup(root, &id), false)
-                .map_err(|e| RpcStatus::internal(e.to_string()))?;
+                .map_err(|e| AgentError::internal(e.to_string()))?;
         }
         Ok(())
     }
@@ -74,7 +75,7 @@ impl Containers {
     }
 
     /// `Ok(false)`: it was not running.
-    pub async fn stop(self: &Arc<Self>, name: &str, timeout: Option<i32>, signal: &str) -> Result<bool, RpcStatus> {
+    pub async fn stop(self: &Arc<Self>, name: &str, timeout: Option<i32>, signal: &str) -> Result<bool, AgentError> {
         let entry = self.lookup(name).await?;
         let _op = entry.op.lock().await;
         let stopped = self.stop_entry(&entry, timeout, signal).await?;
@@ -89,7 +90,7 @@ impl Containers {
         entry: &Arc<Entry>,
         timeout: Option<i32>,
         signal: &str,
-    ) -> Result<bool, RpcStatus> {
+    ) -> Result<bool, AgentError> {
         let record = entry.snapshot();
         if record.state.status == Status::Restarting {
             entry.update(|c| {
@@ -107,7 +108,7 @@ impl Containers {
             ("", _) => "SIGTERM".into(),
             (s, _) => s.to_string(),
         };
-        let signal = container::parse_signal(&signal).map_err(RpcStatus::invalid_argument)?;
+        let signal = container::parse_signal(&signal).map_err(AgentError::invalid)?;
         let timeout = timeout.or(record.config["StopTimeout"].as_i64().map(|t| t as i32)).unwrap_or(10);
         if record.state.status == Status::Paused {
             self.thaw(entry)?;
@@ -158,19 +159,19 @@ impl Containers {
         self: &Arc<Self>,
         name: &str,
         condition: &str,
-    ) -> Result<impl std::future::Future<Output = (i32, String)> + Send + 'static, RpcStatus> {
+    ) -> Result<impl std::future::Future<Output = (i32, String)> + Send + 'static, AgentError> {
         let entry = self.lookup(name).await?;
         let mut changed = entry.changed.subscribe();
         let start_generation = *changed.borrow_and_update();
         let initially_running = entry.state().status.is_running();
         if !["", "not-running", "next-exit", "removed"].contains(&condition) {
-            return Err(RpcStatus::invalid_argument(format!("invalid condition: \"{condition}\"")));
+            return Err(AgentError::invalid(format!("invalid condition: \"{condition}\"")));
         }
         let condition = condition.to_string();
         Ok(async move { wait_for(&entry, &mut changed, start_generation, initially_running, &condition).await })
     }
 
-    pub async fn remove(self: &Arc<Self>, name: &str, force: bool, remove_volumes: bool) -> Result<(), RpcStatus> {
+    pub async fn remove(self: &Arc<Self>, name: &str, force: bool, remove_volumes: bool) -> Result<(), AgentError> {
         let entry = self.lookup(name).await?;
         let _op = entry.op.lock().await;
         let record = entry.snapshot();
@@ -178,7 +179,7 @@ impl Containers {
             if !force {
                 // dockerd 20.10's words, which clients (docker-py) match.
                 let verb = if record.state.status == Status::Paused { "paused" } else { "running" };
-                return Err(RpcStatus::aborted(format!(
+                return Err(AgentError::conflict(format!(
                     "You cannot remove a {verb} container {}. Stop the container before attempting removal or force remove",
                     record.id
                 )));
@@ -197,7 +198,7 @@ impl Containers {
         Ok(())
     }
 
-    pub(super) async fn remove_entry(&self, entry: &Arc<Entry>) -> Result<(), RpcStatus> {
+    pub(super) async fn remove_entry(&self, entry: &Arc<Entry>) -> Result<(), AgentError> {
         let id = entry.snapshot().id;
         {
             // In memory only: once Removing, updates stop touching the files.
@@ -222,7 +223,7 @@ impl Containers {
                 .and_then(|()| std::fs::remove_dir_all(&doomed))
         })
         .await
-        .map_err(|e| RpcStatus::internal(e.to_string()))?
+        .map_err(|e| AgentError::internal(e.to_string()))?
         .map_err(internal("removing the container's files"))?;
         self.entries.lock().unwrap().remove(&id);
         entry.changed.send_replace(None);
@@ -231,30 +232,30 @@ impl Containers {
         Ok(())
     }
 
-    pub async fn pause(self: &Arc<Self>, name: &str, pause: bool) -> Result<(), RpcStatus> {
+    pub async fn pause(self: &Arc<Self>, name: &str, pause: bool) -> Result<(), AgentError> {
         let entry = self.lookup(name).await?;
         let _op = entry.op.lock().await;
         let record = entry.snapshot();
         match (pause, record.state.status) {
             (true, Status::Running) | (false, Status::Paused) => {}
             (true, Status::Paused) => {
-                return Err(RpcStatus::aborted(format!("Container {} is already paused", record.id)))
+                return Err(AgentError::conflict(format!("Container {} is already paused", record.id)))
             }
-            (false, _) => return Err(RpcStatus::aborted(format!("Container {} is not paused", record.id))),
-            (true, _) => return Err(RpcStatus::aborted(format!("Container {} is not running", record.id))),
+            (false, _) => return Err(AgentError::conflict(format!("Container {} is not paused", record.id))),
+            (true, _) => return Err(AgentError::conflict(format!("Container {} is not running", record.id))),
         }
         let cgroup = self.cgroup_of(&record.id)?;
         tokio::task::spawn_blocking(move || berth_engine::cgroup::set_frozen(&cgroup, pause))
             .await
-            .map_err(|e| RpcStatus::internal(e.to_string()))?
-            .map_err(|e| RpcStatus::internal(e.to_string()))?;
+            .map_err(|e| AgentError::internal(e.to_string()))?
+            .map_err(|e| AgentError::internal(e.to_string()))?;
         entry.update(|c| c.state.status = if pause { Status::Paused } else { Status::Running })?;
         self.emit(if pause { "pause" } else { "unpause" }, &entry.snapshot(), &[]);
         Ok(())
     }
 
     /// Removes every stopped container (Docker's `container prune`).
-    pub async fn prune(self: &Arc<Self>, filters: &str) -> Result<serde_json::Value, RpcStatus> {
+    pub async fn prune(self: &Arc<Self>, filters: &str) -> Result<serde_json::Value, AgentError> {
         self.ensure_loaded().await?;
         let filters = ContainerFilters::parse_prune(filters)?;
         let until = crate::filters::until_ns(filters.values("until"))?;

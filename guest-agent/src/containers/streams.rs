@@ -12,6 +12,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 use tonic::Status as RpcStatus;
 
+use crate::error::AgentError;
+
 use super::sys::register;
 use super::{internal, Containers, Entry};
 
@@ -22,7 +24,7 @@ impl Containers {
         self: &Arc<Self>,
         req: berth_agent_proto::ContainerLogsRequest,
         tx: tokio::sync::mpsc::Sender<Result<berth_agent_proto::LogEntry, RpcStatus>>,
-    ) -> Result<(), RpcStatus> {
+    ) -> Result<(), AgentError> {
         let entry = self.lookup(&req.id).await?;
         let wanted = move |r: &Record| {
             let stream_ok = match r.stream {
@@ -37,7 +39,7 @@ impl Containers {
         let mut cursor = LogCursor::at_end(dir.path());
         let records = tokio::task::spawn_blocking(move || logfile::read_all(dir.path()))
             .await
-            .map_err(|e| RpcStatus::internal(e.to_string()))?
+            .map_err(|e| AgentError::internal(e.to_string()))?
             .map_err(internal("reading the log"))?;
         let mut records: Vec<Record> = records.into_iter().filter(|r| wanted(r)).collect();
         if req.tail >= 0 {
@@ -63,7 +65,7 @@ impl Containers {
         start: berth_agent_proto::AttachStart,
         mut input: tonic::Streaming<berth_agent_proto::AttachInput>,
         tx: tokio::sync::mpsc::Sender<Result<berth_agent_proto::LogEntry, RpcStatus>>,
-    ) -> Result<(), RpcStatus> {
+    ) -> Result<(), AgentError> {
         let entry = self.lookup(&start.id).await?;
         let mut cursor = LogCursor::at_end(entry.dir.path());
         let replay = if start.logs {
@@ -96,11 +98,11 @@ impl Containers {
         Ok(())
     }
 
-    pub async fn resize(self: &Arc<Self>, name: &str, rows: u16, cols: u16) -> Result<(), RpcStatus> {
+    pub async fn resize(self: &Arc<Self>, name: &str, rows: u16, cols: u16) -> Result<(), AgentError> {
         let entry = self.lookup(name).await?;
         if !entry.state().status.is_running() {
             let id = entry.snapshot().id;
-            return Err(RpcStatus::aborted(format!("Container {id} is not running")));
+            return Err(AgentError::conflict(format!("Container {id} is not running")));
         }
         // Containers without a terminal have no resize FIFO; Docker ignores
         // their resizes too.
