@@ -340,39 +340,19 @@ impl Agent for AgentService {
         Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
     }
 
-    type ContainerStatsStream = ReceiverStream<Result<JsonResponse, Status>>;
+    type ContainerStatsStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<JsonResponse, Status>> + Send>>;
 
     async fn container_stats(
         &self,
         req: Request<ContainerStatsRequest>,
     ) -> Result<Response<Self::ContainerStatsStream>, Status> {
+        use tokio_stream::StreamExt;
         let ContainerStatsRequest { id, stream } = req.into_inner();
-        let containers = self.containers.clone();
-        let first = containers.stats(&id, None).await?;
-        let (tx, rx) = mpsc::channel(2);
-        tokio::spawn(async move {
-            let mut previous = first;
-            if !stream {
-                // One sample, with a real precpu: wait a moment for a second reading.
-                tokio::time::sleep(std::time::Duration::from_millis(if containers.is_running(&id) { 500 } else { 0 }))
-                    .await;
-                if let Ok(sample) = containers.stats(&id, Some(&previous)).await {
-                    let _ = tx.send(Ok(JsonResponse { json: sample.to_string().into_bytes() })).await;
-                }
-                return;
-            }
-            loop {
-                if tx.send(Ok(JsonResponse { json: previous.to_string().into_bytes() })).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                match containers.stats(&id, Some(&previous)).await {
-                    Ok(sample) => previous = sample,
-                    Err(_) => return,
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let samples = self.containers.stats_samples(id, stream).await?;
+        let answers =
+            ReceiverStream::new(samples).map(|sample| Ok(JsonResponse { json: sample.to_string().into_bytes() }));
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn prune_containers(&self, req: Request<PruneContainersRequest>) -> Result<Response<JsonResponse>, Status> {

@@ -270,7 +270,7 @@ impl Containers {
         self.ensure_loaded().await?;
         let filters = ContainerFilters::parse(filters)?;
         let mut records: Vec<Container> = self.entries.lock().unwrap().values().map(|e| e.snapshot()).collect();
-        records.sort_by(|a, b| b.created_ns.cmp(&a.created_ns));
+        records.sort_by_key(|c| std::cmp::Reverse(c.created_ns));
         let now = logfile::now_ns();
         let by_id = |key: &str| records.iter().find(|c| c.id.starts_with(key) || c.name == key).map(|c| c.created_ns);
         let before = filters.one("before").map(|k| by_id(&k).ok_or_else(|| no_such_container(&k))).transpose()?;

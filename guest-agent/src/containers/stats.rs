@@ -84,6 +84,40 @@ impl Containers {
         }))
     }
 
+    /// Docker's stats stream: a sample a second while `stream`, else one
+    /// sample with a real precpu (a second reading a moment later).
+    pub async fn stats_samples(
+        self: &Arc<Self>,
+        id: String,
+        stream: bool,
+    ) -> Result<tokio::sync::mpsc::Receiver<serde_json::Value>, AgentError> {
+        let first = self.stats(&id, None).await?;
+        let containers = self.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            let mut previous = first;
+            if !stream {
+                tokio::time::sleep(std::time::Duration::from_millis(if containers.is_running(&id) { 500 } else { 0 }))
+                    .await;
+                if let Ok(sample) = containers.stats(&id, Some(&previous)).await {
+                    let _ = tx.send(sample).await;
+                }
+                return;
+            }
+            loop {
+                if tx.send(previous.clone()).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                match containers.stats(&id, Some(&previous)).await {
+                    Ok(sample) => previous = sample,
+                    Err(_) => return,
+                }
+            }
+        });
+        Ok(rx)
+    }
+
     /// `docker diff`: the changes in the container's writable layer.
     pub async fn changes(self: &Arc<Self>, name: &str) -> Result<serde_json::Value, AgentError> {
         let entry = self.lookup(name).await?;

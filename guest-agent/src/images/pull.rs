@@ -17,7 +17,7 @@ fn pull_message(event: &berth_engine::registry::Progress, reference: &str) -> se
     use serde_json::json;
     // Docker's own bar: 50 columns, `=` done, `>` the head.
     let bar = |current: u64, total: u64| {
-        let filled = if total > 0 { (current.min(total) * 50 / total) as usize } else { 0 };
+        let filled = (current.min(total) * 50).checked_div(total).unwrap_or(0) as usize;
         let head = if filled < 50 { ">" } else { "=" };
         format!(
             "[{}{head}{}] {:.3}MB/{:.3}MB",
@@ -99,7 +99,6 @@ pub async fn pull(
             let _ = progress_tx.send(pull_message(&event, &normalized));
         };
         let result = berth_engine::registry::pull(images, &reference, &options, &mut announce).await;
-        drop(announce);
         match result {
             Ok(id) => {
                 let name = berth_engine::reference::familiar(&normalized).to_string();
