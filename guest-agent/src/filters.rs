@@ -64,24 +64,7 @@ pub struct ContainerFilters(HashMap<String, Vec<String>>);
 impl ContainerFilters {
     /// Prune takes `label` (and `label!`) and `until` only.
     pub fn parse_prune(text: &str) -> Result<ContainerFilters, AgentError> {
-        let value: serde_json::Value = if text.trim().is_empty() {
-            serde_json::json!({})
-        } else {
-            serde_json::from_str(text).map_err(|e| AgentError::invalid(format!("invalid filter: {e}")))?
-        };
-        let mut map = HashMap::new();
-        for (key, values) in value.as_object().into_iter().flatten() {
-            if key != "label" && key != "until" {
-                return Err(AgentError::invalid(format!("invalid filter '{key}'")));
-            }
-            let list: Vec<String> = match values {
-                serde_json::Value::Array(items) => items.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
-                serde_json::Value::Object(items) => items.keys().cloned().collect(),
-                _ => Vec::new(),
-            };
-            map.insert(key.clone(), list);
-        }
-        Ok(ContainerFilters(map))
+        Ok(ContainerFilters(parse(text, &["label", "until"])?.into_iter().collect()))
     }
 
     pub fn parse(text: &str) -> Result<ContainerFilters, AgentError> {
@@ -148,5 +131,61 @@ impl ContainerFilters {
                     None => labels.get(v).is_some(),
                 })
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(name: &str, labels: serde_json::Value, status: ContainerStatus) -> Container {
+        let mut state = berth_engine::container::State::default();
+        state.status = status;
+        Container {
+            id: "abcdef".into(),
+            name: name.into(),
+            created_ns: 1,
+            image: "busybox".into(),
+            image_id: "sha256:0123".into(),
+            config: serde_json::json!({ "Labels": labels }),
+            host_config: serde_json::json!({}),
+            layers: Vec::new(),
+            state,
+            restart_count: 0,
+            volumes: Vec::new(),
+            binds_from: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn container_prune_takes_label_and_until_only() {
+        let filters = ContainerFilters::parse_prune(r#"{"label": ["a=1"], "until": {"5m": true}}"#).unwrap();
+        assert_eq!(filters.values("label"), Some(&["a=1".to_string()][..]));
+        assert_eq!(filters.values("until"), Some(&["5m".to_string()][..]));
+        let err = ContainerFilters::parse_prune(r#"{"status": ["exited"]}"#).err().unwrap();
+        assert_eq!(err.to_string(), "invalid filter 'status'");
+        assert!(ContainerFilters::parse_prune("  ").unwrap().values("label").is_none());
+    }
+
+    #[test]
+    fn container_list_filters_refuse_what_docker_refuses() {
+        for (text, message) in [
+            (r#"{"status": ["sleeping"]}"#, "invalid filter 'status=sleeping'"),
+            (r#"{"colour": ["red"]}"#, "invalid filter 'colour'"),
+            (r#"{"name": "x"}"#, "invalid filter 'name'"),
+        ] {
+            assert_eq!(ContainerFilters::parse(text).err().unwrap().to_string(), message, "{text}");
+        }
+    }
+
+    #[test]
+    fn container_list_filters_match_labels_names_and_status() {
+        let web = container("web-1", serde_json::json!({"tier": "front"}), ContainerStatus::Running);
+        let filters = ContainerFilters::parse(r#"{"label": ["tier=front"], "name": ["/web"]}"#).unwrap();
+        assert!(filters.matches(&web));
+        assert!(!ContainerFilters::parse(r#"{"label": ["tier=back"]}"#).unwrap().matches(&web));
+        assert!(!ContainerFilters::parse(r#"{"status": ["exited"]}"#).unwrap().matches(&web));
+        assert!(ContainerFilters::parse(r#"{"ancestor": ["busybox:latest"]}"#).unwrap().matches(&web));
+        assert!(ContainerFilters::parse(r#"{"id": ["abc"]}"#).unwrap().matches(&web));
     }
 }

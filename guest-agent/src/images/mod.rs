@@ -9,7 +9,7 @@ mod transfer;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use berth_agent_proto::{ImageSummary, InspectImageResponse, RemoveImageResponse};
 use berth_engine::store::{ImageRecord, ImageStore, StoreError};
@@ -34,15 +34,20 @@ impl ImagesSlot {
         ImagesSlot { dir, store: Mutex::new(None) }
     }
 
-    /// Runs `f` on the open store (blocking: call from a blocking thread).
-    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut ImageStore) -> Result<T, StoreError>) -> Result<T, AgentError> {
+    /// The store, opened if it is not yet.
+    fn opened(&self) -> Result<MutexGuard<'_, Option<ImageStore>>, StoreError> {
         let mut slot = self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if slot.is_none() {
-            let opened = ImageStore::open(&self.dir).map_err(|e| {
-                AgentError::unavailable(format!("the image store at {} is unavailable: {e}", self.dir.display()))
-            })?;
-            *slot = Some(opened);
+            *slot = Some(ImageStore::open(&self.dir)?);
         }
+        Ok(slot)
+    }
+
+    /// Runs `f` on the open store (blocking: call from a blocking thread).
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut ImageStore) -> Result<T, StoreError>) -> Result<T, AgentError> {
+        let mut slot = self.opened().map_err(|e| {
+            AgentError::unavailable(format!("the image store at {} is unavailable: {e}", self.dir.display()))
+        })?;
         Ok(f(slot.as_mut().expect("opened above"))?)
     }
 
@@ -60,11 +65,7 @@ impl ImagesSlot {
 
 impl berth_engine::registry::StoreAccess for ImagesSlot {
     fn with_store<T>(&self, f: impl FnOnce(&mut ImageStore) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let mut slot = self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if slot.is_none() {
-            *slot = Some(ImageStore::open(&self.dir)?);
-        }
-        f(slot.as_mut().expect("opened above"))
+        f(self.opened()?.as_mut().expect("opened above"))
     }
 }
 
