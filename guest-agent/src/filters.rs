@@ -139,8 +139,7 @@ mod tests {
     use super::*;
 
     fn container(name: &str, labels: serde_json::Value, status: ContainerStatus) -> Container {
-        let mut state = berth_engine::container::State::default();
-        state.status = status;
+        let state = berth_engine::container::State { status, ..Default::default() };
         Container {
             id: "abcdef".into(),
             name: name.into(),

@@ -33,6 +33,17 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::reaper::Reaper;
 use crate::sysinfo;
 
+/// A streamed answer whose items the domain produces as they come.
+type Answers<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+/// The answer stream of the items `rx` receives, each made an answer by `encode`.
+fn answers<I: Send + 'static, T>(
+    rx: mpsc::Receiver<I>,
+    encode: impl FnMut(I) -> Result<T, Status> + Send + 'static,
+) -> Answers<T> {
+    Box::pin(tokio_stream::StreamExt::map(ReceiverStream::new(rx), encode))
+}
+
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub struct AgentService {
@@ -270,18 +281,17 @@ impl Agent for AgentService {
         Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
     }
 
-    type ContainerLogsStream = ReceiverStream<Result<LogEntry, Status>>;
+    type ContainerLogsStream = Answers<LogEntry>;
 
     async fn container_logs(
         &self,
         req: Request<ContainerLogsRequest>,
     ) -> Result<Response<Self::ContainerLogsStream>, Status> {
-        let (tx, rx) = mpsc::channel(64);
-        self.containers.logs(req.into_inner(), tx).await?;
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let entries = self.containers.logs(req.into_inner()).await?;
+        Ok(Response::new(answers(entries, Ok)))
     }
 
-    type AttachContainerStream = ReceiverStream<Result<LogEntry, Status>>;
+    type AttachContainerStream = Answers<LogEntry>;
 
     async fn attach_container(
         &self,
@@ -292,9 +302,8 @@ impl Agent for AgentService {
             Some(AttachInput { input: Some(attach_input::Input::Start(start)) }) => start,
             _ => return Err(AgentError::invalid("the first AttachContainer message must be `start`").into()),
         };
-        let (tx, rx) = mpsc::channel(64);
-        self.containers.attach(start, input, tx).await?;
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let entries = self.containers.attach(start, input).await?;
+        Ok(Response::new(answers(entries, Ok)))
     }
 
     async fn resize_container(
@@ -340,19 +349,15 @@ impl Agent for AgentService {
         Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
     }
 
-    type ContainerStatsStream =
-        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<JsonResponse, Status>> + Send>>;
+    type ContainerStatsStream = Answers<JsonResponse>;
 
     async fn container_stats(
         &self,
         req: Request<ContainerStatsRequest>,
     ) -> Result<Response<Self::ContainerStatsStream>, Status> {
-        use tokio_stream::StreamExt;
         let ContainerStatsRequest { id, stream } = req.into_inner();
         let samples = self.containers.stats_samples(id, stream).await?;
-        let answers =
-            ReceiverStream::new(samples).map(|sample| Ok(JsonResponse { json: sample.to_string().into_bytes() }));
-        Ok(Response::new(Box::pin(answers)))
+        Ok(Response::new(answers(samples, |sample| Ok(JsonResponse { json: sample.to_string().into_bytes() }))))
     }
 
     async fn prune_containers(&self, req: Request<PruneContainersRequest>) -> Result<Response<JsonResponse>, Status> {

@@ -5,12 +5,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_agent_proto::LogEntry;
 use berth_engine::container::Status;
 use berth_engine::logfile::{self, LogCursor, Record};
 use berth_engine::shim;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::watch;
-use tonic::Status as RpcStatus;
+use tokio::sync::{mpsc, watch};
 
 use crate::error::AgentError;
 
@@ -23,8 +23,7 @@ impl Containers {
     pub async fn logs(
         self: &Arc<Self>,
         req: berth_agent_proto::ContainerLogsRequest,
-        tx: tokio::sync::mpsc::Sender<Result<berth_agent_proto::LogEntry, RpcStatus>>,
-    ) -> Result<(), AgentError> {
+    ) -> Result<mpsc::Receiver<LogEntry>, AgentError> {
         let entry = self.lookup(&req.id).await?;
         let wanted = move |r: &Record| {
             let stream_ok = match r.stream {
@@ -45,9 +44,10 @@ impl Containers {
         if req.tail >= 0 {
             records = tail_lines(records, req.tail as usize);
         }
+        let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             for record in records {
-                if tx.send(Ok(log_entry(record))).await.is_err() {
+                if tx.send(log_entry(record)).await.is_err() {
                     return;
                 }
             }
@@ -55,17 +55,17 @@ impl Containers {
                 follow(&entry, &mut cursor, &tx, wanted, false).await;
             }
         });
-        Ok(())
+        Ok(rx)
     }
 
     /// Streams the container's output from now on (from the log's start
-    /// with `logs`), and forwards stdin, until the container stops.
+    /// with `logs`), and forwards stdin (the rest of the call's `input`),
+    /// until the container stops.
     pub async fn attach(
         self: &Arc<Self>,
         start: berth_agent_proto::AttachStart,
         mut input: tonic::Streaming<berth_agent_proto::AttachInput>,
-        tx: tokio::sync::mpsc::Sender<Result<berth_agent_proto::LogEntry, RpcStatus>>,
-    ) -> Result<(), AgentError> {
+    ) -> Result<mpsc::Receiver<LogEntry>, AgentError> {
         let entry = self.lookup(&start.id).await?;
         let mut cursor = LogCursor::at_end(entry.dir.path());
         let replay = if start.logs {
@@ -87,15 +87,16 @@ impl Containers {
             let entry = entry.clone();
             tokio::spawn(async move { forward_stdin(&entry, &mut input).await });
         }
+        let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             for record in replay.into_iter().filter(|r| wanted(r)) {
-                if tx.send(Ok(log_entry(record))).await.is_err() {
+                if tx.send(log_entry(record)).await.is_err() {
                     return;
                 }
             }
             follow(&entry, &mut cursor, &tx, wanted, true).await;
         });
-        Ok(())
+        Ok(rx)
     }
 
     pub async fn resize(self: &Arc<Self>, name: &str, rows: u16, cols: u16) -> Result<(), AgentError> {
@@ -128,8 +129,8 @@ fn tail_lines(records: Vec<Record>, n: usize) -> Vec<Record> {
     lines.into_iter().skip(skip).collect()
 }
 
-fn log_entry(record: Record) -> berth_agent_proto::LogEntry {
-    berth_agent_proto::LogEntry { stream: record.stream as u32, time_ns: record.time_ns, data: record.data }
+fn log_entry(record: Record) -> LogEntry {
+    LogEntry { stream: record.stream as u32, time_ns: record.time_ns, data: record.data }
 }
 
 /// Sends new log records until the container has stopped and its output is
@@ -138,7 +139,7 @@ fn log_entry(record: Record) -> berth_agent_proto::LogEntry {
 async fn follow(
     entry: &Arc<Entry>,
     cursor: &mut LogCursor,
-    tx: &tokio::sync::mpsc::Sender<Result<berth_agent_proto::LogEntry, RpcStatus>>,
+    tx: &mpsc::Sender<LogEntry>,
     wanted: impl Fn(&Record) -> bool,
     wait_for_start: bool,
 ) {
@@ -151,7 +152,7 @@ async fn follow(
         started |= status.is_running();
         let records = cursor.read_new().unwrap_or_default();
         for record in records.into_iter().filter(|r| wanted(r)) {
-            if tx.send(Ok(log_entry(record))).await.is_err() {
+            if tx.send(log_entry(record)).await.is_err() {
                 return;
             }
         }
