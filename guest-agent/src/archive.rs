@@ -13,7 +13,6 @@ use berth_engine::archive::ArchivePlan;
 use berth_engine::rootfs;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tonic::Status;
 
 use crate::error::AgentError;
 
@@ -44,7 +43,7 @@ pub async fn run(
     op: &str,
     path: &str,
     input: Option<mpsc::Receiver<Vec<u8>>>,
-    output: Option<mpsc::Sender<Result<Vec<u8>, Status>>>,
+    output: Option<mpsc::Sender<Vec<u8>>>,
 ) -> Result<(), AgentError> {
     let entry = containers.lookup(id).await?;
     let _op = entry.op.lock().await;
@@ -92,7 +91,7 @@ async fn run_helper(
     op: &str,
     plan: &ArchivePlan,
     input: Option<mpsc::Receiver<Vec<u8>>>,
-    output: Option<mpsc::Sender<Result<Vec<u8>, Status>>>,
+    output: Option<mpsc::Sender<Vec<u8>>>,
 ) -> Result<HelperExit, AgentError> {
     let plan_json = serde_json::to_string(plan).map_err(|e| AgentError::internal(e.to_string()))?;
     let mut cmd = Command::new("/proc/self/exe");
@@ -125,7 +124,7 @@ async fn run_helper(
                 match stdout.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if output.send(Ok(buf[..n].to_vec())).await.is_err() {
+                        if output.send(buf[..n].to_vec()).await.is_err() {
                             break;
                         }
                     }

@@ -81,7 +81,7 @@ impl AgentService {
         path: String,
     ) -> Result<Response<ReceiverStream<Result<ArchiveChunk, Status>>>, Status> {
         let (tx, rx) = mpsc::channel(16);
-        let (raw_tx, mut raw_rx) = mpsc::channel::<Result<Vec<u8>, Status>>(16);
+        let (raw_tx, mut raw_rx) = mpsc::channel::<Vec<u8>>(16);
         let containers = self.containers.clone();
         let errors = tx.clone();
         tokio::spawn(async move {
@@ -90,8 +90,8 @@ impl AgentService {
             }
         });
         tokio::spawn(async move {
-            while let Some(chunk) = raw_rx.recv().await {
-                if tx.send(chunk.map(|data| ArchiveChunk { data })).await.is_err() {
+            while let Some(data) = raw_rx.recv().await {
+                if tx.send(Ok(ArchiveChunk { data })).await.is_err() {
                     return;
                 }
             }
@@ -399,7 +399,7 @@ impl Agent for AgentService {
         let (tx, mut rx) = mpsc::channel(4);
         crate::archive::run(&self.containers, &id, "stat", &path, None, Some(tx)).await?;
         let mut json = Vec::new();
-        while let Some(Ok(chunk)) = rx.recv().await {
+        while let Some(chunk) = rx.recv().await {
             json.extend(chunk);
         }
         Ok(Response::new(JsonResponse { json }))
@@ -471,11 +471,11 @@ impl Agent for AgentService {
         Ok(Response::new(ReceiverStream::new(out_rx)))
     }
 
-    type SaveImagesStream = ReceiverStream<Result<ArchiveChunk, Status>>;
+    type SaveImagesStream = Answers<ArchiveChunk>;
 
     async fn save_images(&self, req: Request<SaveImagesRequest>) -> Result<Response<Self::SaveImagesStream>, Status> {
-        let rx = images::save(self.images.clone(), req.into_inner().names).await?;
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let chunks = images::save(self.images.clone(), req.into_inner().names).await?;
+        Ok(Response::new(answers(chunks, |chunk| chunk.map(|data| ArchiveChunk { data }).map_err(Status::from))))
     }
 
     async fn image_history(&self, req: Request<InspectImageRequest>) -> Result<Response<JsonResponse>, Status> {

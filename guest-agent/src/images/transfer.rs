@@ -4,11 +4,10 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use berth_agent_proto::{ArchiveChunk, ImageSummary, ImportImageStart};
+use berth_agent_proto::{ImageSummary, ImportImageStart};
 use berth_engine::image_config::{self, NewLayer};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-use tonic::Status;
 
 use super::{now_ns, summary, ImagesSlot};
 use crate::containers::Containers;
@@ -64,12 +63,12 @@ pub async fn start_load(
 /// Chunks of the `docker save` tar, as the agent streams them.
 const CHUNK: usize = 256 * 1024;
 
-/// A blocking `Write` that sends what is written as ArchiveChunks on a
+/// A blocking `Write` that sends what is written in chunks on a
 /// channel (the tar writer is synchronous; the gRPC stream is not). A
 /// receiver that went away (the client disconnected) fails the write, so
 /// the writer stops.
 struct ChunkWriter {
-    tx: mpsc::Sender<Result<ArchiveChunk, Status>>,
+    tx: mpsc::Sender<Result<Vec<u8>, AgentError>>,
     buf: Vec<u8>,
 }
 
@@ -80,7 +79,7 @@ impl ChunkWriter {
         }
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
         self.tx
-            .blocking_send(Ok(ArchiveChunk { data }))
+            .blocking_send(Ok(data))
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
     }
 }
@@ -104,7 +103,7 @@ impl Write for ChunkWriter {
 pub async fn save(
     images: Arc<ImagesSlot>,
     names: Vec<String>,
-) -> Result<mpsc::Receiver<Result<ArchiveChunk, Status>>, Status> {
+) -> Result<mpsc::Receiver<Result<Vec<u8>, AgentError>>, AgentError> {
     let planning = images.clone();
     let plan = tokio::task::spawn_blocking(move || planning.with(|store| store.save_plan(&names)))
         .await
@@ -117,7 +116,7 @@ pub async fn save(
             Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
             Err(err) => {
                 tracing::warn!(error = %err, "docker save failed mid-stream");
-                let _ = tx.blocking_send(Err(AgentError::internal(format!("saving the images: {err}")).into()));
+                let _ = tx.blocking_send(Err(AgentError::internal(format!("saving the images: {err}"))));
             }
         }
     });
