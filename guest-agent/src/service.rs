@@ -302,7 +302,28 @@ impl Agent for AgentService {
             Some(AttachInput { input: Some(attach_input::Input::Start(start)) }) => start,
             _ => return Err(AgentError::invalid("the first AttachContainer message must be `start`").into()),
         };
-        let entries = self.containers.attach(start, input).await?;
+        let (stdin_tx, stdin_rx) = mpsc::channel(16);
+        let wants_stdin = start.stdin;
+        let entries = self.containers.attach(start, wants_stdin.then_some(stdin_rx)).await?;
+        if wants_stdin {
+            // The rest of the call is stdin: until it ends or fails, or
+            // the container no longer reads it.
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        message = input.message() => match message {
+                            Ok(Some(message)) => {
+                                if stdin_tx.send(message).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(None) | Err(_) => return,
+                        },
+                        () = stdin_tx.closed() => return,
+                    }
+                }
+            });
+        }
         Ok(Response::new(answers(entries, Ok)))
     }
 

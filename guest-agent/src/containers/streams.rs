@@ -59,12 +59,12 @@ impl Containers {
     }
 
     /// Streams the container's output from now on (from the log's start
-    /// with `logs`), and forwards stdin (the rest of the call's `input`),
-    /// until the container stops.
+    /// with `logs`), and forwards `stdin` (the rest of the call's input,
+    /// ended by closing the channel), until the container stops.
     pub async fn attach(
         self: &Arc<Self>,
         start: berth_agent_proto::AttachStart,
-        mut input: tonic::Streaming<berth_agent_proto::AttachInput>,
+        stdin: Option<mpsc::Receiver<berth_agent_proto::AttachInput>>,
     ) -> Result<mpsc::Receiver<LogEntry>, AgentError> {
         let entry = self.lookup(&start.id).await?;
         let mut cursor = LogCursor::at_end(entry.dir.path());
@@ -83,7 +83,7 @@ impl Containers {
             logfile::Stream::Stdout => want_out,
             logfile::Stream::Stderr => want_err,
         };
-        if start.stdin {
+        if let Some(mut input) = stdin {
             let entry = entry.clone();
             tokio::spawn(async move { forward_stdin(&entry, &mut input).await });
         }
@@ -209,7 +209,7 @@ async fn wait_for_change(watcher: &DirWatcher) {
 }
 
 /// Copies attach input to the container's stdin FIFO once it runs.
-async fn forward_stdin(entry: &Arc<Entry>, input: &mut tonic::Streaming<berth_agent_proto::AttachInput>) {
+async fn forward_stdin(entry: &Arc<Entry>, input: &mut mpsc::Receiver<berth_agent_proto::AttachInput>) {
     use berth_agent_proto::attach_input::Input;
     use tokio::io::AsyncWriteExt;
     let mut pending: Vec<u8> = Vec::new();
@@ -230,9 +230,9 @@ async fn forward_stdin(entry: &Arc<Entry>, input: &mut tonic::Streaming<berth_ag
             pending.clear();
         }
         tokio::select! {
-            message = input.message() => match message {
-                Ok(Some(berth_agent_proto::AttachInput { input: Some(Input::Stdin(data)) })) => pending.extend(data),
-                Ok(Some(berth_agent_proto::AttachInput { input: Some(Input::CloseStdin(true)) })) | Ok(None) | Err(_) => {
+            message = input.recv() => match message {
+                Some(berth_agent_proto::AttachInput { input: Some(Input::Stdin(data)) }) => pending.extend(data),
+                Some(berth_agent_proto::AttachInput { input: Some(Input::CloseStdin(true)) }) | None => {
                     // Deliver what is buffered, then close (EOF for StdinOnce).
                     if !pending.is_empty() {
                         wait_running(entry, &mut changed).await;
@@ -242,7 +242,7 @@ async fn forward_stdin(entry: &Arc<Entry>, input: &mut tonic::Streaming<berth_ag
                     }
                     return;
                 }
-                Ok(Some(_)) => {}
+                Some(_) => {}
             },
             _ = changed.changed(), if fifo.is_none() => {
                 if changed.borrow().is_none() || !entry.state().status.is_running() && entry.state().status != Status::Created {
@@ -263,5 +263,41 @@ async fn wait_running(entry: &Entry, changed: &mut watch::Receiver<Option<u64>>)
         if tokio::time::timeout(Duration::from_millis(100), changed.changed()).await.is_ok_and(|r| r.is_err()) {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(stream: logfile::Stream, time_ns: i64, data: &str) -> Record {
+        Record { stream, time_ns, data: data.as_bytes().to_vec() }
+    }
+
+    fn texts(records: &[Record]) -> Vec<&str> {
+        records.iter().map(|r| std::str::from_utf8(&r.data).unwrap()).collect()
+    }
+
+    #[test]
+    fn tail_counts_lines_not_writes() {
+        use logfile::Stream::{Stderr, Stdout};
+        let records = vec![
+            record(Stdout, 1, "one\ntwo\nthr"),
+            record(Stdout, 2, "ee\n"),
+            record(Stderr, 3, "err\n"),
+            record(Stdout, 4, "four"),
+        ];
+        let last = tail_lines(records.clone(), 3);
+        assert_eq!(texts(&last), ["three\n", "err\n", "four"], "a line split over writes is one line");
+        assert_eq!(last[0].time_ns, 1, "a joined line keeps its first write's time");
+        assert!(tail_lines(records.clone(), 0).is_empty());
+        assert_eq!(tail_lines(records, 100).len(), 5);
+    }
+
+    #[test]
+    fn tail_does_not_join_lines_of_different_streams() {
+        use logfile::Stream::{Stderr, Stdout};
+        let records = vec![record(Stdout, 1, "out"), record(Stderr, 2, "err\n")];
+        assert_eq!(texts(&tail_lines(records, 2)), ["out", "err\n"]);
     }
 }
