@@ -12,8 +12,10 @@
 //! This file is the record and its lookup; the verbs live beside it:
 //! `create` (create, update, rename), `lifecycle` (start, exit, restart,
 //! exec), `stop` (signals, stop, pause, wait, remove, prune), `streams`
-//! (logs, attach, resize) and `stats` (stats, top). Preparing a run is the
-//! engine's (`berth_engine::bundle`).
+//! (logs, attach, resize) and `stats` (stats, top, diff). Preparing a run
+//! is the engine's (`berth_engine::bundle`), and so is the directory's
+//! layout (`berth_engine::container_dir`). Errors are `AgentError`s; the
+//! streams hand the RPC layer receivers of their items.
 
 mod create;
 mod lifecycle;
