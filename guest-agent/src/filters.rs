@@ -2,22 +2,25 @@
 //! JSON mapping a key to values, in the current `{"k": ["v"]}` form or the
 //! older `{"k": {"v": true}}` one.
 
+use std::collections::HashMap;
+
+use berth_engine::container::{Container, Status as ContainerStatus};
 use serde_json::Value;
-use tonic::Status;
+
+use crate::error::AgentError;
 
 pub type Filters = Vec<(String, Vec<String>)>;
 
 /// Parses `text`, refusing keys outside `allowed` as Docker does.
-pub fn parse(text: &str, allowed: &[&str]) -> Result<Filters, Status> {
+pub fn parse(text: &str, allowed: &[&str]) -> Result<Filters, AgentError> {
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| Status::invalid_argument(format!("invalid filter: {e}")))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| AgentError::invalid(format!("invalid filter: {e}")))?;
     let mut filters = Vec::new();
     for (key, values) in value.as_object().into_iter().flatten() {
         if !allowed.contains(&key.as_str()) {
-            return Err(Status::invalid_argument(format!("invalid filter '{key}'")));
+            return Err(AgentError::invalid(format!("invalid filter '{key}'")));
         }
         let list = match values {
             Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
@@ -37,13 +40,13 @@ pub fn values<'a>(filters: &'a Filters, key: &str) -> Option<&'a [String]> {
 /// The `until` filter as dockerd reads it (container, image and network
 /// prune): at most one value, a time or a Go duration before now (`5m`).
 /// A value that is neither is refused, never taken as "no filter".
-pub fn until_ns(values: Option<&[String]>) -> Result<Option<i64>, Status> {
+pub fn until_ns(values: Option<&[String]>) -> Result<Option<i64>, AgentError> {
     match values.unwrap_or_default() {
         [] => Ok(None),
         [one] => berth_agent_proto::time::filter_time_ns(one, berth_engine::logfile::now_ns())
             .map(Some)
-            .map_err(Status::invalid_argument),
-        _ => Err(Status::invalid_argument("more than one until filter specified")),
+            .map_err(AgentError::invalid),
+        _ => Err(AgentError::invalid("more than one until filter specified")),
     }
 }
 
@@ -53,4 +56,135 @@ pub fn labels_match(labels: &Value, wanted: &[String]) -> bool {
         Some((k, v)) => labels[k].as_str() == Some(v),
         None => labels.get(w.as_str()).is_some(),
     })
+}
+
+/// Docker's container list filters.
+pub struct ContainerFilters(HashMap<String, Vec<String>>);
+
+impl ContainerFilters {
+    /// Prune takes `label` (and `label!`) and `until` only.
+    pub fn parse_prune(text: &str) -> Result<ContainerFilters, AgentError> {
+        Ok(ContainerFilters(parse(text, &["label", "until"])?.into_iter().collect()))
+    }
+
+    pub fn parse(text: &str) -> Result<ContainerFilters, AgentError> {
+        if text.trim().is_empty() {
+            return Ok(ContainerFilters(HashMap::new()));
+        }
+        // Both {"k": ["v"]} and the older {"k": {"v": true}} forms.
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| AgentError::invalid(format!("invalid filter: {e}")))?;
+        let mut map = HashMap::new();
+        for (key, values) in value.as_object().into_iter().flatten() {
+            let list: Vec<String> = match values {
+                serde_json::Value::Array(items) => items.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+                serde_json::Value::Object(items) => items.keys().cloned().collect(),
+                _ => return Err(AgentError::invalid(format!("invalid filter '{key}'"))),
+            };
+            match key.as_str() {
+                "id" | "name" | "label" | "status" | "ancestor" | "before" | "since" | "exited" => {}
+                other => return Err(AgentError::invalid(format!("invalid filter '{other}'"))),
+            }
+            if key == "status" {
+                for status in &list {
+                    if !["created", "restarting", "running", "removing", "paused", "exited", "dead"]
+                        .contains(&status.as_str())
+                    {
+                        return Err(AgentError::invalid(format!("invalid filter 'status={status}'")));
+                    }
+                }
+            }
+            map.insert(key.clone(), list);
+        }
+        Ok(ContainerFilters(map))
+    }
+
+    pub fn values(&self, key: &str) -> Option<&[String]> {
+        self.0.get(key).map(Vec::as_slice)
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
+    pub fn one(&self, key: &str) -> Option<String> {
+        self.0.get(key).and_then(|v| v.first().cloned())
+    }
+
+    pub fn matches(&self, c: &Container) -> bool {
+        let any = |key: &str, test: &dyn Fn(&str) -> bool| self.0.get(key).is_none_or(|vs| vs.iter().any(|v| test(v)));
+        let labels = &c.config["Labels"];
+        any("id", &|v| c.id.starts_with(v))
+            && any("name", &|v| c.name.contains(v.trim_start_matches('/')))
+            && any("status", &|v| c.state.status.as_str() == v)
+            && any("exited", &|v| c.state.status == ContainerStatus::Exited && v.parse() == Ok(c.state.exit_code))
+            && any("ancestor", &|v| {
+                c.image == v
+                    || c.image_id.starts_with(v)
+                    || c.image_id.trim_start_matches("sha256:").starts_with(v)
+                    || berth_engine::reference::normalize(v).ok().as_deref()
+                        == berth_engine::reference::normalize(&c.image).ok().as_deref()
+            })
+            && self.0.get("label").is_none_or(|vs| {
+                vs.iter().all(|v| match v.split_once('=') {
+                    Some((k, val)) => labels[k].as_str() == Some(val),
+                    None => labels.get(v).is_some(),
+                })
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(name: &str, labels: serde_json::Value, status: ContainerStatus) -> Container {
+        let state = berth_engine::container::State { status, ..Default::default() };
+        Container {
+            id: "abcdef".into(),
+            name: name.into(),
+            created_ns: 1,
+            image: "busybox".into(),
+            image_id: "sha256:0123".into(),
+            config: serde_json::json!({ "Labels": labels }),
+            host_config: serde_json::json!({}),
+            layers: Vec::new(),
+            state,
+            restart_count: 0,
+            volumes: Vec::new(),
+            binds_from: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn container_prune_takes_label_and_until_only() {
+        let filters = ContainerFilters::parse_prune(r#"{"label": ["a=1"], "until": {"5m": true}}"#).unwrap();
+        assert_eq!(filters.values("label"), Some(&["a=1".to_string()][..]));
+        assert_eq!(filters.values("until"), Some(&["5m".to_string()][..]));
+        let err = ContainerFilters::parse_prune(r#"{"status": ["exited"]}"#).err().unwrap();
+        assert_eq!(err.to_string(), "invalid filter 'status'");
+        assert!(ContainerFilters::parse_prune("  ").unwrap().values("label").is_none());
+    }
+
+    #[test]
+    fn container_list_filters_refuse_what_docker_refuses() {
+        for (text, message) in [
+            (r#"{"status": ["sleeping"]}"#, "invalid filter 'status=sleeping'"),
+            (r#"{"colour": ["red"]}"#, "invalid filter 'colour'"),
+            (r#"{"name": "x"}"#, "invalid filter 'name'"),
+        ] {
+            assert_eq!(ContainerFilters::parse(text).err().unwrap().to_string(), message, "{text}");
+        }
+    }
+
+    #[test]
+    fn container_list_filters_match_labels_names_and_status() {
+        let web = container("web-1", serde_json::json!({"tier": "front"}), ContainerStatus::Running);
+        let filters = ContainerFilters::parse(r#"{"label": ["tier=front"], "name": ["/web"]}"#).unwrap();
+        assert!(filters.matches(&web));
+        assert!(!ContainerFilters::parse(r#"{"label": ["tier=back"]}"#).unwrap().matches(&web));
+        assert!(!ContainerFilters::parse(r#"{"status": ["exited"]}"#).unwrap().matches(&web));
+        assert!(ContainerFilters::parse(r#"{"ancestor": ["busybox:latest"]}"#).unwrap().matches(&web));
+        assert!(ContainerFilters::parse(r#"{"id": ["abc"]}"#).unwrap().matches(&web));
+    }
 }

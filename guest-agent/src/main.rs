@@ -8,6 +8,7 @@
 mod admission;
 mod archive;
 mod containers;
+mod error;
 mod events;
 mod exec;
 mod filters;
@@ -241,7 +242,7 @@ async fn serve(
         mounts: mounts.clone(),
         started,
         shutdown: shutdown.clone(),
-        images: Arc::new(service::ImagesSlot::new(data_dir.join("images"))),
+        images: Arc::new(images::ImagesSlot::new(data_dir.join("images"))),
     };
     // Once storage is mounted: re-adopt running containers, and start the
     // ones whose restart policy asks for it after a boot.

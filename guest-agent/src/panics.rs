@@ -18,7 +18,8 @@ pub fn layer() -> CatchPanicLayer<Answer> {
 fn internal_status(payload: Box<dyn Any + Send + 'static>) -> http::Response<tonic::body::Body> {
     let message = berth_agent_proto::panics::message(&*payload);
     tracing::error!(message, "a request handler panicked; the request fails, the agent serves on");
-    tonic::Status::internal(format!("the agent failed on this request: {message}")).into_http()
+    tonic::Status::from(crate::error::AgentError::internal(format!("the agent failed on this request: {message}")))
+        .into_http()
 }
 
 /// `shim` and `enter` clone children that share their memory until they

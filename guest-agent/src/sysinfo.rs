@@ -35,17 +35,6 @@ pub fn online_cpus() -> u32 {
     std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn reads_kib_fields() {
-        let text = "MemTotal:        2017192 kB\nMemFree:  100 kB\nMemAvailable:    1843712 kB\n";
-        assert_eq!(super::kib_field(text, "MemTotal:"), 2017192);
-        assert_eq!(super::kib_field(text, "MemAvailable:"), 1843712);
-        assert_eq!(super::kib_field(text, "Missing:"), 0);
-    }
-}
-
 /// Total CPU time of the machine in nanoseconds (/proc/stat's first line),
 /// Docker's `system_cpu_usage`.
 pub fn system_cpu_ns() -> u64 {
@@ -82,4 +71,15 @@ pub fn ps_row(pid: i32) -> Option<Vec<String>> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let cmd = String::from_utf8_lossy(&cmdline).trim_end_matches('\0').replace('\0', " ");
     Some(vec![uid, pid.to_string(), ppid, "0".into(), "-".into(), tty, time, cmd])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_kib_fields() {
+        let text = "MemTotal:        2017192 kB\nMemFree:  100 kB\nMemAvailable:    1843712 kB\n";
+        assert_eq!(super::kib_field(text, "MemTotal:"), 2017192);
+        assert_eq!(super::kib_field(text, "MemAvailable:"), 1843712);
+        assert_eq!(super::kib_field(text, "Missing:"), 0);
+    }
 }

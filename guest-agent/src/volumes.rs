@@ -1,38 +1,53 @@
 //! Named volumes in the agent: the volume store (engine/volume.rs) plus
-//! what only the container side knows, which containers use a volume.
+//! what only the container side knows, which containers use a volume (the
+//! callers pass the container records to check against).
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use berth_engine::container::VolumeMount;
-use berth_engine::volume::{VolumeError, VolumeStore};
+use berth_engine::container::{Container, VolumeMount};
+use berth_engine::volume::VolumeStore;
 use serde_json::{json, Value};
-use tonic::Status;
 
-use crate::containers::Containers;
+use crate::error::AgentError;
 
-fn volume_status(err: VolumeError) -> Status {
-    match err {
-        VolumeError::NotFound(_) => Status::not_found(err.to_string()),
-        VolumeError::Invalid(_) => Status::invalid_argument(err.to_string()),
-        VolumeError::Io { .. } => Status::internal(err.to_string()),
-    }
+use crate::events::Events;
+
+/// The volume store beside the containers on the data disk, and where its
+/// changes are announced.
+pub struct Volumes {
+    root: PathBuf,
+    events: Arc<Events>,
 }
 
-impl Containers {
-    fn volume_store(&self) -> Result<VolumeStore, Status> {
-        VolumeStore::open(&self.volumes_root).map_err(volume_status)
+fn users_of(name: &str, containers: &[Container]) -> Vec<String> {
+    containers.iter().filter(|c| c.volumes.iter().any(|v| v.name == name)).map(|c| c.id.clone()).collect()
+}
+
+impl Volumes {
+    pub fn new(root: PathBuf, events: Arc<Events>) -> Volumes {
+        Volumes { root, events }
+    }
+
+    /// The store's directory (volume binds resolve under it).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn volume_store(&self) -> Result<VolumeStore, AgentError> {
+        VolumeStore::open(&self.root).map_err(AgentError::from)
     }
 
     /// Creates the volumes a new container asks for (naming anonymous ones).
-    pub(crate) async fn create_volumes(&self, wanted: Vec<VolumeMount>) -> Result<Vec<VolumeMount>, Status> {
+    pub(crate) fn create_for_container(&self, wanted: Vec<VolumeMount>) -> Result<Vec<VolumeMount>, AgentError> {
         let store = self.volume_store()?;
         let mut named = Vec::new();
         for mut volume in wanted {
             if volume.name.is_empty() {
                 volume.name = crate::containers::random_hex();
             }
-            let created = store.create(&volume.name, BTreeMap::new(), volume.anonymous).map_err(volume_status)?;
+            let created = store.create(&volume.name, BTreeMap::new(), volume.anonymous).map_err(AgentError::from)?;
             if created.created_ns > 0 && volume.anonymous {
                 self.events.emit("volume", "create", &volume.name, json!({ "driver": "local" }));
             }
@@ -41,21 +56,18 @@ impl Containers {
         Ok(named)
     }
 
-    /// Removes a removed container's anonymous volumes no one else uses.
-    pub(crate) async fn remove_anonymous_volumes(&self, volumes: &[VolumeMount]) {
+    /// Removes a removed container's anonymous volumes that none of
+    /// `containers` (the remaining ones) uses.
+    pub(crate) fn remove_anonymous(&self, volumes: &[VolumeMount], containers: &[Container]) {
         let Ok(store) = self.volume_store() else { return };
         for volume in volumes.iter().filter(|v| v.anonymous) {
-            if self.users_of(&volume.name).is_empty() && store.remove(&volume.name).is_ok() {
+            if users_of(&volume.name, containers).is_empty() && store.remove(&volume.name).is_ok() {
                 self.events.emit("volume", "destroy", &volume.name, json!({ "driver": "local" }));
             }
         }
     }
 
-    fn users_of(&self, name: &str) -> Vec<String> {
-        self.records().into_iter().filter(|c| c.volumes.iter().any(|v| v.name == name)).map(|c| c.id).collect()
-    }
-
-    fn volume_json(&self, store: &VolumeStore, v: &berth_engine::volume::Volume, with_usage: bool) -> Value {
+    fn volume_json(store: &VolumeStore, v: &berth_engine::volume::Volume, usage: Option<&[Container]>) -> Value {
         let mut value = json!({
             "Name": v.name,
             "Driver": "local",
@@ -65,13 +77,14 @@ impl Containers {
             "Scope": "local",
             "Options": {},
         });
-        if with_usage {
-            value["UsageData"] = json!({ "Size": store.size(&v.name), "RefCount": self.users_of(&v.name).len() });
+        if let Some(containers) = usage {
+            value["UsageData"] =
+                json!({ "Size": store.size(&v.name), "RefCount": users_of(&v.name, containers).len() });
         }
         value
     }
 
-    pub async fn create_volume(self: &Arc<Self>, request: &Value) -> Result<Value, Status> {
+    pub fn create(&self, request: &Value) -> Result<Value, AgentError> {
         let name = request["Name"]
             .as_str()
             .filter(|n| !n.is_empty())
@@ -79,68 +92,68 @@ impl Containers {
             .unwrap_or_else(crate::containers::random_hex);
         let driver = request["Driver"].as_str().unwrap_or("");
         if !driver.is_empty() && driver != "local" {
-            return Err(Status::invalid_argument(format!(
+            return Err(AgentError::invalid(format!(
                 "volume driver {driver:?} is not supported by Berth (only local)"
             )));
         }
         if request["DriverOpts"].as_object().is_some_and(|o| !o.is_empty()) {
-            return Err(Status::invalid_argument("volume driver options are not supported by Berth yet"));
+            return Err(AgentError::invalid("volume driver options are not supported by Berth yet"));
         }
         let labels: BTreeMap<String, String> = request["Labels"]
             .as_object()
             .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
             .unwrap_or_default();
         let store = self.volume_store()?;
-        let volume = store.create(&name, labels, false).map_err(volume_status)?;
+        let volume = store.create(&name, labels, false).map_err(AgentError::from)?;
         self.events.emit("volume", "create", &name, json!({ "driver": "local" }));
-        Ok(self.volume_json(&store, &volume, false))
+        Ok(Self::volume_json(&store, &volume, None))
     }
 
-    pub async fn inspect_volume(self: &Arc<Self>, name: &str) -> Result<Value, Status> {
+    pub fn inspect(&self, name: &str) -> Result<Value, AgentError> {
         let store = self.volume_store()?;
-        let volume = store.get(name).map_err(volume_status)?;
-        Ok(self.volume_json(&store, &volume, false))
+        let volume = store.get(name).map_err(AgentError::from)?;
+        Ok(Self::volume_json(&store, &volume, None))
     }
 
     /// Docker's list answer; filters: name, label, dangling.
-    pub async fn list_volumes(self: &Arc<Self>, filters: &str, with_usage: bool) -> Result<Value, Status> {
+    pub fn list(&self, filters: &str, with_usage: bool, containers: &[Container]) -> Result<Value, AgentError> {
         let filters = filters::parse(filters, &["name", "label", "dangling", "driver"])?;
         let store = self.volume_store()?;
         let mut listed = Vec::new();
-        for volume in store.list().map_err(volume_status)? {
-            if matches(&filters, &volume, self.users_of(&volume.name).is_empty()) {
-                listed.push(self.volume_json(&store, &volume, with_usage));
+        for volume in store.list().map_err(AgentError::from)? {
+            if matches(&filters, &volume, users_of(&volume.name, containers).is_empty()) {
+                listed.push(Self::volume_json(&store, &volume, with_usage.then_some(containers)));
             }
         }
         Ok(json!({ "Volumes": listed, "Warnings": [] }))
     }
 
-    pub async fn remove_volume(self: &Arc<Self>, name: &str, force: bool) -> Result<(), Status> {
+    pub fn remove(&self, name: &str, force: bool, containers: &[Container]) -> Result<(), AgentError> {
         let store = self.volume_store()?;
-        store.get(name).map_err(volume_status)?;
-        let users = self.users_of(name);
+        store.get(name).map_err(AgentError::from)?;
+        let users = users_of(name, containers);
         if !users.is_empty() && !force {
-            return Err(Status::aborted(format!("remove {name}: volume is in use - [{}]", users.join(", "))));
+            return Err(AgentError::conflict(format!("remove {name}: volume is in use - [{}]", users.join(", "))));
         }
         if !users.is_empty() {
-            return Err(Status::aborted(format!("remove {name}: volume is in use - [{}]", users.join(", "))));
+            return Err(AgentError::conflict(format!("remove {name}: volume is in use - [{}]", users.join(", "))));
         }
-        store.remove(name).map_err(volume_status)?;
+        store.remove(name).map_err(AgentError::from)?;
         self.events.emit("volume", "destroy", name, json!({ "driver": "local" }));
         Ok(())
     }
 
     /// Docker ≥ 23's prune: unused anonymous volumes, or all unused ones
     /// with the `all` filter.
-    pub async fn prune_volumes(self: &Arc<Self>, filters: &str) -> Result<Value, Status> {
+    pub fn prune(&self, filters: &str, containers: &[Container]) -> Result<Value, AgentError> {
         let filters = filters::parse(filters, &["label", "all"])?;
         let all = filters.iter().any(|(k, v)| k == "all" && v.iter().any(|x| x == "true" || x == "1"));
         let store = self.volume_store()?;
         let (mut deleted, mut reclaimed) = (Vec::new(), 0u64);
-        for volume in store.list().map_err(volume_status)? {
+        for volume in store.list().map_err(AgentError::from)? {
             let label_ok =
                 matches(&filters.iter().filter(|(k, _)| k == "label").cloned().collect::<Vec<_>>(), &volume, true);
-            if (volume.anonymous || all) && label_ok && self.users_of(&volume.name).is_empty() {
+            if (volume.anonymous || all) && label_ok && users_of(&volume.name, containers).is_empty() {
                 let size = store.size(&volume.name);
                 if store.remove(&volume.name).is_ok() {
                     reclaimed += size;

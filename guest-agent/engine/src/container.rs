@@ -782,6 +782,7 @@ impl Container {
 
     /// Docker's `GET /containers/{id}/json`.
     pub fn inspect(&self, dir: &Path, volumes_root: &Path) -> Value {
+        let paths = crate::container_dir::ContainerDir::new(dir);
         let s = &self.state;
         let args: Vec<Value> = self.process_args().into_iter().skip(1).map(Value::String).collect();
         json!({
@@ -803,10 +804,10 @@ impl Container {
                 "FinishedAt": rfc3339(s.finished_at_ns),
             },
             "Image": self.image_id,
-            "ResolvConfPath": dir.join("resolv.conf"),
-            "HostnamePath": dir.join("hostname"),
-            "HostsPath": dir.join("hosts"),
-            "LogPath": dir.join(crate::logfile::LOG_FILE),
+            "ResolvConfPath": paths.resolv_conf(),
+            "HostnamePath": paths.hostname(),
+            "HostsPath": paths.hosts(),
+            "LogPath": paths.log(),
             "Name": format!("/{}", self.name),
             "RestartCount": self.restart_count,
             "Driver": "overlay2",
@@ -820,8 +821,8 @@ impl Container {
                 "Name": "overlay2",
                 "Data": {
                     "LowerDir": self.layers.iter().rev().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":"),
-                    "UpperDir": dir.join("upper"),
-                    "WorkDir": dir.join("work"),
+                    "UpperDir": paths.upper(),
+                    "WorkDir": paths.layer().work,
                     "MergedDir": dir.join("rootfs"),
                 },
             },

@@ -7,8 +7,10 @@
 //! filesystem and user resolution (`rootfs`).
 
 pub mod archive;
+pub mod bundle;
 pub mod cgroup;
 pub mod container;
+pub mod container_dir;
 pub mod devices;
 pub mod durable;
 pub mod image_config;

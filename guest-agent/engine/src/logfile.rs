@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-pub const LOG_FILE: &str = "container.log";
+pub use crate::container_dir::LOG_FILE;
 const HEADER: usize = 13;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,7 +27,8 @@ pub struct ContainerLayer {
 impl ContainerLayer {
     /// `upper/`, `work/` and `rootfs/` under a container's directory.
     pub fn under(dir: &Path) -> ContainerLayer {
-        ContainerLayer { upper: dir.join("upper"), work: dir.join("work"), merged: dir.join("rootfs") }
+        use crate::container_dir::{ROOTFS_DIR, UPPER_DIR, WORK_DIR};
+        ContainerLayer { upper: dir.join(UPPER_DIR), work: dir.join(WORK_DIR), merged: dir.join(ROOTFS_DIR) }
     }
 }
 

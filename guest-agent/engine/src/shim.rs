@@ -21,11 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::logfile::{LogWriter, Stream, LOG_FILE};
 use crate::runtime::{self, LaunchConfig, PipeStdio, Stdio};
 
-pub const SHIM_CONFIG: &str = "shim.json";
-pub const SPEC_FILE: &str = "spec.json";
-pub const EXIT_FILE: &str = "exit.json";
-pub const STDIN_FIFO: &str = "stdin.fifo";
-pub const RESIZE_FIFO: &str = "resize.fifo";
+use crate::container_dir::{EXIT_FILE, RESIZE_FIFO, SHIM_CONFIG, SPEC_FILE, STDIN_FIFO};
 /// The file descriptor on which the shim reports its `Ready` line.
 pub const READY_FD: RawFd = 3;
 
