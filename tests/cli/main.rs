@@ -44,12 +44,7 @@ fn docker(berth: &Berth, args: &[&str]) -> Output {
 }
 
 fn docker_cmd(berth: &Berth, args: &[&str]) -> Command {
-    let mut cmd = Command::new("docker");
-    cmd.arg("-H")
-        .arg(format!("unix://{}", berth.run_dir().join("docker.sock").display()))
-        .args(args)
-        .env("DOCKER_CONFIG", berth.home.path().join("docker-config"));
-    cmd
+    harness::docker_command(berth, args)
 }
 
 fn stdout(out: &Output) -> String {

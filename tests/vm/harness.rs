@@ -176,14 +176,18 @@ pub fn pid_alive(pid: i64) -> bool {
 
 /// The real docker CLI against this Berth's API socket.
 pub fn docker(berth: &Berth, args: &[&str]) -> Output {
-    Command::new("docker")
-        .arg("-H")
+    docker_command(berth, args).output().expect("the docker CLI (packaging/setup.sh installs it)")
+}
+
+/// The docker CLI pointed at this Berth, to spawn or run.
+pub fn docker_command(berth: &Berth, args: &[&str]) -> Command {
+    let mut cmd = Command::new("docker");
+    cmd.arg("-H")
         .arg(format!("unix://{}", berth.run_dir().join("docker.sock").display()))
         .args(args)
         .env("DOCKER_CONFIG", berth.home.path().join("docker-config"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("the docker CLI (packaging/setup.sh installs it)")
+        .stdin(Stdio::null());
+    cmd
 }
 
 /// A one-layer image as `docker save` writes it (docker-archive), tagged `tag`.

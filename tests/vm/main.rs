@@ -6,6 +6,7 @@
 
 mod harness;
 mod security;
+mod stalls;
 
 use std::io::Write;
 use std::process::Stdio;
