@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use berth_agent_proto::agent_client::AgentClient;
 use tonic::transport::Channel;
@@ -30,11 +31,54 @@ struct Instance {
     pid: i32,
     /// Resizes for the running process.
     resize: Option<tokio::sync::mpsc::Sender<WindowSize>>,
+    created: Instant,
+    ended: Option<Instant>,
 }
 
-#[derive(Default)]
+impl Instance {
+    fn new(container_id: String, config: Value, now: Instant) -> Instance {
+        Instance {
+            container_id,
+            config,
+            running: false,
+            exit_code: None,
+            pid: 0,
+            resize: None,
+            created: now,
+            ended: None,
+        }
+    }
+
+    /// Whether `sweep` may drop it: ended (or created and never started)
+    /// more than `retention` ago. A running exec is always kept.
+    fn expired(&self, now: Instant, retention: Duration) -> bool {
+        let since = match (self.running, self.ended) {
+            (true, _) => return false,
+            (false, Some(ended)) => ended,
+            (false, None) => self.created,
+        };
+        now.saturating_duration_since(since) >= retention
+    }
+}
+
+/// How long an exec stays inspectable after it ends. dockerd's exec GC
+/// runs every 5 minutes, marks the execs that are no longer live and
+/// removes the marked ones on its next round, so an ended exec lives 5 to
+/// 10 minutes; clients inspect right after the end (`docker exec` reads
+/// the exit code at once). An exec created and never started is dropped
+/// after as long: dockerd keeps it while its container lives, which would
+/// let a client that never starts its execs grow the registry without bound.
+const EXEC_RETENTION: Duration = Duration::from_secs(5 * 60);
+
 pub struct Registry {
     instances: Mutex<HashMap<String, Instance>>,
+    retention: Duration,
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry { instances: Mutex::default(), retention: EXEC_RETENTION }
+    }
 }
 
 fn new_id() -> String {
@@ -104,8 +148,7 @@ pub async fn create(mut req: Request<Incoming>, container: &str, ctx: &ApiContex
         Err(response) => return response,
     };
     let id = new_id();
-    let instance = Instance { container_id, config, running: false, exit_code: None, pid: 0, resize: None };
-    ctx.execs.instances.lock().unwrap().insert(id.clone(), instance);
+    ctx.execs.insert(id.clone(), Instance::new(container_id, config, Instant::now()));
     json_response(StatusCode::CREATED, json!({ "Id": id }))
 }
 
@@ -287,11 +330,26 @@ impl Run {
 }
 
 impl Registry {
+    /// Adds an exec, first dropping those past their retention: every new
+    /// exec is a sweep, so the registry holds only what is running or
+    /// recent, and an idle daemon holds what it held.
+    fn insert(&self, id: String, instance: Instance) {
+        let now = instance.created;
+        let mut instances = self.instances.lock().unwrap();
+        instances.retain(|_, kept| !kept.expired(now, self.retention));
+        instances.insert(id, instance);
+    }
+
     fn finish(&self, id: &str, code: i32) {
+        self.finish_at(id, code, Instant::now());
+    }
+
+    fn finish_at(&self, id: &str, code: i32, now: Instant) {
         if let Some(instance) = self.instances.lock().unwrap().get_mut(id) {
             instance.running = false;
             instance.exit_code = Some(code);
             instance.resize = None;
+            instance.ended = Some(now);
         }
     }
 }
@@ -347,6 +405,29 @@ async fn resize(id: &str, query: Option<&str>, ctx: &ApiContext) -> Response<Bod
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_registry_stays_bounded_after_many_execs() {
+        let registry = Registry { retention: Duration::from_secs(300), ..Registry::default() };
+        let start = Instant::now();
+        let add = |id: &str, at: Instant| registry.insert(id.to_string(), Instance::new("c".into(), json!({}), at));
+        for n in 0..1000 {
+            let id = format!("ended-{n}");
+            add(&id, start);
+            registry.instances.lock().unwrap().get_mut(&id).unwrap().running = true;
+            registry.finish_at(&id, 0, start);
+        }
+        add("never-started", start);
+        add("running", start);
+        registry.instances.lock().unwrap().get_mut("running").unwrap().running = true;
+        let later = start + Duration::from_secs(299);
+        add("recent", later);
+        assert_eq!(registry.instances.lock().unwrap().len(), 1003, "ended execs stay inspectable for a while");
+        add("next", start + Duration::from_secs(300));
+        let mut kept: Vec<String> = registry.instances.lock().unwrap().keys().cloned().collect();
+        kept.sort();
+        assert_eq!(kept, ["next", "recent", "running"], "past the retention only the running and recent stay");
+    }
 
     #[test]
     fn keys_match_fields_as_go_decodes_them() {
