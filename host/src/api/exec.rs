@@ -19,8 +19,10 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::containers::{empty, hijack, Hijack};
-use super::{agent_error, error, json_response, query_param, ApiContext, Body};
+use super::body::read_json_body;
+use super::hijack::{hijack, parse_detach_keys, stdin_into, Hijack};
+use super::http::{agent_error, empty, error, json_response, query_param, Body};
+use super::ApiContext;
 
 #[derive(Debug, Clone)]
 struct Instance {
@@ -96,7 +98,7 @@ fn no_such_exec(id: &str) -> Response<Body> {
 
 /// The body, checked against the moby type dockerd decodes it into.
 async fn read_json(req: &mut Request<Incoming>, schema: &'static docker_json::Struct) -> Result<Value, Response<Body>> {
-    let body = super::read_json_body(req, 1 << 20, true).await?;
+    let body = read_json_body(req, 1 << 20, true).await?;
     let value = docker_json::parse(schema, &body).map_err(|message| error(StatusCode::BAD_REQUEST, message))?;
     Ok(with_field_names(value))
 }
@@ -152,23 +154,11 @@ pub async fn create(mut req: Request<Incoming>, container: &str, ctx: &ApiContex
     json_response(StatusCode::CREATED, json!({ "Id": id }))
 }
 
-pub async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Option<Response<Body>> {
-    let rest = &path["/exec/".len()..];
-    let (id, action) = rest.split_once('/').unwrap_or((rest, ""));
-    let query = req.uri().query().map(str::to_string);
-    Some(match (req.method().as_str(), action) {
-        ("POST", "start") => start(req, id, ctx).await,
-        ("GET", "json") => inspect(id, ctx),
-        ("POST", "resize") => resize(id, query.as_deref(), ctx).await,
-        _ => return None,
-    })
-}
-
 fn strings(value: &Value) -> Vec<String> {
     value.as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default()
 }
 
-async fn start(mut req: Request<Incoming>, id: &str, ctx: &ApiContext) -> Response<Body> {
+pub(super) async fn start(mut req: Request<Incoming>, id: &str, ctx: &ApiContext) -> Response<Body> {
     let options = match read_json(&mut req, &docker_json::EXEC_START).await {
         Ok(v) => v,
         Err(response) => return response,
@@ -254,15 +244,14 @@ async fn start(mut req: Request<Incoming>, id: &str, ctx: &ApiContext) -> Respon
         }
     });
     let stdin = wants_stdin.then(|| {
-        super::containers::stdin_into(input_tx, |chunk| ExecInput {
+        stdin_into(input_tx, |chunk| ExecInput {
             input: Some(match chunk {
                 Some(data) => exec_input::Input::Stdin(data),
                 None => exec_input::Input::CloseStdin(true),
             }),
         })
     });
-    let detach_keys =
-        super::containers::parse_detach_keys(config["DetachKeys"].as_str().unwrap_or("")).unwrap_or_default();
+    let detach_keys = parse_detach_keys(config["DetachKeys"].as_str().unwrap_or("")).unwrap_or_default();
     hijack(&mut req, Hijack { tty, output: out_rx, stdin, detach_keys, started: Some(started_tx) })
 }
 
@@ -354,7 +343,7 @@ impl Registry {
     }
 }
 
-fn inspect(id: &str, ctx: &ApiContext) -> Response<Body> {
+pub(super) fn inspect(id: &str, ctx: &ApiContext) -> Response<Body> {
     let instances = ctx.execs.instances.lock().unwrap();
     let Some(instance) = instances.get(id) else { return no_such_exec(id) };
     let cmd = strings(&instance.config["Cmd"]);
@@ -383,7 +372,7 @@ fn inspect(id: &str, ctx: &ApiContext) -> Response<Body> {
     )
 }
 
-async fn resize(id: &str, query: Option<&str>, ctx: &ApiContext) -> Response<Body> {
+pub(super) async fn resize(id: &str, query: Option<&str>, ctx: &ApiContext) -> Response<Body> {
     let dim = |name: &str| query_param(query, name).and_then(|v| v.parse::<u32>().ok());
     let (Some(rows), Some(cols)) = (dim("h"), dim("w")) else {
         return error(StatusCode::BAD_REQUEST, "resize needs numeric h and w");

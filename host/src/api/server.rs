@@ -180,7 +180,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
 }
 
 /// The socket a request arrived on, in its extensions: a hijacked stream
-/// asks it whether the client is gone (see `containers::peer_closed`). Only
+/// asks it whether the client is gone (see `hijack::peer_closed`). Only
 /// valid while the connection lives, which the upgraded stream that uses it
 /// guarantees.
 #[derive(Debug, Clone, Copy)]
@@ -196,7 +196,7 @@ where
             req.extensions_mut().insert(socket);
             async move {
                 let (method, path) = (req.method().clone(), req.uri().path().to_string());
-                let response = super::panics::answer_or_500(super::handle(req, &ctx)).await;
+                let response = super::panics::answer_or_500(super::router::handle(req, &ctx)).await;
                 tracing::debug!(%method, path, status = response.status().as_u16(), "api");
                 Ok::<_, Infallible>(response)
             }
