@@ -219,11 +219,9 @@ pub(super) async fn start(id: &str, mut agent: AgentClient<Channel>) -> Response
     }
 }
 
-fn stop_request(id: &str, query: Option<&str>) -> Result<StopContainerRequest, Response<Body>> {
+fn stop_request(id: &str, query: Option<&str>) -> Result<StopContainerRequest, String> {
     let timeout = match query_param(query, "t").or_else(|| query_param(query, "timeout")) {
-        Some(t) => {
-            Some(t.parse::<i32>().map_err(|_| error(StatusCode::BAD_REQUEST, format!("invalid timeout {t:?}")))?)
-        }
+        Some(t) => Some(t.parse::<i32>().map_err(|_| format!("invalid timeout {t:?}"))?),
         None => None,
     };
     Ok(StopContainerRequest {
@@ -236,7 +234,7 @@ fn stop_request(id: &str, query: Option<&str>) -> Result<StopContainerRequest, R
 pub(super) async fn stop(id: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
     let request = match stop_request(id, query) {
         Ok(r) => r,
-        Err(response) => return response,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     match agent.stop_container(request).await {
         Ok(reply) if reply.get_ref().already_stopped => empty(StatusCode::NOT_MODIFIED),
@@ -248,7 +246,7 @@ pub(super) async fn stop(id: &str, query: Option<&str>, mut agent: AgentClient<C
 pub(super) async fn restart(id: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
     let request = match stop_request(id, query) {
         Ok(r) => r,
-        Err(response) => return response,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     if let Err(status) = agent.stop_container(request).await {
         return agent_error(status);
@@ -351,7 +349,7 @@ pub(super) async fn logs(id: &str, query: Option<&str>, mut agent: AgentClient<C
     };
     let (since_ns, until_ns) = match (time_param(query, "since"), time_param(query, "until")) {
         (Ok(s), Ok(u)) => (s, u),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(message), _) | (_, Err(message)) => return error(StatusCode::BAD_REQUEST, message),
     };
     let tail = match query_param(query, "tail").as_deref() {
         None | Some("") | Some("all") => -1,

@@ -87,10 +87,10 @@ pub fn unix_ns(text: &str) -> Option<i64> {
     Some(secs * 1_000_000_000 + nanos)
 }
 
-/// A `since`/`until` query parameter (0 when absent), or Docker's 400.
-pub fn time_param(query: Option<&str>, name: &str) -> Result<i64, Response<Body>> {
+/// A `since`/`until` query parameter (0 when absent), or why it is refused.
+pub fn time_param(query: Option<&str>, name: &str) -> Result<i64, String> {
     match query_param(query, name).filter(|v| !v.is_empty()) {
-        Some(v) => unix_ns(&v).ok_or_else(|| error(StatusCode::BAD_REQUEST, format!("invalid {name} value {v:?}"))),
+        Some(v) => unix_ns(&v).ok_or_else(|| format!("invalid {name} value {v:?}")),
         None => Ok(0),
     }
 }

@@ -5,7 +5,7 @@ use hyper::{Response, StatusCode};
 use serde_json::json;
 
 use super::body::json_lines;
-use super::http::{agent_error, json_response, query_param, time_param, Body};
+use super::http::{agent_error, error, json_response, query_param, time_param, Body};
 use super::{images, ApiContext, ApiFacts, API_VERSION, MIN_API_VERSION};
 
 pub fn version_json(facts: &ApiFacts) -> serde_json::Value {
@@ -55,7 +55,7 @@ pub async fn info(ctx: &ApiContext) -> Response<Body> {
 pub async fn events(query: Option<&str>, ctx: &ApiContext) -> Response<Body> {
     let (since_ns, until_ns) = match (time_param(query, "since"), time_param(query, "until")) {
         (Ok(s), Ok(u)) => (s, u),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(message), _) | (_, Err(message)) => return error(StatusCode::BAD_REQUEST, message),
     };
     let request = berth_agent_proto::EventsRequest {
         since_ns,
