@@ -1712,7 +1712,7 @@ impl ContainerFilters {
         };
         let mut map = HashMap::new();
         for (key, values) in value.as_object().into_iter().flatten() {
-            if key != "label" && key != "until" {
+            if !["label", "label!", "until"].contains(&key.as_str()) {
                 return Err(RpcStatus::invalid_argument(format!("invalid filter '{key}'")));
             }
             let list: Vec<String> = match values {
@@ -1779,11 +1779,9 @@ impl ContainerFilters {
                     || berth_engine::reference::normalize(v).ok().as_deref()
                         == berth_engine::reference::normalize(&c.image).ok().as_deref()
             })
-            && self.0.get("label").is_none_or(|vs| {
-                vs.iter().all(|v| match v.split_once('=') {
-                    Some((k, val)) => labels[k].as_str() == Some(val),
-                    None => labels.get(v).is_some(),
-                })
-            })
+            && self.0.get("label").is_none_or(|vs| crate::filters::labels_match(labels, vs))
+            // dockerd (prune's matchLabels): kept when it has every label
+            // given with `label!`.
+            && self.0.get("label!").is_none_or(|vs| !crate::filters::labels_match(labels, vs))
     }
 }
