@@ -104,7 +104,9 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
         hostname: info.hostname.clone(),
         cpus: info.cpus,
         memory_total_bytes: info.memory_total_bytes,
-        data_dir: "/var/lib/berth".into(),
+        // The agent says where its engine keeps its data (the VM's data
+        // disk, or a directory of BERTH_HOME under the local backend).
+        data_dir: info.data_dir.clone(),
         registry: config
             .as_ref()
             .map(|c| api::RegistrySettings {

@@ -311,6 +311,7 @@ impl Run {
                     let _ = out.send((2, Bytes::from(data))).await;
                 }
                 (Some(exec_output::Output::Exit(exit)), _) => code = exit.code,
+                (Some(exec_output::Output::Pid(pid)), _) => self.registry.started(&self.exec_id, pid),
                 _ => {}
             }
         }
@@ -327,6 +328,12 @@ impl Registry {
         let mut instances = self.instances.lock().unwrap();
         instances.retain(|_, kept| !kept.expired(now, self.retention));
         instances.insert(id, instance);
+    }
+
+    fn started(&self, id: &str, pid: i32) {
+        if let Some(instance) = self.instances.lock().unwrap().get_mut(id) {
+            instance.pid = pid;
+        }
     }
 
     fn finish(&self, id: &str, code: i32) {
