@@ -21,7 +21,7 @@ use tonic::transport::Channel;
 use super::binds::BindSources;
 use super::body::{channel_body, json_lines, read_json_body, stream_body, tar_body, MAX_JSON_BODY};
 use super::hijack::{frame, hijack, parse_detach_keys, stdin_into, websocket, websocket_accept_key, Hijack};
-use super::http::{agent_error, empty, error, flag, json_response, query_param, raw_json, time_param, Body};
+use super::http::{agent_error, agent_json, empty, error, flag, json_response, query_param, time_param, Body};
 
 /// Create bodies larger than this are refused (Docker's configs are a few KiB).
 const MAX_CREATE_BODY: usize = MAX_JSON_BODY;
@@ -114,18 +114,12 @@ pub(super) async fn unpause(id: &str, mut agent: AgentClient<Channel>) -> Respon
 
 /// `docker top`: the agent answers Docker's `{"Titles", "Processes"}`.
 pub(super) async fn top(id: &str, mut agent: AgentClient<Channel>) -> Response<Body> {
-    match agent.top_container(ContainerRef { id: id.to_string() }).await {
-        Ok(reply) => raw_json(reply.into_inner().json),
-        Err(status) => agent_error(status),
-    }
+    agent_json(agent.top_container(ContainerRef { id: id.to_string() }).await)
 }
 
 /// `docker diff`.
 pub(super) async fn changes(id: &str, mut agent: AgentClient<Channel>) -> Response<Body> {
-    match agent.container_changes(ContainerRef { id: id.to_string() }).await {
-        Ok(reply) => raw_json(reply.into_inner().json),
-        Err(status) => agent_error(status),
-    }
+    agent_json(agent.container_changes(ContainerRef { id: id.to_string() }).await)
 }
 
 pub(super) async fn rename(id: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
@@ -138,10 +132,7 @@ pub(super) async fn rename(id: &str, query: Option<&str>, mut agent: AgentClient
 pub(super) async fn prune(query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
     let request =
         berth_agent_proto::PruneContainersRequest { filters_json: query_param(query, "filters").unwrap_or_default() };
-    match agent.prune_containers(request).await {
-        Ok(reply) => raw_json(reply.into_inner().json),
-        Err(status) => agent_error(status),
-    }
+    agent_json(agent.prune_containers(request).await)
 }
 
 /// One JSON document per line, streamed (`stream=1`, the default) or one.
@@ -161,10 +152,7 @@ pub(super) async fn update(mut req: Request<Incoming>, id: &str, mut agent: Agen
         Err(response) => return response,
     };
     let request = berth_agent_proto::UpdateContainerRequest { id: id.to_string(), update_json: body.to_vec() };
-    match agent.update_container(request).await {
-        Ok(reply) => raw_json(reply.into_inner().json),
-        Err(status) => agent_error(status),
-    }
+    agent_json(agent.update_container(request).await)
 }
 
 pub(super) async fn create(
@@ -198,17 +186,11 @@ pub(super) async fn list(query: Option<&str>, mut agent: AgentClient<Channel>) -
         limit,
         size: flag(query, "size"),
     };
-    match agent.list_containers(request).await {
-        Ok(reply) => raw_json(reply.into_inner().json),
-        Err(status) => agent_error(status),
-    }
+    agent_json(agent.list_containers(request).await)
 }
 
 pub(super) async fn inspect(id: &str, mut agent: AgentClient<Channel>) -> Response<Body> {
-    match agent.inspect_container(ContainerRef { id: id.to_string() }).await {
-        Ok(reply) => raw_json(reply.into_inner().json),
-        Err(status) => agent_error(status),
-    }
+    agent_json(agent.inspect_container(ContainerRef { id: id.to_string() }).await)
 }
 
 pub(super) async fn start(id: &str, mut agent: AgentClient<Channel>) -> Response<Body> {

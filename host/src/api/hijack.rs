@@ -194,11 +194,17 @@ pub fn hijack<B>(req: &mut Request<B>, mut streams: Hijack) -> Response<Body> {
             () = input_pump => {}
         }
     });
+    let mut response = switching_protocols("tcp");
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/vnd.docker.raw-stream"));
+    response
+}
+
+/// The 101 that hands the connection over to `protocol`.
+fn switching_protocols(protocol: &'static str) -> Response<Body> {
     let mut response = empty(StatusCode::SWITCHING_PROTOCOLS);
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/vnd.docker.raw-stream"));
     headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(UPGRADE, HeaderValue::from_static("tcp"));
+    headers.insert(UPGRADE, HeaderValue::from_static(protocol));
     response
 }
 
@@ -326,12 +332,9 @@ pub fn websocket<B>(req: &mut Request<B>, accept_key: String, mut streams: Hijac
             () = input_pump => {}
         }
     });
-    let mut response = empty(StatusCode::SWITCHING_PROTOCOLS);
-    let headers = response.headers_mut();
-    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    let mut response = switching_protocols("websocket");
     if let Ok(value) = HeaderValue::from_str(&accept_key) {
-        headers.insert(hyper::header::SEC_WEBSOCKET_ACCEPT, value);
+        response.headers_mut().insert(hyper::header::SEC_WEBSOCKET_ACCEPT, value);
     }
     response
 }

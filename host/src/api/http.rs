@@ -53,6 +53,14 @@ pub fn agent_error(status: tonic::Status) -> Response<Body> {
     error(code, status.message())
 }
 
+/// The agent's Docker JSON as the answer, or its error.
+pub fn agent_json(result: Result<tonic::Response<berth_agent_proto::JsonResponse>, tonic::Status>) -> Response<Body> {
+    match result {
+        Ok(reply) => raw_json(reply.into_inner().json),
+        Err(status) => agent_error(status),
+    }
+}
+
 /// Every decoded value of `name` in a query string (`changes=A&changes=B`).
 /// form_urlencoded decodes as Go's url.Values, which the docker CLI
 /// encodes with: `+` is a space, a bad `%` escape stays as it is.

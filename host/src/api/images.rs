@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::body::{drain, forward_body, json_lines, tar_body, MAX_JSON_BODY};
-use super::http::{agent_error, error, full, json_response, query_param, query_params, raw_json, Body};
+use super::http::{agent_error, agent_json, error, full, json_response, query_param, query_params, raw_json, Body};
 use super::ApiContext;
 use berth_agent_proto::agent_client::AgentClient;
 use tonic::transport::Channel;
@@ -165,20 +165,14 @@ pub async fn save(names: Vec<String>, mut agent: AgentClient<Channel>) -> Respon
 
 /// `docker history`.
 pub async fn history(name: &str, mut agent: AgentClient<Channel>) -> Response<Body> {
-    match agent.image_history(InspectImageRequest { name: name.to_string() }).await {
-        Ok(reply) => raw_json(reply.into_inner().json),
-        Err(status) => agent_error(status),
-    }
+    agent_json(agent.image_history(InspectImageRequest { name: name.to_string() }).await)
 }
 
 /// `docker image prune`.
 pub async fn prune(query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
     let request =
         berth_agent_proto::PruneImagesRequest { filters_json: query_param(query, "filters").unwrap_or_default() };
-    match agent.prune_images(request).await {
-        Ok(reply) => raw_json(reply.into_inner().json),
-        Err(status) => agent_error(status),
-    }
+    agent_json(agent.prune_images(request).await)
 }
 
 /// `docker commit`: `POST /commit?container=ID&repo=R&tag=T&comment=&author=&pause=&changes=`,
@@ -226,10 +220,7 @@ pub async fn commit(req: Request<Incoming>, mut agent: AgentClient<Channel>) -> 
 
 /// `GET /distribution/NAME/json`: what the registry serves for a reference.
 pub async fn distribution<B>(req: &Request<B>, name: &str, ctx: &ApiContext) -> Response<Body> {
-    match ctx.agent.clone().inspect_distribution(registry_request(req, name.to_string(), ctx)).await {
-        Ok(reply) => raw_json(reply.into_inner().json),
-        Err(status) => agent_error(status),
-    }
+    agent_json(ctx.agent.clone().inspect_distribution(registry_request(req, name.to_string(), ctx)).await)
 }
 
 /// `docker images`.

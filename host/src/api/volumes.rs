@@ -7,18 +7,11 @@ use hyper::{Request, Response, StatusCode};
 use tonic::transport::Channel;
 
 use super::body::read_json_body;
-use super::http::{agent_error, empty, flag, query_param, raw_json, Body};
-
-fn json(result: Result<tonic::Response<berth_agent_proto::JsonResponse>, tonic::Status>) -> Response<Body> {
-    match result {
-        Ok(reply) => raw_json(reply.into_inner().json),
-        Err(status) => agent_error(status),
-    }
-}
+use super::http::{agent_error, agent_json, empty, flag, query_param, Body};
 
 pub async fn list(query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
     let request = ListVolumesRequest { filters_json: query_param(query, "filters").unwrap_or_default(), usage: false };
-    json(agent.list_volumes(request).await)
+    agent_json(agent.list_volumes(request).await)
 }
 
 pub async fn create(mut req: Request<Incoming>, mut agent: AgentClient<Channel>) -> Response<Body> {
@@ -26,7 +19,7 @@ pub async fn create(mut req: Request<Incoming>, mut agent: AgentClient<Channel>)
         Ok(body) => body,
         Err(response) => return response,
     };
-    let mut response = json(agent.create_volume(JsonRequest { json: body.to_vec() }).await);
+    let mut response = agent_json(agent.create_volume(JsonRequest { json: body.to_vec() }).await);
     if response.status() == StatusCode::OK {
         *response.status_mut() = StatusCode::CREATED;
     }
@@ -35,11 +28,11 @@ pub async fn create(mut req: Request<Incoming>, mut agent: AgentClient<Channel>)
 
 pub async fn prune(query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
     let request = PruneVolumesRequest { filters_json: query_param(query, "filters").unwrap_or_default() };
-    json(agent.prune_volumes(request).await)
+    agent_json(agent.prune_volumes(request).await)
 }
 
 pub async fn inspect(name: &str, mut agent: AgentClient<Channel>) -> Response<Body> {
-    json(agent.inspect_volume(VolumeRef { name: name.to_string() }).await)
+    agent_json(agent.inspect_volume(VolumeRef { name: name.to_string() }).await)
 }
 
 pub async fn remove(name: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
