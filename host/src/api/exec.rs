@@ -83,12 +83,10 @@ impl Default for Registry {
     }
 }
 
+/// 64 hex digits, as Docker's exec IDs.
 fn new_id() -> String {
     let mut bytes = [0u8; 32];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes)).is_err() {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        bytes[..16].copy_from_slice(&nanos.to_le_bytes());
-    }
+    getrandom::getrandom(&mut bytes).expect("the OS random source");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

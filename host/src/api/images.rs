@@ -12,7 +12,9 @@ use serde_json::json;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::body::{drain, forward_body, json_lines, tar_body, MAX_JSON_BODY};
-use super::http::{agent_error, agent_json, error, full, json_response, query_param, query_params, raw_json, Body};
+use super::http::{
+    agent_error, agent_json, error, flag, full, json_response, query_param, query_params, raw_json, Body,
+};
 use super::ApiContext;
 use berth_agent_proto::agent_client::AgentClient;
 use tonic::transport::Channel;
@@ -408,7 +410,7 @@ pub async fn tag(name: &str, query: Option<&str>, mut agent: AgentClient<Channel
 
 /// `docker rmi NAME`: `?force=1` removes an image that several references name.
 pub async fn remove(name: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
-    let force = query_param(query, "force").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let force = flag(query, "force");
     match agent.remove_image(RemoveImageRequest { name: name.to_string(), force }).await {
         Ok(reply) => {
             let reply = reply.into_inner();

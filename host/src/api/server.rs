@@ -299,6 +299,36 @@ mod tests {
         assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
     }
 
+    /// The route table through a real connection, on routes that need no
+    /// agent: names with slashes, trailing slashes, and what is not served.
+    #[tokio::test]
+    async fn routes_answer_by_method_and_segments() {
+        let (_dir, socket) = start(Limits::default());
+        let ask = |request: &'static str| {
+            let socket = socket.clone();
+            async move {
+                let mut stream = UnixStream::connect(&socket).await.unwrap();
+                let head = format!("{request} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n");
+                stream.write_all(head.as_bytes()).await.unwrap();
+                read_to_close(&mut stream, Duration::from_secs(5)).await
+            }
+        };
+        let answer = ask("GET /v1.47/containers/me/app/json").await;
+        assert!(answer.starts_with("HTTP/1.1 404") && answer.ends_with(r#"{"message":"No such container: me/app"}"#));
+        let answer = ask("GET /networks/bridge/").await;
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.contains(r#""Name":"bridge""#), "{answer}");
+        let answer = ask("DELETE /v1.45/networks/host").await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+        let answer = ask("POST /containers/abc/frobnicate").await;
+        assert!(answer.starts_with("HTTP/1.1 501"), "{answer}");
+        assert!(answer.ends_with(r#"{"message":"Berth does not implement POST /containers/abc/frobnicate yet"}"#));
+        let answer = ask("HEAD /_ping").await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.to_ascii_lowercase().contains("api-version: 1.47"),
+            "{answer}"
+        );
+    }
+
     #[tokio::test]
     async fn the_socket_is_created_private() {
         // SAFETY: umask only swaps the process mask; the previous one is put back.
