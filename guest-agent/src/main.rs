@@ -235,7 +235,6 @@ async fn serve(
         reaper,
         containers: containers.clone(),
         mounts: mounts.clone(),
-        data_dir: data_dir.clone(),
         started,
         shutdown: shutdown.clone(),
         images: Arc::new(service::ImagesSlot::new(data_dir.join("images"))),
@@ -261,7 +260,7 @@ async fn serve(
         Listen::Vsock(port) => {
             let listener = tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(libc::VMADDR_CID_ANY, port))?;
             tracing::info!(port, ms = started.elapsed().as_millis() as u64, "serving on vsock");
-            tokio::spawn(announce_ready(mounts, data_dir, init_thread));
+            tokio::spawn(announce_ready(mounts, init_thread));
             run_until(router.serve_with_incoming(admission::admit_vsock(listener, key)), stop).await
         }
         Listen::Unix(path) => {
@@ -289,7 +288,7 @@ fn bind_private_unix(path: &std::path::Path) -> std::io::Result<tokio::net::Unix
 /// Tells the host we serve, and what Info would say (see
 /// AGENT_READY_VSOCK_PORT in agent.proto). The connection is opened while
 /// init is still finishing; the announcement goes out as soon as it is done.
-async fn announce_ready(mounts: Mounts, data_dir: PathBuf, init_thread: Option<std::thread::JoinHandle<()>>) {
+async fn announce_ready(mounts: Mounts, init_thread: Option<std::thread::JoinHandle<()>>) {
     use berth_agent_proto::prost::Message;
     use tokio::io::AsyncWriteExt;
     let init_done = tokio::task::spawn_blocking(move || {
@@ -301,7 +300,7 @@ async fn announce_ready(mounts: Mounts, data_dir: PathBuf, init_thread: Option<s
     let Some(mut stream) = stream else { return };
     let announcement = berth_agent_proto::ReadyAnnouncement {
         protocol_version: berth_agent_proto::PROTOCOL_VERSION,
-        info: Some(service::info(mounts.get().map(Vec::as_slice).unwrap_or_default(), &data_dir)),
+        info: Some(service::info(mounts.get().map(Vec::as_slice).unwrap_or_default())),
     }
     .encode_length_delimited_to_vec();
     match stream.write_all(&announcement).await {

@@ -42,8 +42,6 @@ pub struct AgentService {
     pub reaper: Reaper,
     /// What init mounted at boot (empty for a local agent).
     pub mounts: crate::Mounts,
-    /// The engine's data directory (`--data-dir`), reported by Info.
-    pub data_dir: std::path::PathBuf,
     pub started: Instant,
     /// Notified once a Shutdown has been answered.
     pub shutdown: Arc<Notify>,
@@ -263,7 +261,7 @@ fn pull_status(err: &berth_engine::registry::PullError) -> Status {
 }
 
 /// What `Info` answers, also sent unasked in the readiness announcement.
-pub fn info(mounts: &[MountStatus], data_dir: &std::path::Path) -> InfoResponse {
+pub fn info(mounts: &[MountStatus]) -> InfoResponse {
     let mem = sysinfo::meminfo();
     InfoResponse {
         agent_version: AGENT_VERSION.into(),
@@ -278,7 +276,6 @@ pub fn info(mounts: &[MountStatus], data_dir: &std::path::Path) -> InfoResponse 
         uptime_ms: sysinfo::uptime_ms(),
         mounts: mounts.to_vec(),
         agent_rss_bytes: sysinfo::self_rss_bytes(),
-        data_dir: data_dir.display().to_string(),
     }
 }
 
@@ -290,7 +287,7 @@ impl Agent for AgentService {
     }
 
     async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
-        Ok(Response::new(info(self.mounts.get().map(Vec::as_slice).unwrap_or_default(), &self.data_dir)))
+        Ok(Response::new(info(self.mounts.get().map(Vec::as_slice).unwrap_or_default())))
     }
 
     type ExecStream = ReceiverStream<Result<ExecOutput, Status>>;

@@ -104,9 +104,7 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
         hostname: info.hostname.clone(),
         cpus: info.cpus,
         memory_total_bytes: info.memory_total_bytes,
-        // The agent says where its engine keeps its data (the VM's data
-        // disk, or a directory of BERTH_HOME under the local backend).
-        data_dir: info.data_dir.clone(),
+        data_dir: "/var/lib/berth".into(),
         registry: config
             .as_ref()
             .map(|c| api::RegistrySettings {

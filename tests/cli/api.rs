@@ -558,15 +558,3 @@ fn exec_instances_report_the_commands_pid() {
     ok(&berth, &["rm", "-f", "box"]);
     berth.stop_and_check_clean();
 }
-
-/// `/info`'s DockerRootDir is where the engine keeps its data: under the
-/// local backend a directory of BERTH_HOME, not the VM's /var/lib/berth.
-#[test]
-fn info_names_the_engines_data_dir() {
-    let berth = local_berth();
-    let root = ok(&berth, &["info", "--format", "{{.DockerRootDir}}"]);
-    let root = std::path::Path::new(root.trim());
-    assert_eq!(root, berth.home.path().join("local"));
-    assert!(root.join("containers").is_dir() && root.join("images").is_dir(), "{}", root.display());
-    berth.stop_and_check_clean();
-}
