@@ -22,7 +22,6 @@ use serde_json::{json, Value};
 use super::body::read_json_body;
 use super::hijack::{hijack, parse_detach_keys, stdin_into, Hijack};
 use super::http::{agent_error, empty, error, json_response, query_param, Body};
-use super::ApiContext;
 
 #[derive(Debug, Clone)]
 struct Instance {
@@ -135,7 +134,12 @@ fn with_field_names(mut value: Value) -> Value {
     value
 }
 
-pub async fn create(mut req: Request<Incoming>, container: &str, ctx: &ApiContext) -> Response<Body> {
+pub(super) async fn create(
+    mut req: Request<Incoming>,
+    container: &str,
+    agent: &AgentClient<Channel>,
+    execs: &Registry,
+) -> Response<Body> {
     let config = match read_json(&mut req, &docker_json::EXEC_CREATE).await {
         Ok(v) => v,
         Err(response) => return response,
@@ -143,12 +147,12 @@ pub async fn create(mut req: Request<Incoming>, container: &str, ctx: &ApiContex
     if config["Cmd"].as_array().is_none_or(|c| c.is_empty()) {
         return error(StatusCode::BAD_REQUEST, "No exec command specified");
     }
-    let container_id = match running(container, ctx).await {
+    let container_id = match running(container, agent).await {
         Ok(id) => id,
         Err(response) => return response,
     };
     let id = new_id();
-    ctx.execs.insert(id.clone(), Instance::new(container_id, config, Instant::now()));
+    execs.insert(id.clone(), Instance::new(container_id, config, Instant::now()));
     json_response(StatusCode::CREATED, json!({ "Id": id }))
 }
 
@@ -156,13 +160,18 @@ fn strings(value: &Value) -> Vec<String> {
     value.as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default()
 }
 
-pub(super) async fn start(mut req: Request<Incoming>, id: &str, ctx: &ApiContext) -> Response<Body> {
+pub(super) async fn start(
+    mut req: Request<Incoming>,
+    id: &str,
+    agent: &AgentClient<Channel>,
+    execs: &Arc<Registry>,
+) -> Response<Body> {
     let options = match read_json(&mut req, &docker_json::EXEC_START).await {
         Ok(v) => v,
         Err(response) => return response,
     };
     let (instance, resize_rx) = {
-        let mut instances = ctx.execs.instances.lock().unwrap();
+        let mut instances = execs.instances.lock().unwrap();
         let Some(instance) = instances.get_mut(id) else { return no_such_exec(id) };
         if instance.running || instance.exit_code.is_some() {
             return error(StatusCode::CONFLICT, format!("exec instance {id} has already been started"));
@@ -208,7 +217,7 @@ pub(super) async fn start(mut req: Request<Incoming>, id: &str, ctx: &ApiContext
         }
     });
     let (out_tx, out_rx) = tokio::sync::mpsc::channel::<(u8, Bytes)>(32);
-    let run = Run { agent: ctx.agent.clone(), registry: ctx.execs.clone(), exec_id: id.to_string() };
+    let run = Run { agent: agent.clone(), registry: execs.clone(), exec_id: id.to_string() };
     if detach {
         // Nothing streams: errors can still be the answer's status.
         let output = match run.start(input_rx).await {
@@ -223,8 +232,8 @@ pub(super) async fn start(mut req: Request<Incoming>, id: &str, ctx: &ApiContext
     // dockerd: output sent right behind a 101 can land in the client's
     // header read and be lost (docker-py's exec_run loses it so). So errors
     // known up front are checked first, and later ones go in the stream.
-    if let Err(response) = running(&instance.container_id, ctx).await {
-        ctx.execs.finish(id, 126);
+    if let Err(response) = running(&instance.container_id, agent).await {
+        execs.finish(id, 126);
         return response;
     }
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
@@ -255,9 +264,9 @@ pub(super) async fn start(mut req: Request<Incoming>, id: &str, ctx: &ApiContext
 
 /// The full ID of a container that can take an exec, or Docker's answer
 /// why not (404, or 409 when it is not running or paused).
-async fn running(container: &str, ctx: &ApiContext) -> Result<String, Response<Body>> {
+async fn running(container: &str, agent: &AgentClient<Channel>) -> Result<String, Response<Body>> {
     let reply =
-        ctx.agent.clone().inspect_container(ContainerRef { id: container.to_string() }).await.map_err(agent_error)?;
+        agent.clone().inspect_container(ContainerRef { id: container.to_string() }).await.map_err(agent_error)?;
     let value: Value = serde_json::from_slice(&reply.into_inner().json).unwrap_or_default();
     let id = value["Id"].as_str().unwrap_or(container).to_string();
     if value["State"]["Paused"] == json!(true) {
@@ -348,8 +357,8 @@ impl Registry {
     }
 }
 
-pub(super) fn inspect(id: &str, ctx: &ApiContext) -> Response<Body> {
-    let instances = ctx.execs.instances.lock().unwrap();
+pub(super) fn inspect(id: &str, execs: &Registry) -> Response<Body> {
+    let instances = execs.instances.lock().unwrap();
     let Some(instance) = instances.get(id) else { return no_such_exec(id) };
     let cmd = strings(&instance.config["Cmd"]);
     let flag = |key: &str| instance.config[key].as_bool().unwrap_or(false);
@@ -377,13 +386,13 @@ pub(super) fn inspect(id: &str, ctx: &ApiContext) -> Response<Body> {
     )
 }
 
-pub(super) async fn resize(id: &str, query: Option<&str>, ctx: &ApiContext) -> Response<Body> {
+pub(super) async fn resize(id: &str, query: Option<&str>, execs: &Registry) -> Response<Body> {
     let dim = |name: &str| query_param(query, name).and_then(|v| v.parse::<u32>().ok());
     let (Some(rows), Some(cols)) = (dim("h"), dim("w")) else {
         return error(StatusCode::BAD_REQUEST, "resize needs numeric h and w");
     };
     let sender = {
-        let instances = ctx.execs.instances.lock().unwrap();
+        let instances = execs.instances.lock().unwrap();
         let Some(instance) = instances.get(id) else { return no_such_exec(id) };
         instance.resize.clone()
     };

@@ -9,7 +9,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::body::channel_body;
 use super::http::{empty, Body};
-use super::server::ConnectionSocket;
+
+/// The socket a request arrived on, in its extensions: a hijacked stream
+/// asks it whether the client is gone (see `peer_closed`). Only
+/// valid while the connection lives, which the upgraded stream that uses it
+/// guarantees.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionSocket(pub std::os::fd::RawFd);
 
 /// A sender for `Hijack::stdin` that feeds the agent's request stream,
 /// each chunk (or the end, `None`) wrapped into the call's input message.

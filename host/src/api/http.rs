@@ -9,6 +9,10 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
+/// The newest and oldest API versions served.
+pub const API_VERSION: &str = "1.47";
+pub const MIN_API_VERSION: &str = "1.41";
+
 /// Response bodies: whole (most answers) or streamed (logs, waits, events).
 pub type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 

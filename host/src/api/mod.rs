@@ -7,21 +7,19 @@
 //! - `server`: listeners, the connection cap and timeouts; `panics`: a
 //!   panicking request is a 500.
 //! - `router`: the route table and API version negotiation.
-//! - `containers`, `exec`, `images`, `volumes`, `networks`, `system`: one
-//!   module per Docker resource (`binds`: which bind sources a create may
-//!   name).
+//! - `images`, `system`: handlers that need the boot facts too.
+//! - `context`: what the router hands out (the facts, the agent, the exec
+//!   registry).
+//! - `containers`, `exec`, `volumes`, `networks`: one module per Docker
+//!   resource (`binds`: which bind sources a create may name).
 //! - `hijack`: attach and exec streams over an upgraded connection.
 //! - `body`: bounded request bodies, uploads and streamed responses.
 //! - `http`: response shapes, Docker's errors, query and path decoding.
 
-use std::sync::Arc;
-
-use berth_agent_proto::agent_client::AgentClient;
-use tonic::transport::Channel;
-
 mod binds;
 mod body;
 mod containers;
+mod context;
 mod exec;
 mod hijack;
 mod http;
@@ -35,47 +33,8 @@ mod volumes;
 
 pub use server::{bind, serve, serve_tcp, Connections, Limits};
 
-/// The newest and oldest API versions served.
-pub const API_VERSION: &str = "1.47";
-pub const MIN_API_VERSION: &str = "1.41";
-
 pub use binds::BindSources;
-
-/// What the API reports about the machine, gathered at boot.
-#[derive(Debug, Clone)]
-pub struct ApiFacts {
-    pub berth_version: String,
-    pub kernel_release: String,
-    pub hostname: String,
-    pub cpus: u32,
-    pub memory_total_bytes: u64,
-    pub data_dir: String,
-    pub registry: RegistrySettings,
-    pub bind_sources: binds::BindSources,
-}
-
-/// config.toml's [engine] registry settings, passed with every pull.
-#[derive(Debug, Clone, Default)]
-pub struct RegistrySettings {
-    pub mirrors: Vec<String>,
-    pub insecure: Vec<String>,
-}
-
-/// Everything the server needs: facts for the local routes, the agent for the rest.
-pub struct ApiContext {
-    pub facts: ApiFacts,
-    /// One channel for every request: it multiplexes calls on one agent
-    /// connection and reconnects by itself if that breaks.
-    pub agent: AgentClient<Channel>,
-    /// `docker exec` instances (Docker keeps them in memory too).
-    pub execs: Arc<exec::Registry>,
-}
-
-impl ApiContext {
-    pub fn new(facts: ApiFacts, agent: AgentClient<Channel>) -> ApiContext {
-        ApiContext { facts, agent, execs: Arc::default() }
-    }
-}
+pub use context::{ApiContext, ApiFacts, RegistrySettings};
 
 #[cfg(test)]
 pub(crate) mod tests {

@@ -19,8 +19,9 @@ use bytes::Bytes;
 
 use super::body::drain;
 use super::http::{error, full, json_response, path_param, query_params, Body};
+use super::http::{API_VERSION, MIN_API_VERSION};
 use super::{containers, exec, images, networks, system, volumes};
-use super::{ApiContext, ApiFacts, API_VERSION, MIN_API_VERSION};
+use super::{ApiContext, ApiFacts};
 
 /// Answers one request: refuses versions outside the supported range,
 /// routes, and adds Docker's common headers.
@@ -65,8 +66,10 @@ async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Response
         (&Method::PUT, ["containers", id, "archive"]) => {
             return containers::put_archive(req, &decoded(id), query, agent()).await
         }
-        (&Method::POST, ["containers", id, "exec"]) => return exec::create(req, &decoded(id), ctx).await,
-        (&Method::POST, ["exec", id, "start"]) => return exec::start(req, &decoded(id), ctx).await,
+        (&Method::POST, ["containers", id, "exec"]) => {
+            return exec::create(req, &decoded(id), &ctx.agent, &ctx.execs).await
+        }
+        (&Method::POST, ["exec", id, "start"]) => return exec::start(req, &decoded(id), &ctx.agent, &ctx.execs).await,
         (&Method::POST, ["volumes", "create"]) => return volumes::create(req, agent()).await,
         (&Method::POST, ["networks", "create"]) => return networks::create(req).await,
         _ => {}
@@ -126,8 +129,8 @@ async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Response
             error(StatusCode::NOT_FOUND, format!("No such container: {}", name(container)))
         }
 
-        (&Method::GET, ["exec", id, "json"]) => exec::inspect(&decoded(id), ctx),
-        (&Method::POST, ["exec", id, "resize"]) => exec::resize(&decoded(id), query, ctx).await,
+        (&Method::GET, ["exec", id, "json"]) => exec::inspect(&decoded(id), &ctx.execs),
+        (&Method::POST, ["exec", id, "resize"]) => exec::resize(&decoded(id), query, &ctx.execs).await,
 
         (&Method::GET, ["volumes"]) => volumes::list(query, agent()).await,
         (&Method::POST, ["volumes", "prune"]) => volumes::prune(query, agent()).await,

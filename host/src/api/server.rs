@@ -24,6 +24,7 @@ use hyper::Request;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::hijack::ConnectionSocket;
 use super::ApiContext;
 
 #[derive(Debug, Clone, Copy)]
@@ -178,13 +179,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         self.stream.is_write_vectored()
     }
 }
-
-/// The socket a request arrived on, in its extensions: a hijacked stream
-/// asks it whether the client is gone (see `hijack::peer_closed`). Only
-/// valid while the connection lives, which the upgraded stream that uses it
-/// guarantees.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionSocket(pub std::os::fd::RawFd);
 
 fn serve_connection<S>(stream: S, socket: ConnectionSocket, ctx: Arc<ApiContext>, limits: Limits)
 where

@@ -6,7 +6,8 @@ use serde_json::json;
 
 use super::body::json_lines;
 use super::http::{agent_error, error, json_response, query_param, time_param, Body};
-use super::{images, ApiContext, ApiFacts, API_VERSION, MIN_API_VERSION};
+use super::http::{API_VERSION, MIN_API_VERSION};
+use super::{images, ApiContext, ApiFacts};
 
 pub fn version_json(facts: &ApiFacts) -> serde_json::Value {
     json!({
