@@ -69,7 +69,7 @@ fi
 # --- Rust -------------------------------------------------------------------
 command -v cargo >/dev/null || { log "cargo not found: install Rust with rustup first"; exit 1; }
 want_targets=(x86_64-unknown-linux-musl)
-[ "${BERTH_CROSS_CHECK:-0}" = 1 ] && want_targets+=(aarch64-apple-darwin x86_64-pc-windows-gnu)
+[ "${BERTH_CROSS_CHECK:-0}" = 1 ] && want_targets+=(aarch64-apple-darwin x86_64-apple-darwin x86_64-pc-windows-gnu)
 have_targets=$(rustup target list --installed)
 for t in "${want_targets[@]}"; do
   grep -qx "$t" <<<"$have_targets" || { log "adding Rust target $t"; rustup target add "$t" >&2; }

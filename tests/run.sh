@@ -12,7 +12,7 @@ export BERTH_ASSETS=$prefix/share/berth
 export BERTH_BIN=$prefix/bin/berth
 cd "$repo"
 echo "== cross-platform checks (host crate)" >&2
-for target in aarch64-apple-darwin x86_64-pc-windows-gnu; do
+for target in aarch64-apple-darwin x86_64-apple-darwin x86_64-pc-windows-gnu; do
   timeout 900 cargo check --quiet -p berth --target "$target"
 done
 echo "== tests" >&2

@@ -75,7 +75,18 @@ impl Containers {
             path: if path.is_empty() { "/".into() } else { path.to_string() },
             mounts,
         };
-        let result = self.run_archive_helper(op, &plan, input, output).await;
+        let mut result = self.run_archive_helper(op, &plan, input, output).await;
+        if op == "put" && result.as_ref().is_ok_and(|exit| exit.code == 0) {
+            // A 200 for `docker cp` into a container means the files are on disk.
+            let dir = entry.dir.clone();
+            let synced = tokio::task::spawn_blocking(move || berth_engine::durable::sync_filesystem(&dir))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|synced| synced);
+            if let Err(err) = synced {
+                result = Err(Status::internal(format!("syncing what was copied in: {err}")));
+            }
+        }
         if mounted_here && !entry.state().status.is_running() {
             let _ = tokio::task::spawn_blocking(move || rootfs::unmount_overlay(&layer)).await;
         }

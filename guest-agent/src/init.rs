@@ -7,84 +7,14 @@
 
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use berth_agent_proto::boot::{BootParams, ShareMount, StaticIpv4, GUEST_DATA_DIR};
 use berth_agent_proto::MountStatus;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-
-/// Where the data disk is mounted; later issues keep images, containers and volumes here.
-pub const DATA_DIR: &str = "/var/lib/berth";
-
-/// Settings the host passes on the kernel command line as `berth.KEY=VALUE`.
-#[derive(Debug, Default, PartialEq)]
-pub struct BootParams {
-    pub hostname: Option<String>,
-    /// Address with prefix length, gateway, DNS server.
-    pub net: Option<(Ipv4Addr, u8, Ipv4Addr, Ipv4Addr)>,
-    /// The address at which the host's loopback services are reachable.
-    pub host_alias: Option<Ipv4Addr>,
-    pub disk: Option<String>,
-    /// (virtio-fs tag, mount point)
-    pub shares: Vec<(String, String)>,
-    pub log: Option<String>,
-}
-
-impl BootParams {
-    pub fn parse(cmdline: &str) -> Result<BootParams, String> {
-        let mut params = BootParams::default();
-        for token in cmdline.split_whitespace() {
-            let Some((key, value)) = token.strip_prefix("berth.").and_then(|t| t.split_once('=')) else {
-                continue;
-            };
-            match key {
-                "hostname" => params.hostname = Some(value.to_string()),
-                "net" => params.net = Some(parse_net(value).ok_or_else(|| format!("bad berth.net={value}"))?),
-                "hostalias" => {
-                    params.host_alias = Some(value.parse().map_err(|_| format!("bad berth.hostalias={value}"))?)
-                }
-                "disk" => params.disk = Some(value.to_string()),
-                "share" => {
-                    let (tag, path) = value.split_once(',').ok_or_else(|| format!("bad berth.share={value}"))?;
-                    params.shares.push((tag.to_string(), percent_decode(path)?));
-                }
-                "log" => params.log = Some(value.to_string()),
-                _ => return Err(format!("unknown boot parameter berth.{key}")),
-            }
-        }
-        Ok(params)
-    }
-}
-
-/// `10.0.2.15/24,10.0.2.2,10.0.2.3`
-fn parse_net(value: &str) -> Option<(Ipv4Addr, u8, Ipv4Addr, Ipv4Addr)> {
-    let mut parts = value.split(',');
-    let (addr, prefix) = parts.next()?.split_once('/')?;
-    let net = (addr.parse().ok()?, prefix.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
-    (net.1 <= 32 && parts.next().is_none()).then_some(net)
-}
-
-/// The host percent-encodes share paths so that spaces and commas survive the
-/// kernel command line.
-fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).ok_or_else(|| format!("bad escape in {s}"))?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad escape in {s}"))?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("share path is not UTF-8: {s}"))
-}
 
 fn mount_fs(source: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> io::Result<()> {
     fs::create_dir_all(target)?;
@@ -204,8 +134,8 @@ pub fn mount_basics() -> io::Result<()> {
 
 /// Brings eth0 up with the host-given address (the slow part: the driver
 /// fills its receive ring when the link comes up).
-pub fn configure_network(net: Option<(Ipv4Addr, u8, Ipv4Addr, Ipv4Addr)>) {
-    if let Some((addr, prefix, gateway, _)) = net {
+pub fn configure_network(net: Option<StaticIpv4>) {
+    if let Some(StaticIpv4 { address: addr, prefix_len: prefix, gateway, .. }) = net {
         match berth_engine::netif::configure_ipv4("eth0", addr, prefix, gateway) {
             Ok(()) => tracing::info!(%addr, prefix, %gateway, "eth0 configured"),
             Err(err) => tracing::error!(%err, "eth0 configuration failed"),
@@ -222,7 +152,7 @@ pub fn configure_system(params: &BootParams) {
     if let Err(err) = berth_engine::netif::set_up("lo") {
         tracing::warn!(%err, "loopback up failed");
     }
-    let resolv = params.net.map(|(_, _, _, dns)| format!("nameserver {dns}\n")).unwrap_or_default();
+    let resolv = params.net.map(|net| format!("nameserver {}\n", net.dns)).unwrap_or_default();
     let mut hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
     if let Some(host) = params.host_alias {
         hosts.push_str(&format!("{host}\thost.docker.internal host.berth.internal gateway.docker.internal\n"));
@@ -245,18 +175,19 @@ pub fn configure_system(params: &BootParams) {
 
 /// The data disk and the shared directories. Failures are reported, not fatal:
 /// the host decides whether it can live without a mount.
-pub fn mount_storage(disk: Option<&str>, shares: &[(String, String)]) -> Vec<MountStatus> {
+pub fn mount_storage(disk: Option<&str>, shares: &[ShareMount]) -> Vec<MountStatus> {
     let mut mounts = Vec::new();
     if let Some(disk) = disk {
         let result = mount_data_disk(disk);
-        mounts.push(status("data", DATA_DIR, "ext4", result));
+        mounts.push(status("data", GUEST_DATA_DIR, "ext4", result));
     }
-    for (tag, path) in shares {
+    for ShareMount { tag, guest_path, transport } in shares {
         // Host files are data to the VM: a setuid binary in a share (a
         // container's root can make one, see virtiofsd_args in the host's
         // qemu.rs) or a device node the host has there grants nothing here.
-        let result = mount_fs(tag, path, "virtiofs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, None);
-        mounts.push(status(tag, path, "virtiofs", result));
+        let fstype = transport.fstype();
+        let result = mount_fs(tag, guest_path, fstype, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, None);
+        mounts.push(status(tag, guest_path, fstype, result));
     }
     mounts
 }
@@ -297,7 +228,7 @@ fn mount_data_disk(device: &str) -> io::Result<()> {
         }
         tracing::info!(device, ms = started.elapsed().as_millis() as u64, "formatted");
     }
-    mount_fs(device, DATA_DIR, "ext4", MsFlags::MS_NOATIME, None)
+    mount_fs(device, GUEST_DATA_DIR, "ext4", MsFlags::MS_NOATIME, None)
 }
 
 /// ext2/3/4 keep the magic 0xEF53 at byte 1080.
@@ -360,34 +291,4 @@ fn has_other_processes() -> bool {
             })
         })
         .unwrap_or(false)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_boot_parameters() {
-        let params = BootParams::parse(
-            "console=ttyS0 quiet berth.hostname=vm berth.net=10.0.2.15/24,10.0.2.2,10.0.2.3 \
-             berth.hostalias=10.0.2.2 berth.disk=/dev/vda berth.share=home0,/home/a%20b%2Cc berth.log=debug",
-        )
-        .unwrap();
-        assert_eq!(params.hostname.as_deref(), Some("vm"));
-        assert_eq!(
-            params.net,
-            Some(("10.0.2.15".parse().unwrap(), 24, "10.0.2.2".parse().unwrap(), "10.0.2.3".parse().unwrap()))
-        );
-        assert_eq!(params.disk.as_deref(), Some("/dev/vda"));
-        assert_eq!(params.shares, vec![("home0".to_string(), "/home/a b,c".to_string())]);
-        assert_eq!(params.log.as_deref(), Some("debug"));
-    }
-
-    #[test]
-    fn rejects_bad_boot_parameters() {
-        assert!(BootParams::parse("berth.net=10.0.2.15/40,1.1.1.1,1.1.1.1").is_err());
-        assert!(BootParams::parse("berth.share=nocomma").is_err());
-        assert!(BootParams::parse("berth.share=t,/bad%zz").is_err());
-        assert!(BootParams::parse("berth.frobnicate=1").is_err());
-    }
 }

@@ -25,6 +25,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use berth_agent_proto::agent_server::AgentServer;
+use berth_agent_proto::boot::BootParams;
 use berth_agent_proto::{MountStatus, AGENT_VSOCK_PORT};
 use tokio::sync::Notify;
 
@@ -48,7 +49,10 @@ fn usage() -> ! {
 
 fn parse_args() -> Args {
     let mut args = std::env::args().skip(1);
-    let mut parsed = Args { listen: Listen::Vsock(AGENT_VSOCK_PORT), data_dir: PathBuf::from(init::DATA_DIR) };
+    let mut parsed = Args {
+        listen: Listen::Vsock(AGENT_VSOCK_PORT),
+        data_dir: PathBuf::from(berth_agent_proto::boot::GUEST_DATA_DIR),
+    };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--vsock-port" => {
@@ -119,7 +123,7 @@ fn main() {
         // Nothing works without /proc and /dev, logging included.
         let basics = init::mount_basics();
         let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-        let params = init::BootParams::parse(&cmdline);
+        let params = BootParams::parse(&cmdline);
         init_logging(params.as_ref().ok().and_then(|p| p.log.as_deref()).unwrap_or("info"));
         if let Err(err) = switched {
             tracing::error!(%err, "moving the root filesystem to tmpfs failed; containers cannot start");
@@ -129,7 +133,7 @@ fn main() {
         }
         let params = params.unwrap_or_else(|err| {
             tracing::error!(%err, "bad kernel command line; booting with defaults");
-            init::BootParams::default()
+            BootParams::default()
         });
         tracing::debug!(
             ms = started.elapsed().as_millis() as u64,

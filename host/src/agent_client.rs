@@ -1,14 +1,17 @@
-//! Reaching the guest agent: one gRPC client over whichever byte stream the
-//! platform offers.
+//! Reaching the guest: a [`GuestTransport`] opens a byte stream to any of the
+//! guest's vsock ports, whichever way the platform offers them:
 //!
 //! - `Vsock`: AF_VSOCK from the host (Linux with /dev/vhost-vsock).
 //! - `HybridVsock`: vhost-user-vsock's "hybrid vsock", a unix socket on which
 //!   the host writes `CONNECT <port>\n`, reads `OK <n>\n`, and then has the raw
 //!   stream (Firecracker and Cloud Hypervisor use the same scheme).
-//! - `Unix`: a local agent listening on a plain unix socket.
+//! - `Unix`: a local agent listening on plain unix sockets.
 //!
-//! All three become the same `AgentClient`; tonic reconnects through the
-//! same connector when a connection breaks.
+//! The agent is one port of it ([`AgentEndpoint`]): connections there start
+//! with the per-boot key, then carry gRPC. Other ports (published ports,
+//! host.docker.internal) get the plain stream from [`GuestTransport::connect`].
+//! Every agent connection becomes the same `AgentClient`; tonic reconnects
+//! through the same connector when a connection breaks.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -17,17 +20,41 @@ use anyhow::{bail, Result};
 use berth_agent_proto::agent_client::AgentClient;
 #[cfg(unix)]
 use berth_agent_proto::{prost::Message, InfoResponse, ReadyAnnouncement};
-use berth_agent_proto::{AgentKey, PingRequest, PingResponse, PROTOCOL_VERSION};
+use berth_agent_proto::{AgentKey, PingRequest, PingResponse, AGENT_VSOCK_PORT, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::transport::{Channel, Endpoint};
 
+/// How the host reaches the guest's vsock ports. Serialised into the state
+/// file: other processes (`berth shell`) connect with it too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum AgentEndpoint {
-    Vsock { cid: u32, port: u32 },
-    HybridVsock { uds: PathBuf, port: u32 },
-    Unix { path: PathBuf },
+pub enum GuestTransport {
+    Vsock {
+        cid: u32,
+    },
+    HybridVsock {
+        uds: PathBuf,
+    },
+    /// A local agent: its own port is served at `path`, any other port P at
+    /// `<path>_<P>` (the name hybrid vsock gives a port's socket).
+    Unix {
+        path: PathBuf,
+    },
+}
+
+/// The guest agent: a transport and the port the agent serves on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentEndpoint {
+    #[serde(flatten)]
+    pub transport: GuestTransport,
+    /// A local agent's endpoint has always been written without one.
+    #[serde(default = "agent_port")]
+    pub port: u32,
+}
+
+fn agent_port() -> u32 {
+    AGENT_VSOCK_PORT
 }
 
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -66,40 +93,61 @@ pub fn read_key_file(path: &std::path::Path) -> Result<AgentKey> {
     AgentKey::from_hex(&text).with_context(|| format!("{} does not hold an agent key", path.display()))
 }
 
+impl GuestTransport {
+    /// Opens a plain byte stream to the guest's vsock `port`: nothing is
+    /// sent on it (the agent's key belongs to the agent's port only, see
+    /// [`AgentEndpoint::open`]).
+    pub async fn connect(&self, port: u32) -> std::io::Result<Box<dyn Io>> {
+        // Windows has none of these transports yet (HvSocket comes with Hyper-V).
+        #[cfg(windows)]
+        let _ = port;
+        match self {
+            #[cfg(unix)]
+            GuestTransport::Unix { path } => {
+                let socket = if port == AGENT_VSOCK_PORT { path.clone() } else { port_socket(path, port) };
+                Ok(Box::new(tokio::net::UnixStream::connect(socket).await?))
+            }
+            #[cfg(unix)]
+            GuestTransport::HybridVsock { uds } => {
+                let mut stream = tokio::net::UnixStream::connect(uds).await?;
+                hybrid_handshake(&mut stream, port).await?;
+                Ok(Box::new(stream))
+            }
+            #[cfg(target_os = "linux")]
+            GuestTransport::Vsock { cid } => {
+                Ok(Box::new(tokio_vsock::VsockStream::connect(tokio_vsock::VsockAddr::new(*cid, port)).await?))
+            }
+            #[allow(unreachable_patterns)]
+            other => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                format!("the guest transport {other:?} is not supported on this platform"),
+            )),
+        }
+    }
+}
+
+/// Where a unix-socket transport serves `port` (hybrid vsock's naming).
+fn port_socket(base: &std::path::Path, port: u32) -> PathBuf {
+    PathBuf::from(format!("{}_{port}", base.display()))
+}
+
 impl AgentEndpoint {
+    /// The agent on its usual port of `transport`.
+    pub fn agent(transport: GuestTransport) -> AgentEndpoint {
+        AgentEndpoint { transport, port: AGENT_VSOCK_PORT }
+    }
+
     /// Opens one raw byte stream to the agent, admitted with `key`.
     pub async fn open(&self, key: &AgentKey) -> std::io::Result<Box<dyn Io>> {
         use tokio::io::AsyncWriteExt;
         let admitted = async {
-            let mut stream = self.open_inner().await?;
+            let mut stream = self.transport.connect(self.port).await?;
             stream.write_all(key.as_bytes()).await?;
             Ok(stream)
         };
         tokio::time::timeout(CONNECT_TIMEOUT, admitted).await.unwrap_or_else(|_| {
             Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting to the agent timed out"))
         })
-    }
-
-    async fn open_inner(&self) -> std::io::Result<Box<dyn Io>> {
-        match self {
-            #[cfg(unix)]
-            AgentEndpoint::Unix { path } => Ok(Box::new(tokio::net::UnixStream::connect(path).await?)),
-            #[cfg(unix)]
-            AgentEndpoint::HybridVsock { uds, port } => {
-                let mut stream = tokio::net::UnixStream::connect(uds).await?;
-                hybrid_handshake(&mut stream, *port).await?;
-                Ok(Box::new(stream))
-            }
-            #[cfg(target_os = "linux")]
-            AgentEndpoint::Vsock { cid, port } => {
-                Ok(Box::new(tokio_vsock::VsockStream::connect(tokio_vsock::VsockAddr::new(*cid, *port)).await?))
-            }
-            #[allow(unreachable_patterns)]
-            other => Err(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                format!("agent endpoint {other:?} is not supported on this platform"),
-            )),
-        }
     }
 
     /// A gRPC client whose connections go through [`AgentEndpoint::open`].
@@ -132,9 +180,9 @@ impl AgentEndpoint {
     /// port P to `<uds>_P`). None means: find the agent by polling.
     #[cfg(unix)]
     pub fn listen_for_ready(&self) -> std::io::Result<Option<ReadyListener>> {
-        match self {
-            AgentEndpoint::HybridVsock { uds, .. } => {
-                let path = PathBuf::from(format!("{}_{}", uds.display(), berth_agent_proto::AGENT_READY_VSOCK_PORT));
+        match &self.transport {
+            GuestTransport::HybridVsock { uds } => {
+                let path = port_socket(uds, berth_agent_proto::AGENT_READY_VSOCK_PORT);
                 let _ = std::fs::remove_file(&path);
                 let listener = tokio::net::UnixListener::bind(&path)?;
                 Ok(Some(ReadyListener { listener, path }))
@@ -314,7 +362,7 @@ mod tests {
     #[tokio::test]
     async fn readiness_announcements_are_checked() {
         let dir = tempfile::tempdir().unwrap();
-        let endpoint = AgentEndpoint::HybridVsock { uds: dir.path().join("agent.vsock"), port: 1024 };
+        let endpoint = AgentEndpoint::agent(GuestTransport::HybridVsock { uds: dir.path().join("agent.vsock") });
         let listener = endpoint.listen_for_ready().unwrap().expect("hybrid vsock has a readiness listener");
         let socket = dir.path().join("agent.vsock_1025");
         let announce = |bytes: Vec<u8>| {
@@ -345,9 +393,47 @@ mod tests {
 
     #[test]
     fn endpoints_round_trip_through_json() {
-        let endpoint = AgentEndpoint::HybridVsock { uds: "/run/vsock.sock".into(), port: 1024 };
+        let endpoint = AgentEndpoint::agent(GuestTransport::HybridVsock { uds: "/run/vsock.sock".into() });
         let json = serde_json::to_string(&endpoint).unwrap();
         assert_eq!(json, r#"{"kind":"hybrid_vsock","uds":"/run/vsock.sock","port":1024}"#);
         assert_eq!(serde_json::from_str::<AgentEndpoint>(&json).unwrap(), endpoint);
+    }
+
+    #[test]
+    fn endpoints_written_before_ports_were_explicit_still_read() {
+        let local: AgentEndpoint = serde_json::from_str(r#"{"kind":"unix","path":"/run/agent.sock"}"#).unwrap();
+        assert_eq!(local, AgentEndpoint::agent(GuestTransport::Unix { path: "/run/agent.sock".into() }));
+        let vsock: AgentEndpoint = serde_json::from_str(r#"{"kind":"vsock","cid":42,"port":1024}"#).unwrap();
+        assert_eq!(vsock, AgentEndpoint::agent(GuestTransport::Vsock { cid: 42 }));
+    }
+
+    /// The agent's port hears the key first; any other port hears only what its caller sends.
+    #[tokio::test]
+    async fn only_the_agents_port_is_sent_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent_socket = dir.path().join("agent.sock");
+        let agent = tokio::net::UnixListener::bind(&agent_socket).unwrap();
+        let forwarded = tokio::net::UnixListener::bind(dir.path().join("agent.sock_2000")).unwrap();
+        let endpoint = AgentEndpoint::agent(GuestTransport::Unix { path: agent_socket });
+        let key = AgentKey::from_bytes([7; 32]);
+        let first_bytes = |listener: tokio::net::UnixListener| async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut bytes = Vec::new();
+            stream.read_to_end(&mut bytes).await.unwrap();
+            bytes
+        };
+
+        let mut stream = endpoint.open(&key).await.unwrap();
+        stream.write_all(b"PRI").await.unwrap();
+        drop(stream);
+        assert_eq!(first_bytes(agent).await, [&[7u8; 32][..], b"PRI"].concat());
+
+        let mut stream = endpoint.transport.connect(2000).await.unwrap();
+        stream.write_all(b"GET /").await.unwrap();
+        drop(stream);
+        assert_eq!(first_bytes(forwarded).await, b"GET /");
+
+        let err = endpoint.transport.connect(2001).await.err().expect("no socket for port 2001");
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
     }
 }

@@ -16,15 +16,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use berth_agent_proto::{AgentKey, InfoRequest, InfoResponse, ShutdownRequest};
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::agent_client::{self, AgentEndpoint};
 use crate::api;
 use crate::config::Config;
 use crate::lifecycle::{self, StartOutcome};
-use crate::paths::{Assets, Paths};
+use crate::paths::Paths;
 use crate::state::{Phase, State};
-use crate::vm::{self, Accel, BackendKind, RunningVm, Share, VmSpec};
+use crate::vm::{self, GuestFacts, RunningVm, Share, VmSpec};
 
 /// Boots under TCG on a loaded 2-core machine can take a while; the first
 /// boot also formats the data disk.
@@ -56,10 +55,7 @@ fn notify(outcome: &StartOutcome) {
     let _ = writeln!(stdout, "{}", serde_json::to_string(outcome).unwrap_or_default());
     let _ = stdout.flush();
     // Nothing else may ever reach the starter's pipe.
-    if let Ok(devnull) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        // SAFETY: dup2 onto fd 1 while `devnull` is open; stdout's lock is held, so no Rust writer races it.
-        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&devnull), 1) };
-    }
+    crate::platform::detach_stdout();
 }
 
 async fn daemon_main(paths: &Paths) -> Result<()> {
@@ -82,16 +78,13 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
     State::new(Phase::Starting).write(&paths.state_file())?;
     tracing::info!(pid = std::process::id(), home = %paths.home.display(), "daemon starting");
 
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let _sighup = signal(SignalKind::hangup())?; // handled = ignored
+    let mut stop_requested = crate::platform::StopSignals::install()?;
 
     let booted = tokio::select! {
         booted = boot(paths) => booted,
-        _ = sigterm.recv() => Err(anyhow::anyhow!("stopped while starting")),
-        _ = sigint.recv() => Err(anyhow::anyhow!("stopped while starting")),
+        _ = stop_requested.recv() => Err(anyhow::anyhow!("stopped while starting")),
     };
-    let (mut vm, mut state, info, key) = match booted {
+    let Booted { mut vm, mut state, info, key, facts: guest } = match booted {
         Ok(booted) => booted,
         Err(err) => return fail_start(paths, err),
     };
@@ -104,7 +97,7 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
         hostname: info.hostname.clone(),
         cpus: info.cpus,
         memory_total_bytes: info.memory_total_bytes,
-        data_dir: "/var/lib/berth".into(),
+        data_dir: guest.engine_data_dir.display().to_string(),
         registry: config
             .as_ref()
             .map(|c| api::RegistrySettings {
@@ -113,7 +106,7 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
             })
             .unwrap_or_default(),
         bind_sources: match &config {
-            Some(c) if c.backend == BackendKind::Local => api::BindSources::Any,
+            _ if guest.share_transport.is_none() => api::BindSources::Any,
             // Unreadable now (boot() read it): nothing is known to be shared.
             c => api::BindSources::Shares {
                 shares: c.as_ref().map(|c| c.shares.clone()).unwrap_or_default(),
@@ -168,8 +161,7 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
 
     let crashed = tokio::select! {
         why = vm.wait() => Some(why),
-        _ = sigterm.recv() => None,
-        _ = sigint.recv() => None,
+        _ = stop_requested.recv() => None,
     };
     // Aborting drops the server, which removes the socket.
     api_server.abort();
@@ -224,17 +216,19 @@ async fn shut_down(vm: &mut dyn RunningVm, agent: Option<&AgentEndpoint>, key: &
     vm.stop(POWER_OFF_GRACE).await
 }
 
+/// A VM whose agent answers, and what is known about it.
+struct Booted {
+    vm: Box<dyn RunningVm>,
+    state: State,
+    info: InfoResponse,
+    key: AgentKey,
+    facts: GuestFacts,
+}
+
 /// Boots the VM and waits for its agent. On failure nothing is left running.
-async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse, AgentKey)> {
+async fn boot(paths: &Paths) -> Result<Booted> {
     let config = Config::load(&paths.config_file())?;
-    let assets = Assets::locate()?;
-    let accel = Accel::from_env()?;
-    let is_vm = config.backend == BackendKind::Vm;
-    // A local agent needs no kernel, data disk or accelerator.
-    let (kernel, initramfs) = if is_vm { (assets.kernel()?, assets.initramfs()) } else { Default::default() };
-    if is_vm {
-        prepare_disk(paths, config.disk_gib)?;
-    }
+    let backend = vm::host_backend(config.backend)?;
     for log in [paths.console_log(), paths.agent_log()] {
         rotate_log(&log);
         // QEMU writes these (chardev files) and would create them 0644.
@@ -245,10 +239,8 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse,
     let spec = VmSpec {
         cpus: config.cpus,
         memory_mib: config.memory_mib,
-        accel,
-        kernel,
-        initramfs,
         disk: paths.disk_image(),
+        disk_gib: config.disk_gib,
         shares: config
             .shares
             .iter()
@@ -264,17 +256,17 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse,
         engine_dir: paths.home.join("local"),
         agent_key: agent_key.clone(),
     };
-    let backend = vm::host_backend(config.backend)?;
+    let facts = backend.facts(&spec);
     let started = Instant::now();
     let mut vm = backend.start(&spec).await?;
     let mut state = State::new(Phase::Starting);
-    state.accel = Some(if is_vm { accel.name() } else { "none" }.into());
+    state.accel = Some(backend.accel().into());
     state.agent = Some(vm.agent_endpoint());
     state.processes = vm.processes();
     state.write(&paths.state_file())?;
     tracing::info!(
         backend = backend.name(),
-        accel = accel.name(),
+        accel = backend.accel(),
         cpus = spec.cpus,
         memory_mib = spec.memory_mib,
         "VM started"
@@ -320,27 +312,11 @@ async fn boot(paths: &Paths) -> Result<(Box<dyn RunningVm>, State, InfoResponse,
     state.agent_version = Some(info.agent_version.clone());
     state.kernel_release = Some(info.kernel_release.clone());
     state.cpus = Some(info.cpus);
-    state.memory_mib = Some(if is_vm { spec.memory_mib } else { info.memory_total_bytes >> 20 });
+    state.memory_mib = Some(if facts.dedicated_memory { spec.memory_mib } else { info.memory_total_bytes >> 20 });
     state.shares = config.shares.clone();
     state.write(&paths.state_file())?;
     tracing::info!(boot_ms, agent_version = %state.agent_version.as_deref().unwrap_or(""), guest_uptime_ms = info.uptime_ms, "VM ready");
-    Ok((vm, state, info, agent_key))
-}
-
-/// The data disk: a sparse raw image, created on first use. The guest
-/// formats it (ext4) when it finds no filesystem.
-fn prepare_disk(paths: &Paths, disk_gib: u64) -> Result<()> {
-    let path = paths.disk_image();
-    let want = disk_gib << 30;
-    let file = crate::private_fs::open_for_writing(&path, false)?;
-    let have = file.metadata()?.len();
-    if have < want {
-        if have > 0 {
-            tracing::warn!(have, want, "growing the data disk image; the guest filesystem keeps its old size for now");
-        }
-        file.set_len(want).with_context(|| format!("sizing {}", path.display()))?;
-    }
-    Ok(())
+    Ok(Booted { vm, state, info, key: agent_key, facts })
 }
 
 /// Keeps the previous boot's log beside the new one.

@@ -5,21 +5,17 @@
 //! answered by the kernel (a lock dies with its holder), not by a pid file
 //! that may be stale after a crash.
 
-use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use nix::fcntl::{Flock, FlockArg};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::paths::Paths;
+use crate::platform::{self, ExclusiveLock};
 use crate::state::{Phase, State};
 use crate::vm::VmProcess;
 
@@ -37,13 +33,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(300);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Takes the daemon lock without blocking; None when another process holds it.
-pub fn try_lock(paths: &Paths) -> Result<Option<Flock<File>>> {
+pub fn try_lock(paths: &Paths) -> Result<Option<ExclusiveLock>> {
     let file = crate::private_fs::open_for_writing(&paths.lock_file(), false)?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(Some(lock)),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, err)) => Err(err).context("locking the daemon lock file"),
-    }
+    platform::try_lock_exclusive(file).context("locking the daemon lock file")
 }
 
 pub fn daemon_alive(paths: &Paths) -> Result<bool> {
@@ -88,11 +80,7 @@ pub fn start(paths: &Paths) -> Result<()> {
     let log = crate::private_fs::open_for_writing(&paths.daemon_log(), true)?;
     let mut cmd = Command::new(exe);
     cmd.arg("daemon").env("BERTH_HOME", &paths.home).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
-    // SAFETY: setsid is async-signal-safe; a session of its own keeps the
-    // daemon out of the terminal's job control (no SIGHUP/SIGINT from it).
-    unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
-    }
+    platform::detach_from_terminal(&mut cmd);
     let mut child = cmd.spawn().context("starting the berth daemon")?;
     let stdout = child.stdout.take().expect("piped");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -168,12 +156,12 @@ pub fn stop(paths: &Paths) -> Result<()> {
         return Ok(());
     }
     let pid = read_pid(&paths.pid_file()).context("the daemon holds its lock but its pid file is unreadable")?;
-    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).context("signalling the berth daemon")?;
+    platform::request_stop(pid).context("signalling the berth daemon")?;
     let deadline = Instant::now() + STOP_TIMEOUT;
     while daemon_alive(paths)? {
         if Instant::now() > deadline {
             tracing::warn!(pid, "the daemon did not stop in time; killing it");
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            let _ = platform::kill_now(pid);
             std::thread::sleep(Duration::from_millis(200));
             if let Some(_lock) = try_lock(paths)? {
                 recover_stale(paths)?;
@@ -208,7 +196,7 @@ pub fn recover_stale(paths: &Paths) -> Result<bool> {
     if let Ok(entries) = std::fs::read_dir(paths.run_dir()) {
         for entry in entries.flatten() {
             let path = entry.path();
-            let is_socket = std::os::unix::fs::FileTypeExt::is_socket(&entry.file_type()?);
+            let is_socket = platform::is_socket(&entry.file_type()?);
             if is_socket || path == paths.pid_file() {
                 let _ = std::fs::remove_file(path);
             }
@@ -224,12 +212,11 @@ pub fn recover_stale(paths: &Paths) -> Result<bool> {
 /// Kills a recorded VM process, but only if that pid still runs a program
 /// that refers to our run directory: pids are reused after a host reboot.
 fn kill_if_ours(process: &VmProcess, paths: &Paths) {
-    let cmdline = std::fs::read(format!("/proc/{}/cmdline", process.pid)).unwrap_or_default();
-    let run_dir = paths.run_dir();
-    let ours = String::from_utf8_lossy(&cmdline).contains(run_dir.to_string_lossy().as_ref());
+    let cmdline = platform::command_line(process.pid).unwrap_or_default();
+    let ours = cmdline.contains(paths.run_dir().to_string_lossy().as_ref());
     if ours {
         tracing::warn!(name = %process.name, pid = process.pid, "killing a leftover VM process");
-        let _ = kill(Pid::from_raw(process.pid as i32), Signal::SIGKILL);
+        let _ = platform::kill_now(process.pid);
     }
 }
 

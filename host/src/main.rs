@@ -15,6 +15,7 @@ mod docker_context;
 mod lifecycle;
 mod logs;
 mod paths;
+mod platform;
 #[cfg(unix)]
 mod private_fs;
 #[cfg(unix)]
@@ -91,17 +92,9 @@ fn main() -> ExitCode {
 /// right. The daemon keeps SIGPIPE ignored: a client that hangs up on the
 /// API must cost it that connection only; so does `berth shell`, which also
 /// writes to the agent's socket and reports a broken one as an error.
-#[cfg(unix)]
 fn restore_default_sigpipe() {
-    // SAFETY: called at the start of main, before any thread exists; SIG_DFL
-    // installs no handler code.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    platform::restore_default_sigpipe();
 }
-
-#[cfg(not(unix))]
-fn restore_default_sigpipe() {}
 
 #[cfg(unix)]
 fn run(command: Command) -> Result<i32> {

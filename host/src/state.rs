@@ -101,7 +101,7 @@ mod tests {
         assert_eq!(State::read(&path).unwrap(), None);
         let mut state = State::new(Phase::Running);
         state.boot_ms = Some(1800);
-        state.agent = Some(AgentEndpoint::Unix { path: "/x".into() });
+        state.agent = Some(AgentEndpoint::agent(crate::agent_client::GuestTransport::Unix { path: "/x".into() }));
         state.write(&path).unwrap();
         assert_eq!(State::read(&path).unwrap(), Some(state));
         std::fs::write(&path, b"{\"state\":").unwrap();

@@ -67,6 +67,17 @@ fn ok(berth: &Berth, args: &[&str]) -> String {
     stdout(&out)
 }
 
+/// `docker info` names the directory the local engine really keeps its
+/// state in (it said the VM's /var/lib/berth before the backend declared it).
+#[test]
+fn info_names_the_local_engines_directory() {
+    let berth = Berth::with_config_file(&local_config(""));
+    berth.start();
+    let root = ok(&berth, &["info", "--format", "{{.DockerRootDir}}"]);
+    assert_eq!(root.trim(), berth.home.path().join("local").display().to_string());
+    berth.stop_and_check_clean();
+}
+
 #[test]
 fn docker_run_in_all_its_forms() {
     let berth = local_berth();

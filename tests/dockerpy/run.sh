@@ -3,7 +3,11 @@
 # tests/integration) against Berth (local backend, no VM) and/or a private
 # dockerd 20.10 (Debian docker.io), offline.
 #
-#   tests/dockerpy/run.sh [berth|dockerd|both] [TEST_FILES...]
+#   tests/dockerpy/run.sh [berth|berth-vm|dockerd|both] [TEST_FILES...]
+#
+# berth-vm is Berth as users get it: a real Berth VM (TCG where KVM is not
+# usable), with the installed guest assets (packaging/setup.sh) and /tmp
+# shared into it, since the suite binds temporary host directories.
 #
 # TEST_FILES are paths inside the sdist (tests/integration/X.py, or just X.py,
 # optionally with ::Class::test); default: api_container_test.py,
@@ -46,7 +50,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 mode=${1:-both}
 [ $# -gt 0 ] && shift
-case $mode in berth|dockerd|both) ;; *) echo "usage: $0 [berth|dockerd|both] [TEST_FILES...]" >&2; exit 2 ;; esac
+case $mode in berth|berth-vm|dockerd|both) ;; *) echo "usage: $0 [berth|berth-vm|dockerd|both] [TEST_FILES...]" >&2; exit 2 ;; esac
 files=("$@")
 [ ${#files[@]} -gt 0 ] || files=(api_container_test.py api_exec_test.py api_image_test.py)
 
@@ -200,6 +204,21 @@ start_berth() {
   [ -S "$sock" ] || die "berth started but $sock is not a socket"
 }
 
+# A Berth VM: the guest reaches the host's loopback (the registry) as
+# host.docker.internal.
+start_berth_vm() {
+  berth_home=$(mktemp -d /tmp/dockerpy-berth.XXXXXX)
+  start_registry
+  printf '[vm]\ncpus = 2\nmemory-mib = 2048\ndisk-gib = 8\nshares = ["/tmp"]\n[engine]\nregistry-mirrors = ["http://host.docker.internal:%s"]\ninsecure-registries = ["host.docker.internal:%s"]\n' \
+    "$registry_port" "$registry_port" > "$berth_home/config.toml"
+  if ! DOCKER_CONFIG=$work/docker-config BERTH_HOME=$berth_home BERTH_BACKEND=vm \
+       BERTH_ASSETS=${BERTH_ASSETS:-$HOME/.local/share/berth} timeout 300 "$berth_bin" start >"$res/berth-start.log" 2>&1; then
+    cat "$res/berth-start.log" >&2; die "berth start (VM) failed"
+  fi
+  sock=$berth_home/run/docker.sock
+  [ -S "$sock" ] || die "berth started but $sock is not a socket"
+}
+
 # --- dockerd 20.10 ------------------------------------------------------------------
 start_registry() {
   [ -n "${registry_port:-}" ] && return 0
@@ -257,7 +276,7 @@ run_engine() {
   res=$results_base/$engine
   rm -rf "$res"; mkdir -p "$res"
   say ""; say "=== $engine ==="
-  case $engine in berth) start_berth ;; dockerd) start_dockerd ;; esac
+  case $engine in berth) start_berth ;; berth-vm) start_berth_vm ;; dockerd) start_dockerd ;; esac
   say "engine up after $((SECONDS - t0)) s; loading images:"
   load_images || die "loading the images into $engine failed"
   host=unix://$sock
@@ -287,7 +306,7 @@ run_engine() {
     [ "$rc" != 124 ] || say "  $name: stopped after $file_timeout s (DOCKERPY_FILE_TIMEOUT)"
     say "  $(grep -E '^=+ .* in [0-9.]+s' "$res/pytest-$name.log" | tail -1 || echo "pytest exit $rc")"
   done
-  case $engine in berth) stop_berth ;; dockerd) stop_dockerd ;; esac
+  case $engine in berth | berth-vm) stop_berth ;; dockerd) stop_dockerd ;; esac
   stop_helpers
   registry_port=""
   "$py" "$here/summarize.py" "$engine" "$res" "$((SECONDS - t0))" >/dev/null
@@ -297,7 +316,7 @@ prepare_suite
 mkdir -p "$work/docker-config"
 python3 "$here/images.py" archives "$work/images" >/dev/null
 engines=(); case $mode in both) engines=(berth dockerd) ;; *) engines=("$mode") ;; esac
-[[ " ${engines[*]} " == *" berth "* ]] && berth_binaries
+[[ " ${engines[*]} " == *" berth"* ]] && berth_binaries
 for e in "${engines[@]}"; do run_engine "$e"; done
 
 say ""

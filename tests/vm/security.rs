@@ -172,3 +172,56 @@ fn acknowledged_work_survives_a_crash() {
     ok(&berth, &["load", "-i", &saved.display().to_string()]);
     berth.stop_and_check_clean();
 }
+
+/// One raw tar header (no end blocks): the 512-byte `.wh...` tarball.
+fn one_entry_tar(name: &str) -> Vec<u8> {
+    let mut header = tar::Header::new_ustar();
+    header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o644);
+    header.set_size(0);
+    header.set_cksum();
+    header.as_bytes().to_vec()
+}
+
+/// POSTs `body` to the VM's Docker API; the status code and the body.
+fn post(berth: &Berth, path: &str, body: &str) -> (u16, String) {
+    let socket = berth.run_dir().join("docker.sock");
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(&socket)
+        .args(["-H", "Content-Type: application/json", "-d", body])
+        .arg(format!("http://berth/v1.47{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn hostile_input_leaves_the_vm_and_the_store_whole() {
+    let berth = berth_with_busybox();
+    ok(&berth, &["run", "-d", "--name", "keeper", "busybox", "sleep", "600"]);
+
+    // Bodies that panicked PID 1 (a kernel panic: every container gone).
+    for body in [r#"{"Image":"busybox","HostConfig":"x"}"#, r#"{"Image":"busybox","HostConfig":{"LogConfig":5}}"#] {
+        let (code, answer) = post(&berth, "/containers/create", body);
+        assert_eq!(code, 400, "{body}: {answer}");
+        assert!(answer.contains("cannot unmarshal"), "{body}: {answer}");
+    }
+    assert_eq!(berth.status()["state"], "running");
+
+    // A layer whose one entry is `.wh...` removed the whole layer store.
+    let tarball = berth.home.path().join("wipe.tar");
+    std::fs::write(&tarball, one_entry_tar(".wh...")).unwrap();
+    let imported = harness::docker(&berth, &["import", &tarball.display().to_string(), "wipe"]);
+    assert!(!imported.status.success(), "{}", describe(&imported));
+    assert_eq!(ok(&berth, &["run", "--rm", "busybox", "echo", "still here"]), "still here\n");
+    assert_eq!(
+        ok(&berth, &["exec", "keeper", "cat", "/etc/passwd"]).lines().next(),
+        Some("root:x:0:0:root:/root:/bin/sh")
+    );
+    ok(&berth, &["rm", "-f", "keeper"]);
+    berth.stop_and_check_clean();
+}

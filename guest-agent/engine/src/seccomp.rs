@@ -1126,6 +1126,19 @@ mod tests {
         assert!(matches!(err, SeccompError::Unsupported(_)), "{err}");
     }
 
+    /// What comparing `arg` with the rule's values means.
+    fn holds(op: Op, arg: u64, datum: u64, value_two: u64) -> bool {
+        match op {
+            Op::Ne => arg != datum,
+            Op::Lt => arg < datum,
+            Op::Le => arg <= datum,
+            Op::Eq => arg == datum,
+            Op::Ge => arg >= datum,
+            Op::Gt => arg > datum,
+            Op::MaskedEq => arg & datum == value_two,
+        }
+    }
+
     #[test]
     fn comparisons_cover_both_halves() {
         let values = [0u64, 1, 5, 6, 7, 0xffff_ffff, 1 << 32, (1 << 32) + 5, (1 << 32) + 6, 5 << 32, 6 << 32, u64::MAX];
@@ -1143,15 +1156,7 @@ mod tests {
                 let rules = BTreeMap::from([(7, SyscallRules::When(Action::Allow, vec![vec![comparison]]))]);
                 let program = generate(&target, Action::Errno(1), &rules).unwrap();
                 for arg in values {
-                    let want = match op {
-                        Op::Ne => arg != datum,
-                        Op::Lt => arg < datum,
-                        Op::Le => arg <= datum,
-                        Op::Eq => arg == datum,
-                        Op::Ge => arg >= datum,
-                        Op::Gt => arg > datum,
-                        Op::MaskedEq => arg & datum == comparison.value_two,
-                    };
+                    let want = holds(op, arg, datum, comparison.value_two);
                     let got = run(&program, target.audit_arch, 7, [0, 0, 0, arg, 0, 0]) == ALLOW;
                     assert_eq!(got, want, "{op:?} {datum:#x} against {arg:#x}");
                 }
@@ -1172,16 +1177,7 @@ mod tests {
                 let rules = BTreeMap::from([(7, SyscallRules::When(Action::Allow, vec![vec![comparison]]))]);
                 let program = generate(&target, Action::Errno(1), &rules).unwrap();
                 for arg in values {
-                    let seen = arg & 0xffff_ffff;
-                    let want = match op {
-                        Op::Ne => seen != datum,
-                        Op::Lt => seen < datum,
-                        Op::Le => seen <= datum,
-                        Op::Eq => seen == datum,
-                        Op::Ge => seen >= datum,
-                        Op::Gt => seen > datum,
-                        Op::MaskedEq => seen & datum == comparison.value_two,
-                    };
+                    let want = holds(op, arg & 0xffff_ffff, datum, comparison.value_two);
                     let got = run(&program, target.audit_arch, 7, [arg, 0, 0, 0, 0, 0]) == ALLOW;
                     assert_eq!(got, want, "{op:?} {datum:#x} against {arg:#x}");
                 }

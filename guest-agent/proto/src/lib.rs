@@ -7,6 +7,7 @@
 tonic::include_proto!("berth.agent.v1");
 
 pub mod agent_key;
+pub mod boot;
 pub mod docker_json;
 pub mod panics;
 pub mod reference;

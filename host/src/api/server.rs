@@ -68,19 +68,9 @@ impl Connections {
 }
 
 /// Binds the socket, mode 0600 from the start (only its owner may drive the
-/// engine). A unix socket file takes the mode of the socket's inode less the
-/// umask at bind(2), so the mode is set on the unbound socket: a chmod after
-/// bind would leave a moment in which the file has the umask's mode, and
-/// changing the umask would change it for every thread of the daemon.
+/// engine); how depends on the OS (platform::bind_private_socket).
 pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
-    use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
-    let _ = std::fs::remove_file(path);
-    let fd =
-        socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
-    nix::sys::stat::fchmod(&fd, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
-    socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &UnixAddr::new(path)?)?;
-    socket::listen(&fd, Backlog::new(1024).unwrap_or(Backlog::MAXCONN))?;
-    tokio::net::UnixListener::from_std(std::os::unix::net::UnixListener::from(fd))
+    crate::platform::bind_private_socket(path)
 }
 
 /// Serves until the future is dropped; removes the socket file when it is.

@@ -53,7 +53,7 @@ fn push_entry(archive: &mut Vec<u8>, ino: u32, mode: u32, name: &str, data: &[u8
 }
 
 fn pad_to_four(archive: &mut Vec<u8>) {
-    while archive.len() % 4 != 0 {
+    while !archive.len().is_multiple_of(4) {
         archive.push(0);
     }
 }

@@ -11,8 +11,8 @@ use tokio::process::{Child, Command};
 
 use super::owned::{spawn_owned, wait_for_socket};
 use super::qemu::SETUP_HINT;
-use super::{BoxFuture, RunningVm, VmBackend, VmProcess, VmSpec};
-use crate::agent_client::{AgentEndpoint, ReadyListener};
+use super::{BoxFuture, GuestFacts, RunningVm, VmBackend, VmProcess, VmSpec};
+use crate::agent_client::{AgentEndpoint, GuestTransport, ReadyListener};
 
 pub struct LocalBackend {
     agent: PathBuf,
@@ -31,6 +31,22 @@ impl LocalBackend {
 impl VmBackend for LocalBackend {
     fn name(&self) -> &'static str {
         "local"
+    }
+
+    fn accel(&self) -> &'static str {
+        "none"
+    }
+
+    /// The engine is a process on this host: the host's filesystem,
+    /// network and memory, its state under `$BERTH_HOME/local`.
+    fn facts(&self, spec: &VmSpec) -> GuestFacts {
+        GuestFacts {
+            engine_data_dir: spec.engine_dir.clone(),
+            share_transport: None,
+            data_disk: None,
+            network: None,
+            dedicated_memory: false,
+        }
     }
 
     fn start<'a>(&'a self, spec: &'a VmSpec) -> BoxFuture<'a, Result<Box<dyn RunningVm>>> {
@@ -63,7 +79,7 @@ impl Drop for LocalAgent {
 
 impl RunningVm for LocalAgent {
     fn agent_endpoint(&self) -> AgentEndpoint {
-        AgentEndpoint::Unix { path: self.socket.clone() }
+        AgentEndpoint::agent(GuestTransport::Unix { path: self.socket.clone() })
     }
 
     fn processes(&self) -> Vec<VmProcess> {

@@ -7,6 +7,7 @@
 //! (Hyper-V) slot in here without changes to callers.
 
 use std::future::Future;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
@@ -15,9 +16,12 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::agent_client::AgentEndpoint;
+pub use berth_agent_proto::boot::{BootParams, ShareMount, ShareTransport, StaticIpv4};
 
 #[cfg(unix)]
 pub mod boot_key;
+#[cfg(unix)]
+pub mod disk;
 #[cfg(target_os = "linux")]
 pub mod local;
 #[cfg(target_os = "linux")]
@@ -28,72 +32,6 @@ pub mod qemu;
 mod share_policy;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Hardware acceleration for the guest CPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Accel {
-    Kvm,
-    Hvf,
-    Whpx,
-    /// QEMU's software emulation: always available, much slower.
-    Tcg,
-}
-
-impl Accel {
-    pub fn name(self) -> &'static str {
-        match self {
-            Accel::Kvm => "kvm",
-            Accel::Hvf => "hvf",
-            Accel::Whpx => "whpx",
-            Accel::Tcg => "tcg",
-        }
-    }
-
-    /// `BERTH_ACCEL=auto|kvm|hvf|whpx|tcg`; `auto` (or unset) probes the host.
-    pub fn from_env() -> Result<Accel> {
-        match std::env::var("BERTH_ACCEL").ok().as_deref() {
-            None | Some("") | Some("auto") => Ok(Accel::detect()),
-            Some("kvm") => Ok(Accel::Kvm),
-            Some("hvf") => Ok(Accel::Hvf),
-            Some("whpx") => Ok(Accel::Whpx),
-            Some("tcg") => Ok(Accel::Tcg),
-            Some(other) => {
-                anyhow::bail!("BERTH_ACCEL={other} is not one of auto, kvm, hvf, whpx, tcg")
-            }
-        }
-    }
-
-    /// The best accelerator that can really run a guest here.
-    pub fn detect() -> Accel {
-        if cfg!(target_os = "macos") {
-            Accel::Hvf
-        } else if cfg!(windows) {
-            Accel::Whpx
-        } else if cfg!(target_os = "linux")
-            && kvm_usable(
-                std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok(),
-                &std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default(),
-            )
-        {
-            Accel::Kvm
-        } else {
-            Accel::Tcg
-        }
-    }
-}
-
-/// Whether KVM can run a stock guest kernel. An openable /dev/kvm is not
-/// enough: some hosts expose a paravirtual KVM (kvm_pvm) without hardware
-/// virtualisation, under which a normal kernel crawls and then dies. Real KVM
-/// needs the CPU's vmx (Intel) or svm (AMD) flag.
-pub fn kvm_usable(dev_kvm_openable: bool, cpuinfo: &str) -> bool {
-    dev_kvm_openable
-        && cpuinfo
-            .lines()
-            .filter(|l| l.starts_with("flags"))
-            .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
-}
 
 /// A directory shared from the host into the VM.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,11 +47,11 @@ pub struct Share {
 pub struct VmSpec {
     pub cpus: u32,
     pub memory_mib: u64,
-    pub accel: Accel,
-    pub kernel: PathBuf,
-    pub initramfs: PathBuf,
-    /// Raw data disk image (the guest formats it on first boot).
+    /// Raw data disk image (the guest formats it on first boot), for
+    /// backends whose guest has a data disk (see [`GuestFacts::data_disk`]).
     pub disk: PathBuf,
+    /// The size the data disk image is grown to.
+    pub disk_gib: u64,
     pub shares: Vec<Share>,
     /// Private directory for the VM's sockets.
     pub run_dir: PathBuf,
@@ -133,10 +71,52 @@ pub struct VmSpec {
     pub agent_key: berth_agent_proto::AgentKey,
 }
 
-/// Fixed guest network facts for user-mode networking.
-pub const GUEST_NET: &str = "10.0.2.15/24,10.0.2.2,10.0.2.3";
-/// Where user-mode networking exposes the host's loopback to the guest.
-pub const HOST_ALIAS_IP: &str = "10.0.2.2";
+/// What differs between backends' guests, declared by each backend: the
+/// daemon and the boot contract ask for these instead of asking which
+/// backend runs (podman's `VMProvider` has the same questions).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuestFacts {
+    /// Where the engine keeps its state, as the agent sees it (Docker's `DockerRootDir`).
+    pub engine_data_dir: PathBuf,
+    /// How [`VmSpec::shares`] reach the guest. None: the engine runs on this
+    /// host and sees its whole filesystem, so any bind source works.
+    pub share_transport: Option<ShareTransport>,
+    /// The data disk's device in the guest; None: the guest has no data disk.
+    pub data_disk: Option<String>,
+    /// The guest's network configuration; None: the guest uses the host's.
+    pub network: Option<GuestNetwork>,
+    /// Whether the guest has exactly [`VmSpec::memory_mib`] (a VM) rather
+    /// than the host's memory.
+    pub dedicated_memory: bool,
+}
+
+/// A guest network the host configures statically (the agent has no DHCP client).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GuestNetwork {
+    pub ipv4: StaticIpv4,
+    /// Where the guest reaches the host's loopback services (host.docker.internal).
+    pub host_alias: Ipv4Addr,
+}
+
+/// The boot contract a backend that boots the agent as PID 1 passes on the
+/// kernel command line; the backend adds its own kernel arguments around it.
+pub fn boot_params(spec: &VmSpec, facts: &GuestFacts) -> BootParams {
+    BootParams {
+        hostname: Some("berth".into()),
+        net: facts.network.map(|n| n.ipv4),
+        host_alias: facts.network.map(|n| n.host_alias),
+        disk: facts.data_disk.clone(),
+        shares: match facts.share_transport {
+            Some(transport) => spec
+                .shares
+                .iter()
+                .map(|s| ShareMount { tag: s.tag.clone(), guest_path: s.guest_path.display().to_string(), transport })
+                .collect(),
+            None => Vec::new(),
+        },
+        log: Some(spec.agent_log_level.clone()),
+    }
+}
 
 /// A process that belongs to a running VM (for status and crash recovery).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,6 +127,10 @@ pub struct VmProcess {
 
 pub trait VmBackend: Send + Sync {
     fn name(&self) -> &'static str;
+    /// How the guest CPU runs, as `berth status` shows it (`kvm`, `tcg`, `none`).
+    fn accel(&self) -> &'static str;
+    /// What the guest booted from `spec` looks like (see [`GuestFacts`]).
+    fn facts(&self, spec: &VmSpec) -> GuestFacts;
     /// Starts the VM and its helpers; returns once the VM process runs (the
     /// agent may not answer yet).
     fn start<'a>(&'a self, spec: &'a VmSpec) -> BoxFuture<'a, Result<Box<dyn RunningVm>>>;
@@ -198,17 +182,66 @@ pub fn host_backend(kind: BackendKind) -> Result<Box<dyn VmBackend>> {
     }
 }
 
+/// A spec for the backends' unit tests.
+#[cfg(test)]
+pub fn test_spec() -> VmSpec {
+    VmSpec {
+        cpus: 1,
+        memory_mib: 512,
+        disk: "/h/disk.raw".into(),
+        disk_gib: 1,
+        shares: vec![Share { tag: "share0".into(), host_path: "/home/me".into(), guest_path: "/home/me".into() }],
+        run_dir: "/h/run".into(),
+        console_log: "/h/logs/console.log".into(),
+        agent_log: "/h/logs/agent.log".into(),
+        vmm_log: "/h/logs/qemu.log".into(),
+        helpers_log: "/h/logs/helpers.log".into(),
+        agent_log_level: "info".into(),
+        engine_dir: "/h/local".into(),
+        agent_key: berth_agent_proto::AgentKey::from_bytes([0xab; 32]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn spec() -> VmSpec {
+        VmSpec { agent_log_level: "debug".into(), ..test_spec() }
+    }
+
     #[test]
-    fn kvm_needs_hardware_virtualisation() {
-        let vmx = "processor\t: 0\nflags\t\t: fpu vme vmx sse\n";
-        let pvm = "processor\t: 0\nflags\t\t: fpu vme sse hypervisor\n";
-        assert!(kvm_usable(true, vmx));
-        assert!(!kvm_usable(true, pvm), "a /dev/kvm without vmx/svm is not usable");
-        assert!(!kvm_usable(false, vmx));
-        assert!(kvm_usable(true, "flags : svm\n"));
+    fn the_boot_contract_follows_the_backends_facts() {
+        let ipv4 = StaticIpv4 {
+            address: "192.168.64.2".parse().unwrap(),
+            prefix_len: 24,
+            gateway: "192.168.64.1".parse().unwrap(),
+            dns: "192.168.64.1".parse().unwrap(),
+        };
+        let facts = GuestFacts {
+            engine_data_dir: berth_agent_proto::boot::GUEST_DATA_DIR.into(),
+            share_transport: Some(ShareTransport::Virtiofs),
+            data_disk: Some("/dev/sda".into()),
+            network: Some(GuestNetwork { ipv4, host_alias: "192.168.64.1".parse().unwrap() }),
+            dedicated_memory: true,
+        };
+        let params = boot_params(&spec(), &facts);
+        assert_eq!(params.disk.as_deref(), Some("/dev/sda"));
+        assert_eq!(params.net, Some(ipv4));
+        assert_eq!(params.host_alias, Some("192.168.64.1".parse().unwrap()));
+        assert_eq!(params.log.as_deref(), Some("debug"));
+        assert_eq!(
+            params.shares,
+            vec![ShareMount {
+                tag: "share0".into(),
+                guest_path: "/home/me".into(),
+                transport: ShareTransport::Virtiofs
+            }]
+        );
+
+        let bare = GuestFacts { share_transport: None, data_disk: None, network: None, ..facts };
+        let params = boot_params(&spec(), &bare);
+        assert_eq!((params.disk, params.net, params.host_alias), (None, None, None));
+        assert!(params.shares.is_empty(), "no transport, no share mounts");
     }
 }

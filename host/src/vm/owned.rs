@@ -8,23 +8,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tokio::process::{Child, Command};
 
-/// Spawns a process that dies with the daemon (PR_SET_PDEATHSIG), so a
-/// killed daemon leaves no VM or helper behind.
+/// Spawns a process that dies with the daemon (platform::spawn_owned), so a
+/// killed daemon leaves no VM or helper behind; its output goes to `log`.
 pub fn spawn_owned(cmd: &mut Command, log: &Path, name: &str) -> Result<Child> {
     let log_file = crate::private_fs::open_for_writing(log, true)?;
     cmd.stdin(Stdio::null()).stdout(log_file.try_clone()?).stderr(log_file).kill_on_drop(true);
-    // SAFETY: prctl is async-signal-safe and only takes integers. The daemon
-    // spawns from its single runtime thread, which lives as long as the
-    // process, so "parent death" means the daemon's death.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn().with_context(|| format!("starting {name}"))
+    crate::platform::spawn_owned(cmd).with_context(|| format!("starting {name}"))
 }
 
 pub async fn wait_for_socket(path: &Path, child: &mut Child, name: &str) -> Result<()> {

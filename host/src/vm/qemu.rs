@@ -9,11 +9,105 @@ use anyhow::{bail, Context, Result};
 use tokio::process::{Child, Command};
 
 use super::owned::{spawn_owned, wait_for_socket};
-use super::{Accel, BoxFuture, RunningVm, Share, VmBackend, VmProcess, VmSpec, GUEST_NET, HOST_ALIAS_IP};
-use crate::agent_client::AgentEndpoint;
-use berth_agent_proto::AGENT_VSOCK_PORT;
+use super::{
+    BoxFuture, GuestFacts, GuestNetwork, RunningVm, Share, ShareTransport, StaticIpv4, VmBackend, VmProcess, VmSpec,
+};
+use crate::agent_client::{AgentEndpoint, GuestTransport};
 
 pub const SETUP_HINT: &str = "install it with `packaging/setup.sh`";
+
+/// Hardware acceleration for the guest CPU, in QEMU's words (hvf and whpx
+/// are QEMU's accelerators on macOS and Windows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Hvf,
+    Whpx,
+    /// QEMU's software emulation: always available, much slower.
+    Tcg,
+}
+
+impl Accel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Hvf => "hvf",
+            Accel::Whpx => "whpx",
+            Accel::Tcg => "tcg",
+        }
+    }
+
+    /// `BERTH_ACCEL=auto|kvm|hvf|whpx|tcg`; `auto` (or unset) probes the host.
+    pub fn from_env() -> Result<Accel> {
+        match std::env::var("BERTH_ACCEL").ok().as_deref() {
+            None | Some("") | Some("auto") => Ok(Accel::detect()),
+            Some("kvm") => Ok(Accel::Kvm),
+            Some("hvf") => Ok(Accel::Hvf),
+            Some("whpx") => Ok(Accel::Whpx),
+            Some("tcg") => Ok(Accel::Tcg),
+            Some(other) => {
+                anyhow::bail!("BERTH_ACCEL={other} is not one of auto, kvm, hvf, whpx, tcg")
+            }
+        }
+    }
+
+    /// The best accelerator that can really run a guest here.
+    pub fn detect() -> Accel {
+        if cfg!(target_os = "macos") {
+            Accel::Hvf
+        } else if cfg!(windows) {
+            Accel::Whpx
+        } else if cfg!(target_os = "linux")
+            && kvm_usable(
+                std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok(),
+                &std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default(),
+            )
+        {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        }
+    }
+}
+
+/// Whether KVM can run a stock guest kernel. An openable /dev/kvm is not
+/// enough: some hosts expose a paravirtual KVM (kvm_pvm) without hardware
+/// virtualisation, under which a normal kernel crawls and then dies. Real KVM
+/// needs the CPU's vmx (Intel) or svm (AMD) flag.
+pub fn kvm_usable(dev_kvm_openable: bool, cpuinfo: &str) -> bool {
+    dev_kvm_openable
+        && cpuinfo
+            .lines()
+            .filter(|l| l.starts_with("flags"))
+            .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+}
+
+/// The guest QEMU boots: user-mode networking's fixed addresses (the guest
+/// is 10.0.2.15, the host's loopback appears as 10.0.2.2, its DNS relay is
+/// 10.0.2.3), the data disk as the first virtio-blk device, shares over
+/// virtio-fs, the engine on the data disk.
+pub fn guest_facts() -> GuestFacts {
+    let slirp = |last: u8| std::net::Ipv4Addr::new(10, 0, 2, last);
+    GuestFacts {
+        engine_data_dir: berth_agent_proto::boot::GUEST_DATA_DIR.into(),
+        share_transport: Some(ShareTransport::Virtiofs),
+        data_disk: Some("/dev/vda".into()),
+        network: Some(GuestNetwork {
+            ipv4: StaticIpv4 { address: slirp(15), prefix_len: 24, gateway: slirp(2), dns: slirp(3) },
+            host_alias: slirp(2),
+        }),
+        dedicated_memory: true,
+    }
+}
+
+/// What QEMU boots, found once when the backend is located.
+#[derive(Debug, Clone)]
+pub struct QemuBoot {
+    pub accel: Accel,
+    pub kernel: PathBuf,
+    /// The built initramfs; each boot adds its key (boot_key.rs).
+    pub initramfs: PathBuf,
+}
 
 /// How the guest's vsock device is provided.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,20 +154,6 @@ impl SocketLayout {
     }
 }
 
-/// Percent-encodes a path for the kernel command line (spaces and commas
-/// would split it); the agent decodes it.
-pub fn encode_cmdline_path(path: &Path) -> String {
-    let mut out = String::new();
-    for &b in path.as_os_str().as_encoded_bytes() {
-        if b.is_ascii_alphanumeric() || b"/._-~+@:".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 pub fn kernel_cmdline(spec: &VmSpec, tsc_khz: Option<u64>) -> String {
     let mut args = vec![
         "console=ttyS0".to_string(),
@@ -89,14 +169,7 @@ pub fn kernel_cmdline(spec: &VmSpec, tsc_khz: Option<u64>) -> String {
         // microvm has no HPET/PM timer to calibrate the TSC against.
         args.push(format!("tsc_early_khz={khz}"));
     }
-    args.push("berth.hostname=berth".into());
-    args.push(format!("berth.net={GUEST_NET}"));
-    args.push(format!("berth.hostalias={HOST_ALIAS_IP}"));
-    args.push("berth.disk=/dev/vda".into());
-    for share in &spec.shares {
-        args.push(format!("berth.share={},{}", share.tag, encode_cmdline_path(&share.guest_path)));
-    }
-    args.push(format!("berth.log={}", spec.agent_log_level));
+    args.extend(super::boot_params(spec, &guest_facts()).encode());
     // For debugging boots, e.g. BERTH_KERNEL_ARGS=loglevel=7 (overrides `quiet`).
     if let Ok(extra) = std::env::var("BERTH_KERNEL_ARGS") {
         args.push(extra);
@@ -110,11 +183,11 @@ fn boot_initramfs(spec: &VmSpec) -> PathBuf {
 }
 
 /// The full QEMU command line (after the program name).
-pub fn qemu_args(spec: &VmSpec, layout: &SocketLayout, tsc_khz: Option<u64>) -> Result<Vec<String>> {
+pub fn qemu_args(spec: &VmSpec, boot: &QemuBoot, layout: &SocketLayout, tsc_khz: Option<u64>) -> Result<Vec<String>> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     push(&["-name", "berth", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
-    match spec.accel {
+    match boot.accel {
         Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
         Accel::Tcg => push(&["-accel", "tcg,thread=multi", "-cpu", "max"]),
         other => bail!("accelerator {} is not available to QEMU on Linux (use kvm or tcg)", other.name()),
@@ -124,7 +197,7 @@ pub fn qemu_args(spec: &VmSpec, layout: &SocketLayout, tsc_khz: Option<u64>) -> 
     push(&["-M", "microvm,memory-backend=mem"]);
     push(&["-object", &format!("memory-backend-memfd,id=mem,size={mem},share=on")]);
     push(&["-m", &mem, "-smp", &spec.cpus.to_string()]);
-    push(&["-kernel", &spec.kernel.display().to_string(), "-initrd", &boot_initramfs(spec).display().to_string()]);
+    push(&["-kernel", &boot.kernel.display().to_string(), "-initrd", &boot_initramfs(spec).display().to_string()]);
     push(&["-append", &kernel_cmdline(spec, tsc_khz)]);
     // Kernel console on the serial port; the agent's log on a virtio console.
     push(&["-chardev", &format!("file,id=console,path={}", spec.console_log.display())]);
@@ -161,6 +234,7 @@ pub fn host_tsc_khz(cpuinfo: &str) -> Option<u64> {
 }
 
 pub struct QemuBackend {
+    boot: QemuBoot,
     qemu: PathBuf,
     virtiofsd: PathBuf,
     /// None when the host has kernel vhost-vsock.
@@ -170,6 +244,7 @@ pub struct QemuBackend {
 impl QemuBackend {
     pub fn locate() -> Result<QemuBackend> {
         let assets = crate::paths::Assets::locate()?;
+        let boot = QemuBoot { accel: Accel::from_env()?, kernel: assets.kernel()?, initramfs: assets.initramfs() };
         let qemu =
             assets.helper("qemu-system-x86_64", "install Debian's qemu-system-x86 (`packaging/setup.sh` does)")?;
         let virtiofsd = assets.helper("virtiofsd", SETUP_HINT)?;
@@ -178,7 +253,7 @@ impl QemuBackend {
         } else {
             Some(assets.helper("vhost-device-vsock", SETUP_HINT)?)
         };
-        Ok(QemuBackend { qemu, virtiofsd, vsock_device })
+        Ok(QemuBackend { boot, qemu, virtiofsd, vsock_device })
     }
 }
 
@@ -187,8 +262,17 @@ impl VmBackend for QemuBackend {
         "qemu"
     }
 
+    fn accel(&self) -> &'static str {
+        self.boot.accel.name()
+    }
+
+    fn facts(&self, _spec: &VmSpec) -> GuestFacts {
+        guest_facts()
+    }
+
     fn start<'a>(&'a self, spec: &'a VmSpec) -> BoxFuture<'a, Result<Box<dyn RunningVm>>> {
         Box::pin(async move {
+            super::disk::prepare_raw(&spec.disk, spec.disk_gib)?;
             let layout = SocketLayout::new(spec, self.vsock_device.is_none());
             for socket in layout.socket_paths() {
                 let _ = std::fs::remove_file(&socket);
@@ -238,11 +322,11 @@ impl VmBackend for QemuBackend {
 
             let tsc_khz = host_tsc_khz(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default());
             let initramfs = boot_initramfs(spec);
-            super::boot_key::write_initramfs_with_key(&spec.initramfs, &spec.agent_key, &initramfs)
+            super::boot_key::write_initramfs_with_key(&self.boot.initramfs, &spec.agent_key, &initramfs)
                 .context("writing this boot's initramfs")?;
             // Removed with the VM's sockets: it holds the key.
             vm.sockets.push(initramfs);
-            let args = qemu_args(spec, &layout, tsc_khz)?;
+            let args = qemu_args(spec, &self.boot, &layout, tsc_khz)?;
             tracing::debug!(qemu = %self.qemu.display(), ?args, "starting QEMU");
             let mut cmd = Command::new(&self.qemu);
             cmd.args(&args);
@@ -271,7 +355,7 @@ impl QemuVm {
     async fn stop_helpers(&mut self) {
         for (name, mut child) in self.helpers.drain(..) {
             if let Some(pid) = child.id() {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGTERM);
+                let _ = crate::platform::request_stop(pid);
             }
             if tokio::time::timeout(Duration::from_secs(2), child.wait()).await.is_err() {
                 tracing::warn!(name, "helper did not stop on SIGTERM; killing it");
@@ -296,9 +380,9 @@ impl Drop for QemuVm {
 impl RunningVm for QemuVm {
     fn agent_endpoint(&self) -> AgentEndpoint {
         match &self.layout.vsock {
-            VsockMode::Kernel { cid } => AgentEndpoint::Vsock { cid: *cid, port: AGENT_VSOCK_PORT },
+            VsockMode::Kernel { cid } => AgentEndpoint::agent(GuestTransport::Vsock { cid: *cid }),
             VsockMode::Hybrid { agent_socket, .. } => {
-                AgentEndpoint::HybridVsock { uds: agent_socket.clone(), port: AGENT_VSOCK_PORT }
+                AgentEndpoint::agent(GuestTransport::HybridVsock { uds: agent_socket.clone() })
             }
         }
     }
@@ -400,23 +484,11 @@ mod tests {
     }
 
     fn spec() -> VmSpec {
-        VmSpec {
-            cpus: 2,
-            memory_mib: 1024,
-            accel: Accel::Tcg,
-            kernel: "/a/vmlinux".into(),
-            initramfs: "/a/initramfs.cpio".into(),
-            disk: "/h/disk.raw".into(),
-            shares: vec![Share { tag: "share0".into(), host_path: "/home/me".into(), guest_path: "/home/me".into() }],
-            run_dir: "/h/run".into(),
-            console_log: "/h/logs/console.log".into(),
-            agent_log: "/h/logs/agent.log".into(),
-            vmm_log: "/h/logs/qemu.log".into(),
-            helpers_log: "/h/logs/helpers.log".into(),
-            agent_log_level: "info".into(),
-            engine_dir: "/h/local".into(),
-            agent_key: berth_agent_proto::AgentKey::from_bytes([0xab; 32]),
-        }
+        VmSpec { cpus: 2, memory_mib: 1024, ..crate::vm::test_spec() }
+    }
+
+    fn boot(accel: Accel) -> QemuBoot {
+        QemuBoot { accel, kernel: "/a/vmlinux".into(), initramfs: "/a/initramfs.cpio".into() }
     }
 
     fn joined(args: &[String]) -> String {
@@ -427,7 +499,7 @@ mod tests {
     fn tcg_microvm_with_hybrid_vsock_and_virtiofs() {
         let spec = spec();
         let layout = SocketLayout::new(&spec, false);
-        let args = joined(&qemu_args(&spec, &layout, Some(2_500_000)).unwrap());
+        let args = joined(&qemu_args(&spec, &boot(Accel::Tcg), &layout, Some(2_500_000)).unwrap());
         for expected in [
             "-accel tcg,thread=multi -cpu max",
             "-M microvm,memory-backend=mem",
@@ -452,10 +524,9 @@ mod tests {
 
     #[test]
     fn kvm_uses_the_host_cpu_and_kernel_vsock() {
-        let mut spec = spec();
-        spec.accel = Accel::Kvm;
+        let spec = spec();
         let layout = SocketLayout::new(&spec, true);
-        let args = joined(&qemu_args(&spec, &layout, None).unwrap());
+        let args = joined(&qemu_args(&spec, &boot(Accel::Kvm), &layout, None).unwrap());
         assert!(args.contains("-accel kvm -cpu host"));
         assert!(args.contains("-device vhost-vsock-device,guest-cid="));
         assert!(!args.contains("vhost-user-vsock"));
@@ -464,16 +535,37 @@ mod tests {
 
     #[test]
     fn other_platforms_accelerators_are_refused() {
-        let mut spec = spec();
-        spec.accel = Accel::Hvf;
+        let spec = spec();
         let layout = SocketLayout::new(&spec, false);
-        assert!(qemu_args(&spec, &layout, None).unwrap_err().to_string().contains("hvf"));
+        assert!(qemu_args(&spec, &boot(Accel::Hvf), &layout, None).unwrap_err().to_string().contains("hvf"));
     }
 
     #[test]
-    fn share_paths_survive_the_kernel_command_line() {
-        assert_eq!(encode_cmdline_path(Path::new("/home/a b,c")), "/home/a%20b%2Cc");
-        assert_eq!(encode_cmdline_path(Path::new("/srv/x_y-1.2")), "/srv/x_y-1.2");
+    fn the_command_line_carries_the_boot_contract() {
+        let mut spec = spec();
+        spec.shares[0].guest_path = "/home/a b,c".into();
+        let cmdline = kernel_cmdline(&spec, None);
+        let params = berth_agent_proto::boot::BootParams::parse(&cmdline).unwrap();
+        assert_eq!(params, crate::vm::boot_params(&spec, &guest_facts()));
+        assert_eq!(params.shares[0].guest_path, "/home/a b,c");
+        for expected in [
+            "berth.net=10.0.2.15/24,10.0.2.2,10.0.2.3",
+            "berth.hostalias=10.0.2.2",
+            "berth.disk=/dev/vda",
+            "berth.share=share0,/home/a%20b%2Cc",
+        ] {
+            assert!(cmdline.contains(expected), "missing `{expected}` in {cmdline}");
+        }
+    }
+
+    #[test]
+    fn kvm_needs_hardware_virtualisation() {
+        let vmx = "processor\t: 0\nflags\t\t: fpu vme vmx sse\n";
+        let pvm = "processor\t: 0\nflags\t\t: fpu vme sse hypervisor\n";
+        assert!(kvm_usable(true, vmx));
+        assert!(!kvm_usable(true, pvm), "a /dev/kvm without vmx/svm is not usable");
+        assert!(!kvm_usable(false, vmx));
+        assert!(kvm_usable(true, "flags : svm\n"));
     }
 
     #[test]

@@ -1,0 +1,306 @@
+//! The boot contract: what the host tells the agent (PID 1 of the VM) on the
+//! kernel command line, as `berth.KEY=VALUE` words.
+//!
+//! The host encodes a [`BootParams`] (each backend adds its own kernel
+//! arguments around it) and the agent parses the same type back from
+//! `/proc/cmdline`, so the two sides cannot drift apart: both directions live
+//! here, tested against each other. Values must not contain white space (the
+//! kernel splits its command line there) and commas separate fields, so paths
+//! are percent-encoded.
+//!
+//! Why not `form_urlencoded`: it turns `+` into a space, and the kernel
+//! command line is not a query string; the subset needed here is a few lines.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+/// Where the agent keeps the engine's state in the VM: the data disk is
+/// mounted here (Docker's `DockerRootDir`).
+pub const GUEST_DATA_DIR: &str = "/var/lib/berth";
+
+/// Settings the host passes to the agent at boot.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct BootParams {
+    pub hostname: Option<String>,
+    /// A static IPv4 configuration for eth0 (none: the interface stays down).
+    pub net: Option<StaticIpv4>,
+    /// The address at which the host's loopback services are reachable.
+    pub host_alias: Option<Ipv4Addr>,
+    /// The data disk's device in the guest (`/dev/vda`, `/dev/sda`, ...).
+    pub disk: Option<String>,
+    pub shares: Vec<ShareMount>,
+    /// The agent's log filter.
+    pub log: Option<String>,
+}
+
+/// `address/prefix_len`, the default gateway, the DNS server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaticIpv4 {
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub dns: Ipv4Addr,
+}
+
+/// A host directory the guest mounts at boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareMount {
+    /// The device's tag (virtio-fs) or share name.
+    pub tag: String,
+    pub guest_path: String,
+    pub transport: ShareTransport,
+}
+
+/// How a shared directory reaches the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShareTransport {
+    /// One virtio-fs device per share (QEMU with virtiofsd, Virtualization.framework).
+    #[default]
+    Virtiofs,
+}
+
+impl ShareTransport {
+    /// The filesystem type the guest mounts the share with.
+    pub fn fstype(self) -> &'static str {
+        match self {
+            ShareTransport::Virtiofs => "virtiofs",
+        }
+    }
+
+    fn parse(name: &str) -> Option<ShareTransport> {
+        match name {
+            "virtiofs" => Some(ShareTransport::Virtiofs),
+            _ => None,
+        }
+    }
+}
+
+/// Why a command line is not a valid boot contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootParamsError(String);
+
+impl fmt::Display for BootParamsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BootParamsError {}
+
+fn bad(message: String) -> BootParamsError {
+    BootParamsError(message)
+}
+
+impl BootParams {
+    /// The `berth.*` words of the kernel command line, in a fixed order.
+    pub fn encode(&self) -> Vec<String> {
+        let mut words = Vec::new();
+        if let Some(hostname) = &self.hostname {
+            words.push(format!("berth.hostname={hostname}"));
+        }
+        if let Some(StaticIpv4 { address, prefix_len, gateway, dns }) = self.net {
+            words.push(format!("berth.net={address}/{prefix_len},{gateway},{dns}"));
+        }
+        if let Some(alias) = self.host_alias {
+            words.push(format!("berth.hostalias={alias}"));
+        }
+        if let Some(disk) = &self.disk {
+            words.push(format!("berth.disk={}", percent_encode(disk)));
+        }
+        for share in &self.shares {
+            // The transport is the default one when left out (older hosts wrote two fields).
+            let transport = match share.transport {
+                ShareTransport::Virtiofs => String::new(),
+            };
+            words.push(format!("berth.share={},{}{transport}", share.tag, percent_encode(&share.guest_path)));
+        }
+        if let Some(log) = &self.log {
+            words.push(format!("berth.log={log}"));
+        }
+        words
+    }
+
+    /// Reads the `berth.*` words of a kernel command line; other words are
+    /// the kernel's and are skipped.
+    pub fn parse(cmdline: &str) -> Result<BootParams, BootParamsError> {
+        let mut params = BootParams::default();
+        for token in cmdline.split_whitespace() {
+            let Some((key, value)) = token.strip_prefix("berth.").and_then(|t| t.split_once('=')) else {
+                continue;
+            };
+            match key {
+                "hostname" => params.hostname = Some(value.to_string()),
+                "net" => params.net = Some(parse_net(value).ok_or_else(|| bad(format!("bad berth.net={value}")))?),
+                "hostalias" => {
+                    params.host_alias = Some(value.parse().map_err(|_| bad(format!("bad berth.hostalias={value}")))?)
+                }
+                "disk" => params.disk = Some(percent_decode(value)?),
+                "share" => params.shares.push(parse_share(value)?),
+                "log" => params.log = Some(value.to_string()),
+                _ => return Err(bad(format!("unknown boot parameter berth.{key}"))),
+            }
+        }
+        Ok(params)
+    }
+}
+
+/// `10.0.2.15/24,10.0.2.2,10.0.2.3`
+fn parse_net(value: &str) -> Option<StaticIpv4> {
+    let mut parts = value.split(',');
+    let (address, prefix) = parts.next()?.split_once('/')?;
+    let net = StaticIpv4 {
+        address: address.parse().ok()?,
+        prefix_len: prefix.parse().ok()?,
+        gateway: parts.next()?.parse().ok()?,
+        dns: parts.next()?.parse().ok()?,
+    };
+    (net.prefix_len <= 32 && parts.next().is_none()).then_some(net)
+}
+
+/// `TAG,PATH[,TRANSPORT]`
+fn parse_share(value: &str) -> Result<ShareMount, BootParamsError> {
+    let mut fields = value.split(',');
+    let (Some(tag), Some(path)) = (fields.next(), fields.next()) else {
+        return Err(bad(format!("bad berth.share={value}")));
+    };
+    let transport = match fields.next() {
+        None => ShareTransport::default(),
+        Some(name) => ShareTransport::parse(name)
+            .ok_or_else(|| bad(format!("unknown share transport {name:?} in berth.share={value}")))?,
+    };
+    if tag.is_empty() || fields.next().is_some() {
+        return Err(bad(format!("bad berth.share={value}")));
+    }
+    Ok(ShareMount { tag: tag.to_string(), guest_path: percent_decode(path)?, transport })
+}
+
+/// Escapes every byte that the command line or the field syntax would split
+/// on (white space, commas, `%` itself) and everything not plainly printable.
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for &b in value.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/._-~+@:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> Result<String, BootParamsError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3).ok_or_else(|| bad(format!("bad escape in {s}")))?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad(format!("bad escape in {s}")))?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad(format!("share path is not UTF-8: {s}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full() -> BootParams {
+        BootParams {
+            hostname: Some("berth".into()),
+            net: Some(StaticIpv4 {
+                address: "10.0.2.15".parse().unwrap(),
+                prefix_len: 24,
+                gateway: "10.0.2.2".parse().unwrap(),
+                dns: "10.0.2.3".parse().unwrap(),
+            }),
+            host_alias: Some("10.0.2.2".parse().unwrap()),
+            disk: Some("/dev/vda".into()),
+            shares: vec![
+                ShareMount {
+                    tag: "share0".into(),
+                    guest_path: "/home/a b,c%d/é".into(),
+                    transport: ShareTransport::Virtiofs,
+                },
+                ShareMount { tag: "share1".into(), guest_path: "/srv".into(), transport: ShareTransport::Virtiofs },
+            ],
+            log: Some("info,berth_engine=debug".into()),
+        }
+    }
+
+    #[test]
+    fn what_the_host_encodes_the_agent_parses() {
+        let params = full();
+        let words = params.encode();
+        assert!(words.iter().all(|w| !w.contains(char::is_whitespace)), "{words:?}");
+        let cmdline = format!("console=ttyS0 quiet {} panic=-1", words.join(" "));
+        assert_eq!(BootParams::parse(&cmdline).unwrap(), params);
+        assert_eq!(BootParams::parse(&BootParams::default().encode().join(" ")).unwrap(), BootParams::default());
+    }
+
+    #[test]
+    fn the_encoding_is_the_one_on_the_wire() {
+        let words = full().encode().join(" ");
+        assert_eq!(
+            words,
+            "berth.hostname=berth berth.net=10.0.2.15/24,10.0.2.2,10.0.2.3 berth.hostalias=10.0.2.2 \
+             berth.disk=/dev/vda berth.share=share0,/home/a%20b%2Cc%25d/%C3%A9 berth.share=share1,/srv \
+             berth.log=info,berth_engine=debug"
+        );
+    }
+
+    #[test]
+    fn parses_boot_parameters() {
+        let params = BootParams::parse(
+            "console=ttyS0 quiet berth.hostname=vm berth.net=10.0.2.15/24,10.0.2.2,10.0.2.3 \
+             berth.hostalias=10.0.2.2 berth.disk=/dev/vda berth.share=home0,/home/a%20b%2Cc berth.log=debug",
+        )
+        .unwrap();
+        assert_eq!(params.hostname.as_deref(), Some("vm"));
+        assert_eq!(
+            params.net,
+            Some(StaticIpv4 {
+                address: "10.0.2.15".parse().unwrap(),
+                prefix_len: 24,
+                gateway: "10.0.2.2".parse().unwrap(),
+                dns: "10.0.2.3".parse().unwrap()
+            })
+        );
+        assert_eq!(params.disk.as_deref(), Some("/dev/vda"));
+        assert_eq!(
+            params.shares,
+            vec![ShareMount {
+                tag: "home0".into(),
+                guest_path: "/home/a b,c".into(),
+                transport: ShareTransport::Virtiofs
+            }]
+        );
+        assert_eq!(params.log.as_deref(), Some("debug"));
+    }
+
+    #[test]
+    fn rejects_bad_boot_parameters() {
+        assert!(BootParams::parse("berth.net=10.0.2.15/40,1.1.1.1,1.1.1.1").is_err());
+        assert!(BootParams::parse("berth.share=nocomma").is_err());
+        assert!(BootParams::parse("berth.share=t,/bad%zz").is_err());
+        assert!(BootParams::parse("berth.frobnicate=1").is_err());
+        let err = BootParams::parse("berth.share=t,/p,smb").unwrap_err();
+        assert!(err.to_string().contains("unknown share transport \"smb\""), "{err}");
+        assert!(BootParams::parse("berth.share=t,/p,virtiofs,x").is_err());
+        assert!(BootParams::parse("berth.share=,/p").is_err());
+        assert_eq!(
+            BootParams::parse("berth.share=t,/p,virtiofs").unwrap().shares[0].transport,
+            ShareTransport::Virtiofs
+        );
+    }
+
+    #[test]
+    fn share_paths_survive_the_kernel_command_line() {
+        assert_eq!(percent_encode("/home/a b,c"), "/home/a%20b%2Cc");
+        assert_eq!(percent_encode("/srv/x_y-1.2"), "/srv/x_y-1.2");
+    }
+}
