@@ -554,7 +554,7 @@ fn exec_instances_report_the_commands_pid() {
     assert_eq!(inspected["Running"], true, "{inspected}");
     let pid = inspected["Pid"].as_i64().unwrap();
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    assert_eq!(String::from_utf8_lossy(&cmdline), "sleep\0123\0", "pid {pid} is the exec's command");
+    assert_eq!(String::from_utf8_lossy(&cmdline), "sleep\x00123\x00", "pid {pid} is the exec's command");
     ok(&berth, &["rm", "-f", "box"]);
     berth.stop_and_check_clean();
 }
