@@ -64,8 +64,16 @@ pub async fn run(
             return;
         }
     };
-    let Spawned { pid, exited, stdin, outputs, pty } = spawned;
+    let Spawned { pid, exited, stdin, outputs, pty, pid_report } = spawned;
     tracing::debug!(pid, argv = ?start.argv, tty = start.tty, "exec started");
+    match pid_report {
+        Some(report) => {
+            tokio::spawn(forward_reported_pid(report, output.clone()));
+        }
+        None => {
+            let _ = output.send(Ok(out(exec_output::Output::Pid(pid)))).await;
+        }
+    }
 
     let mut readers = tokio::task::JoinSet::new();
     for (is_stderr, source) in outputs {
@@ -100,9 +108,61 @@ struct Spawned {
     /// (is_stderr, source)
     outputs: Vec<(bool, Box<dyn AsyncRead + Send + Unpin>)>,
     pty: Option<Arc<Pty>>,
+    /// Where `enter` reports the pid of the command it starts in a
+    /// container (`pid` is then the helper's own).
+    pid_report: Option<OwnedFd>,
 }
 
+/// Passes on the pid `enter` reports, if it gets as far as starting the
+/// command (a failure before that closes the pipe unwritten).
+async fn forward_reported_pid(report: OwnedFd, output: OutputSender) {
+    let Ok(mut report) = tokio::net::unix::pipe::Receiver::from_owned_fd(report) else { return };
+    let mut pid = [0u8; 4];
+    if report.read_exact(&mut pid).await.is_ok() {
+        let _ = output.send(Ok(out(exec_output::Output::Pid(i32::from_ne_bytes(pid))))).await;
+    }
+}
+
+/// Starts the process; in a container (`enter`), with the pipe on which the
+/// helper reports the command's pid at runtime::PID_FD.
 fn spawn(reaper: &Reaper, start: &ExecStart, terminal: Terminal) -> io::Result<Spawned> {
+    if terminal == Terminal::Agent {
+        return spawn_command(reaper, start, terminal, |_| {});
+    }
+    let (ours, theirs) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    let theirs_fd = theirs.as_raw_fd();
+    let with_report = move |cmd: &mut Command| {
+        // SAFETY: dup2 and fcntl are async-signal-safe and the closure
+        // touches only the descriptor number captured by value. dup2 clears
+        // close-on-exec on the copy; a descriptor that is PID_FD already
+        // has the flag cleared instead.
+        unsafe {
+            cmd.pre_exec(move || {
+                let done = if theirs_fd == berth_engine::runtime::PID_FD {
+                    libc::fcntl(theirs_fd, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(theirs_fd, berth_engine::runtime::PID_FD)
+                };
+                if done < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    };
+    let spawned = spawn_command(reaper, start, terminal, with_report);
+    // Our copy of the write end closes, so a helper that fails before
+    // writing reads as the end of the pipe.
+    drop(theirs);
+    Ok(Spawned { pid_report: Some(ours), ..spawned? })
+}
+
+fn spawn_command(
+    reaper: &Reaper,
+    start: &ExecStart,
+    terminal: Terminal,
+    prepare: impl FnOnce(&mut Command),
+) -> io::Result<Spawned> {
     let (program, args) =
         start.argv.split_first().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
     let mut cmd = Command::new(program);
@@ -117,6 +177,7 @@ fn spawn(reaper: &Reaper, start: &ExecStart, terminal: Terminal) -> io::Result<S
         };
     }
     cmd.current_dir(if start.cwd.is_empty() { "/" } else { &start.cwd });
+    prepare(&mut cmd);
 
     if start.tty && terminal == Terminal::FromProcess {
         let (ours, theirs) = nix::sys::socket::socketpair(
@@ -154,7 +215,14 @@ fn spawn(reaper: &Reaper, start: &ExecStart, terminal: Terminal) -> io::Result<S
         let errors = tokio::process::ChildStderr::from_std(child.stderr.take().expect("piped"))?;
         let Ok(master) = berth_engine::runtime::receive_fd(&ours) else {
             // It failed before making one: its message is all there is.
-            return Ok(Spawned { pid, exited, stdin: None, outputs: vec![(false, Box::new(errors))], pty: None });
+            return Ok(Spawned {
+                pid,
+                exited,
+                stdin: None,
+                outputs: vec![(false, Box::new(errors))],
+                pty: None,
+                pid_report: None,
+            });
         };
         let master = Arc::new(Pty::new(master)?);
         return Ok(Spawned {
@@ -163,6 +231,7 @@ fn spawn(reaper: &Reaper, start: &ExecStart, terminal: Terminal) -> io::Result<S
             stdin: Some(Box::new(PtyIo(master.clone()))),
             outputs: vec![(false, Box::new(PtyIo(master.clone()))), (false, Box::new(errors))],
             pty: Some(master),
+            pid_report: None,
         });
     }
     if start.tty {
@@ -191,6 +260,7 @@ fn spawn(reaper: &Reaper, start: &ExecStart, terminal: Terminal) -> io::Result<S
             stdin: Some(Box::new(PtyIo(master.clone()))),
             outputs: vec![(false, Box::new(PtyIo(master.clone())))],
             pty: Some(master),
+            pid_report: None,
         })
     } else {
         cmd.stdin(if start.stdin { Stdio::piped() } else { Stdio::null() })
@@ -217,6 +287,7 @@ fn spawn(reaper: &Reaper, start: &ExecStart, terminal: Terminal) -> io::Result<S
             stdin,
             outputs: vec![(false, Box::new(stdout)), (true, Box::new(stderr))],
             pty: None,
+            pid_report: None,
         })
     }
 }

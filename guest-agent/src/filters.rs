@@ -64,7 +64,7 @@ pub struct ContainerFilters(HashMap<String, Vec<String>>);
 impl ContainerFilters {
     /// Prune takes `label` (and `label!`) and `until` only.
     pub fn parse_prune(text: &str) -> Result<ContainerFilters, AgentError> {
-        Ok(ContainerFilters(parse(text, &["label", "until"])?.into_iter().collect()))
+        Ok(ContainerFilters(parse(text, &["label", "label!", "until"])?.into_iter().collect()))
     }
 
     pub fn parse(text: &str) -> Result<ContainerFilters, AgentError> {
@@ -125,12 +125,10 @@ impl ContainerFilters {
                     || berth_engine::reference::normalize(v).ok().as_deref()
                         == berth_engine::reference::normalize(&c.image).ok().as_deref()
             })
-            && self.0.get("label").is_none_or(|vs| {
-                vs.iter().all(|v| match v.split_once('=') {
-                    Some((k, val)) => labels[k].as_str() == Some(val),
-                    None => labels.get(v).is_some(),
-                })
-            })
+            && self.0.get("label").is_none_or(|vs| labels_match(labels, vs))
+            // dockerd (prune's matchLabels): kept when it has every label
+            // given with `label!`.
+            && self.0.get("label!").is_none_or(|vs| !labels_match(labels, vs))
     }
 }
 

@@ -38,6 +38,7 @@ async fn exec(client: &mut AgentClient<Channel>, start: ExecStart, then: Vec<exe
         match msg.output.unwrap() {
             exec_output::Output::Stdout(d) => ran.stdout.extend(d),
             exec_output::Output::Stderr(d) => ran.stderr.extend(d),
+            exec_output::Output::Pid(_) => {}
             exec_output::Output::Exit(exit) => {
                 ran.code = exit.code;
                 ran.signal = exit.signal;

@@ -107,7 +107,7 @@ async fn exec(
                 stderr.flush()?;
             }
             Some(exec_output::Output::Exit(exit)) => return Ok(exit.code),
-            None => {}
+            Some(exec_output::Output::Pid(_)) | None => {}
         }
     }
     bail!("the exec stream ended without an exit status")

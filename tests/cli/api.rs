@@ -530,3 +530,31 @@ fn bad_and_oversized_bodies() {
     assert_eq!(stdout(&out), "fine\n", "{}", describe(&out));
     berth.stop_and_check_clean();
 }
+
+/// An exec's instance reports the command's own pid in the VM (here the
+/// host, with a local agent), not 0 and not the helper that starts it.
+#[test]
+fn exec_instances_report_the_commands_pid() {
+    let berth = local_berth();
+    ok(&berth, &["run", "-d", "--name", "box", "busybox", "sleep", "300"]);
+    let (status, created) = call_json(&berth, "POST", "/containers/box/exec", Some(json!({"Cmd": ["sleep", "123"]})));
+    assert_eq!(status, 201, "{created}");
+    let id = created["Id"].as_str().unwrap().to_string();
+    let (status, body) = call(&berth, "POST", &format!("/exec/{id}/start"), Some(json!({"Detach": true})));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let inspected = loop {
+        let (status, inspected) = call_json(&berth, "GET", &format!("/exec/{id}/json"), None);
+        assert_eq!(status, 200, "{inspected}");
+        if inspected["Pid"] != 0 || Instant::now() > deadline {
+            break inspected;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(inspected["Running"], true, "{inspected}");
+    let pid = inspected["Pid"].as_i64().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert_eq!(String::from_utf8_lossy(&cmdline), "sleep\x00123\x00", "pid {pid} is the exec's command");
+    ok(&berth, &["rm", "-f", "box"]);
+    berth.stop_and_check_clean();
+}

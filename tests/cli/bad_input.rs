@@ -102,6 +102,24 @@ fn prune_until_takes_go_durations_and_refuses_what_it_cannot_read() {
     assert!(!docker(&berth, &["inspect", "young"]).status.success());
 }
 
+/// Container prune takes `label!` as dockerd does (it was refused as an
+/// invalid filter): containers with the label are kept, the others go.
+#[test]
+fn container_prune_keeps_what_label_not_names() {
+    let berth = local_berth();
+    ok(&berth, &["create", "--name", "keep", "--label", "keep=yes", "busybox", "true"]);
+    ok(&berth, &["create", "--name", "drop", "--label", "keep=no", "busybox", "true"]);
+    ok(&berth, &["create", "--name", "plain", "busybox", "true"]);
+    let pruned = ok(&berth, &["container", "prune", "-f", "--filter", "label!=keep=yes"]);
+    assert!(pruned.contains("Deleted"), "{pruned}");
+    let left = ok(&berth, &["ps", "-a", "--format", "{{.Names}}"]);
+    assert_eq!(left, "keep\n");
+    ok(&berth, &["create", "--name", "other", "busybox", "true"]);
+    ok(&berth, &["container", "prune", "-f", "--filter", "label!=keep"]);
+    assert_eq!(ok(&berth, &["ps", "-a", "--format", "{{.Names}}"]), "keep\n");
+    ok(&berth, &["rm", "keep"]);
+}
+
 #[test]
 fn load_refuses_a_tag_outside_the_reference_grammar() {
     let berth = local_berth();

@@ -737,6 +737,11 @@ pub struct EnterPlan {
 /// Where `enter` finds the socket to send an exec's terminal master over.
 pub const TERMINAL_FD: RawFd = 3;
 
+/// Where `enter` tells its caller the pid of the process it started (as
+/// four bytes, native order): the process Docker reports as the exec's
+/// `Pid`. The agent puts a pipe there; without one nothing is written.
+pub const PID_FD: RawFd = 4;
+
 /// The pid of the process started by `enter`, for signal forwarding.
 static ENTERED_CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
@@ -753,6 +758,15 @@ extern "C" fn forward_signal(signal: libc::c_int) {
 /// and exits as it did (signals sent to us are passed on). Must run in a
 /// single-threaded process. Returns the exit code (128 + signal).
 pub fn enter(plan: &EnterPlan) -> Result<i32, RuntimeError> {
+    // Taken before anything here opens a file, which could land on PID_FD,
+    // and closed on exec: the command must not inherit the agent's pipe.
+    // SAFETY: F_SETFD on a descriptor number only sets its flag, and fails
+    // (EBADF) when it is not open.
+    let pid_report = (unsafe { libc::fcntl(PID_FD, libc::F_SETFD, libc::FD_CLOEXEC) } == 0).then(|| {
+        // SAFETY: it is open, so the agent put the pipe there for us, and
+        // nothing else in this process owns it.
+        std::fs::File::from(unsafe { OwnedFd::from_raw_fd(PID_FD) })
+    });
     let namespaces = ["ipc", "uts", "net", "pid", "cgroup", "mnt"];
     // All opened before any setns: after joining the mount namespace,
     // /proc is the container's and the host pid means nothing there.
@@ -851,6 +865,9 @@ pub fn enter(plan: &EnterPlan) -> Result<i32, RuntimeError> {
     }
     drop(err_write);
     drop(terminal_socket);
+    if let Some(mut report) = pid_report {
+        let _ = report.write_all(&pid.to_ne_bytes());
+    }
     ENTERED_CHILD.store(pid, std::sync::atomic::Ordering::Relaxed);
     for signal in [libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2, libc::SIGINT, libc::SIGQUIT] {
         // SAFETY: the handler only calls kill, which is async-signal-safe.

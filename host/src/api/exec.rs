@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use berth_agent_proto::agent_client::AgentClient;
 use tonic::transport::Channel;
@@ -18,8 +19,9 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::containers::{empty, hijack, Hijack};
-use super::{agent_error, error, json_response, query_param, ApiContext, Body};
+use super::body::read_json_body;
+use super::hijack::{hijack, parse_detach_keys, stdin_into, Hijack};
+use super::http::{agent_error, empty, error, json_response, query_param, Body};
 
 #[derive(Debug, Clone)]
 struct Instance {
@@ -30,19 +32,60 @@ struct Instance {
     pid: i32,
     /// Resizes for the running process.
     resize: Option<tokio::sync::mpsc::Sender<WindowSize>>,
+    created: Instant,
+    ended: Option<Instant>,
 }
 
-#[derive(Default)]
+impl Instance {
+    fn new(container_id: String, config: Value, now: Instant) -> Instance {
+        Instance {
+            container_id,
+            config,
+            running: false,
+            exit_code: None,
+            pid: 0,
+            resize: None,
+            created: now,
+            ended: None,
+        }
+    }
+
+    /// Whether `sweep` may drop it: ended (or created and never started)
+    /// more than `retention` ago. A running exec is always kept.
+    fn expired(&self, now: Instant, retention: Duration) -> bool {
+        let since = match (self.running, self.ended) {
+            (true, _) => return false,
+            (false, Some(ended)) => ended,
+            (false, None) => self.created,
+        };
+        now.saturating_duration_since(since) >= retention
+    }
+}
+
+/// How long an exec stays inspectable after it ends. dockerd's exec GC
+/// runs every 5 minutes, marks the execs that are no longer live and
+/// removes the marked ones on its next round, so an ended exec lives 5 to
+/// 10 minutes; clients inspect right after the end (`docker exec` reads
+/// the exit code at once). An exec created and never started is dropped
+/// after as long: dockerd keeps it while its container lives, which would
+/// let a client that never starts its execs grow the registry without bound.
+const EXEC_RETENTION: Duration = Duration::from_secs(5 * 60);
+
 pub struct Registry {
     instances: Mutex<HashMap<String, Instance>>,
+    retention: Duration,
 }
 
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry { instances: Mutex::default(), retention: EXEC_RETENTION }
+    }
+}
+
+/// 64 hex digits, as Docker's exec IDs.
 fn new_id() -> String {
     let mut bytes = [0u8; 32];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes)).is_err() {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        bytes[..16].copy_from_slice(&nanos.to_le_bytes());
-    }
+    getrandom::getrandom(&mut bytes).expect("the OS random source");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -52,7 +95,7 @@ fn no_such_exec(id: &str) -> Response<Body> {
 
 /// The body, checked against the moby type dockerd decodes it into.
 async fn read_json(req: &mut Request<Incoming>, schema: &'static docker_json::Struct) -> Result<Value, Response<Body>> {
-    let body = super::read_json_body(req, 1 << 20, true).await?;
+    let body = read_json_body(req, 1 << 20, true).await?;
     let value = docker_json::parse(schema, &body).map_err(|message| error(StatusCode::BAD_REQUEST, message))?;
     Ok(with_field_names(value))
 }
@@ -91,7 +134,12 @@ fn with_field_names(mut value: Value) -> Value {
     value
 }
 
-pub async fn create(mut req: Request<Incoming>, container: &str, ctx: &ApiContext) -> Response<Body> {
+pub(super) async fn create(
+    mut req: Request<Incoming>,
+    container: &str,
+    agent: &AgentClient<Channel>,
+    execs: &Registry,
+) -> Response<Body> {
     let config = match read_json(&mut req, &docker_json::EXEC_CREATE).await {
         Ok(v) => v,
         Err(response) => return response,
@@ -99,39 +147,31 @@ pub async fn create(mut req: Request<Incoming>, container: &str, ctx: &ApiContex
     if config["Cmd"].as_array().is_none_or(|c| c.is_empty()) {
         return error(StatusCode::BAD_REQUEST, "No exec command specified");
     }
-    let container_id = match running(container, ctx).await {
+    let container_id = match running(container, agent).await {
         Ok(id) => id,
         Err(response) => return response,
     };
     let id = new_id();
-    let instance = Instance { container_id, config, running: false, exit_code: None, pid: 0, resize: None };
-    ctx.execs.instances.lock().unwrap().insert(id.clone(), instance);
+    execs.insert(id.clone(), Instance::new(container_id, config, Instant::now()));
     json_response(StatusCode::CREATED, json!({ "Id": id }))
-}
-
-pub async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Option<Response<Body>> {
-    let rest = &path["/exec/".len()..];
-    let (id, action) = rest.split_once('/').unwrap_or((rest, ""));
-    let query = req.uri().query().map(str::to_string);
-    Some(match (req.method().as_str(), action) {
-        ("POST", "start") => start(req, id, ctx).await,
-        ("GET", "json") => inspect(id, ctx),
-        ("POST", "resize") => resize(id, query.as_deref(), ctx).await,
-        _ => return None,
-    })
 }
 
 fn strings(value: &Value) -> Vec<String> {
     value.as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default()
 }
 
-async fn start(mut req: Request<Incoming>, id: &str, ctx: &ApiContext) -> Response<Body> {
+pub(super) async fn start(
+    mut req: Request<Incoming>,
+    id: &str,
+    agent: &AgentClient<Channel>,
+    execs: &Arc<Registry>,
+) -> Response<Body> {
     let options = match read_json(&mut req, &docker_json::EXEC_START).await {
         Ok(v) => v,
         Err(response) => return response,
     };
     let (instance, resize_rx) = {
-        let mut instances = ctx.execs.instances.lock().unwrap();
+        let mut instances = execs.instances.lock().unwrap();
         let Some(instance) = instances.get_mut(id) else { return no_such_exec(id) };
         if instance.running || instance.exit_code.is_some() {
             return error(StatusCode::CONFLICT, format!("exec instance {id} has already been started"));
@@ -177,7 +217,7 @@ async fn start(mut req: Request<Incoming>, id: &str, ctx: &ApiContext) -> Respon
         }
     });
     let (out_tx, out_rx) = tokio::sync::mpsc::channel::<(u8, Bytes)>(32);
-    let run = Run { agent: ctx.agent.clone(), registry: ctx.execs.clone(), exec_id: id.to_string() };
+    let run = Run { agent: agent.clone(), registry: execs.clone(), exec_id: id.to_string() };
     if detach {
         // Nothing streams: errors can still be the answer's status.
         let output = match run.start(input_rx).await {
@@ -192,8 +232,8 @@ async fn start(mut req: Request<Incoming>, id: &str, ctx: &ApiContext) -> Respon
     // dockerd: output sent right behind a 101 can land in the client's
     // header read and be lost (docker-py's exec_run loses it so). So errors
     // known up front are checked first, and later ones go in the stream.
-    if let Err(response) = running(&instance.container_id, ctx).await {
-        ctx.execs.finish(id, 126);
+    if let Err(response) = running(&instance.container_id, agent).await {
+        execs.finish(id, 126);
         return response;
     }
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
@@ -211,23 +251,22 @@ async fn start(mut req: Request<Incoming>, id: &str, ctx: &ApiContext) -> Respon
         }
     });
     let stdin = wants_stdin.then(|| {
-        super::containers::stdin_into(input_tx, |chunk| ExecInput {
+        stdin_into(input_tx, |chunk| ExecInput {
             input: Some(match chunk {
                 Some(data) => exec_input::Input::Stdin(data),
                 None => exec_input::Input::CloseStdin(true),
             }),
         })
     });
-    let detach_keys =
-        super::containers::parse_detach_keys(config["DetachKeys"].as_str().unwrap_or("")).unwrap_or_default();
+    let detach_keys = parse_detach_keys(config["DetachKeys"].as_str().unwrap_or("")).unwrap_or_default();
     hijack(&mut req, Hijack { tty, output: out_rx, stdin, detach_keys, started: Some(started_tx) })
 }
 
 /// The full ID of a container that can take an exec, or Docker's answer
 /// why not (404, or 409 when it is not running or paused).
-async fn running(container: &str, ctx: &ApiContext) -> Result<String, Response<Body>> {
+async fn running(container: &str, agent: &AgentClient<Channel>) -> Result<String, Response<Body>> {
     let reply =
-        ctx.agent.clone().inspect_container(ContainerRef { id: container.to_string() }).await.map_err(agent_error)?;
+        agent.clone().inspect_container(ContainerRef { id: container.to_string() }).await.map_err(agent_error)?;
     let value: Value = serde_json::from_slice(&reply.into_inner().json).unwrap_or_default();
     let id = value["Id"].as_str().unwrap_or(container).to_string();
     if value["State"]["Paused"] == json!(true) {
@@ -279,6 +318,7 @@ impl Run {
                     let _ = out.send((2, Bytes::from(data))).await;
                 }
                 (Some(exec_output::Output::Exit(exit)), _) => code = exit.code,
+                (Some(exec_output::Output::Pid(pid)), _) => self.registry.started(&self.exec_id, pid),
                 _ => {}
             }
         }
@@ -287,17 +327,38 @@ impl Run {
 }
 
 impl Registry {
+    /// Adds an exec, first dropping those past their retention: every new
+    /// exec is a sweep, so the registry holds only what is running or
+    /// recent, and an idle daemon holds what it held.
+    fn insert(&self, id: String, instance: Instance) {
+        let now = instance.created;
+        let mut instances = self.instances.lock().unwrap();
+        instances.retain(|_, kept| !kept.expired(now, self.retention));
+        instances.insert(id, instance);
+    }
+
+    fn started(&self, id: &str, pid: i32) {
+        if let Some(instance) = self.instances.lock().unwrap().get_mut(id) {
+            instance.pid = pid;
+        }
+    }
+
     fn finish(&self, id: &str, code: i32) {
+        self.finish_at(id, code, Instant::now());
+    }
+
+    fn finish_at(&self, id: &str, code: i32, now: Instant) {
         if let Some(instance) = self.instances.lock().unwrap().get_mut(id) {
             instance.running = false;
             instance.exit_code = Some(code);
             instance.resize = None;
+            instance.ended = Some(now);
         }
     }
 }
 
-fn inspect(id: &str, ctx: &ApiContext) -> Response<Body> {
-    let instances = ctx.execs.instances.lock().unwrap();
+pub(super) fn inspect(id: &str, execs: &Registry) -> Response<Body> {
+    let instances = execs.instances.lock().unwrap();
     let Some(instance) = instances.get(id) else { return no_such_exec(id) };
     let cmd = strings(&instance.config["Cmd"]);
     let flag = |key: &str| instance.config[key].as_bool().unwrap_or(false);
@@ -325,13 +386,13 @@ fn inspect(id: &str, ctx: &ApiContext) -> Response<Body> {
     )
 }
 
-async fn resize(id: &str, query: Option<&str>, ctx: &ApiContext) -> Response<Body> {
+pub(super) async fn resize(id: &str, query: Option<&str>, execs: &Registry) -> Response<Body> {
     let dim = |name: &str| query_param(query, name).and_then(|v| v.parse::<u32>().ok());
     let (Some(rows), Some(cols)) = (dim("h"), dim("w")) else {
         return error(StatusCode::BAD_REQUEST, "resize needs numeric h and w");
     };
     let sender = {
-        let instances = ctx.execs.instances.lock().unwrap();
+        let instances = execs.instances.lock().unwrap();
         let Some(instance) = instances.get(id) else { return no_such_exec(id) };
         instance.resize.clone()
     };
@@ -347,6 +408,29 @@ async fn resize(id: &str, query: Option<&str>, ctx: &ApiContext) -> Response<Bod
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_registry_stays_bounded_after_many_execs() {
+        let registry = Registry { retention: Duration::from_secs(300), ..Registry::default() };
+        let start = Instant::now();
+        let add = |id: &str, at: Instant| registry.insert(id.to_string(), Instance::new("c".into(), json!({}), at));
+        for n in 0..1000 {
+            let id = format!("ended-{n}");
+            add(&id, start);
+            registry.instances.lock().unwrap().get_mut(&id).unwrap().running = true;
+            registry.finish_at(&id, 0, start);
+        }
+        add("never-started", start);
+        add("running", start);
+        registry.instances.lock().unwrap().get_mut("running").unwrap().running = true;
+        let later = start + Duration::from_secs(299);
+        add("recent", later);
+        assert_eq!(registry.instances.lock().unwrap().len(), 1003, "ended execs stay inspectable for a while");
+        add("next", start + Duration::from_secs(300));
+        let mut kept: Vec<String> = registry.instances.lock().unwrap().keys().cloned().collect();
+        kept.sort();
+        assert_eq!(kept, ["next", "recent", "running"], "past the retention only the running and recent stay");
+    }
 
     #[test]
     fn keys_match_fields_as_go_decodes_them() {

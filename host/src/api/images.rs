@@ -11,7 +11,11 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{agent_error, error, json_response, query_param, query_params, Body};
+use super::body::{drain, forward_body, json_lines, tar_body, MAX_JSON_BODY};
+use super::http::{
+    agent_error, agent_json, error, flag, full, json_response, query_param, query_params, raw_json, Body,
+};
+use super::ApiContext;
 use berth_agent_proto::agent_client::AgentClient;
 use tonic::transport::Channel;
 
@@ -19,7 +23,7 @@ use tonic::transport::Channel;
 pub async fn load(req: Request<Incoming>, mut agent: AgentClient<Channel>) -> Response<Body> {
     let (tx, rx) = tokio::sync::mpsc::channel::<ArchiveChunk>(16);
     // A truncated upload: the agent sees a short archive and refuses it.
-    let pump = super::forward_body(req.into_body(), tx, |data| ArchiveChunk { data });
+    let pump = forward_body(req.into_body(), tx, |data| ArchiveChunk { data });
     let result = agent.load_images(ReceiverStream::new(rx)).await;
     let upload = pump.await;
     let loaded = match result {
@@ -42,7 +46,7 @@ pub async fn load(req: Request<Incoming>, mut agent: AgentClient<Channel>) -> Re
         }
         lines.push('\n');
     }
-    let mut response = Response::new(super::full(lines));
+    let mut response = Response::new(full(lines));
     response
         .headers_mut()
         .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
@@ -52,7 +56,7 @@ pub async fn load(req: Request<Incoming>, mut agent: AgentClient<Channel>) -> Re
 /// `docker pull` (`POST /images/create?fromImage=NAME&tag=TAG`, progress
 /// streamed as Docker's JSON messages: the CLI draws its bars from them) and
 /// `docker import` (`?fromSrc=-` with the tarball as the body).
-pub async fn create(req: Request<Incoming>, ctx: &super::ApiContext) -> Response<Body> {
+pub async fn create(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> {
     let query = req.uri().query();
     if let Some(source) = query_param(query, "fromSrc") {
         return import(req, &source, ctx.agent.clone()).await;
@@ -67,7 +71,7 @@ pub async fn create(req: Request<Incoming>, ctx: &super::ApiContext) -> Response
         None => image,
     };
     match ctx.agent.clone().pull_image(registry_request(&req, reference, ctx)).await {
-        Ok(reply) => super::json_lines(reply.into_inner(), b"\r\n"),
+        Ok(reply) => json_lines(reply.into_inner(), b"\r\n"),
         Err(status) => agent_error(status),
     }
 }
@@ -75,11 +79,7 @@ pub async fn create(req: Request<Incoming>, ctx: &super::ApiContext) -> Response
 /// A registry call's request: the reference, the client's credentials
 /// (X-Registry-Auth: base64url of Docker's AuthConfig JSON) and the
 /// configured mirrors.
-fn registry_request<B>(
-    req: &Request<B>,
-    reference: String,
-    ctx: &super::ApiContext,
-) -> berth_agent_proto::PullImageRequest {
+fn registry_request<B>(req: &Request<B>, reference: String, ctx: &ApiContext) -> berth_agent_proto::PullImageRequest {
     let auth_json = req
         .headers()
         .get("X-Registry-Auth")
@@ -108,7 +108,7 @@ fn registry_request<B>(
 async fn import(req: Request<Incoming>, source: &str, mut agent: AgentClient<Channel>) -> Response<Body> {
     use berth_agent_proto::{import_image_input::Input, ImportImageInput, ImportImageStart};
     if source != "-" {
-        super::drain(req).await;
+        drain(req).await;
         return error(
             StatusCode::NOT_IMPLEMENTED,
             "Berth does not import from a URL yet: download the file and run `docker import FILE`",
@@ -129,7 +129,7 @@ async fn import(req: Request<Incoming>, source: &str, mut agent: AgentClient<Cha
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<ImportImageInput>(16);
     let _ = tx.send(ImportImageInput { input: Some(Input::Start(start)) }).await;
-    let upload = super::forward_body(req.into_body(), tx, |data| ImportImageInput { input: Some(Input::Data(data)) });
+    let upload = forward_body(req.into_body(), tx, |data| ImportImageInput { input: Some(Input::Data(data)) });
     let result = agent.import_image(ReceiverStream::new(rx)).await;
     if let Ok(Err(err)) = upload.await {
         return error(StatusCode::BAD_REQUEST, format!("reading the uploaded tarball: {err}"));
@@ -138,7 +138,7 @@ async fn import(req: Request<Incoming>, source: &str, mut agent: AgentClient<Cha
         Ok(reply) => {
             let reply: serde_json::Value = serde_json::from_slice(&reply.into_inner().json).unwrap_or_default();
             // Docker's answer: a progress stream whose last message carries the ID.
-            let mut response = Response::new(super::full(format!("{}\r\n", json!({ "status": reply["Id"] }))));
+            let mut response = Response::new(full(format!("{}\r\n", json!({ "status": reply["Id"] }))));
             response
                 .headers_mut()
                 .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
@@ -155,7 +155,7 @@ pub async fn save(names: Vec<String>, mut agent: AgentClient<Channel>) -> Respon
     }
     match agent.save_images(berth_agent_proto::SaveImagesRequest { names }).await {
         Ok(reply) => {
-            let mut response = Response::new(super::tar_body(reply.into_inner()));
+            let mut response = Response::new(tar_body(reply.into_inner()));
             response
                 .headers_mut()
                 .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/x-tar"));
@@ -167,20 +167,14 @@ pub async fn save(names: Vec<String>, mut agent: AgentClient<Channel>) -> Respon
 
 /// `docker history`.
 pub async fn history(name: &str, mut agent: AgentClient<Channel>) -> Response<Body> {
-    match agent.image_history(InspectImageRequest { name: name.to_string() }).await {
-        Ok(reply) => super::containers::raw_json(reply.into_inner().json),
-        Err(status) => agent_error(status),
-    }
+    agent_json(agent.image_history(InspectImageRequest { name: name.to_string() }).await)
 }
 
 /// `docker image prune`.
 pub async fn prune(query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
     let request =
         berth_agent_proto::PruneImagesRequest { filters_json: query_param(query, "filters").unwrap_or_default() };
-    match agent.prune_images(request).await {
-        Ok(reply) => super::containers::raw_json(reply.into_inner().json),
-        Err(status) => agent_error(status),
-    }
+    agent_json(agent.prune_images(request).await)
 }
 
 /// `docker commit`: `POST /commit?container=ID&repo=R&tag=T&comment=&author=&pause=&changes=`,
@@ -189,10 +183,10 @@ pub async fn commit(req: Request<Incoming>, mut agent: AgentClient<Channel>) -> 
     let query = req.uri().query().map(str::to_string);
     let query = query.as_deref();
     let Some(container) = query_param(query, "container").filter(|c| !c.is_empty()) else {
-        super::drain(req).await;
+        drain(req).await;
         return error(StatusCode::BAD_REQUEST, "container is required");
     };
-    let config_json = match http_body_util::Limited::new(req.into_body(), super::MAX_JSON_BODY).collect().await {
+    let config_json = match http_body_util::Limited::new(req.into_body(), MAX_JSON_BODY).collect().await {
         Ok(body) => body.to_bytes().to_vec(),
         Err(err) => return error(StatusCode::BAD_REQUEST, format!("reading the request body: {err}")),
     };
@@ -218,7 +212,7 @@ pub async fn commit(req: Request<Incoming>, mut agent: AgentClient<Channel>) -> 
     };
     match agent.commit_container(request).await {
         Ok(reply) => {
-            let mut response = super::containers::raw_json(reply.into_inner().json);
+            let mut response = raw_json(reply.into_inner().json);
             *response.status_mut() = StatusCode::CREATED;
             response
         }
@@ -227,11 +221,8 @@ pub async fn commit(req: Request<Incoming>, mut agent: AgentClient<Channel>) -> 
 }
 
 /// `GET /distribution/NAME/json`: what the registry serves for a reference.
-pub async fn distribution<B>(req: &Request<B>, name: &str, ctx: &super::ApiContext) -> Response<Body> {
-    match ctx.agent.clone().inspect_distribution(registry_request(req, name.to_string(), ctx)).await {
-        Ok(reply) => super::containers::raw_json(reply.into_inner().json),
-        Err(status) => agent_error(status),
-    }
+pub async fn distribution<B>(req: &Request<B>, name: &str, ctx: &ApiContext) -> Response<Body> {
+    agent_json(ctx.agent.clone().inspect_distribution(registry_request(req, name.to_string(), ctx)).await)
 }
 
 /// `docker images`.
@@ -409,7 +400,7 @@ pub async fn tag(name: &str, query: Option<&str>, mut agent: AgentClient<Channel
     let request = TagImageRequest { source: name.to_string(), target: format!("{repo}:{tag}") };
     match agent.tag_image(request).await {
         Ok(_) => {
-            let mut response = Response::new(super::full(Bytes::new()));
+            let mut response = Response::new(full(Bytes::new()));
             *response.status_mut() = StatusCode::CREATED;
             response
         }
@@ -419,7 +410,7 @@ pub async fn tag(name: &str, query: Option<&str>, mut agent: AgentClient<Channel
 
 /// `docker rmi NAME`: `?force=1` removes an image that several references name.
 pub async fn remove(name: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
-    let force = query_param(query, "force").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let force = flag(query, "force");
     match agent.remove_image(RemoveImageRequest { name: name.to_string(), force }).await {
         Ok(reply) => {
             let reply = reply.into_inner();

@@ -7,10 +7,11 @@
 
 use berth_agent_proto::docker_json;
 use hyper::body::Incoming;
-use hyper::{Method, Request, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::{error, json_response, query_param, Body};
+use super::body::read_json_body;
+use super::http::{error, json_response, query_param, Body};
 
 const PREDEFINED: [(&str, &str); 3] = [("bridge", "bridge"), ("host", "host"), ("none", "null")];
 
@@ -92,78 +93,78 @@ fn check_prune_filters(query: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads the body first, even of a request we refuse: a client still
-/// writing it would see a broken pipe instead of our answer.
-pub async fn route(mut req: Request<Incoming>, path: &str) -> Option<hyper::Response<Body>> {
-    let method = req.method().clone();
-    let query = req.uri().query().map(str::to_string);
-    if method == Method::POST && path.trim_end_matches('/') == "/networks/create" {
-        let body = match super::read_json_body(&mut req, 1 << 20, true).await {
-            Ok(body) => body,
-            Err(response) => return Some(response),
-        };
-        // A malformed request is refused as dockerd refuses it, before the
-        // "not yet" that a well-formed one gets.
-        if let Err(message) = docker_json::parse(&docker_json::NETWORK_CREATE, &body) {
-            return Some(error(StatusCode::BAD_REQUEST, message));
-        }
-    } else {
-        super::drain(req).await;
+/// `POST /networks/create`: a malformed request is refused as dockerd
+/// refuses it, before the "not yet" that a well-formed one gets.
+pub async fn create(mut req: Request<Incoming>) -> Response<Body> {
+    let body = match read_json_body(&mut req, 1 << 20, true).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    if let Err(message) = docker_json::parse(&docker_json::NETWORK_CREATE, &body) {
+        return error(StatusCode::BAD_REQUEST, message);
     }
-    answer(&method, path, query.as_deref())
+    error(
+        StatusCode::NOT_IMPLEMENTED,
+        "Berth cannot create networks yet: user-defined networks arrive with container networking",
+    )
 }
 
-fn answer(method: &Method, path: &str, query: Option<&str>) -> Option<hyper::Response<Body>> {
-    let rest = path.strip_prefix("/networks").unwrap_or(path);
-    let rest = rest.strip_prefix('/').unwrap_or(rest);
-    let (target, action) = rest.split_once('/').unwrap_or((rest, ""));
-    Some(match (method, target, action) {
-        (&Method::GET, "", "") => {
-            let filters: Value = match query_param(query, "filters").filter(|f| !f.is_empty()) {
-                Some(text) => match serde_json::from_str(&text) {
-                    Ok(v) => v,
-                    Err(e) => return Some(error(StatusCode::BAD_REQUEST, format!("invalid filter: {e}"))),
-                },
-                None => Value::Null,
-            };
-            let mut listed = Vec::new();
-            for (name, driver) in PREDEFINED {
-                match matches(&filters, name, driver) {
-                    Ok(true) => listed.push(network_json(name, driver)),
-                    Ok(false) => {}
-                    Err(message) => return Some(error(StatusCode::BAD_REQUEST, message)),
-                }
-            }
-            json_response(StatusCode::OK, Value::Array(listed))
+pub fn list(query: Option<&str>) -> Response<Body> {
+    let filters: Value = match query_param(query, "filters").filter(|f| !f.is_empty()) {
+        Some(text) => match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid filter: {e}")),
+        },
+        None => Value::Null,
+    };
+    let mut listed = Vec::new();
+    for (name, driver) in PREDEFINED {
+        match matches(&filters, name, driver) {
+            Ok(true) => listed.push(network_json(name, driver)),
+            Ok(false) => {}
+            Err(message) => return error(StatusCode::BAD_REQUEST, message),
         }
-        (&Method::POST, "create", "") => error(
+    }
+    json_response(StatusCode::OK, Value::Array(listed))
+}
+
+pub fn prune(query: Option<&str>) -> Response<Body> {
+    match check_prune_filters(query) {
+        // The predefined networks are never pruned, and there are no others.
+        Ok(()) => json_response(StatusCode::OK, json!({ "NetworksDeleted": [] })),
+        Err(message) => error(StatusCode::BAD_REQUEST, message),
+    }
+}
+
+fn not_found(name: &str) -> Response<Body> {
+    error(StatusCode::NOT_FOUND, format!("network {name} not found"))
+}
+
+pub fn inspect(name: &str) -> Response<Body> {
+    match find(name) {
+        Some((name, driver)) => json_response(StatusCode::OK, network_json(name, driver)),
+        None => not_found(name),
+    }
+}
+
+pub fn remove(name: &str) -> Response<Body> {
+    match find(name) {
+        Some((name, _)) => {
+            error(StatusCode::FORBIDDEN, format!("{name} is a pre-defined network and cannot be removed"))
+        }
+        None => not_found(name),
+    }
+}
+
+/// `connect` and `disconnect`.
+pub fn connect(name: &str) -> Response<Body> {
+    match find(name) {
+        Some(_) => error(
             StatusCode::NOT_IMPLEMENTED,
-            "Berth cannot create networks yet: user-defined networks arrive with container networking",
+            "Berth cannot connect containers to networks yet: that arrives with container networking",
         ),
-        (&Method::POST, "prune", "") => match check_prune_filters(query) {
-            // The predefined networks are never pruned, and there are no others.
-            Ok(()) => json_response(StatusCode::OK, json!({ "NetworksDeleted": [] })),
-            Err(message) => error(StatusCode::BAD_REQUEST, message),
-        },
-        (&Method::GET, name, "") => match find(name) {
-            Some((name, driver)) => json_response(StatusCode::OK, network_json(name, driver)),
-            None => error(StatusCode::NOT_FOUND, format!("network {name} not found")),
-        },
-        (&Method::DELETE, name, "") => match find(name) {
-            Some((name, _)) => {
-                error(StatusCode::FORBIDDEN, format!("{name} is a pre-defined network and cannot be removed"))
-            }
-            None => error(StatusCode::NOT_FOUND, format!("network {name} not found")),
-        },
-        (&Method::POST, name, "connect" | "disconnect") => match find(name) {
-            Some(_) => error(
-                StatusCode::NOT_IMPLEMENTED,
-                "Berth cannot connect containers to networks yet: that arrives with container networking",
-            ),
-            None => error(StatusCode::NOT_FOUND, format!("network {name} not found")),
-        },
-        _ => return None,
-    })
+        None => not_found(name),
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::panic::AssertUnwindSafe;
 use futures_util::FutureExt;
 use hyper::{Response, StatusCode};
 
-use super::{error, Body};
+use super::http::{error, Body};
 
 /// `handler`'s response, or a 500 if it panics.
 pub async fn answer_or_500(handler: impl Future<Output = Response<Body>>) -> Response<Body> {

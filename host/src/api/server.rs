@@ -24,6 +24,7 @@ use hyper::Request;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::hijack::ConnectionSocket;
 use super::ApiContext;
 
 #[derive(Debug, Clone, Copy)]
@@ -169,13 +170,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     }
 }
 
-/// The socket a request arrived on, in its extensions: a hijacked stream
-/// asks it whether the client is gone (see `containers::peer_closed`). Only
-/// valid while the connection lives, which the upgraded stream that uses it
-/// guarantees.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionSocket(pub std::os::fd::RawFd);
-
 fn serve_connection<S>(stream: S, socket: ConnectionSocket, ctx: Arc<ApiContext>, limits: Limits)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -186,7 +180,7 @@ where
             req.extensions_mut().insert(socket);
             async move {
                 let (method, path) = (req.method().clone(), req.uri().path().to_string());
-                let response = super::panics::answer_or_500(super::handle(req, &ctx)).await;
+                let response = super::panics::answer_or_500(super::router::handle(req, &ctx)).await;
                 tracing::debug!(%method, path, status = response.status().as_u16(), "api");
                 Ok::<_, Infallible>(response)
             }
@@ -287,6 +281,36 @@ mod tests {
         next.write_all(b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n").await.unwrap();
         let answered = read_to_close(&mut next, Duration::from_secs(2)).await;
         assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    }
+
+    /// The route table through a real connection, on routes that need no
+    /// agent: names with slashes, trailing slashes, and what is not served.
+    #[tokio::test]
+    async fn routes_answer_by_method_and_segments() {
+        let (_dir, socket) = start(Limits::default());
+        let ask = |request: &'static str| {
+            let socket = socket.clone();
+            async move {
+                let mut stream = UnixStream::connect(&socket).await.unwrap();
+                let head = format!("{request} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n");
+                stream.write_all(head.as_bytes()).await.unwrap();
+                read_to_close(&mut stream, Duration::from_secs(5)).await
+            }
+        };
+        let answer = ask("GET /v1.47/containers/me/app/json").await;
+        assert!(answer.starts_with("HTTP/1.1 404") && answer.ends_with(r#"{"message":"No such container: me/app"}"#));
+        let answer = ask("GET /networks/bridge/").await;
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.contains(r#""Name":"bridge""#), "{answer}");
+        let answer = ask("DELETE /v1.45/networks/host").await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+        let answer = ask("POST /containers/abc/frobnicate").await;
+        assert!(answer.starts_with("HTTP/1.1 501"), "{answer}");
+        assert!(answer.ends_with(r#"{"message":"Berth does not implement POST /containers/abc/frobnicate yet"}"#));
+        let answer = ask("HEAD /_ping").await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.to_ascii_lowercase().contains("api-version: 1.47"),
+            "{answer}"
+        );
     }
 
     #[tokio::test]
