@@ -15,6 +15,8 @@ echo "== cross-platform checks (host crate)" >&2
 for target in aarch64-apple-darwin x86_64-apple-darwin x86_64-pc-windows-gnu; do
   timeout 900 cargo check --quiet -p berth --target "$target"
 done
+echo "== clippy (warnings are errors; every unsafe block documented)" >&2
+timeout 900 cargo clippy --quiet --workspace --all-targets -- -D warnings
 echo "== tests" >&2
 # Each VM test boots its own VM; two at a time fit 2 cores.
 log=$(mktemp)

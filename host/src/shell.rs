@@ -135,8 +135,9 @@ async fn forward_signals(tx: mpsc::Sender<ExecInput>, tty: bool) -> Result<()> {
 }
 
 fn terminal_size() -> Option<WindowSize> {
-    // SAFETY: TIOCGWINSZ writes one winsize into the struct we own.
+    // SAFETY: winsize is plain old data; all-zero is a valid value.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one winsize into the struct we own.
     let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
     (ok && ws.ws_row > 0).then_some(WindowSize { rows: ws.ws_row as u32, cols: ws.ws_col as u32 })
 }

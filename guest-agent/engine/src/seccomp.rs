@@ -1237,37 +1237,47 @@ mod tests {
     // Probes. SAFETY for each: a raw syscall with integer arguments (or a
     // null pointer the kernel rejects before reading), touching no memory of ours.
     fn getpid() -> libc::c_long {
+        // SAFETY: a probe (above).
         unsafe { libc::syscall(libc::SYS_getpid) }
     }
     fn unshare_mount_namespace() -> libc::c_long {
+        // SAFETY: a probe (above).
         unsafe { libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS) }
     }
     fn clone3_without_args() -> libc::c_long {
         // A size of 0 is EINVAL before the kernel reads the (null) clone_args.
+        // SAFETY: a probe (above).
         unsafe { libc::syscall(libc::SYS_clone3, std::ptr::null_mut::<libc::c_void>(), 0usize) }
     }
     fn personality_query() -> libc::c_long {
+        // SAFETY: a probe (above).
         unsafe { libc::syscall(libc::SYS_personality, 0xffff_ffff as libc::c_ulong) }
     }
     fn personality_linux32() -> libc::c_long {
+        // SAFETY: a probe (above).
         unsafe { libc::syscall(libc::SYS_personality, 0x0008 as libc::c_ulong) }
     }
     fn personality_no_randomize() -> libc::c_long {
+        // SAFETY: a probe (above).
         unsafe { libc::syscall(libc::SYS_personality, 0x0040000 as libc::c_ulong) }
     }
     fn socket_inet() -> libc::c_long {
+        // SAFETY: a probe (above).
         unsafe { libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_STREAM, 0) }
     }
     fn socket_vsock() -> libc::c_long {
+        // SAFETY: a probe (above).
         unsafe { libc::syscall(libc::SYS_socket, libc::AF_VSOCK, libc::SOCK_STREAM, 0) }
     }
     /// The escape: the kernel reads only the low 32 bits of the family.
     fn socket_vsock_high_junk() -> libc::c_long {
         let family = libc::AF_VSOCK as libc::c_ulong | 1 << 32;
+        // SAFETY: a probe (above).
         unsafe { libc::syscall(libc::SYS_socket, family, libc::SOCK_STREAM as libc::c_ulong, 0 as libc::c_ulong) }
     }
     #[cfg(target_arch = "x86_64")]
     fn x32_getpid() -> libc::c_long {
+        // SAFETY: a probe (above).
         unsafe { libc::syscall(libc::c_long::from(X32_SYSCALL_BIT) | libc::SYS_getpid) }
     }
 

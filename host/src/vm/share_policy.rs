@@ -144,6 +144,13 @@ mod tests {
     use super::*;
     use std::ffi::CString;
 
+    /// A raw syscall; the tests pass integers and pointers to NUL-terminated
+    /// paths that outlive the call.
+    fn sys(nr: libc::c_long, args: [usize; 4]) -> libc::c_long {
+        // SAFETY: the kernel reads at most the paths passed, which are live.
+        unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3]) }
+    }
+
     /// Runs `probe` in a forked child under the filter; 0 or the errno.
     fn in_child(probe: impl Fn() -> libc::c_long) -> i32 {
         let program = program();
@@ -174,28 +181,26 @@ mod tests {
         let path = CString::new(file.to_str().unwrap()).unwrap();
         let created = CString::new(dir.path().join("new").to_str().unwrap()).unwrap();
         let plain = CString::new(dir.path().join("plain").to_str().unwrap()).unwrap();
-        let (p, c, n) = (path.as_ptr(), created.as_ptr(), plain.as_ptr());
-        let chmod = |mode: u32| move || unsafe { libc::syscall(libc::SYS_fchmodat, libc::AT_FDCWD, p, mode, 0) };
+        let (p, c, n) = (path.as_ptr() as usize, created.as_ptr() as usize, plain.as_ptr() as usize);
+        let cwd = libc::AT_FDCWD as usize;
+        let chmod = |mode: usize| move || sys(libc::SYS_fchmodat, [cwd, p, mode, 0]);
         assert_eq!(in_child(chmod(0o755)), 0);
         assert_eq!(in_child(chmod(0o4755)), libc::EPERM, "setuid");
         assert_eq!(in_child(chmod(0o2755)), libc::EPERM, "setgid");
         assert_eq!(in_child(chmod(0o6755 | 0xffff_0000)), libc::EPERM);
-        let fchmod = || unsafe {
-            let fd = libc::open(p, libc::O_RDONLY);
-            libc::syscall(libc::SYS_fchmod, fd, 0o4755)
+        let fchmod = || {
+            let fd = sys(libc::SYS_openat, [cwd, p, libc::O_RDONLY as usize, 0]);
+            sys(libc::SYS_fchmod, [fd as usize, 0o4755, 0, 0])
         };
         assert_eq!(in_child(fchmod), libc::EPERM);
-        let create = |name: *const libc::c_char, mode: u32| {
-            move || unsafe {
-                libc::syscall(libc::SYS_openat, libc::AT_FDCWD, name, libc::O_CREAT | libc::O_WRONLY, mode)
-            }
-        };
+        let create_flags = (libc::O_CREAT | libc::O_WRONLY) as usize;
+        let create = |name: usize, mode: usize| move || sys(libc::SYS_openat, [cwd, name, create_flags, mode]);
         assert_eq!(in_child(create(c, 0o4755)), libc::EPERM, "created setuid");
         assert_eq!(in_child(create(n, 0o644)), 0);
         // Opening without O_CREAT ignores the mode argument.
-        let open = move || unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, p, libc::O_RDONLY, 0o4755) };
+        let open = move || sys(libc::SYS_openat, [cwd, p, libc::O_RDONLY as usize, 0o4755]);
         assert_eq!(in_child(open), 0);
-        let openat2 = || unsafe { libc::syscall(SYS_OPENAT2 as libc::c_long, libc::AT_FDCWD, p, 0usize, 0usize) };
+        let openat2 = || sys(SYS_OPENAT2 as libc::c_long, [cwd, p, 0, 0]);
         assert_eq!(in_child(openat2), libc::ENOSYS, "virtiofsd must fall back to openat");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777, 0o755);
