@@ -1,7 +1,7 @@
 //! `Exec`: run one process in the VM with streamed stdio, optionally on a pty.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -129,32 +129,83 @@ fn spawn(reaper: &Reaper, start: &ExecStart, terminal: Terminal) -> io::Result<S
     if terminal == Terminal::Agent {
         return spawn_command(reaper, start, terminal, |_| {});
     }
+    // `enter PLAN`: the plan goes on a descriptor, argv says `-`.
+    let mut argv = start.argv.clone();
+    let plan = match argv.get_mut(2) {
+        Some(plan) => plan_memfd(&std::mem::replace(plan, "-".into()))?,
+        None => return Err(io::Error::new(io::ErrorKind::InvalidInput, "an exec in a container without a plan")),
+    };
+    let start = ExecStart { argv, ..start.clone() };
     let (ours, theirs) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-    let theirs_fd = theirs.as_raw_fd();
+    // Neither may sit where the other goes, or the first dup2 would close it.
+    let (theirs, plan) = (above_reserved(theirs)?, above_reserved(plan)?);
+    let (theirs_fd, plan_fd) = (theirs.as_raw_fd(), plan.as_raw_fd());
     let with_report = move |cmd: &mut Command| {
-        // SAFETY: dup2 and fcntl are async-signal-safe and the closure
-        // touches only the descriptor number captured by value. dup2 clears
-        // close-on-exec on the copy; a descriptor that is PID_FD already
-        // has the flag cleared instead.
+        // SAFETY: dup2 is async-signal-safe and the closure touches only
+        // descriptor numbers captured by value, open until after the spawn.
+        // dup2 clears close-on-exec on the copies.
         unsafe {
             cmd.pre_exec(move || {
-                let done = if theirs_fd == berth_engine::runtime::PID_FD {
-                    libc::fcntl(theirs_fd, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(theirs_fd, berth_engine::runtime::PID_FD)
-                };
-                if done < 0 {
-                    return Err(io::Error::last_os_error());
+                for (fd, target) in
+                    [(theirs_fd, berth_engine::runtime::PID_FD), (plan_fd, berth_engine::runtime::PLAN_FD)]
+                {
+                    if move_fd(fd, target) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
         }
     };
-    let spawned = spawn_command(reaper, start, terminal, with_report);
-    // Our copy of the write end closes, so a helper that fails before
-    // writing reads as the end of the pipe.
-    drop(theirs);
+    let spawned = spawn_command(reaper, &start, terminal, with_report);
+    // Our copies close: a helper that fails before writing its pid reads
+    // as the end of the pipe.
+    drop((theirs, plan));
     Ok(Spawned { pid_report: Some(ours), ..spawned? })
+}
+
+/// `fd`, moved above the descriptors `enter` reserves (3 to 5) if it is one.
+fn above_reserved(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > berth_engine::runtime::PLAN_FD {
+        return Ok(fd);
+    }
+    let moved = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)).map_err(io::Error::from)?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(moved) })
+}
+
+/// Puts `fd` at `target` for exec (between fork and exec: async-signal-safe).
+fn move_fd(fd: RawFd, target: RawFd) -> libc::c_int {
+    if fd == target {
+        // Already there: only clear close-on-exec.
+        // SAFETY: fcntl on a descriptor number with integer arguments.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }
+    } else {
+        // SAFETY: dup2 on descriptor numbers; it clears close-on-exec on the copy.
+        unsafe { libc::dup2(fd, target) }
+    }
+}
+
+/// The plan in a sealed memory file, read from its start by `enter`.
+fn plan_memfd(plan: &str) -> io::Result<OwnedFd> {
+    use std::io::{Seek, Write as _};
+    let name = c"berth-exec-plan";
+    // SAFETY: memfd_create with a NUL-terminated name and flags; the result
+    // is checked before it is wrapped.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    file.write_all(plan.as_bytes())?;
+    file.rewind()?;
+    let seals = libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl with integer arguments on a descriptor we own.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(OwnedFd::from(file))
 }
 
 fn spawn_command(

@@ -95,11 +95,12 @@ fn main() {
         std::process::exit(archive_main(&argv[2].to_string_lossy(), &argv[3].to_string_lossy()));
     }
     // `docker exec`'s process: started by the agent's Exec (containers.rs).
-    if argv.len() == 3 && argv[1] == "enter" {
+    if argv.len() == 3 && argv[1] == "enter" && argv[2] == "-" {
         panics::abort_on_panic();
-        let plan = serde_json::from_str(&argv[2].to_string_lossy());
+        // First: the plan's descriptor must not be taken by anything we open.
+        let plan = berth_engine::runtime::read_plan_fd();
         let result = plan
-            .map_err(|e| e.to_string())
+            .map_err(|e| format!("reading the exec plan: {e}"))
             .and_then(|plan| berth_engine::runtime::enter(&plan).map_err(|e| e.to_string()));
         match result {
             Ok(code) => std::process::exit(code),

@@ -742,6 +742,27 @@ pub const TERMINAL_FD: RawFd = 3;
 /// `Pid`. The agent puts a pipe there; without one nothing is written.
 pub const PID_FD: RawFd = 4;
 
+/// Where `berth-agent enter -` reads its plan (JSON), a sealed memfd the
+/// agent puts there: not in its argv, which every process that shares the
+/// VM's PID namespace (`--pid host`) can read in /proc/*/cmdline, and the
+/// plan holds `docker exec -e` values.
+pub const PLAN_FD: RawFd = 5;
+
+/// Reads the plan `enter` was given at PLAN_FD, and closes it.
+pub fn read_plan_fd() -> std::io::Result<EnterPlan> {
+    // SAFETY: F_GETFD only reads the flags of a descriptor number and fails
+    // (EBADF) when it is not open.
+    if unsafe { libc::fcntl(PLAN_FD, libc::F_GETFD) } < 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no plan at descriptor 5"));
+    }
+    // SAFETY: it is open: the agent put the plan there for us, and nothing
+    // else in this process owns it.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(PLAN_FD) });
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    serde_json::from_str(&text).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 /// The pid of the process started by `enter`, for signal forwarding.
 static ENTERED_CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 

@@ -322,6 +322,7 @@ impl Containers {
         let (plan, start) = plan;
         let plan = serde_json::to_string(&plan).map_err(|e| AgentError::internal(e.to_string()))?;
         Ok(berth_agent_proto::ExecStart {
+            // exec.rs moves the plan from argv onto runtime::PLAN_FD.
             argv: vec!["/proc/self/exe".into(), "enter".into(), plan],
             env: Vec::new(),
             cwd: "/".into(),
