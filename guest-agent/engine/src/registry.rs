@@ -840,19 +840,12 @@ mod tests {
     const REGISTRY: &str = "/usr/bin/docker-registry";
     const SKOPEO: &str = "/usr/bin/skopeo";
 
-    /// docker-registry and skopeo, installed from Debian when missing.
+    /// docker-registry and skopeo (Debian's; packaging/setup.sh installs
+    /// them: a test installs nothing itself).
     fn tools_available() -> bool {
-        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(|| {
-            let present = || Path::new(REGISTRY).exists() && Path::new(SKOPEO).exists();
-            if !present() {
-                let _ = Command::new("apt-get")
-                    .args(["install", "-y", "--no-install-recommends", "docker-registry", "skopeo"])
-                    .env("DEBIAN_FRONTEND", "noninteractive")
-                    .status();
-            }
-            present()
-        })
+        let present = Path::new(REGISTRY).exists() && Path::new(SKOPEO).exists();
+        assert!(present, "{REGISTRY} and {SKOPEO} are missing: packaging/setup.sh installs them");
+        present
     }
 
     macro_rules! registry_or_skip {
