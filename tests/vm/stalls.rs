@@ -41,6 +41,7 @@ fn images_and_ps_answer_while_a_large_load_runs() {
     assert!(samples >= 3, "the load ended before it could be watched ({samples} rounds)");
     // Generous for TCG on a busy machine; one load used to hold them for
     // the whole load (58.8 s for 400 MB).
+    eprintln!("slowest docker images/ps during the load: {slowest:?} ({samples} rounds)");
     assert!(slowest < Duration::from_secs(1), "docker images/ps took {slowest:?} during a load");
     assert!(String::from_utf8_lossy(&harness::docker(&berth, &["images"]).stdout).contains("big"));
     berth.stop_and_check_clean();
