@@ -28,17 +28,7 @@ fn local_berth() -> Berth {
     berth
 }
 
-/// `docker load`s the busybox test image into a started Berth.
-fn load_busybox(berth: &Berth) {
-    let archive = berth.home.path().join("busybox.tar");
-    let made = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/images/busybox-archive.py"))
-        .arg(&archive)
-        .status()
-        .expect("python3");
-    assert!(made.success());
-    let out = docker(berth, &["load", "-i", &archive.display().to_string()]);
-    assert!(out.status.success(), "{}", describe(&out));
-}
+use harness::load_busybox;
 
 fn docker(berth: &Berth, args: &[&str]) -> Output {
     harness::docker(berth, args)

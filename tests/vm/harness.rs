@@ -179,6 +179,21 @@ pub fn docker(berth: &Berth, args: &[&str]) -> Output {
     docker_command(berth, args).output().expect("the docker CLI (packaging/setup.sh installs it)")
 }
 
+/// Runs docker and insists on success (the berth logs in the failure).
+pub fn docker_ok(berth: &Berth, args: &[&str]) -> String {
+    let out = docker(berth, args);
+    assert!(out.status.success(), "docker {args:?}: {}\n{}", describe(&out), berth.logs());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `docker load`s the busybox test image (tests/images) into a started Berth.
+pub fn load_busybox(berth: &Berth) {
+    let archive = berth.home.path().join("busybox.tar");
+    let made = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/images/busybox-archive.py")).arg(&archive).status();
+    assert!(made.expect("python3").success());
+    docker_ok(berth, &["load", "-i", &archive.display().to_string()]);
+}
+
 /// The docker CLI pointed at this Berth, to spawn or run.
 pub fn docker_command(berth: &Berth, args: &[&str]) -> Command {
     let mut cmd = Command::new("docker");

@@ -328,18 +328,8 @@ fn local_backend_runs_the_engine_without_a_vm() {
 fn containers_run_in_the_vm() {
     let berth = Berth::new();
     berth.start();
-    let archive = berth.home.path().join("busybox.tar");
-    let made = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/images/busybox-archive.py"))
-        .arg(&archive)
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let ok = |args: &[&str]| {
-        let out = harness::docker(&berth, args);
-        assert!(out.status.success(), "docker {args:?}: {}\n{}", describe(&out), berth.logs());
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    ok(&["load", "-i", &archive.display().to_string()]);
+    harness::load_busybox(&berth);
+    let ok = |args: &[&str]| harness::docker_ok(&berth, args);
 
     let out = ok(&[
         "run", "--rm", "--memory", "64m", "--cpus", "0.5", "--pids-limit", "50", "busybox", "sh", "-c",

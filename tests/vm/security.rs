@@ -9,18 +9,11 @@ use crate::harness::{self, describe, Berth};
 fn berth_with_busybox() -> Berth {
     let berth = Berth::new();
     berth.start();
-    let archive = berth.home.path().join("busybox.tar");
-    let made = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/images/busybox-archive.py")).arg(&archive).status();
-    assert!(made.unwrap().success());
-    ok(&berth, &["load", "-i", &archive.display().to_string()]);
+    harness::load_busybox(&berth);
     berth
 }
 
-fn ok(berth: &Berth, args: &[&str]) -> String {
-    let out = harness::docker(berth, args);
-    assert!(out.status.success(), "docker {args:?}: {}\n{}", describe(&out), berth.logs());
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use harness::docker_ok as ok;
 
 /// tests/vm/probes/vsock_probe.c, built static into the VM's share.
 fn build_vsock_probe(berth: &Berth) -> String {

@@ -16,7 +16,7 @@ use crate::container::{self, Container, CreateError};
 use crate::container_dir::{ContainerDir, ETC_FILES, RESIZE_FIFO, SHIM_CONFIG, SPEC_FILE, STDIN_FIFO};
 use crate::rootfs::{self, ContainerLayer, RootfsError};
 use crate::runtime::EnterPlan;
-use crate::shim::{self, ShimConfig};
+use crate::shim::ShimConfig;
 use crate::spec::{Bind, ContainerOptions, NamespaceMode, SpecError};
 use crate::volume::{VolumeError, VolumeStore};
 
@@ -148,7 +148,8 @@ pub fn populate(record: &Container, dir: &ContainerDir, volumes_root: &Path) -> 
     write_etc_files(dir, record)?;
     fill_volumes(record, dir, volumes_root)?;
     let json = serde_json::to_vec_pretty(record)?;
-    shim::write_atomically(&dir.record(), &json)?;
+    // Atomic only: the one syncfs after it makes it durable with the rest.
+    crate::durable::replace(&dir.record(), &json, false)?;
     crate::durable::sync_filesystem(dir.path())?;
     Ok(())
 }
@@ -290,7 +291,7 @@ fn prepare_mounted(
     shim_config.device_filter_passed = device_filter.is_some();
     let write = |name: &str, data: Vec<u8>| {
         // Per run: a power loss ends the run too, so no fsync (two fewer per start).
-        shim::write_replacing(&dir.path().join(name), &data, false).map_err(io_at(format!("writing {name}")))
+        crate::durable::replace(&dir.path().join(name), &data, false).map_err(io_at(format!("writing {name}")))
     };
     write(SPEC_FILE, serde_json::to_vec(&spec)?)?;
     write(SHIM_CONFIG, serde_json::to_vec(&shim_config)?)?;

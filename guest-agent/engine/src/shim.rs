@@ -71,14 +71,6 @@ pub fn read_exit(dir: &Path) -> Option<ExitRecord> {
     serde_json::from_slice(&std::fs::read(dir.join(EXIT_FILE)).ok()?).ok()
 }
 
-/// Writes `data` to `path` so that readers, and a crash, see the old content
-/// or the new, never a part.
-pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    crate::durable::replace_durably(path, data)
-}
-
-pub use crate::durable::replace as write_replacing;
-
 /// The shim's main. Returns the process exit code.
 pub fn main(dir: &Path) -> i32 {
     // SAFETY: READY_FD was opened for us by the agent and nothing else in
@@ -99,7 +91,7 @@ pub fn main(dir: &Path) -> i32 {
             // that leaves the container "exited (255)", as Docker shows
             // after a crash.
             report(&ready, &exit);
-            if let Err(err) = write_replacing(&dir.join(EXIT_FILE), &exit_json, false) {
+            if let Err(err) = crate::durable::replace(&dir.join(EXIT_FILE), &exit_json, false) {
                 eprintln!("berth shim: recording the exit in {}: {err}", dir.display());
             }
             0

@@ -115,23 +115,6 @@ fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// Writes `bytes` to `path` so that readers see the old file or the new one.
-fn write_atomically(path: &Path, tmp_dir: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let tmp = tmp_dir.join(format!(
-        "write-{}-{}",
-        std::process::id(),
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    let mut file = std::fs::File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io_err(format!("writing {}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(io_err(format!("replacing {}", path.display())))?;
-    sync_dir(path.parent().unwrap_or(Path::new("/")))
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(format!("syncing {}", dir.display())))
-}
-
 impl StoreFiles {
     pub fn blob_path(&self, digest: &str) -> Result<PathBuf, StoreError> {
         Ok(self.root.join("blobs/sha256").join(hex_of(digest)?))
@@ -415,7 +398,8 @@ impl ImageStore {
 
     fn save_index(&self) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec_pretty(&self.index).map_err(|e| invalid(e.to_string()))?;
-        write_atomically(&self.root.join("index.json"), &self.root.join("tmp"), &bytes)
+        let path = self.root.join("index.json");
+        crate::durable::replace_durably(&path, &bytes).map_err(io_err(format!("replacing {}", path.display())))
     }
 }
 

@@ -87,7 +87,7 @@ impl VolumeStore {
         let json = serde_json::to_vec_pretty(&volume).map_err(|e| VolumeError::Invalid(e.to_string()))?;
         // The record is written last: a volume without one is a crashed
         // create, not a volume (and `list` skips it).
-        crate::shim::write_atomically(&dir.join("volume.json"), &json)
+        crate::durable::replace_durably(&dir.join("volume.json"), &json)
             .and_then(|()| crate::durable::sync_dir(&self.root))
             .map_err(io_err(format!("writing {}", dir.display())))?;
         Ok(volume)

@@ -32,7 +32,6 @@ use berth_engine::bundle;
 use berth_engine::container::{Container, State, Status};
 use berth_engine::container_dir::{ContainerDir, REMOVING_PREFIX};
 use berth_engine::logfile;
-use berth_engine::shim;
 use tokio::sync::watch;
 
 use crate::error::AgentError;
@@ -76,7 +75,7 @@ impl Entry {
             }
             serde_json::to_vec_pretty(&*record).map_err(|e| AgentError::internal(e.to_string()))?
         };
-        let saved = shim::write_atomically(&self.dir.record(), &data);
+        let saved = berth_engine::durable::replace_durably(&self.dir.record(), &data);
         // The record in memory changed either way: watchers (`docker wait`)
         // learn of it even when the disk could not (it is full).
         self.changed.send_modify(|v| *v = v.map(|n| n + 1));
