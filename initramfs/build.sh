@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Packs the Berth initramfs: the static berth-agent as /init, busybox for
 # `berth shell` and debugging, mke2fs (with its libraries) so the agent
-# can format the data disk on first boot, and Debian's static tini as
+# can format the data disk on first boot, nft (with its libraries) for the
+# containers' bridge NAT and filtering, and Debian's static tini as
 # /usr/libexec/berth/docker-init for `docker run --init` (Docker's own
 # docker-init is tini too).
 #
@@ -17,8 +18,9 @@ agent=$(realpath "$agent")
 out=$(realpath -m "$out")
 busybox=${BUSYBOX:-/bin/busybox}
 mke2fs=$(command -v mke2fs || echo /sbin/mke2fs)
+nft=$(command -v nft || echo /usr/sbin/nft)
 tini=${TINI:-/usr/bin/tini-static}
-for f in "$agent" "$busybox" "$mke2fs" "$tini"; do
+for f in "$agent" "$busybox" "$mke2fs" "$nft" "$tini"; do
   [ -x "$f" ] || { echo "initramfs: missing $f (packaging/setup.sh installs it)" >&2; exit 1; }
 done
 # Bound into containers, whose images may have no libc.
@@ -45,15 +47,20 @@ install -m 0755 "$busybox" bin/busybox
   [ -e "$applet" ] || ln -s /bin/busybox "$applet"
 done
 
-# mke2fs is dynamically linked: bring its libraries and the loader along.
-install -m 0755 "$mke2fs" sbin/mke2fs.real
-rm -f sbin/mke2fs && mv sbin/mke2fs.real sbin/mke2fs
-ldd "$mke2fs" | awk '/=>/ {print $3} /^\t\/lib/ {print $1}' | while read -r lib; do
-  [ -f "$lib" ] || continue
-  mkdir -p ".$(dirname "$lib")"
-  # 0755: the kernel needs exec permission on the ELF interpreter.
-  install -m 0755 "$(readlink -f "$lib")" ".$lib"
-done
+# mke2fs and nft are dynamically linked: bring their libraries and the
+# loader along.
+install_dynamic() {  # PROGRAM DEST_DIR
+  install -m 0755 "$1" "$2/$(basename "$1").real"
+  rm -f "$2/$(basename "$1")" && mv "$2/$(basename "$1").real" "$2/$(basename "$1")"
+  ldd "$1" | awk '/=>/ {print $3} /^\t\/lib/ {print $1}' | while read -r lib; do
+    [ -f "$lib" ] || continue
+    mkdir -p ".$(dirname "$lib")"
+    # 0755: the kernel needs exec permission on the ELF interpreter.
+    install -m 0755 "$(readlink -f "$lib")" ".$lib"
+  done
+}
+install_dynamic "$mke2fs" sbin
+install_dynamic "$nft" usr/sbin
 [ -f /etc/mke2fs.conf ] && install -m 0644 /etc/mke2fs.conf etc/mke2fs.conf
 mkdir -p usr/libexec/berth
 install -m 0755 "$tini" usr/libexec/berth/docker-init

@@ -22,6 +22,8 @@ apt_pkgs=(
   linux-source-6.1 bc bison flex libelf-dev libssl-dev lz4 xz-utils cpio  # guest kernel
   busybox-static e2fsprogs binutils   # initramfs userland, mke2fs for the data disk, strip
   tini                                # `docker run --init` (tini-static, as Docker's docker-init)
+  nftables                            # the VM's firewall and NAT (nft rides in the initramfs)
+  iperf3                              # the networking benchmark
   libcap-ng-dev libseccomp-dev pkg-config  # virtiofsd build
   protobuf-compiler musl-tools        # agent protocol, static agent
   curl ca-certificates
