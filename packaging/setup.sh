@@ -29,6 +29,7 @@ apt_pkgs=(
   curl ca-certificates
   python3 util-linux                  # test image builder (tests/images), script(1) for tty tests
   docker-registry skopeo              # a real local registry for the pull tests
+  docker-compose                      # compose 1.29, the client of the compose tests
 )
 # The tests drive Berth with the real docker CLI; Debian ships it in docker.io.
 command -v docker >/dev/null || apt_pkgs+=(docker.io)
