@@ -7,6 +7,7 @@
 
 mod admission;
 mod archive;
+mod clock;
 mod containers;
 mod error;
 mod events;
@@ -244,6 +245,7 @@ async fn serve(
         started,
         shutdown: shutdown.clone(),
         images: Arc::new(images::ImagesSlot::new(data_dir.join("images"))),
+        owns_clock: std::process::id() == 1,
     };
     // Once storage is mounted: re-adopt running containers, and start the
     // ones whose restart policy asks for it after a boot.

@@ -16,7 +16,8 @@ use berth_agent_proto::{
 };
 use berth_agent_proto::{
     exec_input, ArchiveChunk, ExecInput, ExecOutput, InfoRequest, InfoResponse, ListImagesRequest, ListImagesResponse,
-    LoadImagesResponse, MountStatus, PingRequest, PingResponse, ShutdownRequest, ShutdownResponse, PROTOCOL_VERSION,
+    LoadImagesResponse, MountStatus, PingRequest, PingResponse, ShutdownRequest, ShutdownResponse, SyncClockRequest,
+    SyncClockResponse, PROTOCOL_VERSION,
 };
 use berth_agent_proto::{
     CommitContainerRequest, ImportImageInput, InspectImageRequest, InspectImageResponse, PruneImagesRequest,
@@ -55,6 +56,9 @@ pub struct AgentService {
     pub shutdown: Arc<Notify>,
     pub images: Arc<images::ImagesSlot>,
     pub containers: Arc<crate::containers::Containers>,
+    /// Whether the VM's clock is ours to keep in step with the host's (the
+    /// agent is the VM's init) or the host's own (a local agent).
+    pub owns_clock: bool,
 }
 
 /// How long an upload (`docker load`) may pause before it is abandoned.
@@ -587,6 +591,22 @@ impl Agent for AgentService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn sync_clock(&self, req: Request<SyncClockRequest>) -> Result<Response<SyncClockResponse>, Status> {
+        if !self.owns_clock {
+            return Err(AgentError::unavailable("a local agent runs on the host's clock; it does not set it").into());
+        }
+        let guest_unix_nanos = crate::clock::now_ns();
+        let offset = req.get_ref().correct_by_nanos;
+        let correction = tokio::task::spawn_blocking(move || crate::clock::correct(offset))
+            .await
+            .map_err(|err| AgentError::internal(format!("clock task: {err}")))?
+            .map_err(|err| AgentError::internal(format!("setting the clock: {err}")))?;
+        if correction != crate::clock::Correction::None {
+            tracing::info!(offset_ms = offset / 1_000_000, correction = correction.name(), "clock follows the host");
+        }
+        Ok(Response::new(SyncClockResponse { guest_unix_nanos, correction: correction.name().into() }))
     }
 
     async fn shutdown(&self, _: Request<ShutdownRequest>) -> Result<Response<ShutdownResponse>, Status> {

@@ -115,6 +115,7 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
         },
     };
     let tcp_address = config.as_ref().and_then(|c| c.api_tcp);
+    let mut clock_task = None;
     let socket = paths.docker_socket();
     let bound = state
         .agent
@@ -131,6 +132,9 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
     };
     let (api_server, tcp_server) = match bound {
         Ok((agent, listener, tcp)) => {
+            if guest.own_clock {
+                clock_task = Some(tokio::spawn(crate::clock_sync::keep_guest_clock(agent.clone())));
+            }
             let ctx = std::sync::Arc::new(api::ApiContext::new(facts, agent));
             let connections = api::Connections::new(api::Limits::default());
             let tcp_server = tcp.map(|listener| {
@@ -163,6 +167,9 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
         why = vm.wait() => Some(why),
         _ = stop_requested.recv() => None,
     };
+    if let Some(clock) = clock_task {
+        clock.abort();
+    }
     // Aborting drops the server, which removes the socket.
     api_server.abort();
     let _ = api_server.await;

@@ -7,6 +7,7 @@
 mod agent_client;
 #[cfg(unix)]
 mod api;
+mod clock_sync;
 mod config;
 #[cfg(unix)]
 mod daemon;

@@ -5,6 +5,7 @@
 //! overrides) and QEMU, virtiofsd and vhost-device-vsock.
 
 mod harness;
+mod host_integration;
 mod security;
 mod stalls;
 

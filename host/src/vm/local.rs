@@ -46,6 +46,7 @@ impl VmBackend for LocalBackend {
             data_disk: None,
             network: None,
             dedicated_memory: false,
+            own_clock: false,
         }
     }
 

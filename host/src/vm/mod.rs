@@ -88,6 +88,9 @@ pub struct GuestFacts {
     /// Whether the guest has exactly [`VmSpec::memory_mib`] (a VM) rather
     /// than the host's memory.
     pub dedicated_memory: bool,
+    /// Whether the guest keeps a clock of its own, which the daemon keeps in
+    /// step with the host's (a VM), rather than running on the host's.
+    pub own_clock: bool,
 }
 
 /// A guest network the host configures statically (the agent has no DHCP client).
@@ -224,6 +227,7 @@ mod tests {
             data_disk: Some("/dev/sda".into()),
             network: Some(GuestNetwork { ipv4, host_alias: "192.168.64.1".parse().unwrap() }),
             dedicated_memory: true,
+            own_clock: true,
         };
         let params = boot_params(&spec(), &facts);
         assert_eq!(params.disk.as_deref(), Some("/dev/sda"));

@@ -1,0 +1,107 @@
+//! The VM as part of the host: it gives back the memory containers freed,
+//! and its clock follows the host's, also after the VM was paused.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::harness::{self, describe, Berth};
+
+/// The QEMU process of this Berth and its resident set, in MiB.
+fn qemu_rss_mib(berth: &Berth) -> u64 {
+    let line = berth.live_processes().into_iter().find(|p| p.contains("qemu-system")).expect("the VM's QEMU process");
+    let pid = line.split_whitespace().next().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+fn qemu_pid(berth: &Berth) -> i32 {
+    let line = berth.live_processes().into_iter().find(|p| p.contains("qemu-system")).expect("QEMU");
+    line.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn memory_a_container_freed_returns_to_the_host() {
+    let share = tempfile::tempdir().unwrap();
+    let berth = Berth::with_config_file(&format!(
+        "[vm]\ncpus = 1\nmemory-mib = 1536\ndisk-gib = 2\nshares = [{:?}]\n",
+        share.path().display().to_string()
+    ));
+    berth.start();
+    harness::load_busybox(&berth);
+    let idle = qemu_rss_mib(&berth);
+    let out = harness::docker(
+        &berth,
+        &[
+            "run",
+            "--rm",
+            "--shm-size",
+            "1100m",
+            "busybox",
+            "dd",
+            "if=/dev/zero",
+            "of=/dev/shm/spike",
+            "bs=1M",
+            "count=1000",
+        ],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let peak = qemu_rss_mib(&berth);
+    assert!(peak > idle + 800, "the spike did not reach the host (idle {idle} MiB, after {peak} MiB)");
+    let since = Instant::now();
+    let mut now = peak;
+    while since.elapsed() < Duration::from_secs(30) && now > idle + 300 {
+        std::thread::sleep(Duration::from_millis(500));
+        now = qemu_rss_mib(&berth);
+    }
+    eprintln!("QEMU RSS: idle {idle} MiB, spike {peak} MiB, {now} MiB {:?} after", since.elapsed());
+    assert!(now <= idle + 300, "QEMU kept {now} MiB 30 s after the spike (idle {idle} MiB)");
+    berth.stop_and_check_clean();
+}
+
+/// The guest's clock minus the host's, in seconds, measured around one
+/// `berth shell` round trip (half of it is the uncertainty).
+fn guest_clock_offset(berth: &Berth) -> (f64, f64) {
+    let host = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    let before = host();
+    // busybox's date has no sub-second format; adjtimex(2) reports the time.
+    let out = berth.shell(&["busybox", "adjtimex"]);
+    let after = host();
+    assert!(out.status.success(), "{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> f64 {
+        let line = stdout.lines().find(|l| l.trim_start().starts_with(name)).expect(name);
+        line.rsplit(':').next().unwrap().trim().parse().expect(name)
+    };
+    let guest = field("time.tv_sec") + field("time.tv_usec") / 1e6;
+    (guest - (before + after) / 2.0, (after - before) / 2.0)
+}
+
+#[test]
+fn guest_clock_follows_the_host_after_a_pause() {
+    let berth = Berth::new();
+    berth.start();
+    // Set precisely at boot (the RTC alone gives whole seconds), at the
+    // latest one sync period (2 s, host/src/clock_sync.rs) after it.
+    std::thread::sleep(Duration::from_secs(3));
+    let (offset, slack) = guest_clock_offset(&berth);
+    assert!(offset.abs() < 0.5 + slack, "the guest is {offset:.3} s off after boot");
+
+    // What a laptop's sleep does to the VM: its process stops running.
+    let qemu = qemu_pid(&berth);
+    // SAFETY: plain kill(2) of the VM's QEMU process, which this test owns.
+    unsafe { libc::kill(qemu, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_secs(20));
+    // SAFETY: as above.
+    unsafe { libc::kill(qemu, libc::SIGCONT) };
+    std::thread::sleep(Duration::from_secs(5));
+    let (offset, slack) = guest_clock_offset(&berth);
+    eprintln!("guest clock after a 20 s pause and 5 s: {offset:+.3} s (±{slack:.3})");
+    assert!(offset.abs() < 0.5 + slack, "the guest is {offset:.3} s off 5 s after a 20 s pause");
+    assert!(berth.logs().contains("the VM's clock was off"), "the correction is not in `berth logs`");
+    berth.stop_and_check_clean();
+}
