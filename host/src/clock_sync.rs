@@ -22,6 +22,9 @@ pub const PERIOD: Duration = Duration::from_secs(2);
 const MAX_ROUND_TRIP: Duration = Duration::from_millis(50);
 /// How soon a discarded reading is retried.
 const RETRY: Duration = Duration::from_millis(200);
+/// Offsets below this are not sent (the agent would leave them alone too,
+/// guest-agent/src/clock.rs): an idle VM then wakes once per period, not twice.
+const NEGLIGIBLE_NS: i64 = 5_000_000;
 
 fn host_now_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i64
@@ -45,7 +48,9 @@ pub async fn keep_guest_clock(mut agent: AgentClient<Channel>) {
             Ok(reading) if round_trip <= MAX_ROUND_TRIP => {
                 failing = false;
                 let offset = offset_ns(sent, answered, reading.into_inner().guest_unix_nanos);
-                correct(&mut agent, offset).await;
+                if offset.unsigned_abs() >= NEGLIGIBLE_NS as u64 {
+                    correct(&mut agent, offset).await;
+                }
                 PERIOD
             }
             Ok(_) => RETRY,
