@@ -228,7 +228,70 @@ fn mount_data_disk(device: &str) -> io::Result<()> {
         }
         tracing::info!(device, ms = started.elapsed().as_millis() as u64, "formatted");
     }
-    mount_fs(device, GUEST_DATA_DIR, "ext4", MsFlags::MS_NOATIME, None)
+    // discard: blocks the engine frees (a removed image, a deleted volume)
+    // become holes in the host's sparse image file, so the space goes back.
+    mount_fs(device, GUEST_DATA_DIR, "ext4", MsFlags::MS_NOATIME, Some("discard"))?;
+    match grow_to_device(device, GUEST_DATA_DIR) {
+        Ok(Some((from, to))) => {
+            tracing::info!(device, from_mib = from >> 20, to_mib = to >> 20, "data filesystem grown")
+        }
+        Ok(None) => {}
+        // The old size still works: say so, do not fail the boot.
+        Err(err) => tracing::warn!(device, %err, "could not grow the data filesystem to its disk"),
+    }
+    Ok(())
+}
+
+/// Grows the mounted ext4 on `device` to the device's size when the host
+/// made the image larger (`disk-gib` raised), online, with the kernel's
+/// resize ioctl (no resize2fs in the initramfs). Returns the old and new
+/// size in bytes when it grew.
+fn grow_to_device(device: &str, mountpoint: &str) -> io::Result<Option<(u64, u64)>> {
+    let superblock = read_superblock(device)?;
+    let block_size = 1024u64 << superblock.log_block_size.min(6);
+    let file = fs::File::open(device)?;
+    let mut device_bytes = 0u64;
+    // SAFETY: BLKGETSIZE64 writes one u64 into the variable we pass.
+    if unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64 as _, &mut device_bytes) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let want = device_bytes / block_size;
+    // Less than 1% more is not worth a resize (a partial last group).
+    if want <= superblock.blocks + superblock.blocks / 100 {
+        return Ok(None);
+    }
+    let dir = fs::File::open(mountpoint)?;
+    // SAFETY: EXT4_IOC_RESIZE_FS reads one u64 (the new block count).
+    if unsafe { libc::ioctl(dir.as_raw_fd(), EXT4_IOC_RESIZE_FS as _, &want) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Some((superblock.blocks * block_size, want * block_size)))
+}
+
+/// _IOR(0x12, 114, u64) and _IOW('f', 16, u64) (the request's C type
+/// differs between musl and glibc, hence the casts at the calls).
+const BLKGETSIZE64: u32 = 0x8008_1272;
+const EXT4_IOC_RESIZE_FS: u32 = 0x4008_6610;
+
+struct Superblock {
+    blocks: u64,
+    log_block_size: u32,
+}
+
+/// The fields of the ext4 superblock (at byte 1024) that sizing needs.
+fn read_superblock(device: &str) -> io::Result<Superblock> {
+    let mut file = fs::File::open(device)?;
+    let mut sb = [0u8; 0x158];
+    file.seek(SeekFrom::Start(1024))?;
+    file.read_exact(&mut sb)?;
+    Ok(parse_superblock(&sb))
+}
+
+fn parse_superblock(sb: &[u8; 0x158]) -> Superblock {
+    let u32_at = |at: usize| u32::from_le_bytes(sb[at..at + 4].try_into().unwrap());
+    // s_feature_incompat bit 0x80: 64bit, with the count's high half.
+    let high = if u32_at(0x60) & 0x80 != 0 { u32_at(0x150) as u64 } else { 0 };
+    Superblock { blocks: high << 32 | u32_at(0x04) as u64, log_block_size: u32_at(0x18) }
 }
 
 /// ext2/3/4 keep the magic 0xEF53 at byte 1080.
@@ -291,4 +354,22 @@ fn has_other_processes() -> bool {
             })
         })
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn superblock_sizes_match_what_mke2fs_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("disk.raw");
+        fs::File::create(&image).unwrap().set_len(64 << 20).unwrap();
+        let mke2fs = ["/sbin/mke2fs", "/usr/sbin/mke2fs"].into_iter().find(|p| Path::new(p).exists()).expect("mke2fs");
+        let made = Command::new(mke2fs).args(["-q", "-F", "-t", "ext4", "-b", "4096"]).arg(&image).status().unwrap();
+        assert!(made.success());
+        let sb = read_superblock(image.to_str().unwrap()).unwrap();
+        assert_eq!(1024u64 << sb.log_block_size, 4096);
+        assert_eq!(sb.blocks, (64 << 20) / 4096);
+    }
 }

@@ -105,3 +105,55 @@ fn guest_clock_follows_the_host_after_a_pause() {
     assert!(berth.logs().contains("the VM's clock was off"), "the correction is not in `berth logs`");
     berth.stop_and_check_clean();
 }
+
+fn disk_config(share: &std::path::Path, gib: u32) -> String {
+    format!("[vm]\ncpus = 1\nmemory-mib = 512\ndisk-gib = {gib}\nshares = [{:?}]\n", share.display().to_string())
+}
+
+/// The data filesystem's size in MiB, as `df` in the VM reports it.
+fn data_fs_mib(berth: &Berth) -> u64 {
+    let out = berth.shell(&["sh", "-c", "df -m /var/lib/berth | tail -1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Bytes the host really stores for the sparse disk image.
+fn allocated_mib(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512 >> 20
+}
+
+#[test]
+fn the_data_disk_grows_with_its_setting_and_gives_freed_space_back() {
+    let share = tempfile::tempdir().unwrap();
+    let berth = Berth::with_config_file(&disk_config(share.path(), 2));
+    berth.start();
+    let before = data_fs_mib(&berth);
+    assert!((1800..=2048).contains(&before), "a 2 GiB disk holds a {before} MiB filesystem");
+
+    let image = berth.home.path().join("disk.raw");
+    let write =
+        berth.shell(&["sh", "-c", "dd if=/dev/urandom of=/var/lib/berth/filler bs=1M count=300 2>/dev/null; sync"]);
+    assert!(write.status.success(), "{}", describe(&write));
+    let full = allocated_mib(&image);
+    let remove = berth.shell(&["sh", "-c", "rm /var/lib/berth/filler; sync"]);
+    assert!(remove.status.success(), "{}", describe(&remove));
+    let mut freed = full;
+    for _ in 0..20 {
+        freed = allocated_mib(&image);
+        if freed + 200 < full {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!("disk image on the host: {full} MiB with a 300 MiB file, {freed} MiB after it was removed");
+    assert!(freed + 200 < full, "removing 300 MiB in the VM freed nothing on the host ({full} -> {freed} MiB)");
+
+    berth.ok(&["stop"]);
+    std::fs::write(berth.home.path().join("config.toml"), disk_config(share.path(), 3)).unwrap();
+    berth.start();
+    let after = data_fs_mib(&berth);
+    assert!(after > before + 900, "disk-gib 2 -> 3 left the filesystem at {after} MiB (was {before})");
+    assert!(berth.logs().contains("data filesystem grown"), "the resize is not in `berth logs`");
+    berth.stop_and_check_clean();
+}
