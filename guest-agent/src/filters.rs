@@ -113,7 +113,7 @@ impl ContainerFilters {
 
     pub fn matches(&self, c: &Container) -> bool {
         let any = |key: &str, test: &dyn Fn(&str) -> bool| self.0.get(key).is_none_or(|vs| vs.iter().any(|v| test(v)));
-        let labels = &c.config["Labels"];
+        let labels = &serde_json::to_value(&c.config.labels).unwrap_or_default();
         any("id", &|v| c.id.starts_with(v))
             && any("name", &|v| c.name.contains(v.trim_start_matches('/')))
             && any("status", &|v| c.state.status.as_str() == v)
@@ -144,8 +144,8 @@ mod tests {
             created_ns: 1,
             image: "busybox".into(),
             image_id: "sha256:0123".into(),
-            config: serde_json::json!({ "Labels": labels }),
-            host_config: serde_json::json!({}),
+            config: serde_json::from_value(serde_json::json!({ "Labels": labels })).unwrap(),
+            host_config: Default::default(),
             layers: Vec::new(),
             state,
             restart_count: 0,

@@ -12,7 +12,8 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::container::{self, Container, CreateError};
+use crate::container::config::strings;
+use crate::container::{self, Container, CreateError, CreateRequest, NetworkMode};
 use crate::container_dir::{ContainerDir, ETC_FILES, RESIZE_FIFO, SHIM_CONFIG, SPEC_FILE, STDIN_FIFO};
 use crate::rootfs::{self, ContainerLayer, RootfsError};
 use crate::runtime::EnterPlan;
@@ -105,8 +106,8 @@ pub fn etc_files(
     host_hosts: Option<&str>,
     host_resolv: Option<&str>,
 ) -> [(&'static str, String); 3] {
-    let hostname = record.config["Hostname"].as_str().unwrap_or("localhost");
-    let host_network = record.host_config["NetworkMode"].as_str() == Some("host");
+    let hostname = record.config.hostname.get().map_or("localhost", String::as_str);
+    let host_network = record.host_config.network_mode.get() == Some(&NetworkMode::Host);
     let hosts = if host_network {
         host_hosts.unwrap_or_default().to_string()
     } else {
@@ -245,18 +246,16 @@ fn prepare_mounted(
     pid_namespace: Option<PathBuf>,
 ) -> Result<Option<Arc<OwnedFd>>, BundleError> {
     let image_config = serde_json::json!({ "config": record.config });
-    let mut request = record.config.clone();
-    request["HostConfig"] = record.host_config.clone();
-    let resolved = container::resolve(&request, &image_config, &record.id)?;
+    let request = CreateRequest::of(&record.config, &record.host_config);
+    let resolved = container::resolve_request(request, &image_config, &record.id)?;
     let mut options = resolved.options;
-    let user = record.config["User"].as_str().unwrap_or("");
+    let user = record.config.user.as_str();
     let identity = rootfs::resolve_user(&layer.merged, user)?;
     options.uid = identity.uid;
     options.gid = identity.gid;
     options.additional_gids = identity.process_groups();
     let group_file = std::fs::read_to_string(layer.merged.join("etc/group")).unwrap_or_default();
-    let groups: Vec<&str> =
-        record.host_config["GroupAdd"].as_array().into_iter().flatten().filter_map(|g| g.as_str()).collect();
+    let groups: Vec<&str> = record.host_config.group_add.get().into_iter().flat_map(|g| g.iter()).collect();
     add_groups(&mut options.additional_gids, &groups, &group_file)?;
     if !options.env.iter().any(|e| e.starts_with("HOME=")) {
         options.env.push(format!("HOME={}", identity.home));
@@ -309,18 +308,19 @@ fn prepare_mounted(
 /// The shim's settings from the record (the cgroup and the device filter
 /// are the caller's to fill in).
 fn shim_config(record: &Container, tty: bool, seccomp: bool) -> ShimConfig {
+    let (rows, cols) = record.host_config.console_size();
+    let log_options = record.host_config.log_config.get().and_then(|log| log.config.get()).cloned().unwrap_or_default();
     ShimConfig {
         tty,
-        rows: record.host_config["ConsoleSize"][0].as_u64().unwrap_or(24) as u16,
-        cols: record.host_config["ConsoleSize"][1].as_u64().unwrap_or(80) as u16,
-        open_stdin: record.config["OpenStdin"].as_bool().unwrap_or(false),
-        stdin_once: record.config["StdinOnce"].as_bool().unwrap_or(false),
+        rows: rows.unwrap_or(24) as u16,
+        cols: cols.unwrap_or(80) as u16,
+        open_stdin: record.config.open_stdin.or_zero(),
+        stdin_once: record.config.stdin_once.or_zero(),
         cgroup_root: None,
         cgroup: None,
         seccomp,
         // Checked at create; a record from before that check gets the default.
-        log_limits: crate::logfile::LogLimits::from_options(&record.host_config["LogConfig"]["Config"])
-            .unwrap_or_default(),
+        log_limits: crate::logfile::LogLimits::from_options(log_options.iter()).unwrap_or_default(),
         device_filter_passed: false,
     }
 }
@@ -352,17 +352,14 @@ pub fn enter_plan(
     start: &berth_agent_proto::ExecStart,
 ) -> Result<EnterPlan, BundleError> {
     let layer = dir.layer();
-    let user = if start.user.is_empty() { record.config["User"].as_str().unwrap_or("") } else { &start.user };
+    let user = if start.user.is_empty() { record.config.user.as_str() } else { &start.user };
     let identity = rootfs::resolve_user(&layer.merged, user)?;
-    let base: Vec<String> = record.config["Env"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
-        .unwrap_or_default();
+    let base = strings(&record.config.env);
     let env = exec_env(base, &start.env, &identity.home, start.tty);
     let cwd = if !start.cwd.is_empty() {
         start.cwd.clone()
     } else {
-        record.config["WorkingDir"].as_str().filter(|s| !s.is_empty()).unwrap_or("/").to_string()
+        Some(record.config.working_dir.as_str()).filter(|s| !s.is_empty()).unwrap_or("/").to_string()
     };
     // The container's own isolation, from the spec it was started with.
     let spec: serde_json::Value = std::fs::read(dir.spec())

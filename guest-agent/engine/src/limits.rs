@@ -3,27 +3,24 @@
 //! verifyPlatformContainerResources), so that nothing the kernel or the
 //! spec builder would refuse at start is ever recorded.
 //!
-//! The types were checked before (docker_json): a field here is a number
-//! or absent, and fits an int64.
-
-use serde_json::Value;
-
+use crate::container::config::{self, Field};
 use crate::spec::Resources;
 
 /// The kernel's smallest memory limit that Docker allows.
 const MIN_MEMORY: i64 = 6 * 1024 * 1024;
 
-fn number(hc: &Value, key: &str) -> Option<i64> {
-    hc[key].as_i64().filter(|n| *n != 0)
+/// A limit, if set (zero is "not set" in Docker's API).
+fn number(field: &Field<i64>) -> Option<i64> {
+    field.get().copied().filter(|n| *n != 0)
 }
 
 /// The limits the spec and the cgroup get.
-pub fn resources(hc: &Value) -> Result<Resources, String> {
-    let memory = number(hc, "Memory");
+pub fn resources(hc: &config::Resources) -> Result<Resources, String> {
+    let memory = number(&hc.memory);
     if memory.is_some_and(|m| m < MIN_MEMORY) {
         return Err("Minimum memory limit allowed is 6MB".into());
     }
-    let memory_swap = number(hc, "MemorySwap");
+    let memory_swap = number(&hc.memory_swap);
     if let (Some(swap), Some(mem)) = (memory_swap, memory) {
         if swap > 0 && swap < mem {
             return Err("Minimum memoryswap limit should be larger than memory limit, see usage".into());
@@ -32,7 +29,7 @@ pub fn resources(hc: &Value) -> Result<Resources, String> {
     if memory_swap.is_some() && memory.is_none() {
         return Err("You should always set the Memory limit when using Memoryswap limit, see usage".into());
     }
-    let memory_reservation = number(hc, "MemoryReservation");
+    let memory_reservation = number(&hc.memory_reservation);
     if let Some(reservation) = memory_reservation {
         if reservation < MIN_MEMORY {
             return Err("Minimum memory reservation allowed is 6MB".into());
@@ -41,28 +38,29 @@ pub fn resources(hc: &Value) -> Result<Resources, String> {
             return Err("Minimum memory limit can not be less than memory reservation limit, see usage".into());
         }
     }
-    if let Some(swappiness) = number(hc, "MemorySwappiness").filter(|s| *s != -1 && !(0..=100).contains(s)) {
+    if let Some(swappiness) = number(&hc.memory_swappiness).filter(|s| *s != -1 && !(0..=100).contains(s)) {
         return Err(format!("Invalid value: {swappiness}, valid memory swappiness range is 0-100"));
     }
     Ok(Resources {
         memory,
         memory_swap,
-        nano_cpus: cpu_limit(number(hc, "NanoCpus"), number(hc, "CpuQuota"), number(hc, "CpuPeriod"))?,
+        nano_cpus: cpu_limit(number(&hc.nano_cpus), number(&hc.cpu_quota), number(&hc.cpu_period))?,
         memory_reservation,
         // Negative shares mean "unset" to Docker's CLI; the cgroup clamps the rest.
-        cpu_shares: hc["CpuShares"].as_u64().filter(|n| *n != 0),
+        cpu_shares: hc.cpu_shares.get().and_then(|n| u64::try_from(*n).ok()).filter(|n| *n != 0),
         // Zero or negative is unlimited, as in dockerd.
-        pids_limit: number(hc, "PidsLimit").filter(|n| *n > 0),
-        cpuset_cpus: hc["CpusetCpus"].as_str().filter(|s| !s.is_empty()).map(str::to_string),
-        cpuset_mems: hc["CpusetMems"].as_str().filter(|s| !s.is_empty()).map(str::to_string),
+        pids_limit: number(&hc.pids_limit).filter(|n| *n > 0),
+        cpuset_cpus: hc.cpuset_cpus.get().filter(|s| !s.is_empty()).cloned(),
+        cpuset_mems: hc.cpuset_mems.get().filter(|s| !s.is_empty()).cloned(),
     })
 }
 
 /// `--shm-size` in bytes, if given.
-pub fn shm_size(hc: &Value) -> Result<Option<u64>, String> {
-    match number(hc, "ShmSize") {
-        Some(n) if n < 0 => Err("SHM size can not be less than 0".into()),
-        size => Ok(size.map(|n| n as u64)),
+pub fn shm_size(size: i64) -> Result<Option<u64>, String> {
+    match size {
+        0 => Ok(None),
+        n if n < 0 => Err("SHM size can not be less than 0".into()),
+        n => Ok(Some(n as u64)),
     }
 }
 
@@ -97,10 +95,15 @@ fn cpu_limit(nano_cpus: Option<i64>, quota: Option<i64>, period: Option<i64>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    /// The typed limits of a HostConfig given as JSON.
+    fn typed(hc: Value) -> config::Resources {
+        serde_json::from_value(hc).unwrap()
+    }
 
     fn refused(hc: Value) -> String {
-        resources(&hc).err().unwrap_or_default()
+        resources(&typed(hc)).err().unwrap_or_default()
     }
 
     /// The expected texts are what dockerd 20.10 answered for the same values.
@@ -120,18 +123,18 @@ mod tests {
             refused(json!({"MemorySwappiness": 200})),
             "Invalid value: 200, valid memory swappiness range is 0-100"
         );
-        assert_eq!(shm_size(&json!({"ShmSize": -1})), Err("SHM size can not be less than 0".into()));
+        assert_eq!(shm_size(-1), Err("SHM size can not be less than 0".into()));
     }
 
     #[test]
     fn values_dockerd_accepts_become_limits_the_spec_can_hold() {
-        let r =
-            resources(&json!({"CpuQuota": -1, "PidsLimit": -1, "Memory": i64::MAX, "MemorySwappiness": -1})).unwrap();
+        let r = resources(&typed(json!({"CpuQuota": -1, "PidsLimit": -1, "Memory": i64::MAX, "MemorySwappiness": -1})))
+            .unwrap();
         assert_eq!((r.nano_cpus, r.pids_limit, r.memory), (None, None, Some(i64::MAX)), "-1 means unlimited");
-        let r = resources(&json!({"CpuQuota": i64::MAX, "CpuPeriod": 1000})).unwrap();
+        let r = resources(&typed(json!({"CpuQuota": i64::MAX, "CpuPeriod": 1000}))).unwrap();
         assert_eq!(r.nano_cpus, Some(i64::MAX), "no overflow");
-        let r = resources(&json!({"CpuQuota": 50_000})).unwrap();
+        let r = resources(&typed(json!({"CpuQuota": 50_000}))).unwrap();
         assert_eq!(r.nano_cpus, Some(500_000_000));
-        assert_eq!(shm_size(&json!({"ShmSize": 65536})), Ok(Some(65536)));
+        assert_eq!(shm_size(65536), Ok(Some(65536)));
     }
 }

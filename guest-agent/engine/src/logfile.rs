@@ -55,14 +55,16 @@ impl Default for LogLimits {
 }
 
 impl LogLimits {
-    /// From Docker's `LogConfig.Config` (json-file / local options).
-    pub fn from_options(options: &serde_json::Value) -> Result<LogLimits, String> {
+    /// From Docker's `LogConfig.Config` (json-file / local options), in
+    /// key order.
+    pub fn from_options<'a>(options: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<LogLimits, String> {
         let mut limits = LogLimits::default();
         let mut max_files = None;
-        for (key, value) in options.as_object().into_iter().flatten() {
-            let value = value.as_str().unwrap_or_default();
-            match key.as_str() {
+        let mut sized = false;
+        for (key, value) in options {
+            match key {
                 "max-size" => {
+                    sized = true;
                     limits.max_bytes = parse_size(value)
                         .filter(|n| *n > 0)
                         .ok_or_else(|| format!("invalid value for log opt max-size: {value:?}"))?
@@ -80,7 +82,7 @@ impl LogLimits {
             }
         }
         // As json-file: max-file without max-size means nothing; with it, 1 by default.
-        if options.get("max-size").is_some() {
+        if sized {
             limits.max_files = max_files.unwrap_or(1);
         } else if let Some(files) = max_files {
             limits.max_files = files;
@@ -311,7 +313,10 @@ mod tests {
 
     #[test]
     fn max_size_and_max_file_as_json_file_reads_them() {
-        let limits = |v: serde_json::Value| LogLimits::from_options(&v);
+        let limits = |v: serde_json::Value| {
+            let options: std::collections::BTreeMap<String, String> = serde_json::from_value(v).unwrap();
+            LogLimits::from_options(options.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        };
         assert_eq!(limits(serde_json::json!({})).unwrap(), LogLimits::default());
         assert_eq!(
             limits(serde_json::json!({"max-size": "10m"})).unwrap(),

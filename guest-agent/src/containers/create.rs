@@ -117,10 +117,9 @@ impl Containers {
         let record = entry.snapshot();
         let invalid = |e: container::CreateError| AgentError::invalid(e.to_string());
         let host_config = container::apply_update(&record.host_config, update).map_err(invalid)?;
-        let mut request = record.config.clone();
-        request["HostConfig"] = host_config.clone();
+        let request = container::CreateRequest::of(&record.config, &host_config);
         let image_config = serde_json::json!({ "config": record.config });
-        let resolved = container::resolve(&request, &image_config, &record.id).map_err(invalid)?;
+        let resolved = container::resolve_request(request, &image_config, &record.id).map_err(invalid)?;
         // All of the container's limits are written, not only the new ones:
         // the same values again change nothing, and a container without
         // limits has none to write.

@@ -41,7 +41,7 @@ impl Containers {
         let dir = entry.dir.clone();
         let cgroup_root = self.cgroup_root.clone();
         let volumes_root = self.volumes.root().to_path_buf();
-        let pid_namespace = match record.host_config["PidMode"].as_str().and_then(|m| m.strip_prefix("container:")) {
+        let pid_namespace = match record.host_config.pid_mode.as_str().strip_prefix("container:") {
             Some(other) => Some(self.pid_namespace_of(other).await?),
             None => None,
         };
@@ -157,7 +157,7 @@ impl Containers {
         tracing::warn!(id = %entry.snapshot().id, %message, "container failed to start");
         // `--rm` applies to a container that never ran, too (the docker CLI
         // waits for its removal).
-        if entry.snapshot().host_config["AutoRemove"].as_bool() == Some(true) {
+        if entry.snapshot().host_config.auto_remove.or_zero() {
             let _ = self.remove_entry(entry).await;
             self.remove_anonymous_volumes(&entry.snapshot().volumes);
         }
@@ -226,12 +226,12 @@ impl Containers {
             self.emit("oom", &record, &[]);
         }
         self.emit("die", &record, &[("exitCode", record.state.exit_code.to_string())]);
-        if record.host_config["AutoRemove"].as_bool() == Some(true) {
+        if record.host_config.auto_remove.or_zero() {
             let _ = self.remove_entry(entry).await;
             self.remove_anonymous_volumes(&record.volumes);
             return;
         }
-        let policy = RestartPolicy::parse(&record.host_config).unwrap_or(RestartPolicy::No);
+        let policy = RestartPolicy::parse(&record.host_config.restart_policy).unwrap_or(RestartPolicy::No);
         let restart = match policy {
             RestartPolicy::No => false,
             RestartPolicy::Always | RestartPolicy::UnlessStopped => !record.state.stopped_by_user,
@@ -282,7 +282,7 @@ impl Containers {
         let entries: Vec<Arc<Entry>> = self.entries.lock().unwrap().values().cloned().collect();
         for entry in entries {
             let record = entry.snapshot();
-            let policy = RestartPolicy::parse(&record.host_config).unwrap_or(RestartPolicy::No);
+            let policy = RestartPolicy::parse(&record.host_config.restart_policy).unwrap_or(RestartPolicy::No);
             let wanted = match policy {
                 RestartPolicy::Always => true,
                 RestartPolicy::UnlessStopped => !record.state.stopped_by_user,

@@ -176,8 +176,8 @@ impl Containers {
     /// A container event, with Docker's attributes (name, image, labels).
     fn emit(&self, action: &str, record: &Container, extra: &[(&str, String)]) {
         let mut attributes = serde_json::json!({ "name": record.name, "image": record.image });
-        for (key, value) in record.config["Labels"].as_object().into_iter().flatten() {
-            attributes[key] = value.clone();
+        for (key, value) in record.config.labels.get().into_iter().flat_map(|labels| &labels.0) {
+            attributes[key] = value.clone().into();
         }
         for (key, value) in extra {
             attributes[*key] = value.clone().into();

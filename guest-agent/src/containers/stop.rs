@@ -103,13 +103,13 @@ impl Containers {
             return Ok(false);
         }
         entry.update(|c| c.state.stopped_by_user = true)?;
-        let signal = match (signal, record.config["StopSignal"].as_str()) {
+        let signal = match (signal, record.config.stop_signal.get()) {
             ("", Some(s)) if !s.is_empty() => s.to_string(),
             ("", _) => "SIGTERM".into(),
             (s, _) => s.to_string(),
         };
         let signal = container::parse_signal(&signal).map_err(AgentError::invalid)?;
-        let timeout = timeout.or(record.config["StopTimeout"].as_i64().map(|t| t as i32)).unwrap_or(10);
+        let timeout = timeout.or(record.config.stop_timeout.get().map(|t| *t as i32)).unwrap_or(10);
         if record.state.status == Status::Paused {
             self.thaw(entry)?;
         }

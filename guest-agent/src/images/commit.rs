@@ -20,7 +20,8 @@ pub async fn commit(
 ) -> Result<Value, AgentError> {
     let entry = containers.lookup(&req.container).await?;
     let record = entry.snapshot();
-    let mut config = record.config.clone();
+    // The image config is built on Docker's JSON (the image's own is JSON).
+    let mut config = serde_json::to_value(&record.config).map_err(|e| AgentError::internal(e.to_string()))?;
     if !req.config_json.is_empty() {
         // dockerd decodes it as a create request's body.
         let overrides =
@@ -39,12 +40,7 @@ pub async fn commit(
         }
     }
     image_config::apply_changes(&mut config, &req.changes).map_err(AgentError::invalid)?;
-    let created_by = ["Entrypoint", "Cmd"]
-        .iter()
-        .flat_map(|k| record.config[k].as_array().cloned().unwrap_or_default())
-        .filter_map(|v| v.as_str().map(String::from))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let created_by = record.process_args().join(" ");
 
     let paused = req.pause && containers.is_running(&record.id) && containers.pause(&record.id, true).await.is_ok();
     let upper = entry.dir.upper();

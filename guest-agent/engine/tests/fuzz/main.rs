@@ -50,6 +50,19 @@ const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd
 fn container_create() {
     fuzz("create", Format::Json(&docker_json::CONTAINER_CREATE), |input| {
         let Some(request) = decoded(docker_json::parse(&docker_json::CONTAINER_CREATE, input))? else { return Ok(()) };
+        // A body the check lets through decodes into the typed request, and
+        // the typed request is the body again (inspect and the stored record
+        // show what was sent), a blank NetworkMode being dockerd's default.
+        if request.is_object() {
+            let typed = container::CreateRequest::parse(&request).map_err(|e| format!("checked but not typed: {e}"))?;
+            let mut expected = request.clone();
+            if expected["HostConfig"]["NetworkMode"] == "" {
+                expected["HostConfig"]["NetworkMode"] = json!("default");
+            }
+            if serde_json::to_value(&typed).map_err(|e| e.to_string())? != expected {
+                return Err(format!("the typed request is not the body: {}", serde_json::to_value(&typed).unwrap()));
+            }
+        }
         let Some(resolved) = decoded(container::resolve(&request, &image_config(), ID).map_err(|e| e.to_string()))?
         else {
             return Ok(());
@@ -69,6 +82,12 @@ fn container_create() {
             volumes: resolved.volumes,
             binds_from: Vec::new(),
         };
+        let stored = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
+        let read: container::Container =
+            serde_json::from_slice(&stored).map_err(|e| format!("record unreadable: {e}"))?;
+        if read != record {
+            return Err("the stored record reads back different".into());
+        }
         record.inspect(Path::new("/c"), Path::new("/v"));
         record.summary(0, Path::new("/v"));
         berth_engine::spec::build(&resolved.options, Path::new("/rootfs"))
@@ -83,6 +102,7 @@ fn container_update() {
     let current = json!({"Memory": 400 << 20, "MemorySwap": 800 << 20, "RestartPolicy": {"Name": "no"}});
     fuzz("update", Format::Json(&docker_json::CONTAINER_UPDATE), |input| {
         let Some(update) = decoded(docker_json::parse(&docker_json::CONTAINER_UPDATE, input))? else { return Ok(()) };
+        let current: container::HostConfig = serde_json::from_value(current.clone()).map_err(|e| e.to_string())?;
         let Some(updated) = decoded(container::apply_update(&current, &update).map_err(|e| e.to_string()))? else {
             return Ok(());
         };
