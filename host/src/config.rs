@@ -8,6 +8,7 @@
 //! memory-mib = 2048
 //! disk-gib = 64
 //! shares = ["~", "/srv/data"]   # host directories, mounted at the same path in the VM
+//!                               # (default: the home directory and the temp dirs)
 //!
 //! [api]
 //! tcp = "127.0.0.1:2375"        # also serve the Docker API here: no authentication, no TLS
@@ -111,9 +112,8 @@ impl Config {
         if !(1..=16 * 1024).contains(&disk_gib) {
             bail!("vm.disk-gib = {disk_gib} is out of range: use 1 to 16384");
         }
-        let default_shares = || home.map(|h| vec![h.display().to_string()]).unwrap_or_default();
         let mut shares = Vec::new();
-        for entry in vm.shares.unwrap_or_else(default_shares) {
+        for entry in vm.shares.unwrap_or_else(|| default_shares(home)) {
             let path = expand_home(&entry, home)?;
             if !path.is_absolute() {
                 bail!("vm.shares: {entry:?} is not an absolute path");
@@ -183,6 +183,26 @@ fn parse_tcp_address(text: &str) -> Result<SocketAddr> {
     Ok(address)
 }
 
+/// What the anchors share without being asked: the home directory and the
+/// temp directories (where `docker run -v "$(mktemp -d)":/x` and test
+/// suites put their files), those that exist, a directory inside another
+/// left out (the outer share already holds it).
+fn default_shares(home: Option<&Path>) -> Vec<String> {
+    let mut candidates: Vec<PathBuf> = home.map(Path::to_path_buf).into_iter().collect();
+    // macOS: /tmp and /var/folders are under /private, external disks under /Volumes.
+    let temp_dirs: &[&str] = if cfg!(target_os = "macos") { &["/private", "/Volumes"] } else { &["/tmp"] };
+    candidates.extend(temp_dirs.iter().map(PathBuf::from));
+    let existing: Vec<PathBuf> = candidates.into_iter().filter(|p| p.is_dir()).collect();
+    let mut shares: Vec<String> = Vec::new();
+    for path in &existing {
+        let inside_another = existing.iter().any(|other| other != path && path.starts_with(other));
+        if !inside_another && !shares.contains(&path.display().to_string()) {
+            shares.push(path.display().to_string());
+        }
+    }
+    shares
+}
+
 fn expand_home(entry: &str, home: Option<&Path>) -> Result<PathBuf> {
     match entry.strip_prefix('~') {
         Some(rest) if rest.is_empty() || rest.starts_with('/') => {
@@ -202,10 +222,15 @@ mod tests {
     }
 
     #[test]
-    fn defaults_share_the_home_directory() {
+    fn defaults_share_the_home_and_temp_directories() {
+        // A home inside /tmp (this tempdir) is covered by the /tmp share.
         let h = home();
         let config = Config::parse("", Some(h.path())).unwrap();
-        assert_eq!(config.shares, vec![h.path().to_path_buf()]);
+        assert_eq!(config.shares, vec![PathBuf::from("/tmp")]);
+        let config = Config::parse("", Some(Path::new("/"))).unwrap();
+        assert_eq!(config.shares, vec![PathBuf::from("/")], "/ holds /tmp");
+        let config = Config::parse("", None).unwrap();
+        assert_eq!(config.shares, vec![PathBuf::from("/tmp")]);
         assert_eq!(config.memory_mib, 2048);
         assert_eq!(config.disk_gib, 64);
         assert!(config.cpus >= 1);

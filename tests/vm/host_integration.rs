@@ -157,3 +157,40 @@ fn the_data_disk_grows_with_its_setting_and_gives_freed_space_back() {
     assert!(berth.logs().contains("data filesystem grown"), "the resize is not in `berth logs`");
     berth.stop_and_check_clean();
 }
+
+#[test]
+fn host_temp_and_home_paths_bind_without_configuration() {
+    // No `shares` key: the defaults (home and the temp dirs) apply.
+    let berth = Berth::with_config_file("[vm]\ncpus = 1\nmemory-mib = 512\ndisk-gib = 2\n");
+    berth.start();
+    harness::load_busybox(&berth);
+    let dir = tempfile::Builder::new().prefix("berth-bind-").tempdir_in("/tmp").unwrap();
+    std::fs::write(dir.path().join("from-host"), "hello from the host\n").unwrap();
+    let bind = format!("{}:/data", dir.path().display());
+    let out = harness::docker(
+        &berth,
+        &["run", "--rm", "-v", &bind, "busybox", "sh", "-c", "cat /data/from-host; echo back > /data/from-container"],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from the host\n");
+    assert_eq!(std::fs::read_to_string(dir.path().join("from-container")).unwrap(), "back\n");
+    let read_only = format!("{}:/data:ro", dir.path().display());
+    let out = harness::docker(&berth, &["run", "--rm", "-v", &read_only, "busybox", "touch", "/data/nope"]);
+    assert!(!out.status.success(), "a read-only bind was writable: {}", describe(&out));
+    assert!(!dir.path().join("nope").exists());
+
+    // The home directory is shared too (a directory under it, as compose's `./src`).
+    let home = std::env::var("HOME").unwrap();
+    let project = tempfile::Builder::new().prefix(".berth-test-project-").tempdir_in(&home).unwrap();
+    std::fs::write(project.path().join("app.txt"), "app\n").unwrap();
+    let bind = format!("{}:/src:ro", project.path().display());
+    let out = harness::docker(&berth, &["run", "--rm", "-v", &bind, "busybox", "cat", "/src/app.txt"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "app\n");
+
+    // A path outside every share is refused, naming the setting.
+    let out = harness::docker(&berth, &["run", "--rm", "-v", "/etc:/host-etc", "busybox", "true"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[vm] shares"), "{}", describe(&out));
+    berth.stop_and_check_clean();
+}
