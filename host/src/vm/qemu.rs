@@ -476,6 +476,11 @@ fn virtiofsd_args(share: &Share, socket: &Path, as_root: bool) -> Vec<String> {
     if as_root {
         args.push("--modcaps=-mknod:-fsetid".into());
     }
+    // For measuring other settings (tests/bench/files.sh), e.g.
+    // BERTH_VIRTIOFSD_ARGS="--cache=always --writeback"; later ones win.
+    if let Ok(extra) = std::env::var("BERTH_VIRTIOFSD_ARGS") {
+        args.extend(extra.split_whitespace().map(str::to_string));
+    }
     args
 }
 

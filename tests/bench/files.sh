@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# File sharing through a Berth VM, side by side in one run: the same work on
+# a share (virtio-fs, what a bind mount is), on the VM's own disk (what a
+# volume is) and on the host's filesystem directly (the ceiling).
+#   seq write / seq read   one file of SEQ_MIB MiB (read after dropping the
+#                          guest's page cache)
+#   create                 FILES small files in 50 directories (the shell's
+#                          own echo: no process per file, which under TCG
+#                          would be most of what is measured)
+#   stat                   stat of all of them (a cold `find -exec stat`)
+#   walk                   a `git status`-like tree walk (find -type f)
+#
+#   tests/bench/files.sh [FILES] [SEQ_MIB]     (defaults: 5000 256)
+set -euo pipefail
+files=${1:-5000}
+seq_mib=${2:-256}
+berth=${BERTH_BIN:-$HOME/.local/bin/berth}
+home=$(mktemp -d)
+share=$(mktemp -d)
+export BERTH_HOME=$home
+cleanup() { "$berth" stop >/dev/null 2>&1 || true; rm -rf "$home" "$share"; }
+trap cleanup EXIT
+printf '[vm]\ncpus = 2\nmemory-mib = 1024\ndisk-gib = 4\nshares = ["%s"]\n' "$share" > "$home/config.toml"
+"$berth" start >/dev/null
+
+ms() { local t0=$EPOCHREALTIME; "$@" >/dev/null; local t1=$EPOCHREALTIME; echo $(( (${t1/./} - ${t0/./}) / 1000 )); }
+in_vm() { "$berth" shell -- sh -c "$1"; }
+base=$(ms in_vm true)
+per_dir=$((files / 50))
+create="for d in \$(seq 1 50); do mkdir -p D/\$d; for f in \$(seq 1 $per_dir); do echo small-file-contents > D/\$d/\$f; done; done"
+stat_all="find D -type f -exec stat -c %s {} + | wc -l"
+walk="find D -type f | wc -l"
+seq_write="dd if=/dev/zero of=D/seq bs=1M count=$seq_mib conv=fsync 2>/dev/null"
+seq_read="dd if=D/seq of=/dev/null bs=1M 2>/dev/null"
+drop="sync; echo 3 > /proc/sys/vm/drop_caches"
+
+vm_row() {  # dir label
+  local d=$1 w r c s k
+  in_vm "mkdir -p $d"
+  w=$(ms in_vm "${seq_write//D/$d}")
+  in_vm "$drop"
+  r=$(ms in_vm "${seq_read//D/$d}")
+  c=$(ms in_vm "${create//D/$d}")
+  in_vm "$drop"
+  s=$(ms in_vm "${stat_all//D/$d}")
+  in_vm "$drop"
+  k=$(ms in_vm "${walk//D/$d}")
+  printf '%-22s %9d %9d %9d %9d %9d\n' "$2" $((w - base)) $((r - base)) $((c - base)) $((s - base)) $((k - base))
+}
+host_row() {
+  local d=$share/host w r c s k
+  mkdir -p "$d"
+  w=$(ms sh -c "${seq_write//D/$d}")
+  r=$(ms sh -c "${seq_read//D/$d}")
+  c=$(ms sh -c "${create//D/$d}")
+  s=$(ms sh -c "${stat_all//D/$d}")
+  k=$(ms sh -c "${walk//D/$d}")
+  printf '%-22s %9d %9d %9d %9d %9d\n' "host filesystem" "$w" "$r" "$c" "$s" "$k"
+}
+
+printf '%-22s %9s %9s %9s %9s %9s   (ms; %d files, %d MiB; VM round trip %d ms subtracted)\n' \
+  "" "seq-write" "seq-read" "create" "stat" "walk" "$files" "$seq_mib" "$base"
+vm_row "$share/vm" "bind mount (virtio-fs)"
+vm_row /var/lib/berth/bench "VM disk (volume)"
+host_row
