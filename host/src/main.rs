@@ -63,9 +63,34 @@ enum Command {
         #[arg(long, value_enum)]
         source: Option<logs::Source>,
     },
+    /// Print a shell completion script (e.g. `berth completions bash > /etc/bash_completion.d/berth`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `berth man | man -l -`.
+    Man,
     /// Run the daemon in the foreground (`berth start` does this for you).
     #[command(hide = true)]
     Daemon,
+}
+
+/// Completions and the man page come from the same clap definitions as the
+/// parser, so they cannot fall behind it.
+fn print_cli_docs(command: &Command) -> Result<bool> {
+    use clap::CommandFactory;
+    let mut cli = Cli::command();
+    match command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut cli, "berth", &mut std::io::stdout());
+            Ok(true)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(cli).render(&mut std::io::stdout())?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 fn main() -> ExitCode {
@@ -77,7 +102,12 @@ fn main() -> ExitCode {
         let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "warn".into());
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().init();
     }
-    match run(cli.command) {
+    let result = match print_cli_docs(&cli.command) {
+        Ok(true) => Ok(0),
+        Ok(false) => run(cli.command),
+        Err(err) => Err(err),
+    };
+    match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(err) => {
             eprintln!("berth: {err:#}");
@@ -110,6 +140,7 @@ fn run(command: Command) -> Result<i32> {
         Command::Shell { command } => shell::run(&paths, command),
         Command::Logs { follow, source } => logs::show(&paths, follow, source).map(|()| 0),
         Command::Daemon => daemon::run(paths).map(|()| 0),
+        Command::Completions { .. } | Command::Man => unreachable!("answered by print_cli_docs"),
     }
 }
 

@@ -1,0 +1,37 @@
+//! The completions and the man page come from the parser's own definitions:
+//! every command `berth --help` lists is in both.
+
+use std::process::Command;
+
+use crate::harness::berth_bin;
+
+fn berth(args: &[&str]) -> String {
+    let out = Command::new(berth_bin()).args(args).output().unwrap();
+    assert!(out.status.success(), "berth {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn completions_and_man_page_cover_every_command() {
+    let help = berth(&["--help"]);
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(commands.contains(&"start") && commands.contains(&"logs"), "{help}");
+    let man = berth(&["man"]);
+    assert!(man.contains(".TH berth 1"), "not a man page: {}", &man[..man.len().min(200)]);
+    for shell in ["bash", "zsh", "fish"] {
+        let script = berth(&["completions", shell]);
+        for command in &commands {
+            assert!(script.contains(command), "{shell} completions lack `{command}`");
+        }
+    }
+    for command in &commands {
+        assert!(man.contains(command), "the man page lacks `{command}`");
+    }
+}
