@@ -22,6 +22,8 @@ mod private_fs;
 #[cfg(unix)]
 mod shell;
 mod state;
+#[cfg(unix)]
+mod version;
 mod vm;
 
 use std::process::ExitCode;
@@ -44,6 +46,12 @@ enum Command {
     Stop,
     /// Show whether the VM runs, and how.
     Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the versions of berth, the running VM's agent and kernel, and the helpers.
+    Version {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -136,6 +144,7 @@ fn run(command: Command) -> Result<i32> {
     match command {
         Command::Start => lifecycle::start(&paths).map(|()| 0),
         Command::Stop => lifecycle::stop(&paths).map(|()| 0),
+        Command::Version { json } => version::show(&paths, json).map(|()| 0),
         Command::Status { json } => lifecycle::status(&paths, json).map(|()| 0),
         Command::Shell { command } => shell::run(&paths, command),
         Command::Logs { follow, source } => logs::show(&paths, follow, source).map(|()| 0),

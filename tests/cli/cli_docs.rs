@@ -35,3 +35,13 @@ fn completions_and_man_page_cover_every_command() {
         assert!(man.contains(command), "the man page lacks `{command}`");
     }
 }
+
+#[test]
+fn version_without_a_vm_says_none_runs() {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(berth_bin()).arg("version").env("BERTH_HOME", home.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with(&format!("berth                {}", env!("CARGO_PKG_VERSION"))), "{text}");
+    assert!(text.contains("agent                - (no VM running)"), "{text}");
+}

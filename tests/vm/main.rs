@@ -28,6 +28,15 @@ fn start_status_shell_stop() {
     let docker_host = format!("unix://{}/run/docker.sock", berth.home.path().display());
     assert_eq!(status["docker_host"], docker_host.as_str());
     let daemon_pid = status["daemon_pid"].as_i64().unwrap();
+    // `berth version` names the running VM's pieces and the helpers.
+    let versions: serde_json::Value = serde_json::from_str(&berth.ok(&["version", "--json"])).unwrap();
+    assert_eq!(versions["agent"], env!("CARGO_PKG_VERSION"), "{versions}");
+    assert!(versions["kernel"].as_str().unwrap().starts_with("6."), "{versions}");
+    let helpers = versions["helpers"].as_array().unwrap();
+    assert!(
+        helpers.iter().any(|h| h["name"] == "virtiofsd" && h["version"].as_str().unwrap().contains("virtiofsd")),
+        "{versions}"
+    );
 
     // The Docker API socket: private to the user, spoken to by the real CLI.
     let socket = berth.run_dir().join("docker.sock");
