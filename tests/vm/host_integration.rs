@@ -120,7 +120,7 @@ fn data_fs_mib(berth: &Berth) -> u64 {
 /// Bytes the host really stores for the sparse disk image.
 fn allocated_mib(path: &std::path::Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).unwrap().blocks() * 512 >> 20
+    (std::fs::metadata(path).unwrap().blocks() * 512) >> 20
 }
 
 #[test]
