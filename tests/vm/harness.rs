@@ -213,4 +213,6 @@ pub fn docker_archive(tag: &str, file: &str, contents: &[u8]) -> Vec<u8> {
 
 #[path = "registry.rs"]
 mod registry;
+#[path = "net_probes.rs"]
+pub mod net;
 pub use registry::LocalRegistry;
