@@ -15,14 +15,14 @@ CHUNK = b"\0" * (256 * 1024)
 
 
 def send_and_count(sock, mib):
-    """Sends MIB MiB, half-closes, reads the sink's byte count: Gbit/s."""
+    """Sends MIB MiB (length first), reads the sink's byte count: Gbit/s."""
     total = mib * 1024 * 1024
     t0 = time.perf_counter()
+    sock.sendall(total.to_bytes(8, "big"))
     sent = 0
     while sent < total:
         sock.sendall(CHUNK)
         sent += len(CHUNK)
-    sock.shutdown(socket.SHUT_WR)
     answer = b""
     while not answer.endswith(b"\n"):
         part = sock.recv(64)

@@ -3,9 +3,10 @@
  * byte sink that reports what it received.
  *
  *   netprobe udp-echo PORT     every datagram is sent back to its sender
- *   netprobe tcp-sink PORT     per connection: read to EOF, answer the byte count
- *   netprobe tcp-echo PORT     per connection: echo what arrives until EOF
+ *   netprobe tcp-sink PORT     per connection: read the length (8 bytes), then
+ *                              that many bytes, answer the byte count
  *   netprobe vsock-sink PORT   tcp-sink on AF_VSOCK (the raw vsock ceiling)
+ *   netprobe tcp-echo PORT     per connection: echo what arrives until EOF
  *
  * Built by the tests with `musl-gcc -static` (tests/cli/ports.rs). */
 #include <arpa/inet.h>
@@ -49,13 +50,19 @@ static int listener(int family, int type, int port) {
     return fd;
 }
 
+/* The sender says how much it sends (8 bytes, big-endian) instead of
+ * half-closing: hybrid vsock cannot carry a half-close. */
 static void sink(int fd) {
     for (;;) {
         int c = accept(fd, NULL, NULL);
         if (c < 0) continue;
-        unsigned long long total = 0;
+        unsigned char len[8];
+        unsigned long long want = 0, total = 0;
+        size_t got = 0;
         ssize_t n;
-        while ((n = read(c, buf, sizeof buf)) > 0) total += n;
+        while (got < 8 && (n = read(c, len + got, 8 - got)) > 0) got += n;
+        for (int i = 0; i < 8; i++) want = want << 8 | len[i];
+        while (total < want && (n = read(c, buf, sizeof buf)) > 0) total += n;
         int len = snprintf(buf, sizeof buf, "%llu\n", total);
         (void)!write(c, buf, len);
         close(c);

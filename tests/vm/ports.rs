@@ -22,7 +22,8 @@ fn published_ports_through_the_vm() {
     let (tcp, udp, kept) = (free_port(), free_port(), free_port());
 
     docker_ok(&berth, &["run", "-d", "--name", "web", "-p", &format!("{tcp}:80"), "busybox", "sh", "-c", &web()]);
-    let answer = http_get(tcp, 30 * SECOND).expect("the published port answers");
+    let answer = http_get(tcp, 30 * SECOND)
+        .unwrap_or_else(|| panic!("the published port answers\n{}", berth.logs()));
     assert!(answer.contains("hello from the vm"), "{answer}");
     let mount = format!("{}:/netprobe:ro", netprobe.display());
     docker_ok(&berth, &["run", "-d", "--name", "echo", "-v", &mount, "-p", &format!("{udp}:5353/udp"), "busybox", "/netprobe", "udp-echo", "5353"]);

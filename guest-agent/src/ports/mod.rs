@@ -27,10 +27,6 @@ use dial::Target;
 /// How long the host may take to send the header after the key.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The copy buffers: vsock moves 64 KiB and more per operation several
-/// times faster than 4 KiB (see the networking notes, 5.4).
-pub const COPY_BUFFER: usize = 256 * 1024;
-
 /// Serves the admitted forwarding streams, each in a task of its own.
 pub fn serve<S>(mut admitted: Admitted<S>, containers: Arc<Containers>)
 where
@@ -115,6 +111,9 @@ async fn forward_tcp<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, target: &
         return;
     }
     // Each side's EOF becomes a shutdown of the other's write half
-    // (half-close), and the copy ends when both are done.
-    let _ = tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut container, COPY_BUFFER, COPY_BUFFER).await;
+    // (half-close), and the copy ends when both are done; a stream cut off
+    // resets the container's connection, as the client's reset would.
+    if berth_agent_proto::ports::relay::relay(&mut container, &mut stream).await.is_err() {
+        let _ = container.set_zero_linger();
+    }
 }

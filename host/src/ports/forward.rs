@@ -23,10 +23,6 @@ use crate::agent_client::{GuestTransport, Io};
 /// the container accepted or refused).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Large copy buffers: vsock moves 64 KiB and more per operation several
-/// times faster than 4 KiB (networking notes, 5.4).
-const COPY_BUFFER: usize = 256 * 1024;
-
 /// Where one binding's traffic goes: which container port, through which guest.
 pub struct Route {
     pub guest: GuestTransport,
@@ -88,7 +84,10 @@ async fn forward_tcp(mut client: TcpStream, peer: SocketAddr, route: Arc<Route>)
     let _ = client.set_nodelay(true);
     match route.open(Proto::Tcp, peer).await {
         Ok(mut guest) => {
-            let _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut guest, COPY_BUFFER, COPY_BUFFER).await;
+            // A stream cut off (the container went, the VM stopped) resets the client.
+            if berth_agent_proto::ports::relay::relay(&mut client, &mut guest).await.is_err() {
+                let _ = client.set_zero_linger();
+            }
         }
         Err(err) => {
             tracing::debug!(%err, %peer, port = route.container_port, "a published connection was refused");

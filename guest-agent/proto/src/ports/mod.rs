@@ -10,8 +10,10 @@
 //! - [`requested`]: what a container's HostConfig asks for (dockerd's
 //!   `PortBindings` and `PublishAllPorts` over `ExposedPorts`), checked at
 //!   create by the engine and bound at start by the host.
-//! - [`wire`]: the header and frames on the forwarding vsock port.
+//! - [`wire`]: the header and frames on the forwarding vsock port;
+//!   [`relay`]: a TCP connection's bytes on it.
 
+pub mod relay;
 pub mod wire;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -4,9 +4,10 @@
 //! one [`ForwardHeader`]: `u16` length (big-endian), then version, protocol,
 //! the container's ID, the container port and the client's address. The
 //! agent answers one [`ForwardStatus`] byte.
-//! - TCP: after `Connected` the stream is the connection's bytes, both ways
-//!   (one stream per connection, so vsock's per-stream credit is the flow
-//!   control and one slow client holds up nobody else).
+//! - TCP: after `Connected` the stream is the connection's bytes, both ways,
+//!   in length-prefixed frames that carry half-closes (see `relay`); one
+//!   stream per connection, so vsock's per-stream credit is the flow
+//!   control and one slow client holds up nobody else.
 //! - UDP: the stream carries the whole binding's datagrams, each framed as
 //!   `u16` length, then the client's address, then the payload; the agent
 //!   frames the container's replies the same way, addressed to the client.
