@@ -56,12 +56,12 @@ static void sink(int fd) {
     for (;;) {
         int c = accept(fd, NULL, NULL);
         if (c < 0) continue;
-        unsigned char len[8];
+        unsigned char size[8];
         unsigned long long want = 0, total = 0;
         size_t got = 0;
         ssize_t n;
-        while (got < 8 && (n = read(c, len + got, 8 - got)) > 0) got += n;
-        for (int i = 0; i < 8; i++) want = want << 8 | len[i];
+        while (got < 8 && (n = read(c, size + got, 8 - got)) > 0) got += n;
+        for (int i = 0; i < 8; i++) want = want << 8 | size[i];
         while (total < want && (n = read(c, buf, sizeof buf)) > 0) total += n;
         int len = snprintf(buf, sizeof buf, "%llu\n", total);
         (void)!write(c, buf, len);
