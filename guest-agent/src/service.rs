@@ -11,8 +11,8 @@ use berth_agent_proto::{
     JsonResponse, KillContainerRequest, KillContainerResponse, ListContainersRequest, ListVolumesRequest, LogEntry,
     PruneContainersRequest, PruneVolumesRequest, PullImageRequest, RemoveContainerRequest, RemoveContainerResponse,
     RemoveVolumeRequest, RenameContainerRequest, ResizeContainerRequest, ResizeContainerResponse,
-    StartContainerRequest, StartContainerResponse, StopContainerRequest, StopContainerResponse, VolumeRef, WaitContainerRequest,
-    WaitContainerResponse,
+    StartContainerRequest, StartContainerResponse, StopContainerRequest, StopContainerResponse, VolumeRef,
+    WaitContainerRequest, WaitContainerResponse,
 };
 use berth_agent_proto::{
     exec_input, ArchiveChunk, ExecInput, ExecOutput, InfoRequest, InfoResponse, ListImagesRequest, ListImagesResponse,

@@ -9,7 +9,8 @@ use std::time::Duration;
 use berth_agent_proto::agent_client::AgentClient;
 use berth_agent_proto::{
     attach_input, AttachInput, AttachStart, ContainerLogsRequest, ContainerRef, CreateContainerRequest,
-    KillContainerRequest, ListContainersRequest, RemoveContainerRequest, StartContainerRequest, StopContainerRequest, WaitContainerRequest,
+    KillContainerRequest, ListContainersRequest, RemoveContainerRequest, StartContainerRequest, StopContainerRequest,
+    WaitContainerRequest,
 };
 use common::start_agent;
 use serde_json::{json, Value};
@@ -126,7 +127,10 @@ async fn containers_run_isolated_with_dockers_defaults() {
 
     // A command that does not exist: Docker's message, exit code 127.
     let id = create(client, "", json!({"Cmd": ["no-such-command"]})).await.unwrap();
-    let err = client.start_container(StartContainerRequest { id: id.clone(), published_ports: Vec::new() }).await.unwrap_err();
+    let err = client
+        .start_container(StartContainerRequest { id: id.clone(), published_ports: Vec::new() })
+        .await
+        .unwrap_err();
     assert!(err.message().contains("executable file not found in $PATH"), "{}", err.message());
     assert_eq!(inspect(client, &id).await["State"]["ExitCode"], 127);
 

@@ -132,9 +132,10 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
     };
     // Published ports: the host sockets are this daemon's, bound again from
     // the records of running containers (after a restart of the daemon).
-    let publisher = state.agent.as_ref().map(|endpoint| {
-        crate::ports::Publisher::new(endpoint.transport.clone(), key.clone(), guest.network.is_some())
-    });
+    let publisher = state
+        .agent
+        .as_ref()
+        .map(|endpoint| crate::ports::Publisher::new(endpoint.transport.clone(), key.clone(), guest.network.is_some()));
     let mut _ports_watch = None;
     let (api_server, tcp_server) = match (bound, publisher) {
         (Ok((agent, listener, tcp)), Some(publisher)) => {

@@ -31,11 +31,30 @@ fn tcp_and_udp_reach_the_container_and_are_released() {
     assert_eq!(ok(&berth, &["port", "web"]), format!("80/tcp -> 0.0.0.0:{tcp}\n80/tcp -> [::]:{tcp}\n"));
     assert_eq!(ok(&berth, &["ps", "--format", "{{.Ports}}"]), format!("0.0.0.0:{tcp}->80/tcp, [::]:{tcp}->80/tcp\n"));
     let inspect: Value = serde_json::from_str(&ok(&berth, &["inspect", "web"])).unwrap();
-    assert_eq!(inspect[0]["HostConfig"]["PortBindings"], serde_json::json!({"80/tcp": [{"HostIp": "", "HostPort": tcp.to_string()}]}));
+    assert_eq!(
+        inspect[0]["HostConfig"]["PortBindings"],
+        serde_json::json!({"80/tcp": [{"HostIp": "", "HostPort": tcp.to_string()}]})
+    );
 
     // UDP both ways, each client its own flow, and still after a restart.
     let mount = format!("{}:/netprobe:ro", netprobe.display());
-    ok(&berth, &["run", "-d", "--name", "echo", "-v", &mount, "-p", &format!("{udp}:5353/udp"), "busybox", "/netprobe", "udp-echo", "5353"]);
+    ok(
+        &berth,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "echo",
+            "-v",
+            &mount,
+            "-p",
+            &format!("{udp}:5353/udp"),
+            "busybox",
+            "/netprobe",
+            "udp-echo",
+            "5353",
+        ],
+    );
     let (alice, bob) = (UdpSocket::bind("127.0.0.1:0").unwrap(), UdpSocket::bind("127.0.0.1:0").unwrap());
     assert_eq!(udp_echo(&alice, udp, b"from alice", 10 * SECOND).as_deref(), Some(&b"from alice"[..]));
     assert_eq!(udp_echo(&bob, udp, b"from bob", 5 * SECOND).as_deref(), Some(&b"from bob"[..]));
@@ -66,7 +85,22 @@ fn a_port_taken_fails_the_start_and_binds_nothing() {
 
     // Held by another program: dockerd's bind failure; the port bound
     // before it (spare) is closed again.
-    let out = docker(&berth, &["run", "-d", "--name", "late", "-p", &format!("{spare}:81"), "-p", &format!("{held}:80"), "busybox", "sleep", "60"]);
+    let out = docker(
+        &berth,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "late",
+            "-p",
+            &format!("{spare}:81"),
+            "-p",
+            &format!("{held}:80"),
+            "busybox",
+            "sleep",
+            "60",
+        ],
+    );
     assert!(!out.status.success(), "{}", describe(&out));
     let id = ok(&berth, &["inspect", "--format", "{{.Id}}", "late"]);
     let expected = format!(
@@ -79,17 +113,26 @@ fn a_port_taken_fails_the_start_and_binds_nothing() {
 
     // Held by another container: the port allocator's words.
     ok(&berth, &["run", "-d", "--name", "first", "-p", &format!("{shared}:80"), "busybox", "sleep", "60"]);
-    let out = docker(&berth, &["run", "-d", "--name", "second", "-p", &format!("{shared}:80"), "busybox", "sleep", "60"]);
-    assert!(stderr(&out).contains(&format!("Bind for 0.0.0.0:{shared} failed: port is already allocated")), "{}", describe(&out));
+    let out =
+        docker(&berth, &["run", "-d", "--name", "second", "-p", &format!("{shared}:80"), "busybox", "sleep", "60"]);
+    assert!(
+        stderr(&out).contains(&format!("Bind for 0.0.0.0:{shared} failed: port is already allocated")),
+        "{}",
+        describe(&out)
+    );
     // Once the first is stopped the second starts on that port.
     ok(&berth, &["stop", "-t", "0", "first"]);
-    assert!(tcp_port_free(shared), "port {shared} still bound after stop");
+    assert!(tcp_port_free(shared), "port {shared} still bound after stop\n{}", berth.logs());
     ok(&berth, &["start", "second"]);
     assert_eq!(ok(&berth, &["port", "second", "80"]), format!("0.0.0.0:{shared}\n[::]:{shared}\n"));
 
     // container:X shares X's network: nothing of its own to publish.
     let out = docker(&berth, &["create", "--network", "container:second", "-p", "80", "busybox"]);
-    assert!(stderr(&out).contains("conflicting options: port publishing and the container type network mode"), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("conflicting options: port publishing and the container type network mode"),
+        "{}",
+        describe(&out)
+    );
     ok(&berth, &["rm", "-f", "late", "first", "second"]);
     assert!(tcp_port_free(shared));
     berth.stop_and_check_clean();
@@ -105,9 +148,19 @@ fn ephemeral_range() -> (u16, u16) {
 fn publish_all_and_ephemeral_ports() {
     let berth = local_berth();
     // -P publishes the exposed ports (80, 81/udp), -p 90 an ephemeral one; 7000 is only exposed.
-    ok(&berth, &["run", "-d", "--name", "all", "-P", "--expose", "80", "--expose", "81/udp", "-p", "90", "busybox", "sleep", "60"]);
-    ok(&berth, &["run", "-d", "--name", "exposed", "--expose", "7000", "-p", "127.0.0.1::7001", "busybox", "sleep", "60"]);
-    let ports: Value = serde_json::from_str(&ok(&berth, &["inspect", "--format", "{{json .NetworkSettings.Ports}}", "all"])).unwrap();
+    ok(
+        &berth,
+        &[
+            "run", "-d", "--name", "all", "-P", "--expose", "80", "--expose", "81/udp", "-p", "90", "busybox", "sleep",
+            "60",
+        ],
+    );
+    ok(
+        &berth,
+        &["run", "-d", "--name", "exposed", "--expose", "7000", "-p", "127.0.0.1::7001", "busybox", "sleep", "60"],
+    );
+    let ports: Value =
+        serde_json::from_str(&ok(&berth, &["inspect", "--format", "{{json .NetworkSettings.Ports}}", "all"])).unwrap();
     let (first, last) = ephemeral_range();
     let mut seen = Vec::new();
     for key in ["80/tcp", "81/udp", "90/tcp"] {
@@ -122,7 +175,9 @@ fn publish_all_and_ephemeral_ports() {
     }
     // Each protocol has its own allocator, which goes on after the last port it gave.
     assert!(seen[2].1 > seen[0].1, "{seen:?}");
-    let exposed: Value = serde_json::from_str(&ok(&berth, &["inspect", "--format", "{{json .NetworkSettings.Ports}}", "exposed"])).unwrap();
+    let exposed: Value =
+        serde_json::from_str(&ok(&berth, &["inspect", "--format", "{{json .NetworkSettings.Ports}}", "exposed"]))
+            .unwrap();
     assert_eq!(exposed["7000/tcp"], Value::Null, "{exposed}");
     assert_eq!(exposed["7001/tcp"][0]["HostIp"], "127.0.0.1", "{exposed}");
     let ps = ok(&berth, &["ps", "--filter", "name=exposed", "--format", "{{.Ports}}"]);
@@ -133,7 +188,13 @@ fn publish_all_and_ephemeral_ports() {
     let start = free_port();
     let range = format!("{start}-{}:80", start + 5);
     ok(&berth, &["run", "-d", "--name", "ranged", "-p", &range, "busybox", "sleep", "60"]);
-    let bound: u16 = ok(&berth, &["inspect", "--format", "{{(index (index .NetworkSettings.Ports \"80/tcp\") 0).HostPort}}", "ranged"]).trim().parse().unwrap();
+    let bound: u16 = ok(
+        &berth,
+        &["inspect", "--format", "{{(index (index .NetworkSettings.Ports \"80/tcp\") 0).HostPort}}", "ranged"],
+    )
+    .trim()
+    .parse()
+    .unwrap();
     assert!((start..=start + 5).contains(&bound), "{bound}");
     ok(&berth, &["rm", "-f", "all", "exposed", "ranged"]);
     for (udp, port) in seen {
@@ -148,7 +209,23 @@ fn publish_all_and_ephemeral_ports() {
 fn a_killed_daemon_leaks_no_port_and_the_next_binds_them_again() {
     let berth = local_berth();
     let port = free_port();
-    ok(&berth, &["run", "-d", "--name", "web", "--restart", "always", "-p", &format!("{port}:80"), "busybox", "sh", "-c", &web("web")]);
+    ok(
+        &berth,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--restart",
+            "always",
+            "-p",
+            &format!("{port}:80"),
+            "busybox",
+            "sh",
+            "-c",
+            &web("web"),
+        ],
+    );
     assert!(http_get(port, 10 * SECOND).is_some());
     let pid = berth.status()["daemon_pid"].as_i64().unwrap();
     // SAFETY: kill(2) on the pid the daemon's status reports.

@@ -22,11 +22,26 @@ fn published_ports_through_the_vm() {
     let (tcp, udp, kept) = (free_port(), free_port(), free_port());
 
     docker_ok(&berth, &["run", "-d", "--name", "web", "-p", &format!("{tcp}:80"), "busybox", "sh", "-c", &web()]);
-    let answer = http_get(tcp, 30 * SECOND)
-        .unwrap_or_else(|| panic!("the published port answers\n{}", berth.logs()));
+    let answer = http_get(tcp, 30 * SECOND).unwrap_or_else(|| panic!("the published port answers\n{}", berth.logs()));
     assert!(answer.contains("hello from the vm"), "{answer}");
     let mount = format!("{}:/netprobe:ro", netprobe.display());
-    docker_ok(&berth, &["run", "-d", "--name", "echo", "-v", &mount, "-p", &format!("{udp}:5353/udp"), "busybox", "/netprobe", "udp-echo", "5353"]);
+    docker_ok(
+        &berth,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "echo",
+            "-v",
+            &mount,
+            "-p",
+            &format!("{udp}:5353/udp"),
+            "busybox",
+            "/netprobe",
+            "udp-echo",
+            "5353",
+        ],
+    );
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     assert_eq!(udp_echo(&client, udp, b"ping", 30 * SECOND).as_deref(), Some(&b"ping"[..]));
 
@@ -37,7 +52,23 @@ fn published_ports_through_the_vm() {
 
     // A container that comes back by itself after a VM restart gets its
     // ports back; while the VM is down nothing holds them.
-    docker_ok(&berth, &["run", "-d", "--name", "kept", "--restart", "always", "-p", &format!("{kept}:80"), "busybox", "sh", "-c", &web()]);
+    docker_ok(
+        &berth,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "kept",
+            "--restart",
+            "always",
+            "-p",
+            &format!("{kept}:80"),
+            "busybox",
+            "sh",
+            "-c",
+            &web(),
+        ],
+    );
     assert!(http_get(kept, 30 * SECOND).is_some());
     berth.ok(&["stop"]);
     assert!(tcp_port_free(kept), "port {kept} outlived the VM");

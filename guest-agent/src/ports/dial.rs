@@ -59,7 +59,8 @@ async fn socket_for(target: &Target, ty: SockType) -> io::Result<OwnedFd> {
 
 /// A TCP connection to `port` of the container.
 pub async fn connect_to_container(target: &Target, port: u16) -> io::Result<tokio::net::TcpStream> {
-    let socket = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(socket_for(target, SockType::Stream).await?));
+    let socket =
+        tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(socket_for(target, SockType::Stream).await?));
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(SocketAddr::new(target.ip, port)))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the container did not accept in time"))??;

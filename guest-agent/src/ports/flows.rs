@@ -45,8 +45,12 @@ impl<V> FlowTable<V> {
     /// Removes and returns the flows idle for longer than the timeout.
     pub fn expire(&mut self, now: Instant) -> Vec<V> {
         let idle = self.idle;
-        let expired: Vec<SocketAddr> =
-            self.flows.iter().filter(|(_, (_, last))| now.duration_since(*last) > idle).map(|(peer, _)| *peer).collect();
+        let expired: Vec<SocketAddr> = self
+            .flows
+            .iter()
+            .filter(|(_, (_, last))| now.duration_since(*last) > idle)
+            .map(|(peer, _)| *peer)
+            .collect();
         expired.into_iter().filter_map(|peer| self.flows.remove(&peer)).map(|(value, _)| value).collect()
     }
 

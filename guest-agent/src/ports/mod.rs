@@ -83,7 +83,8 @@ async fn target_of(containers: &Arc<Containers>, header: &ForwardHeader) -> Resu
         // A prefix or a name: the host always sends the full ID.
         return Err(ForwardStatus::BadRequest);
     }
-    let published = record.published_ports.iter().any(|b| b.proto == header.proto && b.container_port == header.container_port);
+    let published =
+        record.published_ports.iter().any(|b| b.proto == header.proto && b.container_port == header.container_port);
     if !published {
         return Err(ForwardStatus::BadRequest);
     }

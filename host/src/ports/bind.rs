@@ -127,7 +127,12 @@ fn bind_port(request: &Requested, port: u16) -> Result<Vec<(PortBinding, HostSoc
     for ip in addresses(request) {
         match bind_socket(request.proto, ip, port) {
             Ok(socket) => bound.push((
-                PortBinding { proto: request.proto, container_port: request.container_port, host_ip: ip, host_port: port },
+                PortBinding {
+                    proto: request.proto,
+                    container_port: request.container_port,
+                    host_ip: ip,
+                    host_port: port,
+                },
                 socket,
             )),
             Err(err) if request.host_ip.is_none() && ip.is_ipv6() && family_missing(&err) => {}
@@ -267,7 +272,8 @@ mod tests {
         assert_eq!(addresses[0], "0.0.0.0");
         assert!(addresses.len() == 1 || addresses[1] == "::", "{addresses:?}");
         // While bound, the same port on the same address is refused.
-        let again = bind_request(&request(Proto::Udp, Some("0.0.0.0"), Some((port, port))), &mut allocator, |_, _| false);
+        let again =
+            bind_request(&request(Proto::Udp, Some("0.0.0.0"), Some((port, port))), &mut allocator, |_, _| false);
         assert!(again.unwrap_err().contains("address already in use"));
         drop(bound);
         assert!(bind_socket(Proto::Udp, "0.0.0.0".parse().unwrap(), port).is_ok(), "closed with its sockets");

@@ -50,7 +50,9 @@ impl Route {
             stream.read_exact(&mut status).await?;
             match ForwardStatus::from_byte(status[0]) {
                 ForwardStatus::Connected => Ok(stream),
-                ForwardStatus::Refused => Err(io::Error::new(io::ErrorKind::ConnectionRefused, "refused in the container")),
+                ForwardStatus::Refused => {
+                    Err(io::Error::new(io::ErrorKind::ConnectionRefused, "refused in the container"))
+                }
                 other => Err(io::Error::other(format!("the agent answered {other:?}"))),
             }
         };

@@ -63,6 +63,10 @@ pub struct Publisher {
     publish_host_network: bool,
     allocator: Mutex<Allocator>,
     active: Mutex<HashMap<String, Published>>,
+    /// Held through a release until its sockets are closed: a second
+    /// release of the same run (the API's stop racing the exit's wait)
+    /// returns only once the first is done.
+    releasing: tokio::sync::Mutex<()>,
     generations: AtomicU64,
 }
 
@@ -81,6 +85,7 @@ impl Publisher {
             publish_host_network,
             allocator: Mutex::new(Allocator::from_system()),
             active: Mutex::new(HashMap::new()),
+            releasing: tokio::sync::Mutex::new(()),
             generations: AtomicU64::new(1),
         })
     }
@@ -174,6 +179,7 @@ impl Publisher {
     /// Closes container `id`'s sockets (only those of run `generation`, if
     /// given); returns once they are closed.
     pub async fn release(&self, id: &str, generation: Option<u64>) {
+        let _releasing = self.releasing.lock().await;
         let published = {
             let mut active = self.active.lock().unwrap();
             match active.get(id) {
@@ -307,5 +313,56 @@ impl Publisher {
                 self.adopt(agent.clone(), id).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publisher() -> Arc<Publisher> {
+        let guest = GuestTransport::Unix { path: "/nonexistent/agent.sock".into() };
+        Publisher::new(guest, AgentKey::from_bytes([1; 32]), false)
+    }
+
+    fn loopback_socket() -> (PortBinding, HostSocket) {
+        let ip = "127.0.0.1".parse().unwrap();
+        let port = std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port();
+        let binding = PortBinding { proto: Proto::Tcp, container_port: 80, host_ip: ip, host_port: port };
+        (binding, bind::bind_socket(Proto::Tcp, ip, port).unwrap())
+    }
+
+    /// The API's stop released while the exit's wait was releasing: it
+    /// answered before the sockets were closed (the cli tests saw it when
+    /// run side by side; the scheduling here need not reproduce that order).
+    #[tokio::test]
+    async fn a_second_release_returns_only_once_the_sockets_are_closed() {
+        let publisher = publisher();
+        let (binding, socket) = loopback_socket();
+        let generation = publisher.install("c1", vec![(binding, socket)]);
+        assert!(publisher.holds(Proto::Tcp, SocketAddr::new(binding.host_ip, binding.host_port)));
+        let first = {
+            let publisher = publisher.clone();
+            tokio::spawn(async move { publisher.release("c1", Some(generation)).await })
+        };
+        // The first release has taken the entry and waits for its task.
+        tokio::task::yield_now().await;
+        publisher.release("c1", None).await;
+        assert!(std::net::TcpListener::bind((binding.host_ip, binding.host_port)).is_ok(), "still bound");
+        first.await.unwrap();
+        assert!(publisher.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_release_of_an_earlier_run_leaves_the_current_one_alone() {
+        let publisher = publisher();
+        let (binding, socket) = loopback_socket();
+        let old = publisher.install("c1", Vec::new());
+        let current = publisher.install("c1", vec![(binding, socket)]);
+        assert_ne!(old, current);
+        publisher.release("c1", Some(old)).await;
+        assert!(!publisher.is_empty(), "the current run's sockets were closed");
+        publisher.release("c1", Some(current)).await;
+        assert!(publisher.is_empty());
     }
 }

@@ -170,8 +170,12 @@ mod tests {
 
     #[test]
     fn bad_headers_are_refused() {
-        let header =
-            ForwardHeader { proto: Proto::Tcp, container_id: ID.into(), container_port: 80, client: "1.2.3.4:5".parse().unwrap() };
+        let header = ForwardHeader {
+            proto: Proto::Tcp,
+            container_id: ID.into(),
+            container_port: 80,
+            client: "1.2.3.4:5".parse().unwrap(),
+        };
         let wire = header.encode();
         let body = &wire[2..];
         // Every truncation, a trailing byte, another version, port 0.
