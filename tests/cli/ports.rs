@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::harness::net::{build_netprobe, eventually, free_port, http_get, tcp_port_free, udp_echo, udp_port_free};
+use super::harness::net::{
+    build_netprobe, eventually, free_port, http_get, run_udp_echo, tcp_port_free, udp_echo, udp_port_free,
+};
 use super::{docker, local_berth, ok, stderr};
 use crate::harness::describe;
 
@@ -37,24 +39,7 @@ fn tcp_and_udp_reach_the_container_and_are_released() {
     );
 
     // UDP both ways, each client its own flow, and still after a restart.
-    let mount = format!("{}:/netprobe:ro", netprobe.display());
-    ok(
-        &berth,
-        &[
-            "run",
-            "-d",
-            "--name",
-            "echo",
-            "-v",
-            &mount,
-            "-p",
-            &format!("{udp}:5353/udp"),
-            "busybox",
-            "/netprobe",
-            "udp-echo",
-            "5353",
-        ],
-    );
+    run_udp_echo(&berth, &netprobe, "echo", udp);
     let (alice, bob) = (UdpSocket::bind("127.0.0.1:0").unwrap(), UdpSocket::bind("127.0.0.1:0").unwrap());
     assert_eq!(udp_echo(&alice, udp, b"from alice", 10 * SECOND).as_deref(), Some(&b"from alice"[..]));
     assert_eq!(udp_echo(&bob, udp, b"from bob", 5 * SECOND).as_deref(), Some(&b"from bob"[..]));

@@ -83,3 +83,11 @@ pub fn eventually(within: Duration, free: impl Fn() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Runs container `name`: netprobe's UDP echo on 5353, published on `host_port`.
+pub fn run_udp_echo(berth: &super::Berth, netprobe: &Path, name: &str, host_port: u16) {
+    let mount = format!("{}:/netprobe:ro", netprobe.display());
+    let publish = format!("{host_port}:5353/udp");
+    let args = ["run", "-d", "--name", name, "-v", &mount, "-p", &publish, "busybox", "/netprobe", "udp-echo", "5353"];
+    super::docker_ok(berth, &args);
+}

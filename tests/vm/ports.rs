@@ -4,7 +4,9 @@
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use crate::harness::net::{build_netprobe, eventually, free_port, http_get, tcp_port_free, udp_echo, udp_port_free};
+use crate::harness::net::{
+    build_netprobe, eventually, free_port, http_get, run_udp_echo, tcp_port_free, udp_echo, udp_port_free,
+};
 use crate::harness::{docker_ok, load_busybox, Berth};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -24,24 +26,7 @@ fn published_ports_through_the_vm() {
     docker_ok(&berth, &["run", "-d", "--name", "web", "-p", &format!("{tcp}:80"), "busybox", "sh", "-c", &web()]);
     let answer = http_get(tcp, 30 * SECOND).unwrap_or_else(|| panic!("the published port answers\n{}", berth.logs()));
     assert!(answer.contains("hello from the vm"), "{answer}");
-    let mount = format!("{}:/netprobe:ro", netprobe.display());
-    docker_ok(
-        &berth,
-        &[
-            "run",
-            "-d",
-            "--name",
-            "echo",
-            "-v",
-            &mount,
-            "-p",
-            &format!("{udp}:5353/udp"),
-            "busybox",
-            "/netprobe",
-            "udp-echo",
-            "5353",
-        ],
-    );
+    run_udp_echo(&berth, &netprobe, "echo", udp);
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     assert_eq!(udp_echo(&client, udp, b"ping", 30 * SECOND).as_deref(), Some(&b"ping"[..]));
 
