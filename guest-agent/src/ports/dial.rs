@@ -12,7 +12,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use berth_engine::container::Container;
+use berth_engine::container::{Container, NetworkMode};
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 
 /// How long a container may take to accept (a full backlog, a paused one).
@@ -29,7 +29,7 @@ pub struct Target {
 
 impl Target {
     pub fn of(record: &Container) -> Target {
-        let host_network = record.host_config["NetworkMode"].as_str() == Some("host");
+        let host_network = matches!(record.host_config.network_mode.get(), Some(NetworkMode::Host));
         Target {
             netns: (!host_network).then(|| PathBuf::from(format!("/proc/{}/ns/net", record.state.pid))),
             ip: IpAddr::V4(Ipv4Addr::LOCALHOST),

@@ -132,11 +132,13 @@ pub fn resolve_request(request: CreateRequest, image_config: &Value, id: &str) -
     }
     // The host binds published ports at start (host/src/ports); a bad
     // spec is refused now, as dockerd refuses it at create.
-    if host_config.ports_published() {
+    // Not ports_published(): `-p 80` (an ephemeral port on every address)
+    // is a binding of empty strings, which is all zero values.
+    let published = json!({"PortBindings": host_config.port_bindings, "PublishAllPorts": host_config.publish_all_ports});
+    if berth_agent_proto::ports::publishes(&published) {
         if matches!(host_config.network_mode.get(), Some(NetworkMode::Container(_))) {
             return Err(invalid("conflicting options: port publishing and the container type network mode"));
         }
-        let published = json!({"PortBindings": host_config.port_bindings, "PublishAllPorts": host_config.publish_all_ports});
         let exposed = json!({"ExposedPorts": config.exposed_ports});
         berth_agent_proto::ports::requested(&published, &exposed).map_err(invalid)?;
     }

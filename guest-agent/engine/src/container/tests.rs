@@ -50,6 +50,12 @@ fn unsupported_options_are_refused_not_ignored() {
         err(json!({"HostConfig": {"NetworkMode": "container:web", "PublishAllPorts": true}})),
         "conflicting options: port publishing and the container type network mode"
     );
+    // `-p 80`: every field empty, and still a published port.
+    let ephemeral = json!({"80/tcp": [{"HostIp": "", "HostPort": ""}]});
+    assert_eq!(
+        err(json!({"HostConfig": {"NetworkMode": "container:web", "PortBindings": ephemeral}})),
+        "conflicting options: port publishing and the container type network mode"
+    );
     assert!(err(json!({"HostConfig": {"Binds": ["bad/name:/x"]}})).contains("invalid characters"));
     let r = resolve(
         &json!({"HostConfig": {"Binds": ["data:/data:ro", "/tmp:/host"]}, "Volumes": {"/cache": {}}}),
