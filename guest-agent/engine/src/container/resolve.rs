@@ -134,7 +134,8 @@ pub fn resolve_request(request: CreateRequest, image_config: &Value, id: &str) -
     // spec is refused now, as dockerd refuses it at create.
     // Not ports_published(): `-p 80` (an ephemeral port on every address)
     // is a binding of empty strings, which is all zero values.
-    let published = json!({"PortBindings": host_config.port_bindings, "PublishAllPorts": host_config.publish_all_ports});
+    let published =
+        json!({"PortBindings": host_config.port_bindings, "PublishAllPorts": host_config.publish_all_ports});
     if berth_agent_proto::ports::publishes(&published) {
         if matches!(host_config.network_mode.get(), Some(NetworkMode::Container(_))) {
             return Err(invalid("conflicting options: port publishing and the container type network mode"));
