@@ -151,6 +151,7 @@ mod tests {
             restart_count: 0,
             volumes: Vec::new(),
             binds_from: Vec::new(),
+            published_ports: Vec::new(),
         }
     }
 

@@ -16,6 +16,7 @@ mod filters;
 mod images;
 mod init;
 mod panics;
+mod ports;
 mod reaper;
 mod service;
 mod sysinfo;
@@ -247,6 +248,7 @@ async fn serve(
         images: Arc::new(images::ImagesSlot::new(data_dir.join("images"))),
         owns_clock: std::process::id() == 1,
     };
+    let forwarder = containers.clone();
     // Once storage is mounted: re-adopt running containers, and start the
     // ones whose restart policy asks for it after a boot.
     let mounted = mounts.clone();
@@ -266,6 +268,8 @@ async fn serve(
     };
     match listen {
         Listen::Vsock(port) => {
+            let forwarding = tokio_vsock::VsockAddr::new(libc::VMADDR_CID_ANY, ports::PORTS_VSOCK_PORT);
+            ports::serve(admission::admit_vsock(tokio_vsock::VsockListener::bind(forwarding)?, key.clone()), forwarder);
             let listener = tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(libc::VMADDR_CID_ANY, port))?;
             tracing::info!(port, ms = started.elapsed().as_millis() as u64, "serving on vsock");
             tokio::spawn(announce_ready(mounts, init_thread));
@@ -273,10 +277,15 @@ async fn serve(
         }
         Listen::Unix(path) => {
             let _ = std::fs::remove_file(&path);
+            // Port P of a local agent is `<path>_P` (the host's GuestTransport::Unix).
+            let forwarding = PathBuf::from(format!("{}_{}", path.display(), ports::PORTS_VSOCK_PORT));
+            let _ = std::fs::remove_file(&forwarding);
+            ports::serve(admission::admit_unix(bind_private_unix(&forwarding)?, key.clone()), forwarder);
             let listener = bind_private_unix(&path)?;
             tracing::info!(path = %path.display(), "serving on unix socket");
             let result = run_until(router.serve_with_incoming(admission::admit_unix(listener, key)), stop).await;
             let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(&forwarding);
             result
         }
     }

@@ -11,8 +11,8 @@ use berth_agent_proto::{
     JsonResponse, KillContainerRequest, KillContainerResponse, ListContainersRequest, ListVolumesRequest, LogEntry,
     PruneContainersRequest, PruneVolumesRequest, PullImageRequest, RemoveContainerRequest, RemoveContainerResponse,
     RemoveVolumeRequest, RenameContainerRequest, ResizeContainerRequest, ResizeContainerResponse,
-    StartContainerResponse, StopContainerRequest, StopContainerResponse, VolumeRef, WaitContainerRequest,
-    WaitContainerResponse,
+    StartContainerRequest, StartContainerResponse, StopContainerRequest, StopContainerResponse, VolumeRef,
+    WaitContainerRequest, WaitContainerResponse,
 };
 use berth_agent_proto::{
     exec_input, ArchiveChunk, ExecInput, ExecOutput, InfoRequest, InfoResponse, ListImagesRequest, ListImagesResponse,
@@ -222,8 +222,17 @@ impl Agent for AgentService {
         Ok(Response::new(CreateContainerResponse { id, warnings: Vec::new() }))
     }
 
-    async fn start_container(&self, req: Request<ContainerRef>) -> Result<Response<StartContainerResponse>, Status> {
-        let started = self.containers.start(&req.into_inner().id).await?;
+    async fn start_container(
+        &self,
+        req: Request<StartContainerRequest>,
+    ) -> Result<Response<StartContainerResponse>, Status> {
+        let StartContainerRequest { id, published_ports } = req.into_inner();
+        let ports = published_ports
+            .iter()
+            .map(berth_agent_proto::ports::PortBinding::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::invalid_argument(format!("published port: {e}")))?;
+        let started = self.containers.start(&id, ports).await?;
         Ok(Response::new(StartContainerResponse { already_started: !started }))
     }
 

@@ -130,12 +130,20 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
             .map(|tcp| (agent, listener, Some(tcp))),
         (bound, _) => bound.map(|(agent, listener)| (agent, listener, None)),
     };
-    let (api_server, tcp_server) = match bound {
-        Ok((agent, listener, tcp)) => {
+    // Published ports: the host sockets are this daemon's, bound again from
+    // the records of running containers (after a restart of the daemon).
+    let publisher = state
+        .agent
+        .as_ref()
+        .map(|endpoint| crate::ports::Publisher::new(endpoint.transport.clone(), key.clone(), guest.network.is_some()));
+    let mut _ports_watch = None;
+    let (api_server, tcp_server) = match (bound, publisher) {
+        (Ok((agent, listener, tcp)), Some(publisher)) => {
             if guest.own_clock {
                 clock_task = Some(tokio::spawn(crate::clock_sync::keep_guest_clock(agent.clone())));
             }
-            let ctx = std::sync::Arc::new(api::ApiContext::new(facts, agent));
+            _ports_watch = Some(publisher.watch(agent.clone()));
+            let ctx = std::sync::Arc::new(api::ApiContext::new(facts, agent, publisher));
             let connections = api::Connections::new(api::Limits::default());
             let tcp_server = tcp.map(|listener| {
                 let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -149,7 +157,8 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
             });
             (tokio::spawn(api::serve(listener, socket.clone(), ctx, connections)), tcp_server)
         }
-        Err(err) => {
+        (bound, _) => {
+            let err = bound.err().unwrap_or_else(|| anyhow::anyhow!("the VM has no agent endpoint"));
             // The unix socket may be bound already when TCP failed.
             let _ = std::fs::remove_file(&socket);
             shut_down(vm.as_mut(), state.agent.as_ref(), &key).await?;

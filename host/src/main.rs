@@ -18,6 +18,8 @@ mod logs;
 mod paths;
 mod platform;
 #[cfg(unix)]
+mod ports;
+#[cfg(unix)]
 mod private_fs;
 #[cfg(unix)]
 mod shell;

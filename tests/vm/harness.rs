@@ -211,6 +211,8 @@ pub fn docker_archive(tag: &str, file: &str, contents: &[u8]) -> Vec<u8> {
     test_support::docker_archive(&[test_support::tar(&[(file, contents)])], &[tag]).0
 }
 
+#[path = "net_probes.rs"]
+pub mod net;
 #[path = "registry.rs"]
 mod registry;
 pub use registry::LocalRegistry;

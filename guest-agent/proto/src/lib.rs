@@ -10,6 +10,7 @@ pub mod agent_key;
 pub mod boot;
 pub mod docker_json;
 pub mod panics;
+pub mod ports;
 pub mod reference;
 pub mod time;
 

@@ -67,6 +67,7 @@ impl Containers {
             restart_count: 0,
             volumes: Vec::new(),
             binds_from: resolved.inherited_binds,
+            published_ports: Vec::new(),
         };
         let mut record = record;
         let own_volumes = resolved.volumes.into_iter().chain(resolved.image_volumes).collect();

@@ -18,8 +18,13 @@ use crate::error::AgentError;
 use super::{internal, Containers, Entry, ShimPipe};
 
 impl Containers {
-    /// Starts the container. `Ok(false)`: it was already running.
-    pub async fn start(self: &Arc<Self>, name: &str) -> Result<bool, AgentError> {
+    /// Starts the container with the host sockets the host bound for it
+    /// (`published`, kept in the record). `Ok(false)`: it was already running.
+    pub async fn start(
+        self: &Arc<Self>,
+        name: &str,
+        published: Vec<berth_agent_proto::ports::PortBinding>,
+    ) -> Result<bool, AgentError> {
         let entry = self.lookup(name).await?;
         let _op = entry.op.lock().await;
         let state = entry.state();
@@ -29,7 +34,10 @@ impl Containers {
         if state.status.is_running() {
             return Ok(false);
         }
-        entry.update(|c| c.state.stopped_by_user = false)?;
+        entry.update(|c| {
+            c.state.stopped_by_user = false;
+            c.published_ports = published;
+        })?;
         self.clone().launch(&entry).await?;
         Ok(true)
     }

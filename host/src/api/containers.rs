@@ -5,11 +5,13 @@
 //! agent replies into Docker's statuses and bodies. Attach streams are served
 //! by `hijack`; the routes are in `router`.
 
+use std::sync::Arc;
+
 use berth_agent_proto::agent_client::AgentClient;
 use berth_agent_proto::{
     attach_input, AttachInput, AttachStart, ContainerLogsRequest, ContainerRef, CreateContainerRequest,
     KillContainerRequest, ListContainersRequest, LogEntry, RemoveContainerRequest, ResizeContainerRequest,
-    StopContainerRequest, WaitContainerRequest, WindowSize,
+    StartContainerRequest, StopContainerRequest, WaitContainerRequest, WindowSize,
 };
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -22,6 +24,7 @@ use super::binds::BindSources;
 use super::body::{channel_body, json_lines, read_json_body, stream_body, tar_body, MAX_JSON_BODY};
 use super::hijack::{frame, hijack, parse_detach_keys, stdin_into, websocket, websocket_accept_key, Hijack};
 use super::http::{agent_error, agent_json, empty, error, flag, json_response, query_param, time_param, Body};
+use crate::ports::Publisher;
 
 /// Create bodies larger than this are refused (Docker's configs are a few KiB).
 const MAX_CREATE_BODY: usize = MAX_JSON_BODY;
@@ -193,12 +196,47 @@ pub(super) async fn inspect(id: &str, mut agent: AgentClient<Channel>) -> Respon
     agent_json(agent.inspect_container(ContainerRef { id: id.to_string() }).await)
 }
 
-pub(super) async fn start(id: &str, mut agent: AgentClient<Channel>) -> Response<Body> {
-    match agent.start_container(ContainerRef { id: id.to_string() }).await {
+/// Binds the container's published ports (a taken one fails the start, as
+/// in dockerd), then starts it with them.
+pub(super) async fn start(id: &str, mut agent: AgentClient<Channel>, ports: &Arc<Publisher>) -> Response<Body> {
+    let container = match agent.inspect_container(ContainerRef { id: id.to_string() }).await {
+        Ok(reply) => serde_json::from_slice::<serde_json::Value>(&reply.into_inner().json).unwrap_or_default(),
+        Err(status) => return agent_error(status),
+    };
+    // Running (or paused): the agent answers 304 (or 409); nothing to bind.
+    let claim = if container["State"]["Running"] == true {
+        None
+    } else {
+        match ports.publish(&container).await {
+            Ok(claim) => Some(claim),
+            Err(message) => return error(StatusCode::INTERNAL_SERVER_ERROR, message),
+        }
+    };
+    let request = StartContainerRequest {
+        id: claim.as_ref().map_or_else(|| id.to_string(), |c| c.id.clone()),
+        published_ports: claim.iter().flat_map(|c| &c.bindings).map(|b| (*b).into()).collect(),
+    };
+    let result = agent.start_container(request).await;
+    if let Some(claim) = claim {
+        let started = matches!(&result, Ok(reply) if !reply.get_ref().already_started);
+        ports.started(claim, agent.clone(), started).await;
+    }
+    match result {
         Ok(reply) if reply.get_ref().already_started => empty(StatusCode::NOT_MODIFIED),
         Ok(_) => empty(StatusCode::NO_CONTENT),
         Err(status) => agent_error(status),
     }
+}
+
+/// The full ID of container `id` while it has published sockets (stop and
+/// remove close them before answering).
+async fn with_ports(id: &str, agent: &mut AgentClient<Channel>, ports: &Publisher) -> Option<String> {
+    if ports.is_empty() {
+        return None;
+    }
+    let reply = agent.inspect_container(ContainerRef { id: id.to_string() }).await.ok()?;
+    let container: serde_json::Value = serde_json::from_slice(&reply.into_inner().json).ok()?;
+    container["Id"].as_str().map(str::to_string)
 }
 
 fn stop_request(id: &str, query: Option<&str>) -> Result<StopContainerRequest, String> {
@@ -213,29 +251,48 @@ fn stop_request(id: &str, query: Option<&str>) -> Result<StopContainerRequest, S
     })
 }
 
-pub(super) async fn stop(id: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
+pub(super) async fn stop(
+    id: &str,
+    query: Option<&str>,
+    mut agent: AgentClient<Channel>,
+    ports: &Publisher,
+) -> Response<Body> {
     let request = match stop_request(id, query) {
         Ok(r) => r,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    match agent.stop_container(request).await {
+    let published = with_ports(id, &mut agent, ports).await;
+    let stopped = agent.stop_container(request).await;
+    if let (Some(full_id), Ok(_)) = (published, &stopped) {
+        ports.release(&full_id, None).await;
+    }
+    match stopped {
         Ok(reply) if reply.get_ref().already_stopped => empty(StatusCode::NOT_MODIFIED),
         Ok(_) => empty(StatusCode::NO_CONTENT),
         Err(status) => agent_error(status),
     }
 }
 
-pub(super) async fn restart(id: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
+pub(super) async fn restart(
+    id: &str,
+    query: Option<&str>,
+    mut agent: AgentClient<Channel>,
+    ports: &Arc<Publisher>,
+) -> Response<Body> {
     let request = match stop_request(id, query) {
         Ok(r) => r,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
+    let published = with_ports(id, &mut agent, ports).await;
     if let Err(status) = agent.stop_container(request).await {
         return agent_error(status);
     }
-    match agent.start_container(ContainerRef { id: id.to_string() }).await {
-        Ok(_) => empty(StatusCode::NO_CONTENT),
-        Err(status) => agent_error(status),
+    if let Some(full_id) = published {
+        ports.release(&full_id, None).await;
+    }
+    match start(id, agent, ports).await {
+        response if response.status() == StatusCode::NOT_MODIFIED => empty(StatusCode::NO_CONTENT),
+        response => response,
     }
 }
 
@@ -284,10 +341,20 @@ pub(super) async fn wait(id: &str, query: Option<&str>, mut agent: AgentClient<C
     response
 }
 
-pub(super) async fn remove(id: &str, query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
+pub(super) async fn remove(
+    id: &str,
+    query: Option<&str>,
+    mut agent: AgentClient<Channel>,
+    ports: &Publisher,
+) -> Response<Body> {
     let request =
         RemoveContainerRequest { id: id.to_string(), force: flag(query, "force"), remove_volumes: flag(query, "v") };
-    match agent.remove_container(request).await {
+    let published = with_ports(id, &mut agent, ports).await;
+    let removed = agent.remove_container(request).await;
+    if let (Some(full_id), Ok(_)) = (published, &removed) {
+        ports.release(&full_id, None).await;
+    }
+    match removed {
         Ok(_) => empty(StatusCode::NO_CONTENT),
         Err(status) => agent_error(status),
     }

@@ -7,6 +7,7 @@ use berth_agent_proto::agent_client::AgentClient;
 use tonic::transport::Channel;
 
 use super::{binds, exec};
+use crate::ports::Publisher;
 
 /// What the API reports about the machine, gathered at boot.
 #[derive(Debug, Clone)]
@@ -36,10 +37,12 @@ pub struct ApiContext {
     pub agent: AgentClient<Channel>,
     /// `docker exec` instances (Docker keeps them in memory too).
     pub execs: Arc<exec::Registry>,
+    /// Published ports: the host sockets of running containers.
+    pub ports: Arc<Publisher>,
 }
 
 impl ApiContext {
-    pub fn new(facts: ApiFacts, agent: AgentClient<Channel>) -> ApiContext {
-        ApiContext { facts, agent, execs: Arc::default() }
+    pub fn new(facts: ApiFacts, agent: AgentClient<Channel>, ports: Arc<Publisher>) -> ApiContext {
+        ApiContext { facts, agent, execs: Arc::default(), ports }
     }
 }

@@ -222,7 +222,9 @@ mod tests {
             registry: Default::default(),
             bind_sources: super::super::BindSources::Any,
         };
-        Arc::new(ApiContext::new(facts, berth_agent_proto::agent_client::AgentClient::new(channel)))
+        let guest = crate::agent_client::GuestTransport::Unix { path: "/nonexistent/agent.sock".into() };
+        let ports = crate::ports::Publisher::new(guest, berth_agent_proto::AgentKey::from_bytes([1; 32]), false);
+        Arc::new(ApiContext::new(facts, berth_agent_proto::agent_client::AgentClient::new(channel), ports))
     }
 
     fn start(limits: Limits) -> (tempfile::TempDir, PathBuf) {

@@ -17,6 +17,7 @@ fn record(config: serde_json::Value, host_config: serde_json::Value) -> Containe
         restart_count: 0,
         volumes: Vec::new(),
         binds_from: Vec::new(),
+        published_ports: Vec::new(),
     }
 }
 

@@ -304,10 +304,6 @@ impl HostConfig {
         unknown.chain(typed).min().map(str::to_string)
     }
 
-    pub fn ports_published(&self) -> bool {
-        !zero(&self.port_bindings) || self.publish_all_ports.or_zero()
-    }
-
     /// `[rows, cols]` of the terminal the client asked for.
     pub fn console_size(&self) -> (Option<u64>, Option<u64>) {
         let size = self.console_size.get().map(Vec::as_slice).unwrap_or_default();

@@ -74,14 +74,25 @@ impl Container {
         }
     }
 
+    /// Config's ExposedPorts, as the shared port views read it.
+    fn exposed_ports(&self) -> Value {
+        json!({ "ExposedPorts": self.config.exposed_ports })
+    }
+
     fn network_settings(&self) -> Value {
+        // dockerd shows ports only while the container's sandbox exists.
+        let ports = if self.state.status.is_running() {
+            berth_agent_proto::ports::network_settings_ports(&self.exposed_ports(), &self.published_ports)
+        } else {
+            json!({})
+        };
         // Until container networking lands, a non-host container has only
         // loopback: no addresses to report, which is the truth.
         json!({
             "Bridge": "",
             "SandboxID": "",
             "HairpinMode": false,
-            "Ports": {},
+            "Ports": ports,
             "SandboxKey": "",
             "IPAddress": "",
             "IPPrefixLen": 0,
@@ -122,7 +133,11 @@ impl Container {
             "ImageID": self.image_id,
             "Command": command,
             "Created": self.created_ns / 1_000_000_000,
-            "Ports": [],
+            "Ports": if self.state.status.is_running() {
+                berth_agent_proto::ports::summary_ports(&self.exposed_ports(), &self.published_ports)
+            } else {
+                json!([])
+            },
             "Labels": self.config.labels,
             "State": self.state.status.as_str(),
             "Status": self.status_text(now_ns),

@@ -128,6 +128,10 @@ pub struct Container {
     /// stay in its HostConfig), resolved once at create as Docker does.
     #[serde(default)]
     pub binds_from: Vec<Bind>,
+    /// The host sockets bound for the current (or last) run, as the host
+    /// reported them at start; shown while the container runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published_ports: Vec<berth_agent_proto::ports::PortBinding>,
 }
 
 impl Container {

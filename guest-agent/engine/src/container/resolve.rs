@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::config::{
     is_zero, str_slice, strings, zero, Config, CreateRequest, Field, HostConfig, KeySet, NetworkMode, NetworkingConfig,
@@ -130,8 +130,18 @@ pub fn resolve_request(request: CreateRequest, image_config: &Value, id: &str) -
             return Err(invalid(format!("{key} is not supported by Berth yet")));
         }
     }
-    if host_config.ports_published() {
-        return Err(invalid("publishing ports is not supported by Berth yet (it arrives with container networking)"));
+    // The host binds published ports at start (host/src/ports); a bad
+    // spec is refused now, as dockerd refuses it at create.
+    // Not ports_published(): `-p 80` (an ephemeral port on every address)
+    // is a binding of empty strings, which is all zero values.
+    let published =
+        json!({"PortBindings": host_config.port_bindings, "PublishAllPorts": host_config.publish_all_ports});
+    if berth_agent_proto::ports::publishes(&published) {
+        if matches!(host_config.network_mode.get(), Some(NetworkMode::Container(_))) {
+            return Err(invalid("conflicting options: port publishing and the container type network mode"));
+        }
+        let exposed = json!({"ExposedPorts": config.exposed_ports});
+        berth_agent_proto::ports::requested(&published, &exposed).map_err(invalid)?;
     }
 
     // Docker's merge: the image's Entrypoint unless one is given; its Cmd

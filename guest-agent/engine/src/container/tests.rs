@@ -45,7 +45,17 @@ fn merges_with_the_image_like_docker() {
 fn unsupported_options_are_refused_not_ignored() {
     let err = |req: Value| resolve(&req, &image(), ID).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err(json!({"HostConfig": {"Devices": [{"PathOnHost": "/dev/fuse"}]}})).contains("HostConfig.Devices"));
-    assert!(err(json!({"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}})).contains("ports"));
+    assert_eq!(err(json!({"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "x"}]}}})), "invalid hostPort: x");
+    assert_eq!(
+        err(json!({"HostConfig": {"NetworkMode": "container:web", "PublishAllPorts": true}})),
+        "conflicting options: port publishing and the container type network mode"
+    );
+    // `-p 80`: every field empty, and still a published port.
+    let ephemeral = json!({"80/tcp": [{"HostIp": "", "HostPort": ""}]});
+    assert_eq!(
+        err(json!({"HostConfig": {"NetworkMode": "container:web", "PortBindings": ephemeral}})),
+        "conflicting options: port publishing and the container type network mode"
+    );
     assert!(err(json!({"HostConfig": {"Binds": ["bad/name:/x"]}})).contains("invalid characters"));
     let r = resolve(
         &json!({"HostConfig": {"Binds": ["data:/data:ro", "/tmp:/host"]}, "Volumes": {"/cache": {}}}),
@@ -83,6 +93,7 @@ fn record(host: Value, volumes: Vec<VolumeMount>) -> Container {
         restart_count: 0,
         volumes,
         binds_from: Vec::new(),
+        published_ports: Vec::new(),
     }
 }
 

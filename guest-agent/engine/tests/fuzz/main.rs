@@ -81,6 +81,7 @@ fn container_create() {
             restart_count: 0,
             volumes: resolved.volumes,
             binds_from: Vec::new(),
+            published_ports: Vec::new(),
         };
         let stored = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
         let read: container::Container =

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""The host side of tests/bench/ports.sh (the container side is
+tests/images/netprobe.c). Each prints one number.
+
+  ports-client.py tcp-send PORT MIB          Gbit/s of MIB MiB sent to 127.0.0.1:PORT (a netprobe tcp-sink)
+  ports-client.py vsock-send UDS PORT MIB    the same to guest vsock PORT through hybrid vsock UDS (raw vsock)
+  ports-client.py connect-rate PORT SECS     connections/s to a netprobe tcp-echo (connect, 1 byte each way, close)
+  ports-client.py udp-rate PORT SECS         datagrams/s echoed by a netprobe udp-echo (64 bytes, 32 in flight)
+"""
+import socket
+import sys
+import time
+
+CHUNK = b"\0" * (256 * 1024)
+
+
+def send_and_count(sock, mib):
+    """Sends MIB MiB (length first), reads the sink's byte count: Gbit/s."""
+    total = mib * 1024 * 1024
+    t0 = time.perf_counter()
+    sock.sendall(total.to_bytes(8, "big"))
+    sent = 0
+    while sent < total:
+        sock.sendall(CHUNK)
+        sent += len(CHUNK)
+    answer = b""
+    while not answer.endswith(b"\n"):
+        part = sock.recv(64)
+        if not part:
+            break
+        answer += part
+    elapsed = time.perf_counter() - t0
+    if int(answer or b"0") != sent:
+        sys.exit(f"the sink counted {answer!r}, {sent} were sent")
+    return sent * 8 / elapsed / 1e9
+
+
+def main():
+    mode = sys.argv[1]
+    if mode == "tcp-send":
+        sock = socket.create_connection(("127.0.0.1", int(sys.argv[2])))
+        print(f"{send_and_count(sock, int(sys.argv[3])):.2f}")
+    elif mode == "vsock-send":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(sys.argv[2])
+        sock.sendall(f"CONNECT {sys.argv[3]}\n".encode())
+        line = b""
+        while not line.endswith(b"\n"):
+            byte = sock.recv(1)
+            if not byte:
+                sys.exit("the vsock device refused the connection")
+            line += byte
+        if not line.startswith(b"OK"):
+            sys.exit(f"hybrid vsock answered {line!r}")
+        print(f"{send_and_count(sock, int(sys.argv[4])):.2f}")
+    elif mode == "connect-rate":
+        port, secs = int(sys.argv[2]), float(sys.argv[3])
+        count, deadline = 0, time.perf_counter() + secs
+        t0 = time.perf_counter()
+        while time.perf_counter() < deadline:
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"x")
+            if sock.recv(1) != b"x":
+                sys.exit("no echo")
+            sock.close()
+            count += 1
+        print(f"{count / (time.perf_counter() - t0):.0f}")
+    elif mode == "udp-rate":
+        port, secs = int(sys.argv[2]), float(sys.argv[3])
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.connect(("127.0.0.1", port))
+        sock.settimeout(0.5)
+        payload = b"d" * 64
+        in_flight, answered, lost = 0, 0, 0
+        t0 = time.perf_counter()
+        deadline = t0 + secs
+        while time.perf_counter() < deadline:
+            while in_flight < 32:
+                sock.send(payload)
+                in_flight += 1
+            try:
+                sock.recv(2048)
+                answered += 1
+            except socket.timeout:
+                lost += in_flight
+            in_flight -= 1 if in_flight else 0
+            if lost:
+                in_flight, lost = 0, 0
+        print(f"{answered / (time.perf_counter() - t0):.0f}")
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()

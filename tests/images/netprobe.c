@@ -1,0 +1,104 @@
+/* A static network peer for the published-port tests and benchmarks: the
+ * busybox test image has TCP servers (httpd, nc -l) but no UDP one and no
+ * byte sink that reports what it received.
+ *
+ *   netprobe udp-echo PORT     every datagram is sent back to its sender
+ *   netprobe tcp-sink PORT     per connection: read the length (8 bytes), then
+ *                              that many bytes, answer the byte count
+ *   netprobe vsock-sink PORT   tcp-sink on AF_VSOCK (the raw vsock ceiling)
+ *   netprobe tcp-echo PORT     per connection: echo what arrives until EOF
+ *
+ * Built by the tests with `musl-gcc -static` (tests/cli/ports.rs). */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* <linux/vm_sockets.h>, which musl-gcc does not see. */
+#ifndef AF_VSOCK
+#define AF_VSOCK 40
+#endif
+struct sockaddr_vm {
+    sa_family_t svm_family;
+    unsigned short svm_reserved1;
+    unsigned int svm_port;
+    unsigned int svm_cid;
+    unsigned char svm_zero[4];
+};
+#define VMADDR_CID_ANY (-1U)
+
+static char buf[1 << 20];
+
+static int listener(int family, int type, int port) {
+    int fd = socket(family, type, 0), one = 1;
+    if (fd < 0) { perror("socket"); exit(1); }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int ok;
+    if (family == AF_VSOCK) {
+        struct sockaddr_vm a = { .svm_family = AF_VSOCK, .svm_port = port, .svm_cid = VMADDR_CID_ANY };
+        ok = bind(fd, (struct sockaddr *)&a, sizeof a);
+    } else {
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_ANY) };
+        ok = bind(fd, (struct sockaddr *)&a, sizeof a);
+    }
+    if (ok < 0) { perror("bind"); exit(1); }
+    if (type == SOCK_STREAM && listen(fd, 1024) < 0) { perror("listen"); exit(1); }
+    return fd;
+}
+
+/* The sender says how much it sends (8 bytes, big-endian) instead of
+ * half-closing: hybrid vsock cannot carry a half-close. */
+static void sink(int fd) {
+    for (;;) {
+        int c = accept(fd, NULL, NULL);
+        if (c < 0) continue;
+        unsigned char size[8];
+        unsigned long long want = 0, total = 0;
+        size_t got = 0;
+        ssize_t n;
+        while (got < 8 && (n = read(c, size + got, 8 - got)) > 0) got += n;
+        for (int i = 0; i < 8; i++) want = want << 8 | size[i];
+        while (total < want && (n = read(c, buf, sizeof buf)) > 0) total += n;
+        int len = snprintf(buf, sizeof buf, "%llu\n", total);
+        (void)!write(c, buf, len);
+        close(c);
+    }
+}
+
+static void echo(int fd) {
+    for (;;) {
+        int c = accept(fd, NULL, NULL);
+        if (c < 0) continue;
+        ssize_t n;
+        while ((n = read(c, buf, sizeof buf)) > 0)
+            if (write(c, buf, n) != n) break;
+        close(c);
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3) { fprintf(stderr, "usage: netprobe udp-echo|tcp-sink|tcp-echo|vsock-sink PORT\n"); return 2; }
+    signal(SIGPIPE, SIG_IGN);
+    setvbuf(stdout, NULL, _IONBF, 0);
+    int port = atoi(argv[2]);
+    if (!strcmp(argv[1], "udp-echo")) {
+        int fd = listener(AF_INET, SOCK_DGRAM, port);
+        printf("ready\n");
+        for (;;) {
+            struct sockaddr_storage from;
+            socklen_t len = sizeof from;
+            ssize_t n = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &len);
+            if (n >= 0) sendto(fd, buf, n, 0, (struct sockaddr *)&from, len);
+        }
+    }
+    int family = !strcmp(argv[1], "vsock-sink") ? AF_VSOCK : AF_INET;
+    int fd = listener(family, SOCK_STREAM, port);
+    printf("ready\n");
+    if (!strcmp(argv[1], "tcp-echo")) echo(fd);
+    sink(fd);
+    return 0;
+}
