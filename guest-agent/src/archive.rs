@@ -58,13 +58,7 @@ pub async fn run(
     // `docker export` is of the root filesystem alone, as Docker's is; a
     // running container's files otherwise as it sees them.
     let running = record.state.status.is_running() && op != "export";
-    let mounts = if running || op == "export" {
-        Vec::new()
-    } else {
-        let volumes = berth_engine::bundle::volume_binds(&record, containers.volumes.root())
-            .map_err(|e| AgentError::internal(e.to_string()))?;
-        record.host_binds().into_iter().chain(volumes).collect()
-    };
+    let mounts = if running || op == "export" { Vec::new() } else { own_mounts(containers, &record)? };
     let layer = entry.dir.layer();
     let plan = ArchivePlan {
         pid: running.then_some(record.state.pid),
@@ -111,13 +105,7 @@ async fn put(
         .map_err(|e| AgentError::internal(e.to_string()))?
         .map_err(|e| AgentError::internal(e.to_string()))?;
     }
-    let mounts = if running {
-        Vec::new()
-    } else {
-        let volumes = berth_engine::bundle::volume_binds(&record, containers.volumes.root())
-            .map_err(|e| AgentError::internal(e.to_string()))?;
-        record.host_binds().into_iter().chain(volumes).collect()
-    };
+    let mounts = if running { Vec::new() } else { own_mounts(containers, &record)? };
     let plan = ArchivePlan {
         pid: running.then_some(record.state.pid),
         rootfs: (!running).then(|| layer.merged.clone()),
@@ -141,6 +129,17 @@ async fn put(
         let _ = tokio::task::spawn_blocking(move || rootfs::unmount_overlay(&layer)).await;
     }
     result
+}
+
+/// A container's binds and volumes, for the helper to mount over its root
+/// when it is not running (the running one has them in its namespace).
+fn own_mounts(
+    containers: &Containers,
+    record: &berth_engine::container::Container,
+) -> Result<Vec<berth_engine::spec::Bind>, AgentError> {
+    let volumes = berth_engine::bundle::volume_binds(record, containers.volumes.root())
+        .map_err(|e| AgentError::internal(e.to_string()))?;
+    Ok(record.host_binds().into_iter().chain(volumes).collect())
 }
 
 /// Starts `berth-agent archive OP PLAN` and wires its stdio to `input`
