@@ -1,10 +1,14 @@
 //! `docker cp` and `docker export` in the agent: each operation runs
 //! `berth-agent archive OP PLAN` (engine archive.rs), a helper that enters
 //! the container's root first, with the tar streamed through its stdio.
-//! A stopped container's overlay is mounted for the operation and
-//! unmounted after it (under the container's operation lock, so a start
-//! cannot race it); the helper binds the container's volumes and binds
-//! over it, so `docker cp` sees them before the container ever ran.
+//! Reads (`docker cp` out, `docker export`) take no lock: a running
+//! container's files are read in its mount namespace, and otherwise the
+//! helper mounts a read-only view of the layers in a mount namespace of
+//! its own, so a long export holds up no `docker stop`, and one that a
+//! `docker rm` overtakes ends with an error. `docker cp` into a stopped
+//! container mounts its overlay under the operation lock, so a start
+//! cannot race it. For a stopped container the helper binds its volumes
+//! and binds over the root, so `docker cp` sees them before it ever ran.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -16,7 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::error::AgentError;
 
-use crate::containers::Containers;
+use crate::containers::{Containers, Entry};
 use crate::reaper::Reaper;
 
 /// The end of a helper: its exit code and what it said on stderr.
@@ -46,13 +50,52 @@ pub async fn run(
     output: Option<mpsc::Sender<Vec<u8>>>,
 ) -> Result<(), AgentError> {
     let entry = containers.lookup(id).await?;
+    let path = if path.is_empty() { "/" } else { path };
+    if op == "put" {
+        return put(containers, &entry, path, input).await?.into_status(path, id);
+    }
+    let record = entry.snapshot();
+    // `docker export` is of the root filesystem alone, as Docker's is; a
+    // running container's files otherwise as it sees them.
+    let running = record.state.status.is_running() && op != "export";
+    let mounts = if running || op == "export" { Vec::new() } else { own_mounts(containers, &record)? };
+    let layer = entry.dir.layer();
+    let plan = ArchivePlan {
+        pid: running.then_some(record.state.pid),
+        rootfs: (!running).then(|| layer.merged.clone()),
+        path: path.to_string(),
+        mounts,
+        view_layers: if running {
+            Vec::new()
+        } else {
+            // A container that never ran has no writable layer yet.
+            record.layers.iter().cloned().chain(Some(layer.upper.clone()).filter(|upper| upper.is_dir())).collect()
+        },
+    };
+    // No operation lock: the helper reads a view of its own, so a long
+    // `docker cp` out or `docker export` holds up no stop, start or remove.
+    let exit = run_helper(&containers.reaper, op, &plan, None, output).await?;
+    if entry.removed() || entry.state().status == berth_engine::container::Status::Removing {
+        // Removed while it was read: what was sent may miss files.
+        return Err(AgentError::conflict(format!("container {id} was removed while it was being read")));
+    }
+    exit.into_status(path, id)
+}
+
+/// `docker cp` into a container: through its one writable overlay, under
+/// its operation lock (a start must not mount a second overlay on the same
+/// writable layer while the copy writes), durable before it answers.
+async fn put(
+    containers: &Arc<Containers>,
+    entry: &Arc<Entry>,
+    path: &str,
+    input: Option<mpsc::Receiver<Vec<u8>>>,
+) -> Result<HelperExit, AgentError> {
     let _op = entry.op.lock().await;
     let record = entry.snapshot();
     let layer = entry.dir.layer();
-    let running = record.state.status.is_running() && op != "export";
-    let mounted_here = if running {
-        false
-    } else {
+    let running = record.state.status.is_running();
+    if !running {
         let (layers, layer2) = (record.layers.clone(), layer.clone());
         tokio::task::spawn_blocking(move || {
             let _ = rootfs::unmount_overlay(&layer2);
@@ -61,24 +104,17 @@ pub async fn run(
         .await
         .map_err(|e| AgentError::internal(e.to_string()))?
         .map_err(|e| AgentError::internal(e.to_string()))?;
-        true
-    };
-    // `docker export` is of the root filesystem alone, as Docker's is.
-    let mounts = if running || op == "export" {
-        Vec::new()
-    } else {
-        let volumes = berth_engine::bundle::volume_binds(&record, containers.volumes.root())
-            .map_err(|e| AgentError::internal(e.to_string()))?;
-        record.host_binds().into_iter().chain(volumes).collect()
-    };
+    }
+    let mounts = if running { Vec::new() } else { own_mounts(containers, &record)? };
     let plan = ArchivePlan {
         pid: running.then_some(record.state.pid),
         rootfs: (!running).then(|| layer.merged.clone()),
-        path: if path.is_empty() { "/".into() } else { path.to_string() },
+        path: path.to_string(),
         mounts,
+        view_layers: Vec::new(),
     };
-    let mut result = run_helper(&containers.reaper, op, &plan, input, output).await;
-    if op == "put" && result.as_ref().is_ok_and(|exit| exit.code == 0) {
+    let mut result = run_helper(&containers.reaper, "put", &plan, input, None).await;
+    if result.as_ref().is_ok_and(|exit| exit.code == 0) {
         // A 200 for `docker cp` into a container means the files are on disk.
         let dir = entry.dir.clone();
         let synced = tokio::task::spawn_blocking(move || berth_engine::durable::sync_filesystem(dir.path()))
@@ -89,10 +125,21 @@ pub async fn run(
             result = Err(AgentError::internal(format!("syncing what was copied in: {err}")));
         }
     }
-    if mounted_here && !entry.state().status.is_running() {
+    if !running && !entry.state().status.is_running() {
         let _ = tokio::task::spawn_blocking(move || rootfs::unmount_overlay(&layer)).await;
     }
-    result?.into_status(path, id)
+    result
+}
+
+/// A container's binds and volumes, for the helper to mount over its root
+/// when it is not running (the running one has them in its namespace).
+fn own_mounts(
+    containers: &Containers,
+    record: &berth_engine::container::Container,
+) -> Result<Vec<berth_engine::spec::Bind>, AgentError> {
+    let volumes = berth_engine::bundle::volume_binds(record, containers.volumes.root())
+        .map_err(|e| AgentError::internal(e.to_string()))?;
+    Ok(record.host_binds().into_iter().chain(volumes).collect())
 }
 
 /// Starts `berth-agent archive OP PLAN` and wires its stdio to `input`

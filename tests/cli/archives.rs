@@ -128,3 +128,75 @@ fn archives_keep_special_files_and_stay_inside() {
     ok(&berth, &["rm", "-f", "live", "special", "from-commit"]);
     berth.stop_and_check_clean();
 }
+
+/// Starts `docker export NAME` and reads its first bytes, then stops
+/// reading: the export stays in progress, held back by its own client.
+fn stalled_export(berth: &super::harness::Berth, name: &str) -> std::process::Child {
+    use std::io::Read;
+    let mut export =
+        docker_cmd(berth, &["export", name]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut first = [0u8; 4096];
+    export.stdout.as_mut().unwrap().read_exact(&mut first).expect("the export starts");
+    export
+}
+
+/// Runs `docker ARGS` and says how long it took, giving up after `limit`.
+fn timed(berth: &super::harness::Berth, args: &[&str], limit: std::time::Duration) -> Option<std::time::Duration> {
+    let started = std::time::Instant::now();
+    let mut child = docker_cmd(berth, args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    while started.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "docker {args:?} failed");
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// The rest of a stalled export, and whether it ended well.
+fn finish(mut export: std::process::Child) -> bool {
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(export.stdout.as_mut().unwrap(), &mut rest).unwrap();
+    export.wait().unwrap().success()
+}
+
+/// A long `docker export` held the container's operation lock for its
+/// whole length, so `docker stop` (and `docker rm`) waited for it. Now
+/// stop answers at once, the export still completes, and an export that a
+/// `docker rm -f` overtakes fails instead of holding the removal up.
+#[test]
+fn a_long_export_holds_up_neither_stop_nor_remove() {
+    let berth = local_berth();
+    // 96 MiB of noise: more than every buffer between the helper and a
+    // client that does not read.
+    let script = "dd if=/dev/urandom of=/noise bs=1M count=96 2>/dev/null; touch /ready; trap 'exit 0' TERM; while :; do sleep 0.2; done";
+    for name in ["long", "doomed"] {
+        ok(&berth, &["run", "-d", "--name", name, "busybox", "sh", "-c", script]);
+    }
+    for name in ["long", "doomed"] {
+        let ready = (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            docker(&berth, &["exec", name, "test", "-f", "/ready"]).status.success()
+        });
+        assert!(ready, "{name} wrote its file");
+    }
+
+    let export = stalled_export(&berth, "long");
+    let took = timed(&berth, &["stop", "-t", "30", "long"], std::time::Duration::from_secs(15));
+    let completed = finish(export);
+    let took = took.expect("docker stop answered while the export was in progress");
+    eprintln!("docker stop during a held-back export: {took:?}");
+    assert!(took < std::time::Duration::from_secs(5), "docker stop took {took:?}");
+    assert!(completed, "the export of a container stopped meanwhile completes");
+
+    let export = stalled_export(&berth, "doomed");
+    let took = timed(&berth, &["rm", "-f", "doomed"], std::time::Duration::from_secs(15));
+    let completed = finish(export);
+    assert!(took.is_some(), "docker rm -f answered while the export was in progress");
+    assert!(!completed, "an export overtaken by its container's removal fails");
+    ok(&berth, &["rm", "long"]);
+    berth.stop_and_check_clean();
+}

@@ -29,6 +29,13 @@ pub struct ArchivePlan {
     /// under them reach their data, as they would in the running container.
     #[serde(default)]
     pub mounts: Vec<crate::spec::Bind>,
+    /// When set, `rootfs` is not used as mounted: the helper mounts a view
+    /// of these layers (bottom first, the container's writable layer last)
+    /// there in a mount namespace of its own (`rootfs::mount_view`), so the
+    /// read needs nothing of the container's own mounts and holds up none
+    /// of its operations.
+    #[serde(default)]
+    pub view_layers: Vec<PathBuf>,
 }
 
 /// What Docker's `X-Docker-Container-Path-Stat` header carries. `mode`
@@ -100,22 +107,34 @@ pub fn enter_root(plan: &ArchivePlan) -> io::Result<()> {
             }
         }
         (None, Some(rootfs)) => {
-            if !plan.mounts.is_empty() {
-                mount_binds(rootfs, &plan.mounts)?;
+            if !plan.mounts.is_empty() || !plan.view_layers.is_empty() {
+                private_mount_namespace()?;
             }
-            nix::unistd::chroot(rootfs.as_path()).map_err(io::Error::from)?
+            let root = if plan.view_layers.is_empty() {
+                rootfs.clone()
+            } else {
+                crate::rootfs::mount_view(&plan.view_layers, rootfs).map_err(io::Error::other)?
+            };
+            mount_binds(&root, &plan.mounts)?;
+            nix::unistd::chroot(root.as_path()).map_err(io::Error::from)?
         }
         (None, None) => return Err(io::Error::new(io::ErrorKind::InvalidInput, "no container root to enter")),
     }
     std::env::set_current_dir("/")
 }
 
-/// Binds `mounts` over `rootfs` in a new mount namespace of this process,
-/// which nothing propagates out of: the mounts end with the helper.
-fn mount_binds(rootfs: &Path, mounts: &[crate::spec::Bind]) -> io::Result<()> {
+/// A new mount namespace for this process, which nothing propagates out
+/// of: what the helper mounts ends with it.
+fn private_mount_namespace() -> io::Result<()> {
     use nix::mount::{mount, MsFlags};
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)?;
+    Ok(())
+}
+
+/// Binds `mounts` over `rootfs` (in the helper's own mount namespace).
+fn mount_binds(rootfs: &Path, mounts: &[crate::spec::Bind]) -> io::Result<()> {
+    use nix::mount::{mount, MsFlags};
     for bind in mounts {
         // Resolved inside the root: the image's symlinks must not send the
         // mount onto the VM's own files.

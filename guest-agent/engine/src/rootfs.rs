@@ -43,6 +43,19 @@ pub fn mount_overlay(lowers: &[PathBuf], layer: &ContainerLayer) -> Result<(), R
         std::fs::create_dir_all(dir)
             .map_err(|source| RootfsError::Io { context: format!("creating {}", dir.display()), source })?;
     }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={},index=off,xino=off",
+        lowerdir(lowers)?,
+        layer.upper.display(),
+        layer.work.display()
+    );
+    mount(Some("overlay"), &layer.merged, Some("overlay"), MsFlags::empty(), Some(options.as_str())).map_err(|e| {
+        RootfsError::Io { context: format!("mounting the overlay on {}", layer.merged.display()), source: e.into() }
+    })
+}
+
+/// overlayfs's `lowerdir` for `lowers` (bottom first): the top one first.
+fn lowerdir(lowers: &[PathBuf]) -> Result<String, RootfsError> {
     for lower in lowers {
         let text = lower.to_string_lossy();
         // overlayfs splits its options on ',' and lowerdir on ':'.
@@ -50,15 +63,40 @@ pub fn mount_overlay(lowers: &[PathBuf], layer: &ContainerLayer) -> Result<(), R
             return Err(RootfsError::Invalid(format!("layer path {text:?} cannot be passed to overlayfs")));
         }
     }
-    let lowerdir = lowers.iter().rev().map(|p| p.to_string_lossy().into_owned()).collect::<Vec<_>>().join(":");
+    Ok(lowers.iter().rev().map(|p| p.to_string_lossy().into_owned()).collect::<Vec<_>>().join(":"))
+}
+
+/// Mounts a view of a container's root under `at` and returns where: its
+/// layers and its writable layer (`layers`, bottom first, the writable one
+/// last) as lower dirs, under a throwaway writable layer on a tmpfs mounted
+/// on `at` (mount points for volumes and binds are made there). It shares
+/// nothing writable with the container's own overlay, so it can exist
+/// beside it (`docker cp` out of, and `docker export` of, a container that
+/// starts, stops or is removed meanwhile). For a private mount namespace:
+/// it stays mounted until that ends.
+pub fn mount_view(layers: &[PathBuf], at: &Path) -> Result<PathBuf, RootfsError> {
+    if layers.is_empty() {
+        return Err(RootfsError::Invalid("a container without layers has no root filesystem".into()));
+    }
+    let io = |context: String| move |e: nix::Error| RootfsError::Io { context, source: e.into() };
+    std::fs::create_dir_all(at)
+        .map_err(|source| RootfsError::Io { context: format!("creating {}", at.display()), source })?;
+    mount(Some("tmpfs"), at, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0700"))
+        .map_err(io(format!("mounting a tmpfs on {}", at.display())))?;
+    let (upper, work, root) = (at.join("upper"), at.join("work"), at.join("root"));
+    for dir in [&upper, &work, &root] {
+        std::fs::create_dir(dir)
+            .map_err(|source| RootfsError::Io { context: format!("creating {}", dir.display()), source })?;
+    }
     let options = format!(
-        "lowerdir={lowerdir},upperdir={},workdir={},index=off,xino=off",
-        layer.upper.display(),
-        layer.work.display()
+        "lowerdir={},upperdir={},workdir={},index=off,xino=off",
+        lowerdir(layers)?,
+        upper.display(),
+        work.display()
     );
-    mount(Some("overlay"), &layer.merged, Some("overlay"), MsFlags::empty(), Some(options.as_str())).map_err(|e| {
-        RootfsError::Io { context: format!("mounting the overlay on {}", layer.merged.display()), source: e.into() }
-    })
+    mount(Some("overlay"), &root, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
+        .map_err(io(format!("mounting a view of the container on {}", root.display())))?;
+    Ok(root)
 }
 
 pub fn unmount_overlay(layer: &ContainerLayer) -> Result<(), RootfsError> {

@@ -61,6 +61,11 @@ impl Entry {
         self.record.lock().unwrap().state.clone()
     }
 
+    /// Whether `docker rm` has removed it (its entry may still be held).
+    pub(crate) fn removed(&self) -> bool {
+        self.changed.borrow().is_none()
+    }
+
     /// Applies `f` to the record, persists it and wakes watchers.
     fn update(&self, f: impl FnOnce(&mut Container)) -> Result<(), AgentError> {
         let data = {

@@ -2,8 +2,6 @@
 //! forwarded to the agent as a stream, and response bodies fed from agent
 //! streams that stop as soon as the client goes away.
 
-use std::convert::Infallible;
-
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
@@ -31,7 +29,7 @@ pub fn channel_body() -> (tokio::sync::mpsc::Sender<Bytes>, Body) {
     use tokio_stream::StreamExt;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
     let frames =
-        tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(hyper::body::Frame::data(b)));
+        tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok::<_, std::io::Error>(hyper::body::Frame::data(b)));
     (tx, http_body_util::StreamBody::new(frames).boxed())
 }
 
@@ -63,8 +61,30 @@ pub fn forward_body<T: Send + 'static>(
 /// A tar streamed by the agent as the response body (cp, export, save). A
 /// failure mid-stream ends the body early: the client sees a truncated
 /// archive, as with dockerd.
-pub fn tar_body(chunks: tonic::Streaming<berth_agent_proto::ArchiveChunk>) -> Body {
-    stream_body(chunks, |chunk| Bytes::from(chunk.data))
+/// A tar (`docker export`, `docker cp` out, `docker save`) from the agent.
+/// An agent error after the first bytes aborts the response: ending it
+/// cleanly would hand the client a cut tar as if it were whole.
+pub fn tar_body(mut chunks: tonic::Streaming<berth_agent_proto::ArchiveChunk>) -> Body {
+    use http_body_util::BodyExt;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::io::Error>>(32);
+    tokio::spawn(async move {
+        loop {
+            let message = tokio::select! {
+                message = chunks.message() => message,
+                () = tx.closed() => return,
+            };
+            let frame = match message {
+                Ok(Some(chunk)) => Ok(hyper::body::Frame::data(Bytes::from(chunk.data))),
+                Ok(None) => return,
+                Err(status) => Err(std::io::Error::other(status.message().to_string())),
+            };
+            let failed = frame.is_err();
+            if tx.send(frame).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed()
 }
 
 /// Reads and drops a request body (bounded), so an answer that ignores it

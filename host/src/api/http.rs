@@ -14,11 +14,13 @@ pub const API_VERSION: &str = "1.47";
 pub const MIN_API_VERSION: &str = "1.41";
 
 /// Response bodies: whole (most answers) or streamed (logs, waits, events).
-pub type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+/// A streamed body's error aborts the response (the client sees it cut,
+/// not ended): a tar whose producer failed must not look complete.
+pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     use http_body_util::BodyExt;
-    Full::new(bytes.into()).boxed()
+    Full::new(bytes.into()).map_err(|never: Infallible| match never {}).boxed()
 }
 
 pub fn empty(status: StatusCode) -> Response<Body> {
