@@ -6,3 +6,7 @@
 pub mod ipam;
 pub mod network;
 pub mod nft;
+pub mod link;
+pub mod netns;
+pub mod store;
+pub mod attach;

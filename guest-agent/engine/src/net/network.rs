@@ -75,6 +75,13 @@ pub struct Attachment {
     /// The address of the last run: given back when free.
     #[serde(default)]
     pub last_ip: Option<Ipv4Addr>,
+    /// When it was attached: endpoints are made in this order (the first
+    /// non-internal network gives the default route).
+    #[serde(default)]
+    pub seq: i64,
+    /// The container's hostname as of its last start (a DNS name).
+    #[serde(default)]
+    pub hostname: String,
     #[serde(default)]
     pub endpoint: Option<Endpoint>,
 }
@@ -307,6 +314,8 @@ mod tests {
                 driver_opts: Value::Null,
                 mac_address: String::new(),
                 last_ip: None,
+                seq: 0,
+                hostname: String::new(),
                 endpoint: Some(Endpoint {
                     id: "e".repeat(64),
                     ip: Ipv4Addr::new(172, 18, 0, 2),

@@ -109,6 +109,8 @@ mod tests {
                 driver_opts: Value::Null,
                 mac_address: String::new(),
                 last_ip: None,
+                seq: 0,
+                hostname: String::new(),
                 endpoint: Some(Endpoint {
                     id: "e".repeat(64),
                     ip,
