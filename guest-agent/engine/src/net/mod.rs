@@ -10,3 +10,4 @@ pub mod link;
 pub mod netns;
 pub mod store;
 pub mod attach;
+pub mod etc;
