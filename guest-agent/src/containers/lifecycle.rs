@@ -144,7 +144,7 @@ impl Containers {
 
     /// Records a start that failed (as Docker does: exit code 127 for a
     /// missing executable, 128 otherwise) and returns the client's error.
-    pub(super) async fn failed_to_start(&self, entry: &Arc<Entry>, message: String) -> AgentError {
+    pub(super) async fn failed_to_start(self: &Arc<Self>, entry: &Arc<Entry>, message: String) -> AgentError {
         let dir = entry.dir.clone();
         let _ = tokio::task::spawn_blocking(move || rootfs::unmount_overlay(&dir.layer())).await;
         let code = if message.contains("not found") || message.contains("no such file") { 127 } else { 128 };

@@ -11,3 +11,4 @@ pub mod netns;
 pub mod store;
 pub mod attach;
 pub mod etc;
+pub mod links;
