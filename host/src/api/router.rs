@@ -71,7 +71,13 @@ async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Response
         }
         (&Method::POST, ["exec", id, "start"]) => return exec::start(req, &decoded(id), &ctx.agent, &ctx.execs).await,
         (&Method::POST, ["volumes", "create"]) => return volumes::create(req, agent()).await,
-        (&Method::POST, ["networks", "create"]) => return networks::create(req).await,
+        (&Method::POST, ["networks", "create"]) => return networks::create(req, agent()).await,
+        (&Method::POST, ["networks", network, "connect"]) => {
+            return networks::connect(&decoded(network), req, agent()).await
+        }
+        (&Method::POST, ["networks", network, "disconnect"]) => {
+            return networks::disconnect(&decoded(network), req, agent()).await
+        }
         _ => {}
     }
     // The rest answer from the path and query alone. The body is read
@@ -137,11 +143,10 @@ async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Response
         (&Method::GET, ["volumes", volume @ ..]) => volumes::inspect(&name(volume), agent()).await,
         (&Method::DELETE, ["volumes", volume @ ..]) => volumes::remove(&name(volume), query, agent()).await,
 
-        (&Method::GET, ["networks"]) => networks::list(query),
-        (&Method::POST, ["networks", "prune"]) => networks::prune(query),
-        (&Method::GET, ["networks", network]) => networks::inspect(&decoded(network)),
-        (&Method::DELETE, ["networks", network]) => networks::remove(&decoded(network)),
-        (&Method::POST, ["networks", network, "connect" | "disconnect"]) => networks::connect(&decoded(network)),
+        (&Method::GET, ["networks"]) => networks::list(query, agent()).await,
+        (&Method::POST, ["networks", "prune"]) => networks::prune(query, agent()).await,
+        (&Method::GET, ["networks", network]) => networks::inspect(&decoded(network), agent()).await,
+        (&Method::DELETE, ["networks", network]) => networks::remove(&decoded(network), agent()).await,
 
         _ => local(&method, &segments, path, &ctx.facts),
     }
