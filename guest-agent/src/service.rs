@@ -642,7 +642,10 @@ impl Agent for AgentService {
         let networks = self.containers.networks().await?;
         let key = req.into_inner().network;
         let (id, name) = networks.resolve(&key).map_err(AgentError::from)?;
-        tokio::task::spawn_blocking(move || networks.remove(&key)).await.map_err(AgentError::from)?.map_err(AgentError::from)?;
+        tokio::task::spawn_blocking(move || networks.remove(&key))
+            .await
+            .map_err(AgentError::from)?
+            .map_err(AgentError::from)?;
         self.containers.events.emit("network", "destroy", &id, serde_json::json!({"name": name, "type": "bridge"}));
         Ok(Response::new(Empty {}))
     }
@@ -687,6 +690,7 @@ impl Agent for AgentService {
     async fn shutdown(&self, _: Request<ShutdownRequest>) -> Result<Response<ShutdownResponse>, Status> {
         tracing::info!(uptime_ms = self.started.elapsed().as_millis() as u64, "shutdown requested");
         self.containers.stop_all(5).await;
+        self.containers.release_network_root().await;
         self.shutdown.notify_one();
         Ok(Response::new(ShutdownResponse {}))
     }

@@ -142,3 +142,71 @@ fn endpoints_on_a_bridge_talk_and_internal_networks_have_no_egress() {
     drop(networks);
     drop(cleanup);
 }
+
+/// The network API's answers as dockerd gives them (shapes and errors),
+/// on a store whose bridges live in a private namespace.
+#[test]
+fn network_api_answers_as_dockerd() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!("this test needs root (network namespaces)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let _cleanup = Cleanup { files: vec![root.clone()] };
+    let config = || NetConfig {
+        records: dir.path().join("networks"),
+        sandboxes: dir.path().join("sandboxes"),
+        root: Some(root.clone()),
+        reserved: vec!["172.18.0.0/16".parse().unwrap()],
+        firewall: Box::new(nft_with_std),
+    };
+    let networks = Networks::load(config()).unwrap();
+    let created = networks
+        .create(&json!({"Name": "ipam", "IPAM": {"Driver": "default", "Options": null, "Config": [
+            {"Subnet": "172.28.0.0/16", "IPRange": "172.28.5.0/24", "Gateway": "172.28.5.254",
+             "AuxiliaryAddresses": {"a": "172.28.1.5", "b": "172.28.1.6"}}]}}))
+        .unwrap();
+    assert_eq!(created["Warning"], "");
+    let id = created["Id"].as_str().unwrap().to_string();
+    let inspect = networks.inspect(&id[..12]).unwrap();
+    assert_eq!(
+        inspect["IPAM"],
+        json!({"Driver": "default", "Options": null, "Config": [{"Subnet": "172.28.0.0/16", "IPRange": "172.28.5.0/24",
+            "Gateway": "172.28.5.254", "AuxiliaryAddresses": {"a": "172.28.1.5", "b": "172.28.1.6"}}]})
+    );
+    assert_eq!((inspect["Scope"].as_str(), inspect["Driver"].as_str()), (Some("local"), Some("bridge")));
+    // A reserved route pushes the automatic pool past 172.18/16.
+    networks.create(&json!({"Name": "auto"})).unwrap();
+    assert_eq!(networks.inspect("auto").unwrap()["IPAM"]["Config"][0]["Subnet"], "172.19.0.0/16");
+
+    let err = |body: serde_json::Value| networks.create(&body).unwrap_err().to_string();
+    assert_eq!(err(json!({"Name": "auto"})), "network with name auto already exists");
+    assert_eq!(err(json!({"Name": "bridge"})), "bridge is a pre-defined network and cannot be created");
+    assert_eq!(err(json!({"Name": "h", "Driver": "host"})), "only one instance of \"host\" network is allowed");
+    assert_eq!(
+        err(json!({"Name": "v6", "EnableIPv6": true, "IPAM": {"Config": [{"Subnet": "2001:389::1/64"}]}})),
+        "invalid subnet 2001:389::1/64 : it should be 2001:389::/64"
+    );
+    assert!(err(json!({"Name": "o", "IPAM": {"Config": [{"Subnet": "172.28.3.0/24"}]}})).contains("overlaps"));
+
+    let names = |filters: &str| -> Vec<String> {
+        let listed = networks.list(filters).unwrap();
+        listed.as_array().unwrap().iter().map(|n| n["Name"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(names(r#"{"type":["custom"]}"#), ["ipam", "auto"]);
+    assert_eq!(names(r#"{"name":["au"]}"#), ["auto"]);
+    assert_eq!(names(&format!(r#"{{"id":["{}"]}}"#, &id[..5])), ["ipam"]);
+    assert!(networks.list(r#"{"nope":["x"]}"#).is_err());
+
+    // Records survive a restart of the engine.
+    drop(networks);
+    let networks = Networks::load(config()).unwrap();
+    assert_eq!(networks.inspect("ipam").unwrap()["Id"], id.as_str());
+    assert_eq!(
+        networks.remove("bridge").unwrap_err().to_string(),
+        "bridge is a pre-defined network and cannot be removed"
+    );
+    networks.remove("ipam").unwrap();
+    assert_eq!(networks.prune("", 0).unwrap(), json!({"NetworksDeleted": ["auto"]}));
+    assert_eq!(networks.inspect("auto").unwrap_err().to_string(), "network auto not found");
+}

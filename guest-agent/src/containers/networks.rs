@@ -264,6 +264,18 @@ impl Containers {
         Ok(())
     }
 
+    /// At shutdown (containers stopped): a local agent's private root
+    /// namespace goes, taking its bridges, so nothing stays mounted in the
+    /// host's BERTH_HOME. The VM's own namespace ends with the VM.
+    pub async fn release_network_root(self: &Arc<Self>) {
+        let Some(networks) = self.networks.get() else { return };
+        if let Some(root) = networks.root() {
+            if let Err(err) = berth_engine::net::netns::remove(root) {
+                tracing::warn!(%err, "removing the network namespace failed");
+            }
+        }
+    }
+
     /// The container's inspect with its `NetworkSettings` from the store.
     pub async fn with_network_settings(self: &Arc<Self>, record: &Container, mut inspect: Value) -> Value {
         if let Ok(networks) = self.networks().await {
@@ -302,10 +314,17 @@ fn load_networks(data: &Path, local: bool, reaper: crate::reaper::Reaper) -> Res
     } else {
         (PathBuf::from("/run/berth/netns"), None)
     };
-    let mut reserved =
-        berth_engine::net::link::routes(None).map_err(|e| AgentError::internal(format!("reading routes: {e}")))?;
-    reserved.extend(store::nameserver_nets(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()));
-    reserved.push(store::service_subnet());
+    // In the VM, pools keep off its routes (the uplink) and nameservers, as
+    // dockerd's InferReservedNetworks does. The local backend's private
+    // namespace has no routes of its own to collide with: its pools are
+    // dockerd's defaults as they are, whatever the host uses.
+    let mut reserved = vec![store::service_subnet()];
+    if !local {
+        reserved.extend(
+            berth_engine::net::link::routes(None).map_err(|e| AgentError::internal(format!("reading routes: {e}")))?,
+        );
+        reserved.extend(store::nameserver_nets(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()));
+    }
     let config = NetConfig {
         records: data.join("networks"),
         sandboxes,

@@ -86,7 +86,9 @@ fn check_request(net: &Network, request: &EndpointRequest) -> Result<(), NetErro
     let ip = request.ipam_config["IPv4Address"].as_str().unwrap_or("");
     if !ip.is_empty() {
         if !net.is_user_defined() {
-            return Err(NetError::Invalid("user specified IP address is supported on user defined networks only".into()));
+            return Err(NetError::Invalid(
+                "user specified IP address is supported on user defined networks only".into(),
+            ));
         }
         if net.ipam_config.is_empty() {
             return Err(NetError::Invalid(
@@ -198,10 +200,8 @@ impl Networks {
         let sandbox = self.sandbox_path(container_id);
         netns::create(&sandbox)?;
         let mut state = self.lock();
-        let mut order: Vec<(i64, String)> = state
-            .iter()
-            .filter_map(|n| n.attachments.get(container_id).map(|a| (a.seq, n.id.clone())))
-            .collect();
+        let mut order: Vec<(i64, String)> =
+            state.iter().filter_map(|n| n.attachments.get(container_id).map(|a| (a.seq, n.id.clone()))).collect();
         order.sort();
         let mut result = Ok(());
         for (_, net_id) in order {
@@ -237,12 +237,14 @@ impl Networks {
         let others_remembered: Vec<Ipv4Addr> = state
             .iter()
             .filter(|n| n.id == net_id)
-            .flat_map(|n| n.attachments.iter().filter(|(c, _)| c.as_str() != container_id).filter_map(|(_, a)| a.last_ip))
+            .flat_map(|n| {
+                n.attachments.iter().filter(|(c, _)| c.as_str() != container_id).filter_map(|(_, a)| a.last_ip)
+            })
             .collect();
-        let interfaces = state.iter().filter(|n| n.attachments.get(container_id).is_some_and(|a| a.endpoint.is_some())).count();
-        let has_route = state.iter().any(|n| {
-            !n.internal && n.attachments.get(container_id).is_some_and(|a| a.endpoint.is_some())
-        });
+        let interfaces =
+            state.iter().filter(|n| n.attachments.get(container_id).is_some_and(|a| a.endpoint.is_some())).count();
+        let has_route =
+            state.iter().any(|n| !n.internal && n.attachments.get(container_id).is_some_and(|a| a.endpoint.is_some()));
         let net = state.iter_mut().find(|n| n.id == net_id).ok_or_else(|| not_found(net_id))?;
         let (net_name, bridge, internal) = (net.name.clone(), net.bridge.clone(), net.internal);
         let pools = net.pools.clone();
@@ -262,22 +264,27 @@ impl Networks {
             }
             None => {
                 let remembered = attachment.last_ip.filter(|ip| {
-                    !taken.contains(ip) && pools.iter().any(|p| p.accepts(*ip) && p.ip_range.is_none_or(|r| r.contains(ip)))
+                    !taken.contains(ip)
+                        && pools.iter().any(|p| p.accepts(*ip) && p.ip_range.is_none_or(|r| r.contains(ip)))
                 });
                 let found = match remembered {
                     Some(ip) => pools.iter().find(|p| p.subnet.contains(&ip)).map(|p| (p.clone(), ip)),
                     None => pools.iter().find_map(|p| {
-                        p.allocate(|ip| taken.contains(&ip), |ip| others_remembered.contains(&ip)).map(|ip| (p.clone(), ip))
+                        p.allocate(|ip| taken.contains(&ip), |ip| others_remembered.contains(&ip))
+                            .map(|ip| (p.clone(), ip))
                     }),
                 };
                 found.ok_or_else(|| {
-                    NetError::Forbidden(format!("no available IPv4 addresses on this network's address pools: {net_name}"))
+                    NetError::Forbidden(format!(
+                        "no available IPv4 addresses on this network's address pools: {net_name}"
+                    ))
                 })?
             }
         };
         let mac_text =
             if attachment.mac_address.is_empty() { ipam::mac_for(ip) } else { attachment.mac_address.to_lowercase() };
-        let mac = ipam::parse_mac(&mac_text).ok_or_else(|| NetError::Invalid(format!("invalid MAC address: {mac_text}")))?;
+        let mac =
+            ipam::parse_mac(&mac_text).ok_or_else(|| NetError::Invalid(format!("invalid MAC address: {mac_text}")))?;
         let host_veth = format!("veth{}", random_hex(7));
         let plan = EndpointPlan {
             bridge,
@@ -357,7 +364,9 @@ impl Networks {
         }
         check_request(&net, &request)?;
         let entry = state.iter_mut().find(|n| n.id == net.id).expect("found above");
-        entry.attachments.insert(container_id.to_string(), new_attachment(name, request, berth_agent_proto::time::now_ns()));
+        entry
+            .attachments
+            .insert(container_id.to_string(), new_attachment(name, request, berth_agent_proto::time::now_ns()));
         self.save(entry)?;
         if let Some(hostname) = running {
             let sandbox = self.sandbox_path(container_id);
@@ -460,7 +469,8 @@ impl Networks {
             let links = net.attachments.get(container_id).map(|a| a.links.clone()).unwrap_or_default();
             for link in links {
                 let (target, alias) = link.split_once(':').unwrap_or((&link, &link));
-                let found = net.active_endpoints().find(|(id, a, _)| a.container_name == target || id.starts_with(target));
+                let found =
+                    net.active_endpoints().find(|(id, a, _)| a.container_name == target || id.starts_with(target));
                 if let Some((owner, _, endpoint)) = found {
                     push(alias, endpoint.ip, owner);
                 }
@@ -481,11 +491,14 @@ impl Networks {
         }
         if let Some(net) = state.iter().find(|n| n.name == network_mode && n.driver != "bridge") {
             // host and none: an endpoint without addresses, as dockerd shows.
-            networks.insert(net.name.clone(), json!({
-                "IPAMConfig": null, "Links": null, "Aliases": null, "MacAddress": "", "DriverOpts": null,
-                "NetworkID": net.id, "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
-                "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": null,
-            }));
+            networks.insert(
+                net.name.clone(),
+                json!({
+                    "IPAMConfig": null, "Links": null, "Aliases": null, "MacAddress": "", "DriverOpts": null,
+                    "NetworkID": net.id, "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
+                    "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": null,
+                }),
+            );
         }
         let bridge = networks.get("bridge").cloned().unwrap_or(Value::Null);
         let field = |key: &str, zero: Value| bridge.get(key).cloned().unwrap_or(zero);

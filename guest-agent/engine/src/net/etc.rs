@@ -105,8 +105,11 @@ pub fn resolv_conf(input: &EtcInput<'_>, vm_resolv: &str) -> String {
         out.push_str(&format!("\n# ExtServers: [{}]\n", upstream.join(" ")));
         return out;
     }
-    let mut servers: Vec<String> =
-        if input.dns.is_empty() { servers.into_iter().filter(|s| !is_loopback(s)).collect() } else { input.dns.clone() };
+    let mut servers: Vec<String> = if input.dns.is_empty() {
+        servers.into_iter().filter(|s| !is_loopback(s)).collect()
+    } else {
+        input.dns.clone()
+    };
     if servers.is_empty() {
         // dockerd's fallback when only loopback resolvers were left.
         servers = vec!["8.8.8.8".into(), "8.8.4.4".into()];

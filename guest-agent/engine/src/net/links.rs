@@ -47,12 +47,13 @@ mod tests {
 
     #[test]
     fn variables_as_dockerd_sets_them() {
-        let target: Container = serde_json::from_value(json!({
+        let mut target: Container = serde_json::from_value(json!({
             "id": "0123456789abcdef", "name": "db", "created_ns": 0, "image": "x", "image_id": "y",
-            "config": {"ExposedPorts": {"6379/tcp": {}, "53/udp": {}}, "Env": ["PATH=/bin", "PASSWORD=x"]},
-            "host_config": {}, "layers": [], "state": {}, "restart_count": 0
+            "config": {}, "host_config": {}, "layers": [], "state": crate::container::State::default(),
+            "restart_count": 0
         }))
         .unwrap();
+        target.config = json!({"ExposedPorts": {"6379/tcp": {}, "53/udp": {}}, "Env": ["PATH=/bin", "PASSWORD=x"]});
         let env = link_env("my-db", "web", &target, Ipv4Addr::new(172, 17, 0, 2));
         assert_eq!(
             env,

@@ -3,12 +3,12 @@
 //! nftables table for NAT and filtering, and the records that let
 //! networks and endpoints survive a restart.
 
-pub mod ipam;
-pub mod network;
-pub mod nft;
-pub mod link;
-pub mod netns;
-pub mod store;
 pub mod attach;
 pub mod etc;
+pub mod ipam;
+pub mod link;
 pub mod links;
+pub mod netns;
+pub mod network;
+pub mod nft;
+pub mod store;

@@ -328,7 +328,10 @@ mod tests {
             },
         );
         let value = net.docker_json();
-        assert_eq!(value["IPAM"], json!({"Driver": "default", "Options": null, "Config": [{"Subnet": "172.18.0.0/16", "Gateway": "172.18.0.1"}]}));
+        assert_eq!(
+            value["IPAM"],
+            json!({"Driver": "default", "Options": null, "Config": [{"Subnet": "172.18.0.0/16", "Gateway": "172.18.0.1"}]})
+        );
         assert_eq!(value["Containers"][&id]["IPv4Address"], "172.18.0.2/16");
         assert_eq!(value["Containers"][&id]["MacAddress"], "02:42:ac:12:00:02");
         let settings = net.endpoint_settings(&id, "cccccccccccc");
@@ -338,7 +341,10 @@ mod tests {
         assert_eq!(settings["Aliases"], json!(["db"]));
         // A user's IPAM config is echoed exactly, nothing added.
         net.ipam_config = vec![json!({"Subnet": "172.18.0.0/16", "IPRange": "172.18.5.0/24"})];
-        assert_eq!(net.docker_json()["IPAM"]["Config"], json!([{"Subnet": "172.18.0.0/16", "IPRange": "172.18.5.0/24"}]));
+        assert_eq!(
+            net.docker_json()["IPAM"]["Config"],
+            json!([{"Subnet": "172.18.0.0/16", "IPRange": "172.18.5.0/24"}])
+        );
     }
 
     #[test]

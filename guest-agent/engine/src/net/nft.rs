@@ -23,8 +23,7 @@ pub const TABLE: &str = "berth";
 /// The whole `nft -f -` script: the table is created if missing, deleted
 /// and defined anew in one transaction.
 pub fn render(networks: &[Network]) -> String {
-    let bridges: Vec<&Network> =
-        networks.iter().filter(|n| n.driver == "bridge" && !n.bridge.is_empty()).collect();
+    let bridges: Vec<&Network> = networks.iter().filter(|n| n.driver == "bridge" && !n.bridge.is_empty()).collect();
     let mut out = String::new();
     let _ = writeln!(out, "table inet {TABLE}");
     let _ = writeln!(out, "delete table inet {TABLE}");

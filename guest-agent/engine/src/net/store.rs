@@ -152,7 +152,8 @@ impl Networks {
                 if !state.iter().any(|n| n.name == name) {
                     let mut net = new_network(name, driver);
                     if driver == "bridge" {
-                        let in_use: Vec<Ipv4Net> = state.iter().flat_map(|n| n.pools.iter().map(|p| p.subnet)).collect();
+                        let in_use: Vec<Ipv4Net> =
+                            state.iter().flat_map(|n| n.pools.iter().map(|p| p.subnet)).collect();
                         let pool = ipam::next_pool(&in_use, &this.config.reserved)
                             .ok_or_else(|| NetError::Internal("no address pool left for the default bridge".into()))?;
                         net.pools = vec![Pool::with_default_gateway(pool)];
@@ -245,7 +246,8 @@ impl Networks {
         if body["Ingress"].as_bool() == Some(true) {
             return Err(NetError::Forbidden("Ingress networks are only supported in swarm mode".into()));
         }
-        if body["ConfigOnly"].as_bool() == Some(true) || !body["ConfigFrom"]["Network"].as_str().unwrap_or("").is_empty()
+        if body["ConfigOnly"].as_bool() == Some(true)
+            || !body["ConfigFrom"]["Network"].as_str().unwrap_or("").is_empty()
         {
             return Err(NetError::Invalid("config-only networks are not supported by Berth yet".into()));
         }
@@ -253,7 +255,8 @@ impl Networks {
             "" | "default" => {}
             other => return Err(NetError::NotFound(format!("plugin {other:?} not found"))),
         }
-        let ipam_config: Vec<Value> = body["IPAM"]["Config"].as_array().cloned().unwrap_or_default();
+        let ipam_config: Vec<Value> =
+            body["IPAM"]["Config"].as_array().into_iter().flatten().map(echoed_ipam_entry).collect();
         let parsed = ipam::parse_config(&ipam_config).map_err(NetError::Invalid)?;
         let in_use: BTreeMap<String, Vec<Ipv4Net>> =
             state.iter().map(|n| (n.name.clone(), n.pools.iter().map(|p| p.subnet).collect())).collect();
@@ -355,7 +358,10 @@ impl Networks {
             return Err(NetError::Forbidden(format!("{} is a pre-defined network and cannot be removed", net.name)));
         }
         if net.active_endpoints().next().is_some() {
-            return Err(NetError::Forbidden(format!("error while removing network: network {} id {} has active endpoints", net.name, net.id)));
+            return Err(NetError::Forbidden(format!(
+                "error while removing network: network {} id {} has active endpoints",
+                net.name, net.id
+            )));
         }
         self.drop_network(&mut state, &net)
     }
@@ -413,6 +419,24 @@ fn created_ns(rfc3339: &str) -> i64 {
     berth_agent_proto::time::filter_time_ns(rfc3339, i64::MAX).unwrap_or(0)
 }
 
+/// An `IPAM.Config` entry as dockerd echoes it: its fields are `omitempty`,
+/// so what a client sent as null or "" (docker-py sends every key) is gone.
+fn echoed_ipam_entry(entry: &Value) -> Value {
+    let mut kept = serde_json::Map::new();
+    for (key, value) in entry.as_object().into_iter().flatten() {
+        let empty = match value {
+            Value::Null => true,
+            Value::String(s) => s.is_empty(),
+            Value::Object(o) => o.is_empty(),
+            _ => false,
+        };
+        if !empty {
+            kept.insert(key.clone(), value.clone());
+        }
+    }
+    Value::Object(kept)
+}
+
 fn string_map(value: &Value) -> BTreeMap<String, String> {
     value
         .as_object()
@@ -456,4 +480,19 @@ fn default_bridge_options() -> BTreeMap<String, String> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipam_entries_are_echoed_without_their_empty_fields() {
+        let sent = json!({"Subnet": "172.28.0.0/16", "IPRange": null, "Gateway": "", "AuxiliaryAddresses": {}});
+        assert_eq!(echoed_ipam_entry(&sent), json!({"Subnet": "172.28.0.0/16"}));
+        let full = json!({"Subnet": "172.28.0.0/16", "IPRange": "172.28.5.0/24", "Gateway": "172.28.5.254",
+            "AuxiliaryAddresses": {"a": "172.28.1.5"}});
+        assert_eq!(echoed_ipam_entry(&full), full);
+        assert_eq!(nameserver_nets("nameserver 10.0.2.3\nnameserver ::1\n"), ["10.0.2.3/32".parse::<Ipv4Net>().unwrap()]);
+    }
 }
