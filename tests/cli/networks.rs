@@ -77,7 +77,7 @@ fn network_verbs_and_their_errors() {
         .as_str()
         .unwrap()
         .ends_with(inspect[0]["Id"].as_str().unwrap()));
-    let addrs = ok(&berth, &["exec", "web", "ip", "-o", "-4", "addr"]);
+    let addrs = ok(&berth, &["exec", "web", "busybox", "ip", "-o", "-4", "addr"]);
     assert!(
         addrs.contains("eth0")
             && addrs.contains("172.18.0.2/16")
@@ -95,7 +95,7 @@ fn network_verbs_and_their_errors() {
     ok(&berth, &["network", "disconnect", "back", "web"]);
     let out = docker(&berth, &["network", "disconnect", "back", "web"]);
     assert!(stderr(&out).contains("is not connected to network back"), "{}", describe(&out));
-    let addrs = ok(&berth, &["exec", "web", "ip", "-o", "-4", "addr"]);
+    let addrs = ok(&berth, &["exec", "web", "busybox", "ip", "-o", "-4", "addr"]);
     assert!(!addrs.contains("eth1"), "{addrs}");
     let out = docker(&berth, &["run", "--rm", "--network", "nope", "busybox", "true"]);
     assert!(stderr(&out).contains("network nope not found"), "{}", describe(&out));
@@ -160,7 +160,7 @@ fn containers_reach_each_other_and_links_set_their_variables() {
     assert!(hosts.contains("172.17.0.2\tpg "), "{hosts}");
     assert!(hosts.contains("192.168.65.254\tgw\n"), "{hosts}");
     assert!(hosts.contains("\tme\n"), "{hosts}");
-    let got = ok(&berth, &["run", "--rm", "busybox", "ping", "-c", "1", "-W", "3", "172.17.0.2"]);
+    let got = ok(&berth, &["run", "--rm", "busybox", "busybox", "ping", "-c", "1", "-W", "3", "172.17.0.2"]);
     assert!(got.contains("1 packets received"), "{got}");
     let dns = ok(
         &berth,
@@ -181,7 +181,8 @@ fn containers_reach_each_other_and_links_set_their_variables() {
     assert_eq!(dns, "nameserver 10.9.9.9\nsearch corp.test\noptions ndots:2\n");
 
     // --network container:X shares X's interfaces; X must be running.
-    let addrs = ok(&berth, &["run", "--rm", "--network", "container:db", "busybox", "ip", "-o", "-4", "addr"]);
+    let addrs =
+        ok(&berth, &["run", "--rm", "--network", "container:db", "busybox", "busybox", "ip", "-o", "-4", "addr"]);
     assert!(addrs.contains("172.17.0.2/16"), "{addrs}");
     ok(&berth, &["stop", "-t", "0", "db"]);
     let out = docker(&berth, &["run", "--rm", "--network", "container:db", "busybox", "true"]);

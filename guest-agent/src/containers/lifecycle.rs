@@ -48,8 +48,15 @@ impl Containers {
         // The network namespace exists, endpoints up, before the process.
         let network = match self.join_network(&record).await {
             Ok(network) => network,
-            Err(err) if err.kind() == crate::error::ErrorKind::Conflict => return Err(err),
-            Err(err) => return Err(self.failed_to_start(entry, err.message().to_string()).await),
+            Err(err) => {
+                // Recorded as a failed start (and `--rm` removes it, which
+                // the CLI waits for), answered with the network's own error
+                // when it is the client's (dockerd's 409 for container:X).
+                let failed = self.failed_to_start(entry, err.message().to_string()).await;
+                let theirs =
+                    matches!(err.kind(), crate::error::ErrorKind::Conflict | crate::error::ErrorKind::NotFound);
+                return Err(if theirs { err } else { failed });
+            }
         };
         let (netns, link_env) = (network.netns.clone(), network.env.clone());
         let filters = self.device_filters.clone();

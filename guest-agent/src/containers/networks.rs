@@ -111,6 +111,18 @@ impl Containers {
             return Ok(NetworkJoin { netns: None, env: Vec::new(), owns_endpoints: false });
         }
         let networks = self.networks().await?;
+        if let Some(name) = mode_network(&mode) {
+            // dockerd's 404 at start for a network that is not (or no
+            // longer) there.
+            networks.resolve(name)?;
+            let attached = networks.attached(&record.id);
+            if !attached.iter().any(|n| n == name) && name != "bridge" {
+                let (_, net_name) = networks.resolve(name)?;
+                if !attached.contains(&net_name) {
+                    return Err(AgentError::not_found(format!("network {name} not found")));
+                }
+            }
+        }
         let (id, hostname) = (record.id.clone(), record.config["Hostname"].as_str().unwrap_or("").to_string());
         let netns = {
             let networks = networks.clone();

@@ -115,7 +115,7 @@ impl Networks {
 
     /// Records what a create asks for: the network of its NetworkMode and
     /// those of `NetworkingConfig.EndpointsConfig`, checked as dockerd
-    /// checks them (a missing network is a 404).
+    /// checks them.
     pub fn configure(
         &self,
         container_id: &str,
@@ -154,7 +154,13 @@ impl Networks {
         let mut state = self.lock();
         let mut targets = Vec::new();
         for (key, request) in wanted {
-            let net = Self::find(&state, &key)?;
+            // As dockerd: a network that does not exist fails the start
+            // (404), not the create.
+            let net = match Self::find(&state, &key) {
+                Ok(net) => net,
+                Err(NetError::NotFound(_)) => continue,
+                Err(err) => return Err(err),
+            };
             check_request(net, &request)?;
             if net.driver == "bridge" {
                 targets.push((net.id.clone(), request));

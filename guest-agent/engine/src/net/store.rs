@@ -493,6 +493,9 @@ mod tests {
         let full = json!({"Subnet": "172.28.0.0/16", "IPRange": "172.28.5.0/24", "Gateway": "172.28.5.254",
             "AuxiliaryAddresses": {"a": "172.28.1.5"}});
         assert_eq!(echoed_ipam_entry(&full), full);
-        assert_eq!(nameserver_nets("nameserver 10.0.2.3\nnameserver ::1\n"), ["10.0.2.3/32".parse::<Ipv4Net>().unwrap()]);
+        assert_eq!(
+            nameserver_nets("nameserver 10.0.2.3\nnameserver ::1\n"),
+            ["10.0.2.3/32".parse::<Ipv4Net>().unwrap()]
+        );
     }
 }
