@@ -75,7 +75,7 @@ impl Containers {
             Ok(volumes) => volumes,
             Err(err) => {
                 self.forget_networks(&id).await;
-                return Err(err.into());
+                return Err(err);
             }
         };
         record.volumes.extend(resolved.inherited_volumes);

@@ -86,6 +86,12 @@ async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Response
     drain(req).await;
     match (&method, segments.as_slice()) {
         (&Method::GET, ["info"]) => system::info(ctx).await,
+        // Berth is never part of a swarm: dockerd's answer outside one,
+        // which clients (docker-py's `leave_swarm(force=True)` in every
+        // network test's teardown) take as "nothing to leave".
+        (&Method::POST, ["swarm", "leave"]) | (&Method::GET, ["swarm"]) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "This node is not part of a swarm")
+        }
         (&Method::GET, ["events"]) => system::events(query, ctx).await,
         (&Method::GET, ["system", "df"]) => system::df(ctx).await,
 

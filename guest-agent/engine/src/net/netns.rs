@@ -16,7 +16,12 @@ fn io_context(what: String) -> impl FnOnce(io::Error) -> io::Error {
 
 /// Whether `path` is a mounted network namespace.
 pub fn is_netns(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+    nix::sys::statfs::statfs(path).is_ok_and(|s| {
+        // f_type is i64 with glibc, u64 with musl: one cast for both.
+        #[allow(clippy::unnecessary_cast)]
+        let kind = s.filesystem_type().0 as i64;
+        kind == NSFS_MAGIC
+    })
 }
 
 /// A new network namespace with its loopback up, kept at `path`.

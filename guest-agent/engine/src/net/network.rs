@@ -234,7 +234,7 @@ pub fn filter_matches(filters: &Value, network: &Network, in_use: bool) -> Resul
         let ok = match key.as_str() {
             "name" => wanted.iter().any(|w| network.name.contains(w.as_str())),
             "id" => wanted.iter().any(|w| network.id.starts_with(w.as_str())),
-            "driver" => wanted.iter().any(|w| *w == network.driver),
+            "driver" => wanted.contains(&network.driver),
             "type" => {
                 for w in &wanted {
                     if w != "builtin" && w != "custom" {
