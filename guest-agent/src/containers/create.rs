@@ -53,7 +53,8 @@ impl Containers {
             }
             name
         };
-        self.configure_networks(&id, &name, &request, &resolved.host_config).await?;
+        let host_config = serde_json::to_value(&resolved.host_config).unwrap_or_default();
+        self.configure_networks(&id, &name, &request, &host_config).await?;
         let dir = ContainerDir::new(self.root.join(&id));
         let record = Container {
             id: id.clone(),

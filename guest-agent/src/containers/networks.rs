@@ -40,6 +40,16 @@ pub(super) struct NetworkJoin {
     pub owns_endpoints: bool,
 }
 
+/// The record's typed Config and HostConfig as Docker's JSON, which the
+/// network code reads a few keys of.
+fn config_json(record: &Container) -> Value {
+    serde_json::to_value(&record.config).unwrap_or_default()
+}
+
+fn host_json(record: &Container) -> Value {
+    serde_json::to_value(&record.host_config).unwrap_or_default()
+}
+
 fn strings(value: &Value) -> Vec<String> {
     value.as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect()
 }
@@ -88,7 +98,7 @@ impl Containers {
     /// The namespace a run joins, made ready (endpoints up) before the
     /// container's process exists.
     pub(super) async fn join_network(self: &Arc<Self>, record: &Container) -> Result<NetworkJoin, AgentError> {
-        let mode = record.host_config["NetworkMode"].as_str().unwrap_or("").to_string();
+        let mode = host_json(&record)["NetworkMode"].as_str().unwrap_or("").to_string();
         if let Some(other) = mode.strip_prefix("container:") {
             let other = self.lookup(other).await?.snapshot();
             if other.state.status != Status::Running || other.state.pid <= 0 {
@@ -123,7 +133,7 @@ impl Containers {
                 }
             }
         }
-        let (id, hostname) = (record.id.clone(), record.config["Hostname"].as_str().unwrap_or("").to_string());
+        let (id, hostname) = (record.id.clone(), config_json(&record)["Hostname"].as_str().unwrap_or("").to_string());
         let netns = {
             let networks = networks.clone();
             tokio::task::spawn_blocking(move || networks.setup(&id, &hostname)).await??
@@ -154,7 +164,7 @@ impl Containers {
     /// Legacy `--link name:alias` targets: (alias, the linked container).
     async fn links_of(self: &Arc<Self>, record: &Container) -> Vec<(String, Container)> {
         let mut found = Vec::new();
-        for link in strings(&record.host_config["Links"]) {
+        for link in strings(&host_json(&record)["Links"]) {
             let (target, alias) = link.split_once(':').unwrap_or((&link, &link));
             let target = target.trim_start_matches('/');
             let alias = alias.rsplit('/').next().unwrap_or(alias).to_string();
@@ -180,7 +190,8 @@ impl Containers {
     /// (in place: they are bound into a running container).
     pub(super) async fn write_network_files(self: &Arc<Self>, entry: &Arc<Entry>) -> Result<(), AgentError> {
         let record = entry.snapshot();
-        let mode = record.host_config["NetworkMode"].as_str().unwrap_or("");
+        let (config, hc) = (config_json(&record), host_json(&record));
+        let mode = hc["NetworkMode"].as_str().unwrap_or("");
         if mode == "host" || mode.starts_with("container:") {
             // bundle.rs already wrote the VM's (host) or the files stay
             // the image's defaults; the other container's own are not ours.
@@ -193,10 +204,9 @@ impl Containers {
                 links.push((ip, vec![alias, target.id[..12].to_string(), target.name.clone()]));
             }
         }
-        let hc = &record.host_config;
         let input = EtcInput {
-            hostname: record.config["Hostname"].as_str().unwrap_or(""),
-            domainname: record.config["Domainname"].as_str().unwrap_or(""),
+            hostname: config["Hostname"].as_str().unwrap_or(""),
+            domainname: config["Domainname"].as_str().unwrap_or(""),
             addresses: networks.addresses(&record.id),
             extra_hosts: strings(&hc["ExtraHosts"]),
             links,
@@ -230,8 +240,8 @@ impl Containers {
         let _op = entry.op.lock().await;
         let record = entry.snapshot();
         let running = record.state.status.is_running();
-        let mode = record.host_config["NetworkMode"].as_str().unwrap_or("").to_string();
-        let hostname = record.config["Hostname"].as_str().unwrap_or("").to_string();
+        let mode = host_json(&record)["NetworkMode"].as_str().unwrap_or("").to_string();
+        let hostname = config_json(&record)["Hostname"].as_str().unwrap_or("").to_string();
         let (net, id, name) = (network.to_string(), record.id.clone(), record.name.clone());
         let n = networks.clone();
         tokio::task::spawn_blocking(move || {
@@ -291,12 +301,13 @@ impl Containers {
     /// The container's inspect with its `NetworkSettings` from the store.
     pub async fn with_network_settings(self: &Arc<Self>, record: &Container, mut inspect: Value) -> Value {
         if let Ok(networks) = self.networks().await {
-            let mode = record.host_config["NetworkMode"].as_str().unwrap_or("");
+            let (config, hc) = (config_json(record), host_json(record));
+            let mode = hc["NetworkMode"].as_str().unwrap_or("");
             let mode = match mode {
                 "" | "default" => "bridge",
                 other => other,
             };
-            let hostname = record.config["Hostname"].as_str().unwrap_or("");
+            let hostname = config["Hostname"].as_str().unwrap_or("");
             let settings = networks.network_settings(&record.id, hostname, mode, record.state.status.is_running());
             let ports = inspect["NetworkSettings"]["Ports"].clone();
             inspect["NetworkSettings"] = settings;

@@ -9,8 +9,9 @@ use crate::container::Container;
 /// and `ALIAS_ENV_<VAR>` for the target's own variables.
 pub fn link_env(alias: &str, recipient: &str, target: &Container, ip: Ipv4Addr) -> Vec<String> {
     let prefix = alias.to_uppercase().replace('-', "_");
+    let config = serde_json::to_value(&target.config).unwrap_or_default();
     let mut env = vec![format!("{prefix}_NAME=/{recipient}/{alias}")];
-    let mut ports: Vec<(u16, String)> = target.config["ExposedPorts"]
+    let mut ports: Vec<(u16, String)> = config["ExposedPorts"]
         .as_object()
         .into_iter()
         .flatten()
@@ -30,7 +31,7 @@ pub fn link_env(alias: &str, recipient: &str, target: &Container, ip: Ipv4Addr) 
         env.push(format!("{key}_PORT={port}"));
         env.push(format!("{key}_PROTO={proto}"));
     }
-    for var in target.config["Env"].as_array().into_iter().flatten().filter_map(|v| v.as_str()) {
+    for var in config["Env"].as_array().into_iter().flatten().filter_map(|v| v.as_str()) {
         let Some((name, value)) = var.split_once('=') else { continue };
         // dockerd skips what every image has.
         if name != "HOME" && name != "PATH" {
@@ -47,13 +48,12 @@ mod tests {
 
     #[test]
     fn variables_as_dockerd_sets_them() {
-        let mut target: Container = serde_json::from_value(json!({
+        let target: Container = serde_json::from_value(json!({
             "id": "0123456789abcdef", "name": "db", "created_ns": 0, "image": "x", "image_id": "y",
-            "config": {}, "host_config": {}, "layers": [], "state": crate::container::State::default(),
-            "restart_count": 0
+            "config": {"ExposedPorts": {"6379/tcp": {}, "53/udp": {}}, "Env": ["PATH=/bin", "PASSWORD=x"]},
+            "host_config": {}, "layers": [], "state": crate::container::State::default(), "restart_count": 0
         }))
         .unwrap();
-        target.config = json!({"ExposedPorts": {"6379/tcp": {}, "53/udp": {}}, "Env": ["PATH=/bin", "PASSWORD=x"]});
         let env = link_env("my-db", "web", &target, Ipv4Addr::new(172, 17, 0, 2));
         assert_eq!(
             env,
