@@ -98,7 +98,7 @@ impl Containers {
     /// The namespace a run joins, made ready (endpoints up) before the
     /// container's process exists.
     pub(super) async fn join_network(self: &Arc<Self>, record: &Container) -> Result<NetworkJoin, AgentError> {
-        let mode = host_json(&record)["NetworkMode"].as_str().unwrap_or("").to_string();
+        let mode = host_json(record)["NetworkMode"].as_str().unwrap_or("").to_string();
         if let Some(other) = mode.strip_prefix("container:") {
             let other = self.lookup(other).await?.snapshot();
             if other.state.status != Status::Running || other.state.pid <= 0 {
@@ -133,7 +133,7 @@ impl Containers {
                 }
             }
         }
-        let (id, hostname) = (record.id.clone(), config_json(&record)["Hostname"].as_str().unwrap_or("").to_string());
+        let (id, hostname) = (record.id.clone(), config_json(record)["Hostname"].as_str().unwrap_or("").to_string());
         let netns = {
             let networks = networks.clone();
             tokio::task::spawn_blocking(move || networks.setup(&id, &hostname)).await??
@@ -164,7 +164,7 @@ impl Containers {
     /// Legacy `--link name:alias` targets: (alias, the linked container).
     async fn links_of(self: &Arc<Self>, record: &Container) -> Vec<(String, Container)> {
         let mut found = Vec::new();
-        for link in strings(&host_json(&record)["Links"]) {
+        for link in strings(&host_json(record)["Links"]) {
             let (target, alias) = link.split_once(':').unwrap_or((&link, &link));
             let target = target.trim_start_matches('/');
             let alias = alias.rsplit('/').next().unwrap_or(alias).to_string();

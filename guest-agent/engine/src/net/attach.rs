@@ -536,7 +536,7 @@ impl Networks {
     }
 }
 
-fn new_attachment(name: &str, request: EndpointRequest, seq: i64) -> Attachment {
+pub(super) fn new_attachment(name: &str, request: EndpointRequest, seq: i64) -> Attachment {
     Attachment {
         container_name: name.to_string(),
         aliases: request.aliases,

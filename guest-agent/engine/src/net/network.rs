@@ -275,58 +275,57 @@ pub fn label_matches(labels: &BTreeMap<String, String>, filter: &str) -> bool {
     }
 }
 
+/// Networks and endpoints for the tests of this module and its siblings.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
 
-    pub(crate) fn sample() -> Network {
-        Network {
-            id: "a".repeat(64),
-            name: "web".into(),
-            driver: "bridge".into(),
-            created: "2026-01-01T00:00:00.000000000Z".into(),
-            internal: false,
-            attachable: false,
-            ingress: false,
-            enable_ipv6: false,
-            ipam_driver: "default".into(),
-            ipam_options: Value::Null,
-            ipam_config: Vec::new(),
-            pools: vec![Pool::with_default_gateway("172.18.0.0/16".parse().unwrap())],
-            options: BTreeMap::new(),
-            labels: BTreeMap::from([("env".to_string(), "test".to_string())]),
-            bridge: "br-aaaaaaaaaaaa".into(),
-            attachments: BTreeMap::new(),
-        }
+    /// A bridge network `name` on device `bridge` with `subnet`.
+    pub fn bridge_network(name: &str, bridge: &str, subnet: &str) -> Network {
+        let mut net = crate::net::store::new_network(name, "bridge");
+        net.id = format!("{name:0<64}");
+        net.pools = vec![Pool::with_default_gateway(subnet.parse().unwrap())];
+        net.bridge = bridge.into();
+        net
+    }
+
+    /// A running container's attachment with its endpoint at `ip/16`.
+    pub fn live_attachment(container: &str, ip: Ipv4Addr) -> Attachment {
+        let mut attachment =
+            crate::net::attach::new_attachment(container, crate::net::attach::EndpointRequest::default(), 0);
+        let [a, b, _, _] = ip.octets();
+        attachment.endpoint = Some(Endpoint {
+            id: "e".repeat(64),
+            ip,
+            prefix: 16,
+            gateway: Ipv4Addr::new(a, b, 0, 1),
+            mac: crate::net::ipam::mac_for(ip),
+            host_veth: "veth0000000".into(),
+            ifname: "eth0".into(),
+        });
+        attachment
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{bridge_network, live_attachment};
+    use super::*;
+
+    fn sample() -> Network {
+        let mut net = bridge_network("web", "br-aaaaaaaaaaaa", "172.18.0.0/16");
+        net.id = "a".repeat(64);
+        net.labels = BTreeMap::from([("env".to_string(), "test".to_string())]);
+        net
     }
 
     #[test]
     fn inspect_shows_active_endpoints_and_the_chosen_pool() {
         let mut net = sample();
         let id = "c".repeat(64);
-        net.attachments.insert(
-            id.clone(),
-            Attachment {
-                container_name: "box".into(),
-                aliases: vec!["db".into()],
-                links: vec![],
-                ipam_config: Value::Null,
-                driver_opts: Value::Null,
-                mac_address: String::new(),
-                last_ip: None,
-                seq: 0,
-                hostname: String::new(),
-                endpoint: Some(Endpoint {
-                    id: "e".repeat(64),
-                    ip: Ipv4Addr::new(172, 18, 0, 2),
-                    prefix: 16,
-                    gateway: Ipv4Addr::new(172, 18, 0, 1),
-                    mac: "02:42:ac:12:00:02".into(),
-                    host_veth: "veth1234567".into(),
-                    ifname: "eth0".into(),
-                }),
-            },
-        );
+        let mut attachment = live_attachment("box", Ipv4Addr::new(172, 18, 0, 2));
+        attachment.aliases = vec!["db".into()];
+        net.attachments.insert(id.clone(), attachment);
         let value = net.docker_json();
         assert_eq!(
             value["IPAM"],

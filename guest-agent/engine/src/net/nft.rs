@@ -67,60 +67,17 @@ pub fn render(networks: &[Network]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::net::Ipv4Addr;
 
-    use serde_json::Value;
-
     use super::*;
-    use crate::net::ipam::Pool;
-    use crate::net::network::{Attachment, Endpoint};
+    use crate::net::network::fixtures::{bridge_network, live_attachment};
 
     fn network(name: &str, bridge: &str, subnet: &str) -> Network {
-        Network {
-            id: format!("{name:0<64}"),
-            name: name.into(),
-            driver: "bridge".into(),
-            created: String::new(),
-            internal: false,
-            attachable: false,
-            ingress: false,
-            enable_ipv6: false,
-            ipam_driver: "default".into(),
-            ipam_options: Value::Null,
-            ipam_config: Vec::new(),
-            pools: vec![Pool::with_default_gateway(subnet.parse().unwrap())],
-            options: BTreeMap::new(),
-            labels: BTreeMap::new(),
-            bridge: bridge.into(),
-            attachments: BTreeMap::new(),
-        }
+        bridge_network(name, bridge, subnet)
     }
 
     fn with_endpoint(mut net: Network, container: &str, ip: Ipv4Addr) -> Network {
-        net.attachments.insert(
-            container.into(),
-            Attachment {
-                container_name: container.into(),
-                aliases: vec![],
-                links: vec![],
-                ipam_config: Value::Null,
-                driver_opts: Value::Null,
-                mac_address: String::new(),
-                last_ip: None,
-                seq: 0,
-                hostname: String::new(),
-                endpoint: Some(Endpoint {
-                    id: "e".repeat(64),
-                    ip,
-                    prefix: 16,
-                    gateway: Ipv4Addr::new(172, 17, 0, 1),
-                    mac: crate::net::ipam::mac_for(ip),
-                    host_veth: "veth0000000".into(),
-                    ifname: "eth0".into(),
-                }),
-            },
-        );
+        net.attachments.insert(container.into(), live_attachment(container, ip));
         net
     }
 

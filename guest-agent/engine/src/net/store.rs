@@ -446,7 +446,7 @@ fn string_map(value: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn new_network(name: &str, driver: &str) -> Network {
+pub(super) fn new_network(name: &str, driver: &str) -> Network {
     Network {
         id: random_hex(64),
         name: name.into(),
