@@ -19,6 +19,9 @@ pub enum ErrorKind {
     Conflict,
     /// The request itself is wrong (400).
     Invalid,
+    /// Refused whatever the state: a predefined network, one with active
+    /// endpoints, an address in use (Docker's 403).
+    Forbidden,
     /// The agent cannot do it in this environment: no cgroup v2, no image
     /// store, another protocol version.
     Unavailable,
@@ -76,12 +79,14 @@ impl AgentError {
 }
 
 /// The gRPC code each kind travels as. The host reads InvalidArgument as
-/// 400, NotFound as 404, Aborted as 409 and anything else as 500.
+/// 400, PermissionDenied as 403, NotFound as 404, Aborted as 409 and
+/// anything else as 500.
 pub fn code(kind: ErrorKind) -> Code {
     match kind {
         ErrorKind::NotFound => Code::NotFound,
         ErrorKind::Conflict => Code::Aborted,
         ErrorKind::Invalid => Code::InvalidArgument,
+        ErrorKind::Forbidden => Code::PermissionDenied,
         ErrorKind::Unavailable => Code::FailedPrecondition,
         ErrorKind::Timeout => Code::DeadlineExceeded,
         ErrorKind::Internal => Code::Internal,
@@ -155,6 +160,7 @@ mod tests {
             (ErrorKind::NotFound, Code::NotFound),
             (ErrorKind::Conflict, Code::Aborted),
             (ErrorKind::Invalid, Code::InvalidArgument),
+            (ErrorKind::Forbidden, Code::PermissionDenied),
             (ErrorKind::Unavailable, Code::FailedPrecondition),
             (ErrorKind::Timeout, Code::DeadlineExceeded),
             (ErrorKind::Internal, Code::Internal),

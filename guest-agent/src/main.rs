@@ -238,7 +238,8 @@ async fn serve(
     let shutdown = Arc::new(Notify::new());
     let reaper = reaper::Reaper::start()?;
     let events = Arc::new(events::Events::default());
-    let containers = containers::Containers::new(data_dir.join("containers"), reaper.clone(), events);
+    let local = matches!(listen, Listen::Unix(_));
+    let containers = containers::Containers::new(data_dir.join("containers"), reaper.clone(), events, local);
     let service = service::AgentService {
         reaper,
         containers: containers.clone(),

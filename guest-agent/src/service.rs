@@ -618,9 +618,88 @@ impl Agent for AgentService {
         Ok(Response::new(SyncClockResponse { guest_unix_nanos, correction: correction.name().into() }))
     }
 
+    // Container networks (containers/networks.rs, engine net/).
+
+    async fn create_network(&self, req: Request<JsonRequest>) -> Result<Response<JsonResponse>, Status> {
+        let body =
+            docker_json::parse(&docker_json::NETWORK_CREATE, &req.into_inner().json).map_err(AgentError::invalid)?;
+        let networks = self.containers.networks().await?;
+        let value = tokio::task::spawn_blocking(move || networks.create(&body)).await.map_err(AgentError::from)?;
+        let value = value.map_err(AgentError::from)?;
+        let id = value["Id"].as_str().unwrap_or("").to_string();
+        self.containers.events.emit("network", "create", &id, serde_json::json!({"type": "bridge"}));
+        Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
+    }
+
+    async fn list_networks(
+        &self,
+        req: Request<berth_agent_proto::ListNetworksRequest>,
+    ) -> Result<Response<JsonResponse>, Status> {
+        let value = self.containers.networks().await?.list(&req.into_inner().filters_json).map_err(AgentError::from)?;
+        Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
+    }
+
+    async fn inspect_network(
+        &self,
+        req: Request<berth_agent_proto::NetworkRef>,
+    ) -> Result<Response<JsonResponse>, Status> {
+        let value = self.containers.networks().await?.inspect(&req.into_inner().network).map_err(AgentError::from)?;
+        Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
+    }
+
+    async fn remove_network(&self, req: Request<berth_agent_proto::NetworkRef>) -> Result<Response<Empty>, Status> {
+        let networks = self.containers.networks().await?;
+        let key = req.into_inner().network;
+        let (id, name) = networks.resolve(&key).map_err(AgentError::from)?;
+        tokio::task::spawn_blocking(move || networks.remove(&key))
+            .await
+            .map_err(AgentError::from)?
+            .map_err(AgentError::from)?;
+        self.containers.events.emit("network", "destroy", &id, serde_json::json!({"name": name, "type": "bridge"}));
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn connect_network(
+        &self,
+        req: Request<berth_agent_proto::ConnectNetworkRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let berth_agent_proto::ConnectNetworkRequest { network, container, endpoint_config_json } = req.into_inner();
+        let settings = if endpoint_config_json.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&endpoint_config_json).map_err(|e| AgentError::invalid(e.to_string()))?
+        };
+        self.containers.connect_network(&network, &container, settings).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn disconnect_network(
+        &self,
+        req: Request<berth_agent_proto::DisconnectNetworkRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let berth_agent_proto::DisconnectNetworkRequest { network, container, force } = req.into_inner();
+        self.containers.disconnect_network(&network, &container, force).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn prune_networks(
+        &self,
+        req: Request<berth_agent_proto::PruneNetworksRequest>,
+    ) -> Result<Response<JsonResponse>, Status> {
+        let networks = self.containers.networks().await?;
+        let filters = req.into_inner().filters_json;
+        let now = berth_agent_proto::time::now_ns();
+        let value = tokio::task::spawn_blocking(move || networks.prune(&filters, now))
+            .await
+            .map_err(AgentError::from)?
+            .map_err(AgentError::from)?;
+        Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
+    }
+
     async fn shutdown(&self, _: Request<ShutdownRequest>) -> Result<Response<ShutdownResponse>, Status> {
         tracing::info!(uptime_ms = self.started.elapsed().as_millis() as u64, "shutdown requested");
         self.containers.stop_all(5).await;
+        self.containers.release_network_root().await;
         self.shutdown.notify_one();
         Ok(Response::new(ShutdownResponse {}))
     }

@@ -16,6 +16,7 @@ mod cli_docs;
 mod exec_secrets;
 mod full_disk;
 mod host_safety;
+mod networks;
 mod ports;
 
 /// config.toml of a Berth with a local agent; `extra` is appended.

@@ -6,6 +6,7 @@
 
 mod harness;
 mod host_integration;
+mod networks;
 mod ports;
 mod security;
 mod stalls;

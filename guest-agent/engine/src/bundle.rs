@@ -216,6 +216,11 @@ pub struct Host<'a> {
     pub cgroup_root: Option<&'a Path>,
     pub volumes_root: &'a Path,
     pub device_filters: &'a DeviceFilters,
+    /// The network namespace the run joins (made with its endpoints by
+    /// net/attach.rs, or another container's); `None`: as NetworkMode says.
+    pub network_namespace: Option<&'a Path>,
+    /// Variables the run gets beside its own (legacy `--link`s).
+    pub extra_env: &'a [String],
 }
 
 /// Everything before the shim: the overlay, the user, the working
@@ -271,6 +276,15 @@ fn prepare_mounted(
     options.binds.extend(volume_binds(record, host.volumes_root)?);
     if let Some(path) = pid_namespace {
         options.pid = NamespaceMode::Join(path);
+    }
+    if let Some(path) = host.network_namespace {
+        options.network = crate::spec::NetworkMode::Join(path.to_path_buf());
+    }
+    for var in host.extra_env {
+        let key = var.split('=').next().unwrap_or("");
+        if !options.env.iter().any(|e| e.split('=').next() == Some(key)) {
+            options.env.push(var.clone());
+        }
     }
     if resolved.init {
         add_init(&mut options, init_binary()?);

@@ -17,6 +17,7 @@ pub mod image_config;
 pub mod layer;
 pub mod limits;
 pub mod logfile;
+pub mod net;
 pub mod netif;
 pub mod registry;
 pub use berth_agent_proto::{docker_json, panics, reference};

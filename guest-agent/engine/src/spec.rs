@@ -109,13 +109,16 @@ pub const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/pr
 /// Docker's default /dev/shm size (64 MiB).
 pub const DEFAULT_SHM_BYTES: u64 = 64 << 20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum NetworkMode {
-    /// A network namespace of its own (loopback only until bridge networking).
+    /// A network namespace of its own, loopback only (`--network none`).
     #[default]
     Private,
     /// The VM's network namespace.
     Host,
+    /// A namespace made beforehand, endpoints already up (bridge and user
+    /// networks, engine net/attach.rs), or another container's.
+    Join(PathBuf),
 }
 
 /// Whether a container gets a PID, IPC or UTS namespace of its own.
@@ -409,8 +412,14 @@ pub fn build(opts: &ContainerOptions, rootfs: &Path) -> Result<Spec, SpecError> 
     }
     namespaces.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Mount).build()?);
     namespaces.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Cgroup).build()?);
-    if opts.network == NetworkMode::Private {
-        namespaces.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network).build()?);
+    match &opts.network {
+        NetworkMode::Private => {
+            namespaces.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network).build()?)
+        }
+        NetworkMode::Join(path) => {
+            namespaces.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network).path(path).build()?)
+        }
+        NetworkMode::Host => {}
     }
 
     let (devices, device_rules) = default_devices()?;

@@ -53,6 +53,8 @@ impl Containers {
             }
             name
         };
+        let host_config = serde_json::to_value(&resolved.host_config).unwrap_or_default();
+        self.configure_networks(&id, &name, &request, &host_config).await?;
         let dir = ContainerDir::new(self.root.join(&id));
         let record = Container {
             id: id.clone(),
@@ -71,28 +73,40 @@ impl Containers {
         };
         let mut record = record;
         let own_volumes = resolved.volumes.into_iter().chain(resolved.image_volumes).collect();
-        record.volumes = self.volumes.create_for_container(own_volumes)?;
+        record.volumes = match self.volumes.create_for_container(own_volumes) {
+            Ok(volumes) => volumes,
+            Err(err) => {
+                self.forget_networks(&id).await;
+                return Err(err);
+            }
+        };
         record.volumes.extend(resolved.inherited_volumes);
         // The name check and the insertion happen under one lock, so two
         // creates with one name cannot both win.
-        {
+        let taken_by = {
             let mut entries = self.entries.lock().unwrap();
-            if let Some(other) = entries.values().find(|e| e.record.lock().unwrap().name == name) {
-                let other_id = other.record.lock().unwrap().id.clone();
-                return Err(AgentError::conflict(format!(
-                    "Conflict. The container name \"/{name}\" is already in use by container \"{other_id}\". You have to remove (or rename) that container to be able to reuse that name."
-                )));
+            match entries.values().find(|e| e.record.lock().unwrap().name == name) {
+                Some(other) => Some(other.record.lock().unwrap().id.clone()),
+                None => {
+                    let (changed, _) = watch::channel(Some(0));
+                    entries.insert(
+                        id.clone(),
+                        Arc::new(Entry {
+                            record: Mutex::new(record.clone()),
+                            changed,
+                            op: tokio::sync::Mutex::new(()),
+                            dir: dir.clone(),
+                        }),
+                    );
+                    None
+                }
             }
-            let (changed, _) = watch::channel(Some(0));
-            entries.insert(
-                id.clone(),
-                Arc::new(Entry {
-                    record: Mutex::new(record.clone()),
-                    changed,
-                    op: tokio::sync::Mutex::new(()),
-                    dir: dir.clone(),
-                }),
-            );
+        };
+        if let Some(other_id) = taken_by {
+            self.forget_networks(&id).await;
+            return Err(AgentError::conflict(format!(
+                "Conflict. The container name \"/{name}\" is already in use by container \"{other_id}\". You have to remove (or rename) that container to be able to reuse that name."
+            )));
         }
         let (record2, dir2, volumes_root) = (record.clone(), dir.clone(), self.volumes.root().to_path_buf());
         let written = tokio::task::spawn_blocking(move || bundle::populate(&record2, &dir2, &volumes_root))
@@ -100,6 +114,7 @@ impl Containers {
             .map_err(|e| AgentError::internal(e.to_string()))?;
         if let Err(err) = written {
             self.entries.lock().unwrap().remove(&id);
+            self.forget_networks(&id).await;
             let _ = std::fs::remove_dir_all(dir.path());
             self.remove_anonymous_volumes(&record.volumes);
             return Err(AgentError::internal(format!("creating the container: {err}")));
@@ -151,14 +166,19 @@ impl Containers {
             return Err(AgentError::conflict("Renaming a container with the same name as its current name"));
         }
         // Checked and changed under the entries lock, as create does.
-        let entries = self.entries.lock().unwrap();
-        if let Some(other) = entries.values().find(|e| e.record.lock().unwrap().name == new_name) {
-            let other_id = other.record.lock().unwrap().id.clone();
-            return Err(AgentError::conflict(format!(
-                "Conflict. The container name \"/{new_name}\" is already in use by container \"{other_id}\". You have to remove (or rename) that container to be able to reuse that name."
-            )));
+        {
+            let entries = self.entries.lock().unwrap();
+            if let Some(other) = entries.values().find(|e| e.record.lock().unwrap().name == new_name) {
+                let other_id = other.record.lock().unwrap().id.clone();
+                return Err(AgentError::conflict(format!(
+                    "Conflict. The container name \"/{new_name}\" is already in use by container \"{other_id}\". You have to remove (or rename) that container to be able to reuse that name."
+                )));
+            }
+            entry.update(|c| c.name = new_name.clone())?;
         }
-        entry.update(|c| c.name = new_name)?;
+        if let Ok(networks) = self.networks().await {
+            networks.rename(&record.id, &new_name)?;
+        }
         self.emit("rename", &entry.snapshot(), &[("oldName", format!("/{}", record.name))]);
         Ok(())
     }

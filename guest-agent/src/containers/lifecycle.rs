@@ -53,20 +53,45 @@ impl Containers {
             Some(other) => Some(self.pid_namespace_of(other).await?),
             None => None,
         };
+        // The network namespace exists, endpoints up, before the process.
+        let network = match self.join_network(&record).await {
+            Ok(network) => network,
+            Err(err) => {
+                // Recorded as a failed start (and `--rm` removes it, which
+                // the CLI waits for), answered with the network's own error
+                // when it is the client's (dockerd's 409 for container:X).
+                let failed = self.failed_to_start(entry, err.message().to_string()).await;
+                let theirs =
+                    matches!(err.kind(), crate::error::ErrorKind::Conflict | crate::error::ErrorKind::NotFound);
+                return Err(if theirs { err } else { failed });
+            }
+        };
+        let (netns, link_env) = (network.netns.clone(), network.env.clone());
         let filters = self.device_filters.clone();
         let prepared = tokio::task::spawn_blocking(move || {
             let host = bundle::Host {
                 cgroup_root: cgroup_root.as_deref(),
                 volumes_root: &volumes_root,
                 device_filters: &filters,
+                network_namespace: netns.as_deref(),
+                extra_env: &link_env,
             };
             bundle::prepare(&record, &dir, &host, pid_namespace)
         })
         .await
         .map_err(|e| AgentError::internal(e.to_string()))?;
+        let prepared = match prepared {
+            Ok(filter) => self.write_network_files(entry).await.map(|()| filter).map_err(|e| e.message().to_string()),
+            Err(err) => Err(err.to_string()),
+        };
         let device_filter = match prepared {
             Ok(filter) => filter,
-            Err(err) => return Err(self.failed_to_start(entry, err.to_string()).await),
+            Err(message) => {
+                if network.owns_endpoints {
+                    self.leave_networks(&entry.snapshot().id).await;
+                }
+                return Err(self.failed_to_start(entry, message).await);
+            }
         };
         let (ready_read, ready_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| AgentError::internal(e.to_string()))?;
@@ -114,6 +139,9 @@ impl Containers {
             (Some(pid), _) => pid,
             (None, error) => {
                 let message = error.unwrap_or_default();
+                if network.owns_endpoints {
+                    self.leave_networks(&entry.snapshot().id).await;
+                }
                 return Err(self.failed_to_start(entry, message).await);
             }
         };
@@ -152,7 +180,7 @@ impl Containers {
 
     /// Records a start that failed (as Docker does: exit code 127 for a
     /// missing executable, 128 otherwise) and returns the client's error.
-    pub(super) async fn failed_to_start(&self, entry: &Arc<Entry>, message: String) -> AgentError {
+    pub(super) async fn failed_to_start(self: &Arc<Self>, entry: &Arc<Entry>, message: String) -> AgentError {
         let dir = entry.dir.clone();
         let _ = tokio::task::spawn_blocking(move || rootfs::unmount_overlay(&dir.layer())).await;
         let code = if message.contains("not found") || message.contains("no such file") { 127 } else { 128 };
@@ -212,6 +240,9 @@ impl Containers {
         .await
         .ok()
         .flatten();
+        // Its endpoints go with the run (a restart makes new ones, with the
+        // same addresses where it can).
+        self.leave_networks(&entry.snapshot().id).await;
         let _ = entry.update(|c| {
             c.state.status = Status::Exited;
             c.state.pid = 0;

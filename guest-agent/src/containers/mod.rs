@@ -19,6 +19,7 @@
 
 mod create;
 mod lifecycle;
+mod networks;
 mod stats;
 mod stop;
 mod streams;
@@ -101,6 +102,10 @@ pub struct Containers {
     entries: Mutex<HashMap<String, Arc<Entry>>>,
     loaded: tokio::sync::OnceCell<()>,
     device_filters: Arc<bundle::DeviceFilters>,
+    /// The engine's networks, loaded with the data disk (networks.rs).
+    networks: tokio::sync::OnceCell<Arc<berth_engine::net::store::Networks>>,
+    /// A local agent: networking stays in a private namespace.
+    local_network: bool,
 }
 
 pub fn no_such_container(id: &str) -> AgentError {
@@ -129,7 +134,12 @@ pub struct ImageInfo {
 }
 
 impl Containers {
-    pub fn new(root: PathBuf, reaper: Reaper, events: Arc<crate::events::Events>) -> Arc<Containers> {
+    pub fn new(
+        root: PathBuf,
+        reaper: Reaper,
+        events: Arc<crate::events::Events>,
+        local_network: bool,
+    ) -> Arc<Containers> {
         Arc::new(Containers {
             volumes: crate::volumes::Volumes::new(root.parent().unwrap_or(&root).join("volumes"), events.clone()),
             root,
@@ -139,6 +149,8 @@ impl Containers {
             entries: Mutex::new(HashMap::new()),
             loaded: tokio::sync::OnceCell::new(),
             device_filters: Arc::default(),
+            networks: tokio::sync::OnceCell::new(),
+            local_network,
         })
     }
 
@@ -263,7 +275,9 @@ impl Containers {
 
     pub async fn inspect(self: &Arc<Self>, name: &str) -> Result<serde_json::Value, AgentError> {
         let entry = self.lookup(name).await?;
-        Ok(entry.snapshot().inspect(entry.dir.path(), self.volumes.root()))
+        let record = entry.snapshot();
+        let inspect = record.inspect(entry.dir.path(), self.volumes.root());
+        Ok(self.with_network_settings(&record, inspect).await)
     }
 
     pub async fn list(
@@ -278,6 +292,7 @@ impl Containers {
         let mut records: Vec<Container> = self.entries.lock().unwrap().values().map(|e| e.snapshot()).collect();
         records.sort_by_key(|c| std::cmp::Reverse(c.created_ns));
         let now = logfile::now_ns();
+        let networks = self.networks().await.ok();
         let by_id = |key: &str| records.iter().find(|c| c.id.starts_with(key) || c.name == key).map(|c| c.created_ns);
         let before = filters.one("before").map(|k| by_id(&k).ok_or_else(|| no_such_container(&k))).transpose()?;
         let since = filters.one("since").map(|k| by_id(&k).ok_or_else(|| no_such_container(&k))).transpose()?;
@@ -290,6 +305,10 @@ impl Containers {
             .take(if limit > 0 { limit as usize } else { usize::MAX })
             .map(|c| {
                 let mut summary = c.summary(now, self.volumes.root());
+                if let Some(networks) = &networks {
+                    let settings = networks.network_settings(&c.id, "", "", c.state.status.is_running());
+                    summary["NetworkSettings"]["Networks"] = settings["Networks"].clone();
+                }
                 if size {
                     summary["SizeRw"] =
                         berth_engine::volume::tree_size(&ContainerDir::new(self.root.join(&c.id)).upper()).into();

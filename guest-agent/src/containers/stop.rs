@@ -198,8 +198,9 @@ impl Containers {
         Ok(())
     }
 
-    pub(super) async fn remove_entry(&self, entry: &Arc<Entry>) -> Result<(), AgentError> {
+    pub(super) async fn remove_entry(self: &Arc<Self>, entry: &Arc<Entry>) -> Result<(), AgentError> {
         let id = entry.snapshot().id;
+        self.forget_networks(&id).await;
         {
             // In memory only: once Removing, updates stop touching the files.
             let mut record = entry.record.lock().unwrap();

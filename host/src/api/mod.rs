@@ -1,7 +1,7 @@
 //! The Docker Engine API on `$BERTH_HOME/run/docker.sock`, served by the
 //! daemon (hyper, HTTP/1.1 on a unix socket, mode 0600, and optionally TCP).
-//! Most calls are forwarded to the agent; networks, `/_ping` and `/version`
-//! are answered here, and the endpoints Berth lacks answer 501 naming them.
+//! Most calls are forwarded to the agent; `/_ping` and `/version` are
+//! answered here, and the endpoints Berth lacks answer 501 naming them.
 //!
 //! The layers, each depending only on those below it:
 //! - `server`: listeners, the connection cap and timeouts; `panics`: a

@@ -1,74 +1,19 @@
-//! `/networks`: Docker's three predefined networks, as they really are
-//! today. `bridge` (the default) gives a container its own network
-//! namespace with loopback only: no subnet, gateway or addresses, so IPAM
-//! reports none. `host` shares the VM's network; `none` is loopback only.
-//! Creating, connecting and removing networks arrives with container
-//! networking; until then those calls fail clearly.
+//! `/networks`: forwarded to the engine's networks in the agent (the
+//! predefined `bridge`, `host` and `none`, and user-defined bridges). The
+//! bodies are checked here as dockerd's decoder checks them.
 
-use berth_agent_proto::docker_json;
+use berth_agent_proto::agent_client::AgentClient;
+use berth_agent_proto::{
+    docker_json, ConnectNetworkRequest, DisconnectNetworkRequest, JsonRequest, ListNetworksRequest, NetworkRef,
+    PruneNetworksRequest,
+};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use serde_json::{json, Value};
+use serde_json::Value;
+use tonic::transport::Channel;
 
 use super::body::read_json_body;
-use super::http::{error, json_response, query_param, Body};
-
-const PREDEFINED: [(&str, &str); 3] = [("bridge", "bridge"), ("host", "host"), ("none", "null")];
-
-/// A stable 64-hex ID per predefined network (sha256 of its name).
-fn network_id(name: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(format!("berth-network-{name}").as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn network_json(name: &str, driver: &str) -> Value {
-    json!({
-        "Name": name,
-        "Id": network_id(name),
-        "Created": "0001-01-01T00:00:00Z",
-        "Scope": "local",
-        "Driver": driver,
-        "EnableIPv6": false,
-        "IPAM": { "Driver": "default", "Options": null, "Config": [] },
-        "Internal": false,
-        "Attachable": false,
-        "Ingress": false,
-        "ConfigFrom": { "Network": "" },
-        "ConfigOnly": false,
-        "Containers": {},
-        "Options": {},
-        "Labels": {},
-    })
-}
-
-fn find(key: &str) -> Option<(&'static str, &'static str)> {
-    PREDEFINED.iter().copied().find(|(name, _)| *name == key || (key.len() >= 3 && network_id(name).starts_with(key)))
-}
-
-/// Docker's name/id/driver/type filters on the predefined networks.
-fn matches(filters: &Value, name: &str, driver: &str) -> Result<bool, String> {
-    let Some(map) = filters.as_object() else { return Ok(true) };
-    for (key, values) in map {
-        let wanted: Vec<String> = match values {
-            Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
-            Value::Object(o) => o.keys().cloned().collect(),
-            _ => Vec::new(),
-        };
-        let ok = match key.as_str() {
-            "name" => wanted.iter().any(|w| name.contains(w.as_str())),
-            "id" => wanted.iter().any(|w| network_id(name).starts_with(w.as_str())),
-            "driver" => wanted.iter().any(|w| w == driver),
-            "type" => wanted.iter().any(|w| w == "builtin"),
-            "scope" => wanted.iter().any(|w| w == "local"),
-            "label" | "dangling" => wanted.is_empty(),
-            other => return Err(format!("invalid filter '{other}'")),
-        };
-        if !ok {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
+use super::http::{agent_error, agent_json, empty, error, query_param, Body};
 
 /// `network prune`'s filters, refused as dockerd refuses them: `until` is a
 /// time or a Go duration before now (`5m`), once at most.
@@ -93,9 +38,8 @@ fn check_prune_filters(query: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
-/// `POST /networks/create`: a malformed request is refused as dockerd
-/// refuses it, before the "not yet" that a well-formed one gets.
-pub async fn create(mut req: Request<Incoming>) -> Response<Body> {
+/// `POST /networks/create`: 201 `{Id, Warning}`.
+pub async fn create(mut req: Request<Incoming>, mut agent: AgentClient<Channel>) -> Response<Body> {
     let body = match read_json_body(&mut req, 1 << 20, true).await {
         Ok(body) => body,
         Err(response) => return response,
@@ -103,83 +47,94 @@ pub async fn create(mut req: Request<Incoming>) -> Response<Body> {
     if let Err(message) = docker_json::parse(&docker_json::NETWORK_CREATE, &body) {
         return error(StatusCode::BAD_REQUEST, message);
     }
-    error(
-        StatusCode::NOT_IMPLEMENTED,
-        "Berth cannot create networks yet: user-defined networks arrive with container networking",
-    )
+    let mut response = agent_json(agent.create_network(JsonRequest { json: body.to_vec() }).await);
+    if response.status() == StatusCode::OK {
+        *response.status_mut() = StatusCode::CREATED;
+    }
+    response
 }
 
-pub fn list(query: Option<&str>) -> Response<Body> {
-    let filters: Value = match query_param(query, "filters").filter(|f| !f.is_empty()) {
-        Some(text) => match serde_json::from_str(&text) {
-            Ok(v) => v,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid filter: {e}")),
-        },
-        None => Value::Null,
+pub async fn list(query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
+    let request = ListNetworksRequest { filters_json: query_param(query, "filters").unwrap_or_default() };
+    agent_json(agent.list_networks(request).await)
+}
+
+pub async fn prune(query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
+    if let Err(message) = check_prune_filters(query) {
+        return error(StatusCode::BAD_REQUEST, message);
+    }
+    let request = PruneNetworksRequest { filters_json: query_param(query, "filters").unwrap_or_default() };
+    agent_json(agent.prune_networks(request).await)
+}
+
+pub async fn inspect(name: &str, mut agent: AgentClient<Channel>) -> Response<Body> {
+    agent_json(agent.inspect_network(NetworkRef { network: name.to_string() }).await)
+}
+
+pub async fn remove(name: &str, mut agent: AgentClient<Channel>) -> Response<Body> {
+    match agent.remove_network(NetworkRef { network: name.to_string() }).await {
+        Ok(_) => empty(StatusCode::NO_CONTENT),
+        Err(status) => agent_error(status),
+    }
+}
+
+/// The `{"Container": ..., ...}` body of connect and disconnect.
+async fn container_body(req: &mut Request<Incoming>) -> Result<(String, Value), Response<Body>> {
+    let body = read_json_body(req, 1 << 20, true).await?;
+    let value: Value = serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
+    if !value.is_object() {
+        return Err(error(StatusCode::BAD_REQUEST, "the request body must be a JSON object"));
+    }
+    let container = match &value["Container"] {
+        Value::String(name) if !name.is_empty() => name.clone(),
+        Value::String(_) | Value::Null => {
+            return Err(error(StatusCode::BAD_REQUEST, "container is required"));
+        }
+        _ => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "json: cannot unmarshal into Go struct field NetworkConnect.Container of type string",
+            ))
+        }
     };
-    let mut listed = Vec::new();
-    for (name, driver) in PREDEFINED {
-        match matches(&filters, name, driver) {
-            Ok(true) => listed.push(network_json(name, driver)),
-            Ok(false) => {}
-            Err(message) => return error(StatusCode::BAD_REQUEST, message),
-        }
+    Ok((container, value))
+}
+
+/// `POST /networks/{id}/connect`: 200 with an empty body, as dockerd.
+pub async fn connect(network: &str, mut req: Request<Incoming>, mut agent: AgentClient<Channel>) -> Response<Body> {
+    let (container, body) = match container_body(&mut req).await {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
+    };
+    let endpoint = &body["EndpointConfig"];
+    if !endpoint.is_null() && !endpoint.is_object() {
+        return error(StatusCode::BAD_REQUEST, "EndpointConfig must be an object");
     }
-    json_response(StatusCode::OK, Value::Array(listed))
-}
-
-pub fn prune(query: Option<&str>) -> Response<Body> {
-    match check_prune_filters(query) {
-        // The predefined networks are never pruned, and there are no others.
-        Ok(()) => json_response(StatusCode::OK, json!({ "NetworksDeleted": [] })),
-        Err(message) => error(StatusCode::BAD_REQUEST, message),
-    }
-}
-
-fn not_found(name: &str) -> Response<Body> {
-    error(StatusCode::NOT_FOUND, format!("network {name} not found"))
-}
-
-pub fn inspect(name: &str) -> Response<Body> {
-    match find(name) {
-        Some((name, driver)) => json_response(StatusCode::OK, network_json(name, driver)),
-        None => not_found(name),
+    let endpoint_config_json = if endpoint.is_null() { Vec::new() } else { endpoint.to_string().into_bytes() };
+    let request = ConnectNetworkRequest { network: network.to_string(), container, endpoint_config_json };
+    match agent.connect_network(request).await {
+        Ok(_) => empty(StatusCode::OK),
+        Err(status) => agent_error(status),
     }
 }
 
-pub fn remove(name: &str) -> Response<Body> {
-    match find(name) {
-        Some((name, _)) => {
-            error(StatusCode::FORBIDDEN, format!("{name} is a pre-defined network and cannot be removed"))
-        }
-        None => not_found(name),
-    }
-}
-
-/// `connect` and `disconnect`.
-pub fn connect(name: &str) -> Response<Body> {
-    match find(name) {
-        Some(_) => error(
-            StatusCode::NOT_IMPLEMENTED,
-            "Berth cannot connect containers to networks yet: that arrives with container networking",
-        ),
-        None => not_found(name),
+/// `POST /networks/{id}/disconnect`.
+pub async fn disconnect(network: &str, mut req: Request<Incoming>, mut agent: AgentClient<Channel>) -> Response<Body> {
+    let (container, body) = match container_body(&mut req).await {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
+    };
+    let force = body["Force"].as_bool().unwrap_or(false);
+    let request = DisconnectNetworkRequest { network: network.to_string(), container, force };
+    match agent.disconnect_network(request).await {
+        Ok(_) => empty(StatusCode::OK),
+        Err(status) => agent_error(status),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn predefined_networks_by_name_and_id() {
-        assert_eq!(find("bridge").unwrap().0, "bridge");
-        assert_eq!(find(&network_id("host")[..12]).unwrap().0, "host");
-        assert!(find("mynet").is_none());
-        assert!(matches(&json!({"name": ["bri"]}), "bridge", "bridge").unwrap());
-        assert!(!matches(&json!({"driver": ["host"]}), "bridge", "bridge").unwrap());
-        assert!(matches(&json!({"bogus": ["x"]}), "bridge", "bridge").is_err());
-    }
 
     #[test]
     fn prune_filters_take_go_durations() {

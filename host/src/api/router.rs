@@ -71,7 +71,13 @@ async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Response
         }
         (&Method::POST, ["exec", id, "start"]) => return exec::start(req, &decoded(id), &ctx.agent, &ctx.execs).await,
         (&Method::POST, ["volumes", "create"]) => return volumes::create(req, agent()).await,
-        (&Method::POST, ["networks", "create"]) => return networks::create(req).await,
+        (&Method::POST, ["networks", "create"]) => return networks::create(req, agent()).await,
+        (&Method::POST, ["networks", network, "connect"]) => {
+            return networks::connect(&decoded(network), req, agent()).await
+        }
+        (&Method::POST, ["networks", network, "disconnect"]) => {
+            return networks::disconnect(&decoded(network), req, agent()).await
+        }
         _ => {}
     }
     // The rest answer from the path and query alone. The body is read
@@ -80,6 +86,12 @@ async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Response
     drain(req).await;
     match (&method, segments.as_slice()) {
         (&Method::GET, ["info"]) => system::info(ctx).await,
+        // Berth is never part of a swarm: dockerd's answer outside one,
+        // which clients (docker-py's `leave_swarm(force=True)` in every
+        // network test's teardown) take as "nothing to leave".
+        (&Method::POST, ["swarm", "leave"]) | (&Method::GET, ["swarm"]) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "This node is not part of a swarm")
+        }
         (&Method::GET, ["events"]) => system::events(query, ctx).await,
         (&Method::GET, ["system", "df"]) => system::df(ctx).await,
 
@@ -139,11 +151,10 @@ async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Response
         (&Method::GET, ["volumes", volume @ ..]) => volumes::inspect(&name(volume), agent()).await,
         (&Method::DELETE, ["volumes", volume @ ..]) => volumes::remove(&name(volume), query, agent()).await,
 
-        (&Method::GET, ["networks"]) => networks::list(query),
-        (&Method::POST, ["networks", "prune"]) => networks::prune(query),
-        (&Method::GET, ["networks", network]) => networks::inspect(&decoded(network)),
-        (&Method::DELETE, ["networks", network]) => networks::remove(&decoded(network)),
-        (&Method::POST, ["networks", network, "connect" | "disconnect"]) => networks::connect(&decoded(network)),
+        (&Method::GET, ["networks"]) => networks::list(query, agent()).await,
+        (&Method::POST, ["networks", "prune"]) => networks::prune(query, agent()).await,
+        (&Method::GET, ["networks", network]) => networks::inspect(&decoded(network), agent()).await,
+        (&Method::DELETE, ["networks", network]) => networks::remove(&decoded(network), agent()).await,
 
         _ => local(&method, &segments, path, &ctx.facts),
     }

@@ -140,7 +140,13 @@ fn an_image_without_layers_cannot_be_prepared() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = ContainerDir::new(tmp.path().join("c"));
     let filters = DeviceFilters::default();
-    let host = Host { cgroup_root: None, volumes_root: &tmp.path().join("volumes"), device_filters: &filters };
+    let host = Host {
+        cgroup_root: None,
+        volumes_root: &tmp.path().join("volumes"),
+        device_filters: &filters,
+        network_namespace: None,
+        extra_env: &[],
+    };
     let err = prepare(&record(json!({}), json!({})), &dir, &host, None).unwrap_err();
     assert_eq!(err.to_string(), "an image with no layers has no root filesystem");
     assert!(!dir.spec().exists(), "nothing written for a run that cannot start");

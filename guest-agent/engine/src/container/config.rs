@@ -283,25 +283,13 @@ docker_fields!(open
 );
 
 impl HostConfig {
-    /// The fields that are typed here but not implemented yet (they arrive
-    /// with container networking): refused when set, as unknown ones are.
-    fn typed_unimplemented(&self) -> [(&'static str, bool); 5] {
-        let set = |field: &Field<Strings>| !zero(field);
-        [
-            ("Dns", set(&self.dns)),
-            ("DnsOptions", set(&self.dns_options)),
-            ("DnsSearch", set(&self.dns_search)),
-            ("ExtraHosts", set(&self.extra_hosts)),
-            ("Links", set(&self.links)),
-        ]
-    }
-
     /// The first field (in JSON key order, as dockerd's refusals have always
     /// come out of a sorted map) that asks for something Berth does not do.
     pub fn unsupported(&self) -> Option<String> {
+        // Dns, DnsOptions, DnsSearch, ExtraHosts and Links are container
+        // networking's (the agent's containers/networks.rs).
         let unknown = self.rest.iter().filter(|(_, value)| !is_zero(value)).map(|(key, _)| key.as_str());
-        let typed = self.typed_unimplemented().into_iter().filter(|(_, set)| *set).map(|(key, _)| key);
-        unknown.chain(typed).min().map(str::to_string)
+        unknown.min().map(str::to_string)
     }
 
     /// `[rows, cols]` of the terminal the client asked for.

@@ -290,15 +290,14 @@ fn host_options(
     cwd: String,
     hostname: String,
 ) -> Result<(ContainerOptions, Vec<VolumeMount>), CreateError> {
+    // Bridge and user networks, and `container:X`, join a namespace the
+    // agent makes or finds at start (bundle::Host::network_namespace).
     let network = match hc.network_mode.get() {
-        None | Some(NetworkMode::Default | NetworkMode::Bridge | NetworkMode::None) => spec::NetworkMode::Private,
         Some(NetworkMode::Host) => spec::NetworkMode::Host,
-        Some(other) => {
-            return Err(invalid(format!(
-                "network {} not found (user-defined networks arrive with container networking)",
-                other.name()
-            )))
+        Some(NetworkMode::Container(name)) if name.is_empty() => {
+            return Err(invalid("invalid network mode: container:"))
         }
+        _ => spec::NetworkMode::Private,
     };
     // `container:<id>` for the PID namespace is resolved by the agent at
     // start (the other container's process); Docker knows no such form for

@@ -309,30 +309,29 @@ fn network_modes_parse_to_what_they_mean() {
         let shown = if text.is_empty() { "default" } else { text };
         assert_eq!(json_of(&typed)["NetworkMode"], shown);
     }
-    let refused = |mode: &str| resolve(&json!({"HostConfig": {"NetworkMode": mode}}), &image(), ID).err().unwrap();
-    assert_eq!(
-        refused("container:web").to_string(),
-        "network container:web not found (user-defined networks arrive with container networking)"
-    );
-    assert!(refused("my-net").to_string().starts_with("network my-net not found"));
+    // User networks and container:X join a namespace the agent makes or
+    // finds at start; only the empty container name is refused here.
+    for mode in ["container:web", "my-net", "bridge"] {
+        let r = resolve(&json!({"HostConfig": {"NetworkMode": mode}}), &image(), ID).unwrap();
+        assert_eq!(r.options.network, crate::spec::NetworkMode::Private, "{mode}");
+    }
+    let refused = resolve(&json!({"HostConfig": {"NetworkMode": "container:"}}), &image(), ID).err().unwrap();
+    assert_eq!(refused.to_string(), "invalid network mode: container:");
     let none = resolve(&json!({"HostConfig": {"NetworkMode": "none"}}), &image(), ID).unwrap();
     assert_eq!(none.options.network, crate::spec::NetworkMode::Private);
 }
 
-/// The networking fields are typed, and refused (named in key order among
-/// the unknown ones) until networking implements them.
+/// The networking fields are typed and accepted (the agent's network code
+/// acts on them); unknown fields are still refused.
 #[test]
-fn networking_fields_are_refused_in_key_order_until_implemented() {
+fn networking_fields_are_accepted() {
     let err = |hc: Value| resolve(&json!({ "HostConfig": hc }), &image(), ID).err().map(|e| e.to_string());
-    assert_eq!(err(json!({"Dns": ["1.1.1.1"]})).unwrap(), "HostConfig.Dns is not supported by Berth yet");
+    assert_eq!(err(json!({"Dns": ["1.1.1.1"], "DnsSearch": ["a"], "DnsOptions": ["ndots:1"]})), None);
     assert_eq!(
         err(json!({"Links": ["a:b"], "Devices": [{"PathOnHost": "/dev/x"}]})).unwrap(),
         "HostConfig.Devices is not supported by Berth yet"
     );
-    assert_eq!(
-        err(json!({"ExtraHosts": ["a:1.2.3.4"], "OomScoreAdj": 5})).unwrap(),
-        "HostConfig.ExtraHosts is not supported by Berth yet"
-    );
+    assert_eq!(err(json!({"ExtraHosts": ["a:1.2.3.4"], "Links": ["/db:/web/db"]})), None);
     assert_eq!(err(json!({"Dns": [], "DnsSearch": [""], "Links": null})), None, "zero values are what clients send");
     let r = resolve(
         &json!({"NetworkingConfig": {"EndpointsConfig": {"web": {"Aliases": ["a"], "IPAMConfig": {"IPv4Address": "10.0.0.5"}}}}}),
