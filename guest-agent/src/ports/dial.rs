@@ -1,10 +1,12 @@
 //! Reaching a container's port from the agent.
 //!
-//! Today a container's network is its own namespace with loopback only, so
-//! the socket is made inside that namespace (on a thread of its own that
-//! joins it: a socket keeps the namespace it was made in) and connects to
-//! 127.0.0.1 there. With bridge networks the container's address on its
-//! network replaces this: [`Target::of`] is the one place that decides.
+//! As docker-proxy does, the agent connects to the container's address on
+//! its network (bridge or user network), from the VM's own namespace (or,
+//! on the local backend, from the private namespace its bridges live in).
+//! A container with no address (`--network none`, `container:X` of such a
+//! one) is reached on 127.0.0.1 inside its own namespace: the socket is
+//! made on a thread that joins it (a socket keeps the namespace it was made
+//! in). [`Target::of`] is the one place that decides.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -13,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_engine::container::{Container, NetworkMode};
+use berth_engine::net::attach::DialTarget;
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 
 /// How long a container may take to accept (a full backlog, a paused one).
@@ -28,11 +31,17 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn of(record: &Container) -> Target {
-        let host_network = matches!(record.host_config.network_mode.get(), Some(NetworkMode::Host));
-        Target {
-            netns: (!host_network).then(|| PathBuf::from(format!("/proc/{}/ns/net", record.state.pid))),
-            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+    /// `on_network`: the container's address on its first network, if any.
+    pub fn of(record: &Container, on_network: Option<DialTarget>) -> Target {
+        if matches!(record.host_config.network_mode.get(), Some(NetworkMode::Host)) {
+            return Target { netns: None, ip: IpAddr::V4(Ipv4Addr::LOCALHOST) };
+        }
+        match on_network {
+            Some(DialTarget { netns, ip }) => Target { netns, ip: IpAddr::V4(ip) },
+            None => Target {
+                netns: Some(PathBuf::from(format!("/proc/{}/ns/net", record.state.pid))),
+                ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            },
         }
     }
 }

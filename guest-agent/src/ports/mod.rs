@@ -91,7 +91,8 @@ async fn target_of(containers: &Arc<Containers>, header: &ForwardHeader) -> Resu
     if !matches!(record.state.status, Status::Running | Status::Paused) || record.state.pid <= 0 {
         return Err(ForwardStatus::Unreachable);
     }
-    Ok(Target::of(&record))
+    let on_network = containers.networks().await.ok().and_then(|networks| networks.dial_target(&record.id));
+    Ok(Target::of(&record, on_network))
 }
 
 async fn forward_tcp<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, target: &Target, port: u16) {
