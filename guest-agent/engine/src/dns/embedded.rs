@@ -11,13 +11,13 @@
 
 use std::fs::File;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{BoxFuture, Resolver, Upstream};
+use super::Resolver;
 
 /// Where every container finds its embedded resolver.
 pub const ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
@@ -138,50 +138,6 @@ pub async fn apply_nft(netns: Option<BorrowedFd<'_>>, script: &str) -> io::Resul
         )));
     }
     Ok(())
-}
-
-/// `--dns` servers, queried from inside the container's namespace as
-/// dockerd does (so a server only the container can reach works). UDP, 4 s
-/// per server, the next one on timeout, SERVFAIL or REFUSED.
-pub struct NetnsServers {
-    pub netns: Arc<File>,
-    pub servers: Vec<SocketAddr>,
-}
-
-impl Upstream for NetnsServers {
-    fn forward<'a>(&'a self, query: &'a [u8]) -> BoxFuture<'a, Option<Vec<u8>>> {
-        Box::pin(async move {
-            let id = u16::from_be_bytes([*query.first()?, *query.get(1)?]);
-            for server in self.servers.iter().take(3) {
-                let local: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().ok()?;
-                let socket = in_netns(&self.netns, move || {
-                    let socket = std::net::UdpSocket::bind(local)?;
-                    socket.set_nonblocking(true)?;
-                    Ok(socket)
-                })
-                .await
-                .and_then(tokio::net::UdpSocket::from_std);
-                let Ok(socket) = socket else { continue };
-                let exchange = async {
-                    socket.send_to(query, server).await.ok()?;
-                    let mut buf = vec![0u8; 65535];
-                    loop {
-                        let (n, from) = socket.recv_from(&mut buf).await.ok()?;
-                        if from == *server && n >= 4 && u16::from_be_bytes([buf[0], buf[1]]) == id {
-                            buf.truncate(n);
-                            return Some(buf);
-                        }
-                    }
-                };
-                match tokio::time::timeout(Duration::from_secs(4), exchange).await {
-                    // RCODE 2 (SERVFAIL) and 5 (REFUSED): ask the next server.
-                    Ok(Some(reply)) if !matches!(reply[3] & 0x0f, 2 | 5) => return Some(reply),
-                    _ => continue,
-                }
-            }
-            None
-        })
-    }
 }
 
 #[cfg(test)]
@@ -336,7 +292,9 @@ mod tests {
             reply[2] |= 0x80; // QR: a response, no answers, NOERROR
             server.send_to(&reply, from).unwrap();
         });
-        let upstream = NetnsServers { netns: netns.file.clone(), servers: vec!["127.0.0.1:5353".parse().unwrap()] };
+        use super::super::Upstream;
+        let servers = vec!["127.0.0.1:5353".parse().unwrap()];
+        let upstream = super::super::upstream::UdpServers { netns: Some(netns.file.clone()), servers };
         let reply = upstream.forward(&question("example.com.")).await.expect("the namespace's server answered");
         assert_eq!(reply[..2], [0, 7]);
         answering.join().unwrap();

@@ -13,6 +13,7 @@
 pub mod embedded;
 pub mod names;
 pub mod server;
+pub mod upstream;
 
 use std::future::Future;
 use std::net::IpAddr;
