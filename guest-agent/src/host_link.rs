@@ -242,6 +242,19 @@ mod tests {
         }
     }
 
+    /// A and AAAA come together from one client: each takes a stream.
+    #[tokio::test]
+    async fn concurrent_questions_each_get_their_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let resolver = HostResolver::new(fake_host(dir.path(), 100).await);
+        for round in 0..3u8 {
+            let (first, second) = (query(2 * round), query(2 * round + 1));
+            let (a, b) = tokio::join!(resolver.forward(&first), resolver.forward(&second));
+            assert_eq!(a.unwrap()[1], 2 * round);
+            assert_eq!(b.unwrap()[1], 2 * round + 1);
+        }
+    }
+
     #[tokio::test]
     async fn no_host_means_no_answer_quickly() {
         let resolver = HostResolver::new(HostLink::Unix("/nonexistent/host-services".into()));

@@ -250,15 +250,17 @@ async fn serve(
     network: Network,
 ) -> anyhow::Result<()> {
     let shutdown = Arc::new(Notify::new());
+
+    let reaper = reaper::Reaper::start()?;
     let host = match &listen {
         Listen::Vsock(_) => host_link::HostLink::Vsock,
         Listen::Unix(path) => host_link::HostLink::Unix(berth_agent_proto::host_services::local_socket(path)),
     };
     let upstream = service_net::upstream(&host, network.uplink_dns);
     if network.in_vm {
-        tokio::spawn(service_net::start(host.clone(), upstream.clone(), network.uplink_dns));
+        let nft = service_net::ReaperNft(reaper.clone());
+        tokio::spawn(service_net::start(host.clone(), upstream.clone(), network.uplink_dns, nft));
     }
-    let reaper = reaper::Reaper::start()?;
     let events = Arc::new(events::Events::default());
     let containers = containers::Containers::new(data_dir.join("containers"), reaper.clone(), events);
     let service = service::AgentService {

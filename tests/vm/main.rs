@@ -7,6 +7,7 @@
 mod harness;
 mod host_integration;
 mod ports;
+mod host_services;
 mod security;
 mod stalls;
 

@@ -13,11 +13,11 @@ use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+#[cfg(test)]
+use std::time::Duration;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
-
-use super::Resolver;
+use super::{BoxFuture, Resolver};
 
 /// Where every container finds its embedded resolver.
 pub const ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
@@ -44,7 +44,7 @@ impl Drop for EmbeddedDns {
 /// `/proc/<pid>/ns/net` of the container's first process). Needs the
 /// namespace's loopback up (every Berth netns has it) and CAP_SYS_ADMIN +
 /// CAP_NET_ADMIN (the agent is root).
-pub async fn start(netns: &Path, resolver: Resolver) -> io::Result<EmbeddedDns> {
+pub async fn start(netns: &Path, resolver: Resolver, nft: &dyn Nft) -> io::Result<EmbeddedDns> {
     let netns = Arc::new(File::open(netns)?);
     let ns = netns.clone();
     let (udp, tcp) = in_netns(&ns, || {
@@ -56,7 +56,7 @@ pub async fn start(netns: &Path, resolver: Resolver) -> io::Result<EmbeddedDns> 
     })
     .await?;
     let (udp_port, tcp_port) = (udp.local_addr()?.port(), tcp.local_addr()?.port());
-    apply_nft(Some(netns.as_fd()), &rules(udp_port, tcp_port)).await?;
+    nft.apply(Some(&netns), &rules(udp_port, tcp_port)).await?;
     let udp = tokio::net::UdpSocket::from_std(udp)?;
     let tcp = tokio::net::TcpListener::from_std(tcp)?;
     let tasks = vec![
@@ -104,16 +104,18 @@ fn nft_program() -> &'static str {
     ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].into_iter().find(|p| Path::new(p).exists()).unwrap_or("nft")
 }
 
-/// Applies an nft script (one transaction), in `netns` when given.
-pub async fn apply_nft(netns: Option<BorrowedFd<'_>>, script: &str) -> io::Result<()> {
+/// `nft -f -` (the script on its stdin, one transaction), run inside
+/// `netns` when given. Who spawns and waits for it is the caller's
+/// business: in the agent, its reaper (PID 1 reaps every child).
+pub fn nft_command(netns: Option<BorrowedFd<'_>>) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
     use std::process::Stdio;
-    use tokio::io::AsyncWriteExt;
-    let mut command = tokio::process::Command::new(nft_program());
+    let mut command = std::process::Command::new(nft_program());
     command.args(["-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
     if let Some(fd) = netns.map(|fd| fd.as_raw_fd()) {
         // SAFETY: the closure runs in the forked child before exec and only
         // calls setns(2), which is async-signal-safe; `fd` is open in the
-        // child (the parent keeps it open until the spawn returns).
+        // child (the caller holds it until the spawn has returned).
         unsafe {
             command.pre_exec(move || {
                 if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
@@ -123,21 +125,41 @@ pub async fn apply_nft(netns: Option<BorrowedFd<'_>>, script: &str) -> io::Resul
             });
         }
     }
-    let mut child = command.spawn().map_err(|err| io::Error::new(err.kind(), format!("running nft: {err}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).await?;
+    command
+}
+
+/// Applies nft scripts for the DNS servers (see [`nft_command`]).
+pub trait Nft: Send + Sync {
+    fn apply<'a>(&'a self, netns: Option<&'a File>, script: &'a str) -> BoxFuture<'a, io::Result<()>>;
+}
+
+/// Spawns and waits for nft itself: for processes that are not a reaper of
+/// their children's orphans (tests, tools).
+pub struct WaitingNft;
+
+impl Nft for WaitingNft {
+    fn apply<'a>(&'a self, netns: Option<&'a File>, script: &'a str) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            let mut command = nft_command(netns.map(|f| f.as_fd()));
+            let script = script.to_string();
+            tokio::task::spawn_blocking(move || {
+                use std::io::Write;
+                let mut child = command.spawn()?;
+                child.stdin.take().expect("piped").write_all(script.as_bytes())?;
+                nft_outcome(child.wait_with_output()?)
+            })
+            .await
+            .map_err(io::Error::other)?
+        })
     }
-    let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "nft did not finish"))??;
-    if !output.status.success() {
-        return Err(io::Error::other(format!(
-            "nft failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
+}
+
+/// Ok when nft succeeded; its own words otherwise.
+pub fn nft_outcome(output: std::process::Output) -> io::Result<()> {
+    if output.status.success() {
+        return Ok(());
     }
-    Ok(())
+    Err(io::Error::other(format!("nft failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr).trim())))
 }
 
 #[cfg(test)]
@@ -227,7 +249,7 @@ mod tests {
             links: vec![],
         };
         let resolver = Resolver::new(Arc::new(names), "c1", None);
-        let dns = start(Path::new(&format!("/proc/{}/ns/net", netns.holder.id())), resolver).await.unwrap();
+        let dns = start(Path::new(&format!("/proc/{}/ns/net", netns.holder.id())), resolver, &WaitingNft).await.unwrap();
         assert!(dns.udp_port != 53 && dns.tcp_port != 53);
 
         let (udp, tcp, own_server) = in_netns(&netns.file, || {
@@ -262,7 +284,7 @@ mod tests {
         // A second start (a restarted resolver) replaces the rules, not stacks them.
         drop(dns);
         let resolver = Resolver::new(Arc::new(super::super::NoNames), "c1", None);
-        let again = start(Path::new(&format!("/proc/{}/ns/net", netns.holder.id())), resolver).await.unwrap();
+        let again = start(Path::new(&format!("/proc/{}/ns/net", netns.holder.id())), resolver, &WaitingNft).await.unwrap();
         let listed = in_netns(&netns.file, || {
             std::process::Command::new(nft_program()).args(["list", "table", "ip", TABLE]).output()
         })
@@ -271,6 +293,35 @@ mod tests {
         let listed = String::from_utf8_lossy(&listed.stdout).to_string();
         assert_eq!(listed.matches("dnat to").count(), 2, "{listed}");
         assert!(listed.contains(&format!(":{}", again.udp_port)), "{listed}");
+    }
+
+    /// busybox's nslookup (what a container has) sends A and AAAA at once
+    /// from one socket and waits for both answers.
+    #[tokio::test]
+    async fn busybox_nslookup_gets_both_answers_at_once() {
+        let netns = TestNetns::new().await;
+        let names = super::super::Directory {
+            endpoints: vec![super::super::Endpoint {
+                container_id: "c1".into(),
+                container_name: "db".into(),
+                network: "front".into(),
+                addresses: vec!["172.18.0.3".parse().unwrap()],
+                ..Default::default()
+            }],
+            links: vec![],
+        };
+        let resolver = Resolver::new(Arc::new(names), "c1", None);
+        let path = format!("/proc/{}/ns/net", netns.holder.id());
+        let _dns = start(Path::new(&path), resolver, &WaitingNft).await.unwrap();
+        let started = std::time::Instant::now();
+        let out = tokio::process::Command::new("nsenter")
+            .args([format!("--net={path}").as_str(), "busybox", "nslookup", "db", "127.0.0.11"])
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("172.18.0.3"), "{text}");
+        assert!(started.elapsed() < Duration::from_secs(2), "nslookup took {:?}: {text}", started.elapsed());
     }
 
     /// `--dns` servers are asked from inside the namespace: a server only
