@@ -74,7 +74,11 @@ fn names_resolve_through_the_host_and_host_docker_internal_reaches_its_loopback(
     assert!(text.contains("192.168.65.7"), "the VM's resolver is the service address: {}", describe(&out));
     assert_eq!(nslookup_addresses(&text), expected, "{}\n{}", describe(&out), berth.logs());
     let out = berth.shell(&["nslookup", "-type=a", "localhost", "192.168.65.7"]);
-    assert!(nslookup_addresses(&String::from_utf8_lossy(&out.stdout)).contains(&"127.0.0.1".to_string()), "{}", describe(&out));
+    assert!(
+        nslookup_addresses(&String::from_utf8_lossy(&out.stdout)).contains(&"127.0.0.1".to_string()),
+        "{}",
+        describe(&out)
+    );
 
     // A container resolves host.docker.internal and fetches from the host's loopback.
     let port = host_http_server(b"hello from the host\n".to_vec());

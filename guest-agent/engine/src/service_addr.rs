@@ -58,9 +58,8 @@ pub fn forwarding_rules() -> String {
 pub async fn configure_interface() -> std::io::Result<()> {
     use futures_util::TryStreamExt;
     let netlink = |err: rtnetlink::Error| std::io::Error::other(format!("netlink: {err}"));
-    let exists = |err: &rtnetlink::Error| {
-        matches!(err, rtnetlink::Error::NetlinkError(e) if e.raw_code() == -libc::EEXIST)
-    };
+    let exists =
+        |err: &rtnetlink::Error| matches!(err, rtnetlink::Error::NetlinkError(e) if e.raw_code() == -libc::EEXIST);
     let (connection, handle, _) = rtnetlink::new_connection()?;
     let connection = tokio::spawn(connection);
     let result = async {

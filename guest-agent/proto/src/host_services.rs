@@ -144,7 +144,8 @@ mod tests {
 
     #[test]
     fn headers_round_trip() {
-        for header in [Header::dns(), Header::host_loopback(1), Header::host_loopback(8000), Header::host_loopback(65535)]
+        for header in
+            [Header::dns(), Header::host_loopback(1), Header::host_loopback(8000), Header::host_loopback(65535)]
         {
             assert_eq!(Header::parse(&header.encode()), Ok(header));
         }

@@ -232,7 +232,10 @@ pub(super) mod tests {
 
     pub fn query(name: &str, kind: RecordType) -> Vec<u8> {
         let mut message = Message::new();
-        message.set_id(0x4242).set_recursion_desired(true).add_query(Query::query(Name::from_ascii(name).unwrap(), kind));
+        message
+            .set_id(0x4242)
+            .set_recursion_desired(true)
+            .add_query(Query::query(Name::from_ascii(name).unwrap(), kind));
         message.to_vec().unwrap()
     }
 

@@ -9,15 +9,15 @@
 //! Serving happens in the agent's runtime: a socket keeps the namespace it
 //! was made in, whichever thread uses it.
 
+use super::{BoxFuture, Resolver};
 use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-#[cfg(test)]
-use std::time::Duration;
 use std::path::Path;
 use std::sync::Arc;
-use super::{BoxFuture, Resolver};
+#[cfg(test)]
+use std::time::Duration;
 
 /// Where every container finds its embedded resolver.
 pub const ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
@@ -189,7 +189,10 @@ mod tests {
 
     impl TestNetns {
         async fn new() -> TestNetns {
-            assert!(nix::unistd::geteuid().is_root(), "this test makes network namespaces and nft rules: run it as root");
+            assert!(
+                nix::unistd::geteuid().is_root(),
+                "this test makes network namespaces and nft rules: run it as root"
+            );
             let mut holder = std::process::Command::new("unshare")
                 .args(["-n", "sleep", "60"])
                 .stdin(std::process::Stdio::null())
@@ -249,7 +252,8 @@ mod tests {
             links: vec![],
         };
         let resolver = Resolver::new(Arc::new(names), "c1", None);
-        let dns = start(Path::new(&format!("/proc/{}/ns/net", netns.holder.id())), resolver, &WaitingNft).await.unwrap();
+        let dns =
+            start(Path::new(&format!("/proc/{}/ns/net", netns.holder.id())), resolver, &WaitingNft).await.unwrap();
         assert!(dns.udp_port != 53 && dns.tcp_port != 53);
 
         let (udp, tcp, own_server) = in_netns(&netns.file, || {
@@ -284,7 +288,8 @@ mod tests {
         // A second start (a restarted resolver) replaces the rules, not stacks them.
         drop(dns);
         let resolver = Resolver::new(Arc::new(super::super::NoNames), "c1", None);
-        let again = start(Path::new(&format!("/proc/{}/ns/net", netns.holder.id())), resolver, &WaitingNft).await.unwrap();
+        let again =
+            start(Path::new(&format!("/proc/{}/ns/net", netns.holder.id())), resolver, &WaitingNft).await.unwrap();
         let listed = in_netns(&netns.file, || {
             std::process::Command::new(nft_program()).args(["list", "table", "ip", TABLE]).output()
         })

@@ -175,7 +175,8 @@ fn reverse_address(name: &str) -> Option<IpAddr> {
         return Some(IpAddr::from([octets[0], octets[1], octets[2], octets[3]]));
     }
     let rest = name.strip_suffix(".ip6.arpa")?;
-    let nibbles: Vec<u8> = rest.split('.').map(|n| u8::from_str_radix(n, 16).ok().filter(|_| n.len() == 1)).collect::<Option<_>>()?;
+    let nibbles: Vec<u8> =
+        rest.split('.').map(|n| u8::from_str_radix(n, 16).ok().filter(|_| n.len() == 1)).collect::<Option<_>>()?;
     if nibbles.len() != 32 {
         return None;
     }

@@ -155,7 +155,11 @@ mod tests {
                 endpoint("bbbbbbbbbbbb2222", "db", "back", "172.19.0.3", &["pg"]),
                 endpoint("cccccccccccc3333", "cache", "back", "172.19.0.4", &[]),
             ],
-            links: vec![Link { container_id: "aaaaaaaaaaaa1111".into(), alias: "sql".into(), target_id: "bbbbbbbbbbbb2222".into() }],
+            links: vec![Link {
+                container_id: "aaaaaaaaaaaa1111".into(),
+                alias: "sql".into(),
+                target_id: "bbbbbbbbbbbb2222".into(),
+            }],
         }
     }
 

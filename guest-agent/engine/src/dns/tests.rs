@@ -150,7 +150,8 @@ async fn the_host_names_mean_the_host_gateway_everywhere() {
 #[tokio::test]
 async fn ptr_names_the_container() {
     let upstream = Arc::new(FakeUpstream::default());
-    let resolver = resolver(FakeTable::default().with("web", "db.front", &["172.18.0.3", "fd00::3"]), Some(upstream.clone()));
+    let resolver =
+        resolver(FakeTable::default().with("web", "db.front", &["172.18.0.3", "fd00::3"]), Some(upstream.clone()));
     let reply = ask(&resolver, "3.0.18.172.in-addr.arpa.", RecordType::PTR).await;
     assert_eq!((addresses(&reply), reply.answers()[0].ttl()), (vec!["db.front.".to_string()], LOCAL_TTL));
     let v6 = "3.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.";

@@ -116,8 +116,16 @@ mod tests {
         let query = [0u8; 12];
         assert_eq!(chain(vec![None, Some(reply(0))]).forward(&query).await, Some(reply(0)));
         assert_eq!(chain(vec![Some(reply(2)), Some(reply(3))]).forward(&query).await, Some(reply(3)));
-        assert_eq!(chain(vec![Some(reply(3)), Some(reply(0))]).forward(&query).await, Some(reply(3)), "NXDOMAIN is final");
-        assert_eq!(chain(vec![Some(reply(2)), None]).forward(&query).await, Some(reply(2)), "the last word if nothing better");
+        assert_eq!(
+            chain(vec![Some(reply(3)), Some(reply(0))]).forward(&query).await,
+            Some(reply(3)),
+            "NXDOMAIN is final"
+        );
+        assert_eq!(
+            chain(vec![Some(reply(2)), None]).forward(&query).await,
+            Some(reply(2)),
+            "the last word if nothing better"
+        );
         assert_eq!(chain(vec![None]).forward(&query).await, None);
     }
 
