@@ -152,14 +152,10 @@ fn addresses_reply(query: &Message, looked_up: Result<Vec<IpAddr>, Lookup>) -> V
 }
 
 fn response_to(query: &Message) -> Message {
+    let mut header = hickory_proto::op::Header::response_from_request(query.header());
+    header.set_recursion_available(true);
     let mut reply = Message::new();
-    reply
-        .set_id(query.id())
-        .set_message_type(MessageType::Response)
-        .set_op_code(OpCode::Query)
-        .set_recursion_desired(query.recursion_desired())
-        .set_recursion_available(true)
-        .add_queries(query.queries().iter().cloned());
+    reply.set_header(header).add_queries(query.queries().iter().cloned());
     reply
 }
 

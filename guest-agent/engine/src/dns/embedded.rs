@@ -222,6 +222,20 @@ mod tests {
         }
     }
 
+    /// c1 sees `db` (172.18.0.3) on network front.
+    fn db_on_front() -> super::super::Directory {
+        super::super::Directory {
+            endpoints: vec![super::super::Endpoint {
+                container_id: "c1".into(),
+                container_name: "db".into(),
+                network: "front".into(),
+                addresses: vec!["172.18.0.3".parse().unwrap()],
+                ..Default::default()
+            }],
+            links: vec![],
+        }
+    }
+
     fn question(name: &str) -> Vec<u8> {
         use hickory_proto::op::{Message, Query};
         use hickory_proto::rr::{Name, RecordType};
@@ -241,16 +255,7 @@ mod tests {
     async fn a_namespace_resolves_names_at_127_0_0_11_port_53() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let netns = TestNetns::new().await;
-        let names = super::super::Directory {
-            endpoints: vec![super::super::Endpoint {
-                container_id: "c1".into(),
-                container_name: "db".into(),
-                network: "front".into(),
-                addresses: vec!["172.18.0.3".parse().unwrap()],
-                ..Default::default()
-            }],
-            links: vec![],
-        };
+        let names = db_on_front();
         let resolver = Resolver::new(Arc::new(names), "c1", None);
         let dns =
             start(Path::new(&format!("/proc/{}/ns/net", netns.holder.id())), resolver, &WaitingNft).await.unwrap();
@@ -305,16 +310,7 @@ mod tests {
     #[tokio::test]
     async fn busybox_nslookup_gets_both_answers_at_once() {
         let netns = TestNetns::new().await;
-        let names = super::super::Directory {
-            endpoints: vec![super::super::Endpoint {
-                container_id: "c1".into(),
-                container_name: "db".into(),
-                network: "front".into(),
-                addresses: vec!["172.18.0.3".parse().unwrap()],
-                ..Default::default()
-            }],
-            links: vec![],
-        };
+        let names = db_on_front();
         let resolver = Resolver::new(Arc::new(names), "c1", None);
         let path = format!("/proc/{}/ns/net", netns.holder.id());
         let _dns = start(Path::new(&path), resolver, &WaitingNft).await.unwrap();

@@ -146,16 +146,14 @@ impl Resolver {
     }
 }
 
+/// An authoritative answer to `query`, its question included (the
+/// engine's own names are its to answer).
 fn response_to(query: &Message) -> Message {
+    let mut header = hickory_proto::op::Header::response_from_request(query.header());
+    header.set_authoritative(true).set_recursion_available(true).set_op_code(OpCode::Query);
     let mut reply = Message::new();
-    reply
-        .set_id(query.id())
-        .set_message_type(MessageType::Response)
-        .set_op_code(OpCode::Query)
-        .set_authoritative(true)
-        .set_recursion_desired(query.recursion_desired())
-        .set_recursion_available(true)
-        .add_queries(query.queries().iter().cloned());
+    reply.set_header(header);
+    reply.add_queries(query.queries().iter().cloned());
     reply
 }
 
