@@ -165,6 +165,7 @@ pub fn nft_outcome(output: std::process::Output) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::test_netns::TestNetns;
 
     #[test]
     fn the_rules_send_port_53_to_the_random_ports_and_back() {
@@ -177,48 +178,6 @@ mod tests {
             "delete table ip berth-dns\n",
         ] {
             assert!(script.contains(expected), "missing {expected:?} in\n{script}");
-        }
-    }
-
-    /// A network namespace of this host (made by a `unshare -n` child),
-    /// with its loopback up: what a container's namespace is.
-    struct TestNetns {
-        holder: std::process::Child,
-        file: Arc<File>,
-    }
-
-    impl TestNetns {
-        async fn new() -> TestNetns {
-            assert!(
-                nix::unistd::geteuid().is_root(),
-                "this test makes network namespaces and nft rules: run it as root"
-            );
-            let mut holder = std::process::Command::new("unshare")
-                .args(["-n", "sleep", "60"])
-                .stdin(std::process::Stdio::null())
-                .spawn()
-                .unwrap();
-            let own = std::fs::read_link("/proc/self/ns/net").unwrap();
-            let path = format!("/proc/{}/ns/net", holder.id());
-            // unshare has made the namespace once the link differs from ours.
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while std::fs::read_link(&path).map(|l| l == own).unwrap_or(true) {
-                assert!(std::time::Instant::now() < deadline, "unshare -n did not start");
-                if let Ok(Some(status)) = holder.try_wait() {
-                    panic!("unshare -n failed: {status}");
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            let file = Arc::new(File::open(&path).unwrap());
-            in_netns(&file, || crate::netif::set_up("lo")).await.unwrap();
-            TestNetns { holder, file }
-        }
-    }
-
-    impl Drop for TestNetns {
-        fn drop(&mut self) {
-            let _ = self.holder.kill();
-            let _ = self.holder.wait();
         }
     }
 

@@ -12,7 +12,10 @@
 
 pub mod embedded;
 pub mod names;
+pub mod resolvers;
 pub mod server;
+#[cfg(test)]
+mod test_netns;
 pub mod upstream;
 
 use std::future::Future;
