@@ -393,7 +393,7 @@ fn containers_run_in_the_vm() {
 }
 
 /// `docker pull` inside the VM through a Docker Hub mirror on the host
-/// (`host.docker.internal`, QEMU's alias for the host's loopback), named in
+/// (`host.docker.internal`: over vsock to the host's loopback), named in
 /// config.toml as in Docker's daemon.json.
 #[test]
 fn pulls_through_a_mirror_on_the_host() {
