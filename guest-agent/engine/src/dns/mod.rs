@@ -28,7 +28,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-pub use names::{Directory, Endpoint, Link, NameTable, NoNames};
+pub use names::{Directory, Endpoint, Link, NameTable, NoNames, Visible, VisibleName};
 
 /// dockerd's embedded server answers with this TTL.
 pub const LOCAL_TTL: u32 = 600;

@@ -28,6 +28,44 @@ impl NameTable for NoNames {
     }
 }
 
+/// One name a container can resolve, as the engine's network store lists
+/// them for it (its networks only, its own links included): what
+/// [`Visible`] answers from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisibleName {
+    pub name: String,
+    pub address: IpAddr,
+    /// The network's name (PTR answers are `name.network`, as dockerd's).
+    pub network: String,
+}
+
+/// A [`NameTable`] over a function that lists, for a container ID, the
+/// names it can resolve (scoping is the lister's business).
+pub struct Visible<F>(pub F);
+
+impl<F: Fn(&str) -> Vec<VisibleName> + Send + Sync> NameTable for Visible<F> {
+    fn lookup(&self, container: &str, name: &str) -> Option<Vec<IpAddr>> {
+        let mut found: Vec<IpAddr> = (self.0)(container)
+            .into_iter()
+            .filter(|v| {
+                v.name.eq_ignore_ascii_case(name)
+                    || name
+                        .strip_suffix(&v.network)
+                        .and_then(|n| n.strip_suffix('.'))
+                        .is_some_and(|n| v.name.eq_ignore_ascii_case(n))
+            })
+            .map(|v| v.address)
+            .collect();
+        found.dedup();
+        (!found.is_empty()).then_some(found)
+    }
+
+    fn reverse(&self, container: &str, address: IpAddr) -> Option<String> {
+        // The lister names each endpoint by its container name first.
+        (self.0)(container).into_iter().find(|v| v.address == address).map(|v| format!("{}.{}", v.name, v.network))
+    }
+}
+
 /// One container's attachment to one network, as DNS sees it.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Endpoint {
@@ -210,6 +248,27 @@ mod tests {
         let mut names = directory();
         names.endpoints[1].hostname = Some("db-host".into());
         assert_eq!(names.lookup("aaaaaaaaaaaa1111", "db-host"), Some(vec![ip("172.18.0.3")]));
+    }
+
+    #[test]
+    fn a_listed_table_answers_names_and_name_dot_network() {
+        let listed = |container: &str| -> Vec<VisibleName> {
+            let entry = |name: &str, address: &str| VisibleName {
+                name: name.into(),
+                address: address.parse().unwrap(),
+                network: "front".into(),
+            };
+            match container {
+                "web" => vec![entry("db", "172.18.0.3"), entry("database", "172.18.0.3"), entry("www", "172.18.0.2")],
+                _ => vec![],
+            }
+        };
+        let table = Visible(listed);
+        assert_eq!(table.lookup("web", "DB"), Some(vec![ip("172.18.0.3")]));
+        assert_eq!(table.lookup("web", "database.front"), Some(vec![ip("172.18.0.3")]));
+        assert_eq!(table.lookup("web", "db.back"), None);
+        assert_eq!(table.lookup("other", "db"), None, "what the lister does not list");
+        assert_eq!(table.reverse("web", ip("172.18.0.3")).as_deref(), Some("db.front"));
     }
 
     #[test]
