@@ -250,7 +250,6 @@ async fn serve(
     network: Network,
 ) -> anyhow::Result<()> {
     let shutdown = Arc::new(Notify::new());
-
     let reaper = reaper::Reaper::start()?;
     let host = match &listen {
         Listen::Vsock(_) => host_link::HostLink::Vsock,
