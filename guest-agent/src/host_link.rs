@@ -91,6 +91,7 @@ impl Upstream for HostResolver {
             if query.len() > u16::MAX as usize {
                 return None;
             }
+            let started = std::time::Instant::now();
             // An idle stream may have been closed by the host meanwhile:
             // one retry on a fresh stream.
             let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
@@ -113,6 +114,7 @@ impl Upstream for HostResolver {
                         if idle.len() < IDLE_DNS_STREAMS {
                             idle.push(stream);
                         }
+                        tracing::debug!(us = started.elapsed().as_micros() as u64, "the host's resolver answered");
                         return Some(reply);
                     }
                     Err(err) => tracing::debug!(%err, "asking the host's resolver failed"),
