@@ -18,7 +18,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
 /// How long opening a stream to the host may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long the host may take over one DNS question (it gives up at 4 s).
+/// How long the host may take over one DNS question (it answers SERVFAIL at 4 s).
 const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle DNS streams kept for the next questions.
 const IDLE_DNS_STREAMS: usize = 4;

@@ -23,10 +23,11 @@ use crate::agent_client::Io;
 const OS_ANSWER_TTL: u32 = 30;
 /// A stream with no question for this long is closed (the agent reopens).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// One question's whole resolution.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(8);
-/// Per nameserver, for forwarded questions (dockerd waits 4 s).
-const NAMESERVER_TIMEOUT: Duration = Duration::from_secs(3);
+/// One question's whole resolution: under the agent's 5 s, so the agent
+/// gets a SERVFAIL (and tries the uplink's resolver) rather than silence.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(4);
+/// Per nameserver, for forwarded questions.
+const NAMESERVER_TIMEOUT: Duration = Duration::from_secs(2);
 /// resolv.conf's own limit (MAXNS).
 const MAX_NAMESERVERS: usize = 3;
 
