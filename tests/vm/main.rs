@@ -6,8 +6,8 @@
 
 mod harness;
 mod host_integration;
-mod ports;
 mod host_services;
+mod ports;
 mod security;
 mod stalls;
 
