@@ -120,15 +120,11 @@ pub enum ConnectStatus {
     Refused = 1,
     /// Any other failure to connect (timeout, no route).
     Failed = 2,
-    /// The host serves as many guest connections as it allows at once.
-    Busy = 3,
 }
 
 impl ConnectStatus {
     pub fn from_byte(byte: u8) -> Option<ConnectStatus> {
-        [ConnectStatus::Connected, ConnectStatus::Refused, ConnectStatus::Failed, ConnectStatus::Busy]
-            .into_iter()
-            .find(|s| *s as u8 == byte)
+        [ConnectStatus::Connected, ConnectStatus::Refused, ConnectStatus::Failed].into_iter().find(|s| *s as u8 == byte)
     }
 }
 
@@ -194,7 +190,7 @@ mod tests {
 
     #[test]
     fn connect_statuses_decode() {
-        for status in [ConnectStatus::Connected, ConnectStatus::Refused, ConnectStatus::Failed, ConnectStatus::Busy] {
+        for status in [ConnectStatus::Connected, ConnectStatus::Refused, ConnectStatus::Failed] {
             assert_eq!(ConnectStatus::from_byte(status as u8), Some(status));
         }
         assert_eq!(ConnectStatus::from_byte(200), None);
