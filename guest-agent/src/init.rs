@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use berth_agent_proto::boot::{BootParams, ShareMount, StaticIpv4, GUEST_DATA_DIR};
 use berth_agent_proto::MountStatus;
+use berth_engine::service_addr;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 fn mount_fs(source: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> io::Result<()> {
@@ -152,10 +153,15 @@ pub fn configure_system(params: &BootParams) {
     if let Err(err) = berth_engine::netif::set_up("lo") {
         tracing::warn!(%err, "loopback up failed");
     }
-    let resolv = params.net.map(|net| format!("nameserver {}\n", net.dns)).unwrap_or_default();
+    // The agent's resolver on the service address (service_net.rs), which
+    // asks the host's resolver; it puts the uplink's back if it cannot serve.
+    let resolv = params.net.map(|_| format!("nameserver {}\n", service_addr::DNS)).unwrap_or_default();
     let mut hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
-    if let Some(host) = params.host_alias {
-        hosts.push_str(&format!("{host}\thost.docker.internal host.berth.internal gateway.docker.internal\n"));
+    if params.net.is_some() {
+        // Over vsock to the host's loopback, whatever the uplink (not the
+        // uplink's own alias for the host, berth.hostalias, which VPNs break).
+        let names = service_addr::HOST_NAMES.join(" ");
+        hosts.push_str(&format!("{}\t{names} host.berth.internal\n", service_addr::HOST_GATEWAY));
     }
     for (path, contents) in
         [("/etc/hosts", hosts), ("/etc/resolv.conf", resolv), ("/etc/hostname", format!("{hostname}\n"))]

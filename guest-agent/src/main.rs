@@ -13,12 +13,14 @@ mod error;
 mod events;
 mod exec;
 mod filters;
+mod host_link;
 mod images;
 mod init;
 mod panics;
 mod ports;
 mod reaper;
 mod service;
+mod service_net;
 mod sysinfo;
 mod volumes;
 
@@ -122,6 +124,8 @@ fn main() {
     // announcement read them, so they never see a half-initialised VM.
     let mounts: Mounts = Arc::new(OnceLock::new());
     let mut init_thread = None;
+    // The uplink's resolver (the fallback of the host's), in the VM.
+    let mut uplink_dns = None;
     if is_init {
         let switched = init::switch_to_tmpfs_root();
         // Nothing works without /proc and /dev, logging included.
@@ -147,6 +151,7 @@ fn main() {
         // Storage, network and the rest of the set-up mostly wait on virtio
         // devices (tens of milliseconds each under emulation): run them side
         // by side, and beside the start of the server.
+        uplink_dns = params.net.map(|net| net.dns);
         let mounts = mounts.clone();
         init_thread = Some(std::thread::spawn(move || {
             let (disk, shares) = (params.disk.clone(), params.shares.clone());
@@ -174,7 +179,8 @@ fn main() {
     // caught by tokio; one that still reaches this far must not unwind out
     // of PID 1 (a kernel panic): it powers off cleanly as an error does.
     let serving = std::panic::AssertUnwindSafe(|| {
-        runtime.block_on(serve(listen, key, data_dir, mounts.clone(), init_thread, started))
+        let network = Network { in_vm: is_init, uplink_dns };
+        runtime.block_on(serve(listen, key, data_dir, mounts.clone(), init_thread, started, network))
     });
     let result = std::panic::catch_unwind(serving).unwrap_or_else(|payload| {
         Err(anyhow::anyhow!("the agent panicked: {}", berth_agent_proto::panics::message(&*payload)))
@@ -224,6 +230,13 @@ fn archive_main(op: &str, plan: &str) -> i32 {
     }
 }
 
+/// What the agent knows of its network at start.
+struct Network {
+    /// The VM's network is the agent's to set up (service addresses).
+    in_vm: bool,
+    uplink_dns: Option<std::net::Ipv4Addr>,
+}
+
 /// The data disk and shares as init mounted them (set once).
 pub type Mounts = Arc<OnceLock<Vec<MountStatus>>>;
 
@@ -234,9 +247,19 @@ async fn serve(
     mounts: Mounts,
     init_thread: Option<std::thread::JoinHandle<()>>,
     started: Instant,
+    network: Network,
 ) -> anyhow::Result<()> {
     let shutdown = Arc::new(Notify::new());
     let reaper = reaper::Reaper::start()?;
+    let host = match &listen {
+        Listen::Vsock(_) => host_link::HostLink::Vsock,
+        Listen::Unix(path) => host_link::HostLink::Unix(berth_agent_proto::host_services::local_socket(path)),
+    };
+    let upstream = service_net::upstream(&host, network.uplink_dns);
+    if network.in_vm {
+        let nft = service_net::ReaperNft(reaper.clone());
+        tokio::spawn(service_net::start(host.clone(), upstream.clone(), network.uplink_dns, nft));
+    }
     let events = Arc::new(events::Events::default());
     let local = matches!(listen, Listen::Unix(_));
     let containers = containers::Containers::new(data_dir.join("containers"), reaper.clone(), events, local);
@@ -249,6 +272,16 @@ async fn serve(
         images: Arc::new(images::ImagesSlot::new(data_dir.join("images"))),
         owns_clock: std::process::id() == 1,
     };
+    // The embedded DNS servers read the network store through a weak
+    // handle: the containers own the servers, which must not own them back.
+    let names_of = Arc::downgrade(&containers);
+    let names =
+        berth_engine::dns::Visible(move |id: &str| names_of.upgrade().map(|c| c.visible_names(id)).unwrap_or_default());
+    containers.serve_dns(berth_engine::dns::resolvers::EmbeddedResolvers::new(
+        Arc::new(names),
+        upstream.clone(),
+        Arc::new(service_net::ReaperNft(service.reaper.clone())),
+    ));
     let forwarder = containers.clone();
     // Once storage is mounted: re-adopt running containers, and start the
     // ones whose restart policy asks for it after a boot.

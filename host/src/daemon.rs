@@ -20,6 +20,7 @@ use berth_agent_proto::{AgentKey, InfoRequest, InfoResponse, ShutdownRequest};
 use crate::agent_client::{self, AgentEndpoint};
 use crate::api;
 use crate::config::Config;
+use crate::guest_services::GuestServices;
 use crate::lifecycle::{self, StartOutcome};
 use crate::paths::Paths;
 use crate::state::{Phase, State};
@@ -84,7 +85,7 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
         booted = boot(paths) => booted,
         _ = stop_requested.recv() => Err(anyhow::anyhow!("stopped while starting")),
     };
-    let Booted { mut vm, mut state, info, key, facts: guest } = match booted {
+    let Booted { mut vm, mut state, info, key, facts: guest, guest_services } = match booted {
         Ok(booted) => booted,
         Err(err) => return fail_start(paths, err),
     };
@@ -201,6 +202,8 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
             state.error = None;
         }
     }
+    // The VM is gone: nothing may answer for it any more.
+    drop(guest_services);
     state.processes.clear();
     state.write(&paths.state_file())?;
     let _ = std::fs::remove_file(paths.agent_key_file());
@@ -239,6 +242,9 @@ struct Booted {
     info: InfoResponse,
     key: AgentKey,
     facts: GuestFacts,
+    /// DNS and host.docker.internal for the guest (None: they could not be
+    /// offered, and the guest falls back to its own resolver).
+    guest_services: Option<GuestServices>,
 }
 
 /// Boots the VM and waits for its agent. On failure nothing is left running.
@@ -275,6 +281,11 @@ async fn boot(paths: &Paths) -> Result<Booted> {
     let facts = backend.facts(&spec);
     let started = Instant::now();
     let mut vm = backend.start(&spec).await?;
+    // Before the guest can ask (its kernel is still booting); dropped with
+    // the VM on every way out of here.
+    let guest_services = GuestServices::start(&vm.agent_endpoint().transport)
+        .map_err(|err| tracing::warn!(%err, "cannot serve DNS and host.docker.internal to the VM"))
+        .ok();
     let mut state = State::new(Phase::Starting);
     state.accel = Some(backend.accel().into());
     state.agent = Some(vm.agent_endpoint());
@@ -332,7 +343,7 @@ async fn boot(paths: &Paths) -> Result<Booted> {
     state.shares = config.shares.clone();
     state.write(&paths.state_file())?;
     tracing::info!(boot_ms, agent_version = %state.agent_version.as_deref().unwrap_or(""), guest_uptime_ms = info.uptime_ms, "VM ready");
-    Ok(Booted { vm, state, info, key: agent_key, facts })
+    Ok(Booted { vm, state, info, key: agent_key, facts, guest_services })
 }
 
 /// Keeps the previous boot's log beside the new one.

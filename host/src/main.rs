@@ -13,6 +13,8 @@ mod config;
 mod daemon;
 mod docker_context;
 #[cfg(unix)]
+mod guest_services;
+#[cfg(unix)]
 mod lifecycle;
 mod logs;
 mod paths;

@@ -4,8 +4,10 @@
 //! Needs the guest assets (packaging/setup.sh installs them; BERTH_ASSETS
 //! overrides) and QEMU, virtiofsd and vhost-device-vsock.
 
+mod compose;
 mod harness;
 mod host_integration;
+mod host_services;
 mod networks;
 mod ports;
 mod security;
@@ -393,7 +395,7 @@ fn containers_run_in_the_vm() {
 }
 
 /// `docker pull` inside the VM through a Docker Hub mirror on the host
-/// (`host.docker.internal`, QEMU's alias for the host's loopback), named in
+/// (`host.docker.internal`: over vsock to the host's loopback), named in
 /// config.toml as in Docker's daemon.json.
 #[test]
 fn pulls_through_a_mirror_on_the_host() {

@@ -9,6 +9,7 @@ tonic::include_proto!("berth.agent.v1");
 pub mod agent_key;
 pub mod boot;
 pub mod docker_json;
+pub mod host_services;
 pub mod panics;
 pub mod ports;
 pub mod reference;

@@ -106,6 +106,9 @@ pub struct Containers {
     networks: tokio::sync::OnceCell<Arc<berth_engine::net::store::Networks>>,
     /// A local agent: networking stays in a private namespace.
     local_network: bool,
+    /// The embedded DNS servers (127.0.0.11) of containers on user
+    /// networks; set once at start-up (main.rs).
+    dns: std::sync::OnceLock<Arc<berth_engine::dns::resolvers::EmbeddedResolvers>>,
 }
 
 pub fn no_such_container(id: &str) -> AgentError {
@@ -151,6 +154,7 @@ impl Containers {
             device_filters: Arc::default(),
             networks: tokio::sync::OnceCell::new(),
             local_network,
+            dns: std::sync::OnceLock::new(),
         })
     }
 

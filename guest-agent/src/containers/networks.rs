@@ -138,12 +138,59 @@ impl Containers {
             let networks = networks.clone();
             tokio::task::spawn_blocking(move || networks.setup(&id, &hostname)).await??
         };
+        if networks.on_user_network(&record.id) {
+            self.start_dns(&networks, record, &netns).await;
+        }
         let env = self.link_env(record).await;
         Ok(NetworkJoin { netns: Some(netns), env, owns_endpoints: true })
     }
 
+    /// Serves the embedded DNS server in a container's namespace, before
+    /// its process runs (a first-command `nslookup web` must be answered).
+    async fn start_dns(self: &Arc<Self>, networks: &Networks, record: &Container, netns: &Path) {
+        use berth_engine::dns::resolvers::Forwarding;
+        let Some(dns) = self.dns.get() else { return };
+        let servers: Vec<std::net::IpAddr> =
+            strings(&host_json(record)["Dns"]).iter().filter_map(|s| s.parse().ok()).collect();
+        // dockerd's choice: --dns servers if given; nothing out of a
+        // container whose networks are all internal; else the host.
+        let forwarding = if networks.only_internal(&record.id) {
+            Forwarding::Nowhere
+        } else if !servers.is_empty() {
+            Forwarding::Servers(servers)
+        } else {
+            Forwarding::Host
+        };
+        if let Err(err) = dns.start(&record.id, netns, forwarding).await {
+            // The container runs; only its names do not resolve. Said loudly.
+            tracing::error!(id = %record.id, %err, "the embedded DNS server did not start");
+        }
+    }
+
+    /// The names container `id` resolves (its user networks), for DNS.
+    pub fn visible_names(&self, id: &str) -> Vec<berth_engine::dns::VisibleName> {
+        let Some(networks) = self.networks.get() else { return Vec::new() };
+        networks
+            .visible_names(id)
+            .into_iter()
+            .map(|n| berth_engine::dns::VisibleName {
+                name: n.name,
+                address: std::net::IpAddr::V4(n.ip),
+                network: n.network_name,
+            })
+            .collect()
+    }
+
+    /// Hands the containers their DNS servers (once, at start-up).
+    pub fn serve_dns(&self, resolvers: berth_engine::dns::resolvers::EmbeddedResolvers) {
+        let _ = self.dns.set(Arc::new(resolvers));
+    }
+
     /// Removes a stopped container's endpoints and namespace.
     pub(super) async fn leave_networks(self: &Arc<Self>, id: &str) {
+        if let Some(dns) = self.dns.get() {
+            dns.stop(id);
+        }
         let Ok(networks) = self.networks().await else { return };
         let id = id.to_string();
         let result = tokio::task::spawn_blocking(move || networks.teardown(&id)).await;

@@ -418,6 +418,14 @@ impl Networks {
         self.lock().iter().any(|n| n.is_user_defined() && n.attachments.contains_key(container_id))
     }
 
+    /// Whether every network the container is on is internal (its DNS
+    /// server then forwards nothing).
+    pub fn only_internal(&self, container_id: &str) -> bool {
+        let state = self.lock();
+        let mut attached = state.iter().filter(|n| n.attachments.contains_key(container_id)).peekable();
+        attached.peek().is_some() && attached.all(|n| n.internal)
+    }
+
     /// The container's live addresses, first network first.
     pub fn addresses(&self, container_id: &str) -> Vec<Ipv4Addr> {
         let state = self.lock();

@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::store::HOST_GATEWAY;
+use crate::service_addr::HOST_GATEWAY;
 
 /// What the two files are made from.
 #[derive(Debug, Default)]
@@ -42,9 +42,11 @@ pub fn hosts(input: &EtcInput<'_>) -> String {
     let mut out = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );
+    let host_gateway = HOST_GATEWAY.to_string();
     for entry in &input.extra_hosts {
         if let Some((name, ip)) = split_host(entry) {
-            let ip = if ip == "host-gateway" { HOST_GATEWAY } else { ip.trim_start_matches('[').trim_end_matches(']') };
+            let ip =
+                if ip == "host-gateway" { &host_gateway } else { ip.trim_start_matches('[').trim_end_matches(']') };
             out.push_str(&format!("{ip}\t{name}\n"));
         }
     }

@@ -71,14 +71,11 @@ pub struct Networks {
     pub(super) state: Mutex<Vec<Network>>,
 }
 
-/// The service subnet (host.docker.internal is 192.168.65.254 in it),
-/// kept off by IPAM as Docker Desktop keeps its own.
+/// The service subnet (crate::service_addr), kept off by IPAM as Docker
+/// Desktop keeps its own.
 pub fn service_subnet() -> Ipv4Net {
-    "192.168.65.0/24".parse().expect("valid")
+    Ipv4Net::new(crate::service_addr::SUBNET, crate::service_addr::SUBNET_PREFIX).expect("a valid prefix")
 }
-
-/// The address `--add-host NAME:host-gateway` maps to.
-pub const HOST_GATEWAY: &str = "192.168.65.254";
 
 /// Subnets of the nameservers in a resolv.conf (each a /32).
 pub fn nameserver_nets(resolv_conf: &str) -> Vec<Ipv4Net> {
