@@ -79,6 +79,41 @@ impl Reaper {
         Ok((child, rx))
     }
 
+    /// Waits on this (blocking) thread for `pid`, spawned by [`spawn`], without
+    /// the reaping loop. A blocking caller may hold a lock the runtime
+    /// thread is waiting for (the network store's, while nft runs), and the
+    /// loop runs on that runtime: waiting for it would deadlock.
+    ///
+    /// [`spawn`]: Reaper::spawn
+    pub fn wait_blocking(&self, pid: i32, mut exited: oneshot::Receiver<Exit>) -> std::io::Result<Exit> {
+        loop {
+            {
+                // Under the registry lock: the loop dispatches under it too.
+                let mut registry = self.registry.lock().unwrap();
+                if let Ok(exit) = exited.try_recv() {
+                    return Ok(exit);
+                }
+                match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
+                    Ok(status) => {
+                        if let Some((_, exit)) = Exit::from_wait_status(status) {
+                            registry.waiting.remove(&pid);
+                            return Ok(exit);
+                        }
+                    }
+                    // The loop reaped it and is about to hand the status
+                    // over (it needs the registry lock, released below).
+                    Err(Errno::ECHILD) => {
+                        drop(registry);
+                        return exited.blocking_recv().map_err(|_| std::io::Error::other("the exit status was lost"));
+                    }
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
     /// Reaps every child that has ended, without blocking.
     fn reap_ready(&self) {
         loop {

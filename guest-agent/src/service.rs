@@ -698,9 +698,15 @@ impl Agent for AgentService {
 
     async fn shutdown(&self, _: Request<ShutdownRequest>) -> Result<Response<ShutdownResponse>, Status> {
         tracing::info!(uptime_ms = self.started.elapsed().as_millis() as u64, "shutdown requested");
-        self.containers.stop_all(5).await;
-        self.containers.release_network_root().await;
-        self.shutdown.notify_one();
+        // Detached: a host that stops waiting (or a dropped connection)
+        // cancels this handler, and must not leave the VM half shut down.
+        let (containers, shutdown) = (self.containers.clone(), self.shutdown.clone());
+        let stopping = tokio::spawn(async move {
+            containers.stop_all(5).await;
+            containers.release_network_root().await;
+            shutdown.notify_one();
+        });
+        let _ = stopping.await;
         Ok(Response::new(ShutdownResponse {}))
     }
 }

@@ -226,7 +226,9 @@ fn fail_start(paths: &Paths, err: anyhow::Error) -> Result<()> {
 async fn shut_down(vm: &mut dyn RunningVm, agent: Option<&AgentEndpoint>, key: &AgentKey) -> Result<()> {
     if let Some(endpoint) = agent {
         let mut client = endpoint.client(key);
-        match tokio::time::timeout(Duration::from_secs(3), client.shutdown(ShutdownRequest {})).await {
+        // The agent gives containers 5 s to stop (then SIGKILL) before it
+        // answers; waiting less would cut that short.
+        match tokio::time::timeout(Duration::from_secs(8), client.shutdown(ShutdownRequest {})).await {
             Ok(Ok(_)) => tracing::info!("the agent is shutting down"),
             Ok(Err(err)) => tracing::warn!(%err, "agent shutdown failed"),
             Err(_) => tracing::warn!("agent shutdown timed out"),

@@ -12,7 +12,7 @@ const STACK: &str = r#"version: "2.4"
 services:
   web:
     image: busybox
-    command: sh -c 'mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 80 -h /www'
+    command: sh -c 'mkdir -p /www && echo hello-from-web > /www/index.html && exec busybox httpd -f -p 80 -h /www'
     ports:
       - "127.0.0.1:PORT:80"
   client:

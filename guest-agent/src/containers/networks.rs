@@ -437,7 +437,7 @@ fn run_nft(reaper: &crate::reaper::Reaper, root: Option<&Path>, script: &str) ->
     if let Some(mut err) = child.stderr.take() {
         let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
     }
-    let exit = exit.blocking_recv().map_err(|_| std::io::Error::other("nft: no exit status"))?;
+    let exit = reaper.wait_blocking(child.id() as i32, exit)?;
     if exit.code != 0 {
         return Err(std::io::Error::other(format!("nft: {}", stderr.trim())));
     }
