@@ -83,12 +83,13 @@ async fn containers_run_isolated_with_dockers_defaults() {
     let (code, out, err) = run(client, sh("echo out; echo err >&2; exit 3")).await;
     assert_eq!((code, out.as_str(), err.as_str()), (3, "out\n", "err\n"));
 
-    // Namespaces: PID 1, own hostname, loopback only.
+    // Namespaces: PID 1, own hostname, a network namespace of its own with
+    // eth0 on the default bridge, as dockerd gives.
     let (_, out, _) = run(client, sh("echo $$; hostname; ls /sys/class/net")).await;
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "1", "the container's process is PID 1 in its namespace");
     assert_eq!(lines[1].len(), 12, "hostname is the short ID");
-    assert_eq!(lines[2..], ["lo"]);
+    assert_eq!(lines[2..], ["eth0", "lo"]);
 
     // Capabilities, seccomp, masked and read-only paths.
     let (_, out, _) = run(
