@@ -408,27 +408,10 @@ fn load_networks(data: &Path, local: bool, reaper: crate::reaper::Reaper) -> Res
 /// `nft -f -` through the reaper (the agent is PID 1 in the VM: nobody
 /// else may wait for its children), in `root`'s namespace.
 fn run_nft(reaper: &crate::reaper::Reaper, root: Option<&Path>, script: &str) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
+    use std::os::fd::AsFd;
+    // Held open until the spawn has returned (the child joins it before exec).
     let netns = root.map(std::fs::File::open).transpose()?;
-    let mut cmd = std::process::Command::new(nft_binary());
-    cmd.args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    if let Some(file) = &netns {
-        let fd = file.as_raw_fd();
-        // SAFETY: setns is async-signal-safe and `fd` stays open (held by
-        // `netns`) until the spawn returns.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
+    let mut cmd = berth_engine::net::nft::nft_command(netns.as_ref().map(AsFd::as_fd));
     let (mut child, exit) = reaper.spawn(&mut cmd).map_err(|e| std::io::Error::new(e.kind(), format!("nft: {e}")))?;
     let mut stdin = child.stdin.take().expect("piped");
     std::io::Write::write_all(&mut stdin, script.as_bytes())?;
@@ -442,8 +425,4 @@ fn run_nft(reaper: &crate::reaper::Reaper, root: Option<&Path>, script: &str) ->
         return Err(std::io::Error::other(format!("nft: {}", stderr.trim())));
     }
     Ok(())
-}
-
-fn nft_binary() -> &'static str {
-    ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].into_iter().find(|p| Path::new(p).exists()).unwrap_or("nft")
 }

@@ -13,7 +13,7 @@ use super::{BoxFuture, Resolver};
 use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Arc;
 #[cfg(test)]
@@ -98,35 +98,7 @@ where
     rx.await.map_err(|_| io::Error::other("the network namespace thread died"))?
 }
 
-/// The nft program: the VM's initramfs has it at /usr/sbin/nft; a local
-/// agent finds the host's.
-fn nft_program() -> &'static str {
-    ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].into_iter().find(|p| Path::new(p).exists()).unwrap_or("nft")
-}
-
-/// `nft -f -` (the script on its stdin, one transaction), run inside
-/// `netns` when given. Who spawns and waits for it is the caller's
-/// business: in the agent, its reaper (PID 1 reaps every child).
-pub fn nft_command(netns: Option<BorrowedFd<'_>>) -> std::process::Command {
-    use std::os::unix::process::CommandExt;
-    use std::process::Stdio;
-    let mut command = std::process::Command::new(nft_program());
-    command.args(["-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
-    if let Some(fd) = netns.map(|fd| fd.as_raw_fd()) {
-        // SAFETY: the closure runs in the forked child before exec and only
-        // calls setns(2), which is async-signal-safe; `fd` is open in the
-        // child (the caller holds it until the spawn has returned).
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    command
-}
+pub use crate::net::nft::nft_command;
 
 /// Applies nft scripts for the DNS servers (see [`nft_command`]).
 pub trait Nft: Send + Sync {
@@ -255,7 +227,7 @@ mod tests {
         let again =
             start(Path::new(&format!("/proc/{}/ns/net", netns.holder.id())), resolver, &WaitingNft).await.unwrap();
         let listed = in_netns(&netns.file, || {
-            std::process::Command::new(nft_program()).args(["list", "table", "ip", TABLE]).output()
+            std::process::Command::new(crate::net::nft::nft_program()).args(["list", "table", "ip", TABLE]).output()
         })
         .await
         .unwrap();

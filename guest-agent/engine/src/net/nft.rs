@@ -65,6 +65,40 @@ pub fn render(networks: &[Network]) -> String {
     out
 }
 
+/// The nft program: the VM's initramfs has it at /usr/sbin/nft; a local
+/// agent finds the host's.
+pub(crate) fn nft_program() -> &'static str {
+    ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("nft")
+}
+
+/// `nft -f -` (the script on its stdin, one transaction), run inside
+/// `netns` when given: the container firewall's table and the DNS
+/// servers' per-namespace tables alike. Who spawns and waits for it is the
+/// caller's business: in the agent, its reaper (PID 1 reaps every child).
+pub fn nft_command(netns: Option<std::os::fd::BorrowedFd<'_>>) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    let mut command = std::process::Command::new(nft_program());
+    command.args(["-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+    if let Some(fd) = netns.map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd)) {
+        // SAFETY: the closure runs in the forked child before exec and only
+        // calls setns(2), which is async-signal-safe; `fd` is open in the
+        // child (the caller holds it until the spawn has returned).
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    command
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;

@@ -105,13 +105,8 @@ pub(super) fn random_hex(len: usize) -> String {
 pub fn nft_with_std(root: Option<&Path>, script: &str) -> io::Result<()> {
     let script = script.to_string();
     netns::run_in(root, move || {
-        let mut child = std::process::Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("running nft: {e}")))?;
+        let mut child =
+            super::nft::nft_command(None).spawn().map_err(|e| io::Error::new(e.kind(), format!("running nft: {e}")))?;
         io::Write::write_all(child.stdin.as_mut().expect("piped"), script.as_bytes())?;
         let out = child.wait_with_output()?;
         if !out.status.success() {
