@@ -24,7 +24,7 @@
 #   registry) that dockerd uses as its docker.io mirror, so the suite's pull
 #   tests work offline there; Berth gets the same mirror through
 #   `[engine] registry-mirrors` in $BERTH_HOME/config.toml.
-# - Berth: release binaries (built first if missing or older than a source
+# - Berth: release binaries (in $CARGO_TARGET_DIR or target/; built first if missing or older than a source
 #   file, after waiting for any running `cargo build`), copied into a temp dir
 #   so a concurrent rebuild cannot swap them mid-run; BERTH_HOME and the
 #   assets dir are fresh temp dirs; DOCKER_CONFIG points into the temp dir
@@ -152,7 +152,7 @@ prepare_suite() {
 
 # --- Berth ------------------------------------------------------------------------
 berth_binaries() {
-  local rel=$root/target/release waited=0
+  local rel=${CARGO_TARGET_DIR:-$root/target}/release waited=0
   # A binary is stale if missing or older than a file it is built from
   # (berth: host/ and guest-agent/proto/; berth-agent: guest-agent/). Only
   # checking what each one depends on avoids a cargo run per test run: cargo
