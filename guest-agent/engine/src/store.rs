@@ -789,6 +789,7 @@ struct Rootfs {
 }
 
 mod load;
+mod received;
 #[cfg(test)]
 mod tests;
 

@@ -47,13 +47,19 @@ impl std::io::Read for ChunkReader {
 pub async fn start_load(
     images: Arc<ImagesSlot>,
 ) -> Result<(mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<Result<Vec<ImageSummary>, AgentError>>), AgentError> {
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
+    // Up to 8 MiB of the host's 64 KiB chunks in flight: the receiving side
+    // keeps going while unpacking waits on the disk for a moment.
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(128);
     let files = images.blocking(|store| Ok(store.files())).await?;
     let loading = tokio::task::spawn_blocking(move || {
         let reader = ChunkReader { chunks: rx, current: Vec::new(), pos: 0 };
+        let started = std::time::Instant::now();
         let staged = files.stage_load(reader)?;
+        let received_ms = started.elapsed().as_millis() as u64;
         images.with(|store| {
             let loaded = store.commit_load(staged)?;
+            let committed_ms = started.elapsed().as_millis() as u64 - received_ms;
+            tracing::info!(received_ms, committed_ms, "image archive loaded");
             Ok(loaded.iter().map(|(record, _)| summary(store, record)).collect::<Vec<_>>())
         })
     });

@@ -1,10 +1,11 @@
 //! `docker load`: what `docker save` writes, into the store, in two steps
 //! so that the store's lock is held only for the second:
 //!
-//! 1. `StoreFiles::stage_load`, with no lock: receive and unpack the archive
-//!    in tmp/, verify and store each config blob and unpack each layer into
-//!    its content-addressed place. Nothing of it is visible yet; concurrent
-//!    `docker images`, `run` and `inspect` go on.
+//! 1. `StoreFiles::stage_load`, with no lock: receive the archive into tmp/
+//!    in one pass, unpacking and hashing each layer as it streams in
+//!    (`received.rs`), then verify and store each config blob and move each
+//!    layer to its content-addressed place. Nothing of it is visible yet;
+//!    concurrent `docker images`, `run` and `inspect` go on.
 //! 2. `ImageStore::commit_load`, under the lock: check that every blob and
 //!    layer is (still) there, flush them to disk, and commit the index that
 //!    makes the images visible. All or nothing.
@@ -15,6 +16,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::received::{self, Received};
 use super::{
     hex_of, invalid, io_err, now, parse_rfc3339_utc, ConfigRootfs, ImageRecord, ImageStore, StoreError, StoreFiles,
 };
@@ -39,13 +41,11 @@ impl StoreFiles {
     }
 
     fn stage_in(&self, archive: impl Read, work: &Path) -> Result<StagedLoad, StoreError> {
-        // tar-rs refuses entries that would land outside `work`; members are
-        // read through `member()`, which refuses symlinks.
-        tar::Archive::new(archive).unpack(work).map_err(io_err("unpacking the image archive"))?;
-        let archived = if work.join("manifest.json").exists() {
-            docker_archive_images(work)?
-        } else if work.join("index.json").exists() {
-            oci_layout_images(work)?
+        let received = received::receive(archive, work)?;
+        let archived = if received.has("manifest.json") {
+            docker_archive_images(&received)?
+        } else if received.has("index.json") {
+            oci_layout_images(&received)?
         } else {
             return Err(invalid("not an image archive: it has neither manifest.json nor index.json"));
         };
@@ -54,7 +54,7 @@ impl StoreFiles {
         }
         let mut images = Vec::new();
         for image in archived {
-            let config = member(work, &image.config)?;
+            let config = received.read(&image.config)?;
             let expected = digest_from_member_name(&image.config);
             let id = self.write_blob(config.as_slice(), expected.as_deref())?;
             let parsed: ConfigRootfs =
@@ -69,7 +69,10 @@ impl StoreFiles {
             }
             let mut size = 0;
             for (layer_path, diff_id) in image.layers.iter().zip(&diff_ids) {
-                size += self.ensure_layer(open_member(work, layer_path)?, diff_id)?;
+                size += match received.layer(layer_path)? {
+                    Some(unpacked) => self.adopt_layer(unpacked, diff_id)?,
+                    None => self.ensure_layer(received.open(layer_path)?, diff_id)?,
+                };
             }
             let tags =
                 image.tags.iter().map(|tag| reference::normalize(tag).map_err(invalid)).collect::<Result<_, _>>()?;
@@ -77,6 +80,32 @@ impl StoreFiles {
             images.push((ImageRecord { id, diff_ids, size, added_at: now(), created, parent: None }, tags));
         }
         Ok(StagedLoad { images })
+    }
+
+    /// Moves a layer unpacked while it was received to its content-addressed
+    /// place, once its diff ID is the one the image's config names. A layer
+    /// already in the store (or put there by a concurrent load meanwhile)
+    /// stays as it is; the copy goes with the work dir.
+    fn adopt_layer(&self, unpacked: &received::UnpackedLayer, diff_id: &str) -> Result<u64, StoreError> {
+        if unpacked.stats.diff_id != diff_id {
+            return Err(StoreError::DigestMismatch {
+                what: "layer".into(),
+                expected: diff_id.into(),
+                actual: unpacked.stats.diff_id.clone(),
+            });
+        }
+        let dest = self.layer_dir(diff_id)?;
+        if !dest.is_dir() && unpacked.dir.is_dir() {
+            // The split first: a layer directory never exists without it.
+            let moved =
+                crate::tarsplit::rename(&unpacked.dir, &dest).and_then(|()| std::fs::rename(&unpacked.dir, &dest));
+            if let Err(err) = moved {
+                if !dest.is_dir() {
+                    return Err(io_err(format!("moving a loaded layer into {}", dest.display()))(err));
+                }
+            }
+        }
+        Ok(unpacked.stats.tar_bytes)
     }
 }
 
@@ -133,7 +162,7 @@ struct ArchivedImage {
     tags: Vec<String>,
 }
 
-fn docker_archive_images(work: &Path) -> Result<Vec<ArchivedImage>, StoreError> {
+fn docker_archive_images(received: &Received) -> Result<Vec<ArchivedImage>, StoreError> {
     #[derive(Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Entry {
@@ -143,14 +172,14 @@ fn docker_archive_images(work: &Path) -> Result<Vec<ArchivedImage>, StoreError> 
         layers: Vec<String>,
     }
     let entries: Vec<Entry> =
-        serde_json::from_slice(&member(work, "manifest.json")?).map_err(|e| invalid(format!("manifest.json: {e}")))?;
+        serde_json::from_slice(&received.read("manifest.json")?).map_err(|e| invalid(format!("manifest.json: {e}")))?;
     Ok(entries
         .into_iter()
         .map(|e| ArchivedImage { config: e.config, layers: e.layers, tags: e.repo_tags.unwrap_or_default() })
         .collect())
 }
 
-fn oci_layout_images(work: &Path) -> Result<Vec<ArchivedImage>, StoreError> {
+fn oci_layout_images(received: &Received) -> Result<Vec<ArchivedImage>, StoreError> {
     #[derive(Deserialize)]
     struct Descriptor {
         #[serde(rename = "mediaType", default)]
@@ -177,7 +206,7 @@ fn oci_layout_images(work: &Path) -> Result<Vec<ArchivedImage>, StoreError> {
     }
     let blob = |digest: &str| -> Result<String, StoreError> { Ok(format!("blobs/sha256/{}", hex_of(digest)?)) };
     let index: IndexJson =
-        serde_json::from_slice(&member(work, "index.json")?).map_err(|e| invalid(format!("index.json: {e}")))?;
+        serde_json::from_slice(&received.read("index.json")?).map_err(|e| invalid(format!("index.json: {e}")))?;
     let mut images = Vec::new();
     for top in index.manifests {
         let name = top
@@ -190,7 +219,7 @@ fn oci_layout_images(work: &Path) -> Result<Vec<ArchivedImage>, StoreError> {
         let mut descriptor = top;
         // A multi-platform index: take the manifest for this machine.
         if descriptor.media_type.contains("image.index") || descriptor.media_type.contains("manifest.list") {
-            let nested: IndexJson = serde_json::from_slice(&member(work, &blob(&descriptor.digest)?)?)
+            let nested: IndexJson = serde_json::from_slice(&received.read(&blob(&descriptor.digest)?)?)
                 .map_err(|e| invalid(format!("nested index: {e}")))?;
             descriptor = nested
                 .manifests
@@ -202,7 +231,7 @@ fn oci_layout_images(work: &Path) -> Result<Vec<ArchivedImage>, StoreError> {
                 })
                 .ok_or_else(|| invalid(format!("no linux/{} image in the archive", reference::oci_architecture())))?;
         }
-        let manifest: Manifest = serde_json::from_slice(&member(work, &blob(&descriptor.digest)?)?)
+        let manifest: Manifest = serde_json::from_slice(&received.read(&blob(&descriptor.digest)?)?)
             .map_err(|e| invalid(format!("manifest {}: {e}", descriptor.digest)))?;
         images.push(ArchivedImage {
             config: blob(&manifest.config.digest)?,
@@ -217,21 +246,4 @@ fn oci_layout_images(work: &Path) -> Result<Vec<ArchivedImage>, StoreError> {
 fn digest_from_member_name(name: &str) -> Option<String> {
     let stem = Path::new(name).file_name()?.to_str()?.trim_end_matches(".json");
     (stem.len() == 64 && stem.bytes().all(|b| b.is_ascii_hexdigit())).then(|| format!("sha256:{stem}"))
-}
-
-/// Opens a regular file of the unpacked archive, refusing anything that
-/// resolves outside it (a symlinked member, `..`).
-fn open_member(work: &Path, name: &str) -> Result<std::fs::File, StoreError> {
-    let root = work.canonicalize().map_err(io_err("resolving the load directory"))?;
-    let path = work.join(name).canonicalize().map_err(io_err(format!("archive member {name}")))?;
-    if !path.starts_with(&root) || !path.is_file() {
-        return Err(invalid(format!("archive member {name:?} is not a file inside the archive")));
-    }
-    std::fs::File::open(&path).map_err(io_err(format!("opening archive member {name}")))
-}
-
-fn member(work: &Path, name: &str) -> Result<Vec<u8>, StoreError> {
-    let mut bytes = Vec::new();
-    open_member(work, name)?.read_to_end(&mut bytes).map_err(io_err(format!("reading archive member {name}")))?;
-    Ok(bytes)
 }

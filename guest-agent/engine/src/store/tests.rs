@@ -184,3 +184,57 @@ fn tag_untag_remove_and_collect_layers() {
     assert_eq!(reopened.images().map(|i| i.id.clone()).collect::<Vec<_>>(), vec![id_b.clone()]);
     assert!(reopened.config_json(&id_b).unwrap().starts_with(b"{"));
 }
+
+/// A symlink member, as `docker save` writes one for a layer two images share.
+fn append_symlink(builder: &mut tar::Builder<Vec<u8>>, name: &str, target: &str) {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Symlink);
+    header.set_size(0);
+    builder.append_link(&mut header, name, target).unwrap();
+}
+
+#[test]
+fn a_layer_shared_through_a_symlink_member_is_unpacked_once_and_used_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let layer = layer_tar(&[("shared", b"once")]);
+    let config = config_for(&[&layer, &layer]);
+    let config_name = format!("{}.json", &digest(&config)[7..]);
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": config_name, "RepoTags": ["twice:1"], "Layers": ["a/layer.tar", "b/layer.tar"]
+    }]))
+    .unwrap();
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, data) in [("a/layer.tar", &layer), (config_name.as_str(), &config)] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        builder.append_data(&mut header, name, data.as_slice()).unwrap();
+    }
+    append_symlink(&mut builder, "b/layer.tar", "../a/layer.tar");
+    let mut header = tar::Header::new_gnu();
+    header.set_size(manifest.len() as u64);
+    builder.append_data(&mut header, "manifest.json", manifest.as_slice()).unwrap();
+
+    let mut store = ImageStore::open(dir.path()).unwrap();
+    let loaded = store.load(builder.into_inner().unwrap().as_slice()).unwrap();
+    assert_eq!(loaded[0].0.diff_ids, vec![digest(&layer), digest(&layer)]);
+    assert_eq!(std::fs::read(store.layer_dir(&digest(&layer)).unwrap().join("shared")).unwrap(), b"once");
+    assert!(std::fs::read_dir(dir.path().join("tmp")).unwrap().next().is_none(), "tmp is left clean");
+}
+
+#[test]
+fn a_symlink_member_never_carries_a_write_outside_the_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let mut builder = tar::Builder::new(Vec::new());
+    append_symlink(&mut builder, "escape", outside.path().to_str().unwrap());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(5);
+    builder.append_data(&mut header, "escape/owned", b"owned".as_slice()).unwrap();
+
+    // The member is kept at its own path in the load's work dir (the link is
+    // never made on disk), so the load fails for want of a manifest.
+    let mut store = ImageStore::open(dir.path()).unwrap();
+    let err = store.load(builder.into_inner().unwrap().as_slice()).unwrap_err();
+    assert!(err.to_string().contains("not an image archive"), "{err}");
+    assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none(), "nothing was written outside");
+}
