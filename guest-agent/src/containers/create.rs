@@ -38,20 +38,17 @@ impl Containers {
             resolved.inherit(&source, from.readonly);
         }
         let name = name.strip_prefix('/').unwrap_or(name).to_string();
-        let name = if name.is_empty() {
-            loop {
-                let candidate = container::random_name(u64::from_str_radix(&random_hex()[..15], 16).unwrap_or(0));
-                if self.find_by_name(&candidate).is_none() {
-                    break candidate;
-                }
-            }
+        // A generated name stays reserved until the container is in the table.
+        let (name, _reserved) = if name.is_empty() {
+            let reserved = self.reserve_generated_name();
+            (reserved.name.clone(), Some(reserved))
         } else {
             if !container::valid_name(&name) {
                 return Err(AgentError::invalid(format!(
                     "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
                 )));
             }
-            name
+            (name, None)
         };
         let host_config = serde_json::to_value(&resolved.host_config).unwrap_or_default();
         self.configure_networks(&id, &name, &request, &host_config).await?;
@@ -181,5 +178,31 @@ impl Containers {
         }
         self.emit("rename", &entry.snapshot(), &[("oldName", format!("/{}", record.name))]);
         Ok(())
+    }
+}
+
+/// A generated name held for one create until its container is in the
+/// table (or the create failed).
+struct GeneratedName<'a> {
+    containers: &'a Containers,
+    name: String,
+}
+
+impl Drop for GeneratedName<'_> {
+    fn drop(&mut self) {
+        self.containers.generated_names.lock().unwrap().remove(&self.name);
+    }
+}
+
+impl Containers {
+    /// A random name no container has and no concurrent create holds.
+    fn reserve_generated_name(&self) -> GeneratedName<'_> {
+        loop {
+            let candidate = container::random_name(u64::from_str_radix(&random_hex()[..15], 16).unwrap_or(0));
+            let mut held = self.generated_names.lock().unwrap();
+            if self.find_by_name(&candidate).is_none() && held.insert(candidate.clone()) {
+                return GeneratedName { containers: self, name: candidate };
+            }
+        }
     }
 }

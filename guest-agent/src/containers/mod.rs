@@ -100,6 +100,9 @@ pub struct Containers {
     pub(crate) reaper: Reaper,
     pub events: Arc<crate::events::Events>,
     entries: Mutex<HashMap<String, Arc<Entry>>>,
+    /// Generated names of containers being created (not in `entries` yet),
+    /// so that two concurrent creates never pick the same one.
+    generated_names: Mutex<std::collections::HashSet<String>>,
     loaded: tokio::sync::OnceCell<()>,
     device_filters: Arc<bundle::DeviceFilters>,
     /// The engine's networks, loaded with the data disk (networks.rs).
@@ -150,6 +153,7 @@ impl Containers {
             reaper,
             events,
             entries: Mutex::new(HashMap::new()),
+            generated_names: Mutex::default(),
             loaded: tokio::sync::OnceCell::new(),
             device_filters: Arc::default(),
             networks: tokio::sync::OnceCell::new(),
