@@ -50,6 +50,9 @@ pub(super) fn receive(archive: impl Read, work: &Path) -> Result<Received, Store
         std::fs::create_dir(dir).map_err(io_err("creating a load directory"))?;
     }
     let mut received = Received { files, layers: HashMap::new(), links: HashMap::new() };
+    // Numbers the unpack directories (not `layers.len()`: a replaced member
+    // leaves its directory behind).
+    let mut unpacked = 0usize;
     let mut outer = tar::Archive::new(archive);
     for entry in outer.entries().map_err(io_err("reading the image archive"))? {
         let mut entry = entry.map_err(io_err("reading the image archive"))?;
@@ -74,7 +77,8 @@ pub(super) fn receive(archive: impl Read, work: &Path) -> Result<Received, Store
                 let is_layer = looks_like_layer(&head);
                 let rest = io::Cursor::new(head).chain(&mut entry);
                 if is_layer {
-                    let dir = layers_dir.join(received.layers.len().to_string());
+                    let dir = layers_dir.join(unpacked.to_string());
+                    unpacked += 1;
                     let stats = layer::unpack_layer(rest, &dir, None)
                         .map_err(|e| invalid(format!("archive member {}: {e}", raw.display())))?;
                     received.layers.insert(path, UnpackedLayer { dir, stats });
