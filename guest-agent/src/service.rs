@@ -696,6 +696,12 @@ impl Agent for AgentService {
         Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
     }
 
+    async fn remove_link(&self, req: Request<berth_agent_proto::RemoveLinkRequest>) -> Result<Response<Empty>, Status> {
+        let berth_agent_proto::RemoveLinkRequest { parent, alias } = req.into_inner();
+        self.containers.remove_link(&parent, &alias).await?;
+        Ok(Response::new(Empty {}))
+    }
+
     async fn shutdown(&self, _: Request<ShutdownRequest>) -> Result<Response<ShutdownResponse>, Status> {
         tracing::info!(uptime_ms = self.started.elapsed().as_millis() as u64, "shutdown requested");
         // Detached: a host that stops waiting (or a dropped connection)

@@ -13,6 +13,7 @@ mod api;
 mod archives;
 mod bad_input;
 mod cli_docs;
+mod client_address;
 mod exec_secrets;
 mod full_disk;
 mod host_safety;

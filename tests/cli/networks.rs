@@ -194,3 +194,28 @@ fn containers_reach_each_other_and_links_set_their_variables() {
     ok(&berth, &["network", "rm", "app"]);
     berth.stop_and_check_clean();
 }
+
+#[test]
+fn rm_link_drops_a_legacy_link_and_leaves_both_containers() {
+    let berth = local_berth();
+    ok(&berth, &["run", "-d", "--name", "db", "busybox", "sleep", "300"]);
+    ok(&berth, &["run", "-d", "--name", "web", "--link", "db:pg", "busybox", "sleep", "300"]);
+    let hosts = ok(&berth, &["exec", "web", "cat", "/etc/hosts"]);
+    assert!(hosts.contains("\tpg "), "{hosts}");
+
+    assert_eq!(ok(&berth, &["rm", "--link", "/web/pg"]).trim(), "/web/pg");
+    let hosts = ok(&berth, &["exec", "web", "cat", "/etc/hosts"]);
+    assert!(!hosts.contains("pg"), "the alias is still in /etc/hosts: {hosts}");
+    let links = ok(&berth, &["inspect", "-f", "{{json .HostConfig.Links}}", "web"]);
+    assert!(!links.contains("pg"), "{links}");
+    let running = ok(&berth, &["ps", "--format", "{{.Names}}"]);
+    assert!(running.contains("db") && running.contains("web"), "{running}");
+
+    // Gone now; and a container's own name is not a link.
+    let out = docker(&berth, &["rm", "--link", "web/pg"]);
+    assert!(stderr(&out).contains("No such container: web/pg"), "{}", describe(&out));
+    let out = docker(&berth, &["rm", "--link", "web"]);
+    assert!(stderr(&out).contains("cannot remove the default link name of the container"), "{}", describe(&out));
+    ok(&berth, &["rm", "-f", "db", "web"]);
+    berth.stop_and_check_clean();
+}

@@ -7,6 +7,11 @@
  *                              that many bytes, answer the byte count
  *   netprobe vsock-sink PORT   tcp-sink on AF_VSOCK (the raw vsock ceiling)
  *   netprobe tcp-echo PORT     per connection: echo what arrives until EOF
+ *   netprobe tcp-peer PORT     per connection: answer the peer's address
+ *                              ("IP:PORT\n"), then close: who the container
+ *                              sees connecting
+ *   netprobe udp-peer PORT     every datagram is answered with its sender's
+ *                              address, the same way
  *
  * Built by the tests with `musl-gcc -static` (tests/cli/ports.rs). */
 #include <arpa/inet.h>
@@ -80,8 +85,26 @@ static void echo(int fd) {
     }
 }
 
+/* "IP:PORT\n" of an IPv4 peer into buf; its length. */
+static int peer_text(const struct sockaddr_in *a) {
+    char ip[INET_ADDRSTRLEN] = "?";
+    inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+    return snprintf(buf, sizeof buf, "%s:%d\n", ip, ntohs(a->sin_port));
+}
+
+static void tcp_peer(int fd) {
+    for (;;) {
+        struct sockaddr_in from;
+        socklen_t len = sizeof from;
+        int c = accept(fd, (struct sockaddr *)&from, &len);
+        if (c < 0) continue;
+        (void)!write(c, buf, peer_text(&from));
+        close(c);
+    }
+}
+
 int main(int argc, char **argv) {
-    if (argc != 3) { fprintf(stderr, "usage: netprobe udp-echo|tcp-sink|tcp-echo|vsock-sink PORT\n"); return 2; }
+    if (argc != 3) { fprintf(stderr, "usage: netprobe udp-echo|udp-peer|tcp-sink|tcp-echo|tcp-peer|vsock-sink PORT\n"); return 2; }
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IONBF, 0);
     int port = atoi(argv[2]);
@@ -95,10 +118,21 @@ int main(int argc, char **argv) {
             if (n >= 0) sendto(fd, buf, n, 0, (struct sockaddr *)&from, len);
         }
     }
+    if (!strcmp(argv[1], "udp-peer")) {
+        int fd = listener(AF_INET, SOCK_DGRAM, port);
+        printf("ready\n");
+        for (;;) {
+            struct sockaddr_in from;
+            socklen_t len = sizeof from;
+            if (recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &len) >= 0)
+                sendto(fd, buf, peer_text(&from), 0, (struct sockaddr *)&from, len);
+        }
+    }
     int family = !strcmp(argv[1], "vsock-sink") ? AF_VSOCK : AF_INET;
     int fd = listener(family, SOCK_STREAM, port);
     printf("ready\n");
     if (!strcmp(argv[1], "tcp-echo")) echo(fd);
+    if (!strcmp(argv[1], "tcp-peer")) tcp_peer(fd);
     sink(fd);
     return 0;
 }

@@ -1,10 +1,13 @@
-//! Reaching published ports from the host, for the `cli` and `vm` tests.
+//! Reaching published ports from the host, for the `cli` and `vm` tests,
+//! from the host's loopback and from a client in a network namespace.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use berth_engine::net::netns;
 
 /// tests/images/netprobe.c, built static (it runs in the busybox image
 /// and in the VM): a UDP echo server and TCP sinks the image lacks.
@@ -90,4 +93,143 @@ pub fn run_udp_echo(berth: &super::Berth, netprobe: &Path, name: &str, host_port
     let publish = format!("{host_port}:5353/udp");
     let args = ["run", "-d", "--name", name, "-v", &mount, "-p", &publish, "busybox", "/netprobe", "udp-echo", "5353"];
     super::docker_ok(berth, &args);
+}
+
+/// The "LAN": the host's end and the client's end of the veth pair.
+pub const HOST_SIDE: Ipv4Addr = Ipv4Addr::new(10, 213, 77, 1);
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 213, 77, 2);
+
+/// A client namespace wired to the host's: removed with its veth pair
+/// (deleting either end takes the other) however the test ends.
+pub struct ClientNetns {
+    file: PathBuf,
+    host_veth: String,
+}
+
+impl ClientNetns {
+    pub fn new(dir: &std::path::Path) -> ClientNetns {
+        let file = dir.join("client-netns");
+        netns::create(&file).unwrap();
+        let host_veth = format!("bcl{}", std::process::id() % 100_000);
+        let this = ClientNetns { file, host_veth };
+        let peer = format!("{}c", this.host_veth);
+        let netns_file = this.file.to_str().unwrap();
+        ip(&["link", "add", &this.host_veth, "type", "veth", "peer", "name", &peer, "netns", netns_file]);
+        ip(&["addr", "add", &format!("{HOST_SIDE}/30"), "dev", &this.host_veth]);
+        ip(&["link", "set", &this.host_veth, "up"]);
+        this.run(&["ip", "addr", "add", &format!("{CLIENT}/30"), "dev", &peer]);
+        this.run(&["ip", "link", "set", &peer, "up"]);
+        this.run(&["ip", "link", "set", "lo", "up"]);
+        this
+    }
+
+    fn run(&self, args: &[&str]) {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let status = netns::run_in(Some(&self.file), move || Command::new(&args[0]).args(&args[1..]).status()).unwrap();
+        assert!(status.success(), "command failed in the client namespace");
+    }
+
+    /// What the container answers a TCP connection from this namespace.
+    pub fn tcp_answer(&self, port: u16) -> String {
+        let addr = SocketAddr::from((HOST_SIDE, port));
+        netns::run_in(Some(&self.file), move || tcp_answer(addr)).unwrap()
+    }
+
+    /// What the container answers a datagram from this namespace.
+    pub fn udp_answer(&self, port: u16) -> String {
+        let addr = SocketAddr::from((HOST_SIDE, port));
+        netns::run_in(Some(&self.file), move || udp_answer(addr)).unwrap()
+    }
+}
+
+impl Drop for ClientNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.host_veth]).status();
+        let _ = netns::remove(&self.file);
+    }
+}
+
+fn ip(args: &[&str]) {
+    let status = Command::new("ip").args(args).status().unwrap();
+    assert!(status.success(), "ip {args:?} failed");
+}
+
+/// Connects until the container answers (its server may still be starting).
+pub fn tcp_answer(addr: SocketAddr) -> std::io::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let attempt = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).and_then(|mut conn| {
+            conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let mut text = String::new();
+            conn.read_to_string(&mut text)?;
+            Ok(text)
+        });
+        match attempt {
+            Ok(text) if !text.is_empty() => return Ok(text.trim().to_string()),
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            Ok(_) => return Err(std::io::Error::other("the container answered nothing")),
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+pub fn udp_answer(addr: SocketAddr) -> std::io::Result<String> {
+    let socket = UdpSocket::bind("0.0.0.0:0")?;
+    socket.set_read_timeout(Some(Duration::from_millis(300)))?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut buf = [0u8; 128];
+    while Instant::now() < deadline {
+        socket.send_to(b"who am i", addr)?;
+        if let Ok((n, _)) = socket.recv_from(&mut buf) {
+            return Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string());
+        }
+    }
+    Err(std::io::Error::other("no UDP answer"))
+}
+
+/// Runs a container that answers each client its own address (TCP and
+/// UDP, published), and checks what it sees: a client in another network
+/// namespace (a "LAN" host, wired to this one by a veth pair) with its
+/// own address, one on the host's loopback with the gateway's, as behind
+/// dockerd's userland proxy.
+pub fn check_the_container_sees_its_clients(berth: &super::Berth) {
+    let netprobe = build_netprobe(berth.share.path());
+    let (tcp, udp) = (free_port(), free_port());
+    let mount = format!("{}:/netprobe:ro", netprobe.display());
+    let serve = "/netprobe udp-peer 7001 & exec /netprobe tcp-peer 7000";
+    super::docker_ok(
+        berth,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "peer",
+            "-v",
+            &mount,
+            "-p",
+            &format!("{tcp}:7000"),
+            "-p",
+            &format!("{udp}:7001/udp"),
+            "busybox",
+            "sh",
+            "-c",
+            serve,
+        ],
+    );
+    let client = ClientNetns::new(berth.share.path());
+
+    let seen = client.tcp_answer(tcp);
+    assert!(seen.starts_with(&format!("{CLIENT}:")), "TCP from {CLIENT}, the container saw {seen}");
+    let seen = client.udp_answer(udp);
+    assert!(seen.starts_with(&format!("{CLIENT}:")), "UDP from {CLIENT}, the container saw {seen}");
+
+    // The host's own loopback is not an address the container could answer:
+    // it sees the gateway, as behind docker-proxy.
+    let seen = tcp_answer(SocketAddr::from((Ipv4Addr::LOCALHOST, tcp))).unwrap();
+    assert!(seen.starts_with("172.17.0.1:"), "TCP from loopback, the container saw {seen}");
+    let seen = udp_answer(SocketAddr::from((Ipv4Addr::LOCALHOST, udp))).unwrap();
+    assert!(seen.starts_with("172.17.0.1:"), "UDP from loopback, the container saw {seen}");
+
+    super::docker_ok(berth, &["rm", "-f", "peer"]);
+    drop(client);
 }

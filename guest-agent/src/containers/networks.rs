@@ -50,6 +50,13 @@ fn host_json(record: &Container) -> Value {
     serde_json::to_value(&record.host_config).unwrap_or_default()
 }
 
+/// The alias of a `HostConfig.Links` entry: `name:alias`, `/name:/parent/alias`,
+/// or a bare `name` (its own alias).
+fn link_alias(link: &str) -> &str {
+    let alias = link.split_once(':').map_or(link, |(_, alias)| alias);
+    alias.rsplit('/').next().unwrap_or(alias)
+}
+
 fn strings(value: &Value) -> Vec<String> {
     value.as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect()
 }
@@ -212,9 +219,9 @@ impl Containers {
     async fn links_of(self: &Arc<Self>, record: &Container) -> Vec<(String, Container)> {
         let mut found = Vec::new();
         for link in strings(&host_json(record)["Links"]) {
-            let (target, alias) = link.split_once(':').unwrap_or((&link, &link));
+            let target = link.split_once(':').map_or(link.as_str(), |(target, _)| target);
             let target = target.trim_start_matches('/');
-            let alias = alias.rsplit('/').next().unwrap_or(alias).to_string();
+            let alias = link_alias(&link).to_string();
             if let Ok(entry) = self.lookup(target).await {
                 found.push((alias, entry.snapshot()));
             }
@@ -330,6 +337,38 @@ impl Containers {
             self.write_network_files(&entry).await?;
         }
         self.events.emit("network", "disconnect", &net_id, serde_json::json!({"container": record.id}));
+        Ok(())
+    }
+
+    /// `DELETE /containers/{parent}/{alias}?link=1`: the legacy link
+    /// `parent` made under `alias` goes, as dockerd's rmLink drops it from
+    /// its link graph: the parent's /etc/hosts loses the alias (if it runs),
+    /// its environment keeps the variables it started with, and the linked
+    /// container is untouched. Unlike dockerd, the record forgets the link
+    /// too, so it does not come back after a restart.
+    pub async fn remove_link(self: &Arc<Self>, parent: &str, alias: &str) -> Result<(), AgentError> {
+        let parent = parent.trim_start_matches('/');
+        if alias.is_empty() {
+            // dockerd resolves the name first, then refuses its own name.
+            self.lookup(parent).await?;
+            return Err(AgentError::internal("Conflict, cannot remove the default link name of the container"));
+        }
+        let missing = || super::no_such_container(&format!("{parent}/{alias}"));
+        let entry = self.lookup(parent).await.map_err(|_| missing())?;
+        let _op = entry.op.lock().await;
+        let record = entry.snapshot();
+        let made_here = |link: &str| link_alias(link) == alias;
+        if !record.host_config.links.get().is_some_and(|links| links.iter().any(made_here)) {
+            return Err(missing());
+        }
+        entry.update(|c| {
+            if let Some(links) = c.host_config.links.get_mut() {
+                links.0.retain(|link| !link.as_deref().is_some_and(made_here));
+            }
+        })?;
+        if record.state.status.is_running() {
+            self.write_network_files(&entry).await?;
+        }
         Ok(())
     }
 

@@ -7,16 +7,24 @@
 //! one) is reached on 127.0.0.1 inside its own namespace: the socket is
 //! made on a thread that joins it (a socket keeps the namespace it was made
 //! in). [`Target::of`] is the one place that decides.
+//!
+//! Unlike docker-proxy, a client that is not on the host's loopback is
+//! seen by the container with its own address: the socket is
+//! `IP_TRANSPARENT` and bound to the client's address before it connects
+//! ([`Target::source_for`] decides when), and the container's replies to
+//! that address come back to it through the firewall's socket mark and the
+//! local-delivery table (`berth_engine::net::{nft, link}`). Loopback
+//! clients keep the gateway's address, as with docker-proxy.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_engine::container::{Container, NetworkMode};
 use berth_engine::net::attach::DialTarget;
-use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+use nix::sys::socket::{bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
 
 /// How long a container may take to accept (a full backlog, a paused one).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,21 +36,42 @@ pub struct Target {
     /// (`--network host`: the VM's).
     netns: Option<PathBuf>,
     ip: IpAddr,
+    /// The container's subnet when it is dialled on a network: only then
+    /// can a connection carry the client's address.
+    subnet: Option<ipnet::Ipv4Net>,
 }
 
 impl Target {
     /// `on_network`: the container's address on its first network, if any.
     pub fn of(record: &Container, on_network: Option<DialTarget>) -> Target {
         if matches!(record.host_config.network_mode.get(), Some(NetworkMode::Host)) {
-            return Target { netns: None, ip: IpAddr::V4(Ipv4Addr::LOCALHOST) };
+            return Target { netns: None, ip: IpAddr::V4(Ipv4Addr::LOCALHOST), subnet: None };
         }
         match on_network {
-            Some(DialTarget { netns, ip }) => Target { netns, ip: IpAddr::V4(ip) },
+            Some(DialTarget { netns, ip, subnet }) => Target { netns, ip: IpAddr::V4(ip), subnet },
             None => Target {
                 netns: Some(PathBuf::from(format!("/proc/{}/ns/net", record.state.pid))),
                 ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                subnet: None,
             },
         }
+    }
+
+    /// The source address a connection for `client` is made from: the
+    /// client's own, when the container can answer it through the agent.
+    /// None (the gateway's address, as docker-proxy gives): a client on the
+    /// host's loopback or otherwise not routable (unspecified, multicast),
+    /// an IPv6 client of an IPv4-only container, a client inside the
+    /// container's own subnet (the container would look for it on the
+    /// bridge), or a container reached on its loopback or the VM's.
+    pub fn source_for(&self, client: SocketAddr) -> Option<SocketAddrV4> {
+        let subnet = self.subnet?;
+        let ip = match client.ip() {
+            IpAddr::V4(ip) => ip,
+            IpAddr::V6(ip) => ip.to_ipv4_mapped()?,
+        };
+        let routable = !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast());
+        (routable && !subnet.contains(&ip)).then(|| SocketAddrV4::new(ip, client.port()))
     }
 }
 
@@ -66,10 +95,31 @@ async fn socket_for(target: &Target, ty: SockType) -> io::Result<OwnedFd> {
     socket_made.await.map_err(|_| io::Error::other("the dialling thread died"))?
 }
 
-/// A TCP connection to `port` of the container.
-pub async fn connect_to_container(target: &Target, port: u16) -> io::Result<tokio::net::TcpStream> {
-    let socket =
-        tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(socket_for(target, SockType::Stream).await?));
+/// Makes `socket` transparent and binds it to `source`: the client's port
+/// when it is free in the agent's namespace, else any port of the address.
+fn bind_transparent(socket: &OwnedFd, source: SocketAddrV4) -> io::Result<()> {
+    setsockopt(socket, sockopt::IpTransparent, &true)?;
+    match bind(std::os::fd::AsRawFd::as_raw_fd(socket), &SockaddrIn::from(source)) {
+        Err(nix::errno::Errno::EADDRINUSE) => {
+            let any_port = SocketAddrV4::new(*source.ip(), 0);
+            Ok(bind(std::os::fd::AsRawFd::as_raw_fd(socket), &SockaddrIn::from(any_port))?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// A TCP connection to `port` of the container, from `source` when given
+/// ([`Target::source_for`]).
+pub async fn connect_to_container(
+    target: &Target,
+    port: u16,
+    source: Option<SocketAddrV4>,
+) -> io::Result<tokio::net::TcpStream> {
+    let socket = socket_for(target, SockType::Stream).await?;
+    if let Some(source) = source {
+        bind_transparent(&socket, source)?;
+    }
+    let socket = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(SocketAddr::new(target.ip, port)))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the container did not accept in time"))??;
@@ -79,9 +129,18 @@ pub async fn connect_to_container(target: &Target, port: u16) -> io::Result<toki
     Ok(stream)
 }
 
-/// A UDP socket connected to `port` of the container (one per client flow).
-pub async fn udp_to_container(target: &Target, port: u16) -> io::Result<tokio::net::UdpSocket> {
-    let socket = std::net::UdpSocket::from(socket_for(target, SockType::Datagram).await?);
+/// A UDP socket connected to `port` of the container (one per client
+/// flow), from `source` when given ([`Target::source_for`]).
+pub async fn udp_to_container(
+    target: &Target,
+    port: u16,
+    source: Option<SocketAddrV4>,
+) -> io::Result<tokio::net::UdpSocket> {
+    let socket = socket_for(target, SockType::Datagram).await?;
+    if let Some(source) = source {
+        bind_transparent(&socket, source)?;
+    }
+    let socket = std::net::UdpSocket::from(socket);
     socket.connect(SocketAddr::new(target.ip, port))?;
     tokio::net::UdpSocket::from_std(socket)
 }

@@ -10,6 +10,7 @@ mod flows;
 mod udp;
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,7 +72,7 @@ async fn forward<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(mut stream:
         }
     };
     match header.proto {
-        Proto::Tcp => forward_tcp(stream, &target, header.container_port).await,
+        Proto::Tcp => forward_tcp(stream, &target, header.container_port, header.client).await,
         Proto::Udp => udp::relay(stream, target, header.container_port).await,
     }
 }
@@ -95,8 +96,21 @@ async fn target_of(containers: &Arc<Containers>, header: &ForwardHeader) -> Resu
     Ok(Target::of(&record, on_network))
 }
 
-async fn forward_tcp<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, target: &Target, port: u16) {
-    let mut container = match dial::connect_to_container(target, port).await {
+async fn forward_tcp<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, target: &Target, port: u16, client: SocketAddr) {
+    let connected = match target.source_for(client) {
+        Some(source) => match dial::connect_to_container(target, port, Some(source)).await {
+            // Without the transparent return path (a local backend on a
+            // kernel without nft's socket match, no CAP_NET_ADMIN): the
+            // connection still goes through, from the gateway's address.
+            Err(err) if err.kind() != io::ErrorKind::ConnectionRefused => {
+                tracing::debug!(%err, %source, "dialling from the client's address failed");
+                dial::connect_to_container(target, port, None).await
+            }
+            other => other,
+        },
+        None => dial::connect_to_container(target, port, None).await,
+    };
+    let mut container = match connected {
         Ok(container) => container,
         Err(err) => {
             let status = if err.kind() == io::ErrorKind::ConnectionRefused {

@@ -95,7 +95,7 @@ pub async fn relay<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S
                 let now = Instant::now();
                 let socket = match flows.touch(peer, now) {
                     Some(flow) => flow.socket.clone(),
-                    None => match dial::udp_to_container(&target, port).await {
+                    None => match open_flow(&target, port, peer).await {
                         Ok(socket) => {
                             let socket = Arc::new(socket);
                             let task = tokio::spawn(container_replies(socket.clone(), peer, replies_tx.clone()));
@@ -124,4 +124,16 @@ pub async fn relay<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S
             }
         }
     }
+}
+
+/// A new flow's socket: from the client's own address where it can be
+/// ([`Target::source_for`]), else from the gateway's.
+async fn open_flow(target: &Target, port: u16, peer: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+    if let Some(source) = target.source_for(peer) {
+        match dial::udp_to_container(target, port, Some(source)).await {
+            Ok(socket) => return Ok(socket),
+            Err(err) => tracing::debug!(%err, %source, "a UDP flow from the client's address failed"),
+        }
+    }
+    dial::udp_to_container(target, port, None).await
 }

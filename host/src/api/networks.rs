@@ -5,7 +5,7 @@
 use berth_agent_proto::agent_client::AgentClient;
 use berth_agent_proto::{
     docker_json, ConnectNetworkRequest, DisconnectNetworkRequest, JsonRequest, ListNetworksRequest, NetworkRef,
-    PruneNetworksRequest,
+    PruneNetworksRequest, RemoveLinkRequest,
 };
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -73,6 +73,19 @@ pub async fn inspect(name: &str, mut agent: AgentClient<Channel>) -> Response<Bo
 
 pub async fn remove(name: &str, mut agent: AgentClient<Channel>) -> Response<Body> {
     match agent.remove_network(NetworkRef { network: name.to_string() }).await {
+        Ok(_) => empty(StatusCode::NO_CONTENT),
+        Err(status) => agent_error(status),
+    }
+}
+
+/// `DELETE /containers/{name}?link=1`: `name` is a legacy link's name,
+/// `parent/alias` (dockerd's rmLink; a name without a parent is the
+/// container's own, which dockerd refuses to unlink).
+pub async fn remove_link(name: &str, mut agent: AgentClient<Channel>) -> Response<Body> {
+    let name = name.trim_start_matches('/');
+    let (parent, alias) = name.rsplit_once('/').unwrap_or((name, ""));
+    let request = RemoveLinkRequest { parent: parent.to_string(), alias: alias.to_string() };
+    match agent.remove_link(request).await {
         Ok(_) => empty(StatusCode::NO_CONTENT),
         Err(status) => agent_error(status),
     }

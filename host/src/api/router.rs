@@ -18,7 +18,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use bytes::Bytes;
 
 use super::body::drain;
-use super::http::{error, full, json_response, path_param, query_params, Body};
+use super::http::{error, flag, full, json_response, path_param, query_params, Body};
 use super::http::{API_VERSION, MIN_API_VERSION};
 use super::{containers, exec, images, networks, system, volumes};
 use super::{ApiContext, ApiFacts};
@@ -124,6 +124,9 @@ async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Response
         }
         (&Method::POST, ["containers", id, "kill"]) => containers::kill(&decoded(id), query, agent()).await,
         (&Method::POST, ["containers", id, "wait"]) => containers::wait(&decoded(id), query, agent()).await,
+        (&Method::DELETE, ["containers", link @ ..]) if !link.is_empty() && flag(query, "link") => {
+            networks::remove_link(&name(link), agent()).await
+        }
         (&Method::DELETE, ["containers", id]) => containers::remove(&decoded(id), query, agent(), &ctx.ports).await,
         (&Method::GET, ["containers", id, "logs"]) => containers::logs(&decoded(id), query, agent()).await,
         (&Method::POST, ["containers", id, "resize"]) => containers::resize(&decoded(id), query, agent()).await,

@@ -49,6 +49,9 @@ impl EndpointRequest {
 pub struct DialTarget {
     pub netns: Option<PathBuf>,
     pub ip: Ipv4Addr,
+    /// The subnet `ip` is on: a client inside it cannot be the source of
+    /// a dialled connection (the container would answer it on the bridge).
+    pub subnet: Option<ipnet::Ipv4Net>,
 }
 
 /// One name the embedded DNS server answers for a container: `name`
@@ -449,7 +452,8 @@ impl Networks {
     /// forwarder): its first live address, from the root namespace.
     pub fn dial_target(&self, container_id: &str) -> Option<DialTarget> {
         let ip = *self.addresses(container_id).first()?;
-        Some(DialTarget { netns: self.config.root.clone(), ip })
+        let subnet = self.lock().iter().flat_map(|n| &n.pools).map(|p| p.subnet).find(|s| s.contains(&ip));
+        Some(DialTarget { netns: self.config.root.clone(), ip, subnet })
     }
 
     /// Every name container `container_id` can resolve on its user-defined

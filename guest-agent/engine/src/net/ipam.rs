@@ -101,8 +101,10 @@ fn parse_ip(text: &str, what: &str) -> Result<IpAddr, IpamError> {
     text.parse().map_err(|_| format!("invalid {what} address: {text}"))
 }
 
-/// Checks `IPAM.Config` as dockerd does and turns it into pools.
-pub fn parse_config(config: &[Value]) -> Result<ParsedIpam, IpamError> {
+/// Checks `IPAM.Config` as dockerd does and turns it into pools. As
+/// moby's `ValidateIPAM`, an IPv6 entry of a network without IPv6 is not
+/// checked (docker-py sends `2001:389::1/64` that way): it is only recorded.
+pub fn parse_config(config: &[Value], enable_ipv6: bool) -> Result<ParsedIpam, IpamError> {
     let mut parsed = ParsedIpam::default();
     let mut seen: Vec<IpNet> = Vec::new();
     for entry in config {
@@ -112,6 +114,10 @@ pub fn parse_config(config: &[Value]) -> Result<ParsedIpam, IpamError> {
             if !field("IPRange").is_empty() || !field("Gateway").is_empty() {
                 return Err("ipam config has IPRange or Gateway but no Subnet".into());
             }
+            continue;
+        }
+        if let (false, Ok(IpNet::V6(unchecked))) = (enable_ipv6, subnet_text.parse::<IpNet>()) {
+            parsed.ipv6.push(unchecked.trunc().to_string());
             continue;
         }
         let subnet = parse_net(&subnet_text)?;
@@ -255,16 +261,19 @@ mod tests {
 
     #[test]
     fn user_config_is_checked_as_dockerd_checks_it() {
-        let parsed = parse_config(&[json!({
-            "Subnet": "172.28.0.0/16", "IPRange": "172.28.5.0/24", "Gateway": "172.28.5.254",
-            "AuxiliaryAddresses": {"a": "172.28.1.5", "b": "172.28.1.6"}
-        })])
+        let parsed = parse_config(
+            &[json!({
+                "Subnet": "172.28.0.0/16", "IPRange": "172.28.5.0/24", "Gateway": "172.28.5.254",
+                "AuxiliaryAddresses": {"a": "172.28.1.5", "b": "172.28.1.6"}
+            })],
+            false,
+        )
         .unwrap();
         let pool = &parsed.pools[0];
         assert_eq!(pool.gateway, Ipv4Addr::new(172, 28, 5, 254));
         assert_eq!(pool.ip_range, Some(net("172.28.5.0/24")));
         assert_eq!(pool.aux.len(), 2);
-        let err = |cfg: Value| parse_config(&[cfg]).unwrap_err();
+        let err = |cfg: Value| parse_config(&[cfg], true).unwrap_err();
         assert_eq!(err(json!({"Subnet": "bogus"})), "invalid CIDR address: bogus");
         assert_eq!(
             err(json!({"Subnet": "2001:389::1/64"})),
@@ -278,9 +287,13 @@ mod tests {
             err(json!({"Subnet": "10.1.0.0/16", "IPRange": "10.2.0.0/24"})),
             "no matching subnet for range 10.2.0.0/24"
         );
-        let v6 = parse_config(&[json!({"Subnet": "2001:389::/64"})]).unwrap();
+        let v6 = parse_config(&[json!({"Subnet": "2001:389::/64"})], true).unwrap();
         assert_eq!(v6.ipv6, ["2001:389::/64"]);
-        assert!(parse_config(&[json!({"Subnet": "10.1.0.0/16"}), json!({"Subnet": "10.1.2.0/24"})]).is_err());
+        // Without IPv6 on the network, moby leaves its IPv6 entries unchecked.
+        let unchecked =
+            parse_config(&[json!({"Subnet": "2001:389::1/64", "Gateway": "2001:389::ffff"})], false).unwrap();
+        assert_eq!(unchecked.ipv6, ["2001:389::/64"]);
+        assert!(parse_config(&[json!({"Subnet": "10.1.0.0/16"}), json!({"Subnet": "10.1.2.0/24"})], false).is_err());
     }
 
     #[test]

@@ -175,3 +175,37 @@ pub fn routes(netns: Option<&Path>) -> io::Result<Vec<ipnet::Ipv4Net>> {
         Ok(nets)
     })
 }
+
+/// The policy routing that hands a container's replies to the agent's
+/// transparent sockets (a published port's connection made with the
+/// client's own address as its source, `IP_TRANSPARENT`): packets nft
+/// marked with `mark` (they belong to such a socket) are looked up in
+/// `table`, whose one route delivers everything locally. Without it a
+/// reply to a remote client's address would follow the default route out
+/// of the VM. Idempotent.
+pub fn ensure_local_delivery(netns: Option<&Path>, mark: u32, table: u32) -> io::Result<()> {
+    use rtnetlink::packet_route::route::{RouteScope, RouteType};
+    use rtnetlink::packet_route::rule::RuleAction;
+    with_handle(netns, move |handle| async move {
+        let lo = index_of(&handle, "lo").await?.ok_or_else(|| io::Error::other("no loopback interface"))?;
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
+            .kind(RouteType::Local)
+            .scope(RouteScope::Host)
+            .output_interface(lo)
+            .table_id(table)
+            .build();
+        if let Err(e) = handle.route().add(route).execute().await {
+            if !exists(&e) {
+                return Err(nl("adding the local delivery route")(e));
+            }
+        }
+        let rule = handle.rule().add().v4().fw_mark(mark).table_id(table).action(RuleAction::ToTable);
+        if let Err(e) = rule.execute().await {
+            if !exists(&e) {
+                return Err(nl("adding the local delivery rule")(e));
+            }
+        }
+        Ok(())
+    })
+}

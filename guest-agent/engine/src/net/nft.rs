@@ -20,6 +20,14 @@ use super::network::Network;
 /// The table every rule lives in.
 pub const TABLE: &str = "berth";
 
+/// The mark of packets that belong to one of the agent's transparent
+/// sockets (published-port connections made from the client's own address),
+/// and the routing table such packets are looked up in
+/// (`link::ensure_local_delivery`): a container's reply to a remote
+/// client's address is delivered to the agent, not routed out of the VM.
+pub const TRANSPARENT_MARK: u32 = 0x1be;
+pub const LOCAL_DELIVERY_TABLE: u32 = 0x1be;
+
 /// The whole `nft -f -` script: the table is created if missing, deleted
 /// and defined anew in one transaction.
 pub fn render(networks: &[Network]) -> String {
@@ -51,6 +59,11 @@ pub fn render(networks: &[Network]) -> String {
             let _ = writeln!(out, "\t\tip saddr {} oifname != \"{}\" masquerade", pool.subnet, net.bridge);
         }
     }
+    let _ = writeln!(out, "\t}}");
+
+    let _ = writeln!(out, "\tchain mangle-prerouting {{");
+    let _ = writeln!(out, "\t\ttype filter hook prerouting priority mangle; policy accept;");
+    let _ = writeln!(out, "\t\tsocket transparent 1 meta mark set {TRANSPARENT_MARK:#x}");
     let _ = writeln!(out, "\t}}");
 
     let _ = writeln!(out, "\tchain raw-prerouting {{");

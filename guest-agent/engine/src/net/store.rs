@@ -174,6 +174,7 @@ impl Networks {
                 this.ensure_bridge(net)?;
             }
             this.apply_firewall(&state)?;
+            link::ensure_local_delivery(this.root(), nft::TRANSPARENT_MARK, nft::LOCAL_DELIVERY_TABLE)?;
         }
         Ok(this)
     }
@@ -249,7 +250,8 @@ impl Networks {
         }
         let ipam_config: Vec<Value> =
             body["IPAM"]["Config"].as_array().into_iter().flatten().map(echoed_ipam_entry).collect();
-        let parsed = ipam::parse_config(&ipam_config).map_err(NetError::Invalid)?;
+        let enable_ipv6 = body["EnableIPv6"].as_bool().unwrap_or(false);
+        let parsed = ipam::parse_config(&ipam_config, enable_ipv6).map_err(NetError::Invalid)?;
         let in_use: BTreeMap<String, Vec<Ipv4Net>> =
             state.iter().map(|n| (n.name.clone(), n.pools.iter().map(|p| p.subnet).collect())).collect();
         let mut pools = parsed.pools;
@@ -275,7 +277,7 @@ impl Networks {
         net.ipam_options = body["IPAM"]["Options"].clone();
         net.internal = body["Internal"].as_bool().unwrap_or(false);
         net.attachable = body["Attachable"].as_bool().unwrap_or(false);
-        net.enable_ipv6 = body["EnableIPv6"].as_bool().unwrap_or(false);
+        net.enable_ipv6 = enable_ipv6;
         net.options = string_map(&body["Options"]);
         net.labels = string_map(&body["Labels"]);
         net.bridge = match net.options.get("com.docker.network.bridge.name") {
