@@ -80,7 +80,34 @@ pub async fn create(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> 
 /// (X-Registry-Auth: base64url of Docker's AuthConfig JSON) and the
 /// configured mirrors.
 fn registry_request<B>(req: &Request<B>, reference: String, ctx: &ApiContext) -> berth_agent_proto::PullImageRequest {
-    let auth_json = req
+    berth_agent_proto::PullImageRequest {
+        reference,
+        auth_json: registry_auth_json(req),
+        registry_mirrors: ctx.facts.registry.mirrors.clone(),
+        insecure_registries: ctx.facts.registry.insecure.clone(),
+    }
+}
+
+/// `docker push NAME` (`POST /images/NAME/push?tag=TAG`): Docker's progress
+/// messages; a missing image or a registry's refusal is the stream's error,
+/// after the repository line, as dockerd sends it.
+pub async fn push<B>(req: &Request<B>, name: &str, query: Option<&str>, ctx: &ApiContext) -> Response<Body> {
+    let request = berth_agent_proto::PushImageRequest {
+        name: name.to_string(),
+        tag: query_param(query, "tag").unwrap_or_default(),
+        auth_json: registry_auth_json(req),
+        insecure_registries: ctx.facts.registry.insecure.clone(),
+    };
+    match ctx.agent.clone().push_image(request).await {
+        Ok(reply) => json_lines(reply.into_inner(), b"\r\n"),
+        Err(status) => agent_error(status),
+    }
+}
+
+/// The client's credentials: X-Registry-Auth, base64url of Docker's
+/// AuthConfig JSON; empty for none.
+fn registry_auth_json<B>(req: &Request<B>) -> String {
+    req
         .headers()
         .get("X-Registry-Auth")
         .and_then(|v| v.to_str().ok())
@@ -95,13 +122,7 @@ fn registry_request<B>(req: &Request<B>, reference: String, ctx: &ApiContext) ->
         })
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
         .filter(|json| json.trim() != "{}" && json.trim() != "null")
-        .unwrap_or_default();
-    berth_agent_proto::PullImageRequest {
-        reference,
-        auth_json,
-        registry_mirrors: ctx.facts.registry.mirrors.clone(),
-        insecure_registries: ctx.facts.registry.insecure.clone(),
-    }
+        .unwrap_or_default()
 }
 
 /// `docker import`: `fromSrc=-` takes the tarball from the body.
@@ -310,7 +331,9 @@ impl ImageFilters {
     }
 
     fn matches(&self, image: &ImageSummary) -> bool {
-        let dangling = image.tags.is_empty();
+        // Digest references count as Docker counts them: a pull by digest is
+        // no dangling image.
+        let dangling = image.tags.is_empty() && image.repo_digests.is_empty();
         let dangling_ok =
             self.0.get("dangling").is_none_or(|v| v.iter().any(|d| (d == "true" || d == "1") == dangling));
         let reference_ok = self.0.get("reference").is_none_or(|patterns| {
@@ -347,7 +370,7 @@ pub fn images_json(mut images: Vec<ImageSummary>) -> serde_json::Value {
                 "Id": image.id,
                 "ParentId": "",
                 "RepoTags": image.tags.iter().map(|t| familiar(t)).collect::<Vec<_>>(),
-                "RepoDigests": [],
+                "RepoDigests": image.repo_digests.iter().map(|d| familiar(d)).collect::<Vec<_>>(),
                 "Created": image.created,
                 "Size": image.size,
                 "SharedSize": -1,
@@ -372,7 +395,7 @@ pub async fn inspect(name: &str, mut agent: AgentClient<Channel>) -> Response<Bo
         json!({
             "Id": image.id,
             "RepoTags": image.tags.iter().map(|t| familiar(t)).collect::<Vec<_>>(),
-            "RepoDigests": [],
+            "RepoDigests": image.repo_digests.iter().map(|d| familiar(d)).collect::<Vec<_>>(),
             "Parent": reply.parent,
             "Comment": field("comment"),
             "Container": field("container"),
@@ -433,6 +456,7 @@ mod tests {
             tags: tags.iter().map(|t| t.to_string()).collect(),
             size: 0,
             created: 0,
+            repo_digests: Vec::new(),
         };
         let f = ImageFilters::parse(r#"{"reference":["busy*"]}"#).unwrap();
         assert!(f.matches(&image(&["docker.io/library/busybox:latest"])));
@@ -450,10 +474,12 @@ mod tests {
             tags: vec![format!("docker.io/library/{id}:1")],
             size: 10,
             created,
+            repo_digests: vec![format!("docker.io/library/{id}@sha256:{}", "a".repeat(64))],
         };
         let listed = images_json(vec![image("old", 1), image("new", 2)]);
         assert_eq!(listed[0]["RepoTags"], json!(["new:1"]));
         assert_eq!(listed[1]["Created"], 1);
         assert_eq!(listed[0]["Size"], 10);
+        assert_eq!(listed[0]["RepoDigests"], json!([format!("new@sha256:{}", "a".repeat(64))]));
     }
 }
