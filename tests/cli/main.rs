@@ -15,6 +15,7 @@ mod bad_input;
 mod cli_docs;
 mod exec_secrets;
 mod full_disk;
+mod health;
 mod host_safety;
 mod networks;
 mod ports;
