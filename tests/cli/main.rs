@@ -19,6 +19,7 @@ mod health;
 mod host_safety;
 mod networks;
 mod ports;
+mod push;
 
 /// config.toml of a Berth with a local agent; `extra` is appended.
 fn local_config(extra: &str) -> String {

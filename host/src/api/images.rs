@@ -278,6 +278,9 @@ pub async fn list(query: Option<&str>, mut agent: AgentClient<Channel>) -> Respo
             && before.flatten().is_none_or(|t| image.created < t)
             && since.flatten().is_none_or(|t| image.created > t)
     });
+    for image in &mut images {
+        filters.keep_matching_references(image);
+    }
     // Labels live in the image configs: read them only when asked.
     if let Some(wanted) = filters.0.get("label") {
         let mut kept = Vec::new();
@@ -336,14 +339,27 @@ impl ImageFilters {
         let dangling = image.tags.is_empty() && image.repo_digests.is_empty();
         let dangling_ok =
             self.0.get("dangling").is_none_or(|v| v.iter().any(|d| (d == "true" || d == "1") == dangling));
-        let reference_ok = self.0.get("reference").is_none_or(|patterns| {
-            image.tags.iter().any(|tag| {
-                let familiar = familiar(tag);
-                let repo = familiar.rsplit_once(':').map(|(r, _)| r).unwrap_or(familiar);
-                patterns.iter().any(|p| glob(p, familiar) || glob(p, repo))
-            })
-        });
-        dangling_ok && reference_ok
+        let reference_ok = image.tags.iter().chain(&image.repo_digests).any(|r| self.reference_matches(r));
+        dangling_ok && (reference_ok || !self.0.contains_key("reference"))
+    }
+
+    /// Whether a normalised reference (tag or digest) passes the
+    /// `reference` filter: its familiar form or its repository matches a
+    /// pattern (Docker's FamiliarMatch).
+    fn reference_matches(&self, normalized: &str) -> bool {
+        let Some(patterns) = self.0.get("reference") else { return true };
+        let familiar = familiar(normalized);
+        let repo = match familiar.split_once('@') {
+            Some((repo, _)) => repo,
+            None => familiar.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map_or(familiar, |(r, _)| r),
+        };
+        patterns.iter().any(|p| glob(p, familiar) || glob(p, repo))
+    }
+
+    /// Docker lists only the references that match the filter.
+    fn keep_matching_references(&self, image: &mut ImageSummary) {
+        image.tags.retain(|t| self.reference_matches(t));
+        image.repo_digests.retain(|d| self.reference_matches(d));
     }
 }
 
@@ -464,6 +480,14 @@ mod tests {
         let f = ImageFilters::parse(r#"{"dangling":{"true":true}}"#).unwrap();
         assert!(f.matches(&image(&[])) && !f.matches(&image(&["x:1"])));
         assert!(ImageFilters::parse(r#"{"bogus":["x"]}"#).is_err());
+        // Only the matching references are listed; a digest matches by its repository.
+        let f = ImageFilters::parse(r#"{"reference":["localhost:5000/app"]}"#).unwrap();
+        let mut both = image(&["localhost:5000/app:1", "localhost:5000/other:2"]);
+        both.repo_digests = vec![format!("localhost:5000/app@sha256:{}", "a".repeat(64))];
+        assert!(f.matches(&both));
+        f.keep_matching_references(&mut both);
+        assert_eq!(both.tags, ["localhost:5000/app:1"]);
+        assert_eq!(both.repo_digests.len(), 1);
         assert!(glob("me/*:1", "me/app:1") && !glob("*", "me/app"));
     }
 
