@@ -109,3 +109,78 @@ fn healthchecks_turn_containers_healthy_and_unhealthy() {
     ok(&berth, &["rm", "-f", "fine", "sick", "slow", "late", "none"]);
     berth.stop_and_check_clean();
 }
+
+const HEALTHY_STACK: &str = r#"version: "2.4"
+services:
+  db:
+    image: busybox
+    command: sh -c 'sleep 2; touch /ready; exec sleep 60'
+    healthcheck:
+      test: ["CMD", "test", "-e", "/ready"]
+      interval: 500ms
+      retries: 30
+  app:
+    image: busybox
+    depends_on:
+      db:
+        condition: service_healthy
+    command: echo app ran
+  broken:
+    image: busybox
+    command: sleep 60
+    healthcheck:
+      test: ["CMD-SHELL", "exit 1"]
+      interval: 500ms
+      retries: 1
+  waiter:
+    image: busybox
+    depends_on:
+      broken:
+        condition: service_healthy
+    command: echo never
+"#;
+
+/// An RFC 3339 UTC time with its fraction padded to nanoseconds, so two
+/// compare as strings.
+fn comparable(time: &str) -> String {
+    let time = time.trim_end_matches('Z');
+    let (whole, fraction) = time.split_once('.').unwrap_or((time, ""));
+    format!("{whole}.{fraction:0<9}")
+}
+
+/// docker-compose 1.29's `depends_on: condition: service_healthy` waits for
+/// the dependency's healthcheck, and refuses an unhealthy one.
+#[test]
+fn compose_waits_for_healthy_dependencies() {
+    let berth = local_berth();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("docker-compose.yml"), HEALTHY_STACK).unwrap();
+    let compose = |args: &[&str]| {
+        std::process::Command::new("docker-compose")
+            .current_dir(dir.path())
+            .args(["-p", "healthstack"])
+            .args(args)
+            .env("DOCKER_HOST", format!("unix://{}", berth.run_dir().join("docker.sock").display()))
+            .env("COMPOSE_INTERACTIVE_NO_CLI", "1")
+            .output()
+            .expect("docker-compose (packaging/setup.sh installs it)")
+    };
+    let up = compose(&["up", "-d", "app"]);
+    assert!(up.status.success(), "{}\n{}", describe(&up), berth.logs());
+    assert_eq!(ok(&berth, &["wait", "healthstack_app_1"]).trim(), "0");
+    assert_eq!(ok(&berth, &["logs", "healthstack_app_1"]), "app ran\n");
+    // The app started only once the db was healthy.
+    let log = ok(&berth, &["inspect", "--format", "{{json .State.Health.Log}}", "healthstack_db_1"]);
+    let log: serde_json::Value = serde_json::from_str(&log).unwrap();
+    let first_healthy = log.as_array().unwrap().iter().find(|r| r["ExitCode"] == 0).expect("a passing probe");
+    let app_started = ok(&berth, &["inspect", "--format", "{{.State.StartedAt}}", "healthstack_app_1"]);
+    let healthy_at = first_healthy["End"].as_str().unwrap();
+    assert!(comparable(app_started.trim()) > comparable(healthy_at), "{app_started} vs {log}");
+
+    let up = compose(&["up", "-d", "waiter"]);
+    assert!(!up.status.success(), "{}", describe(&up));
+    assert!(super::stderr(&up).contains("is unhealthy"), "{}", describe(&up));
+    let down = compose(&["down"]);
+    assert!(down.status.success(), "{}", describe(&down));
+    berth.stop_and_check_clean();
+}
