@@ -131,3 +131,103 @@ fn add_blobs(next: &mut super::Index, blobs: &[(String, LayerBlob)]) {
         known.push(blob.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{digest, docker_archive, tar};
+
+    fn blob(digest: &str, repository: &str) -> LayerBlob {
+        LayerBlob {
+            digest: digest.into(),
+            media_type: "application/vnd.docker.image.rootfs.diff.tar.gzip".into(),
+            size: 3,
+            repository: repository.into(),
+        }
+    }
+
+    fn manifest(n: u8) -> String {
+        format!("sha256:{}", format!("{n:02x}").repeat(32))
+    }
+
+    /// A store with two loaded images, each of one layer.
+    fn two_images(dir: &std::path::Path) -> (ImageStore, (String, String), (String, String)) {
+        let mut store = ImageStore::open(dir).unwrap();
+        let (first_layer, second_layer) = (tar(&[("a", b"1")]), tar(&[("b", b"2")]));
+        let (first, first_id) = docker_archive(&[first_layer.clone()], &["one:1"]);
+        let (second, second_id) = docker_archive(&[second_layer.clone()], &["two:1"]);
+        store.load(first.as_slice()).unwrap();
+        store.load(second.as_slice()).unwrap();
+        (store, (first_id, digest(&first_layer)), (second_id, digest(&second_layer)))
+    }
+
+    #[test]
+    fn a_digest_reference_names_one_image_and_one_digest_is_kept_per_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, (one, layer), (two, _)) = two_images(dir.path());
+        let at = |n: u8| format!("localhost:5000/app@{}", manifest(n));
+        store.record_push(&one, &at(1), &[(layer.clone(), blob("sha256:b1", "localhost:5000/app"))]).unwrap();
+        assert_eq!(store.resolve(&at(1)).map(|i| i.id.clone()), Some(one.clone()));
+        // The same reference now names the other image, and only that one.
+        store.record_push(&two, &at(1), &[]).unwrap();
+        assert_eq!(store.resolve(&at(1)).map(|i| i.id.clone()), Some(two.clone()));
+        assert!(store.resolve(&one).unwrap().repo_digests.is_empty());
+        // A newer digest of the same repository replaces the older one.
+        store.record_push(&two, &at(2), &[]).unwrap();
+        assert_eq!(store.resolve(&two).unwrap().repo_digests, [at(2)]);
+        assert!(store.resolve(&at(1)).is_none());
+        // Kept across a reopen.
+        let store = ImageStore::open(dir.path()).unwrap();
+        assert_eq!(store.resolve(&at(2)).map(|i| i.id.clone()), Some(two));
+        assert_eq!(store.layer_blobs(&layer), [blob("sha256:b1", "localhost:5000/app")]);
+    }
+
+    #[test]
+    fn layer_blobs_are_deduplicated_newest_first_and_go_with_their_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, (one, layer), _) = two_images(dir.path());
+        let pulled = [(layer.clone(), blob("sha256:b1", "docker.io/library/one"))];
+        let repo_digest = format!("docker.io/library/one@{}", manifest(1));
+        store.add_pulled_image(&one, 10, &["docker.io/library/one:1".into()], &repo_digest, &pulled).unwrap();
+        store.record_push(&one, &format!("localhost:5000/one@{}", manifest(2)), &pulled).unwrap();
+        store.record_push(&one, &format!("localhost:5000/one@{}", manifest(2)), &[(layer.clone(), blob("sha256:b2", "localhost:5000/one"))]).unwrap();
+        let known: Vec<String> = store.layer_blobs(&layer).into_iter().map(|b| b.digest).collect();
+        assert_eq!(known, ["sha256:b2", "sha256:b1"]);
+        // `rmi` of the image: its references are listed, its layer's blobs forgotten.
+        let removed = store.remove("one:1", false).unwrap();
+        assert_eq!(removed.untagged.len(), 3, "{removed:?}");
+        assert!(removed.untagged.contains(&repo_digest));
+        assert!(store.layer_blobs(&layer).is_empty());
+    }
+
+    #[test]
+    fn rmi_of_a_digest_reference_keeps_an_image_other_references_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, (one, _), _) = two_images(dir.path());
+        let at = format!("localhost:5000/one@{}", manifest(3));
+        store.record_push(&one, &at, &[]).unwrap();
+        let removed = store.remove(&at, false).unwrap();
+        assert_eq!((removed.untagged, removed.deleted.len()), (vec![at.clone()], 0));
+        assert!(store.resolve("one:1").is_some());
+        // Its last reference: the image goes.
+        store.record_push(&one, &at, &[]).unwrap();
+        store.remove("one:1", false).unwrap();
+        assert!(store.resolve(&at).is_none() && store.resolve(&one).is_none());
+    }
+
+    #[test]
+    fn indexes_written_before_digests_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, (one, _), _) = two_images(dir.path());
+        let mut index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+        // What older versions wrote: no layer_blobs, no repo_digests.
+        index.as_object_mut().unwrap().remove("layer_blobs");
+        for image in index["images"].as_object_mut().unwrap().values_mut() {
+            image.as_object_mut().unwrap().remove("repo_digests");
+        }
+        std::fs::write(dir.path().join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        assert!(store.resolve(&one).unwrap().repo_digests.is_empty());
+    }
+}
