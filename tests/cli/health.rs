@@ -97,7 +97,10 @@ fn healthchecks_turn_containers_healthy_and_unhealthy() {
         ],
     );
     assert!(events.lines().any(|l| l == "fine health_status: healthy"), "{events}");
-    assert_eq!(events.lines().filter(|l| l.starts_with("sick ")).collect::<Vec<_>>(), ["sick health_status: unhealthy"]);
+    assert_eq!(
+        events.lines().filter(|l| l.starts_with("sick ")).collect::<Vec<_>>(),
+        ["sick health_status: unhealthy"]
+    );
 
     // Bad durations are refused at create, in dockerd's words.
     let out = docker(&berth, &["create", "--health-cmd", "true", "--health-interval", "10us", "busybox"]);

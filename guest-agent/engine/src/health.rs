@@ -45,7 +45,8 @@ impl Monitor {
         let command = match kind.as_str() {
             "CMD" => args.to_vec(),
             "CMD-SHELL" => {
-                let mut command = shell.filter(|s| !s.is_empty()).unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+                let mut command =
+                    shell.filter(|s| !s.is_empty()).unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
                 command.extend(args.iter().cloned());
                 command
             }

@@ -581,7 +581,6 @@ fn estimate_tar_size(dir: &Path) -> u64 {
     size
 }
 
-
 #[derive(Deserialize)]
 struct ConfigRootfs {
     rootfs: Rootfs,

@@ -18,11 +18,8 @@ use super::{Containers, Entry};
 /// The monitor a container's (merged) Config asks for.
 pub(super) fn monitor_of(record: &Container) -> Option<Monitor> {
     let check = record.config.healthcheck.get()?;
-    let shell = record
-        .config
-        .rest
-        .get("Shell")
-        .and_then(|shell| serde_json::from_value::<Vec<String>>(shell.clone()).ok());
+    let shell =
+        record.config.rest.get("Shell").and_then(|shell| serde_json::from_value::<Vec<String>>(shell.clone()).ok());
     Monitor::of(check, shell)
 }
 
@@ -93,8 +90,7 @@ impl Containers {
         // Its own task: when `output` is dropped (a timeout, the run's end)
         // it still kills the probe and reaps it.
         tokio::spawn(async move {
-            crate::exec::run(&reaper, start, crate::exec::Terminal::FromProcess, tokio_stream::empty(), output_tx)
-                .await
+            crate::exec::run(&reaper, start, crate::exec::Terminal::FromProcess, tokio_stream::empty(), output_tx).await
         });
         let collect = async {
             let mut text = Vec::new();

@@ -82,7 +82,8 @@ mod tests {
 
     #[test]
     fn push_messages_are_dockers() {
-        let tagged = push_message(&PushProgress::Tagged { tag: "latest".into(), digest: "sha256:ab".into(), size: 528 });
+        let tagged =
+            push_message(&PushProgress::Tagged { tag: "latest".into(), digest: "sha256:ab".into(), size: 528 });
         assert_eq!(tagged[0]["status"], "latest: digest: sha256:ab size: 528");
         assert_eq!(tagged[1]["aux"], json!({ "Tag": "latest", "Digest": "sha256:ab", "Size": 528 }));
         let mounted = push_message(&PushProgress::Mounted { id: "0123".into(), from: "library/busybox".into() });

@@ -107,8 +107,7 @@ pub async fn push<B>(req: &Request<B>, name: &str, query: Option<&str>, ctx: &Ap
 /// The client's credentials: X-Registry-Auth, base64url of Docker's
 /// AuthConfig JSON; empty for none.
 fn registry_auth_json<B>(req: &Request<B>) -> String {
-    req
-        .headers()
+    req.headers()
         .get("X-Registry-Auth")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())

@@ -528,8 +528,9 @@ async fn pull_from<S: StoreAccess>(
     let work_dir = work.0.clone();
     let id = image_id.clone();
     let pulled = Pulled { repo_digest, repository: format!("{}/{}", target.registry, target.repository) };
-    let changed = store_call(store, move |store| commit(store, &work_dir, &config, &id, &layers, tag.as_deref(), &pulled))
-        .await?;
+    let changed =
+        store_call(store, move |store| commit(store, &work_dir, &config, &id, &layers, tag.as_deref(), &pulled))
+            .await?;
     drop(work);
     progress(Progress::Done { image_id: image_id.clone(), changed });
     Ok(image_id)

@@ -37,15 +37,34 @@ const CHUNK: usize = 1 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushProgress {
     /// `The push refers to repository [localhost:5000/app]`.
-    Repository { name: String },
-    Preparing { id: String },
-    Pushing { id: String, current: u64, total: u64 },
-    Pushed { id: String },
-    Exists { id: String },
+    Repository {
+        name: String,
+    },
+    Preparing {
+        id: String,
+    },
+    Pushing {
+        id: String,
+        current: u64,
+        total: u64,
+    },
+    Pushed {
+        id: String,
+    },
+    Exists {
+        id: String,
+    },
     /// Mounted from another repository (`library/busybox`).
-    Mounted { id: String, from: String },
+    Mounted {
+        id: String,
+        from: String,
+    },
     /// One tag is in the registry: its manifest's digest and size.
-    Tagged { tag: String, digest: String, size: u64 },
+    Tagged {
+        tag: String,
+        digest: String,
+        size: u64,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -443,7 +462,12 @@ mod tests {
     fn manifests_are_docker_schema_2_with_docker_media_types() {
         let layer = |media_type: &str| PushedLayer {
             diff_id: "sha256:d".into(),
-            blob: LayerBlob { digest: "sha256:b".into(), media_type: media_type.into(), size: 7, repository: "r".into() },
+            blob: LayerBlob {
+                digest: "sha256:b".into(),
+                media_type: media_type.into(),
+                size: 7,
+                repository: "r".into(),
+            },
         };
         let manifest = manifest_json(
             "sha256:c",
@@ -452,9 +476,15 @@ mod tests {
         );
         let parsed: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
         assert_eq!(parsed["mediaType"], MANIFEST_MEDIA_TYPE);
-        assert_eq!(parsed["config"], serde_json::json!({ "mediaType": CONFIG_MEDIA_TYPE, "size": 12, "digest": "sha256:c" }));
+        assert_eq!(
+            parsed["config"],
+            serde_json::json!({ "mediaType": CONFIG_MEDIA_TYPE, "size": 12, "digest": "sha256:c" })
+        );
         assert_eq!(parsed["layers"][0]["mediaType"], GZIP_LAYER_MEDIA_TYPE);
-        assert_eq!(parsed["layers"][1], serde_json::json!({ "mediaType": GZIP_LAYER_MEDIA_TYPE, "size": 7, "digest": "sha256:b" }));
+        assert_eq!(
+            parsed["layers"][1],
+            serde_json::json!({ "mediaType": GZIP_LAYER_MEDIA_TYPE, "size": 7, "digest": "sha256:b" })
+        );
         assert!(String::from_utf8(manifest).unwrap().contains("\n   \"schemaVersion\": 2"));
     }
 }

@@ -190,7 +190,13 @@ mod tests {
         let repo_digest = format!("docker.io/library/one@{}", manifest(1));
         store.add_pulled_image(&one, 10, &["docker.io/library/one:1".into()], &repo_digest, &pulled).unwrap();
         store.record_push(&one, &format!("localhost:5000/one@{}", manifest(2)), &pulled).unwrap();
-        store.record_push(&one, &format!("localhost:5000/one@{}", manifest(2)), &[(layer.clone(), blob("sha256:b2", "localhost:5000/one"))]).unwrap();
+        store
+            .record_push(
+                &one,
+                &format!("localhost:5000/one@{}", manifest(2)),
+                &[(layer.clone(), blob("sha256:b2", "localhost:5000/one"))],
+            )
+            .unwrap();
         let known: Vec<String> = store.layer_blobs(&layer).into_iter().map(|b| b.digest).collect();
         assert_eq!(known, ["sha256:b2", "sha256:b1"]);
         // `rmi` of the image: its references are listed, its layer's blobs forgotten.
