@@ -63,17 +63,18 @@ fn pull_message(event: &berth_engine::registry::Progress, reference: &str) -> se
 
 /// The reference and registry options of a pull-like request.
 fn pull_options(req: PullImageRequest) -> Result<(String, berth_engine::registry::PullOptions), AgentError> {
-    use berth_engine::registry::{Credentials, PullOptions};
+    use berth_engine::registry::PullOptions;
     let PullImageRequest { reference, auth_json, registry_mirrors, insecure_registries } = req;
-    let auth = if auth_json.trim().is_empty() {
-        None
-    } else {
-        Some(
-            serde_json::from_str::<Credentials>(&auth_json)
-                .map_err(|e| AgentError::invalid(format!("invalid X-Registry-Auth: {e}")))?,
-        )
-    };
+    let auth = credentials(&auth_json)?;
     Ok((reference, PullOptions { insecure_registries, mirrors: registry_mirrors, auth }))
+}
+
+/// The client's X-Registry-Auth (decoded JSON); none when empty.
+pub(super) fn credentials(auth_json: &str) -> Result<Option<berth_engine::registry::Credentials>, AgentError> {
+    if auth_json.trim().is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(auth_json).map(Some).map_err(|e| AgentError::invalid(format!("invalid X-Registry-Auth: {e}")))
 }
 
 /// `docker pull`: Docker's progress messages, as they come. An error

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use berth_agent_proto::PushImageRequest;
-use berth_engine::registry::{Credentials, PullOptions, PushProgress};
+use berth_engine::registry::{PullOptions, PushProgress};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -42,14 +42,7 @@ pub async fn push(
     req: PushImageRequest,
 ) -> Result<mpsc::UnboundedReceiver<Value>, AgentError> {
     let PushImageRequest { name, tag, auth_json, insecure_registries } = req;
-    let auth = if auth_json.trim().is_empty() {
-        None
-    } else {
-        Some(
-            serde_json::from_str::<Credentials>(&auth_json)
-                .map_err(|e| AgentError::invalid(format!("invalid X-Registry-Auth: {e}")))?,
-        )
-    };
+    let auth = super::pull::credentials(&auth_json)?;
     berth_engine::reference::normalize(&name).map_err(AgentError::invalid)?;
     let options = PullOptions { insecure_registries, mirrors: Vec::new(), auth };
     // Unbounded: progress comes from a synchronous callback, a few

@@ -96,8 +96,9 @@ impl From<PullError> for PushError {
     }
 }
 
-/// `docker push NAME[:TAG]`: `tag` empty pushes every tag of the repository
-/// (`docker push -a`). Mirrors are never pushed to.
+/// `docker push NAME[:TAG]`: with no tag (in `tag` or the name) every tag
+/// of the repository is pushed (`docker push -a`). Mirrors are never
+/// pushed to.
 pub async fn push<S: StoreAccess>(
     store: Arc<S>,
     name: &str,
@@ -113,7 +114,9 @@ pub async fn push<S: StoreAccess>(
     let repository = repository_of(&normalized).to_string();
     progress(PushProgress::Repository { name: repository.clone() });
     let prefix = format!("{repository}:");
-    let want = (!tag.is_empty()).then(|| normalized.clone());
+    // A tag in the name counts as one given (docker-py sends `repo:tag`).
+    let named_tag = name.rsplit('/').next().is_some_and(|last| last.contains(':'));
+    let want = (!tag.is_empty() || named_tag).then(|| normalized.clone());
     let tags = store_call(&store, move |store| {
         let mut tags: Vec<(String, String)> = store
             .images()
