@@ -154,8 +154,8 @@ mod tests {
     fn two_images(dir: &std::path::Path) -> (ImageStore, (String, String), (String, String)) {
         let mut store = ImageStore::open(dir).unwrap();
         let (first_layer, second_layer) = (tar(&[("a", b"1")]), tar(&[("b", b"2")]));
-        let (first, first_id) = docker_archive(&[first_layer.clone()], &["one:1"]);
-        let (second, second_id) = docker_archive(&[second_layer.clone()], &["two:1"]);
+        let (first, first_id) = docker_archive(std::slice::from_ref(&first_layer), &["one:1"]);
+        let (second, second_id) = docker_archive(std::slice::from_ref(&second_layer), &["two:1"]);
         store.load(first.as_slice()).unwrap();
         store.load(second.as_slice()).unwrap();
         (store, (first_id, digest(&first_layer)), (second_id, digest(&second_layer)))
