@@ -13,7 +13,8 @@ use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
+use tokio_stream::{Stream, StreamExt};
+use tonic::Status;
 
 use crate::reaper::{Exit, Reaper};
 
@@ -45,13 +46,12 @@ pub enum Terminal {
     FromProcess,
 }
 
-pub async fn run(
-    reaper: &Reaper,
-    start: ExecStart,
-    terminal: Terminal,
-    input: Streaming<ExecInput>,
-    output: OutputSender,
-) {
+/// `input` is the client's stream, or an empty one for the agent's own
+/// execs (health probes).
+pub async fn run<I>(reaper: &Reaper, start: ExecStart, terminal: Terminal, input: I, output: OutputSender)
+where
+    I: Stream<Item = Result<ExecInput, Status>> + Send + Unpin + 'static,
+{
     let spawned = match spawn(reaper, &start, terminal) {
         Ok(spawned) => spawned,
         Err(err) => {
@@ -365,16 +365,16 @@ async fn forward_output(mut source: Box<dyn AsyncRead + Send + Unpin>, is_stderr
 }
 
 async fn forward_input(
-    mut input: Streaming<ExecInput>,
+    mut input: impl Stream<Item = Result<ExecInput, Status>> + Unpin,
     mut stdin: Option<Box<dyn AsyncWrite + Send + Unpin>>,
     pty: Option<Arc<Pty>>,
     pid: i32,
 ) {
     loop {
-        let msg = match input.message().await {
-            Ok(Some(msg)) => msg,
+        let msg = match input.next().await {
+            Some(Ok(msg)) => msg,
             // End of the client's stream (or a broken one): no more stdin.
-            Ok(None) | Err(_) => {
+            None | Some(Err(_)) => {
                 close_stdin(&mut stdin, pty.is_some()).await;
                 return;
             }

@@ -82,7 +82,7 @@ impl ContainerFilters {
                 _ => return Err(AgentError::invalid(format!("invalid filter '{key}'"))),
             };
             match key.as_str() {
-                "id" | "name" | "label" | "status" | "ancestor" | "before" | "since" | "exited" => {}
+                "id" | "name" | "label" | "status" | "ancestor" | "before" | "since" | "exited" | "health" => {}
                 other => return Err(AgentError::invalid(format!("invalid filter '{other}'"))),
             }
             if key == "status" {
@@ -92,6 +92,13 @@ impl ContainerFilters {
                     {
                         return Err(AgentError::invalid(format!("invalid filter 'status={status}'")));
                     }
+                }
+            }
+            if key == "health" {
+                use berth_engine::health::{HEALTHY, NONE, STARTING, UNHEALTHY};
+                if let Some(bad) = list.iter().find(|h| ![STARTING, HEALTHY, UNHEALTHY, NONE].contains(&h.as_str())) {
+                    // dockerd's words (and spelling).
+                    return Err(AgentError::invalid(format!("Unrecognised filter value for health: {bad}")));
                 }
             }
             map.insert(key.clone(), list);
@@ -117,6 +124,7 @@ impl ContainerFilters {
         any("id", &|v| c.id.starts_with(v))
             && any("name", &|v| c.name.contains(v.trim_start_matches('/')))
             && any("status", &|v| c.state.status.as_str() == v)
+            && any("health", &|v| c.state.health.as_ref().map_or(berth_engine::health::NONE, |h| &h.status) == v)
             && any("exited", &|v| c.state.status == ContainerStatus::Exited && v.parse() == Ok(c.state.exit_code))
             && any("ancestor", &|v| {
                 c.image == v
@@ -185,5 +193,19 @@ mod tests {
         assert!(!ContainerFilters::parse(r#"{"status": ["exited"]}"#).unwrap().matches(&web));
         assert!(ContainerFilters::parse(r#"{"ancestor": ["busybox:latest"]}"#).unwrap().matches(&web));
         assert!(ContainerFilters::parse(r#"{"id": ["abc"]}"#).unwrap().matches(&web));
+    }
+
+    #[test]
+    fn the_health_filter_reads_the_health_status_and_none_without_a_check() {
+        let mut web = container("web", serde_json::json!({}), ContainerStatus::Running);
+        let none = ContainerFilters::parse(r#"{"health": ["none"]}"#).unwrap();
+        let healthy = ContainerFilters::parse(r#"{"health": ["healthy"]}"#).unwrap();
+        assert!(none.matches(&web) && !healthy.matches(&web));
+        let mut health = berth_engine::health::Health::start(None);
+        health.status = "healthy".into();
+        web.state.health = Some(health);
+        assert!(!none.matches(&web) && healthy.matches(&web));
+        let err = ContainerFilters::parse(r#"{"health": ["fine"]}"#).err().unwrap();
+        assert_eq!(err.to_string(), "Unrecognised filter value for health: fine");
     }
 }

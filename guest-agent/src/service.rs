@@ -493,16 +493,18 @@ impl Agent for AgentService {
     type PullImageStream = ReceiverStream<Result<JsonResponse, Status>>;
 
     async fn pull_image(&self, req: Request<PullImageRequest>) -> Result<Response<Self::PullImageStream>, Status> {
-        let mut progress = images::pull(self.images.clone(), self.containers.events.clone(), req.into_inner()).await?;
-        let (out_tx, out_rx) = mpsc::channel(64);
-        tokio::spawn(async move {
-            while let Some(message) = progress.recv().await {
-                if out_tx.send(Ok(JsonResponse { json: message.to_string().into_bytes() })).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(out_rx)))
+        let progress = images::pull(self.images.clone(), self.containers.events.clone(), req.into_inner()).await?;
+        Ok(Response::new(json_messages(progress)))
+    }
+
+    type PushImageStream = ReceiverStream<Result<JsonResponse, Status>>;
+
+    async fn push_image(
+        &self,
+        req: Request<berth_agent_proto::PushImageRequest>,
+    ) -> Result<Response<Self::PushImageStream>, Status> {
+        let progress = images::push(self.images.clone(), self.containers.events.clone(), req.into_inner()).await?;
+        Ok(Response::new(json_messages(progress)))
     }
 
     type SaveImagesStream = Answers<ArchiveChunk>;
@@ -715,4 +717,20 @@ impl Agent for AgentService {
         let _ = stopping.await;
         Ok(Response::new(ShutdownResponse {}))
     }
+}
+
+/// A pull's or push's progress messages as the RPC's stream; ends early
+/// when the client goes away.
+fn json_messages(
+    mut progress: mpsc::UnboundedReceiver<serde_json::Value>,
+) -> ReceiverStream<Result<JsonResponse, Status>> {
+    let (out_tx, out_rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some(message) = progress.recv().await {
+            if out_tx.send(Ok(JsonResponse { json: message.to_string().into_bytes() })).await.is_err() {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(out_rx)
 }

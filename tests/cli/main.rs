@@ -16,9 +16,11 @@ mod cli_docs;
 mod client_address;
 mod exec_secrets;
 mod full_disk;
+mod health;
 mod host_safety;
 mod networks;
 mod ports;
+mod push;
 
 /// config.toml of a Berth with a local agent; `extra` is appended.
 fn local_config(extra: &str) -> String {

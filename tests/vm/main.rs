@@ -8,6 +8,7 @@ mod compose;
 mod harness;
 mod host_integration;
 mod host_services;
+mod images;
 mod networks;
 mod ports;
 mod security;

@@ -1,9 +1,77 @@
 //! Image configs the engine writes itself: `docker commit` (a container's
 //! writable layer on top of its image) and `docker import` (a tarball as a
 //! one-layer image), with the Dockerfile instructions both accept as
-//! `--change`.
+//! `--change`; and the parts of an image config other code reads typed
+//! (`Healthcheck`).
 
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
+
+/// Docker's `container.HealthConfig`, as image configs (HEALTHCHECK) and
+/// create requests (`--health-*`) carry it. Durations are nanoseconds; a
+/// zero field means "inherit" (from the image, then Docker's default), so
+/// zero fields are left out as Go's `omitempty` leaves them out.
+///
+/// `Test` is `[]` (inherit), `["NONE"]` (disabled), `["CMD", arg...]` or
+/// `["CMD-SHELL", command]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Healthcheck {
+    #[serde(rename = "Test", default, deserialize_with = "go_strings", skip_serializing_if = "Vec::is_empty")]
+    pub test: Vec<String>,
+    #[serde(rename = "Interval", default, deserialize_with = "go_int", skip_serializing_if = "is_zero")]
+    pub interval: i64,
+    #[serde(rename = "Timeout", default, deserialize_with = "go_int", skip_serializing_if = "is_zero")]
+    pub timeout: i64,
+    #[serde(rename = "StartPeriod", default, deserialize_with = "go_int", skip_serializing_if = "is_zero")]
+    pub start_period: i64,
+    /// API 1.44: the interval between probes during the start period.
+    #[serde(rename = "StartInterval", default, deserialize_with = "go_int", skip_serializing_if = "is_zero")]
+    pub start_interval: i64,
+    #[serde(rename = "Retries", default, deserialize_with = "go_int", skip_serializing_if = "is_zero")]
+    pub retries: i64,
+}
+
+impl Healthcheck {
+    /// An image config's (`config.Healthcheck`), if it has one that parses.
+    pub fn of_image(image_config: &Value) -> Option<Healthcheck> {
+        let value = image_config.get("config")?.get("Healthcheck")?;
+        serde_json::from_value(value.clone()).ok()
+    }
+
+    /// dockerd's merge (`daemon/commit.go` merge): each field the container
+    /// leaves zero comes from the image.
+    pub fn inherit(&mut self, image: &Healthcheck) {
+        if self.test.is_empty() {
+            self.test = image.test.clone();
+        }
+        for (mine, theirs) in [
+            (&mut self.interval, image.interval),
+            (&mut self.timeout, image.timeout),
+            (&mut self.start_period, image.start_period),
+            (&mut self.start_interval, image.start_interval),
+            (&mut self.retries, image.retries),
+        ] {
+            if *mine == 0 {
+                *mine = theirs;
+            }
+        }
+    }
+}
+
+fn is_zero(value: &i64) -> bool {
+    *value == 0
+}
+
+/// Go's `[]string`: `null` is empty, a `null` element is "".
+fn go_strings<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let items = Option::<Vec<Option<String>>>::deserialize(deserializer)?;
+    Ok(items.unwrap_or_default().into_iter().map(Option::unwrap_or_default).collect())
+}
+
+/// Go's integer fields: `null` is zero.
+fn go_int<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    Ok(Option::<i64>::deserialize(deserializer)?.unwrap_or_default())
+}
 
 /// The Dockerfile instructions `--change` accepts, as Docker lists them.
 const CHANGE_INSTRUCTIONS: &[&str] =
@@ -186,6 +254,7 @@ fn image_part(config: &Value) -> Value {
         "OnBuild",
         "Labels",
         "StopSignal",
+        "Healthcheck",
     ] {
         if let Some(value) = config.get(key) {
             out.insert(key.into(), value.clone());
@@ -285,6 +354,22 @@ mod tests {
         assert_eq!((config["User"].as_str(), config["WorkingDir"].as_str()), (Some("foobar"), Some("/srv")));
         assert_eq!(config["Volumes"], json!({ "/data": {} }));
         assert_eq!(config["StopSignal"], "SIGINT");
+    }
+
+    #[test]
+    fn healthchecks_read_as_go_reads_them_and_inherit_zero_fields() {
+        let image = json!({ "config": { "Healthcheck": {
+            "Test": ["CMD-SHELL", "true"], "Interval": 1_000_000_000i64, "Retries": 2 } } });
+        let from_image = Healthcheck::of_image(&image).unwrap();
+        assert_eq!(from_image.test, ["CMD-SHELL", "true"]);
+        let mut given: Healthcheck =
+            serde_json::from_value(json!({ "Test": null, "Timeout": 5, "Retries": null })).unwrap();
+        given.inherit(&from_image);
+        assert_eq!((given.interval, given.timeout, given.retries), (1_000_000_000, 5, 2));
+        assert_eq!(given.test, ["CMD-SHELL", "true"]);
+        // Zero fields are omitted, as Go's omitempty omits them.
+        assert_eq!(serde_json::to_value(Healthcheck::default()).unwrap(), json!({}));
+        assert!(Healthcheck::of_image(&json!({ "config": {} })).is_none());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod container_dir;
 pub mod devices;
 pub mod dns;
 pub mod durable;
+pub mod health;
 pub mod image_config;
 pub mod layer;
 pub mod limits;

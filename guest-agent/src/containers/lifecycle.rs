@@ -152,11 +152,13 @@ impl Containers {
                 shim_pid,
                 started_at_ns: logfile::now_ns(),
                 stopped_by_user: c.state.stopped_by_user,
+                health: super::health::health_at_start(c),
                 ..Default::default()
             }
         })?;
         tracing::info!(id = %entry.snapshot().id, pid, "container started");
         self.emit("start", &entry.snapshot(), &[]);
+        self.monitor_health(entry);
         tokio::spawn(self.watch_exit(
             entry.clone(),
             async move {
@@ -246,6 +248,9 @@ impl Containers {
         let _ = entry.update(|c| {
             c.state.status = Status::Exited;
             c.state.pid = 0;
+            if let Some(health) = c.state.health.as_mut() {
+                health.stop();
+            }
             match exit {
                 Some(exit) => {
                     c.state.exit_code = exit.exit_code;

@@ -12,12 +12,14 @@
 //! This file is the record and its lookup; the verbs live beside it:
 //! `create` (create, update, rename), `lifecycle` (start, exit, restart,
 //! exec), `stop` (signals, stop, pause, wait, remove, prune), `streams`
-//! (logs, attach, resize) and `stats` (stats, top, diff). Preparing a run
+//! (logs, attach, resize), `stats` (stats, top, diff) and `health` (the
+//! healthcheck monitor of a run). Preparing a run
 //! is the engine's (`berth_engine::bundle`), and so is the directory's
 //! layout (`berth_engine::container_dir`). Errors are `AgentError`s; the
 //! streams hand the RPC layer receivers of their items.
 
 mod create;
+mod health;
 mod lifecycle;
 mod networks;
 mod stats;
@@ -228,6 +230,7 @@ impl Containers {
         match pidfd(state.shim_pid) {
             Some(fd) if shim_is_ours(state.shim_pid, entry.dir.path()) => {
                 tracing::info!(id = %entry.snapshot().id, pid = state.pid, "re-adopted running container");
+                self.monitor_health(&entry);
                 tokio::spawn(self.clone().watch_exit(entry, pidfd_closed(fd), None));
             }
             _ => {

@@ -5,6 +5,7 @@
 
 mod commit;
 mod pull;
+mod push;
 mod transfer;
 
 use std::collections::HashSet;
@@ -17,6 +18,7 @@ use serde_json::{json, Value};
 
 pub use self::commit::commit;
 pub use self::pull::{inspect_distribution, pull};
+pub use self::push::push;
 pub use self::transfer::{import, save, start_load};
 use crate::containers::{Containers, ImageInfo};
 use crate::error::AgentError;
@@ -75,6 +77,7 @@ fn summary(store: &ImageStore, record: &ImageRecord) -> ImageSummary {
         tags: store.tags_of(&record.id).into_iter().map(String::from).collect(),
         size: record.size,
         created: record.created,
+        repo_digests: record.repo_digests.clone(),
     }
 }
 

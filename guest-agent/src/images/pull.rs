@@ -11,22 +11,23 @@ use super::ImagesSlot;
 use crate::error::AgentError;
 use crate::events::Events;
 
+/// Docker's own bar: 50 columns, `=` done, `>` the head.
+pub(super) fn progress_bar(current: u64, total: u64) -> String {
+    let filled = (current.min(total) * 50).checked_div(total).unwrap_or(0) as usize;
+    let head = if filled < 50 { ">" } else { "=" };
+    format!(
+        "[{}{head}{}] {:.3}MB/{:.3}MB",
+        "=".repeat(filled.saturating_sub(1)),
+        " ".repeat(50usize.saturating_sub(filled.max(1))),
+        current as f64 / 1e6,
+        total as f64 / 1e6
+    )
+}
+
 /// One of Docker's pull progress messages for a pull event.
 fn pull_message(event: &berth_engine::registry::Progress, reference: &str) -> serde_json::Value {
     use berth_engine::registry::Progress;
     use serde_json::json;
-    // Docker's own bar: 50 columns, `=` done, `>` the head.
-    let bar = |current: u64, total: u64| {
-        let filled = (current.min(total) * 50).checked_div(total).unwrap_or(0) as usize;
-        let head = if filled < 50 { ">" } else { "=" };
-        format!(
-            "[{}{head}{}] {:.3}MB/{:.3}MB",
-            "=".repeat(filled.saturating_sub(1)),
-            " ".repeat(50usize.saturating_sub(filled.max(1))),
-            current as f64 / 1e6,
-            total as f64 / 1e6
-        )
-    };
     match event {
         Progress::Resolved { .. } => {
             // docker.io/library/busybox:latest -> "library/busybox", "latest"
@@ -43,7 +44,7 @@ fn pull_message(event: &berth_engine::registry::Progress, reference: &str) -> se
         Progress::LayerStart { id, .. } => json!({ "status": "Pulling fs layer", "progressDetail": {}, "id": id }),
         Progress::LayerProgress { id, current, total } => json!({
             "status": "Downloading", "progressDetail": { "current": current, "total": total },
-            "progress": bar(*current, *total), "id": id,
+            "progress": progress_bar(*current, *total), "id": id,
         }),
         Progress::LayerExtracting { id } => json!({ "status": "Extracting", "progressDetail": {}, "id": id }),
         Progress::LayerExists { id } => json!({ "status": "Already exists", "progressDetail": {}, "id": id }),
@@ -62,17 +63,18 @@ fn pull_message(event: &berth_engine::registry::Progress, reference: &str) -> se
 
 /// The reference and registry options of a pull-like request.
 fn pull_options(req: PullImageRequest) -> Result<(String, berth_engine::registry::PullOptions), AgentError> {
-    use berth_engine::registry::{Credentials, PullOptions};
+    use berth_engine::registry::PullOptions;
     let PullImageRequest { reference, auth_json, registry_mirrors, insecure_registries } = req;
-    let auth = if auth_json.trim().is_empty() {
-        None
-    } else {
-        Some(
-            serde_json::from_str::<Credentials>(&auth_json)
-                .map_err(|e| AgentError::invalid(format!("invalid X-Registry-Auth: {e}")))?,
-        )
-    };
+    let auth = credentials(&auth_json)?;
     Ok((reference, PullOptions { insecure_registries, mirrors: registry_mirrors, auth }))
+}
+
+/// The client's X-Registry-Auth (decoded JSON); none when empty.
+pub(super) fn credentials(auth_json: &str) -> Result<Option<berth_engine::registry::Credentials>, AgentError> {
+    if auth_json.trim().is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(auth_json).map(Some).map_err(|e| AgentError::invalid(format!("invalid X-Registry-Auth: {e}")))
 }
 
 /// `docker pull`: Docker's progress messages, as they come. An error
@@ -92,9 +94,21 @@ pub async fn pull(
     tokio::spawn(async move {
         let mut first = Some(first_tx);
         let progress_tx = tx.clone();
+        let mut resolved = None;
         let mut announce = |event: berth_engine::registry::Progress| {
+            use berth_engine::registry::Progress;
             if let Some(first) = first.take() {
                 let _ = first.send(Ok(()));
+            }
+            match &event {
+                Progress::Resolved { digest, .. } => resolved = Some(digest.clone()),
+                // Docker's line before the status, which scripts read.
+                Progress::Done { .. } => {
+                    if let Some(digest) = resolved.take() {
+                        let _ = progress_tx.send(serde_json::json!({ "status": format!("Digest: {digest}") }));
+                    }
+                }
+                _ => {}
             }
             let _ = progress_tx.send(pull_message(&event, &normalized));
         };

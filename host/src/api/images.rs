@@ -80,8 +80,34 @@ pub async fn create(req: Request<Incoming>, ctx: &ApiContext) -> Response<Body> 
 /// (X-Registry-Auth: base64url of Docker's AuthConfig JSON) and the
 /// configured mirrors.
 fn registry_request<B>(req: &Request<B>, reference: String, ctx: &ApiContext) -> berth_agent_proto::PullImageRequest {
-    let auth_json = req
-        .headers()
+    berth_agent_proto::PullImageRequest {
+        reference,
+        auth_json: registry_auth_json(req),
+        registry_mirrors: ctx.facts.registry.mirrors.clone(),
+        insecure_registries: ctx.facts.registry.insecure.clone(),
+    }
+}
+
+/// `docker push NAME` (`POST /images/NAME/push?tag=TAG`): Docker's progress
+/// messages; a missing image or a registry's refusal is the stream's error,
+/// after the repository line, as dockerd sends it.
+pub async fn push<B>(req: &Request<B>, name: &str, query: Option<&str>, ctx: &ApiContext) -> Response<Body> {
+    let request = berth_agent_proto::PushImageRequest {
+        name: name.to_string(),
+        tag: query_param(query, "tag").unwrap_or_default(),
+        auth_json: registry_auth_json(req),
+        insecure_registries: ctx.facts.registry.insecure.clone(),
+    };
+    match ctx.agent.clone().push_image(request).await {
+        Ok(reply) => json_lines(reply.into_inner(), b"\r\n"),
+        Err(status) => agent_error(status),
+    }
+}
+
+/// The client's credentials: X-Registry-Auth, base64url of Docker's
+/// AuthConfig JSON; empty for none.
+fn registry_auth_json<B>(req: &Request<B>) -> String {
+    req.headers()
         .get("X-Registry-Auth")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
@@ -95,13 +121,7 @@ fn registry_request<B>(req: &Request<B>, reference: String, ctx: &ApiContext) ->
         })
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
         .filter(|json| json.trim() != "{}" && json.trim() != "null")
-        .unwrap_or_default();
-    berth_agent_proto::PullImageRequest {
-        reference,
-        auth_json,
-        registry_mirrors: ctx.facts.registry.mirrors.clone(),
-        insecure_registries: ctx.facts.registry.insecure.clone(),
-    }
+        .unwrap_or_default()
 }
 
 /// `docker import`: `fromSrc=-` takes the tarball from the body.
@@ -257,6 +277,9 @@ pub async fn list(query: Option<&str>, mut agent: AgentClient<Channel>) -> Respo
             && before.flatten().is_none_or(|t| image.created < t)
             && since.flatten().is_none_or(|t| image.created > t)
     });
+    for image in &mut images {
+        filters.keep_matching_references(image);
+    }
     // Labels live in the image configs: read them only when asked.
     if let Some(wanted) = filters.0.get("label") {
         let mut kept = Vec::new();
@@ -310,17 +333,32 @@ impl ImageFilters {
     }
 
     fn matches(&self, image: &ImageSummary) -> bool {
-        let dangling = image.tags.is_empty();
+        // Digest references count as Docker counts them: a pull by digest is
+        // no dangling image.
+        let dangling = image.tags.is_empty() && image.repo_digests.is_empty();
         let dangling_ok =
             self.0.get("dangling").is_none_or(|v| v.iter().any(|d| (d == "true" || d == "1") == dangling));
-        let reference_ok = self.0.get("reference").is_none_or(|patterns| {
-            image.tags.iter().any(|tag| {
-                let familiar = familiar(tag);
-                let repo = familiar.rsplit_once(':').map(|(r, _)| r).unwrap_or(familiar);
-                patterns.iter().any(|p| glob(p, familiar) || glob(p, repo))
-            })
-        });
-        dangling_ok && reference_ok
+        let reference_ok = image.tags.iter().chain(&image.repo_digests).any(|r| self.reference_matches(r));
+        dangling_ok && (reference_ok || !self.0.contains_key("reference"))
+    }
+
+    /// Whether a normalised reference (tag or digest) passes the
+    /// `reference` filter: its familiar form or its repository matches a
+    /// pattern (Docker's FamiliarMatch).
+    fn reference_matches(&self, normalized: &str) -> bool {
+        let Some(patterns) = self.0.get("reference") else { return true };
+        let familiar = familiar(normalized);
+        let repo = match familiar.split_once('@') {
+            Some((repo, _)) => repo,
+            None => familiar.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map_or(familiar, |(r, _)| r),
+        };
+        patterns.iter().any(|p| glob(p, familiar) || glob(p, repo))
+    }
+
+    /// Docker lists only the references that match the filter.
+    fn keep_matching_references(&self, image: &mut ImageSummary) {
+        image.tags.retain(|t| self.reference_matches(t));
+        image.repo_digests.retain(|d| self.reference_matches(d));
     }
 }
 
@@ -347,7 +385,7 @@ pub fn images_json(mut images: Vec<ImageSummary>) -> serde_json::Value {
                 "Id": image.id,
                 "ParentId": "",
                 "RepoTags": image.tags.iter().map(|t| familiar(t)).collect::<Vec<_>>(),
-                "RepoDigests": [],
+                "RepoDigests": image.repo_digests.iter().map(|d| familiar(d)).collect::<Vec<_>>(),
                 "Created": image.created,
                 "Size": image.size,
                 "SharedSize": -1,
@@ -372,7 +410,7 @@ pub async fn inspect(name: &str, mut agent: AgentClient<Channel>) -> Response<Bo
         json!({
             "Id": image.id,
             "RepoTags": image.tags.iter().map(|t| familiar(t)).collect::<Vec<_>>(),
-            "RepoDigests": [],
+            "RepoDigests": image.repo_digests.iter().map(|d| familiar(d)).collect::<Vec<_>>(),
             "Parent": reply.parent,
             "Comment": field("comment"),
             "Container": field("container"),
@@ -433,6 +471,7 @@ mod tests {
             tags: tags.iter().map(|t| t.to_string()).collect(),
             size: 0,
             created: 0,
+            repo_digests: Vec::new(),
         };
         let f = ImageFilters::parse(r#"{"reference":["busy*"]}"#).unwrap();
         assert!(f.matches(&image(&["docker.io/library/busybox:latest"])));
@@ -440,6 +479,14 @@ mod tests {
         let f = ImageFilters::parse(r#"{"dangling":{"true":true}}"#).unwrap();
         assert!(f.matches(&image(&[])) && !f.matches(&image(&["x:1"])));
         assert!(ImageFilters::parse(r#"{"bogus":["x"]}"#).is_err());
+        // Only the matching references are listed; a digest matches by its repository.
+        let f = ImageFilters::parse(r#"{"reference":["localhost:5000/app"]}"#).unwrap();
+        let mut both = image(&["localhost:5000/app:1", "localhost:5000/other:2"]);
+        both.repo_digests = vec![format!("localhost:5000/app@sha256:{}", "a".repeat(64))];
+        assert!(f.matches(&both));
+        f.keep_matching_references(&mut both);
+        assert_eq!(both.tags, ["localhost:5000/app:1"]);
+        assert_eq!(both.repo_digests.len(), 1);
         assert!(glob("me/*:1", "me/app:1") && !glob("*", "me/app"));
     }
 
@@ -450,10 +497,12 @@ mod tests {
             tags: vec![format!("docker.io/library/{id}:1")],
             size: 10,
             created,
+            repo_digests: vec![format!("docker.io/library/{id}@sha256:{}", "a".repeat(64))],
         };
         let listed = images_json(vec![image("old", 1), image("new", 2)]);
         assert_eq!(listed[0]["RepoTags"], json!(["new:1"]));
         assert_eq!(listed[1]["Created"], 1);
         assert_eq!(listed[0]["Size"], 10);
+        assert_eq!(listed[0]["RepoDigests"], json!([format!("new@sha256:{}", "a".repeat(64))]));
     }
 }

@@ -50,6 +50,9 @@ async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Response
         (&Method::POST, ["images", "load"]) => return images::load(req, agent()).await,
         (&Method::POST, ["images", "create"]) => return images::create(req, ctx).await,
         (&Method::POST, ["commit"]) => return images::commit(req, agent()).await,
+        (&Method::POST, ["images", image @ .., "push"]) if !image.is_empty() => {
+            return images::push(&req, &name(image), query, ctx).await
+        }
         (&Method::GET, ["distribution", image @ .., "json"]) if !image.is_empty() => {
             return images::distribution(&req, &name(image), ctx).await
         }

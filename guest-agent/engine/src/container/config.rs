@@ -217,6 +217,7 @@ docker_fields!(open
         "Labels" labels: StringMap,
         "StopSignal" stop_signal: String,
         "StopTimeout" stop_timeout: i64,
+        "Healthcheck" healthcheck: crate::image_config::Healthcheck,
     }
 );
 

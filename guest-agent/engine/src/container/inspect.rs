@@ -13,7 +13,7 @@ impl Container {
         let paths = crate::container_dir::ContainerDir::new(dir);
         let s = &self.state;
         let args: Vec<Value> = self.process_args().into_iter().skip(1).map(Value::String).collect();
-        json!({
+        let mut inspect = json!({
             "Id": self.id,
             "Created": rfc3339(self.created_ns),
             "Path": self.process_args().first().cloned().unwrap_or_default(),
@@ -57,7 +57,11 @@ impl Container {
             "Mounts": self.mounts_json(volumes_root),
             "Config": self.config,
             "NetworkSettings": self.network_settings(),
-        })
+        });
+        if let Some(health) = &s.health {
+            inspect["State"]["Health"] = json!(health);
+        }
+        inspect
     }
 
     pub fn process_args(&self) -> Vec<String> {
@@ -107,7 +111,10 @@ impl Container {
         let s = &self.state;
         match s.status {
             Status::Created => "Created".into(),
-            Status::Running => format!("Up {}", human_duration(now_ns - s.started_at_ns)),
+            Status::Running => match &s.health {
+                Some(health) => format!("Up {} ({})", human_duration(now_ns - s.started_at_ns), health.summary()),
+                None => format!("Up {}", human_duration(now_ns - s.started_at_ns)),
+            },
             Status::Paused => format!("Up {} (Paused)", human_duration(now_ns - s.started_at_ns)),
             Status::Restarting => {
                 format!("Restarting ({}) {} ago", s.exit_code, human_duration(now_ns - s.finished_at_ns))

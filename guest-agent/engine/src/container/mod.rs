@@ -89,6 +89,10 @@ pub struct State {
     pub finished_at_ns: i64,
     /// Set by `docker stop`/`kill`: a restart policy must not undo it.
     pub stopped_by_user: bool,
+    /// `State.Health`, once a run with a healthcheck began (records
+    /// written before healthchecks have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::Health>,
 }
 
 /// A volume mounted into a container: named (`-v name:/path`,

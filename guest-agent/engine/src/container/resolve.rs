@@ -13,6 +13,7 @@ use super::config::{
 use super::mounts::{parse_bind, parse_volumes_from, root_destination, BindSpec};
 use super::{invalid, parse_signal, CreateError, VolumeMount};
 use crate::docker_json;
+use crate::image_config::Healthcheck;
 use crate::spec::{self, Bind, ContainerOptions, NamespaceMode};
 
 /// The only runtime there is; Docker's default runtime name, which clients
@@ -108,6 +109,36 @@ fn merge_env(image: &[String], given: &[String]) -> Vec<String> {
     env
 }
 
+/// dockerd's rules for `Config.Healthcheck`: the image's HEALTHCHECK fills
+/// what the request leaves zero (`daemon/commit.go` merge), and the
+/// durations are checked as `verifyContainerSettings` checks them.
+fn merge_healthcheck(given: &mut Field<Healthcheck>, image_config: &Value) -> Result<(), CreateError> {
+    let image = Healthcheck::of_image(image_config);
+    match (given.get_mut(), image) {
+        (Some(given), Some(image)) => given.inherit(&image),
+        (None, Some(image)) => *given = Field::Set(image),
+        (_, None) => {}
+    }
+    let Some(check) = given.get() else { return Ok(()) };
+    for (name, value) in [
+        ("Interval", check.interval),
+        ("Timeout", check.timeout),
+        ("StartPeriod", check.start_period),
+        ("StartInterval", check.start_interval),
+    ] {
+        if value != 0 && value < MINIMUM_HEALTH_DURATION_NS {
+            return Err(invalid(format!("{name} in Healthcheck cannot be less than 1ms")));
+        }
+    }
+    if check.retries < 0 {
+        return Err(invalid("Retries in Healthcheck cannot be negative"));
+    }
+    Ok(())
+}
+
+/// moby's `container.MinimumDuration`.
+const MINIMUM_HEALTH_DURATION_NS: i64 = 1_000_000;
+
 /// Resolves a client's create body against the image config.
 pub fn resolve(request: &Value, image_config: &Value, id: &str) -> Result<Resolved, CreateError> {
     resolve_request(CreateRequest::parse(request)?, image_config, id)
@@ -125,11 +156,10 @@ pub fn resolve_request(request: CreateRequest, image_config: &Value, id: &str) -
     if let Some(key) = host_config.unsupported() {
         return Err(invalid(format!("HostConfig.{key} is not supported by Berth yet")));
     }
-    for key in ["Healthcheck", "OnBuild"] {
-        if config.rest.get(key).is_some_and(|v| !is_zero(v)) {
-            return Err(invalid(format!("{key} is not supported by Berth yet")));
-        }
+    if config.rest.get("OnBuild").is_some_and(|v| !is_zero(v)) {
+        return Err(invalid("OnBuild is not supported by Berth yet"));
     }
+    merge_healthcheck(&mut config.healthcheck, image_config)?;
     // The host binds published ports at start (host/src/ports); a bad
     // spec is refused now, as dockerd refuses it at create.
     // Not ports_published(): `-p 80` (an ephemeral port on every address)

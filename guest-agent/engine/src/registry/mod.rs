@@ -24,7 +24,8 @@
 //!
 //! `endpoint` is where a pull goes and how it talks there (mirrors, TLS,
 //! credentials, errors in Docker's words, the platform of an index); this
-//! file is the pull itself: manifest, blobs, unpacking, commit.
+//! file is the pull itself: manifest, blobs, unpacking, commit; `push` is
+//! `docker push`.
 
 use std::collections::HashSet;
 use std::io;
@@ -43,9 +44,12 @@ use tokio::io::AsyncWrite;
 
 use crate::layer;
 use crate::reference;
-use crate::store::{ImageStore, StoreError};
+use crate::store::{ImageStore, LayerBlob, StoreError};
 
 mod endpoint;
+mod push;
+
+pub use push::{push, PushError, PushProgress};
 
 use endpoint::{
     client_for, endpoints, is_sha256_digest, pull_error, registry_auth, select_platform, short_id, Endpoint, Stage,
@@ -398,6 +402,9 @@ async fn pull_from<S: StoreAccess>(
             }
         }
     };
+    // Docker's RepoDigest: what the reference resolved to (an index, when
+    // the tag names one), under the image's own registry, not a mirror's.
+    let repo_digest = format!("{}/{}@{digest}", target.registry, target.repository);
     progress(Progress::Resolved { reference: target.normalized.clone(), digest });
 
     // The config: the image ID and the layers' diff IDs.
@@ -520,11 +527,20 @@ async fn pull_from<S: StoreAccess>(
     let tag = target.tag.as_ref().map(|_| target.normalized.clone());
     let work_dir = work.0.clone();
     let id = image_id.clone();
+    let pulled = Pulled { repo_digest, repository: format!("{}/{}", target.registry, target.repository) };
     let changed =
-        store_call(store, move |store| commit(store, &work_dir, &config, &id, &layers, tag.as_deref())).await?;
+        store_call(store, move |store| commit(store, &work_dir, &config, &id, &layers, tag.as_deref(), &pulled))
+            .await?;
     drop(work);
     progress(Progress::Done { image_id: image_id.clone(), changed });
     Ok(image_id)
+}
+
+/// Where a pulled image came from, for the store's digest bookkeeping.
+struct Pulled {
+    repo_digest: String,
+    /// `registry/repository`.
+    repository: String,
 }
 
 /// Moves the unpacked layers into place, stores the config and records the
@@ -536,6 +552,7 @@ fn commit(
     id: &str,
     layers: &[PulledLayer],
     tag: Option<&str>,
+    pulled: &Pulled,
 ) -> Result<bool, StoreError> {
     let unchanged = tag.is_some_and(|t| store.resolve(t).is_some_and(|r| r.id == id));
     store.write_blob(config, Some(id))?;
@@ -572,7 +589,19 @@ fn commit(
             .map_err(|e| StoreError::Io { context: format!("syncing {}", dir.display()), source: e })?;
     }
     let tags: Vec<String> = tag.into_iter().map(String::from).collect();
-    store.add_image(id, size, &tags)?;
+    let blobs: Vec<(String, LayerBlob)> = layers
+        .iter()
+        .map(|layer| {
+            let blob = LayerBlob {
+                digest: layer.descriptor.digest.clone(),
+                media_type: layer.descriptor.media_type.clone(),
+                size: u64::try_from(layer.descriptor.size).unwrap_or(0),
+                repository: pulled.repository.clone(),
+            };
+            (layer.diff_id.clone(), blob)
+        })
+        .collect();
+    store.add_pulled_image(id, size, &tags, &pulled.repo_digest, &blobs)?;
     Ok(!unchanged)
 }
 

@@ -77,7 +77,10 @@ impl StoreFiles {
             let tags =
                 image.tags.iter().map(|tag| reference::normalize(tag).map_err(invalid)).collect::<Result<_, _>>()?;
             let created = parsed.created.as_deref().and_then(parse_rfc3339_utc).unwrap_or(0);
-            images.push((ImageRecord { id, diff_ids, size, added_at: now(), created, parent: None }, tags));
+            images.push((
+                ImageRecord { id, diff_ids, size, added_at: now(), created, parent: None, repo_digests: Vec::new() },
+                tags,
+            ));
         }
         Ok(StagedLoad { images })
     }
