@@ -31,6 +31,8 @@ pub struct Entry {
     pub uid: u64,
     pub gid: u64,
     pub size: u64,
+    /// Kept for the copy, but no part of the hash.
+    pub mtime: u64,
     /// sha256 of the header fields that matter and the content.
     pub hash: String,
 }
@@ -91,6 +93,7 @@ impl Context {
             let header = entry.header();
             let (mode, uid, gid) =
                 (header.mode().unwrap_or(0o644) & 0o7777, header.uid().unwrap_or(0), header.gid().unwrap_or(0));
+            let mtime = header.mtime().unwrap_or(0);
             let kind = header.entry_type();
             context.make_parents(&name)?;
             match kind {
@@ -101,14 +104,14 @@ impl Context {
                         None => std::fs::create_dir(root.join(&name))?,
                     }
                     let hash = hex(&header_hash(&name, &Kind::Dir, mode, uid, gid, 0).finalize());
-                    context.entries.insert(name, Entry { kind: Kind::Dir, mode, uid, gid, size: 0, hash });
+                    context.entries.insert(name, Entry { kind: Kind::Dir, mode, uid, gid, size: 0, mtime, hash });
                 }
                 tar::EntryType::Symlink => {
                     let target = String::from_utf8_lossy(&entry.link_name_bytes().unwrap_or_default()).into_owned();
                     context.replace_leaf(&name)?;
                     let kind = Kind::Symlink(target);
                     let hash = hex(&header_hash(&name, &kind, mode, uid, gid, 0).finalize());
-                    context.entries.insert(name, Entry { kind, mode, uid, gid, size: 0, hash });
+                    context.entries.insert(name, Entry { kind, mode, uid, gid, size: 0, mtime, hash });
                 }
                 tar::EntryType::Link => {
                     let target = clean(&String::from_utf8_lossy(&entry.link_name_bytes().unwrap_or_default()));
@@ -120,7 +123,7 @@ impl Context {
                     std::fs::copy(root.join(&target), root.join(&name))?;
                     let mut hasher = header_hash(&name, &Kind::File, source.mode, source.uid, source.gid, source.size);
                     hasher.update(source.hash.as_bytes());
-                    context.entries.insert(name, Entry { hash: hex(&hasher.finalize()), ..source });
+                    context.entries.insert(name, Entry { hash: hex(&hasher.finalize()), mtime, ..source });
                 }
                 tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                     context.replace_leaf(&name)?;
@@ -137,7 +140,7 @@ impl Context {
                         file.write_all(&buf[..n])?;
                     }
                     let hash = hex(&hasher.finalize());
-                    context.entries.insert(name, Entry { kind: Kind::File, mode, uid, gid, size, hash });
+                    context.entries.insert(name, Entry { kind: Kind::File, mode, uid, gid, size, mtime, hash });
                 }
                 // Devices, FIFOs, pax headers: nothing a build may copy.
                 _ => {}
@@ -246,6 +249,7 @@ fn dir_entry(name: &str) -> Entry {
         uid: 0,
         gid: 0,
         size: 0,
+        mtime: 0,
         hash: hex(&header_hash(name, &Kind::Dir, 0o755, 0, 0, 0).finalize()),
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod context;
+pub mod copy;
 pub mod ignore;
 pub mod instructions;
 pub mod lex;
