@@ -15,6 +15,8 @@ pub struct BuildOptions {
     /// `buildargs`; a `null` value names an arg without giving it one.
     pub build_args: BTreeMap<String, Option<String>>,
     pub target: String,
+    /// `platform` (`os[/arch[/variant]]`), checked before the build starts.
+    pub platform: String,
     /// `labels`: appended as LABEL steps to the last stage.
     pub labels: BTreeMap<String, String>,
     pub no_cache: bool,
