@@ -12,6 +12,7 @@ use harness::{describe, Berth};
 mod api;
 mod archives;
 mod bad_input;
+mod build;
 mod cli_docs;
 mod exec_secrets;
 mod full_disk;

@@ -31,6 +31,12 @@ impl Output {
         self.tx.send(message).await.map_err(|_| Gone)
     }
 
+    /// `aux` goes out even with `q`, as dockerd's AuxFormatter writes past
+    /// the quiet buffer (the CLI's --iidfile reads it).
+    pub async fn aux(&mut self, message: Value) -> Result<(), Gone> {
+        self.tx.send(json!({ "aux": message })).await.map_err(|_| Gone)
+    }
+
     pub async fn stream(&mut self, text: impl Into<String>) -> Result<(), Gone> {
         self.send(json!({ "stream": text.into() })).await
     }

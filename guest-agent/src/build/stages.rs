@@ -139,7 +139,7 @@ pub(super) async fn run(
         }
         let state = run.stage(index, stage).await?;
         if options.aux {
-            run.out.send(json!({ "aux": { "ID": state.id } })).await?;
+            run.out.aux(json!({ "ID": state.id })).await?;
         }
         run.results[index] = Some((state.image.clone(), state.id.clone()));
         if index == last {

@@ -102,8 +102,15 @@ impl State {
             .collect()
     }
 
-    fn image_info(&self, layers: Vec<std::path::PathBuf>) -> ImageInfo {
+    /// The image as a container is made from it. An image without layers
+    /// (scratch) gets one empty directory: overlayfs needs a lower layer.
+    fn image_info(&self, mut layers: Vec<std::path::PathBuf>, work: &std::path::Path) -> ImageInfo {
         let id = if self.id.is_empty() { cache::image_id(&self.image) } else { self.id.clone() };
+        if layers.is_empty() {
+            let empty = work.join("empty-layer");
+            let _ = std::fs::create_dir_all(&empty);
+            layers.push(empty);
+        }
         ImageInfo { id, config: self.image.clone(), layers }
     }
 }
@@ -435,7 +442,7 @@ impl Run<'_> {
             "HostConfig": self.run_host_config(),
         });
         let containers = self.builder.containers.clone();
-        let id = containers.create("", request, state.image_info(layers), short(&state.id).to_string()).await?;
+        let id = containers.create("", request, state.image_info(layers, self.work), short(&state.id).to_string()).await?;
         let result = self.run_container(&id, &words).await;
         let committed = match result {
             Ok(()) => self.commit(state, &id, config, probe, &probe_cmd.join(" "), &key).await,
@@ -583,7 +590,7 @@ impl Run<'_> {
         let layers = self.layers(&state.image).await?;
         let containers = self.builder.containers.clone();
         let request = json!({ "Cmd": ["/bin/sh"], "Entrypoint": [""], "HostConfig": { "NetworkMode": "none" } });
-        let id = containers.create("", request, state.image_info(layers), short(&state.id).to_string()).await?;
+        let id = containers.create("", request, state.image_info(layers, self.work), short(&state.id).to_string()).await?;
         let mut result = Ok(());
         for (dir, tar) in tars {
             result = put_file(&containers, &id, dir, tar).await;
@@ -721,11 +728,9 @@ impl Run<'_> {
         let dest_layers = self.layers(&state.image).await?;
         let containers = self.builder.containers.clone();
         let request = json!({ "Cmd": ["/bin/sh"], "Entrypoint": [""], "HostConfig": { "NetworkMode": "none" } });
-        let info = ImageInfo {
-            id: if image_id.is_empty() { cache::image_id(&image) } else { image_id },
-            config: image,
-            layers: source_layers.clone(),
-        };
+        let mut source = State::from_base(image, image_id);
+        source.id = if source.id.is_empty() { cache::image_id(&source.image) } else { source.id };
+        let info = source.image_info(source_layers.clone(), self.work);
         let source_container = containers.create("", request, info, String::new()).await?;
         let tar = self.work.join("copy-from.tar");
         let result = async {

@@ -77,12 +77,40 @@ fn decompressed(mut input: impl Read + 'static) -> io::Result<Box<dyn Read>> {
     Ok(if magic[..got] == [0x1f, 0x8b] { Box::new(flate2::read::GzDecoder::new(chained)) } else { Box::new(chained) })
 }
 
+/// The docker CLI's tar for a Dockerfile outside the context ends right
+/// after the last file's bytes: no padding, no end-of-archive blocks (Go's
+/// reader accepts that, tar-rs does not). At the end of the input this
+/// reader supplies the zeros a whole archive would end with.
+struct ZeroTail<R> {
+    inner: R,
+    total: u64,
+    tail: Option<u64>,
+}
+
+impl<R: Read> Read for ZeroTail<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.tail.is_none() {
+            let n = self.inner.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                self.total += n as u64;
+                return Ok(n);
+            }
+            self.tail = Some((512 - self.total % 512) % 512 + 1024);
+        }
+        let left = self.tail.as_mut().expect("set above");
+        let n = (*left).min(buf.len() as u64) as usize;
+        buf[..n].fill(0);
+        *left -= n as u64;
+        Ok(n)
+    }
+}
+
 impl Context {
     /// Receives the tar into `root` (which must exist and be empty).
     pub fn ingest(input: impl Read + 'static, root: &Path) -> io::Result<Context> {
         let mut context = Context { root: root.to_path_buf(), entries: BTreeMap::new() };
         context.entries.insert(String::new(), dir_entry(""));
-        let mut archive = tar::Archive::new(decompressed(input)?);
+        let mut archive = tar::Archive::new(ZeroTail { inner: decompressed(input)?, total: 0, tail: None });
         for entry in archive.entries()? {
             let mut entry = entry?;
             let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -294,6 +322,15 @@ mod tests {
         assert_eq!(c1.source_hash("a"), c2.source_hash("a"));
         assert_ne!(c1.source_hash("a"), c3.source_hash("a"));
         assert_eq!(c1.read_file("a/x.txt").unwrap(), b"one");
+    }
+
+    #[test]
+    fn an_archive_cut_after_its_last_file_is_whole() {
+        // What the docker CLI sends with `-f` outside the context.
+        let mut bytes = tar_of(&[("a", Regular, b"12345", "")]);
+        bytes.truncate(512 + 5);
+        let (_d, c) = ingest(bytes).unwrap();
+        assert_eq!(c.read_file("a").unwrap(), b"12345");
     }
 
     #[test]
