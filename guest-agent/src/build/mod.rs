@@ -127,12 +127,12 @@ async fn prepare(
 
     let requested = if options.dockerfile.is_empty() { "Dockerfile".to_string() } else { options.dockerfile.clone() };
     let name = ignore::clean(&requested);
-    let name = if options.dockerfile.is_empty() && context.entry(&name).is_none() && context.entry("dockerfile").is_some()
-    {
-        "dockerfile".to_string()
-    } else {
-        name
-    };
+    let name =
+        if options.dockerfile.is_empty() && context.entry(&name).is_none() && context.entry("dockerfile").is_some() {
+            "dockerfile".to_string()
+        } else {
+            name
+        };
     let text = context
         .read_file(&name)
         .map_err(|_| AgentError::invalid(format!("Cannot locate specified Dockerfile: {requested}")))?;
@@ -156,11 +156,9 @@ async fn prepare(
     let mut build = instructions::parse(&file).map_err(|e| AgentError::invalid(e.to_string()))?;
     if !options.target.is_empty() {
         let target = options.target.to_ascii_lowercase();
-        let index = build
-            .stages
-            .iter()
-            .position(|s| s.name.as_deref() == Some(target.as_str()))
-            .ok_or_else(|| AgentError::invalid(format!("failed to reach build target {} in Dockerfile", options.target)))?;
+        let index = build.stages.iter().position(|s| s.name.as_deref() == Some(target.as_str())).ok_or_else(|| {
+            AgentError::invalid(format!("failed to reach build target {} in Dockerfile", options.target))
+        })?;
         build.stages.truncate(index + 1);
     }
     add_labels(&mut build, &options.labels);

@@ -95,7 +95,13 @@ pub(super) async fn run(
     }
     let wanted = needed(&build.stages, &names);
     let total = build.meta_args.len()
-        + build.stages.iter().enumerate().filter(|(i, _)| wanted.contains(i)).map(|(_, s)| 1 + s.steps.len()).sum::<usize>();
+        + build
+            .stages
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| wanted.contains(i))
+            .map(|(_, s)| 1 + s.steps.len())
+            .sum::<usize>();
     let mut run = Run {
         builder,
         options,
@@ -203,7 +209,13 @@ impl Run<'_> {
             .unwrap_or_default();
         if !triggers.is_empty() {
             state.image["config"]["OnBuild"] = Value::Null;
-            self.out.stream(format!("# Executing {} build trigger{}\n", triggers.len(), if triggers.len() == 1 { "" } else { "s" })).await?;
+            self.out
+                .stream(format!(
+                    "# Executing {} build trigger{}\n",
+                    triggers.len(),
+                    if triggers.len() == 1 { "" } else { "s" }
+                ))
+                .await?;
             for trigger in triggers {
                 let file = berth_engine::build::parser::parse(&trigger).map_err(|e| BuildError::new(e.to_string()))?;
                 for instruction in file.instructions {
@@ -245,7 +257,9 @@ impl Run<'_> {
         let local = |name: String| {
             move |store: &mut berth_engine::store::ImageStore| {
                 Ok(match store.resolve(&name).map(|r| r.id.clone()) {
-                    Some(id) => Some((serde_json::from_slice::<Value>(&store.config_json(&id)?).unwrap_or_default(), id)),
+                    Some(id) => {
+                        Some((serde_json::from_slice::<Value>(&store.config_json(&id)?).unwrap_or_default(), id))
+                    }
                     None => None,
                 })
             }

@@ -217,7 +217,11 @@ impl Run<'_> {
             Command::Workdir(dir) => {
                 let dir = self.expand(state, dir)?;
                 let current = config["WorkingDir"].as_str().unwrap_or("").to_string();
-                let joined = if dir.starts_with('/') { dir } else { format!("{}/{dir}", if current.is_empty() { "/" } else { &current }) };
+                let joined = if dir.starts_with('/') {
+                    dir
+                } else {
+                    format!("{}/{dir}", if current.is_empty() { "/" } else { &current })
+                };
                 let normalized = format!("/{}", ignore::clean(&joined));
                 config["WorkingDir"] = normalized.clone().into();
                 let layers = self.layers(&state.image).await?;
@@ -328,9 +332,9 @@ impl Run<'_> {
                 "start-period" => "StartPeriod",
                 "start-interval" => "StartInterval",
                 _ => {
-                    let retries: i64 = value
-                        .parse()
-                        .map_err(|_| BuildError::new(format!("strconv.ParseInt: parsing \"{value}\": invalid syntax")))?;
+                    let retries: i64 = value.parse().map_err(|_| {
+                        BuildError::new(format!("strconv.ParseInt: parsing \"{value}\": invalid syntax"))
+                    })?;
                     if retries < 0 {
                         return Err(BuildError::new("--retries cannot be negative"));
                     }
@@ -397,7 +401,9 @@ impl Run<'_> {
         heredocs: &[berth_engine::build::parser::Heredoc],
     ) -> Result<(), BuildError> {
         let words = match (cmd, heredocs) {
-            (CmdLine::Shell(text), [doc, ..]) if text.trim().starts_with("<<") && text.split_whitespace().count() == 1 => {
+            (CmdLine::Shell(text), [doc, ..])
+                if text.trim().starts_with("<<") && text.split_whitespace().count() == 1 =>
+            {
                 // `RUN <<EOF`: the document is the script.
                 state.shell().into_iter().chain(Some(doc.content.clone())).collect()
             }
@@ -417,7 +423,10 @@ impl Run<'_> {
         let probe_cmd: Vec<String> = if arg_env.is_empty() {
             words.clone()
         } else {
-            std::iter::once(format!("|{}", arg_env.len())).chain(arg_env.iter().cloned()).chain(words.iter().cloned()).collect()
+            std::iter::once(format!("|{}", arg_env.len()))
+                .chain(arg_env.iter().cloned())
+                .chain(words.iter().cloned())
+                .collect()
         };
         let config = state.config().clone();
         let probe = Self::probe(&config, &probe_cmd);
@@ -442,7 +451,8 @@ impl Run<'_> {
             "HostConfig": self.run_host_config(),
         });
         let containers = self.builder.containers.clone();
-        let id = containers.create("", request, state.image_info(layers, self.work), short(&state.id).to_string()).await?;
+        let id =
+            containers.create("", request, state.image_info(layers, self.work), short(&state.id).to_string()).await?;
         let result = self.run_container(&id, &words).await;
         let committed = match result {
             Ok(()) => self.commit(state, &id, config, probe, &probe_cmd.join(" "), &key).await,
@@ -459,7 +469,8 @@ impl Run<'_> {
 
     fn run_host_config(&self) -> Value {
         let o = self.options;
-        let mut host = json!({ "NetworkMode": if o.network_mode.is_empty() { "default" } else { o.network_mode.as_str() } });
+        let mut host =
+            json!({ "NetworkMode": if o.network_mode.is_empty() { "default" } else { o.network_mode.as_str() } });
         if !o.extra_hosts.is_empty() {
             host["ExtraHosts"] = json!(o.extra_hosts);
         }
@@ -488,7 +499,8 @@ impl Run<'_> {
     async fn run_container(&mut self, id: &str, words: &[String]) -> Result<(), BuildError> {
         let containers = self.builder.containers.clone();
         self.out.stream(format!(" ---> Running in {}\n", short(id))).await?;
-        let start = berth_agent_proto::AttachStart { id: id.to_string(), stdout: true, stderr: true, ..Default::default() };
+        let start =
+            berth_agent_proto::AttachStart { id: id.to_string(), stdout: true, stderr: true, ..Default::default() };
         let mut output = containers.attach(start, None).await?;
         let exited = containers.wait(id, "next-exit").await?;
         containers.start(id, Vec::new()).await?;
@@ -590,7 +602,8 @@ impl Run<'_> {
         let layers = self.layers(&state.image).await?;
         let containers = self.builder.containers.clone();
         let request = json!({ "Cmd": ["/bin/sh"], "Entrypoint": [""], "HostConfig": { "NetworkMode": "none" } });
-        let id = containers.create("", request, state.image_info(layers, self.work), short(&state.id).to_string()).await?;
+        let id =
+            containers.create("", request, state.image_info(layers, self.work), short(&state.id).to_string()).await?;
         let mut result = Ok(());
         for (dir, tar) in tars {
             result = put_file(&containers, &id, dir, tar).await;
@@ -647,7 +660,8 @@ impl Run<'_> {
             let mut files = Vec::new();
             for doc in &spec.inline {
                 let content = if doc.expand { self.expand(state, &doc.content)? } else { doc.content.clone() };
-                let target = if into_dir { format!("{}/{}", ignore::clean(&dest), doc.name) } else { ignore::clean(&dest) };
+                let target =
+                    if into_dir { format!("{}/{}", ignore::clean(&dest), doc.name) } else { ignore::clean(&dest) };
                 files.push((target, content.into_bytes()));
             }
             let hash = cache::sha256_hex(format!("{files:?}").as_bytes());
@@ -660,7 +674,8 @@ impl Run<'_> {
         if let Some(from) = &spec.from {
             return self.copy_from(state, config, keyword, from, &sources, &dest, attrs, &flags, stage).await;
         }
-        let plan = copy::plan(self.context, keyword, &sources, &dest, |p| copy::is_dir(&layers, p)).map_err(BuildError::new)?;
+        let plan = copy::plan(self.context, keyword, &sources, &dest, |p| copy::is_dir(&layers, p))
+            .map_err(BuildError::new)?;
         let comment = format!("#(nop) {keyword}{flags} {} in {dest} ", plan.key);
         let cmd: Vec<String> = state.shell().into_iter().chain(Some(comment)).collect();
         let probe = Self::probe(&config, &cmd);
@@ -669,9 +684,10 @@ impl Run<'_> {
             return Ok(());
         }
         // ADD extracts local archives into the destination directory.
-        let (archives, plain): (Vec<_>, Vec<_>) = plan.items.iter().cloned().partition(|item| {
-            spec.add && !item.contents && copy::is_archive(&self.context.file_path(&item.source))
-        });
+        let (archives, plain): (Vec<_>, Vec<_>) =
+            plan.items.iter().cloned().partition(|item| {
+                spec.add && !item.contents && copy::is_archive(&self.context.file_path(&item.source))
+            });
         let plain = copy::Plan { items: plain, key: plan.key.clone() };
         std::fs::File::create(&tar)
             .and_then(|f| copy::write_tar(self.context, &plain, attrs, std::io::BufWriter::new(f)))
@@ -714,9 +730,12 @@ impl Run<'_> {
             Some(index) if index >= stage => {
                 return Err(BuildError::new(format!("invalid from flag value {from}: refers to current build stage")))
             }
-            Some(index) => self.results.get(index).cloned().flatten().ok_or_else(|| {
-                BuildError::new(format!("invalid from flag value {from}: index out of bounds"))
-            })?,
+            Some(index) => self
+                .results
+                .get(index)
+                .cloned()
+                .flatten()
+                .ok_or_else(|| BuildError::new(format!("invalid from flag value {from}: index out of bounds")))?,
             None => self.image(from, false).await?,
         };
         if sources.len() > 1 && !dest.ends_with('/') {
@@ -734,18 +753,22 @@ impl Run<'_> {
         let source_container = containers.create("", request, info, String::new()).await?;
         let tar = self.work.join("copy-from.tar");
         let result = async {
-            let mut out = std::io::BufWriter::new(std::fs::File::create(&tar).map_err(|e| BuildError::new(e.to_string()))?);
+            let mut out =
+                std::io::BufWriter::new(std::fs::File::create(&tar).map_err(|e| BuildError::new(e.to_string()))?);
             let mut hasher = Vec::new();
             let into_dir = dest.ends_with('/') || sources.len() > 1 || copy::is_dir(&dest_layers, dest);
             let mut builder = tar::Builder::new(&mut out);
             for source in sources {
                 if source.contains(['*', '?', '[']) {
-                    return Err(BuildError::new(format!("{keyword} --from with wildcards is not supported by Berth yet: {source}")));
+                    return Err(BuildError::new(format!(
+                        "{keyword} --from with wildcards is not supported by Berth yet: {source}"
+                    )));
                 }
                 let path = format!("/{}", ignore::clean(source));
                 let is_dir = copy::is_dir(&source_layers, &path);
                 let base = path.rsplit('/').next().unwrap_or("").to_string();
-                let target = if is_dir || !into_dir { ignore::clean(dest) } else { format!("{}/{base}", ignore::clean(dest)) };
+                let target =
+                    if is_dir || !into_dir { ignore::clean(dest) } else { format!("{}/{base}", ignore::clean(dest)) };
                 let bytes = get_archive(&containers, &source_container, &path).await.map_err(|e| {
                     if e.message.contains("Could not find the file") {
                         BuildError::new(format!("{keyword} failed: stat {path}: file does not exist"))

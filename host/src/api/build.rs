@@ -13,8 +13,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use super::body::{drain, forward_body, json_lines};
-use super::ApiContext;
 use super::http::{agent_error, error, query_param, query_params, Body};
+use super::ApiContext;
 
 /// `httputils.BoolValue`: "", 0, no, false and none are false.
 fn bool_value(value: &str) -> bool {
@@ -72,7 +72,10 @@ pub fn options(req: &Request<Incoming>, ctx: &ApiContext) -> Result<BuildOptions
     }
     let version = super::router::split_version(req.uri().path()).0;
     let at_least = |min: (u32, u32)| {
-        version.and_then(|v| v.split_once('.')).and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?))).is_none_or(|v: (u32, u32)| v >= min)
+        version
+            .and_then(|v| v.split_once('.'))
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+            .is_none_or(|v: (u32, u32)| v >= min)
     };
     Ok(BuildOptions {
         dockerfile: query_param(query, "dockerfile").unwrap_or_default(),

@@ -188,7 +188,9 @@ impl Context {
             path.push_str(part);
             match self.entries.get(&path).map(|e| &e.kind) {
                 Some(Kind::Dir) => {}
-                Some(_) => return Err(invalid(format!("invalid build context: {name} is below the non-directory {path}"))),
+                Some(_) => {
+                    return Err(invalid(format!("invalid build context: {name} is below the non-directory {path}")))
+                }
                 None => {
                     std::fs::create_dir(self.root.join(&path))?;
                     self.entries.insert(path.clone(), dir_entry(&path));

@@ -127,7 +127,8 @@ pub fn write_tar(context: &Context, plan: &Plan, attrs: Attributes, out: impl Wr
                     builder.append_data(&mut h, format!("{target}/"), io::empty())?;
                 }
                 Kind::Symlink(link) => {
-                    let mut h = header(tar::EntryType::Symlink, 0o777, Attributes { mode: None, ..attrs }, 0, entry.mtime);
+                    let mut h =
+                        header(tar::EntryType::Symlink, 0o777, Attributes { mode: None, ..attrs }, 0, entry.mtime);
                     builder.append_link(&mut h, &target, link)?;
                 }
                 Kind::File => {
@@ -235,7 +236,9 @@ pub fn is_archive(path: &Path) -> bool {
     let Ok(mut file) = std::fs::File::open(path) else { return false };
     let n = std::io::Read::read(&mut file, &mut magic).unwrap_or(0);
     let m = &magic[..n];
-    m.starts_with(&[0x1f, 0x8b]) || m.starts_with(b"BZh") || m.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
+    m.starts_with(&[0x1f, 0x8b])
+        || m.starts_with(b"BZh")
+        || m.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
         || (n >= 262 && &m[257..262] == b"ustar")
 }
 
@@ -278,8 +281,14 @@ mod tests {
         let err = plan(&c, "COPY", &["a.txt".into(), "b.txt".into()], "/app", |_| false).unwrap_err();
         assert!(err.contains("must be a directory and end with a /"));
         let err = plan(&c, "COPY", &["nope".into()], "/app", |_| false).unwrap_err();
-        assert_eq!(err, "COPY failed: file not found in build context or excluded by .dockerignore: stat nope: file does not exist");
-        assert_eq!(plan(&c, "COPY", &["*.md".into()], "/", |_| false).unwrap_err(), "COPY failed: no source files were specified");
+        assert_eq!(
+            err,
+            "COPY failed: file not found in build context or excluded by .dockerignore: stat nope: file does not exist"
+        );
+        assert_eq!(
+            plan(&c, "COPY", &["*.md".into()], "/", |_| false).unwrap_err(),
+            "COPY failed: no source files were specified"
+        );
     }
 
     #[test]
@@ -297,17 +306,18 @@ mod tests {
                 (e.path().unwrap().display().to_string(), e.header().uid().unwrap(), e.header().mode().unwrap())
             })
             .collect();
-        assert_eq!(
-            got,
-            vec![("s/x.rs".into(), 7, 0o640), ("s/y/".into(), 7, 0o755), ("s/y/z.rs".into(), 7, 0o640)]
-        );
+        assert_eq!(got, vec![("s/x.rs".into(), 7, 0o640), ("s/y/".into(), 7, 0o755), ("s/y/z.rs".into(), 7, 0o640)]);
     }
 
     #[test]
     fn owners_resolve_in_the_image() {
         let layer = tempfile::tempdir().unwrap();
         std::fs::create_dir(layer.path().join("etc")).unwrap();
-        std::fs::write(layer.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n").unwrap();
+        std::fs::write(
+            layer.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+        )
+        .unwrap();
         std::fs::write(layer.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
         let layers = vec![layer.path().to_path_buf()];
         assert_eq!(resolve_owner(&layers, "app").unwrap(), (1000, 1001));

@@ -34,7 +34,10 @@ pub struct Health {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Run { cmd: CmdLine, heredocs: Vec<Heredoc> },
+    Run {
+        cmd: CmdLine,
+        heredocs: Vec<Heredoc>,
+    },
     Copy(CopySpec),
     /// Raw `key`, raw `value` (expanded when the step runs).
     Env(Vec<(String, String)>),
@@ -348,7 +351,10 @@ fn stage_name(instruction: &Instruction, name: &str) -> Result<String, ParseErro
     let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
     if !valid {
-        return Err(error(instruction, format!("invalid name for build stage: \"{name}\", name can't start with a number or contain symbols")));
+        return Err(error(
+            instruction,
+            format!("invalid name for build stage: \"{name}\", name can't start with a number or contain symbols"),
+        ));
     }
     Ok(name)
 }
@@ -421,15 +427,27 @@ mod tests {
         );
         assert_eq!(b.stages[0].steps[1].command, Command::Env(vec![("LEGACY".into(), "some value".into())]));
         let Command::Copy(copy) = &b.stages[1].steps[0].command else { panic!() };
-        assert_eq!((copy.from.as_deref(), copy.sources.clone(), copy.dest.as_str()), (Some("base"), vec!["/a".to_string()], "/b/"));
+        assert_eq!(
+            (copy.from.as_deref(), copy.sources.clone(), copy.dest.as_str()),
+            (Some("base"), vec!["/a".to_string()], "/b/")
+        );
         assert_eq!(b.stages[1].steps[1].command, Command::Cmd(CmdLine::Exec(vec!["sh".into()])));
     }
 
     #[test]
     fn bad_input_names_the_line() {
-        assert_eq!(build("RUN x").unwrap_err().to_string(), "dockerfile parse error line 1: no build stage in current context");
-        assert_eq!(build("FROM a\nENV\n").unwrap_err().to_string(), "dockerfile parse error line 2: ENV requires at least one argument");
-        assert_eq!(build("FROM a\nCOPY x\n").unwrap_err().to_string(), "dockerfile parse error line 2: COPY requires at least two arguments");
+        assert_eq!(
+            build("RUN x").unwrap_err().to_string(),
+            "dockerfile parse error line 1: no build stage in current context"
+        );
+        assert_eq!(
+            build("FROM a\nENV\n").unwrap_err().to_string(),
+            "dockerfile parse error line 2: ENV requires at least one argument"
+        );
+        assert_eq!(
+            build("FROM a\nCOPY x\n").unwrap_err().to_string(),
+            "dockerfile parse error line 2: COPY requires at least two arguments"
+        );
         assert!(build("FROM a\nCOPY --bogus=1 x y\n").unwrap_err().to_string().contains("unknown flag: bogus"));
         assert!(build("FROM a AS 1x\n").is_err());
         assert!(build("FROM a AS x\nFROM b AS x\n").unwrap_err().to_string().contains("duplicate name x"));

@@ -71,7 +71,9 @@ impl Lexer<'_> {
                         match self.next() {
                             Some('\'') => break,
                             Some(ch) => current.push(ch),
-                            None => return Err("unexpected end of statement while looking for matching single-quote".into()),
+                            None => {
+                                return Err("unexpected end of statement while looking for matching single-quote".into())
+                            }
                         }
                     }
                 }

@@ -252,7 +252,9 @@ mod tests {
 
     #[test]
     fn continuations_comments_and_case() {
-        let file = parse("# syntax=docker/dockerfile:1\nfrom busybox\n\nRUN echo a \\\n# comment\n    b\n  cmd [\"sh\"]\n").unwrap();
+        let file =
+            parse("# syntax=docker/dockerfile:1\nfrom busybox\n\nRUN echo a \\\n# comment\n    b\n  cmd [\"sh\"]\n")
+                .unwrap();
         let got: Vec<_> = file.instructions.iter().map(|i| (i.keyword.as_str(), i.args.as_str(), i.line)).collect();
         assert_eq!(got, vec![("FROM", "busybox", 2), ("RUN", "echo a     b", 4), ("CMD", "[\"sh\"]", 7)]);
     }
@@ -262,7 +264,10 @@ mod tests {
         let file = parse("# escape=`\nFROM x\nRUN dir c:\\ `\n  /s\n").unwrap();
         assert_eq!(file.escape, '`');
         assert_eq!(file.instructions[1].args, "dir c:\\   /s");
-        assert_eq!(parse("# escape=x\nFROM a").unwrap_err().to_string(), "dockerfile parse error line 1: invalid ESCAPE 'x'. Must be ` or \\");
+        assert_eq!(
+            parse("# escape=x\nFROM a").unwrap_err().to_string(),
+            "dockerfile parse error line 1: invalid ESCAPE 'x'. Must be ` or \\"
+        );
     }
 
     #[test]
@@ -280,9 +285,13 @@ mod tests {
 
     #[test]
     fn heredocs_collect_their_bodies() {
-        let file = parse("FROM a\nRUN <<EOF\necho hi\necho there\nEOF\nCOPY <<-'X' /f\n\tliteral $A\n\tX\nCMD x\n").unwrap();
+        let file =
+            parse("FROM a\nRUN <<EOF\necho hi\necho there\nEOF\nCOPY <<-'X' /f\n\tliteral $A\n\tX\nCMD x\n").unwrap();
         let run = &file.instructions[1];
-        assert_eq!(run.heredocs, vec![Heredoc { name: "EOF".into(), content: "echo hi\necho there\n".into(), expand: true }]);
+        assert_eq!(
+            run.heredocs,
+            vec![Heredoc { name: "EOF".into(), content: "echo hi\necho there\n".into(), expand: true }]
+        );
         let copy = &file.instructions[2];
         assert_eq!(copy.heredocs[0].content, "literal $A\n");
         assert!(!copy.heredocs[0].expand);
