@@ -73,10 +73,13 @@ pub struct Stage {
     pub steps: Vec<Step>,
 }
 
+/// An ARG's name and default.
+pub type NamedArg = (String, Option<String>);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Build {
     /// ARGs before the first FROM: usable in FROM lines.
-    pub meta_args: Vec<(Instruction, Vec<(String, Option<String>)>)>,
+    pub meta_args: Vec<(Instruction, Vec<NamedArg>)>,
     pub stages: Vec<Stage>,
     pub escape: char,
 }
@@ -206,7 +209,8 @@ fn command(instruction: &Instruction, escape: char) -> Result<Command, ParseErro
     let no_flags = || flags(instruction, &[]);
     Ok(match keyword {
         "RUN" => {
-            for (name, value) in flags(instruction, &["mount", "network", "security"])? {
+            // Any RUN flag needs BuildKit; secret and ssh mounts need its session too.
+            if let Some((name, value)) = flags(instruction, &["mount", "network", "security"])?.into_iter().next() {
                 if name == "mount" {
                     let kind = value.split(',').find_map(|p| p.strip_prefix("type=")).unwrap_or("bind");
                     if kind == "secret" || kind == "ssh" {
