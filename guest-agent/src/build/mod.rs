@@ -43,28 +43,6 @@ impl Drop for WorkDir {
     }
 }
 
-/// A blocking reader over the context's chunks (the tar parser is synchronous).
-struct ChunkReader {
-    chunks: mpsc::Receiver<Vec<u8>>,
-    current: Vec<u8>,
-    pos: usize,
-}
-
-impl std::io::Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.current.len() {
-            match self.chunks.blocking_recv() {
-                Some(chunk) => (self.current, self.pos) = (chunk, 0),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len() - self.pos);
-        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
 /// Everything decided before the first message: a failure here is the
 /// call's own error (dockerd answers those with an HTTP status).
 struct Prepared {
@@ -119,7 +97,7 @@ async fn prepare(
         .map_err(|e| AgentError::internal(format!("creating the build directory: {e}")))?;
     let work = WorkDir(dir);
     let context_dir = work.0.join("context");
-    let reader = ChunkReader { chunks, current: Vec::new(), pos: 0 };
+    let reader = crate::images::ChunkReader::new(chunks);
     let mut context = tokio::task::spawn_blocking(move || Context::ingest(reader, &context_dir))
         .await
         .map_err(|e| AgentError::internal(e.to_string()))?

@@ -309,7 +309,7 @@ impl Run<'_> {
         if !layers.iter().all(|l| l.is_dir()) {
             return None;
         }
-        if !self.options.cache_from.is_empty() && !self.from_cache_sources(&image).await {
+        if !self.options.cache_from.is_empty() && !self.part_of_cache_sources(&image).await {
             return None;
         }
         Some(image)
@@ -329,7 +329,7 @@ impl Run<'_> {
 
     /// With `cachefrom`, a hit counts only when the image it made is part
     /// of one of those images: its layers and history a prefix of theirs.
-    async fn from_cache_sources(&self, image: &Value) -> bool {
+    async fn part_of_cache_sources(&self, image: &Value) -> bool {
         let sources = self.options.cache_from.clone();
         let configs: Vec<Value> = self
             .builder
