@@ -7,6 +7,7 @@
 
 mod admission;
 mod archive;
+mod build;
 mod clock;
 mod containers;
 mod error;

@@ -704,6 +704,42 @@ impl Agent for AgentService {
         Ok(Response::new(Empty {}))
     }
 
+    // ---- build ----
+
+    type BuildImageStream = Answers<JsonResponse>;
+
+    async fn build_image(
+        &self,
+        req: Request<Streaming<berth_agent_proto::BuildInput>>,
+    ) -> Result<Response<Self::BuildImageStream>, Status> {
+        use berth_agent_proto::build_input::Kind;
+        let mut input = req.into_inner();
+        let options = match input.message().await?.and_then(|m| m.kind) {
+            Some(Kind::OptionsJson(json)) => serde_json::from_str::<berth_agent_proto::build::BuildOptions>(&json)
+                .map_err(|e| AgentError::invalid(format!("invalid build options: {e}")))?,
+            _ => return Err(AgentError::invalid("a build starts with its options").into()),
+        };
+        let (tx, rx) = mpsc::channel(16);
+        // The context arrives while the build reads it; a client that
+        // pauses for two minutes is given up on (the reader sees an end).
+        tokio::spawn(async move {
+            loop {
+                match tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, input.message()).await {
+                    Ok(Ok(Some(berth_agent_proto::BuildInput { kind: Some(Kind::Context(data)) }))) => {
+                        if tx.send(data).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Ok(Some(_))) => continue,
+                    _ => return,
+                }
+            }
+        });
+        let builder = crate::build::Builder { images: self.images.clone(), containers: self.containers.clone() };
+        let messages = crate::build::build(builder, options, rx).await?;
+        Ok(Response::new(answers(messages, |message| Ok(JsonResponse { json: message.to_string().into_bytes() }))))
+    }
+
     async fn shutdown(&self, _: Request<ShutdownRequest>) -> Result<Response<ShutdownResponse>, Status> {
         tracing::info!(uptime_ms = self.started.elapsed().as_millis() as u64, "shutdown requested");
         // Detached: a host that stops waiting (or a dropped connection)

@@ -12,6 +12,7 @@ use harness::{describe, Berth};
 mod api;
 mod archives;
 mod bad_input;
+mod build;
 mod cli_docs;
 mod client_address;
 mod exec_secrets;

@@ -7,6 +7,7 @@
 //! filesystem and user resolution (`rootfs`).
 
 pub mod archive;
+pub mod build;
 pub mod bundle;
 pub mod cgroup;
 pub mod container;

@@ -8,6 +8,7 @@ tonic::include_proto!("berth.agent.v1");
 
 pub mod agent_key;
 pub mod boot;
+pub mod build;
 pub mod docker_json;
 pub mod host_services;
 pub mod panics;

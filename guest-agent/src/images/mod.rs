@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 pub use self::commit::commit;
 pub use self::pull::{inspect_distribution, pull};
 pub use self::push::push;
+pub(crate) use self::transfer::ChunkReader;
 pub use self::transfer::{import, save, start_load};
 use crate::containers::{Containers, ImageInfo};
 use crate::error::AgentError;

@@ -14,11 +14,17 @@ use crate::containers::Containers;
 use crate::error::AgentError;
 
 /// A blocking `Read` over chunks arriving on a channel (the tar parser is
-/// synchronous; the gRPC stream is not).
-struct ChunkReader {
+/// synchronous; the gRPC stream is not). `docker load` and `docker build`'s context.
+pub(crate) struct ChunkReader {
     chunks: mpsc::Receiver<Vec<u8>>,
     current: Vec<u8>,
     pos: usize,
+}
+
+impl ChunkReader {
+    pub(crate) fn new(chunks: mpsc::Receiver<Vec<u8>>) -> ChunkReader {
+        ChunkReader { chunks, current: Vec::new(), pos: 0 }
+    }
 }
 
 impl std::io::Read for ChunkReader {

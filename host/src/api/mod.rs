@@ -18,6 +18,7 @@
 
 mod binds;
 mod body;
+mod build;
 mod containers;
 mod context;
 mod exec;

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use super::body::drain;
 use super::http::{error, flag, full, json_response, path_param, query_params, Body};
 use super::http::{API_VERSION, MIN_API_VERSION};
-use super::{containers, exec, images, networks, system, volumes};
+use super::{build, containers, exec, images, networks, system, volumes};
 use super::{ApiContext, ApiFacts};
 
 /// Answers one request: refuses versions outside the supported range,
@@ -48,6 +48,7 @@ async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Response
     // connection (hijacked streams).
     match (&method, segments.as_slice()) {
         (&Method::POST, ["images", "load"]) => return images::load(req, agent()).await,
+        (&Method::POST, ["build"]) => return build::build(req, ctx).await,
         (&Method::POST, ["images", "create"]) => return images::create(req, ctx).await,
         (&Method::POST, ["commit"]) => return images::commit(req, agent()).await,
         (&Method::POST, ["images", image @ .., "push"]) if !image.is_empty() => {

@@ -1,0 +1,14 @@
+//! The Dockerfile front end of `docker build` (the classic builder's
+//! semantics, research/build.md): the parser (`parser`), variable
+//! substitution (`lex`), the stage and command model (`instructions`),
+//! `.dockerignore` matching (`ignore`), the received context and its
+//! content hashes (`context`), and the build cache's keys and index
+//! (`cache`). Pure and unit-tested; the agent's `build` runs the steps.
+
+pub mod cache;
+pub mod context;
+pub mod copy;
+pub mod ignore;
+pub mod instructions;
+pub mod lex;
+pub mod parser;

@@ -1,0 +1,132 @@
+//! `docker build` with the classic builder (DOCKER_BUILDKIT=0), the real
+//! CLI against a local agent: multi-stage with an artefact, the cache
+//! (every step, then only from a changed COPY on), .dockerignore,
+//! --build-arg, --target, -f outside the context, a failing RUN, -q and
+//! --iidfile.
+
+use std::path::Path;
+
+use super::harness::describe;
+use super::{docker_cmd, local_berth, ok, stderr, stdout};
+
+const MULTI_STAGE: &str = "\
+FROM busybox AS builder
+ARG GREETING=hello
+COPY . /ctx/
+RUN test ! -e /ctx/ignored.txt && cat /ctx/src/a.txt > /artefact && echo \"$GREETING\" >> /artefact
+FROM busybox AS unused
+RUN exit 9
+FROM busybox
+COPY --from=builder /artefact /artefact
+ENV WHO=world
+LABEL purpose=test
+CMD [\"cat\", \"/artefact\"]
+";
+
+fn write(dir: &Path, name: &str, text: &str) {
+    let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+fn build(berth: &super::harness::Berth, args: &[&str]) -> std::process::Output {
+    let mut full = vec!["build"];
+    full.extend_from_slice(args);
+    docker_cmd(berth, &full).env("DOCKER_BUILDKIT", "0").output().unwrap()
+}
+
+#[test]
+fn docker_build_multi_stage_cached_and_classic() {
+    let berth = local_berth();
+    let ctx = tempfile::tempdir().unwrap();
+    let dir = ctx.path();
+    write(dir, "Dockerfile", MULTI_STAGE);
+    write(dir, "src/a.txt", "A\n");
+    write(dir, "ignored.txt", "secret\n");
+    write(dir, ".dockerignore", "ignored.txt\n");
+    let context = dir.display().to_string();
+
+    // Cold: the final image runs and holds only the copied artefact; the
+    // stage nobody needs is skipped (its RUN would fail).
+    let out = build(&berth, &["-t", "multi", &context]);
+    assert!(out.status.success(), "{}\n{}", describe(&out), berth.logs());
+    let log = stdout(&out);
+    assert!(log.contains("Skipping stage unused"), "{log}");
+    assert!(log.contains("Successfully tagged multi:latest"), "{log}");
+    assert_eq!(ok(&berth, &["run", "--rm", "multi"]), "A\nhello\n");
+    assert_eq!(ok(&berth, &["run", "--rm", "multi", "sh", "-c", "test -e /ctx || echo no-ctx"]), "no-ctx\n");
+    let labels = ok(&berth, &["image", "inspect", "multi", "--format", "{{.Config.Labels.purpose}} {{.Config.Env}}"]);
+    assert!(labels.starts_with("test [") && labels.contains("WHO=world"), "{labels}");
+
+    // Warm: every step after a FROM comes from the cache.
+    let out = build(&berth, &["-t", "multi", &context]);
+    let log = stdout(&out);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(log.matches("Using cache").count(), 7, "{log}");
+
+    // A changed file: the ARG before its COPY still hits, nothing after it.
+    write(dir, "src/a.txt", "B\n");
+    let out = build(&berth, &["-t", "multi", &context]);
+    let log = stdout(&out);
+    assert_eq!(log.matches("Using cache").count(), 1, "{log}");
+    assert_eq!(ok(&berth, &["run", "--rm", "multi"]), "B\nhello\n");
+    // An mtime alone changes nothing.
+    std::fs::write(dir.join("src/a.txt"), "B\n").unwrap();
+    assert_eq!(stdout(&build(&berth, &["-t", "multi", &context])).matches("Using cache").count(), 7);
+
+    // --build-arg reaches RUN; --target stops at its stage.
+    let out = build(&berth, &["--build-arg", "GREETING=bye", "-t", "multi", &context]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(ok(&berth, &["run", "--rm", "multi"]), "B\nbye\n");
+    let out = build(&berth, &["--target", "builder", "-t", "first", &context]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(ok(&berth, &["run", "--rm", "first", "cat", "/artefact"]), "B\nhello\n");
+    assert_eq!(ok(&berth, &["image", "inspect", "first", "--format", "{{.Config.Cmd}}"]), "[sh]\n");
+
+    // -f outside the context.
+    let other = tempfile::tempdir().unwrap();
+    write(other.path(), "Other.dockerfile", "FROM busybox\nCOPY src/a.txt /a\nCMD [\"cat\", \"/a\"]\n");
+    let dockerfile = other.path().join("Other.dockerfile").display().to_string();
+    let out = build(&berth, &["-f", &dockerfile, "-t", "outside", &context]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(ok(&berth, &["run", "--rm", "outside"]), "B\n");
+
+    // -q prints the ID alone; --iidfile holds the same.
+    let iidfile = other.path().join("iid");
+    let out = build(&berth, &["-q", "--iidfile", &iidfile.display().to_string(), &context]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let id = stdout(&out);
+    assert!(id.starts_with("sha256:") && id.trim().len() == 71 && id.lines().count() == 1, "{id}");
+    // With -q the CLI writes what it printed (the newline too), as with dockerd.
+    assert_eq!(std::fs::read_to_string(&iidfile).unwrap().trim(), id.trim());
+
+    // A failing RUN: its exit code and dockerd's message; nothing tagged.
+    write(other.path(), "Failing", "FROM busybox\nRUN echo failing >&2; exit 7\n");
+    let failing = other.path().join("Failing").display().to_string();
+    let out = build(&berth, &["-f", &failing, "-t", "broken", &context]);
+    assert_eq!(out.status.code(), Some(7), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("The command '/bin/sh -c echo failing >&2; exit 7' returned a non-zero code: 7"),
+        "{}",
+        describe(&out)
+    );
+    assert!(stdout(&out).contains("failing"), "{}", describe(&out));
+    assert!(!super::docker(&berth, &["image", "inspect", "broken"]).status.success());
+
+    // A parse error is the request's own error, with its line.
+    write(other.path(), "Bad", "FROM busybox\nFROB x\n");
+    let bad = other.path().join("Bad").display().to_string();
+    let out = build(&berth, &["-f", &bad, &context]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("dockerfile parse error line 2: unknown instruction: FROB"), "{}", describe(&out));
+
+    // As with dockerd, only the failed step's container is left behind
+    // (for a look inside), and --force-rm removes that too.
+    assert_eq!(ok(&berth, &["ps", "-aq"]).lines().count(), 1);
+    let out = build(&berth, &["--force-rm", "-f", &failing, &context]);
+    assert_eq!(out.status.code(), Some(7), "{}", describe(&out));
+    let left = ok(&berth, &["ps", "-aq"]);
+    assert_eq!(left.lines().count(), 1);
+    ok(&berth, &["rm", left.trim()]);
+    berth.stop_and_check_clean();
+}
