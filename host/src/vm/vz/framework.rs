@@ -317,15 +317,20 @@ impl Machine {
         Machine { queue, vm: Mutex::new(QueueBound(vm)), delegates: Mutex::new(Vec::new()) }
     }
 
+    /// Runs `work` with the VM on its queue.
+    fn dispatch(&self, work: impl FnOnce(&VZVirtualMachine) + Send + 'static) {
+        let vm = QueueBound(self.vm.lock().unwrap().0.clone());
+        self.queue.exec_async(move || work(vm.on_the_queue()));
+    }
+
     /// Runs `work` with the VM on its queue; resolves with its result.
     fn on_queue<R: Send + 'static>(
         &self,
         work: impl FnOnce(&VZVirtualMachine) -> R + Send + 'static,
     ) -> oneshot::Receiver<R> {
         let (tx, rx) = oneshot::channel();
-        let vm = QueueBound(self.vm.lock().unwrap().0.clone());
-        self.queue.exec_async(move || {
-            let _ = tx.send(work(vm.on_the_queue()));
+        self.dispatch(move |vm| {
+            let _ = tx.send(work(vm));
         });
         rx
     }
@@ -337,7 +342,7 @@ impl Machine {
     ) -> Result<(), FrameworkError> {
         let (tx, rx) = oneshot::channel::<Result<(), FrameworkError>>();
         let done: Completion<Result<(), FrameworkError>> = Arc::new(Mutex::new(Some(tx)));
-        let _ = self.on_queue(move |vm| {
+        self.dispatch(move |vm| {
             let block = RcBlock::new(move |err: *mut NSError| {
                 // SAFETY: VZ passes nil or a live NSError for the call's duration.
                 let result = match unsafe { err.as_ref() } {
@@ -397,13 +402,14 @@ impl Machine {
     pub async fn connect(&self, port: u32) -> io::Result<OwnedFd> {
         let (tx, rx) = oneshot::channel::<io::Result<OwnedFd>>();
         let done: Completion<io::Result<OwnedFd>> = Arc::new(Mutex::new(Some(tx)));
-        let _ = self.on_queue(move |vm| {
+        self.dispatch(move |vm| {
             let Some(device) = socket_device(vm) else {
                 return complete(&done, Err(io::Error::other("the VM has no vsock device")));
             };
             let block = RcBlock::new(move |connection: *mut VZVirtioSocketConnection, err: *mut NSError| {
                 // SAFETY: VZ passes either a live connection or a live error, for the call's duration.
                 let result = match unsafe { (connection.as_ref(), err.as_ref()) } {
+                    // SAFETY: a live connection, on the VM's queue.
                     (Some(connection), None) => duplicate(unsafe { connection.fileDescriptor() }),
                     (_, Some(err)) => {
                         Err(io::Error::new(io::ErrorKind::ConnectionRefused, FrameworkError::from_ns(err).description))

@@ -22,6 +22,7 @@ pub mod helper;
 pub use backend::VzBackend;
 
 /// The hidden subcommand that runs the VM helper.
+#[cfg(target_os = "macos")]
 pub const HELPER_SUBCOMMAND: &str = "vz-vmm";
 
 #[cfg(target_os = "macos")]

@@ -244,6 +244,7 @@ pub fn agent_socket(spec: &VmSpec) -> PathBuf {
 }
 
 /// Where the plan is written for the helper.
+#[cfg(target_os = "macos")]
 pub fn plan_file(spec: &VmSpec) -> PathBuf {
     spec.run_dir.join("vz-plan.json")
 }

@@ -65,12 +65,17 @@ async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<u32> {
 
 /// Serves one client of the unix socket: the handshake, then bytes both ways
 /// until either side closes.
-pub async fn serve_client<G: GuestVsock, S: AsyncRead + AsyncWrite + Unpin>(
+pub async fn serve_client<G: GuestVsock, S: AsyncRead + AsyncWrite + Unpin>(guest: &G, client: S) -> io::Result<()> {
+    serve_client_within(guest, client, GUEST_CONNECT_TIMEOUT).await
+}
+
+async fn serve_client_within<G: GuestVsock, S: AsyncRead + AsyncWrite + Unpin>(
     guest: &G,
     mut client: S,
+    connect_timeout: Duration,
 ) -> io::Result<()> {
     let port = read_request(&mut client).await?;
-    let connected = tokio::time::timeout(GUEST_CONNECT_TIMEOUT, guest.connect(port)).await;
+    let connected = tokio::time::timeout(connect_timeout, guest.connect(port)).await;
     let mut stream = match connected {
         Ok(Ok(stream)) => stream,
         // Closing the client's socket is the refusal hybrid vsock clients know.
@@ -205,12 +210,12 @@ mod tests {
         assert!(err.to_string().contains("nothing listens on vsock port 1024"), "{err}");
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_guest_that_never_answers_times_out() {
         let guest = FakeGuest { listening: vec![], silent: Some(1024) };
         let (mut client, relay_end) = UnixStream::pair().unwrap();
         client.write_all(b"CONNECT 1024\n").await.unwrap();
-        let err = serve_client(&guest, relay_end).await.unwrap_err();
+        let err = serve_client_within(&guest, relay_end, Duration::from_millis(50)).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(err.to_string().contains("port 1024 did not answer"), "{err}");
         let mut rest = Vec::new();
