@@ -121,11 +121,21 @@ mod backend {
                 let mut cmd = Command::new(&self.helper);
                 cmd.arg(super::HELPER_SUBCOMMAND).arg(&plan_file);
                 let mut child = spawn_owned(&mut cmd, &spec.vmm_log, "the VM helper")?;
-                wait_for_socket(&uds, &mut child, "the VM helper").await?;
+                // The helper's own words (no entitlement, old macOS...) say more than its exit status.
+                if let Err(err) = wait_for_socket(&uds, &mut child, "the VM helper").await {
+                    anyhow::bail!("{err}: {}", log_tail(&spec.vmm_log));
+                }
                 vm.helper = Some(child);
                 Ok(Box::new(vm) as Box<dyn RunningVm>)
             })
         }
+    }
+
+    /// The last lines the helper wrote (its stderr is the vmm log).
+    fn log_tail(log: &std::path::Path) -> String {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().rev().take(5).collect();
+        lines.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
     struct VzVm {
@@ -164,17 +174,14 @@ mod backend {
                 let Some(helper) = self.helper.as_mut() else {
                     return "the VM was never started".into();
                 };
-                let status = helper.wait().await;
-                let log = std::fs::read_to_string(&self.vmm_log).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                let mut msg = match status {
+                let msg = match helper.wait().await {
                     Ok(status) => format!("the VM helper exited ({status})"),
                     Err(err) => format!("waiting for the VM helper failed: {err}"),
                 };
-                if !tail.is_empty() {
-                    msg.push_str(&format!(": {}", tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+                match log_tail(&self.vmm_log) {
+                    tail if tail.is_empty() => msg,
+                    tail => format!("{msg}: {tail}"),
                 }
-                msg
             })
         }
 
