@@ -63,8 +63,17 @@ async fn supervise(plan: VzPlan, machine: Arc<Machine>) -> Result<i32> {
     let listener = tokio::net::UnixListener::bind(&plan.vsock.uds)
         .with_context(|| format!("listening on {}", plan.vsock.uds.display()))?;
     let (accepted, mut guest_connections) = tokio::sync::mpsc::unbounded_channel();
-    machine.listen(&plan.vsock.guest_dials, accepted).await.map_err(|e| anyhow!(errors::describe(Step::Start, &e)))?;
+    // Listening before the start leaves the guest no window to dial an
+    // unheard port; whether a VM that has not started has its socket device
+    // yet is unverified on a Mac, so a failure is retried after the start.
+    let listening = machine.listen(&plan.vsock.guest_dials, accepted.clone()).await.is_ok();
     machine.start().await.map_err(|e| anyhow!(errors::describe(Step::Start, &e)))?;
+    if !listening {
+        machine
+            .listen(&plan.vsock.guest_dials, accepted)
+            .await
+            .map_err(|e| anyhow!(errors::describe(Step::Start, &e)))?;
+    }
     tokio::spawn(relay::serve(listener, Arc::new(VzVsock(machine.clone()))));
     let uds = plan.vsock.uds.clone();
     tokio::spawn(async move {
