@@ -85,6 +85,10 @@ enum Command {
     /// Run the daemon in the foreground (`berth start` does this for you).
     #[command(hide = true)]
     Daemon,
+    /// Run a Virtualization.framework VM from its plan (the daemon starts this).
+    #[cfg(target_os = "macos")]
+    #[command(hide = true, name = vm::vz::HELPER_SUBCOMMAND)]
+    VzVmm { plan: std::path::PathBuf },
 }
 
 /// Completions and the man page come from the same clap definitions as the
@@ -105,9 +109,20 @@ fn print_cli_docs(command: &Command) -> Result<bool> {
     }
 }
 
+/// The commands that write to sockets a peer may close, which must see
+/// EPIPE rather than die of SIGPIPE.
+fn writes_to_sockets(command: &Command) -> bool {
+    match command {
+        Command::Daemon | Command::Shell { .. } => true,
+        #[cfg(target_os = "macos")]
+        Command::VzVmm { .. } => true,
+        _ => false,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Daemon | Command::Shell { .. }) {
+    if !writes_to_sockets(&cli.command) {
         restore_default_sigpipe();
     }
     if !matches!(cli.command, Command::Daemon) {
@@ -153,6 +168,8 @@ fn run(command: Command) -> Result<i32> {
         Command::Shell { command } => shell::run(&paths, command),
         Command::Logs { follow, source } => logs::show(&paths, follow, source).map(|()| 0),
         Command::Daemon => daemon::run(paths).map(|()| 0),
+        #[cfg(target_os = "macos")]
+        Command::VzVmm { plan } => vm::vz::helper::run(&plan),
         Command::Completions { .. } | Command::Man => unreachable!("answered by print_cli_docs"),
     }
 }

@@ -170,6 +170,12 @@ impl Assets {
         })
     }
 
+    /// The directory the assets were found in.
+    #[cfg(all(target_os = "macos", target_arch = "aarch64"))]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn initramfs(&self) -> PathBuf {
         self.dir.join("initramfs.cpio")
     }

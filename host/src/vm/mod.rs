@@ -2,9 +2,9 @@
 //!
 //! Callers (the daemon) see only [`VmBackend`] and [`RunningVm`]: describe a
 //! VM with a [`VmSpec`], start it, learn where its agent listens, wait for it
-//! to exit or stop it. Each platform brings its own backend; today that is
-//! QEMU on Linux (KVM or TCG). macOS (Virtualization.framework) and Windows
-//! (Hyper-V) slot in here without changes to callers.
+//! to exit or stop it. Each platform brings its own backend: QEMU on Linux
+//! (KVM or TCG), Virtualization.framework on macOS (vz/); Windows (Hyper-V)
+//! slots in here without changes to callers.
 
 use std::future::Future;
 use std::net::Ipv4Addr;
@@ -24,12 +24,15 @@ pub mod boot_key;
 pub mod disk;
 #[cfg(target_os = "linux")]
 pub mod local;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 mod owned;
 #[cfg(target_os = "linux")]
 pub mod qemu;
 #[cfg(target_os = "linux")]
 mod share_policy;
+// Plain code tested on Linux; only its framework calls are macOS's.
+#[cfg(any(target_os = "macos", all(test, unix)))]
+pub mod vz;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -173,13 +176,19 @@ pub fn host_backend(kind: BackendKind) -> Result<Box<dyn VmBackend>> {
             BackendKind::Local => Ok(Box::new(local::LocalBackend::locate()?)),
         }
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(target_os = "macos")]
     {
         match kind {
-            BackendKind::Vm => anyhow::bail!(
-                "Berth has no VM backend for {} yet (planned: Virtualization.framework on macOS, Hyper-V on Windows)",
-                std::env::consts::OS
-            ),
+            BackendKind::Vm => Ok(Box::new(vz::VzBackend::locate()?)),
+            BackendKind::Local => anyhow::bail!("the local backend needs a Linux host"),
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    {
+        match kind {
+            BackendKind::Vm => {
+                anyhow::bail!("Berth has no VM backend for {} yet (planned: Hyper-V on Windows)", std::env::consts::OS)
+            }
             BackendKind::Local => anyhow::bail!("the local backend needs a Linux host"),
         }
     }
