@@ -6,6 +6,7 @@
 
 mod compose;
 mod harness;
+mod host_edits;
 mod host_integration;
 mod host_services;
 mod networks;
