@@ -103,12 +103,11 @@ async fn forward(
         let mut next = Some(first);
         while let Some(event) = next {
             match event {
-                Ok(event) => changes.extend(translator.push(&event)),
+                Ok(event) => changes.extend(translator.push(&event, std::time::Instant::now())),
                 Err(err) => tracing::warn!(%err, "host file watcher"),
             }
             next = events.try_recv().ok();
         }
-        translator.end_batch();
         if !changes.is_empty() {
             // A closed stream means the call ended; the select above says why.
             let _ = tx.send(ShareChanges { changes }).await;

@@ -4,6 +4,7 @@
 //! raises.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use berth_agent_proto::share_change::Kind;
 use berth_agent_proto::ShareChange;
@@ -28,15 +29,21 @@ pub struct Translator {
     /// A moved-away path whose other half may still come (inotify reports a
     /// rename as From, To, then Both, all with one cookie).
     pending_from: Option<(usize, PathBuf)>,
-    /// The last change given out, so a path's second report of one edit
-    /// (a directory's own DELETE_SELF beside its parent's DELETE) is not
-    /// raised twice.
-    last: Option<ShareChange>,
+    /// The last change given out and when, so a path's second report of
+    /// one edit (a directory's own DELETE_SELF beside its parent's DELETE)
+    /// is not raised twice.
+    last: Option<(ShareChange, Instant)>,
+    /// When the event being translated was reported.
+    now: Instant,
 }
+
+/// Identical changes back to back within this are one edit reported twice
+/// (or writes in a burst, which inotify itself merges when queued together).
+const REPEAT: Duration = Duration::from_millis(100);
 
 impl Translator {
     pub fn new(shares: Vec<ShareRoot>, reports_close: bool) -> Translator {
-        Translator { shares, reports_close, pending_from: None, last: None }
+        Translator { shares, reports_close, pending_from: None, last: None, now: Instant::now() }
     }
 
     /// The guest path of a host path inside a share (None: outside them all).
@@ -53,8 +60,9 @@ impl Translator {
         })
     }
 
-    /// The changes one event makes, after any it completes.
-    pub fn push(&mut self, event: &Event) -> Vec<ShareChange> {
+    /// The changes one event, reported at `now`, makes, after any it completes.
+    pub fn push(&mut self, event: &Event, now: Instant) -> Vec<ShareChange> {
+        self.now = now;
         let mut out = Vec::new();
         let tracker = event.attrs.tracker();
         if let Some((cookie, from)) = self.pending_from.take() {
@@ -124,11 +132,6 @@ impl Translator {
         self.pending_from.is_some()
     }
 
-    /// The end of one read of the watcher: a change repeated after it is a
-    /// new edit, not a second report of the last one.
-    pub fn end_batch(&mut self) {
-        self.last = None;
-    }
 
     fn emit(&mut self, out: &mut Vec<ShareChange>, kind: Kind, path: &Path, to: Option<&PathBuf>) {
         let Some(guest) = self.guest_path(path) else { return };
@@ -141,12 +144,12 @@ impl Translator {
             None => String::new(),
         };
         let change = ShareChange { kind: kind as i32, path: guest, to_path };
-        // Repeated data changes to one file are one to a watcher (inotify
-        // itself merges identical events queued back to back).
-        if self.last.as_ref() == Some(&change) {
-            return;
+        if let Some((last, at)) = &self.last {
+            if *last == change && self.now.saturating_duration_since(*at) < REPEAT {
+                return;
+            }
         }
-        self.last = Some(change.clone());
+        self.last = Some((change.clone(), self.now));
         out.push(change);
     }
 }
@@ -155,6 +158,13 @@ impl Translator {
 mod tests {
     use super::*;
     use notify::event::{CreateKind, DataChange, RemoveKind};
+
+    impl Translator {
+        fn push_now(&mut self, event: &Event) -> Vec<ShareChange> {
+            let now = self.now;
+            self.push(event, now)
+        }
+    }
 
     fn translator(reports_close: bool) -> Translator {
         let shares = vec![ShareRoot { host_path: "/home/me".into(), guest_path: "/home/me".into() }];
@@ -187,7 +197,7 @@ mod tests {
             event(EventKind::Remove(RemoveKind::Folder), &["/home/me/p/d"]),
             event(EventKind::Remove(RemoveKind::Folder), &["/home/me/p/d"]),
         ] {
-            got.extend(t.push(&e));
+            got.extend(t.push_now(&e));
         }
         assert_eq!(
             got,
@@ -209,9 +219,9 @@ mod tests {
         let to = event(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &["/home/me/b"]).set_tracker(7);
         let both =
             event(EventKind::Modify(ModifyKind::Name(RenameMode::Both)), &["/home/me/a", "/home/me/b"]).set_tracker(7);
-        assert!(t.push(&from).is_empty());
-        assert!(t.push(&to).is_empty());
-        assert_eq!(t.push(&both), vec![change(Kind::Rename, "/home/me/a", "/home/me/b")]);
+        assert!(t.push_now(&from).is_empty());
+        assert!(t.push_now(&to).is_empty());
+        assert_eq!(t.push_now(&both), vec![change(Kind::Rename, "/home/me/a", "/home/me/b")]);
         assert!(!t.has_pending());
     }
 
@@ -219,10 +229,10 @@ mod tests {
     fn the_same_edit_again_later_is_raised_again() {
         let mut t = translator(true);
         let modify = event(EventKind::Modify(ModifyKind::Data(DataChange::Any)), &["/home/me/f"]);
-        assert_eq!(t.push(&modify).len(), 1);
-        assert!(t.push(&modify).is_empty(), "back to back in one read: one edit");
-        t.end_batch();
-        assert_eq!(t.push(&modify).len(), 1);
+        let start = Instant::now();
+        assert_eq!(t.push(&modify, start).len(), 1);
+        assert!(t.push(&modify, start + Duration::from_millis(5)).is_empty(), "back to back: one edit");
+        assert_eq!(t.push(&modify, start + REPEAT * 2).len(), 1);
     }
 
     #[test]
@@ -230,31 +240,31 @@ mod tests {
         let mut t = translator(true);
         // Moved out: the From is never answered; the next event (or the idle flush) says deleted.
         let out = event(EventKind::Modify(ModifyKind::Name(RenameMode::From)), &["/home/me/a"]).set_tracker(1);
-        assert!(t.push(&out).is_empty());
+        assert!(t.push_now(&out).is_empty());
         let next = event(EventKind::Create(CreateKind::File), &["/home/me/c"]);
-        assert_eq!(t.push(&next), vec![change(Kind::Delete, "/home/me/a", ""), change(Kind::Create, "/home/me/c", "")]);
-        assert!(t.push(&out).is_empty());
+        assert_eq!(t.push_now(&next), vec![change(Kind::Delete, "/home/me/a", ""), change(Kind::Create, "/home/me/c", "")]);
+        assert!(t.push_now(&out).is_empty());
         assert_eq!(t.flush(), vec![change(Kind::Delete, "/home/me/a", "")]);
         // Moved in from elsewhere: a To without its From.
         let moved_in = event(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &["/home/me/in"]).set_tracker(2);
-        assert_eq!(t.push(&moved_in), vec![change(Kind::Create, "/home/me/in", "")]);
+        assert_eq!(t.push_now(&moved_in), vec![change(Kind::Create, "/home/me/in", "")]);
         // Renamed to a path outside the shares.
         let both = event(EventKind::Modify(ModifyKind::Name(RenameMode::Both)), &["/home/me/x", "/etc/x"]);
-        assert_eq!(t.push(&both), vec![change(Kind::Delete, "/home/me/x", "")]);
+        assert_eq!(t.push_now(&both), vec![change(Kind::Delete, "/home/me/x", "")]);
     }
 
     #[test]
     fn paths_outside_the_shares_are_not_sent() {
         let mut t = translator(true);
-        assert!(t.push(&event(EventKind::Create(CreateKind::File), &["/home/meme/f"])).is_empty());
-        assert!(t.push(&event(EventKind::Create(CreateKind::File), &["/etc/f"])).is_empty());
+        assert!(t.push_now(&event(EventKind::Create(CreateKind::File), &["/home/meme/f"])).is_empty());
+        assert!(t.push_now(&event(EventKind::Create(CreateKind::File), &["/etc/f"])).is_empty());
     }
 
     #[test]
     fn a_share_maps_to_its_guest_path() {
         let shares = vec![ShareRoot { host_path: "/Users/me".into(), guest_path: "/mnt/me".into() }];
         let mut t = Translator::new(shares, true);
-        let got = t.push(&event(EventKind::Create(CreateKind::File), &["/Users/me/src/a.rs"]));
+        let got = t.push_now(&event(EventKind::Create(CreateKind::File), &["/Users/me/src/a.rs"]));
         assert_eq!(got, vec![change(Kind::Create, "/mnt/me/src/a.rs", "")]);
     }
 
@@ -262,7 +272,7 @@ mod tests {
     #[test]
     fn a_backend_without_closes_gets_them_after_each_write() {
         let mut t = translator(false);
-        let got = t.push(&event(EventKind::Modify(ModifyKind::Any), &["/home/me/f"]));
+        let got = t.push_now(&event(EventKind::Modify(ModifyKind::Any), &["/home/me/f"]));
         assert_eq!(got, vec![change(Kind::Modify, "/home/me/f", ""), change(Kind::CloseWrite, "/home/me/f", "")]);
 
         let dir = tempfile::tempdir().unwrap();
@@ -272,7 +282,7 @@ mod tests {
         let renamed = |name: &str| {
             event(EventKind::Modify(ModifyKind::Name(RenameMode::Any)), &[dir.path().join(name).to_str().unwrap()])
         };
-        assert_eq!(t.push(&renamed("old")), vec![change(Kind::Delete, "/g/old", "")]);
-        assert_eq!(t.push(&renamed("new")), vec![change(Kind::Create, "/g/new", "")]);
+        assert_eq!(t.push_now(&renamed("old")), vec![change(Kind::Delete, "/g/old", "")]);
+        assert_eq!(t.push_now(&renamed("new")), vec![change(Kind::Create, "/g/new", "")]);
     }
 }
