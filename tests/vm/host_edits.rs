@@ -219,7 +219,7 @@ impl HostUser {
 
     /// `berth ARGS` run as this user (their ids only, no supplementary groups).
     fn berth(&self, berth: &Berth, args: &[&str]) -> std::process::Output {
-        let mut cmd = berth.cmd(args);
+        let cmd = berth.cmd(args);
         let program = cmd.get_program().to_owned();
         let mut wrapped = Command::new("setpriv");
         wrapped
@@ -237,7 +237,14 @@ impl HostUser {
 
 impl Drop for HostUser {
     fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.name).output();
+        // userdel refuses while the user's processes (a VM being stopped) live.
+        for _ in 0..40 {
+            if Command::new("userdel").arg(&self.name).output().is_ok_and(|o| o.status.success()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let _ = Command::new("userdel").arg("--force").arg(&self.name).output();
     }
 }
 

@@ -132,7 +132,6 @@ impl Translator {
         self.pending_from.is_some()
     }
 
-
     fn emit(&mut self, out: &mut Vec<ShareChange>, kind: Kind, path: &Path, to: Option<&PathBuf>) {
         let Some(guest) = self.guest_path(path) else { return };
         let to_path = match to {
@@ -242,7 +241,10 @@ mod tests {
         let out = event(EventKind::Modify(ModifyKind::Name(RenameMode::From)), &["/home/me/a"]).set_tracker(1);
         assert!(t.push_now(&out).is_empty());
         let next = event(EventKind::Create(CreateKind::File), &["/home/me/c"]);
-        assert_eq!(t.push_now(&next), vec![change(Kind::Delete, "/home/me/a", ""), change(Kind::Create, "/home/me/c", "")]);
+        assert_eq!(
+            t.push_now(&next),
+            vec![change(Kind::Delete, "/home/me/a", ""), change(Kind::Create, "/home/me/c", "")]
+        );
         assert!(t.push_now(&out).is_empty());
         assert_eq!(t.flush(), vec![change(Kind::Delete, "/home/me/a", "")]);
         // Moved in from elsewhere: a To without its From.
