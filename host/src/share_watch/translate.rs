@@ -92,10 +92,11 @@ impl Translator {
                 },
                 // A watched root moving itself (MOVE_SELF) has no cookie;
                 // its parent, if watched, reports the rename.
-                RenameMode::From => match tracker {
-                    Some(cookie) => self.pending_from = Some((cookie, path.clone())),
-                    None => {}
-                },
+                RenameMode::From => {
+                    if let Some(cookie) = tracker {
+                        self.pending_from = Some((cookie, path.clone()));
+                    }
+                }
                 // Moved in from outside the watched trees.
                 RenameMode::To => self.emit(&mut out, Kind::Create, path, None),
                 // FSEvents and Windows say only that the name changed.
