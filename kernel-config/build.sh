@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the Berth guest kernel from Debian's linux-source package and caches
-# it by content hash (config fragments + this script + source version + arch).
+# Builds the Berth guest kernel from Debian's linux-source package, with our
+# patches (kernel-config/*.patch, applied in name order), and caches it by
+# content hash (config fragments + patches + this script + source version + arch).
 # Prints the directory that holds `vmlinux` (PVH-bootable ELF) and `bzImage`.
 #
 #   kernel-config/build.sh [--print-dir]
@@ -18,7 +19,9 @@ jobs=${JOBS:-$(nproc)}
 [ -f "$here/$arch.config" ] || { echo "kernel: no config fragment for $arch ($here/$arch.config)" >&2; exit 1; }
 
 src_ver=$(dpkg-query -W -f='${Version}' "$src_pkg")
-key=$( { cat "$here/berth.config" "$here/$arch.config" "$here/build.sh"; echo "$src_ver $arch"; } | sha256sum | cut -c1-16)
+patches=$(ls "$here"/*.patch 2>/dev/null | sort || true)
+# shellcheck disable=SC2086 # one patch path per word
+key=$( { cat "$here/berth.config" "$here/$arch.config" "$here/build.sh" $patches; echo "$src_ver $arch"; } | sha256sum | cut -c1-16)
 out=$cache/kernel/$arch-$key
 if [ -f "$out/vmlinux" ] && [ -f "$out/bzImage" ]; then
   echo "$out"; exit 0
@@ -31,6 +34,9 @@ start=$(date +%s)
 echo "kernel: building $src_pkg $src_ver for $arch (key $key), $jobs jobs" >&2
 tar -C "$work" -xf "$src_tar"
 cd "$work"/linux-source-*
+for p in $patches; do
+  patch -s -p1 --forward < "$p" >&2 || { echo "kernel: $p does not apply to $src_pkg $src_ver" >&2; exit 1; }
+done
 frag=$work/fragment.config
 cat "$here/berth.config" "$here/$arch.config" > "$frag"
 make -s ARCH="$arch" tinyconfig >&2

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_agent_proto::boot::{BootParams, ShareMount, StaticIpv4, GUEST_DATA_DIR};
+use berth_agent_proto::boot::{BootParams, ShareAccess, ShareMount, StaticIpv4, GUEST_DATA_DIR};
 use berth_agent_proto::MountStatus;
 use berth_engine::service_addr;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -181,7 +181,7 @@ pub fn configure_system(params: &BootParams) {
 
 /// The data disk and the shared directories. Failures are reported, not fatal:
 /// the host decides whether it can live without a mount.
-pub fn mount_storage(disk: Option<&str>, shares: &[ShareMount]) -> Vec<MountStatus> {
+pub fn mount_storage(disk: Option<&str>, shares: &[ShareMount], access: ShareAccess) -> Vec<MountStatus> {
     let mut mounts = Vec::new();
     if let Some(disk) = disk {
         let result = mount_data_disk(disk);
@@ -192,10 +192,23 @@ pub fn mount_storage(disk: Option<&str>, shares: &[ShareMount]) -> Vec<MountStat
         // container's root can make one, see virtiofsd_args in the host's
         // qemu.rs) or a device node the host has there grants nothing here.
         let fstype = transport.fstype();
-        let result = mount_fs(tag, guest_path, fstype, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, None);
+        let result = mount_share(tag, guest_path, fstype, access);
         mounts.push(status(tag, guest_path, fstype, result));
     }
     mounts
+}
+
+fn mount_share(tag: &str, guest_path: &str, fstype: &str, access: ShareAccess) -> io::Result<()> {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if access == ShareAccess::Host {
+        // Our kernel's option (kernel-config/berth-virtiofs.patch); another
+        // kernel refuses it, and then the guest checks access itself.
+        match mount_fs(tag, guest_path, fstype, flags, Some("host_permissions")) {
+            Ok(()) => return Ok(()),
+            Err(err) => tracing::warn!(tag, %err, "the host cannot decide access to this share: the guest does"),
+        }
+    }
+    mount_fs(tag, guest_path, fstype, flags, None)
 }
 
 fn status(name: &str, path: &str, fstype: &str, result: io::Result<()>) -> MountStatus {

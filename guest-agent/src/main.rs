@@ -22,6 +22,7 @@ mod ports;
 mod reaper;
 mod service;
 mod service_net;
+mod share_changes;
 mod sysinfo;
 mod volumes;
 
@@ -155,8 +156,8 @@ fn main() {
         uplink_dns = params.net.map(|net| net.dns);
         let mounts = mounts.clone();
         init_thread = Some(std::thread::spawn(move || {
-            let (disk, shares) = (params.disk.clone(), params.shares.clone());
-            let storage = std::thread::spawn(move || init::mount_storage(disk.as_deref(), &shares));
+            let (disk, shares, access) = (params.disk.clone(), params.shares.clone(), params.share_access);
+            let storage = std::thread::spawn(move || init::mount_storage(disk.as_deref(), &shares, access));
             let net = params.net;
             let network = std::thread::spawn(move || init::configure_network(net));
             init::configure_system(&params);
@@ -279,6 +280,7 @@ async fn serve(
         shutdown: shutdown.clone(),
         images: Arc::new(images::ImagesSlot::new(data_dir.join("images"))),
         owns_clock: std::process::id() == 1,
+        raises_share_changes: std::process::id() == 1,
     };
     // The embedded DNS servers read the network store through a weak
     // handle: the containers own the servers, which must not own them back.

@@ -16,8 +16,8 @@ use berth_agent_proto::{
 };
 use berth_agent_proto::{
     exec_input, ArchiveChunk, ExecInput, ExecOutput, InfoRequest, InfoResponse, ListImagesRequest, ListImagesResponse,
-    LoadImagesResponse, MountStatus, PingRequest, PingResponse, ShutdownRequest, ShutdownResponse, SyncClockRequest,
-    SyncClockResponse, PROTOCOL_VERSION,
+    LoadImagesResponse, MountStatus, PingRequest, PingResponse, ShareChanges, ShutdownRequest, ShutdownResponse,
+    SyncClockRequest, SyncClockResponse, PROTOCOL_VERSION,
 };
 use berth_agent_proto::{
     CommitContainerRequest, ImportImageInput, InspectImageRequest, InspectImageResponse, PruneImagesRequest,
@@ -59,6 +59,9 @@ pub struct AgentService {
     /// Whether the VM's clock is ours to keep in step with the host's (the
     /// agent is the VM's init) or the host's own (a local agent).
     pub owns_clock: bool,
+    /// Whether host edits of the shares are raised here as fsnotify events
+    /// (the VM's init; a local agent sees the host's own).
+    pub raises_share_changes: bool,
 }
 
 /// How long an upload (`docker load`) may pause before it is abandoned.
@@ -618,6 +621,30 @@ impl Agent for AgentService {
             tracing::info!(offset_ms = offset / 1_000_000, correction = correction.name(), "clock follows the host");
         }
         Ok(Response::new(SyncClockResponse { guest_unix_nanos, correction: correction.name().into() }))
+    }
+
+    // Host file changes (share_changes.rs).
+
+    async fn share_changed(&self, req: Request<Streaming<ShareChanges>>) -> Result<Response<Empty>, Status> {
+        if !self.raises_share_changes {
+            return Err(Status::unimplemented("a local agent sees the host's own file events"));
+        }
+        let raiser = crate::share_changes::Raiser::open().map_err(|err| {
+            Status::failed_precondition(format!(
+                "this guest kernel cannot raise host file changes ({}: {err})",
+                crate::share_changes::FSNOTIFY
+            ))
+        })?;
+        let raiser = Arc::new(raiser);
+        let mut batches = req.into_inner();
+        while let Some(batch) = batches.message().await? {
+            let raiser = raiser.clone();
+            // Each write resolves paths and may ask virtiofsd: not on the runtime.
+            tokio::task::spawn_blocking(move || raiser.raise_all(&batch.changes))
+                .await
+                .map_err(|err| AgentError::internal(format!("share change task: {err}")))?;
+        }
+        Ok(Response::new(Empty {}))
     }
 
     // Container networks (containers/networks.rs, engine net/).

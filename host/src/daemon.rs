@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::guest_services::GuestServices;
 use crate::lifecycle::{self, StartOutcome};
 use crate::paths::Paths;
+use crate::share_watch::ShareRoot;
 use crate::state::{Phase, State};
 use crate::vm::{self, GuestFacts, RunningVm, Share, VmSpec};
 
@@ -138,12 +139,18 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
         .as_ref()
         .map(|endpoint| crate::ports::Publisher::new(endpoint.transport.clone(), key.clone(), guest.network.is_some()));
     let mut _ports_watch = None;
+    let mut _share_watch = None;
     let (api_server, tcp_server) = match (bound, publisher) {
         (Ok((agent, listener, tcp)), Some(publisher)) => {
             if guest.own_clock {
                 clock_task = Some(tokio::spawn(crate::clock_sync::keep_guest_clock(agent.clone())));
             }
             _ports_watch = Some(publisher.watch(agent.clone()));
+            if guest.share_transport.is_some() {
+                // Shares are mounted at their host paths in the VM.
+                let roots = state.shares.iter().map(|p| ShareRoot { host_path: p.clone(), guest_path: p.clone() });
+                _share_watch = Some(crate::share_watch::spawn(agent.clone(), roots.collect()));
+            }
             let ctx = std::sync::Arc::new(api::ApiContext::new(facts, agent, publisher));
             let connections = api::Connections::new(api::Limits::default());
             let tcp_server = tcp.map(|listener| {

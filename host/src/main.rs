@@ -24,6 +24,8 @@ mod ports;
 #[cfg(unix)]
 mod private_fs;
 #[cfg(unix)]
+mod share_watch;
+#[cfg(unix)]
 mod shell;
 mod state;
 #[cfg(unix)]

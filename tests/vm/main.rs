@@ -7,6 +7,7 @@
 mod build;
 mod compose;
 mod harness;
+mod host_edits;
 mod host_integration;
 mod host_services;
 mod images;

@@ -29,6 +29,8 @@ pub struct BootParams {
     /// The data disk's device in the guest (`/dev/vda`, `/dev/sda`, ...).
     pub disk: Option<String>,
     pub shares: Vec<ShareMount>,
+    /// Who decides access to the shares' files.
+    pub share_access: ShareAccess,
     /// The agent's log filter.
     pub log: Option<String>,
 }
@@ -49,6 +51,22 @@ pub struct ShareMount {
     pub tag: String,
     pub guest_path: String,
     pub transport: ShareTransport,
+}
+
+/// Who decides whether a process in the VM may open, write or create a
+/// share's file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShareAccess {
+    /// The guest kernel, from the owner and mode the host reports
+    /// (virtio-fs's `default_permissions`): the host runs its file server as
+    /// root, so the VM's ids are the host's, as on a Linux host.
+    #[default]
+    Guest,
+    /// The file server, whose host kernel checks every access as the
+    /// (non-root) user it runs as: any container user may write what that
+    /// user may, and what it creates is that user's, as with the anchors
+    /// (our kernel's virtio-fs `host_permissions` mount option).
+    Host,
 }
 
 /// How a shared directory reaches the guest.
@@ -114,6 +132,9 @@ impl BootParams {
             };
             words.push(format!("berth.share={},{}{transport}", share.tag, percent_encode(&share.guest_path)));
         }
+        if self.share_access == ShareAccess::Host {
+            words.push("berth.shareaccess=host".into());
+        }
         if let Some(log) = &self.log {
             words.push(format!("berth.log={log}"));
         }
@@ -136,6 +157,13 @@ impl BootParams {
                 }
                 "disk" => params.disk = Some(percent_decode(value)?),
                 "share" => params.shares.push(parse_share(value)?),
+                "shareaccess" => {
+                    params.share_access = match value {
+                        "guest" => ShareAccess::Guest,
+                        "host" => ShareAccess::Host,
+                        _ => return Err(bad(format!("bad berth.shareaccess={value}"))),
+                    }
+                }
                 "log" => params.log = Some(value.to_string()),
                 _ => return Err(bad(format!("unknown boot parameter berth.{key}"))),
             }
@@ -228,6 +256,7 @@ mod tests {
                 },
                 ShareMount { tag: "share1".into(), guest_path: "/srv".into(), transport: ShareTransport::Virtiofs },
             ],
+            share_access: ShareAccess::Host,
             log: Some("info,berth_engine=debug".into()),
         }
     }
@@ -249,7 +278,7 @@ mod tests {
             words,
             "berth.hostname=berth berth.net=10.0.2.15/24,10.0.2.2,10.0.2.3 berth.hostalias=10.0.2.2 \
              berth.disk=/dev/vda berth.share=share0,/home/a%20b%2Cc%25d/%C3%A9 berth.share=share1,/srv \
-             berth.log=info,berth_engine=debug"
+             berth.shareaccess=host berth.log=info,berth_engine=debug"
         );
     }
 
@@ -286,6 +315,7 @@ mod tests {
     fn rejects_bad_boot_parameters() {
         assert!(BootParams::parse("berth.net=10.0.2.15/40,1.1.1.1,1.1.1.1").is_err());
         assert!(BootParams::parse("berth.share=nocomma").is_err());
+        assert!(BootParams::parse("berth.shareaccess=root").is_err());
         assert!(BootParams::parse("berth.share=t,/bad%zz").is_err());
         assert!(BootParams::parse("berth.frobnicate=1").is_err());
         let err = BootParams::parse("berth.share=t,/p,smb").unwrap_err();

@@ -43,6 +43,7 @@ impl VmBackend for LocalBackend {
         GuestFacts {
             engine_data_dir: spec.engine_dir.clone(),
             share_transport: None,
+            share_access: berth_agent_proto::boot::ShareAccess::Guest,
             data_disk: None,
             network: None,
             dedicated_memory: false,

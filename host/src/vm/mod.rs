@@ -16,7 +16,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::agent_client::AgentEndpoint;
-pub use berth_agent_proto::boot::{BootParams, ShareMount, ShareTransport, StaticIpv4};
+pub use berth_agent_proto::boot::{BootParams, ShareAccess, ShareMount, ShareTransport, StaticIpv4};
 
 #[cfg(unix)]
 pub mod boot_key;
@@ -84,6 +84,9 @@ pub struct GuestFacts {
     /// How [`VmSpec::shares`] reach the guest. None: the engine runs on this
     /// host and sees its whole filesystem, so any bind source works.
     pub share_transport: Option<ShareTransport>,
+    /// Who decides access to the shares' files: the file server runs as the
+    /// daemon's user, so a non-root daemon's kernel decides as for that user.
+    pub share_access: ShareAccess,
     /// The data disk's device in the guest; None: the guest has no data disk.
     pub data_disk: Option<String>,
     /// The guest's network configuration; None: the guest uses the host's.
@@ -120,6 +123,7 @@ pub fn boot_params(spec: &VmSpec, facts: &GuestFacts) -> BootParams {
                 .collect(),
             None => Vec::new(),
         },
+        share_access: facts.share_access,
         log: Some(spec.agent_log_level.clone()),
     }
 }
@@ -235,10 +239,12 @@ mod tests {
             share_transport: Some(ShareTransport::Virtiofs),
             data_disk: Some("/dev/sda".into()),
             network: Some(GuestNetwork { ipv4, host_alias: "192.168.64.1".parse().unwrap() }),
+            share_access: ShareAccess::Host,
             dedicated_memory: true,
             own_clock: true,
         };
         let params = boot_params(&spec(), &facts);
+        assert_eq!(params.share_access, ShareAccess::Host);
         assert_eq!(params.disk.as_deref(), Some("/dev/sda"));
         assert_eq!(params.net, Some(ipv4));
         assert_eq!(params.host_alias, Some("192.168.64.1".parse().unwrap()));

@@ -10,7 +10,8 @@ use tokio::process::{Child, Command};
 
 use super::owned::{spawn_owned, wait_for_socket};
 use super::{
-    BoxFuture, GuestFacts, GuestNetwork, RunningVm, Share, ShareTransport, StaticIpv4, VmBackend, VmProcess, VmSpec,
+    BoxFuture, GuestFacts, GuestNetwork, RunningVm, Share, ShareAccess, ShareTransport, StaticIpv4, VmBackend,
+    VmProcess, VmSpec,
 };
 use crate::agent_client::{AgentEndpoint, GuestTransport};
 
@@ -91,6 +92,8 @@ pub fn guest_facts() -> GuestFacts {
     GuestFacts {
         engine_data_dir: berth_agent_proto::boot::GUEST_DATA_DIR.into(),
         share_transport: Some(ShareTransport::Virtiofs),
+        // virtiofsd runs as the daemon's user (virtiofsd_args).
+        share_access: if nix::unistd::geteuid().is_root() { ShareAccess::Guest } else { ShareAccess::Host },
         data_disk: Some("/dev/vda".into()),
         network: Some(GuestNetwork {
             ipv4: StaticIpv4 { address: slirp(15), prefix_len: 24, gateway: slirp(2), dns: slirp(3) },
@@ -306,7 +309,9 @@ impl VmBackend for QemuBackend {
             // Helpers first, in parallel; QEMU connects to their sockets.
             for (share, socket) in &layout.shares {
                 let mut cmd = Command::new(&self.virtiofsd);
-                cmd.args(virtiofsd_args(share, socket, nix::unistd::geteuid().is_root()));
+                let user = nix::unistd::geteuid();
+                let runs_as = (!user.is_root()).then(|| (user.as_raw(), nix::unistd::getegid().as_raw()));
+                cmd.args(virtiofsd_args(share, socket, runs_as));
                 super::share_policy::apply_on_exec(&mut cmd);
                 let child = spawn_owned(&mut cmd, helper_log, "virtiofsd")?;
                 vm.helpers.push((format!("virtiofsd[{}]", share.tag), child));
@@ -465,7 +470,13 @@ impl RunningVm for QemuVm {
 ///   with virtiofsd's own credentials, which the kernel allows an owner. The
 ///   guest mounts shares nosuid,nodev, so no such file works in the VM; on
 ///   the host it is a setuid binary of the user Berth runs as.
-fn virtiofsd_args(share: &Share, socket: &Path, as_root: bool) -> Vec<String> {
+/// - Unprivileged (`user`: the uid and gid it runs as), every guest id is
+///   that user's (squash-guest), as with the anchors: a create by any
+///   container user makes the host user's file instead of failing to switch
+///   to the caller's ids, and the guest leaves access checks to virtiofsd
+///   (ShareAccess::Host), so the host kernel decides as for that user.
+fn virtiofsd_args(share: &Share, socket: &Path, user: Option<(u32, u32)>) -> Vec<String> {
+    let as_root = user.is_none();
     let mut args = vec![
         format!("--socket-path={}", socket.display()),
         format!("--shared-dir={}", share.host_path.display()),
@@ -473,8 +484,12 @@ fn virtiofsd_args(share: &Share, socket: &Path, as_root: bool) -> Vec<String> {
         "--log-level=warn".into(),
         format!("--sandbox={}", if as_root { "namespace" } else { "none" }),
     ];
-    if as_root {
-        args.push("--modcaps=-mknod:-fsetid".into());
+    match user {
+        None => args.push("--modcaps=-mknod:-fsetid".into()),
+        Some((uid, gid)) => {
+            args.push(format!("--translate-uid=squash-guest:0:{uid}:{}", u32::MAX));
+            args.push(format!("--translate-gid=squash-guest:0:{gid}:{}", u32::MAX));
+        }
     }
     // For measuring other settings (tests/bench/files.sh), e.g.
     // BERTH_VIRTIOFSD_ARGS="--cache=always --writeback"; later ones win.
@@ -492,11 +507,14 @@ mod tests {
     fn virtiofsd_as_root_cannot_make_device_nodes() {
         let share = Share { tag: "share0".into(), host_path: "/home/me".into(), guest_path: "/home/me".into() };
         let socket = Path::new("/h/run/fs-share0.sock");
-        let as_root = virtiofsd_args(&share, socket, true);
+        let as_root = virtiofsd_args(&share, socket, None);
         assert!(as_root.contains(&"--modcaps=-mknod:-fsetid".to_string()), "{as_root:?}");
         assert!(as_root.contains(&"--sandbox=namespace".to_string()), "{as_root:?}");
-        let as_user = virtiofsd_args(&share, socket, false);
+        let as_user = virtiofsd_args(&share, socket, Some((1001, 1002)));
         assert!(as_user.contains(&"--sandbox=none".to_string()), "{as_user:?}");
+        // Every guest id is the user's: a create as any container user is theirs.
+        assert!(as_user.contains(&"--translate-uid=squash-guest:0:1001:4294967295".to_string()), "{as_user:?}");
+        assert!(as_user.contains(&"--translate-gid=squash-guest:0:1002:4294967295".to_string()), "{as_user:?}");
         assert!(as_user.contains(&"--shared-dir=/home/me".to_string()), "{as_user:?}");
     }
 

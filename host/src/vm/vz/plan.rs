@@ -118,6 +118,9 @@ pub fn guest_facts(mac: [u8; 6]) -> GuestFacts {
             },
             host_alias: NAT_GATEWAY,
         }),
+        // VZ's file server runs in the user's process: the Mac decides
+        // access as for that user, and what containers create is theirs.
+        share_access: berth_agent_proto::boot::ShareAccess::Host,
         dedicated_memory: true,
         own_clock: true,
     }
