@@ -558,3 +558,40 @@ fn exec_instances_report_the_commands_pid() {
     ok(&berth, &["rm", "-f", "box"]);
     berth.stop_and_check_clean();
 }
+
+/// `POST /images/load` answers as dockerd: a chunked stream of CRLF-ended
+/// messages naming what the archive named (docker-py parses a sized body as
+/// one JSON document), and a refused archive as an error in that stream.
+#[test]
+fn load_answers_a_stream_of_the_archives_names() {
+    let berth = local_berth();
+    ok(&berth, &["tag", "busybox", "extra:1"]);
+    let saved = berth.home.path().join("two.tar");
+    ok(&berth, &["save", "-o", saved.to_str().unwrap(), "busybox", "extra:1"]);
+    ok(&berth, &["tag", "busybox", "not-in-the-archive:1"]);
+    let archive = std::fs::read(&saved).unwrap();
+
+    let mut http = Http::connect(&berth);
+    http.send("POST", "/images/load", "Content-Type: application/x-tar\r\nConnection: close\r\n", &archive);
+    let head = http.read_head();
+    assert_eq!(head.status, 200);
+    assert!(head.header("content-length").is_none(), "a sized body");
+    let body = String::from_utf8(http.read_body(&head)).unwrap();
+    let mut names: Vec<String> = body
+        .split_terminator("\r\n")
+        .map(|line| serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .map(|message| message["stream"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Loaded image: busybox:latest\n", "Loaded image: extra:1\n"]);
+
+    let mut http = Http::connect(&berth);
+    http.send("POST", "/images/load", "Content-Type: application/x-tar\r\nConnection: close\r\n", b"abc");
+    let head = http.read_head();
+    let body = String::from_utf8(http.read_body(&head)).unwrap();
+    assert_eq!(head.status, 200, "{body}");
+    let message: Value = serde_json::from_str(body.trim_end()).unwrap();
+    assert!(message["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+    assert_eq!(message["errorDetail"]["message"], message["error"]);
+    berth.stop_and_check_clean();
+}

@@ -66,7 +66,12 @@ pub async fn start_load(
             let loaded = store.commit_load(staged)?;
             let committed_ms = started.elapsed().as_millis() as u64 - received_ms;
             tracing::info!(received_ms, committed_ms, "image archive loaded");
-            Ok(loaded.iter().map(|(record, _)| summary(store, record)).collect::<Vec<_>>())
+            // The names the archive gave, not every tag the image has here
+            // (what `docker load` reports).
+            Ok(loaded
+                .iter()
+                .map(|(record, tags)| ImageSummary { tags: tags.clone(), ..summary(store, record) })
+                .collect::<Vec<_>>())
         })
     });
     Ok((tx, loading))

@@ -173,6 +173,21 @@ pub fn stream_body<T: Send + 'static>(
     body
 }
 
+/// Docker's progress messages known all at once, answered as its stream:
+/// chunked, one message a chunk, each ended by CRLF (docker-py parses a
+/// body with a length as one JSON document).
+pub fn json_messages(messages: Vec<serde_json::Value>) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let frames = messages.into_iter().map(|message| {
+        let mut line = message.to_string().into_bytes();
+        line.extend_from_slice(b"\r\n");
+        Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(line)))
+    });
+    let mut response = Response::new(http_body_util::StreamBody::new(tokio_stream::iter(frames)).boxed());
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
 /// A streamed body of the agent's JSON messages, each followed by
 /// `separator` (Docker ends pull progress lines with CRLF, others with LF).
 pub fn json_lines(

@@ -11,7 +11,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::body::{drain, forward_body, json_lines, tar_body, MAX_JSON_BODY};
+use super::body::{drain, forward_body, json_lines, json_messages, tar_body, MAX_JSON_BODY};
 use super::http::{
     agent_error, agent_json, error, flag, full, json_response, query_param, query_params, raw_json, Body,
 };
@@ -32,25 +32,26 @@ pub async fn load(req: Request<Incoming>, mut agent: AgentClient<Channel>) -> Re
             if let Ok(Err(err)) = upload {
                 return error(StatusCode::BAD_REQUEST, format!("reading the uploaded archive: {err}"));
             }
-            return agent_error(status);
+            if status.code() == tonic::Code::Unavailable {
+                return agent_error(status);
+            }
+            // dockerd answers 200 and reports a refused archive in the
+            // stream (docker-py raises ImageLoadError from it).
+            let message = status.message().to_string();
+            return json_messages(vec![json!({ "errorDetail": { "message": message }, "error": message })]);
         }
     };
-    // Docker's progress stream: one JSON message per loaded name.
-    let mut lines = String::new();
+    // Docker's progress stream: one message per name the archive gave.
+    let mut messages = Vec::new();
     for image in &loaded.images {
         if image.tags.is_empty() {
-            lines.push_str(&json!({ "stream": format!("Loaded image ID: {}\n", image.id) }).to_string());
+            messages.push(json!({ "stream": format!("Loaded image ID: {}\n", image.id) }));
         }
         for tag in &image.tags {
-            lines.push_str(&json!({ "stream": format!("Loaded image: {}\n", familiar(tag)) }).to_string());
+            messages.push(json!({ "stream": format!("Loaded image: {}\n", familiar(tag)) }));
         }
-        lines.push('\n');
     }
-    let mut response = Response::new(full(lines));
-    response
-        .headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
-    response
+    json_messages(messages)
 }
 
 /// `docker pull` (`POST /images/create?fromImage=NAME&tag=TAG`, progress
