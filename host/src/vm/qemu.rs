@@ -553,6 +553,11 @@ mod tests {
         }
     }
 
+    /// Every `-device`'s value, in order.
+    fn device_values(args: &[String]) -> Vec<&str> {
+        args.windows(2).filter(|w| w[0] == "-device").map(|w| w[1].as_str()).collect()
+    }
+
     fn joined(args: &[String]) -> String {
         args.join(" ")
     }
@@ -598,7 +603,7 @@ mod tests {
             initramfs: "/a/aarch64/initramfs.cpio".into(),
         };
         let args = qemu_args(&spec, &boot, &layout, None).unwrap();
-        let devices: Vec<&str> = args.windows(2).filter(|w| w[0] == "-device").map(|w| w[1].as_str()).collect();
+        let devices = device_values(&args);
         assert_eq!(
             devices,
             [
@@ -631,7 +636,7 @@ mod tests {
     fn microvm_keeps_its_mmio_devices() {
         let spec = spec();
         let args = qemu_args(&spec, &boot(Accel::Tcg), &SocketLayout::new(&spec, true), None).unwrap();
-        let devices: Vec<&str> = args.windows(2).filter(|w| w[0] == "-device").map(|w| w[1].as_str()).collect();
+        let devices = device_values(&args);
         assert_eq!(devices[0], "virtio-serial-device");
         assert!(devices.contains(&"virtio-blk-device,drive=data"), "{devices:?}");
         assert!(devices.contains(&"virtio-net-device,netdev=net0"), "{devices:?}");
