@@ -8,6 +8,13 @@
 #   bin/berth
 #   share/berth/{vmlinux,initramfs.cpio}      guest kernel + initramfs
 #   share/berth/bin/{virtiofsd,vhost-device-vsock,berth-agent}
+#   share/berth/aarch64/{Image,initramfs.cpio}  the arm64 guest, only when asked:
+#
+#   BERTH_ARCHES="x86_64 aarch64" packaging/setup.sh
+#
+# (default: x86_64 alone, the guest the default setup has always built). The
+# arm64 guest is cross-built here (Debian's gcc-aarch64-linux-gnu, arm64
+# .debs for its userland) and runs under qemu-system-aarch64 `-M virt`.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${BERTH_BUILD_CACHE:-$HOME/.cache/berth-build}
@@ -15,6 +22,11 @@ prefix=${BERTH_PREFIX:-$HOME/.local}
 share=$prefix/share/berth
 export BERTH_BUILD_CACHE=$cache
 log() { printf '[setup %s] %s\n' "$(date +%T)" "$*" >&2; }
+arches=${BERTH_ARCHES:-x86_64}
+wants_arch() { [[ " $arches " == *" $1 "* ]]; }
+for a in $arches; do
+  case "$a" in x86_64|aarch64) ;; *) log "BERTH_ARCHES: unknown architecture '$a' (known: x86_64 aarch64)"; exit 1 ;; esac
+done
 
 # --- system packages --------------------------------------------------------
 apt_pkgs=(
@@ -31,6 +43,11 @@ apt_pkgs=(
   docker-registry skopeo              # a real local registry for the pull tests
   docker-compose                      # compose 1.29, the client of the compose tests
 )
+if wants_arch aarch64; then
+  # Cross compiler and binutils for the kernel and the agent's link, the
+  # emulator; the guest's arm64 userland comes as .debs (initramfs/foreign-sysroot.sh).
+  apt_pkgs+=(gcc-aarch64-linux-gnu qemu-system-arm)
+fi
 # The tests drive Berth with the real docker CLI; Debian ships it in docker.io.
 command -v docker >/dev/null || apt_pkgs+=(docker.io)
 missing=()
@@ -72,6 +89,7 @@ fi
 # --- Rust -------------------------------------------------------------------
 command -v cargo >/dev/null || { log "cargo not found: install Rust with rustup first"; exit 1; }
 want_targets=(x86_64-unknown-linux-musl)
+wants_arch aarch64 && want_targets+=(aarch64-unknown-linux-musl)
 [ "${BERTH_CROSS_CHECK:-0}" = 1 ] && want_targets+=(aarch64-apple-darwin x86_64-apple-darwin x86_64-pc-windows-gnu)
 have_targets=$(rustup target list --installed)
 for t in "${want_targets[@]}"; do
@@ -107,4 +125,21 @@ log "building berth-agent (static musl) and berth"
 install -m 0755 "$repo/target/x86_64-unknown-linux-musl/release/berth-agent" "$share/bin/berth-agent"
 mkdir -p "$prefix/bin"
 install -m 0755 "$repo/target/release/berth" "$prefix/bin/berth"
+
+# --- the arm64 guest (only when asked) ---------------------------------------
+if wants_arch aarch64; then
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    log "adding Debian's arm64 architecture (for the guest's userland .debs)"
+    sudo_cmd=(); [ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" dpkg --add-architecture arm64
+    "${sudo_cmd[@]}" apt-get update -q >&2
+  fi
+  log "building the arm64 guest: kernel, berth-agent, initramfs"
+  kdir=$("$repo/kernel-config/build-arch.sh" aarch64)
+  mkdir -p "$share/aarch64"
+  install -m 0644 "$kdir/Image" "$share/aarch64/Image"
+  (cd "$repo" && cargo build --quiet --release -p berth-agent --target aarch64-unknown-linux-musl >&2)
+  "$repo/initramfs/build.sh" --arch aarch64 "$repo/target/aarch64-unknown-linux-musl/release/berth-agent" \
+    "$share/aarch64/initramfs.cpio" >&2
+fi
 log "ready: $prefix/bin/berth (assets in $share)"

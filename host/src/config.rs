@@ -9,6 +9,7 @@
 //! disk-gib = 64
 //! shares = ["~", "/srv/data"]   # host directories, mounted at the same path in the VM
 //!                               # (default: the home directory and the temp dirs)
+//! arch = "aarch64"              # the guest's CPU (default: the host's); another one is emulated
 //!
 //! [api]
 //! tcp = "127.0.0.1:2375"        # also serve the Docker API here: no authentication, no TLS
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::vm::arch::GuestArch;
 use crate::vm::BackendKind;
 
 #[derive(Debug, Default, Deserialize)]
@@ -59,6 +61,7 @@ struct VmSection {
     memory_mib: Option<u64>,
     disk_gib: Option<u64>,
     shares: Option<Vec<String>>,
+    arch: Option<GuestArch>,
 }
 
 /// The effective settings, defaults applied and validated.
@@ -71,6 +74,8 @@ pub struct Config {
     pub disk_gib: u64,
     /// Host directories shared into the VM at the same absolute path.
     pub shares: Vec<PathBuf>,
+    /// The guest's CPU architecture.
+    pub arch: GuestArch,
     /// Docker Hub mirrors (URLs), tried before Docker Hub itself.
     pub registry_mirrors: Vec<String>,
     /// `host:port` registries spoken to over plain HTTP.
@@ -142,7 +147,8 @@ impl Config {
             Some(text) => Some(parse_tcp_address(&text)?),
             None => None,
         };
-        Ok(Config { backend, cpus, memory_mib, disk_gib, shares, registry_mirrors, insecure_registries, api_tcp })
+        let arch = vm.arch.unwrap_or_else(GuestArch::default_for_host);
+        Ok(Config { backend, cpus, memory_mib, disk_gib, shares, arch, registry_mirrors, insecure_registries, api_tcp })
     }
 }
 
@@ -234,6 +240,7 @@ mod tests {
         assert_eq!(config.memory_mib, 2048);
         assert_eq!(config.disk_gib, 64);
         assert!(config.cpus >= 1);
+        assert!(config.arch.is_host(), "the guest is the host's architecture unless asked");
     }
 
     #[test]
@@ -241,7 +248,7 @@ mod tests {
         let h = home();
         std::fs::create_dir(h.path().join("src")).unwrap();
         let text =
-            "backend = \"local\"\n[vm]\ncpus = 3\nmemory-mib = 1024\ndisk-gib = 8\nshares = [\"~/src\", \"/tmp\"]\n\
+            "backend = \"local\"\n[vm]\ncpus = 3\nmemory-mib = 1024\ndisk-gib = 8\nshares = [\"~/src\", \"/tmp\"]\narch = \"aarch64\"\n\
              [engine]\nregistry-mirrors = [\"http://host.docker.internal:5000\"]\ninsecure-registries = [\"host.docker.internal:5000\"]\n\
              [api]\ntcp = \"127.0.0.1:2375\"\n";
         let config = Config::parse(text, Some(h.path())).unwrap();
@@ -253,6 +260,7 @@ mod tests {
                 memory_mib: 1024,
                 disk_gib: 8,
                 shares: vec![h.path().join("src"), PathBuf::from("/tmp")],
+                arch: GuestArch::Aarch64,
                 registry_mirrors: vec!["http://host.docker.internal:5000".into()],
                 insecure_registries: vec!["host.docker.internal:5000".into()],
                 api_tcp: Some("127.0.0.1:2375".parse().unwrap()),
@@ -281,6 +289,7 @@ mod tests {
         assert!(err("backend = \"cloud\"\n").contains("backend"));
         assert!(err("[vm]\ncpus = 0\n").contains("vm.cpus"));
         assert!(err("[vm]\ncpus = \"two\"\n").contains("cpus"));
+        assert!(err("[vm]\narch = \"arm64\"\n").contains("unknown variant `arm64`, expected `x86_64` or `aarch64`"));
         assert!(err("[vm]\nmemory-mib = 16\n").contains("vm.memory-mib"));
         assert!(err("[vm]\ndisk-gib = 0\n").contains("vm.disk-gib"));
         assert!(err("[vm]\nshares = [\"relative\"]\n").contains("vm.shares"));

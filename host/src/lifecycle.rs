@@ -71,7 +71,7 @@ pub fn start(paths: &Paths) -> Result<()> {
     paths.ensure_dirs()?;
     // Fail fast, in the user's terminal, on what the daemon would fail on.
     let config = Config::load(&paths.config_file())?;
-    crate::vm::host_backend(config.backend)?;
+    crate::vm::host_backend(config.backend, config.arch)?;
 
     if daemon_alive(paths)? {
         return wait_for_running(paths, "berth is already running");

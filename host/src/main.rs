@@ -184,7 +184,7 @@ fn run(command: Command) -> Result<i32> {
         _ => {
             // The VM backend for this platform (Hyper-V) is not written yet;
             // the error says so instead of pretending.
-            vm::host_backend(vm::BackendKind::Vm)?;
+            vm::host_backend(vm::BackendKind::Vm, vm::arch::GuestArch::default_for_host())?;
             Ok(0)
         }
     }

@@ -149,7 +149,12 @@ impl Assets {
         if let Some(dirs) = directories::BaseDirs::new() {
             candidates.push(dirs.data_dir().join("berth"));
         }
-        match candidates.iter().find(|dir| dir.join("initramfs.cpio").is_file()) {
+        // A directory with any guest's initramfs (an arm64-only install has
+        // only aarch64/initramfs.cpio).
+        let has_a_guest = |dir: &PathBuf| {
+            crate::vm::arch::GuestArch::ALL.iter().any(|arch| arch.assets_dir(dir).join("initramfs.cpio").is_file())
+        };
+        match candidates.iter().find(|dir| has_a_guest(dir)) {
             Some(dir) => Ok(Assets { dir: dir.clone() }),
             None => bail!(
                 "the Berth guest image (initramfs.cpio) was not found in any of: {}\n\

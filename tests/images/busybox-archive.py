@@ -4,10 +4,17 @@ host's static busybox (Debian's busybox-static), for tests and benchmarks
 that need a real image without a registry.
 
 usage: busybox-archive.py OUT.tar [TAG]   (TAG defaults to busybox:latest)
+
+Env: BUSYBOX, the static busybox to pack (default /bin/busybox), and
+IMAGE_ARCH, its Docker architecture (default: the host's), e.g. an arm64
+image from Debian's busybox-static:arm64 (initramfs/foreign-sysroot.sh
+unpacks one).
 """
 import hashlib
 import io
 import json
+import os
+import platform
 import sys
 import tarfile
 
@@ -28,7 +35,7 @@ def layer():
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for d, mode in (("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777), ("root", 0o700), ("home/app", 0o755)):
             add(tar, d, mode=mode, kind=tarfile.DIRTYPE)
-        with open("/bin/busybox", "rb") as f:
+        with open(os.environ.get("BUSYBOX", "/bin/busybox"), "rb") as f:
             add(tar, "bin/busybox", f.read(), 0o755)
         add(tar, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
                                b"app:x:1000:1000::/home/app:/bin/sh\n")
@@ -44,7 +51,9 @@ def main():
     data = layer()
     diff_id = "sha256:" + hashlib.sha256(data).hexdigest()
     config = json.dumps({
-        "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(__import__("platform").machine(), "amd64"), "os": "linux", "created": "2024-01-01T00:00:00Z",
+        "architecture": os.environ.get("IMAGE_ARCH")
+        or {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), "amd64"),
+        "os": "linux", "created": "2024-01-01T00:00:00Z",
         "config": {"Cmd": ["sh"], "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "busybox-archive.py"}],

@@ -4,6 +4,7 @@
 //! Needs the guest assets (packaging/setup.sh installs them; BERTH_ASSETS
 //! overrides) and QEMU, virtiofsd and vhost-device-vsock.
 
+mod arm64;
 mod build;
 mod compose;
 mod harness;

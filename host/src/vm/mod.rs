@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent_client::AgentEndpoint;
 pub use berth_agent_proto::boot::{BootParams, ShareAccess, ShareMount, ShareTransport, StaticIpv4};
 
+pub mod arch;
 #[cfg(unix)]
 pub mod boot_key;
 #[cfg(unix)]
@@ -28,6 +29,8 @@ pub mod local;
 mod owned;
 #[cfg(target_os = "linux")]
 pub mod qemu;
+#[cfg(target_os = "linux")]
+pub mod qemu_machine;
 #[cfg(target_os = "linux")]
 mod share_policy;
 // Plain code tested on Linux; only its framework calls are macOS's.
@@ -171,12 +174,19 @@ pub enum BackendKind {
     Local,
 }
 
-/// The backend of that kind for this host.
-pub fn host_backend(kind: BackendKind) -> Result<Box<dyn VmBackend>> {
+/// The backend of that kind for this host, booting a guest of `arch`.
+pub fn host_backend(kind: BackendKind, arch: arch::GuestArch) -> Result<Box<dyn VmBackend>> {
+    if kind == BackendKind::Local && !arch.is_host() {
+        anyhow::bail!(
+            "the local backend runs the engine on this {} host; vm.arch = \"{}\" needs backend = \"vm\"",
+            std::env::consts::ARCH,
+            arch.name()
+        );
+    }
     #[cfg(target_os = "linux")]
     {
         match kind {
-            BackendKind::Vm => Ok(Box::new(qemu::QemuBackend::locate()?)),
+            BackendKind::Vm => Ok(Box::new(qemu::QemuBackend::locate(arch)?)),
             BackendKind::Local => Ok(Box::new(local::LocalBackend::locate()?)),
         }
     }

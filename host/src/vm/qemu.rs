@@ -1,4 +1,5 @@
-//! The QEMU backend (Linux hosts): `-M microvm`, KVM or TCG, with
+//! The QEMU backend (Linux hosts): `-M microvm` for x86_64 guests, `-M virt`
+//! for arm64 ones (qemu_machine.rs), KVM or TCG, with
 //! virtiofsd (one per share) and, when the host has no /dev/vhost-vsock,
 //! vhost-device-vsock serving hybrid vsock on a unix socket.
 
@@ -8,7 +9,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use tokio::process::{Child, Command};
 
+use super::arch::GuestArch;
 use super::owned::{spawn_owned, wait_for_socket};
+use super::qemu_machine::{accel_for, cpu_args, Machine, PlannedDevice, VirtioDevice};
 use super::{
     BoxFuture, GuestFacts, GuestNetwork, RunningVm, Share, ShareAccess, ShareTransport, StaticIpv4, VmBackend,
     VmProcess, VmSpec,
@@ -38,18 +41,19 @@ impl Accel {
         }
     }
 
-    /// `BERTH_ACCEL=auto|kvm|hvf|whpx|tcg`; `auto` (or unset) probes the host.
-    pub fn from_env() -> Result<Accel> {
-        match std::env::var("BERTH_ACCEL").ok().as_deref() {
-            None | Some("") | Some("auto") => Ok(Accel::detect()),
-            Some("kvm") => Ok(Accel::Kvm),
-            Some("hvf") => Ok(Accel::Hvf),
-            Some("whpx") => Ok(Accel::Whpx),
-            Some("tcg") => Ok(Accel::Tcg),
+    /// `BERTH_ACCEL=auto|kvm|hvf|whpx|tcg`; `auto` (or unset) is None: the
+    /// backend chooses (qemu_machine::accel_for).
+    pub fn requested() -> Result<Option<Accel>> {
+        Ok(Some(match std::env::var("BERTH_ACCEL").ok().as_deref() {
+            None | Some("") | Some("auto") => return Ok(None),
+            Some("kvm") => Accel::Kvm,
+            Some("hvf") => Accel::Hvf,
+            Some("whpx") => Accel::Whpx,
+            Some("tcg") => Accel::Tcg,
             Some(other) => {
                 anyhow::bail!("BERTH_ACCEL={other} is not one of auto, kvm, hvf, whpx, tcg")
             }
-        }
+        }))
     }
 
     /// The best accelerator that can really run a guest here.
@@ -62,6 +66,7 @@ impl Accel {
             && kvm_usable(
                 std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok(),
                 &std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default(),
+                GuestArch::default_for_host(),
             )
         {
             Accel::Kvm
@@ -74,13 +79,16 @@ impl Accel {
 /// Whether KVM can run a stock guest kernel. An openable /dev/kvm is not
 /// enough: some hosts expose a paravirtual KVM (kvm_pvm) without hardware
 /// virtualisation, under which a normal kernel crawls and then dies. Real KVM
-/// needs the CPU's vmx (Intel) or svm (AMD) flag.
-pub fn kvm_usable(dev_kvm_openable: bool, cpuinfo: &str) -> bool {
+/// needs the CPU's vmx (Intel) or svm (AMD) flag. arm64's /proc/cpuinfo names
+/// no virtualisation feature (KVM there needs the kernel booted at EL2, which
+/// an openable /dev/kvm already shows).
+pub fn kvm_usable(dev_kvm_openable: bool, cpuinfo: &str, host: GuestArch) -> bool {
     dev_kvm_openable
-        && cpuinfo
-            .lines()
-            .filter(|l| l.starts_with("flags"))
-            .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+        && (host == GuestArch::Aarch64
+            || cpuinfo
+                .lines()
+                .filter(|l| l.starts_with("flags"))
+                .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm")))
 }
 
 /// The guest QEMU boots: user-mode networking's fixed addresses (the guest
@@ -107,6 +115,7 @@ pub fn guest_facts() -> GuestFacts {
 /// What QEMU boots, found once when the backend is located.
 #[derive(Debug, Clone)]
 pub struct QemuBoot {
+    pub machine: Machine,
     pub accel: Accel,
     pub kernel: PathBuf,
     /// The built initramfs; each boot adds its key (boot_key.rs).
@@ -158,27 +167,8 @@ impl SocketLayout {
     }
 }
 
-pub fn kernel_cmdline(spec: &VmSpec, tsc_khz: Option<u64>) -> String {
-    let mut args = vec![
-        "console=ttyS0".to_string(),
-        "quiet".into(),
-        // QEMU runs with -no-reboot: a reboot request (the agent's power-off,
-        // or a panic) ends the VM process. Triple-fault reset needs no device.
-        "reboot=t".into(),
-        "panic=-1".into(),
-        "8250.nr_uarts=1".into(),
-        "cryptomgr.notests".into(),
-        // QEMU's vCPUs read one TSC derived from the host's clock, but under
-        // TCG the kernel's sync check sees them skew and falls back to the
-        // jiffies clocksource, which needs the periodic tick: 250 wakeups a
-        // second per vCPU, 8% of a host core for an idle VM. Trusted, the
-        // TSC lets idle vCPUs stop their tick (1% idle).
-        "tsc=reliable".into(),
-    ];
-    if let Some(khz) = tsc_khz {
-        // microvm has no HPET/PM timer to calibrate the TSC against.
-        args.push(format!("tsc_early_khz={khz}"));
-    }
+pub fn kernel_cmdline(spec: &VmSpec, machine: Machine, tsc_khz: Option<u64>) -> String {
+    let mut args = machine.kernel_args(tsc_khz);
     args.extend(super::boot_params(spec, &guest_facts()).encode());
     // For debugging boots, e.g. BERTH_KERNEL_ARGS=loglevel=7 (overrides `quiet`).
     if let Ok(extra) = std::env::var("BERTH_KERNEL_ARGS") {
@@ -192,52 +182,63 @@ fn boot_initramfs(spec: &VmSpec) -> PathBuf {
     spec.run_dir.join("initramfs-boot.cpio")
 }
 
+/// The guest's devices, in the order QEMU creates them (the agent's console
+/// port after its controller; the data disk the only, so first, virtio-blk).
+pub fn device_plan(layout: &SocketLayout) -> Vec<PlannedDevice> {
+    use VirtioDevice::*;
+    let mut plan = vec![
+        PlannedDevice::new(Serial, &[]),
+        PlannedDevice::new(Console, &["chardev=agentlog"]),
+        PlannedDevice::new(Rng, &[]),
+        // Free page reporting: the guest hands pages it frees back to QEMU, which
+        // punches them out of the memfd, so a container's memory spike does not
+        // stay charged to the host after it ends (the guest keeps its page cache;
+        // only free pages are reported, in 4 MiB blocks, after ~2 s).
+        PlannedDevice::new(Balloon, &["free-page-reporting=on"]),
+        PlannedDevice::new(Blk, &["drive=data"]),
+        PlannedDevice::new(Net, &["netdev=net0"]),
+    ];
+    plan.push(match &layout.vsock {
+        VsockMode::Kernel { cid } => PlannedDevice::new(Vsock, &[&format!("guest-cid={cid}")]),
+        VsockMode::Hybrid { .. } => PlannedDevice::new(VhostUserVsock, &["chardev=vsock"]),
+    });
+    for (i, (share, _)) in layout.shares.iter().enumerate() {
+        plan.push(PlannedDevice::new(VhostUserFs, &[&format!("chardev=fs{i}"), &format!("tag={}", share.tag)]));
+    }
+    plan
+}
+
 /// The full QEMU command line (after the program name).
 pub fn qemu_args(spec: &VmSpec, boot: &QemuBoot, layout: &SocketLayout, tsc_khz: Option<u64>) -> Result<Vec<String>> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     push(&["-name", "berth", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
-    match boot.accel {
-        Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
-        Accel::Tcg => push(&["-accel", "tcg,thread=multi", "-cpu", "max"]),
-        other => bail!("accelerator {} is not available to QEMU on Linux (use kvm or tcg)", other.name()),
-    }
+    push(&cpu_args(boot.accel)?);
     // vhost-user devices need guest memory that other processes can map.
     let mem = format!("{}M", spec.memory_mib);
-    push(&["-M", "microvm,memory-backend=mem"]);
+    push(&["-M", &format!("{},memory-backend=mem", boot.machine.machine_arg())]);
     push(&["-object", &format!("memory-backend-memfd,id=mem,size={mem},share=on")]);
     push(&["-m", &mem, "-smp", &spec.cpus.to_string()]);
     push(&["-kernel", &boot.kernel.display().to_string(), "-initrd", &boot_initramfs(spec).display().to_string()]);
-    push(&["-append", &kernel_cmdline(spec, tsc_khz)]);
-    // Kernel console on the serial port; the agent's log on a virtio console.
+    push(&["-append", &kernel_cmdline(spec, boot.machine, tsc_khz)]);
+    // Kernel console on the machine's serial port (8250 or PL011); the
+    // agent's log on a virtio console.
     push(&["-chardev", &format!("file,id=console,path={}", spec.console_log.display())]);
     push(&["-serial", "chardev:console"]);
-    push(&["-device", "virtio-serial-device"]);
     push(&["-chardev", &format!("file,id=agentlog,path={}", spec.agent_log.display())]);
-    push(&["-device", "virtconsole,chardev=agentlog"]);
-    push(&["-device", "virtio-rng-device"]);
-    // Free page reporting: the guest hands pages it frees back to QEMU, which
-    // punches them out of the memfd, so a container's memory spike does not
-    // stay charged to the host after it ends (the guest keeps its page cache;
-    // only free pages are reported, in 4 MiB blocks, after ~2 s).
-    push(&["-device", "virtio-balloon-device,free-page-reporting=on"]);
-    // The data disk is /dev/vda: the first virtio-blk device.
     push(&[
         "-drive",
         &format!("id=data,file={},format=raw,if=none,discard=unmap,cache=writeback", spec.disk.display()),
     ]);
-    push(&["-device", "virtio-blk-device,drive=data"]);
-    push(&["-netdev", "user,id=net0", "-device", "virtio-net-device,netdev=net0"]);
-    match &layout.vsock {
-        VsockMode::Kernel { cid } => push(&["-device", &format!("vhost-vsock-device,guest-cid={cid}")]),
-        VsockMode::Hybrid { control_socket, .. } => {
-            push(&["-chardev", &format!("socket,id=vsock,path={}", control_socket.display())]);
-            push(&["-device", "vhost-user-vsock-device,chardev=vsock"]);
-        }
+    push(&["-netdev", "user,id=net0"]);
+    if let VsockMode::Hybrid { control_socket, .. } = &layout.vsock {
+        push(&["-chardev", &format!("socket,id=vsock,path={}", control_socket.display())]);
     }
-    for (i, (share, socket)) in layout.shares.iter().enumerate() {
+    for (i, (_, socket)) in layout.shares.iter().enumerate() {
         push(&["-chardev", &format!("socket,id=fs{i},path={}", socket.display())]);
-        push(&["-device", &format!("vhost-user-fs-device,chardev=fs{i},tag={}", share.tag)]);
+    }
+    for device in device_plan(layout) {
+        push(&["-device", &device.render(boot.machine.bus())]);
     }
     Ok(a)
 }
@@ -257,11 +258,27 @@ pub struct QemuBackend {
 }
 
 impl QemuBackend {
-    pub fn locate() -> Result<QemuBackend> {
+    pub fn locate(arch: GuestArch) -> Result<QemuBackend> {
         let assets = crate::paths::Assets::locate()?;
-        let boot = QemuBoot { accel: Accel::from_env()?, kernel: assets.kernel()?, initramfs: assets.initramfs() };
-        let qemu =
-            assets.helper("qemu-system-x86_64", "install Debian's qemu-system-x86 (`packaging/setup.sh` does)")?;
+        let machine = Machine::for_arch(arch);
+        let accel = accel_for(arch, Accel::requested()?, Accel::detect)?;
+        let (kernel, initramfs) = match arch {
+            GuestArch::X86_64 => (assets.kernel()?, assets.initramfs()),
+            GuestArch::Aarch64 => {
+                let dir = arch.assets_dir(&assets.dir);
+                let (kernel, initramfs) = (dir.join("Image"), dir.join("initramfs.cpio"));
+                for file in [&kernel, &initramfs] {
+                    if !file.is_file() {
+                        bail!("the arm64 guest has no {}; {}", file.display(), arch.setup_hint());
+                    }
+                }
+                super::arch::check_arm64_image(&kernel)?;
+                (kernel, initramfs)
+            }
+        };
+        let boot = QemuBoot { machine, accel, kernel, initramfs };
+        let (program, package) = machine.program();
+        let qemu = assets.helper(program, &format!("install Debian's {package} (`packaging/setup.sh` does)"))?;
         let virtiofsd = assets.helper("virtiofsd", SETUP_HINT)?;
         let vsock_device = if Path::new("/dev/vhost-vsock").exists() {
             None
@@ -337,7 +354,12 @@ impl VmBackend for QemuBackend {
                 wait_for_socket(socket, child, name).await?;
             }
 
-            let tsc_khz = host_tsc_khz(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default());
+            let tsc_khz = self
+                .boot
+                .machine
+                .wants_tsc_khz()
+                .then(|| host_tsc_khz(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default()))
+                .flatten();
             let initramfs = boot_initramfs(spec);
             super::boot_key::write_initramfs_with_key(&self.boot.initramfs, &spec.agent_key, &initramfs)
                 .context("writing this boot's initramfs")?;
@@ -523,7 +545,17 @@ mod tests {
     }
 
     fn boot(accel: Accel) -> QemuBoot {
-        QemuBoot { accel, kernel: "/a/vmlinux".into(), initramfs: "/a/initramfs.cpio".into() }
+        QemuBoot {
+            machine: Machine::Microvm,
+            accel,
+            kernel: "/a/vmlinux".into(),
+            initramfs: "/a/initramfs.cpio".into(),
+        }
+    }
+
+    /// Every `-device`'s value, in order.
+    fn device_values(args: &[String]) -> Vec<&str> {
+        args.windows(2).filter(|w| w[0] == "-device").map(|w| w[1].as_str()).collect()
     }
 
     fn joined(args: &[String]) -> String {
@@ -541,21 +573,73 @@ mod tests {
             "-object memory-backend-memfd,id=mem,size=1024M,share=on",
             "-m 1024M -smp 2",
             "-kernel /a/vmlinux -initrd /h/run/initramfs-boot.cpio",
-            "-chardev socket,id=vsock,path=/h/run/vsock.sock -device vhost-user-vsock-device,chardev=vsock",
-            "-chardev socket,id=fs0,path=/h/run/fs-share0.sock -device vhost-user-fs-device,chardev=fs0,tag=share0",
+            "-chardev socket,id=vsock,path=/h/run/vsock.sock",
+            "-device vhost-user-vsock-device,chardev=vsock",
+            "-chardev socket,id=fs0,path=/h/run/fs-share0.sock",
+            "-device vhost-user-fs-device,chardev=fs0,tag=share0",
             "-drive id=data,file=/h/disk.raw,format=raw",
             "-netdev user,id=net0",
             "-no-reboot",
         ] {
             assert!(args.contains(expected), "missing `{expected}` in {args}");
         }
-        let cmdline = kernel_cmdline(&spec, Some(2_500_000));
+        let cmdline = kernel_cmdline(&spec, Machine::Microvm, Some(2_500_000));
         // Every local user can read QEMU's command line.
         assert!(!args.contains(&spec.agent_key.to_hex()), "the agent key is in QEMU's arguments");
         assert!(cmdline.contains("tsc_early_khz=2500000"));
         assert!(cmdline.contains("berth.share=share0,/home/me"));
         assert!(cmdline.contains("reboot=t panic=-1"));
         assert!(cmdline.contains("tsc=reliable"), "an untrusted TSC keeps the idle VM ticking");
+    }
+
+    #[test]
+    fn arm64_boots_virt_with_the_same_devices_on_pci() {
+        let spec = spec();
+        let layout = SocketLayout::new(&spec, false);
+        let boot = QemuBoot {
+            machine: Machine::Virt,
+            accel: Accel::Tcg,
+            kernel: "/a/aarch64/Image".into(),
+            initramfs: "/a/aarch64/initramfs.cpio".into(),
+        };
+        let args = qemu_args(&spec, &boot, &layout, None).unwrap();
+        let devices = device_values(&args);
+        assert_eq!(
+            devices,
+            [
+                "virtio-serial-pci",
+                "virtconsole,chardev=agentlog",
+                "virtio-rng-pci",
+                "virtio-balloon-pci,free-page-reporting=on",
+                "virtio-blk-pci,drive=data",
+                "virtio-net-pci,netdev=net0,romfile=",
+                "vhost-user-vsock-pci,chardev=vsock",
+                "vhost-user-fs-pci,chardev=fs0,tag=share0",
+            ]
+        );
+        let joined = joined(&args);
+        for expected in [
+            "-accel tcg,thread=multi -cpu max",
+            "-M virt,gic-version=max,memory-backend=mem",
+            "-kernel /a/aarch64/Image",
+            "-serial chardev:console",
+        ] {
+            assert!(joined.contains(expected), "missing `{expected}` in {joined}");
+        }
+        let cmdline = kernel_cmdline(&spec, Machine::Virt, None);
+        assert!(cmdline.starts_with("console=ttyAMA0 "), "{cmdline}");
+        assert!(cmdline.contains("berth.disk=/dev/vda"), "{cmdline}");
+        assert!(!cmdline.contains("tsc") && !cmdline.contains("reboot=t"), "{cmdline}");
+    }
+
+    #[test]
+    fn microvm_keeps_its_mmio_devices() {
+        let spec = spec();
+        let args = qemu_args(&spec, &boot(Accel::Tcg), &SocketLayout::new(&spec, true), None).unwrap();
+        let devices = device_values(&args);
+        assert_eq!(devices[0], "virtio-serial-device");
+        assert!(devices.contains(&"virtio-blk-device,drive=data"), "{devices:?}");
+        assert!(devices.contains(&"virtio-net-device,netdev=net0"), "{devices:?}");
     }
 
     #[test]
@@ -566,7 +650,7 @@ mod tests {
         assert!(args.contains("-accel kvm -cpu host"));
         assert!(args.contains("-device vhost-vsock-device,guest-cid="));
         assert!(!args.contains("vhost-user-vsock"));
-        assert!(!kernel_cmdline(&spec, None).contains("tsc_early_khz"));
+        assert!(!kernel_cmdline(&spec, Machine::Microvm, None).contains("tsc_early_khz"));
     }
 
     #[test]
@@ -580,7 +664,7 @@ mod tests {
     fn the_command_line_carries_the_boot_contract() {
         let mut spec = spec();
         spec.shares[0].guest_path = "/home/a b,c".into();
-        let cmdline = kernel_cmdline(&spec, None);
+        let cmdline = kernel_cmdline(&spec, Machine::Microvm, None);
         let params = berth_agent_proto::boot::BootParams::parse(&cmdline).unwrap();
         assert_eq!(params, crate::vm::boot_params(&spec, &guest_facts()));
         assert_eq!(params.shares[0].guest_path, "/home/a b,c");
@@ -598,10 +682,14 @@ mod tests {
     fn kvm_needs_hardware_virtualisation() {
         let vmx = "processor\t: 0\nflags\t\t: fpu vme vmx sse\n";
         let pvm = "processor\t: 0\nflags\t\t: fpu vme sse hypervisor\n";
-        assert!(kvm_usable(true, vmx));
-        assert!(!kvm_usable(true, pvm), "a /dev/kvm without vmx/svm is not usable");
-        assert!(!kvm_usable(false, vmx));
-        assert!(kvm_usable(true, "flags : svm\n"));
+        let x86 = GuestArch::X86_64;
+        assert!(kvm_usable(true, vmx, x86));
+        assert!(!kvm_usable(true, pvm, x86), "a /dev/kvm without vmx/svm is not usable");
+        assert!(!kvm_usable(false, vmx, x86));
+        assert!(kvm_usable(true, "flags : svm\n", x86));
+        let arm64 = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes\n";
+        assert!(kvm_usable(true, arm64, GuestArch::Aarch64), "arm64 names no virtualisation flag");
+        assert!(!kvm_usable(false, arm64, GuestArch::Aarch64));
     }
 
     #[test]
