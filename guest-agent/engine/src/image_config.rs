@@ -29,6 +29,10 @@ pub struct Healthcheck {
     pub start_interval: i64,
     #[serde(rename = "Retries", default, deserialize_with = "go_int", skip_serializing_if = "is_zero")]
     pub retries: i64,
+    /// Keys Berth does not know, kept as sent (inspect and the stored
+    /// record show what the client sent; Go's decoder ignores them).
+    #[serde(flatten)]
+    pub unknown: serde_json::Map<String, Value>,
 }
 
 impl Healthcheck {
