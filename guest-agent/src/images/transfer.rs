@@ -58,7 +58,7 @@ pub async fn start_load(
     let (tx, rx) = mpsc::channel::<Vec<u8>>(128);
     let files = images.blocking(|store| Ok(store.files())).await?;
     let loading = tokio::task::spawn_blocking(move || {
-        let reader = ChunkReader { chunks: rx, current: Vec::new(), pos: 0 };
+        let reader = ChunkReader::new(rx);
         let started = std::time::Instant::now();
         let staged = files.stage_load(reader)?;
         let received_ms = started.elapsed().as_millis() as u64;
