@@ -1,29 +1,50 @@
 #!/usr/bin/env bash
 # Builds the Berth guest kernel from Debian's linux-source package, with our
-# patches (kernel-config/*.patch, applied in name order), and caches it by
-# content hash (config fragments + patches + this script + source version + arch).
-# Prints the directory that holds `vmlinux` (PVH-bootable ELF) and `bzImage`.
+# patches (kernel-config/*.patch, applied in name order), for this machine's
+# architecture or another (cross-built with Debian's cross gcc), and caches it
+# by content hash (config fragments + patches + this script + source version
+# + arch). Prints the directory that holds the kernel:
+#   x86_64:  vmlinux (PVH-bootable ELF) and bzImage
+#   aarch64: Image (uncompressed: what QEMU virt and Virtualization.framework
+#            boot) and vmlinux
 #
-#   kernel-config/build.sh [--print-dir]
+#   kernel-config/build.sh [ARCH]        (ARCH: x86_64 or aarch64; default: uname -m)
 #
 # Env: BERTH_BUILD_CACHE (default ~/.cache/berth-build), JOBS (default nproc).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-arch=$(uname -m)
+arch=${1:-$(uname -m)}
 cache=${BERTH_BUILD_CACHE:-$HOME/.cache/berth-build}
 src_pkg=linux-source-6.1
 src_tar=/usr/src/$src_pkg.tar.xz
 jobs=${JOBS:-$(nproc)}
 
+# Per architecture: kernel ARCH, the image files we keep, the cross compiler,
+# and the fragments beyond berth.config (hyperv.config: the Windows HCS
+# backend's drivers, x86_64 only for now).
+case "$arch" in
+  x86_64) karch=x86_64 images="arch/x86/boot/bzImage" cross=x86_64-linux-gnu- cross_pkg=gcc-x86-64-linux-gnu
+    fragments="berth.config x86_64.config hyperv.config" ;;
+  aarch64) karch=arm64 images="arch/arm64/boot/Image" cross=aarch64-linux-gnu- cross_pkg=gcc-aarch64-linux-gnu
+    fragments="berth.config aarch64.config" ;;
+  *) echo "kernel: no configuration for architecture '$arch' (known: x86_64, aarch64)" >&2; exit 1 ;;
+esac
+if [ "$arch" = "$(uname -m)" ]; then cross=; fi
+
 [ -f "$src_tar" ] || { echo "kernel: $src_tar missing; install Debian package $src_pkg (packaging/setup.sh does)" >&2; exit 1; }
-[ -f "$here/$arch.config" ] || { echo "kernel: no config fragment for $arch ($here/$arch.config)" >&2; exit 1; }
+if [ -n "$cross" ] && ! command -v "${cross}gcc" >/dev/null; then
+  echo "kernel: ${cross}gcc missing; install Debian package $cross_pkg (BERTH_ARCHES=$arch packaging/setup.sh does)" >&2; exit 1
+fi
 
 src_ver=$(dpkg-query -W -f='${Version}' "$src_pkg")
 patches=$(ls "$here"/*.patch 2>/dev/null | sort || true)
-# shellcheck disable=SC2086 # one patch path per word
-key=$( { cat "$here/berth.config" "$here/$arch.config" "$here/build.sh" $patches; echo "$src_ver $arch"; } | sha256sum | cut -c1-16)
+frag_paths=
+for f in $fragments; do frag_paths="$frag_paths $here/$f"; done
+# shellcheck disable=SC2086 # one path per word
+key=$( { cat $frag_paths "$here/build.sh" $patches; echo "$src_ver $arch"; } | sha256sum | cut -c1-16)
 out=$cache/kernel/$arch-$key
-if [ -f "$out/vmlinux" ] && [ -f "$out/bzImage" ]; then
+done_marker=$out/$(basename "${images%% *}")
+if [ -f "$out/vmlinux" ] && [ -f "$done_marker" ]; then
   echo "$out"; exit 0
 fi
 
@@ -37,11 +58,13 @@ cd "$work"/linux-source-*
 for p in $patches; do
   patch -s -p1 --forward < "$p" >&2 || { echo "kernel: $p does not apply to $src_pkg $src_ver" >&2; exit 1; }
 done
+kmake() { make -s ARCH="$karch" CROSS_COMPILE="$cross" "$@"; }
 frag=$work/fragment.config
-cat "$here/berth.config" "$here/$arch.config" > "$frag"
-make -s ARCH="$arch" tinyconfig >&2
-scripts/kconfig/merge_config.sh -m .config "$frag" >&2
-make -s ARCH="$arch" olddefconfig >&2
+# shellcheck disable=SC2086
+cat $frag_paths > "$frag"
+kmake tinyconfig >&2
+ARCH="$karch" CROSS_COMPILE="$cross" scripts/kconfig/merge_config.sh -m .config "$frag" >&2
+kmake olddefconfig >&2
 
 # Every option we asked for must have taken: a silently dropped option is a
 # guest feature that is missing at run time.
@@ -57,11 +80,12 @@ while IFS= read -r line; do
 done < "$frag"
 [ "$missing" = 0 ] || { echo "kernel: config fragment did not apply cleanly" >&2; exit 1; }
 
-make -s ARCH="$arch" -j"$jobs" vmlinux bzImage >&2
+# shellcheck disable=SC2086
+kmake -j"$jobs" vmlinux $(for i in $images; do basename "$i"; done) >&2
 mkdir -p "$out.tmp"
 cp vmlinux "$out.tmp/vmlinux"
-strip --strip-debug "$out.tmp/vmlinux" 2>/dev/null || true
-cp arch/x86/boot/bzImage "$out.tmp/bzImage"
+"${cross}strip" --strip-debug "$out.tmp/vmlinux" 2>/dev/null || true
+for i in $images; do cp "$i" "$out.tmp/"; done
 cp .config "$out.tmp/config"
 echo "$src_ver" > "$out.tmp/source-version"
 rm -rf "$out" && mv "$out.tmp" "$out"

@@ -135,7 +135,7 @@ if wants_arch aarch64; then
     "${sudo_cmd[@]}" apt-get update -q >&2
   fi
   log "building the arm64 guest: kernel, berth-agent, initramfs"
-  kdir=$("$repo/kernel-config/build-arch.sh" aarch64)
+  kdir=$("$repo/kernel-config/build.sh" aarch64)
   mkdir -p "$share/aarch64"
   install -m 0644 "$kdir/Image" "$share/aarch64/Image"
   (cd "$repo" && cargo build --quiet --release -p berth-agent --target aarch64-unknown-linux-musl >&2)

@@ -30,6 +30,7 @@ pub fn record(change: &ShareChange) -> Option<Vec<u8>> {
         Kind::Create => b"create",
         Kind::Modify => b"modify",
         Kind::CloseWrite => b"close_write",
+        Kind::Delete if change.is_dir => b"delete_dir",
         Kind::Delete => b"delete",
         Kind::Rename => b"rename",
         Kind::Unspecified => return None,
@@ -83,7 +84,7 @@ mod tests {
     use super::*;
 
     fn change(kind: Kind, path: &str, to_path: &str) -> ShareChange {
-        ShareChange { kind: kind as i32, path: path.into(), to_path: to_path.into() }
+        ShareChange { kind: kind as i32, path: path.into(), to_path: to_path.into(), is_dir: false }
     }
 
     #[test]
@@ -92,6 +93,8 @@ mod tests {
         assert_eq!(record(&change(Kind::Modify, "/h/f", "")).unwrap(), b"modify\0/h/f");
         assert_eq!(record(&change(Kind::CloseWrite, "/h/f", "")).unwrap(), b"close_write\0/h/f");
         assert_eq!(record(&change(Kind::Delete, "/h/d", "")).unwrap(), b"delete\0/h/d");
+        let dir = ShareChange { is_dir: true, ..change(Kind::Delete, "/h/d", "") };
+        assert_eq!(record(&dir).unwrap(), b"delete_dir\0/h/d");
         assert_eq!(record(&change(Kind::Rename, "/h/a", "/h/b")).unwrap(), b"rename\0/h/a\0/h/b");
     }
 

@@ -58,7 +58,7 @@ fn wait_for(berth: &Berth, container: &str, skip: usize, wanted: &[(&str, &str, 
         let mut matched = Vec::new();
         for e in &events {
             if let Some((dir, name, kind)) = rest.peek() {
-                if e.dir == *dir && e.name == *name && kind_matches(&e.kind, kind) {
+                if e.dir == *dir && e.name == *name && e.kind == *kind {
                     matched.push(e.clone());
                     rest.next();
                 }
@@ -142,9 +142,9 @@ fn host_edits_raise_inotify_events_in_containers_once() {
         &|| std::fs::rename(work.join("d"), work.join("e")).unwrap(),
         &[("/w", "d", "MOVED_FROM,ISDIR"), ("/w", "e", "MOVED_TO,ISDIR")],
     );
-    // ISDIR only when the guest had the directory cached: the host does not
-    // yet say what it deleted (known gap, see docs/ARCHITECTURE.md).
-    step(&|| std::fs::remove_dir_all(work.join("e")).unwrap(), &[("/w", "e", "DELETE,ISDIR?")]);
+    // ISDIR although the guest may never have cached `e`: the host says it
+    // deleted a directory.
+    step(&|| std::fs::remove_dir_all(work.join("e")).unwrap(), &[("/w", "e", "DELETE,ISDIR")]);
     // What the guest sees afterwards is the host's state, not its cache.
     std::fs::write(sub.join("h"), "host").unwrap();
     step(&|| std::fs::write(sub.join("h"), "host, again").unwrap(), &[("/w/sub", "h", "CLOSE_WRITE")]);
@@ -326,12 +326,4 @@ fn a_non_root_users_files_are_theirs_whichever_container_user_writes_them() {
     user.berth(&berth, &["stop"]);
     let procs = berth.live_processes();
     assert!(procs.is_empty(), "processes left after stop: {procs:#?}");
-}
-
-/// An event kind as wanted: `X,ISDIR?` takes `X` with or without ISDIR.
-fn kind_matches(seen: &str, wanted: &str) -> bool {
-    match wanted.strip_suffix(",ISDIR?") {
-        Some(base) => seen == base || seen == format!("{base},ISDIR"),
-        None => seen == wanted,
-    }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use berth_agent_proto::share_change::Kind;
 use berth_agent_proto::ShareChange;
-use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RemoveKind, RenameMode};
 use notify::{Event, EventKind};
 
 /// A share as the watcher needs it: where it is on the host and in the VM.
@@ -84,7 +84,10 @@ impl Translator {
         match (&event.kind, first) {
             (_, None) => {}
             (EventKind::Create(_), Some(path)) => self.emit(&mut out, Kind::Create, path, None),
-            (EventKind::Remove(_), Some(path)) => self.emit(&mut out, Kind::Delete, path, None),
+            (EventKind::Remove(what), Some(path)) => {
+                let is_dir = matches!(what, RemoveKind::Folder);
+                self.emit_change(&mut out, Kind::Delete, path, None, is_dir)
+            }
             (EventKind::Modify(ModifyKind::Name(mode)), Some(path)) => match mode {
                 RenameMode::Both => match event.paths.get(1) {
                     Some(to) => self.emit(&mut out, Kind::Rename, path, Some(to)),
@@ -134,6 +137,12 @@ impl Translator {
     }
 
     fn emit(&mut self, out: &mut Vec<ShareChange>, kind: Kind, path: &Path, to: Option<&PathBuf>) {
+        self.emit_change(out, kind, path, to, false)
+    }
+
+    /// `is_dir`: a directory was deleted (a rename away or out of the shares
+    /// cannot say, and the guest then knows only what it cached).
+    fn emit_change(&mut self, out: &mut Vec<ShareChange>, kind: Kind, path: &Path, to: Option<&PathBuf>, is_dir: bool) {
         let Some(guest) = self.guest_path(path) else { return };
         let to_path = match to {
             Some(to) => match self.guest_path(to) {
@@ -143,7 +152,7 @@ impl Translator {
             },
             None => String::new(),
         };
-        let change = ShareChange { kind: kind as i32, path: guest, to_path };
+        let change = ShareChange { kind: kind as i32, path: guest, to_path, is_dir };
         if let Some((last, at)) = &self.last {
             if *last == change && self.now.saturating_duration_since(*at) < REPEAT {
                 return;
@@ -157,7 +166,7 @@ impl Translator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use notify::event::{CreateKind, DataChange, RemoveKind};
+    use notify::event::{CreateKind, DataChange};
 
     impl Translator {
         fn push_now(&mut self, event: &Event) -> Vec<ShareChange> {
@@ -176,7 +185,11 @@ mod tests {
     }
 
     fn change(kind: Kind, path: &str, to_path: &str) -> ShareChange {
-        ShareChange { kind: kind as i32, path: path.into(), to_path: to_path.into() }
+        ShareChange { kind: kind as i32, path: path.into(), to_path: to_path.into(), is_dir: false }
+    }
+
+    fn dir_deleted(path: &str) -> ShareChange {
+        ShareChange { is_dir: true, ..change(Kind::Delete, path, "") }
     }
 
     /// inotify's view of `echo x > f; mkdir d; rm f; rmdir d` under a share.
@@ -207,7 +220,7 @@ mod tests {
                 change(Kind::CloseWrite, "/home/me/p/f", ""),
                 change(Kind::Create, "/home/me/p/d", ""),
                 change(Kind::Delete, "/home/me/p/f", ""),
-                change(Kind::Delete, "/home/me/p/d", ""),
+                dir_deleted("/home/me/p/d"),
             ]
         );
     }
