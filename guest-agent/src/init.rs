@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use berth_agent_proto::boot::{BootParams, ShareAccess, ShareMount, StaticIpv4, GUEST_DATA_DIR};
 use berth_agent_proto::MountStatus;
 use berth_engine::service_addr;
+
+use crate::reaper::Reaper;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 fn mount_fs(source: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> io::Result<()> {
@@ -181,10 +183,17 @@ pub fn configure_system(params: &BootParams) {
 
 /// The data disk and the shared directories. Failures are reported, not fatal:
 /// the host decides whether it can live without a mount.
-pub fn mount_storage(disk: Option<&str>, shares: &[ShareMount], access: ShareAccess) -> Vec<MountStatus> {
+/// `reaper`: every child's status goes through it, mke2fs's too (the
+/// reaping loop starts beside this thread and would take it otherwise).
+pub fn mount_storage(
+    disk: Option<&str>,
+    shares: &[ShareMount],
+    access: ShareAccess,
+    reaper: &Reaper,
+) -> Vec<MountStatus> {
     let mut mounts = Vec::new();
     if let Some(disk) = disk {
-        let result = mount_data_disk(disk);
+        let result = mount_data_disk(disk, reaper);
         mounts.push(status("data", GUEST_DATA_DIR, "ext4", result));
     }
     for ShareMount { tag, guest_path, transport } in shares {
@@ -225,7 +234,7 @@ fn status(name: &str, path: &str, fstype: &str, result: io::Result<()>) -> Mount
     }
 }
 
-fn mount_data_disk(device: &str) -> io::Result<()> {
+fn mount_data_disk(device: &str, reaper: &Reaper) -> io::Result<()> {
     // Built-in virtio drivers probe before init runs, but devtmpfs may lag.
     let deadline = Instant::now() + Duration::from_secs(3);
     while !Path::new(device).exists() {
@@ -237,13 +246,13 @@ fn mount_data_disk(device: &str) -> io::Result<()> {
     if !has_ext_superblock(device)? {
         tracing::info!(device, "data disk is blank: formatting ext4");
         let started = Instant::now();
-        let status = Command::new("/sbin/mke2fs")
-            .args(["-q", "-F", "-t", "ext4", "-m", "0", "-L", "berth-data"])
-            .args(["-E", "lazy_itable_init=1,lazy_journal_init=1"])
-            .arg(device)
-            .status()?;
-        if !status.success() {
-            return Err(io::Error::other(format!("mke2fs {device} failed: {status}")));
+        let mut mke2fs = Command::new("/sbin/mke2fs");
+        mke2fs.args(["-q", "-F", "-t", "ext4", "-m", "0", "-L", "berth-data"]);
+        mke2fs.args(["-E", "lazy_itable_init=1,lazy_journal_init=1"]).arg(device);
+        let (child, exited) = reaper.spawn(&mut mke2fs)?;
+        let exit = reaper.wait_blocking(child.id() as i32, exited)?;
+        if exit.code != 0 {
+            return Err(io::Error::other(format!("mke2fs {device} failed: exit code {}", exit.code)));
         }
         tracing::info!(device, ms = started.elapsed().as_millis() as u64, "formatted");
     }

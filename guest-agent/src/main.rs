@@ -125,6 +125,8 @@ fn main() {
     // Known once init has mounted storage; Info and the readiness
     // announcement read them, so they never see a half-initialised VM.
     let mounts: Mounts = Arc::new(OnceLock::new());
+    // Before any child: its loop starts with the runtime, in serve().
+    let reaper = reaper::Reaper::new();
     let mut init_thread = None;
     // The uplink's resolver (the fallback of the host's), in the VM.
     let mut uplink_dns = None;
@@ -155,9 +157,10 @@ fn main() {
         // by side, and beside the start of the server.
         uplink_dns = params.net.map(|net| net.dns);
         let mounts = mounts.clone();
+        let reaper = reaper.clone();
         init_thread = Some(std::thread::spawn(move || {
             let (disk, shares, access) = (params.disk.clone(), params.shares.clone(), params.share_access);
-            let storage = std::thread::spawn(move || init::mount_storage(disk.as_deref(), &shares, access));
+            let storage = std::thread::spawn(move || init::mount_storage(disk.as_deref(), &shares, access, &reaper));
             let net = params.net;
             let network = std::thread::spawn(move || init::configure_network(net));
             init::configure_system(&params);
@@ -173,10 +176,16 @@ fn main() {
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
 
-    // One thread: on a multi-thread runtime `docker run --rm` ends with no
-    // output now and then (tests/cli quick_containers_in_parallel): a race
-    // between attach's log follower and the container's exit, not found yet.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    // Workers, not one thread: a store fsync, a directory walk or a slow
+    // mount in one request must not stall every other (issue 9). Two at
+    // least, so that one blocked worker leaves another even on one vCPU.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("agent-worker")
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     if key.is_none() {
         tracing::error!("started without an agent key: every connection will be refused");
     }
@@ -185,7 +194,8 @@ fn main() {
     // of PID 1 (a kernel panic): it powers off cleanly as an error does.
     let serving = std::panic::AssertUnwindSafe(|| {
         let network = Network { in_vm: is_init, uplink_dns };
-        runtime.block_on(serve(listen, key, data_dir, mounts.clone(), init_thread, started, network))
+        let boot = Boot { started, mounts: mounts.clone(), init_thread, reaper };
+        runtime.block_on(serve(listen, key, data_dir, boot, network))
     });
     let result = std::panic::catch_unwind(serving).unwrap_or_else(|payload| {
         Err(anyhow::anyhow!("the agent panicked: {}", berth_agent_proto::panics::message(&*payload)))
@@ -245,17 +255,26 @@ struct Network {
 /// The data disk and shares as init mounted them (set once).
 pub type Mounts = Arc<OnceLock<Vec<MountStatus>>>;
 
+/// What main set up before the runtime existed.
+struct Boot {
+    started: Instant,
+    /// Known once the init thread has mounted storage.
+    mounts: Mounts,
+    init_thread: Option<std::thread::JoinHandle<()>>,
+    /// Made first, so the init thread's children go through it too.
+    reaper: reaper::Reaper,
+}
+
 async fn serve(
     listen: Listen,
     key: Option<berth_agent_proto::AgentKey>,
     data_dir: PathBuf,
-    mounts: Mounts,
-    init_thread: Option<std::thread::JoinHandle<()>>,
-    started: Instant,
+    boot: Boot,
     network: Network,
 ) -> anyhow::Result<()> {
+    let Boot { started, mounts, init_thread, reaper } = boot;
     let shutdown = Arc::new(Notify::new());
-    let reaper = reaper::Reaper::start()?;
+    reaper.start()?;
     let host = match &listen {
         Listen::Vsock(_) => host_link::HostLink::Vsock,
         Listen::Unix(path) => host_link::HostLink::Unix(berth_agent_proto::host_services::local_socket(path)),

@@ -50,11 +50,16 @@ pub struct Reaper {
 }
 
 impl Reaper {
+    /// The registry alone: children spawned through it keep their status
+    /// until the loop runs (the init thread formats the disk before then).
+    pub fn new() -> Reaper {
+        Reaper::default()
+    }
+
     /// Starts the reaping loop on the current runtime.
-    pub fn start() -> std::io::Result<Reaper> {
-        let reaper = Reaper::default();
+    pub fn start(&self) -> std::io::Result<()> {
         let mut sigchld = signal(SignalKind::child())?;
-        let looping = reaper.clone();
+        let looping = self.clone();
         tokio::spawn(async move {
             loop {
                 looping.reap_ready();
@@ -63,7 +68,7 @@ impl Reaper {
                 }
             }
         });
-        Ok(reaper)
+        Ok(())
     }
 
     /// Spawns `cmd` and returns the child and a receiver for its exit.
@@ -117,13 +122,17 @@ impl Reaper {
     /// Reaps every child that has ended, without blocking.
     fn reap_ready(&self) {
         loop {
+            // waitpid(-1) under the registry lock, which `spawn` holds across
+            // `Command::spawn`: std waits there itself for a child whose exec
+            // failed, and panics ("wait() should either return Ok or panic")
+            // when another thread took that status first.
+            let mut registry = self.registry.lock().unwrap();
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
                 Ok(status) => {
                     let Some((pid, exit)) = Exit::from_wait_status(status) else {
                         continue;
                     };
-                    let mut registry = self.registry.lock().unwrap();
                     match registry.waiting.remove(&pid.as_raw()) {
                         Some(waiter) => {
                             let _ = waiter.send(exit);
@@ -146,10 +155,12 @@ mod tests {
     use super::*;
 
     // One test only: a second reaper in the same process would reap the
-    // first one's children (waitpid(-1) is process-wide).
-    #[tokio::test(flavor = "current_thread")]
+    // first one's children (waitpid(-1) is process-wide). Two workers, as
+    // the agent runs: the reaping loop runs beside the spawners.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn exits_reach_the_spawner() {
-        let reaper = Reaper::start().unwrap();
+        let reaper = Reaper::new();
+        reaper.start().unwrap();
         let (_child, exited) = reaper.spawn(Command::new("sh").args(["-c", "exit 7"])).unwrap();
         assert_eq!(exited.await.unwrap(), Exit { code: 7, signal: 0 });
 
@@ -160,6 +171,28 @@ mod tests {
         // Children that exit before spawn() returns must not lose their status.
         for _ in 0..20 {
             let (_child, exited) = reaper.spawn(&mut Command::new("true")).unwrap();
+            assert_eq!(exited.await.unwrap().code, 0);
+        }
+
+        // A failed exec, while other children's exits keep the loop reaping
+        // on the other worker: std's own wait inside spawn keeps its child.
+        let exits: Vec<_> =
+            (0..50).map(|_| reaper.spawn(Command::new("sh").args(["-c", "sleep 0.01"])).unwrap().1).collect();
+        let spawner = reaper.clone();
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..300 {
+                let mut missing = Command::new("/nonexistent/berth-test-binary");
+                // A pre_exec hook makes std fork and exec itself (as it does for
+                // the shim's namespaces), not posix_spawn: the path that waits.
+                // SAFETY: the hook does nothing, so nothing unsafe after fork.
+                unsafe { std::os::unix::process::CommandExt::pre_exec(&mut missing, || Ok(())) };
+                let missing = spawner.spawn(&mut missing);
+                assert_eq!(missing.unwrap_err().kind(), std::io::ErrorKind::NotFound);
+            }
+        })
+        .await
+        .unwrap();
+        for exited in exits {
             assert_eq!(exited.await.unwrap().code, 0);
         }
     }

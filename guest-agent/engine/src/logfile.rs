@@ -227,9 +227,17 @@ pub struct LogCursor {
 impl LogCursor {
     /// A cursor at the current end of the log: it yields what is written
     /// from now on.
+    ///
+    /// A log not written yet (attach before start) is created here, as the
+    /// writer would create it (append, never truncated), so that the cursor
+    /// holds it open from the start: a `--rm` container can be removed, its
+    /// directory with it, before the follower reads what it printed.
     pub fn at_end(dir: &Path) -> LogCursor {
         let path = dir.join(LOG_FILE);
         let mut cursor = LogCursor { path, file: None, inode: 0, offset: 0 };
+        if !cursor.path.exists() {
+            let _ = std::fs::OpenOptions::new().create(true).append(true).open(&cursor.path);
+        }
         if cursor.reopen() {
             cursor.offset = cursor.file.as_ref().and_then(|f| f.metadata().ok()).map(|m| m.len()).unwrap_or(0);
         }
@@ -272,6 +280,22 @@ impl LogCursor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `docker run --rm`: the follower attached before the log existed and
+    /// reads only after the container (and its directory) is gone.
+    #[test]
+    fn a_cursor_placed_before_the_first_write_reads_it_after_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let container = dir.path().join("c");
+        std::fs::create_dir(&container).unwrap();
+        let mut cursor = LogCursor::at_end(&container);
+        let mut writer = LogWriter::open(&container.join(LOG_FILE), LogLimits::default()).unwrap();
+        writer.append(Stream::Stdout, b"bye\n").unwrap();
+        drop(writer);
+        std::fs::remove_dir_all(&container).unwrap();
+        let seen = cursor.read_new().unwrap();
+        assert_eq!(seen.iter().map(|r| r.data.as_slice()).collect::<Vec<_>>(), vec![&b"bye\n"[..]]);
+    }
 
     #[test]
     fn records_round_trip_and_rotate() {
