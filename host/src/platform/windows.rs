@@ -1,6 +1,6 @@
-//! Windows. The Docker API there needs a named pipe instead of a unix
-//! socket, which api/ does not have yet; what is here is what the daemon's
-//! life needs besides that.
+//! Windows: what the daemon's life needs (its lock, processes that die
+//! with it, stop requests). The API's pipe is windows_pipe.rs, the shell's
+//! console windows_terminal.rs.
 
 use std::fs::File;
 use std::io;
@@ -205,3 +205,10 @@ pub fn detach_stdout() {
 
 /// Windows has no SIGPIPE: a closed pipe is an error at the write.
 pub fn restore_default_sigpipe() {}
+
+/// Whether a bind failed because the host has no such address family (no
+/// IPv6): WSAEAFNOSUPPORT or WSAEADDRNOTAVAIL.
+pub fn is_missing_address_family(err: &io::Error) -> bool {
+    use windows_sys::Win32::Networking::WinSock::{WSAEADDRNOTAVAIL, WSAEAFNOSUPPORT};
+    matches!(err.raw_os_error(), Some(WSAEAFNOSUPPORT) | Some(WSAEADDRNOTAVAIL))
+}

@@ -27,6 +27,9 @@ pub mod disk;
 pub mod local;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 mod owned;
+// Plain code tested on Linux; only its computecore.dll calls are Windows'.
+#[cfg(any(windows, test))]
+pub mod hcs;
 #[cfg(target_os = "linux")]
 pub mod qemu;
 #[cfg(target_os = "linux")]
