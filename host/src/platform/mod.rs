@@ -6,8 +6,7 @@
 //!
 //! Each platform module offers the same functions; callers (lifecycle.rs,
 //! daemon.rs, vm/owned.rs, api/server.rs, shell.rs) use them without `cfg`.
-//! Windows has what it can honestly offer today; what needs the daemon's
-//! control pipe (a graceful stop without signals) says so in its error.
+//! On Windows a stop request is a named event rather than a signal.
 //! The modules without `cfg` are plain code that Windows needs, tested on
 //! every host.
 
