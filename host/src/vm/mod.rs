@@ -19,9 +19,7 @@ use crate::agent_client::AgentEndpoint;
 pub use berth_agent_proto::boot::{BootParams, ShareAccess, ShareMount, ShareTransport, StaticIpv4};
 
 pub mod arch;
-#[cfg(unix)]
 pub mod boot_key;
-#[cfg(unix)]
 pub mod disk;
 #[cfg(target_os = "linux")]
 pub mod local;
