@@ -135,7 +135,16 @@ mod backend {
                         tracing::debug!(%err, "waiting for WSL's VM");
                         tokio::time::sleep(Duration::from_millis(250)).await;
                     }
-                    Err(err) => return Err(err.into()),
+                    Err(err) => {
+                        // An elevated daemon can ask HCS instead (a WSL without wslhost.exe).
+                        let enumerated =
+                            tokio::task::spawn_blocking(|| crate::vm::hcs::computecore::enumerate(plan::HCS_WSL_QUERY))
+                                .await?;
+                        if let Some(id) = enumerated.ok().as_deref().and_then(plan::vm_id_from_hcs) {
+                            return Ok(id);
+                        }
+                        return Err(err.into());
+                    }
                 }
             }
         }

@@ -190,6 +190,35 @@ pub fn read_vm_id(output: &str, distro: &str) -> Result<uuid::Uuid, VmIdError> {
         .ok_or_else(|| VmIdError::NotRunning(distro.into()))
 }
 
+/// The HCS enumeration query for WSL's utility VM (computecore::enumerate;
+/// administrators only, the fallback when no `wslhost.exe` names the VM).
+#[cfg(windows)]
+pub const HCS_WSL_QUERY: &str = r#"{"Owners":["WSL"]}"#;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct HcsSystem {
+    id: String,
+    #[serde(default)]
+    runtime_id: Option<String>,
+    #[serde(default)]
+    system_type: Option<String>,
+}
+
+/// WSL's VM from HCS's enumeration (JSON array of compute systems): the
+/// one virtual machine WSL owns; its sockets are addressed by its RuntimeId
+/// (its Id where HCS gives none). None unless exactly one is found.
+pub fn vm_id_from_hcs(enumeration: &str) -> Option<uuid::Uuid> {
+    let systems: Vec<HcsSystem> = serde_json::from_str(enumeration).ok()?;
+    let mut vms =
+        systems.iter().filter(|s| s.system_type.as_deref().is_none_or(|t| t.eq_ignore_ascii_case("VirtualMachine")));
+    let vm = vms.next()?;
+    if vms.next().is_some() {
+        return None;
+    }
+    crate::platform::hvsock_ids::parse_vm_id(vm.runtime_id.as_deref().unwrap_or(&vm.id))
+}
+
 /// The guest WSL runs: Microsoft's kernel and init, the distro's own disk,
 /// WSL's network, and every Windows drive at `/mnt/<letter>` (WSL's drvfs),
 /// which is where api/host_paths.rs points bind sources; so the engine sees
@@ -302,6 +331,19 @@ mod tests {
             Err(VmIdError::NoDistro("berth".into()))
         );
         assert!(matches!(read_vm_id("Get-ChildItem : Cannot find path", "berth"), Err(VmIdError::Unreadable(_))));
+    }
+
+    #[test]
+    fn an_administrator_finds_the_vm_through_hcs() {
+        let one = r#"[{"Id":"A1B2C3D4-0000-4000-8000-000000000001","SystemType":"VirtualMachine","Owner":"WSL",
+            "RuntimeId":"8e1c5f6a-1b2c-4d3e-9f40-0123456789ab","State":"Running"}]"#;
+        assert_eq!(vm_id_from_hcs(one).unwrap().to_string(), "8e1c5f6a-1b2c-4d3e-9f40-0123456789ab");
+        let no_runtime_id = r#"[{"Id":"a1b2c3d4-0000-4000-8000-000000000001","SystemType":"VirtualMachine"}]"#;
+        assert_eq!(vm_id_from_hcs(no_runtime_id).unwrap().to_string(), "a1b2c3d4-0000-4000-8000-000000000001");
+        let two = r#"[{"Id":"a1b2c3d4-0000-4000-8000-000000000001"},{"Id":"a1b2c3d4-0000-4000-8000-000000000002"}]"#;
+        assert_eq!(vm_id_from_hcs(two), None, "which one is Berth's is not known");
+        assert_eq!(vm_id_from_hcs("[]"), None);
+        assert_eq!(vm_id_from_hcs("Access is denied."), None);
     }
 
     #[test]
