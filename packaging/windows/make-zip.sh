@@ -13,7 +13,9 @@ if [ $# -ne 4 ]; then
   sed -n '2,11p' "$0" >&2
   exit 2
 fi
-exe=$1 assets=$2 out=$3 url=$4
+exe=$1 assets=$2 url=$4
+# Absolute: the zip is written from inside the staging directory.
+out=$(mkdir -p "$3" && cd "$3" && pwd)
 here=$(cd "$(dirname "$0")" && pwd)
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$here/../../Cargo.toml" | head -1)
 [ -f "$exe" ] || { echo "make-zip: $exe is not a file" >&2; exit 1; }
@@ -22,7 +24,7 @@ for image in bzImage initramfs.cpio berth-wsl-rootfs.tar; do
 done
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-mkdir -p "$stage/bin" "$stage/share/berth" "$out"
+mkdir -p "$stage/bin" "$stage/share/berth"
 cp "$exe" "$stage/bin/berth.exe"
 cp "$assets/bzImage" "$assets/initramfs.cpio" "$assets/berth-wsl-rootfs.tar" "$stage/share/berth/"
 cp "$here/install.ps1" "$stage/"
