@@ -76,15 +76,19 @@ impl Paths {
     pub fn agent_key_file(&self) -> PathBuf {
         self.run_dir().join("agent.key")
     }
-    /// Where the Docker API is served: `run/docker.sock`, or on Windows
-    /// this home's named pipe (`\\.\pipe\berth_engine` for the default home).
+    /// Where the Docker API is served: [`Paths::docker_socket`], or on
+    /// Windows this home's named pipe (`\\.\pipe\berth_engine` for the default home).
     pub fn docker_api(&self) -> crate::platform::api_address::ApiAddress {
         use crate::platform::api_address::{ApiAddress, PipeName};
         if cfg!(windows) {
             ApiAddress::NamedPipe(PipeName::for_home(&self.home, self.is_default_home()))
         } else {
-            ApiAddress::Unix(self.run_dir().join("docker.sock"))
+            ApiAddress::Unix(self.docker_socket())
         }
+    }
+    /// The API's unix socket (Linux, macOS).
+    pub fn docker_socket(&self) -> PathBuf {
+        self.run_dir().join("docker.sock")
     }
     pub fn daemon_log(&self) -> PathBuf {
         self.log_dir().join("daemon.log")
