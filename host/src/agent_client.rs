@@ -6,6 +6,9 @@
 //!   the host writes `CONNECT <port>\n`, reads `OK <n>\n`, and then has the raw
 //!   stream (Firecracker and Cloud Hypervisor use the same scheme).
 //! - `Unix`: a local agent listening on plain unix sockets.
+//! - `HvSocket`: Hyper-V sockets (AF_HYPERV) to a VM by its id, on Windows
+//!   (HCS VMs and WSL 2's utility VM); the guest's vsock port P is the
+//!   service `<P as 8 hex>-FACB-11E6-BD58-64006A7986D3`.
 //!
 //! The agent is one port of it ([`AgentEndpoint`]): connections there start
 //! with the per-boot key, then carry gRPC. Other ports (published ports,
@@ -18,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use berth_agent_proto::agent_client::AgentClient;
+use berth_agent_proto::InfoResponse;
 #[cfg(unix)]
-use berth_agent_proto::{prost::Message, InfoResponse, ReadyAnnouncement};
+use berth_agent_proto::{prost::Message, ReadyAnnouncement};
 use berth_agent_proto::{AgentKey, PingRequest, PingResponse, AGENT_VSOCK_PORT, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -40,6 +44,11 @@ pub enum GuestTransport {
     /// `<path>_<P>` (the name hybrid vsock gives a port's socket).
     Unix {
         path: PathBuf,
+    },
+    /// A Hyper-V VM, by the id its sockets are addressed with (HCS's
+    /// RuntimeId; WSL's utility VM id).
+    HvSocket {
+        vm_id: String,
     },
 }
 
@@ -72,7 +81,6 @@ pub fn generate_agent_key() -> std::io::Result<AgentKey> {
 
 /// Writes the key for `berth shell`: 0600 from its first moment, and never
 /// through a link someone planted in its place.
-#[cfg(unix)]
 pub fn write_key_file(path: &std::path::Path, key: &AgentKey) -> Result<()> {
     use std::io::Write;
     let _ = std::fs::remove_file(path);
@@ -82,7 +90,6 @@ pub fn write_key_file(path: &std::path::Path, key: &AgentKey) -> Result<()> {
 
 /// The running agent's key, as the daemon wrote it (refused if it is a
 /// link or another user's file).
-#[cfg(unix)]
 pub fn read_key_file(path: &std::path::Path) -> Result<AgentKey> {
     use anyhow::Context;
     use std::io::Read;
@@ -98,9 +105,6 @@ impl GuestTransport {
     /// sent on it (the agent's key belongs to the agent's port only, see
     /// [`AgentEndpoint::open`]).
     pub async fn connect(&self, port: u32) -> std::io::Result<Box<dyn Io>> {
-        // Windows has none of these transports yet (HvSocket comes with Hyper-V).
-        #[cfg(windows)]
-        let _ = port;
         match self {
             #[cfg(unix)]
             GuestTransport::Unix { path } => {
@@ -117,10 +121,14 @@ impl GuestTransport {
             GuestTransport::Vsock { cid } => {
                 Ok(Box::new(tokio_vsock::VsockStream::connect(tokio_vsock::VsockAddr::new(*cid, port)).await?))
             }
+            #[cfg(windows)]
+            GuestTransport::HvSocket { vm_id } => {
+                Ok(Box::new(crate::platform::hvsock_windows::connect(vm_id, port).await?))
+            }
             #[allow(unreachable_patterns)]
             other => Err(std::io::Error::new(
                 std::io::ErrorKind::Unsupported,
-                format!("the guest transport {other:?} is not supported on this platform"),
+                format!("the guest transport {other:?} is not supported on this platform (port {port})"),
             )),
         }
     }
@@ -171,6 +179,11 @@ impl AgentEndpoint {
 pub struct ReadyListener {
     #[cfg(unix)]
     listener: tokio::net::UnixListener,
+    /// Windows' backends have none: listening on a Hyper-V socket for the
+    /// guest needs the VM's id before the VM runs, and the registry entry
+    /// for WSL; they find the agent by polling.
+    #[cfg(windows)]
+    never: std::convert::Infallible,
     path: PathBuf,
 }
 
@@ -217,6 +230,13 @@ impl ReadyListener {
                 (read, decoded) => tracing::warn!(?read, ?decoded, "ignoring a bad readiness announcement"),
             }
         }
+    }
+}
+
+#[cfg(windows)]
+impl ReadyListener {
+    pub async fn announced(&self) -> Result<InfoResponse, PingError> {
+        match self.never {}
     }
 }
 

@@ -155,7 +155,6 @@ impl Config {
 /// The file's text, "" when there is none. It decides what is shared into
 /// the VM and where the API listens, so a link or another user's file is
 /// refused (see private_fs.rs).
-#[cfg(unix)]
 fn read_config_text(path: &Path) -> Result<String> {
     use std::io::Read;
     let Some(mut file) = crate::private_fs::open_for_reading(path, "the config file")? else {
@@ -164,15 +163,6 @@ fn read_config_text(path: &Path) -> Result<String> {
     let mut text = String::new();
     file.read_to_string(&mut text).with_context(|| format!("reading {}", path.display()))?;
     Ok(text)
-}
-
-#[cfg(not(unix))]
-fn read_config_text(path: &Path) -> Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(text),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
-    }
 }
 
 /// `IP:port` with a real port: the address must say where to listen, and a

@@ -118,13 +118,13 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
     };
     let tcp_address = config.as_ref().and_then(|c| c.api_tcp);
     let mut clock_task = None;
-    let socket = paths.docker_socket();
+    let socket = paths.docker_api();
     let bound = state
         .agent
         .as_ref()
         .context("the VM has no agent endpoint")
         .and_then(|agent| Ok((agent.client(&key), api::bind(&socket)?)))
-        .with_context(|| format!("serving the Docker API on {}", socket.display()));
+        .with_context(|| format!("serving the Docker API on {socket}"));
     let bound = match (bound, tcp_address) {
         (Ok((agent, listener)), Some(address)) => tokio::net::TcpListener::bind(address)
             .await
@@ -163,18 +163,18 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
                 state.docker_tcp = Some(format!("tcp://{address}"));
                 tokio::spawn(api::serve_tcp(listener, ctx.clone(), connections.clone()))
             });
-            (tokio::spawn(api::serve(listener, socket.clone(), ctx, connections)), tcp_server)
+            (tokio::spawn(api::serve(listener, ctx, connections)), tcp_server)
         }
         (bound, _) => {
             let err = bound.err().unwrap_or_else(|| anyhow::anyhow!("the VM has no agent endpoint"));
-            // The unix socket may be bound already when TCP failed.
-            let _ = std::fs::remove_file(&socket);
+            // The API's listener, if bound when TCP failed, was dropped
+            // with `bound` (which removes a unix socket).
             shut_down(vm.as_mut(), state.agent.as_ref(), &key).await?;
             return fail_start(paths, err);
         }
     };
     state.write(&paths.state_file())?;
-    tracing::info!(socket = %socket.display(), "serving the Docker API");
+    tracing::info!(%socket, "serving the Docker API");
     notify(&StartOutcome::Ready {
         boot_ms: state.boot_ms.unwrap_or(0),
         accel: state.accel.clone().unwrap_or_default(),

@@ -33,8 +33,9 @@ impl HomeContext {
         if is_default_home {
             return HomeContext { name: DEFAULT_CONTEXT.into(), make_current: true };
         }
-        let digest = hex(&Sha256::digest(home.as_os_str().as_encoded_bytes()));
-        HomeContext { name: format!("{DEFAULT_CONTEXT}-{}", &digest[..8]), make_current: false }
+        // The suffix the home's API pipe has on Windows (api_address.rs).
+        let suffix = crate::platform::api_address::short_digest(home);
+        HomeContext { name: format!("{DEFAULT_CONTEXT}-{suffix}"), make_current: false }
     }
 }
 

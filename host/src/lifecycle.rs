@@ -243,7 +243,7 @@ pub fn status(paths: &Paths, json: bool) -> Result<()> {
     let live = matches!(state.state, Phase::Running | Phase::Starting);
     let out = StatusJson {
         state: state.state,
-        docker_host: format!("unix://{}", paths.docker_socket().display()),
+        docker_host: paths.docker_api().docker_host(),
         docker_context: home_context(paths).name,
         docker_tcp: state.docker_tcp.clone().filter(|_| live),
         accel: state.accel.clone().filter(|_| live),
@@ -284,7 +284,7 @@ pub fn status(paths: &Paths, json: bool) -> Result<()> {
 /// is reported, not fatal: the API works through DOCKER_HOST too.
 fn use_docker_context(paths: &Paths) {
     let Some(dir) = crate::docker_context::docker_config_dir() else { return };
-    let host = format!("unix://{}", paths.docker_socket().display());
+    let host = paths.docker_api().docker_host();
     let context = home_context(paths);
     match crate::docker_context::install(&dir, &context, &host) {
         Ok(()) if context.make_current => println!("docker context \"{}\" is current ({host})", context.name),
@@ -294,6 +294,15 @@ fn use_docker_context(paths: &Paths) {
             name = context.name
         ),
         Err(err) => eprintln!("berth: the docker context was not set up: {err:#}"),
+    }
+    // DOCKER_HOST wins over any context (Docker Desktop's installer sets it on Windows).
+    if let Some(other) =
+        std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty() && !paths.docker_api().is_named_by(h))
+    {
+        eprintln!(
+            "berth: DOCKER_HOST={other} overrides the docker context, so `docker` does not reach this Berth; \
+             unset it, or set it to {host}"
+        );
     }
 }
 

@@ -5,30 +5,21 @@
 #![cfg_attr(not(target_os = "linux"), allow(dead_code))]
 
 mod agent_client;
-#[cfg(unix)]
 mod api;
 mod clock_sync;
 mod config;
-#[cfg(unix)]
 mod daemon;
 mod docker_context;
-#[cfg(unix)]
 mod guest_services;
-#[cfg(unix)]
 mod lifecycle;
 mod logs;
 mod paths;
 mod platform;
-#[cfg(unix)]
 mod ports;
-#[cfg(unix)]
 mod private_fs;
-#[cfg(unix)]
 mod share_watch;
-#[cfg(unix)]
 mod shell;
 mod state;
-#[cfg(unix)]
 mod version;
 mod vm;
 
@@ -156,7 +147,6 @@ fn restore_default_sigpipe() {
     platform::restore_default_sigpipe();
 }
 
-#[cfg(unix)]
 fn run(command: Command) -> Result<i32> {
     let paths = paths::Paths::from_env()?;
     if !matches!(command, Command::Start | Command::Daemon) {
@@ -173,19 +163,5 @@ fn run(command: Command) -> Result<i32> {
         #[cfg(target_os = "macos")]
         Command::VzVmm { plan } => vm::vz::helper::run(&plan),
         Command::Completions { .. } | Command::Man => unreachable!("answered by print_cli_docs"),
-    }
-}
-
-#[cfg(not(unix))]
-fn run(command: Command) -> Result<i32> {
-    let paths = paths::Paths::from_env()?;
-    match command {
-        Command::Logs { follow, source } => logs::show(&paths, follow, source).map(|()| 0),
-        _ => {
-            // The VM backend for this platform (Hyper-V) is not written yet;
-            // the error says so instead of pretending.
-            vm::host_backend(vm::BackendKind::Vm, vm::arch::GuestArch::default_for_host())?;
-            Ok(0)
-        }
     }
 }

@@ -38,7 +38,12 @@ impl Paths {
     }
 
     /// The home used when BERTH_HOME is not set: the user's everyday Berth.
+    /// On Windows %LOCALAPPDATA%\Berth: per machine, not roaming (the
+    /// data disk is gigabytes).
     pub fn default_home() -> Option<PathBuf> {
+        if cfg!(windows) {
+            return directories::BaseDirs::new().map(|dirs| dirs.data_local_dir().join("Berth"));
+        }
         directories::ProjectDirs::from("dev", "berth", "berth").map(|dirs| dirs.data_dir().join("home"))
     }
 
@@ -71,6 +76,17 @@ impl Paths {
     pub fn agent_key_file(&self) -> PathBuf {
         self.run_dir().join("agent.key")
     }
+    /// Where the Docker API is served: [`Paths::docker_socket`], or on
+    /// Windows this home's named pipe (`\\.\pipe\berth_engine` for the default home).
+    pub fn docker_api(&self) -> crate::platform::api_address::ApiAddress {
+        use crate::platform::api_address::{ApiAddress, PipeName};
+        if cfg!(windows) {
+            ApiAddress::NamedPipe(PipeName::for_home(&self.home, self.is_default_home()))
+        } else {
+            ApiAddress::Unix(self.docker_socket())
+        }
+    }
+    /// The API's unix socket (Linux, macOS).
     pub fn docker_socket(&self) -> PathBuf {
         self.run_dir().join("docker.sock")
     }
@@ -101,7 +117,6 @@ impl Paths {
 
     /// Creates the state directories, private to the user (see private_fs):
     /// `run/` holds the sockets that control the VM, the home the disk.
-    #[cfg(unix)]
     pub fn ensure_dirs(&self) -> Result<()> {
         for (dir, what) in self.state_dirs() {
             crate::private_fs::ensure_dir(&dir, what)?;
@@ -110,18 +125,9 @@ impl Paths {
         crate::private_fs::tighten_existing(logs.chain([self.disk_image()]))
     }
 
-    #[cfg(not(unix))]
-    pub fn ensure_dirs(&self) -> Result<()> {
-        for (dir, _) in self.state_dirs() {
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        Ok(())
-    }
-
     /// Refuses state directories that are links or belong to someone else,
     /// before a command that only reads them (status, stop, logs, shell)
     /// trusts a pid file, a socket or a log in them.
-    #[cfg(unix)]
     pub fn check_dirs(&self) -> Result<()> {
         for (dir, what) in self.state_dirs() {
             crate::private_fs::check_dir(&dir, what)?;

@@ -5,32 +5,32 @@
 //! used when it is a symbolic link or belongs to someone else: a BERTH_HOME
 //! pre-created under /tmp by another user (or a link planted in its place)
 //! would otherwise hand that user the sockets, the disk and the config.
+//!
+//! What "private" and "ours" mean is the OS's (platform::private_files);
+//! the refusals and their wording are the same everywhere.
 
 use std::fs::{File, Metadata, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-const PRIVATE_DIR: u32 = 0o700;
-const PRIVATE_FILE: u32 = 0o600;
+use crate::platform::private_files as os;
 
-/// Creates `dir` (mode 0700) if it is missing, refuses it when it is a link
-/// or not ours, and takes away the access of others if it had any.
+/// Creates `dir` (private to the user) if it is missing, refuses it when it
+/// is a link or not ours, and takes away the access of others if it had any.
 /// `what` names it in errors ("BERTH_HOME", "the run directory").
 pub fn ensure_dir(dir: &Path, what: &str) -> Result<()> {
     if let Some(parent) = dir.parent() {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
-    match std::fs::DirBuilder::new().mode(PRIVATE_DIR).create(dir) {
+    match os::create_private_dir(dir) {
         Ok(()) => {}
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(err) => return Err(err).with_context(|| format!("creating {what} {}", dir.display())),
     }
     let meta = check_dir(dir, what)?.expect("just created");
-    if meta.mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(PRIVATE_DIR))
-            .with_context(|| format!("making {what} {} private (chmod 700)", dir.display()))?;
+    if os::others_may_access(&meta) {
+        os::make_private(dir, &meta).with_context(|| format!("making {what} {} private", dir.display()))?;
     }
     Ok(())
 }
@@ -59,34 +59,31 @@ pub fn check_dir(dir: &Path, what: &str) -> Result<Option<Metadata>> {
 /// they are refused when opened. Call it only on paths inside a directory
 /// [`ensure_dir`] has made private, so nothing can swap them meanwhile.
 pub fn tighten_existing(paths: impl IntoIterator<Item = std::path::PathBuf>) -> Result<()> {
-    let me = nix::unistd::geteuid().as_raw();
     for path in paths {
         let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
-        if meta.is_file() && meta.uid() == me && meta.mode() & 0o077 != 0 {
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(meta.mode() & 0o700))
-                .with_context(|| format!("making {} private", path.display()))?;
+        if meta.is_file() && os::owner_mismatch(&meta).is_none() && os::others_may_access(&meta) {
+            os::make_private(&path, &meta).with_context(|| format!("making {} private", path.display()))?;
         }
     }
     Ok(())
 }
 
-/// Opens (creating, mode 0600) a file Berth writes: a log or the data disk.
-/// A link in its place is refused (O_NOFOLLOW), and a file left wider by an
-/// older Berth is made private.
+/// Opens (creating it private) a file Berth writes: a log or the data disk.
+/// A link in its place is refused, and a file left wider by an older Berth
+/// is made private.
 pub fn open_for_writing(path: &Path, append: bool) -> Result<File> {
     let mut options = OpenOptions::new();
-    options.create(true).mode(PRIVATE_FILE).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    options.create(true);
+    os::no_follow_private(&mut options);
     if append {
         options.append(true);
     } else {
         options.write(true).truncate(false);
     }
     let file = options.open(path).map_err(|err| refused_or(err, path, "the file"))?;
-    let meta = file.metadata().with_context(|| format!("examining {}", path.display()))?;
-    check_owner(path, "the file", &meta)?;
-    if meta.mode() & 0o077 != 0 {
-        file.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))
-            .with_context(|| format!("making {} private (chmod 600)", path.display()))?;
+    let meta = opened_metadata(&file, path, "the file")?;
+    if os::others_may_access(&meta) {
+        os::make_private(path, &meta).with_context(|| format!("making {} private", path.display()))?;
     }
     Ok(file)
 }
@@ -94,19 +91,32 @@ pub fn open_for_writing(path: &Path, append: bool) -> Result<File> {
 /// Opens a file Berth only reads (config.toml), refusing a link or a file
 /// of another user; None when it does not exist.
 pub fn open_for_reading(path: &Path, what: &str) -> Result<Option<File>> {
-    let file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path) {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    os::no_follow(&mut options);
+    let file = match options.open(path) {
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(err) => return Err(refused_or(err, path, what)),
     };
-    let meta = file.metadata().with_context(|| format!("examining {}", path.display()))?;
-    check_owner(path, what, &meta)?;
+    opened_metadata(&file, path, what)?;
     Ok(Some(file))
 }
 
-/// O_NOFOLLOW answers ELOOP for a link; say what that means.
+/// The checks on an opened file: where the OS opens the link itself rather
+/// than refusing it (Windows), the link is refused here.
+fn opened_metadata(file: &File, path: &Path, what: &str) -> Result<Metadata> {
+    let meta = file.metadata().with_context(|| format!("examining {}", path.display()))?;
+    if meta.file_type().is_symlink() {
+        bail!("{}", symlink_refused(path, what));
+    }
+    check_owner(path, what, &meta)?;
+    Ok(meta)
+}
+
+/// A refused link (ELOOP from O_NOFOLLOW) says what that means.
 fn refused_or(err: std::io::Error, path: &Path, what: &str) -> anyhow::Error {
-    if err.raw_os_error() == Some(libc::ELOOP) {
+    if os::is_link_refusal(&err) {
         anyhow::anyhow!("{}", symlink_refused(path, what))
     } else {
         anyhow::Error::new(err).context(format!("opening {}", path.display()))
@@ -124,20 +134,20 @@ fn symlink_refused(path: &Path, what: &str) -> String {
 }
 
 fn check_owner(path: &Path, what: &str, meta: &Metadata) -> Result<()> {
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
+    if let Some(owners) = os::owner_mismatch(meta) {
         bail!(
-            "{what} {} belongs to uid {}, not to you (uid {me}): its owner could read or redirect this \
+            "{what} {} belongs to {owners}: its owner could read or redirect this \
              Berth; remove it, or set BERTH_HOME to a directory of your own",
             path.display(),
-            meta.uid()
         );
     }
     Ok(())
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
     use super::*;
 
     fn mode(path: &Path) -> u32 {

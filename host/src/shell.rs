@@ -10,12 +10,12 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use berth_agent_proto::{exec_input, exec_output, ExecInput, ExecStart, WindowSize};
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::lifecycle::effective_state;
 use crate::paths::Paths;
+use crate::platform::{RawMode, ShellEvent, ShellSignals};
 use crate::state::Phase;
 
 pub fn run(paths: &Paths, command: Vec<String>) -> Result<i32> {
@@ -114,19 +114,14 @@ async fn exec(
 }
 
 async fn forward_signals(tx: mpsc::Sender<ExecInput>, tty: bool) -> Result<()> {
-    let mut winch = signal(SignalKind::window_change())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut hup = signal(SignalKind::hangup())?;
+    let mut signals = ShellSignals::install()?;
     loop {
-        let input = tokio::select! {
-            _ = winch.recv() => match terminal_size() {
+        let input = match signals.next().await {
+            ShellEvent::Resized => match terminal_size() {
                 Some(size) if tty => exec_input::Input::Resize(size),
                 _ => continue,
             },
-            _ = int.recv() => exec_input::Input::Signal(libc::SIGINT),
-            _ = term.recv() => exec_input::Input::Signal(libc::SIGTERM),
-            _ = hup.recv() => exec_input::Input::Signal(libc::SIGHUP),
+            ShellEvent::Signal(number) => exec_input::Input::Signal(number),
         };
         if tx.send(ExecInput { input: Some(input) }).await.is_err() {
             return Ok(());
@@ -135,32 +130,5 @@ async fn forward_signals(tx: mpsc::Sender<ExecInput>, tty: bool) -> Result<()> {
 }
 
 fn terminal_size() -> Option<WindowSize> {
-    // SAFETY: winsize is plain old data; all-zero is a valid value.
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: TIOCGWINSZ writes one winsize into the struct we own.
-    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
-    (ok && ws.ws_row > 0).then_some(WindowSize { rows: ws.ws_row as u32, cols: ws.ws_col as u32 })
-}
-
-/// Puts the local terminal in raw mode; restores it when dropped.
-struct RawMode {
-    saved: nix::sys::termios::Termios,
-}
-
-impl RawMode {
-    fn enter() -> Result<RawMode> {
-        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
-        let stdin = std::io::stdin();
-        let saved = tcgetattr(&stdin).context("reading terminal settings")?;
-        let mut raw = saved.clone();
-        cfmakeraw(&mut raw);
-        tcsetattr(&stdin, SetArg::TCSANOW, &raw).context("entering raw mode")?;
-        Ok(RawMode { saved })
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &self.saved);
-    }
+    crate::platform::terminal_size().map(|(rows, cols)| WindowSize { rows, cols })
 }

@@ -107,4 +107,17 @@ mod tests {
         std::fs::write(&path, b"{\"state\":").unwrap();
         assert!(State::read(&path).unwrap_err().to_string().contains("corrupt"));
     }
+
+    /// `berth shell` on Windows reads the Hyper-V endpoint the daemon wrote.
+    #[test]
+    fn a_hyper_v_endpoint_is_recorded_by_vm_id_and_port() {
+        let vm_id = "8e1c5f6a-1b2c-4d3e-9f40-0123456789ab".to_string();
+        let endpoint = AgentEndpoint::agent(crate::agent_client::GuestTransport::HvSocket { vm_id });
+        let json = serde_json::to_value(&endpoint).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"kind": "hv_socket", "vm_id": "8e1c5f6a-1b2c-4d3e-9f40-0123456789ab", "port": 1024})
+        );
+        assert_eq!(serde_json::from_value::<AgentEndpoint>(json).unwrap(), endpoint);
+    }
 }

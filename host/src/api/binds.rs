@@ -77,7 +77,7 @@ fn lexically_normal(path: &Path) -> PathBuf {
     normal
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

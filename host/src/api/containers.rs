@@ -169,6 +169,11 @@ pub(super) async fn create(
         Ok(body) => body,
         Err(response) => return response,
     };
+    // `-v C:\x:/x` from a Windows CLI names /mnt/c/x in the engine.
+    let body = match super::host_paths::HostPaths::of_this_host().create_body(&body) {
+        Some(translated) => translated.into(),
+        None => body,
+    };
     if let Err(message) = bind_sources.check_create(&body) {
         return error(StatusCode::BAD_REQUEST, message);
     }

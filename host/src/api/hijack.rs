@@ -10,12 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::body::channel_body;
 use super::http::{empty, Body};
 
-/// The socket a request arrived on, in its extensions: a hijacked stream
-/// asks it whether the client is gone (see `peer_closed`). Only
-/// valid while the connection lives, which the upgraded stream that uses it
-/// guarantees.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionSocket(pub std::os::fd::RawFd);
+pub use crate::platform::ConnectionSocket;
 
 /// A sender for `Hijack::stdin` that feeds the agent's request stream,
 /// each chunk (or the end, `None`) wrapped into the call's input message.
@@ -214,47 +209,10 @@ fn switching_protocols(protocol: &'static str) -> Response<Body> {
     response
 }
 
-/// Resolves once the client has closed its connection in both directions.
-///
-/// After the client's input ended, reading says nothing more, and an idle
-/// container writes nothing that could fail: without this, a client gone
-/// from an idle attach would hold the agent's attach until the container
-/// next writes. A unix socket reports the peer's close as a hang-up
-/// (EPOLLHUP), distinct from a half-close. Over TCP a close looks like a
-/// half-close until a write fails, so there this never resolves and the
-/// output's next write ends the connection (as with dockerd).
+/// Resolves once the client has closed its connection in both directions
+/// (where the platform can tell, see platform::peer_hung_up).
 async fn peer_closed(socket: Option<ConnectionSocket>) {
-    use std::os::fd::BorrowedFd;
-    use tokio::io::unix::AsyncFd;
-    use tokio::io::Interest;
-    let Some(ConnectionSocket(fd)) = socket else { return std::future::pending().await };
-    // SAFETY: `fd` is the connection's socket, open while the caller holds
-    // the upgraded connection (it does, for as long as this future lives);
-    // borrowing it only to duplicate it.
-    let duplicate = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned();
-    // A duplicate of our own for the reactor: the connection's descriptor
-    // is registered already, by its stream.
-    let registered = duplicate.map_err(|err| err.to_string()).and_then(|fd| {
-        // SAFETY: the AsyncFd owns this OwnedFd, which stays open and the
-        // same descriptor until the AsyncFd is dropped.
-        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
-            .map_err(|err| err.to_string())
-    });
-    let watched = match registered {
-        Ok(watched) => watched,
-        Err(err) => {
-            tracing::debug!(%err, "cannot watch the client connection");
-            return std::future::pending().await;
-        }
-    };
-    loop {
-        let Ok(mut guard) = watched.ready(Interest::WRITABLE).await else { return std::future::pending().await };
-        if guard.ready().is_write_closed() {
-            return;
-        }
-        // Wait for the socket's next change of state.
-        guard.clear_ready();
-    }
+    crate::platform::peer_hung_up(socket).await
 }
 
 /// The `Sec-WebSocket-Accept` answer to a websocket upgrade request, or

@@ -1,5 +1,6 @@
-//! The Docker Engine API on `$BERTH_HOME/run/docker.sock`, served by the
-//! daemon (hyper, HTTP/1.1 on a unix socket, mode 0600, and optionally TCP).
+//! The Docker Engine API on `$BERTH_HOME/run/docker.sock` (on Windows the
+//! named pipe `\\.\pipe\berth_engine`), served by the daemon (hyper,
+//! HTTP/1.1 on a socket or pipe private to the user, and optionally TCP).
 //! Most calls are forwarded to the agent; `/_ping` and `/version` are
 //! answered here, and the endpoints Berth lacks answer 501 naming them.
 //!
@@ -11,7 +12,8 @@
 //! - `context`: what the router hands out (the facts, the agent, the exec
 //!   registry).
 //! - `containers`, `exec`, `volumes`, `networks`: one module per Docker
-//!   resource (`binds`: which bind sources a create may name).
+//!   resource (`binds`: which bind sources a create may name;
+//!   `host_paths`: Windows bind sources as the engine sees them).
 //! - `hijack`: attach and exec streams over an upgraded connection.
 //! - `body`: bounded request bodies, uploads and streamed responses.
 //! - `http`: response shapes, Docker's errors, query and path decoding.
@@ -23,6 +25,7 @@ mod containers;
 mod context;
 mod exec;
 mod hijack;
+mod host_paths;
 mod http;
 mod images;
 mod networks;

@@ -1,5 +1,6 @@
 //! Accepting and serving API connections: the unix socket (mode 0600 from
-//! the moment it exists) and the optional TCP listener.
+//! the moment it exists) or, on Windows, the named pipe (SYSTEM and the
+//! user only), and the optional TCP listener.
 //!
 //! Every connection is bounded in the two ways a client that never sends a
 //! request could otherwise hold one forever: it must deliver a complete
@@ -13,7 +14,6 @@
 //! that keep their place in the count until they close.
 
 use std::convert::Infallible;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -26,6 +26,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::hijack::ConnectionSocket;
 use super::ApiContext;
+use crate::platform::api_address::ApiAddress;
+use crate::platform::ApiListener;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -53,7 +55,7 @@ impl Connections {
         Connections { limits, permits: Arc::new(Semaphore::new(limits.max_connections)) }
     }
 
-    fn admit<S>(&self, stream: S, socket: ConnectionSocket, ctx: &Arc<ApiContext>)
+    fn admit<S>(&self, stream: S, socket: Option<ConnectionSocket>, ctx: &Arc<ApiContext>)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -67,27 +69,19 @@ impl Connections {
     }
 }
 
-/// Binds the socket, mode 0600 from the start (only its owner may drive the
-/// engine); how depends on the OS (platform::bind_private_socket).
-pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
-    crate::platform::bind_private_socket(path)
+/// Binds the API's socket or pipe, private to the user from the start
+/// (only its owner may drive the engine); how depends on the OS
+/// (platform::ApiListener).
+pub fn bind(address: &ApiAddress) -> std::io::Result<ApiListener> {
+    ApiListener::bind(address)
 }
 
-/// Serves until the future is dropped; removes the socket file when it is.
-pub async fn serve(listener: tokio::net::UnixListener, socket: PathBuf, ctx: Arc<ApiContext>, conns: Connections) {
-    struct RemoveOnDrop(PathBuf);
-    impl Drop for RemoveOnDrop {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let _cleanup = RemoveOnDrop(socket);
+/// Serves until the future is dropped; the socket file (if any) is removed
+/// with the listener.
+pub async fn serve(mut listener: ApiListener, ctx: Arc<ApiContext>, conns: Connections) {
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                let socket = ConnectionSocket(std::os::fd::AsRawFd::as_raw_fd(&stream));
-                conns.admit(stream, socket, &ctx);
-            }
+            Ok((stream, socket)) => conns.admit(stream, socket, &ctx),
             Err(err) => accept_failed(err).await,
         }
     }
@@ -100,7 +94,7 @@ pub async fn serve_tcp(listener: tokio::net::TcpListener, ctx: Arc<ApiContext>, 
             Ok((stream, peer)) => {
                 tracing::debug!(%peer, "API connection over TCP");
                 let _ = stream.set_nodelay(true);
-                let socket = ConnectionSocket(std::os::fd::AsRawFd::as_raw_fd(&stream));
+                let socket = ConnectionSocket::of_tcp(&stream);
                 conns.admit(stream, socket, &ctx);
             }
             Err(err) => accept_failed(err).await,
@@ -170,14 +164,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     }
 }
 
-fn serve_connection<S>(stream: S, socket: ConnectionSocket, ctx: Arc<ApiContext>, limits: Limits)
+fn serve_connection<S>(stream: S, socket: Option<ConnectionSocket>, ctx: Arc<ApiContext>, limits: Limits)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             let ctx = ctx.clone();
-            req.extensions_mut().insert(socket);
+            if let Some(socket) = socket {
+                req.extensions_mut().insert(socket);
+            }
             async move {
                 let (method, path) = (req.method().clone(), req.uri().path().to_string());
                 let response = super::panics::answer_or_500(super::router::handle(req, &ctx)).await;
@@ -199,9 +195,10 @@ where
     });
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
     use std::time::Instant;
 
     use tokio::io::AsyncReadExt;
@@ -230,8 +227,8 @@ mod tests {
     fn start(limits: Limits) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("docker.sock");
-        let listener = bind(&socket).unwrap();
-        tokio::spawn(serve(listener, socket.clone(), context(), Connections::new(limits)));
+        let listener = bind(&ApiAddress::Unix(socket.clone())).unwrap();
+        tokio::spawn(serve(listener, context(), Connections::new(limits)));
         (dir, socket)
     }
 
@@ -323,7 +320,7 @@ mod tests {
         let previous = unsafe { libc::umask(0o022) };
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("docker.sock");
-        let listener = bind(&socket);
+        let listener = bind(&ApiAddress::Unix(socket.clone()));
         let plain = dir.path().join("plain.sock");
         let plain_listener = std::os::unix::net::UnixListener::bind(&plain);
         // SAFETY: as above.

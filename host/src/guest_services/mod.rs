@@ -78,11 +78,18 @@ impl GuestServices {
                 });
                 Ok(GuestServices { task, socket: None })
             }
-            #[allow(unreachable_patterns)]
-            other => Err(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                format!("guest services over {other:?} are not supported on this platform"),
-            )),
+            // Hyper-V sockets: listening for a VM's connections needs its
+            // service registered (WSL) or its socket descriptors (HCS); not
+            // written yet, so the guest uses its own resolver.
+            other => {
+                drop(limit);
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    format!(
+                        "guest services (vsock port {HOST_SERVICES_VSOCK_PORT}) over {other:?} are not supported on this platform"
+                    ),
+                ))
+            }
         }
     }
 

@@ -179,6 +179,100 @@ pub fn bind_private_socket(path: &Path) -> io::Result<tokio::net::UnixListener> 
     tokio::net::UnixListener::from_std(std::os::unix::net::UnixListener::from(fd))
 }
 
+/// Whether a bind failed because the host has no such address family (no
+/// IPv6): EAFNOSUPPORT or EADDRNOTAVAIL.
+pub fn is_missing_address_family(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL))
+}
+
+/// A connection's stream, as the API server serves it.
+pub type ApiStream = tokio::net::UnixStream;
+
+/// The socket a request arrived on, in its extensions: a hijacked stream
+/// asks it whether the client is gone (see [`peer_hung_up`]). Only valid
+/// while the connection lives, which the upgraded stream that uses it
+/// guarantees.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionSocket(std::os::fd::RawFd);
+
+impl ConnectionSocket {
+    pub fn of_tcp(stream: &tokio::net::TcpStream) -> Option<ConnectionSocket> {
+        Some(ConnectionSocket(std::os::fd::AsRawFd::as_raw_fd(stream)))
+    }
+}
+
+/// The API's unix socket (mode 0600, see [`bind_private_socket`]); the
+/// socket file is removed when this is dropped.
+pub struct ApiListener {
+    listener: tokio::net::UnixListener,
+    path: std::path::PathBuf,
+}
+
+impl ApiListener {
+    pub fn bind(address: &super::api_address::ApiAddress) -> io::Result<ApiListener> {
+        let super::api_address::ApiAddress::Unix(path) = address else {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, format!("{address}: named pipes are Windows'")));
+        };
+        Ok(ApiListener { listener: bind_private_socket(path)?, path: path.clone() })
+    }
+
+    /// The next connected client.
+    pub async fn accept(&mut self) -> io::Result<(ApiStream, Option<ConnectionSocket>)> {
+        let (stream, _) = self.listener.accept().await?;
+        let socket = ConnectionSocket(std::os::fd::AsRawFd::as_raw_fd(&stream));
+        Ok((stream, Some(socket)))
+    }
+}
+
+impl Drop for ApiListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Resolves once the client has closed its connection in both directions.
+///
+/// After the client's input ended, reading says nothing more, and an idle
+/// container writes nothing that could fail: without this, a client gone
+/// from an idle attach would hold the agent's attach until the container
+/// next writes. A unix socket reports the peer's close as a hang-up
+/// (EPOLLHUP), distinct from a half-close. Over TCP a close looks like a
+/// half-close until a write fails, so there this never resolves and the
+/// output's next write ends the connection (as with dockerd).
+pub async fn peer_hung_up(socket: Option<ConnectionSocket>) {
+    use std::os::fd::BorrowedFd;
+    use tokio::io::unix::AsyncFd;
+    use tokio::io::Interest;
+    let Some(ConnectionSocket(fd)) = socket else { return std::future::pending().await };
+    // SAFETY: `fd` is the connection's socket, open while the caller holds
+    // the upgraded connection (it does, for as long as this future lives);
+    // borrowing it only to duplicate it.
+    let duplicate = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned();
+    // A duplicate of our own for the reactor: the connection's descriptor
+    // is registered already, by its stream.
+    let registered = duplicate.map_err(|err| err.to_string()).and_then(|fd| {
+        // SAFETY: the AsyncFd owns this OwnedFd, which stays open and the
+        // same descriptor until the AsyncFd is dropped.
+        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
+            .map_err(|err| err.to_string())
+    });
+    let watched = match registered {
+        Ok(watched) => watched,
+        Err(err) => {
+            tracing::debug!(%err, "cannot watch the client connection");
+            return std::future::pending().await;
+        }
+    };
+    loop {
+        let Ok(mut guard) = watched.ready(Interest::WRITABLE).await else { return std::future::pending().await };
+        if guard.ready().is_write_closed() {
+            return;
+        }
+        // Wait for the socket's next change of state.
+        guard.clear_ready();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,6 @@
-//! Windows. The Docker API there needs a named pipe instead of a unix
-//! socket, which api/ does not have yet; what is here is what the daemon's
-//! life needs besides that.
+//! Windows: what the daemon's life needs (its lock, processes that die
+//! with it, stop requests). The API's pipe is windows_pipe.rs, the shell's
+//! console windows_terminal.rs.
 
 use std::fs::File;
 use std::io;
@@ -115,15 +115,33 @@ pub fn spawn_owned(cmd: &mut tokio::process::Command) -> io::Result<tokio::proce
     Ok(child)
 }
 
-/// Asks a process to stop. Windows has no SIGTERM for a process without a
-/// console; the daemon's stop request needs its control pipe, not written yet.
+/// The event a daemon waits on for a stop request, named by its pid in
+/// the session's namespace. Created with the process's default DACL (the
+/// user, SYSTEM, Administrators), so another user cannot stop this daemon.
+fn stop_event_name(pid: u32) -> Vec<u16> {
+    format!("Local\\berth-daemon-stop-{pid}").encode_utf16().chain([0]).collect()
+}
+
+/// Asks the daemon `pid` to stop cleanly: sets the event it waits on
+/// (Windows has no SIGTERM for a process without a console).
 pub fn request_stop(pid: u32) -> io::Result<()> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        format!(
-            "stopping the daemon (pid {pid}) cleanly needs its control pipe, which Berth on Windows does not have yet"
-        ),
-    ))
+    use windows_sys::Win32::System::Threading::{OpenEventW, SetEvent, EVENT_MODIFY_STATE};
+    let name = stop_event_name(pid);
+    // SAFETY: `name` is NUL-terminated and outlives the call.
+    let event = unsafe { OpenEventW(EVENT_MODIFY_STATE, 0, name.as_ptr()) };
+    if event.is_null() {
+        let err = io::Error::last_os_error();
+        return Err(io::Error::new(
+            err.kind(),
+            format!("process {pid} is not a Berth daemon that takes stop requests: {err}"),
+        ));
+    }
+    // SAFETY: `event` was just opened with EVENT_MODIFY_STATE.
+    let set = unsafe { SetEvent(event) };
+    let result = if set == 0 { Err(io::Error::last_os_error()) } else { Ok(()) };
+    // SAFETY: closing the handle opened above, used nowhere else.
+    unsafe { CloseHandle(event) };
+    result
 }
 
 /// Ends a process at once.
@@ -154,9 +172,11 @@ pub fn is_socket(_file_type: &std::fs::FileType) -> bool {
     false
 }
 
-/// What stops the daemon: Ctrl+C or Ctrl+Break in a foreground `berth
-/// daemon`, its console closing, or the user logging off or shutting down.
+/// What stops the daemon: `berth stop` (its stop event, see
+/// [`request_stop`]), Ctrl+C or Ctrl+Break in a foreground `berth daemon`,
+/// its console closing, or the user logging off or shutting down.
 pub struct StopSignals {
+    requested: std::sync::Arc<tokio::sync::Notify>,
     ctrl_c: tokio::signal::windows::CtrlC,
     ctrl_break: tokio::signal::windows::CtrlBreak,
     close: tokio::signal::windows::CtrlClose,
@@ -164,10 +184,34 @@ pub struct StopSignals {
 }
 
 impl StopSignals {
-    /// Installs the handlers; needs a tokio runtime.
+    /// Installs the handlers and creates this process's stop event; needs
+    /// a tokio runtime. A thread waits on the event for the process's life.
     pub fn install() -> io::Result<StopSignals> {
         use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close, ctrl_shutdown};
+        use windows_sys::Win32::System::Threading::{CreateEventW, ResetEvent, WaitForSingleObject, INFINITE};
+        let name = stop_event_name(std::process::id());
+        // SAFETY: default security; manual reset (reset by the waiting
+        // thread after each request), initially unset; `name` is NUL-terminated.
+        let event = unsafe { CreateEventW(std::ptr::null(), 1, 0, name.as_ptr()) };
+        if event.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        let requested = std::sync::Arc::new(tokio::sync::Notify::new());
+        let notify = requested.clone();
+        let event = event as usize;
+        std::thread::Builder::new().name("stop-event".into()).spawn(move || loop {
+            // SAFETY: the event handle stays open for the process's life
+            // (never closed), and only this thread waits on it.
+            let woke = unsafe { WaitForSingleObject(event as HANDLE, INFINITE) };
+            if woke != 0 {
+                return; // WAIT_FAILED: nothing more to wait for
+            }
+            // SAFETY: as above.
+            unsafe { ResetEvent(event as HANDLE) };
+            notify.notify_one();
+        })?;
         Ok(StopSignals {
+            requested,
             ctrl_c: ctrl_c()?,
             ctrl_break: ctrl_break()?,
             close: ctrl_close()?,
@@ -178,6 +222,7 @@ impl StopSignals {
     /// Resolves at the next stop request.
     pub async fn recv(&mut self) {
         tokio::select! {
+            () = self.requested.notified() => {}
             _ = self.ctrl_c.recv() => {}
             _ = self.ctrl_break.recv() => {}
             _ = self.close.recv() => {}
@@ -205,3 +250,10 @@ pub fn detach_stdout() {
 
 /// Windows has no SIGPIPE: a closed pipe is an error at the write.
 pub fn restore_default_sigpipe() {}
+
+/// Whether a bind failed because the host has no such address family (no
+/// IPv6): WSAEAFNOSUPPORT or WSAEADDRNOTAVAIL.
+pub fn is_missing_address_family(err: &io::Error) -> bool {
+    use windows_sys::Win32::Networking::WinSock::{WSAEADDRNOTAVAIL, WSAEAFNOSUPPORT};
+    matches!(err.raw_os_error(), Some(WSAEAFNOSUPPORT) | Some(WSAEADDRNOTAVAIL))
+}

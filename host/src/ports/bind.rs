@@ -118,7 +118,7 @@ fn addresses(request: &Requested) -> Vec<IpAddr> {
 /// Whether the host cannot have `ip` at all (no IPv6): `::` is then left
 /// out of a wildcard binding, as dockerd leaves it out.
 fn family_missing(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL))
+    crate::platform::is_missing_address_family(err)
 }
 
 /// Binds every address of `request` on `port`, or none.
