@@ -268,8 +268,6 @@ fn chown_tree(path: &Path, user: &HostUser) {
 }
 
 #[test]
-#[ignore = "passes with assets the user can read in place; with the installed layout (copied into the home) the \
-            container's files do not reach the host yet: under investigation"]
 fn a_non_root_users_files_are_theirs_whichever_container_user_writes_them() {
     use std::os::unix::fs::MetadataExt;
     let user = HostUser::create();
