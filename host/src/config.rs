@@ -156,7 +156,7 @@ impl Config {
 /// the VM and where the API listens, so a link or another user's file is
 /// refused (see private_fs.rs).
 #[cfg(unix)]
-fn read_config_text(path: &Path) -> Result<String> {
+pub(crate) fn read_config_text(path: &Path) -> Result<String> {
     use std::io::Read;
     let Some(mut file) = crate::private_fs::open_for_reading(path, "the config file")? else {
         return Ok(String::new());
@@ -167,7 +167,7 @@ fn read_config_text(path: &Path) -> Result<String> {
 }
 
 #[cfg(not(unix))]
-fn read_config_text(path: &Path) -> Result<String> {
+pub(crate) fn read_config_text(path: &Path) -> Result<String> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(text),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
