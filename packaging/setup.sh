@@ -42,6 +42,7 @@ apt_pkgs=(
   python3 util-linux                  # test image builder (tests/images), script(1) for tty tests
   docker-registry skopeo              # a real local registry for the pull tests
   docker-compose                      # compose 1.29, the client of the compose tests
+  debootstrap                         # the package test's clean Debian 12 root (tests/package)
 )
 if wants_arch aarch64; then
   # Cross compiler and binutils for the kernel and the agent's link, the

@@ -64,6 +64,8 @@ apt-get install -y -q --no-install-recommends /mnt/berth.deb
 command -v berth
 berth version
 berth start --cpus 1 --memory 512M --disk 2G
+berth doctor
+berth list
 docker load -i /mnt/busybox.tar
 test "$(docker run --rm busybox echo ok)" = ok
 berth stop
