@@ -190,8 +190,11 @@ impl Paths {
 /// How to get the missing parts, for the way this `berth` was installed:
 /// someone who installed the package has no checkout to run setup.sh in.
 pub fn install_hint() -> String {
-    let exe = std::env::current_exe().ok();
-    let packaged = exe.as_deref().is_some_and(|exe| exe.starts_with("/usr/bin") || exe.starts_with("/usr/local/bin"));
+    install_hint_for(std::env::current_exe().ok().as_deref())
+}
+
+fn install_hint_for(exe: Option<&Path>) -> String {
+    let packaged = exe.is_some_and(|exe| exe.starts_with("/usr/bin") || exe.starts_with("/usr/local/bin"));
     if packaged {
         "reinstall the Berth package (`sudo apt-get install --reinstall berth`), which puts them in /usr/lib/berth, \
          or point BERTH_ASSETS at a directory that has them"
@@ -201,6 +204,29 @@ pub fn install_hint() -> String {
          source checkout, run `packaging/setup.sh` (it installs them in ~/.local/share/berth), or point BERTH_ASSETS \
          at a directory that has them"
             .into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_packaged_berth_is_told_to_reinstall_the_package_not_to_run_setup() {
+        let packaged = install_hint_for(Some(Path::new("/usr/bin/berth")));
+        assert!(packaged.contains("apt-get install --reinstall berth") && !packaged.contains("setup.sh"), "{packaged}");
+        let from_source = install_hint_for(Some(Path::new("/home/me/.local/bin/berth")));
+        assert!(from_source.contains("packaging/setup.sh") && from_source.contains("Berth package"), "{from_source}");
+    }
+
+    #[test]
+    fn profile_names_are_one_plain_directory() {
+        for good in ["work", "ci-2", "a_b", "0"] {
+            validate_profile_name(good).unwrap();
+        }
+        for bad in ["", "Work", "../x", "a/b", "-x", ".hidden", &"x".repeat(33)] {
+            assert!(validate_profile_name(bad).unwrap_err().to_string().contains("not valid"), "{bad:?}");
+        }
     }
 }
 

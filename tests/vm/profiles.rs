@@ -55,6 +55,11 @@ fn two_profiles_run_at_once_with_their_own_sockets_and_contexts() {
     assert!(docker_in_context(&berth, first_context, &["volume", "ls", "-q"]).contains("only-in-the-first"));
     assert!(!docker_in_context(&berth, second_context, &["volume", "ls", "-q"]).contains("only-in-the-first"));
 
+    // A running VM is not resized under its user; the config stays as it was.
+    let resize = berth.run(&["-p", "second", "start", "--cpus", "2"]);
+    assert!(String::from_utf8_lossy(&resize.stderr).contains("`berth stop` it first"), "{}", describe(&resize));
+    assert_eq!(std::fs::read_to_string(second_home.join("config.toml")).unwrap(), config);
+
     // Stopping one leaves the other running, and leaves nothing behind of it.
     assert!(berth.ok(&["-p", "second", "stop"]).contains("berth (profile second) stopped"));
     let leftovers: Vec<_> = std::fs::read_dir(second_home.join("run"))
@@ -67,5 +72,9 @@ fn two_profiles_run_at_once_with_their_own_sockets_and_contexts() {
     assert_eq!(berth.status()["state"], "running");
     let list: Value = serde_json::from_str(&berth.ok(&["list", "--json"])).unwrap();
     assert_eq!(list[1]["state"], "stopped", "{list}");
+    // The data disk grows but does not shrink: refused before anything boots.
+    let shrink = berth.run(&["-p", "second", "start", "--disk", "1G"]);
+    assert!(String::from_utf8_lossy(&shrink.stderr).contains("it can grow, not shrink"), "{}", describe(&shrink));
+    assert_eq!(std::fs::read_to_string(second_home.join("config.toml")).unwrap(), config);
     berth.stop_and_check_clean();
 }
