@@ -77,6 +77,13 @@ pub fn start(paths: &Paths, config_changes: &[(&str, toml::Value)]) -> Result<()
     if daemon_alive(paths)? {
         return wait_for_running(paths, "berth is already running");
     }
+    if config.backend == crate::vm::BackendKind::Vm && !paths.disk_image().exists() {
+        crate::ui::say(format_args!(
+            "First start{}: creating a {} GiB data disk (sparse); the VM formats it, so this boot takes longer",
+            profile_suffix(paths),
+            config.disk_gib
+        ));
+    }
     let exe = std::env::current_exe().context("locating the berth binary")?;
     let log = crate::private_fs::open_for_writing(&paths.daemon_log(), true)?;
     let mut cmd = Command::new(exe);

@@ -55,6 +55,16 @@ fn two_profiles_run_at_once_with_their_own_sockets_and_contexts() {
     assert!(docker_in_context(&berth, first_context, &["volume", "ls", "-q"]).contains("only-in-the-first"));
     assert!(!docker_in_context(&berth, second_context, &["volume", "ls", "-q"]).contains("only-in-the-first"));
 
+    // `berth doctor` of a running profile: the live checks answer.
+    let doctor = berth.run(&["-p", "second", "doctor", "--json"]);
+    let report: Value = serde_json::from_slice(&doctor.stdout).unwrap_or_else(|_| panic!("{}", describe(&doctor)));
+    let level = |check: &str| {
+        let found = report["checks"].as_array().unwrap().iter().find(|c| c["check"] == check);
+        found.unwrap_or_else(|| panic!("no {check} check: {report}"))["level"].as_str().unwrap().to_string()
+    };
+    assert_eq!((level("daemon"), level("socket"), level("clock")), ("ok".into(), "ok".into(), "ok".into()), "{report}");
+    assert_eq!(report["profile"], "second");
+
     // A running VM is not resized under its user; the config stays as it was.
     let resize = berth.run(&["-p", "second", "start", "--cpus", "2"]);
     assert!(String::from_utf8_lossy(&resize.stderr).contains("`berth stop` it first"), "{}", describe(&resize));
