@@ -72,8 +72,8 @@ pub fn with_values(text: &str, changes: &[(&str, toml::Value)], home: Option<&Pa
 pub fn set(path: &Path, changes: &[(&str, toml::Value)]) -> Result<()> {
     let home = directories::BaseDirs::new().map(|d| d.home_dir().to_path_buf());
     let text = crate::config::read_config_text(path)?;
-    let new_text = with_values(&text, changes, home.as_deref())
-        .with_context(|| format!("not changing {}", path.display()))?;
+    let new_text =
+        with_values(&text, changes, home.as_deref()).with_context(|| format!("not changing {}", path.display()))?;
     crate::state::write_atomically(path, new_text.as_bytes())
 }
 
@@ -169,7 +169,8 @@ mod tests {
         let new = with_values("", &[("backend", parse_value("local"))], Some(h.path())).unwrap();
         assert_eq!(get(&Config::parse(&new, Some(h.path())).unwrap(), "backend").unwrap(), "local");
 
-        let err = |changes: &[(&str, toml::Value)]| format!("{:#}", with_values(text, changes, Some(h.path())).unwrap_err());
+        let err =
+            |changes: &[(&str, toml::Value)]| format!("{:#}", with_values(text, changes, Some(h.path())).unwrap_err());
         assert!(err(&[("vm.cpus", parse_value("0"))]).contains("vm.cpus = 0 is out of range"));
         assert!(err(&[("vm.cpu", parse_value("2"))]).contains("unknown config key \"vm.cpu\""));
         assert!(err(&[("api.tcp", parse_value("localhost"))]).contains("api.tcp"));

@@ -206,13 +206,11 @@ pub fn stop(paths: &Paths) -> Result<()> {
     // Recovery happens while holding the lock, which keeps a concurrent `start` out.
     if let Some(_lock) = try_lock(paths)? {
         let recovered = recover_stale(paths)?;
-        crate::ui::say(
-            if recovered {
-                "berth was not running (cleaned up after a daemon that died)"
-            } else {
-                "berth is not running"
-            },
-        );
+        crate::ui::say(if recovered {
+            "berth was not running (cleaned up after a daemon that died)"
+        } else {
+            "berth is not running"
+        });
         return Ok(());
     }
     let pid = read_pid(&paths.pid_file()).context("the daemon holds its lock but its pid file is unreadable")?;

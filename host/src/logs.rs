@@ -44,7 +44,9 @@ pub fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
     if let Ok(time) = DateTime::parse_from_rfc3339(text) {
         return Ok(time.with_timezone(&Utc));
     }
-    let bad = || anyhow::anyhow!("--since {text:?}: use a duration (10m, 1h30m, 2d) or an RFC 3339 time (2026-01-31T12:00:00Z)");
+    let bad = || {
+        anyhow::anyhow!("--since {text:?}: use a duration (10m, 1h30m, 2d) or an RFC 3339 time (2026-01-31T12:00:00Z)")
+    };
     let mut seconds: i64 = 0;
     let mut number = String::new();
     for c in text.chars() {
@@ -102,7 +104,8 @@ impl SinceFilter {
 pub fn show(paths: &Paths, follow: bool, only: Option<Source>, since: Option<&str>) -> Result<()> {
     let since = since.map(|text| parse_since(text, DateTime::<Utc>::from(std::time::SystemTime::now()))).transpose()?;
     let sources = sources(paths, only);
-    let mut filters: Vec<SinceFilter> = sources.iter().map(|(name, path)| SinceFilter::new(since, name, path)).collect();
+    let mut filters: Vec<SinceFilter> =
+        sources.iter().map(|(name, path)| SinceFilter::new(since, name, path)).collect();
     let mut out = std::io::stdout().lock();
     if !follow {
         for ((name, path), filter) in sources.iter().zip(&mut filters) {

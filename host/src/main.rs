@@ -12,9 +12,9 @@ mod config;
 mod config_edit;
 #[cfg(unix)]
 mod daemon;
+mod docker_context;
 #[cfg(target_os = "linux")]
 mod doctor;
-mod docker_context;
 #[cfg(unix)]
 mod guest_services;
 #[cfg(unix)]
@@ -25,9 +25,9 @@ mod platform;
 #[cfg(unix)]
 mod ports;
 #[cfg(unix)]
-mod profiles;
-#[cfg(unix)]
 mod private_fs;
+#[cfg(unix)]
+mod profiles;
 #[cfg(unix)]
 mod share_watch;
 #[cfg(unix)]
@@ -276,7 +276,10 @@ fn config_command(paths: &paths::Paths, action: ConfigAction) -> Result<()> {
         ConfigAction::Set { key, value } => {
             paths.ensure_dirs()?;
             config_edit::set(&paths.config_file(), &[(key.as_str(), config_edit::parse_value(&value))])?;
-            ui::say(format_args!("{key} set in {} (takes effect at the next `berth start`)", paths.config_file().display()));
+            ui::say(format_args!(
+                "{key} set in {} (takes effect at the next `berth start`)",
+                paths.config_file().display()
+            ));
         }
         ConfigAction::Path => println!("{}", paths.config_file().display()),
     }

@@ -47,7 +47,9 @@ pub fn show(paths: &Paths, json: bool) -> Result<()> {
                 None => Assets { dir: Default::default() }.find_helper(name),
             };
             let version = match found {
-                Some(path) => first_line_of_version(&path).unwrap_or_else(|| format!("{} (no version)", path.display())),
+                Some(path) => {
+                    first_line_of_version(&path).unwrap_or_else(|| format!("{} (no version)", path.display()))
+                }
                 None => "not found".to_string(),
             };
             Helper { name: name.to_string(), version }

@@ -30,7 +30,10 @@ fn two_profiles_run_at_once_with_their_own_sockets_and_contexts() {
     let started = berth.ok(&["-p", "second", "start", "--cpus", "1", "--memory", "512M", "--disk", "2G"]);
     assert!(started.contains("Berth VM (profile second) is running"), "{started}");
     let config = std::fs::read_to_string(berth.home.path().join("profiles/second/config.toml")).unwrap();
-    assert!(config.contains("cpus = 1") && config.contains("memory-mib = 512") && config.contains("disk-gib = 2"), "{config}");
+    assert!(
+        config.contains("cpus = 1") && config.contains("memory-mib = 512") && config.contains("disk-gib = 2"),
+        "{config}"
+    );
 
     let list: Value = serde_json::from_str(&berth.ok(&["list", "--json"])).unwrap();
     let rows = list.as_array().unwrap();
@@ -38,7 +41,10 @@ fn two_profiles_run_at_once_with_their_own_sockets_and_contexts() {
     for (row, name) in rows.iter().zip(["default", "second"]) {
         assert_eq!(row["profile"], name, "{list}");
         assert_eq!(row["state"], "running", "{list}");
-        assert_eq!((row["cpus"].as_u64(), row["memory_mib"].as_u64(), row["disk_gib"].as_u64()), (Some(1), Some(512), Some(2)));
+        assert_eq!(
+            (row["cpus"].as_u64(), row["memory_mib"].as_u64(), row["disk_gib"].as_u64()),
+            (Some(1), Some(512), Some(2))
+        );
         assert!(["tcg", "kvm"].contains(&row["accel"].as_str().unwrap()), "{list}");
     }
 
@@ -47,7 +53,8 @@ fn two_profiles_run_at_once_with_their_own_sockets_and_contexts() {
     let second_home = berth.home.path().join("profiles/second");
     assert_eq!(second["docker_host"], format!("unix://{}/run/docker.sock", second_home.display()).as_str());
     assert_ne!(first["docker_host"], second["docker_host"]);
-    let (first_context, second_context) = (first["docker_context"].as_str().unwrap(), second["docker_context"].as_str().unwrap());
+    let (first_context, second_context) =
+        (first["docker_context"].as_str().unwrap(), second["docker_context"].as_str().unwrap());
     assert_ne!(first_context, second_context);
 
     // Each context reaches its own engine: a volume made in one is not in the other.

@@ -310,13 +310,26 @@ pub fn disk(i: &Inspection) -> Finding {
 pub fn daemon(i: &Inspection) -> Finding {
     let claims_live = matches!(i.phase.as_str(), "running" | "starting");
     if i.daemon_alive {
-        return ok("daemon", format!("the daemon runs (pid {})", i.pid_file.map(|p| p.to_string()).unwrap_or("?".into())));
+        return ok(
+            "daemon",
+            format!("the daemon runs (pid {})", i.pid_file.map(|p| p.to_string()).unwrap_or("?".into())),
+        );
     }
     if let Some(pid) = i.pid_file {
-        return problem_finding("daemon", Level::Warn, format!("stale pid file: daemon pid {pid} is gone"), "stale-daemon");
+        return problem_finding(
+            "daemon",
+            Level::Warn,
+            format!("stale pid file: daemon pid {pid} is gone"),
+            "stale-daemon",
+        );
     }
     if claims_live || i.state_error.as_deref().is_some_and(|e| e.contains("is gone without shutting")) {
-        return problem_finding("daemon", Level::Warn, "the last daemon died without shutting the VM down".into(), "stale-daemon");
+        return problem_finding(
+            "daemon",
+            Level::Warn,
+            "the last daemon died without shutting the VM down".into(),
+            "stale-daemon",
+        );
     }
     info("daemon", format!("not running ({}): `berth start` boots the VM", i.phase))
 }
@@ -349,16 +362,22 @@ pub fn docker(i: &Inspection) -> Finding {
         }
     };
     match &i.docker_target {
-        Some(DockerTarget::Host(host)) if *host == ours => ok("docker", format!("DOCKER_HOST points at Berth ({host})")),
+        Some(DockerTarget::Host(host)) if *host == ours => {
+            ok("docker", format!("DOCKER_HOST points at Berth ({host})"))
+        }
         Some(DockerTarget::Host(host)) => {
             let mut finding = elsewhere(format!("DOCKER_HOST={host} overrides every context: docker talks to it"));
             finding.fix = Some(format!("unset DOCKER_HOST (or set it to {ours})"));
             finding
         }
         Some(DockerTarget::Context(name)) if *name == i.context_name => match &i.context_host {
-            Some(host) if *host == ours => ok("docker", format!("docker's current context \"{name}\" is Berth's ({host})")),
+            Some(host) if *host == ours => {
+                ok("docker", format!("docker's current context \"{name}\" is Berth's ({host})"))
+            }
             Some(host) => elsewhere(format!("context \"{name}\" points at {host}, not at {ours}")),
-            None => info("docker", format!("context \"{name}\" is current but not written yet: `berth start` writes it")),
+            None => {
+                info("docker", format!("context \"{name}\" is current but not written yet: `berth start` writes it"))
+            }
         },
         Some(DockerTarget::Context(name)) => {
             let host = i.current_context_host.as_deref().map(|h| format!(" ({h})")).unwrap_or_default();
@@ -371,10 +390,18 @@ pub fn docker(i: &Inspection) -> Finding {
 pub fn ports_and_shares(i: &Inspection) -> Vec<Finding> {
     let mut findings = Vec::new();
     let shares = i.shares.iter().map(|s| s.display().to_string()).collect::<Vec<_>>().join(", ");
-    findings.push(info("shares", if shares.is_empty() { "no host directory is shared".into() } else { format!("shared: {shares}") }));
+    findings.push(info(
+        "shares",
+        if shares.is_empty() { "no host directory is shared".into() } else { format!("shared: {shares}") },
+    ));
     if let Some(tcp) = &i.api_tcp {
         findings.push(match i.api_tcp_free {
-            Some(false) => problem_finding("ports", Level::Fail, format!("api.tcp {tcp} is in use by another program"), "port-in-use"),
+            Some(false) => problem_finding(
+                "ports",
+                Level::Fail,
+                format!("api.tcp {tcp} is in use by another program"),
+                "port-in-use",
+            ),
             _ => info("ports", format!("the Docker API is also served on {tcp}, without authentication")),
         });
     }

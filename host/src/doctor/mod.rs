@@ -229,7 +229,11 @@ fn clock_skew_ms(paths: &Paths, state: &State) -> Option<i64> {
 /// The last ERROR line of the daemon and agent logs (tracing's level
 /// column), or the kernel's panic, whichever log has one; the daemon's first.
 fn last_log_error(paths: &Paths) -> Option<(String, String)> {
-    let logs = [("daemon", paths.daemon_log(), " ERROR "), ("agent", paths.agent_log(), " ERROR "), ("console", paths.console_log(), "Kernel panic")];
+    let logs = [
+        ("daemon", paths.daemon_log(), " ERROR "),
+        ("agent", paths.agent_log(), " ERROR "),
+        ("console", paths.console_log(), "Kernel panic"),
+    ];
     logs.into_iter().find_map(|(name, path, marker)| {
         let text = std::fs::read(&path).ok()?;
         let text = String::from_utf8_lossy(&text);

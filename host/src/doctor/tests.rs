@@ -137,7 +137,8 @@ fn a_context_pointing_elsewhere_is_named_with_the_fix() {
 fn unusable_kvm_warns_that_tcg_is_in_use() {
     let mut state = healthy();
     state.running_accel = Some("tcg".into());
-    for kvm in [Kvm::Missing, Kvm::Unopenable("Permission denied (os error 13)".into()), Kvm::NoHardwareVirtualization] {
+    for kvm in [Kvm::Missing, Kvm::Unopenable("Permission denied (os error 13)".into()), Kvm::NoHardwareVirtualization]
+    {
         state.kvm = kvm.clone();
         let finding = accelerator(&state);
         assert_eq!((finding.level, finding.problem), (Level::Warn, Some("no-kvm")), "{kvm:?}");
