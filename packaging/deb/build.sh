@@ -46,8 +46,10 @@ if [ -z "$berth_bin" ]; then
   berth_bin=$target/release/berth
   assets=$(mktemp -d)
   built_assets=$assets
-  kdir=$(ls -dt "$cache"/kernel/x86_64-*/ 2>/dev/null | head -1)
-  [ -n "$kdir" ] && [ -f "$kdir/vmlinux" ] || { log "no guest kernel in $cache/kernel: run packaging/setup.sh first"; exit 1; }
+  # The newest finished build (a build in progress is a .tmp directory).
+  kdir=$(ls -dt "$cache"/kernel/x86_64-*/ 2>/dev/null | grep -v '\.tmp/$' | head -1)
+  [ -n "$kdir" ] && [ -f "$kdir/vmlinux" ] && [ -f "$kdir/bzImage" ] ||
+    { log "no guest kernel in $cache/kernel: run packaging/setup.sh first"; exit 1; }
   cp "$kdir/vmlinux" "$kdir/bzImage" "$assets/"
   mkdir -p "$assets/bin"
   "$repo/initramfs/build.sh" "$target/x86_64-unknown-linux-musl/release/berth-agent" "$assets/initramfs.cpio" >&2
