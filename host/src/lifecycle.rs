@@ -280,6 +280,8 @@ fn kill_if_ours(process: &VmProcess, paths: &Paths) {
 
 #[derive(Serialize)]
 struct StatusJson {
+    /// `default`, or the `--profile` name.
+    profile: String,
     state: Phase,
     docker_host: String,
     /// This home's docker context (see docker_context.rs).
@@ -300,6 +302,7 @@ pub fn status(paths: &Paths, json: bool) -> Result<()> {
     let state = effective_state(paths)?;
     let live = matches!(state.state, Phase::Running | Phase::Starting);
     let out = StatusJson {
+        profile: paths.profile_name().to_string(),
         state: state.state,
         docker_host: format!("unix://{}", paths.docker_socket().display()),
         docker_context: home_context(paths).name,

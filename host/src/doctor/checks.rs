@@ -31,6 +31,8 @@ pub struct Inspection {
     pub disk_allocated: Option<u64>,
     pub disk_gib: Option<u64>,
     pub free_bytes: Option<u64>,
+    /// Why the profile's directories are refused (a link, another user's).
+    pub home_error: Option<String>,
     pub daemon_alive: bool,
     /// The pid in run/daemon.pid, if any.
     pub pid_file: Option<u32>,
@@ -151,6 +153,14 @@ pub const PROBLEMS: &[Problem] = &[
                       containers fill it, up to its size.",
         fix: "Free space on the filesystem that holds the Berth home, or remove unused images and containers \
               (`docker system prune`).",
+    },
+    Problem {
+        id: "unsafe-home",
+        title: "The Berth home is refused",
+        explanation: "The home, its run/ and logs/ hold the sockets that drive the VM and the disk with every image: \
+                      one that is a symbolic link or belongs to another user (say, made in /tmp by someone else) \
+                      would hand them over.",
+        fix: "Move the directory the error names away (or fix its owner); `berth start` makes a new, private one.",
     },
     Problem {
         id: "stale-daemon",
@@ -307,6 +317,11 @@ pub fn disk(i: &Inspection) -> Finding {
     }
 }
 
+pub fn home(i: &Inspection) -> Option<Finding> {
+    let error = i.home_error.clone()?;
+    Some(problem_finding("home", Level::Fail, error, "unsafe-home"))
+}
+
 pub fn daemon(i: &Inspection) -> Finding {
     let claims_live = matches!(i.phase.as_str(), "running" | "starting");
     if i.daemon_alive {
@@ -436,6 +451,7 @@ pub fn all(i: &Inspection) -> Vec<Finding> {
     findings.extend(assets(i));
     findings.push(config(i));
     findings.push(disk(i));
+    findings.extend(home(i));
     findings.push(daemon(i));
     findings.push(socket(i));
     findings.push(docker(i));

@@ -79,9 +79,12 @@ fn print_findings(profile: &str, findings: &[Finding]) {
 }
 
 fn inspect(paths: &Paths) -> Inspection {
-    let state = paths.check_dirs().and_then(|()| lifecycle::effective_state(paths)).ok();
-    let recorded = State::read(&paths.state_file()).ok().flatten();
-    let daemon_alive = lifecycle::daemon_alive(paths).unwrap_or(false);
+    let home_error = paths.check_dirs().err().map(|e| format!("{e:#}"));
+    let state = home_error.is_none().then(|| lifecycle::effective_state(paths).ok()).flatten();
+    // Nothing in a refused home is trusted (private_fs.rs says why).
+    let trusted = home_error.is_none();
+    let recorded = State::read(&paths.state_file()).ok().flatten().filter(|_| trusted);
+    let daemon_alive = trusted && lifecycle::daemon_alive(paths).unwrap_or(false);
     let running = state.as_ref().is_some_and(|s| s.state == Phase::Running) && daemon_alive;
     let config = Config::load(&paths.config_file());
     let assets = Assets::locate();
@@ -114,8 +117,12 @@ fn inspect(paths: &Paths) -> Inspection {
         disk_allocated: disk_allocated(&paths.disk_image()),
         disk_gib: config.as_ref().ok().map(|c| c.disk_gib),
         free_bytes: free_bytes(&paths.home),
+        home_error,
         daemon_alive,
-        pid_file: std::fs::read_to_string(paths.pid_file()).ok().and_then(|p| p.trim().parse().ok()),
+        pid_file: std::fs::read_to_string(paths.pid_file())
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .filter(|_| trusted),
         phase: state
             .as_ref()
             .and_then(|s| serde_json::to_value(s.state).ok()?.as_str().map(str::to_string))
@@ -133,7 +140,7 @@ fn inspect(paths: &Paths) -> Inspection {
         api_tcp: api_tcp.map(|a| a.to_string()),
         api_tcp_free: api_tcp.filter(|_| !daemon_alive).map(|a| std::net::TcpListener::bind(a).is_ok()),
         clock_skew_ms: if running { state.as_ref().and_then(|s| clock_skew_ms(paths, s)) } else { None },
-        last_log_error: last_log_error(paths),
+        last_log_error: last_log_error(paths).filter(|_| trusted),
     }
 }
 

@@ -169,6 +169,8 @@ fn disk_socket_port_clock_and_errors() {
     state.phase = "error".into();
     state.state_error = Some("QEMU exited: could not open kernel".into());
     assert_eq!(last_error(&state).unwrap().level, Level::Fail);
+    state.home_error = Some("BERTH_HOME /tmp/h is a symbolic link".into());
+    assert_eq!(home(&state).unwrap().problem, Some("unsafe-home"));
     state.config_error = Some("invalid config: vm.cpus = 0 is out of range".into());
     assert_eq!(config(&state).problem, Some("bad-config"));
 }
