@@ -133,7 +133,12 @@ enum Command {
         shell: clap_complete::Shell,
     },
     /// Print the man page (roff), e.g. `berth man | man -l -`.
-    Man,
+    Man {
+        /// Write berth.1 and a page per command (berth-start.1, ...) into this directory instead,
+        /// as packages install them.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Run the daemon in the foreground (`berth start` does this for you).
     #[command(hide = true)]
     Daemon,
@@ -171,8 +176,12 @@ fn print_cli_docs(command: &Command) -> Result<bool> {
             clap_complete::generate(*shell, &mut cli, "berth", &mut std::io::stdout());
             Ok(true)
         }
-        Command::Man => {
+        Command::Man { dir: None } => {
             clap_mangen::Man::new(cli).render(&mut std::io::stdout())?;
+            Ok(true)
+        }
+        Command::Man { dir: Some(dir) } => {
+            clap_mangen::generate_to(cli, dir)?;
             Ok(true)
         }
         _ => Ok(false),
@@ -264,7 +273,7 @@ fn run(profile: Option<&str>, command: Command) -> Result<i32> {
         Command::Daemon => daemon::run(paths).map(|()| 0),
         #[cfg(target_os = "macos")]
         Command::VzVmm { plan } => vm::vz::helper::run(&plan),
-        Command::Completions { .. } | Command::Man => unreachable!("answered by print_cli_docs"),
+        Command::Completions { .. } | Command::Man { .. } => unreachable!("answered by print_cli_docs"),
     }
 }
 

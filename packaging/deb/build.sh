@@ -76,7 +76,8 @@ for helper in virtiofsd vhost-device-vsock berth-agent; do
 done
 strip --strip-unneeded "$stage/usr/bin/berth" "$stage/usr/lib/berth/bin/"* 2>/dev/null || true
 mkdir -p "$stage/usr/share/man/man1"
-"$berth_bin" man | gzip -9n >"$stage/usr/share/man/man1/berth.1.gz"
+"$berth_bin" man --dir "$stage/usr/share/man/man1"
+gzip -9n "$stage/usr/share/man/man1/"*.1
 install -d "$stage/usr/share/bash-completion/completions" "$stage/usr/share/zsh/vendor-completions" \
   "$stage/usr/share/fish/vendor_completions.d"
 "$berth_bin" completions bash >"$stage/usr/share/bash-completion/completions/berth"

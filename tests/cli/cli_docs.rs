@@ -34,6 +34,13 @@ fn completions_and_man_page_cover_every_command() {
     for command in &commands {
         assert!(man.contains(command), "the man page lacks `{command}`");
     }
+    // As packages install them: berth.1 and a page per command.
+    let dir = tempfile::tempdir().unwrap();
+    berth(&["man", "--dir", &dir.path().display().to_string()]);
+    for page in commands.iter().map(|c| format!("berth-{c}.1")).chain(["berth.1".to_string()]) {
+        let text = std::fs::read_to_string(dir.path().join(&page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.starts_with(".ie"), "{page} is not roff: {}", &text[..text.len().min(100)]);
+    }
 }
 
 #[test]

@@ -69,6 +69,7 @@ berth list
 docker load -i /mnt/busybox.tar
 test "$(docker run --rm busybox echo ok)" = ok
 berth stop
+dpkg -L berth >/mnt/berth-files
 apt-get purge -y -q berth
 EOF
 
@@ -84,20 +85,36 @@ unshare --mount --propagation private sh -eu -c '
   mount -t tmpfs tmpfs "$m/tmp"
   mkdir -p "$m/mnt" && mount --bind "$work" "$m/mnt"
   install -m 0755 "$docker_cli" "$m/usr/local/bin/docker"
+  # Whatever happens, nothing started in the root outlives the test; a
+  # process still there after `berth stop` fails it.
+  leftovers() {
+    for proc in /proc/[0-9]*; do
+      [ "$(readlink "$proc/root" 2>/dev/null)" = "$m" ] && echo "${proc#/proc/}"
+    done
+    true
+  }
+  ran=0
   chroot "$m" env -i HOME=/root PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    DEBIAN_FRONTEND=noninteractive sh /mnt/in-root.sh
-  # What the purge must have removed, and what must not still run.
-  left=$(cd "$m" && find usr/bin/berth usr/lib/berth usr/share/berth usr/share/doc/berth \
-    usr/share/man/man1/berth.1.gz usr/share/bash-completion/completions/berth \
-    usr/share/zsh/vendor-completions/_berth usr/share/fish/vendor_completions.d/berth.fish \
-    var/lib/dpkg/info/berth.list 2>/dev/null || true)
+    DEBIAN_FRONTEND=noninteractive sh /mnt/in-root.sh || ran=$?
+  pids=$(leftovers)
+  if [ -n "$pids" ]; then
+    for pid in $pids; do echo "still running in the root: $(tr "\0" " " <"/proc/$pid/cmdline")" >&2; done
+    kill -9 $pids 2>/dev/null || true
+    exit 1
+  fi
+  [ "$ran" = 0 ] || exit "$ran"
+  # What the purge must have removed: every file the package listed, its
+  # own directories, and the dpkg record of it.
+  [ -s "$work/berth-files" ] || { echo "dpkg -L berth listed nothing" >&2; exit 1; }
+  left=$(
+    while read -r path; do
+      if [ -e "$m$path" ] && [ ! -d "$m$path" ]; then echo "$path"; fi
+    done <"$work/berth-files"
+    for path in /usr/lib/berth /usr/share/doc/berth /var/lib/dpkg/info/berth.list; do
+      if [ -e "$m$path" ]; then echo "$path"; fi
+    done
+  )
   [ -z "$left" ] || { echo "left after apt-get purge berth: $left" >&2; exit 1; }
-  for proc in /proc/[0-9]*; do
-    if [ "$(readlink "$proc/root" 2>/dev/null)" = "$m" ]; then
-      echo "still running in the root after berth stop: $(tr "\0" " " <"$proc/cmdline")" >&2
-      exit 1
-    fi
-  done
 ' sh "$work" "$root" "$docker_cli" || status=$?
 [ "$status" = 0 ] && log "ok: installed, ran busybox, stopped, purged clean"
 exit "$status"
