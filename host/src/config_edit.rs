@@ -68,12 +68,20 @@ pub fn with_values(text: &str, changes: &[(&str, toml::Value)], home: Option<&Pa
     Ok(new_text)
 }
 
-/// Writes `changes` into the config file at `path`.
-pub fn set(path: &Path, changes: &[(&str, toml::Value)]) -> Result<()> {
+/// The file at `path` with `changes` applied, checked, not yet written:
+/// its new text and the settings it makes.
+pub fn prepare(path: &Path, changes: &[(&str, toml::Value)]) -> Result<(String, Config)> {
     let home = directories::BaseDirs::new().map(|d| d.home_dir().to_path_buf());
     let text = crate::config::read_config_text(path)?;
     let new_text =
         with_values(&text, changes, home.as_deref()).with_context(|| format!("not changing {}", path.display()))?;
+    let config = Config::parse(&new_text, home.as_deref())?;
+    Ok((new_text, config))
+}
+
+/// Writes `changes` into the config file at `path`.
+pub fn set(path: &Path, changes: &[(&str, toml::Value)]) -> Result<()> {
+    let (new_text, _) = prepare(path, changes)?;
     crate::state::write_atomically(path, new_text.as_bytes())
 }
 

@@ -128,17 +128,15 @@ fn apply_start_flags(paths: &Paths, changes: &[(&str, toml::Value)]) -> Result<(
         return Ok(());
     }
     let path = paths.config_file();
-    let home = directories::BaseDirs::new().map(|d| d.home_dir().to_path_buf());
     let before = Config::load(&path)?;
-    let new_text = crate::config_edit::with_values(&crate::config::read_config_text(&path)?, changes, home.as_deref())
-        .context("berth start")?;
-    let after = Config::parse(&new_text, home.as_deref())?;
+    let (new_text, after) = crate::config_edit::prepare(&path, changes)?;
     if after == before {
         return Ok(());
     }
     if daemon_alive(paths)? {
         bail!(
-            "berth{} is running with {} CPUs, {} MiB of memory and a {} GiB disk; `berth stop` it first to change them",
+            "berth{} is running with vm.cpus = {}, vm.memory-mib = {}, vm.disk-gib = {}; `berth stop` it first to \
+             change them",
             profile_suffix(paths),
             before.cpus,
             before.memory_mib,
@@ -155,7 +153,7 @@ fn apply_start_flags(paths: &Paths, changes: &[(&str, toml::Value)]) -> Result<(
     }
     crate::state::write_atomically(&path, new_text.as_bytes())?;
     crate::ui::say(format_args!(
-        "{}: {} CPUs, {} MiB of memory, {} GiB disk",
+        "{}: vm.cpus = {}, vm.memory-mib = {}, vm.disk-gib = {}",
         path.display(),
         after.cpus,
         after.memory_mib,

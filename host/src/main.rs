@@ -102,7 +102,7 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
-    /// Show the versions of berth, the running VM's agent and kernel, and the helpers.
+    /// Show the versions of berth, the running VM's agent and kernel, the assets' kernel, and the helpers.
     Version {
         /// Machine-readable output.
         #[arg(long)]
@@ -123,7 +123,7 @@ enum Command {
         #[arg(long, value_enum)]
         source: Option<logs::Source>,
         /// Only lines since this time: a duration ago (10m, 1h30m, 2d) or an RFC 3339 timestamp.
-        /// Logs without timestamps (console, qemu, helpers) are shown whole.
+        /// Logs without timestamps (console, qemu, helpers) are shown whole if written to since then.
         #[arg(long, value_name = "WHEN")]
         since: Option<String>,
     },
