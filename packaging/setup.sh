@@ -43,6 +43,7 @@ apt_pkgs=(
   docker-registry skopeo              # a real local registry for the pull tests
   docker-compose                      # compose 1.29, the client of the compose tests
   zip unzip                           # the Windows zip (packaging/windows) and its test
+  debootstrap                         # the package test's clean Debian 12 root (tests/package)
 )
 if wants_arch aarch64; then
   # Cross compiler and binutils for the kernel and the agent's link, the

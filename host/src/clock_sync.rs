@@ -26,7 +26,7 @@ const RETRY: Duration = Duration::from_millis(200);
 /// guest-agent/src/clock.rs): an idle VM then wakes once per period, not twice.
 const NEGLIGIBLE_NS: i64 = 5_000_000;
 
-fn host_now_ns() -> i64 {
+pub fn host_now_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i64
 }
 

@@ -155,7 +155,7 @@ impl Config {
 /// The file's text, "" when there is none. It decides what is shared into
 /// the VM and where the API listens, so a link or another user's file is
 /// refused (see private_fs.rs).
-fn read_config_text(path: &Path) -> Result<String> {
+pub(crate) fn read_config_text(path: &Path) -> Result<String> {
     use std::io::Read;
     let Some(mut file) = crate::private_fs::open_for_reading(path, "the config file")? else {
         return Ok(String::new());

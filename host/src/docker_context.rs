@@ -39,6 +39,50 @@ impl HomeContext {
     }
 }
 
+impl HomeContext {
+    /// A profile of the everyday home is `berth-NAME` and made current when
+    /// started, as Colima's `colima-NAME`: a user starts a profile to work in
+    /// it. A profile under another BERTH_HOME is named and left as that home is.
+    pub fn for_profile(home: &Path, profile: Option<&str>, root_is_default: bool) -> HomeContext {
+        match profile {
+            None => HomeContext::for_home(home, root_is_default),
+            Some(name) if root_is_default => {
+                HomeContext { name: format!("{DEFAULT_CONTEXT}-{name}"), make_current: true }
+            }
+            Some(_) => HomeContext::for_home(home, false),
+        }
+    }
+}
+
+/// The docker CLI's context selection as it would resolve it now: DOCKER_HOST
+/// wins over any context, then DOCKER_CONTEXT, then config.json's currentContext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerTarget {
+    Host(String),
+    Context(String),
+}
+
+pub fn current_target(config_dir: Option<&Path>) -> DockerTarget {
+    if let Some(host) = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()) {
+        return DockerTarget::Host(host);
+    }
+    if let Some(context) = std::env::var("DOCKER_CONTEXT").ok().filter(|c| !c.is_empty()) {
+        return DockerTarget::Context(context);
+    }
+    let current = config_dir
+        .and_then(|dir| std::fs::read(dir.join("config.json")).ok())
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|config| config.get("currentContext")?.as_str().map(str::to_string));
+    DockerTarget::Context(current.unwrap_or_else(|| "default".into()))
+}
+
+/// The endpoint a context's meta.json names, if it exists.
+pub fn context_host(config_dir: &Path, name: &str) -> Option<String> {
+    let meta = config_dir.join("contexts/meta").join(hex(&Sha256::digest(name.as_bytes()))).join("meta.json");
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(meta).ok()?).ok()?;
+    meta["Endpoints"]["docker"]["Host"].as_str().map(str::to_string)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -144,6 +188,20 @@ mod tests {
             config_json,
             "the current context stays the default home's"
         );
+    }
+
+    #[test]
+    fn profiles_of_the_everyday_home_are_named_after_the_profile() {
+        let work = HomeContext::for_profile(Path::new("/h/profiles/work"), Some("work"), true);
+        assert_eq!(work, HomeContext { name: "berth-work".into(), make_current: true });
+        let default = HomeContext::for_profile(Path::new("/h"), None, true);
+        assert_eq!(default, HomeContext::for_home(Path::new("/h"), true));
+        let scripted = HomeContext::for_profile(Path::new("/ci/profiles/work"), Some("work"), false);
+        assert_eq!(scripted, HomeContext::for_home(Path::new("/ci/profiles/work"), false), "a test home's profile");
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), &work, "unix:///h/profiles/work/run/docker.sock").unwrap();
+        assert_eq!(context_host(dir.path(), "berth-work").as_deref(), Some("unix:///h/profiles/work/run/docker.sock"));
+        assert_eq!(context_host(dir.path(), "berth"), None);
     }
 
     #[test]

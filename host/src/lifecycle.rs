@@ -67,14 +67,22 @@ pub fn effective_state(paths: &Paths) -> Result<State> {
     })
 }
 
-pub fn start(paths: &Paths) -> Result<()> {
+pub fn start(paths: &Paths, config_changes: &[(&str, toml::Value)]) -> Result<()> {
     paths.ensure_dirs()?;
+    apply_start_flags(paths, config_changes)?;
     // Fail fast, in the user's terminal, on what the daemon would fail on.
     let config = Config::load(&paths.config_file())?;
     crate::vm::host_backend(config.backend, config.arch)?;
 
     if daemon_alive(paths)? {
         return wait_for_running(paths, "berth is already running");
+    }
+    if config.backend == crate::vm::BackendKind::Vm && !paths.disk_image().exists() {
+        crate::ui::say(format_args!(
+            "First start{}: creating a {} GiB data disk (sparse); the VM formats it, so this boot takes longer",
+            profile_suffix(paths),
+            config.disk_gib
+        ));
     }
     let exe = std::env::current_exe().context("locating the berth binary")?;
     let log = crate::private_fs::open_for_writing(&paths.daemon_log(), true)?;
@@ -98,7 +106,11 @@ pub fn start(paths: &Paths) -> Result<()> {
     }
     match serde_json::from_str::<StartOutcome>(line.trim()).context("unexpected reply from the berth daemon")? {
         StartOutcome::Ready { boot_ms, accel } => {
-            println!("Berth VM is running ({accel}, ready in {:.2}s)", boot_ms as f64 / 1000.0);
+            crate::ui::say(format_args!(
+                "Berth VM{} is running ({accel}, ready in {:.2}s)",
+                profile_suffix(paths),
+                boot_ms as f64 / 1000.0
+            ));
             warn_if_tcp(paths);
             use_docker_context(paths);
             Ok(())
@@ -106,6 +118,53 @@ pub fn start(paths: &Paths) -> Result<()> {
         StartOutcome::AlreadyRunning => wait_for_running(paths, "berth is already running"),
         StartOutcome::Failed { error } => bail!("{error}\n(see `berth logs` for details)"),
     }
+}
+
+/// Writes `berth start --cpus/--memory/--disk` into config.toml, as Colima's
+/// flags do, so the next plain `berth start` keeps them. A running VM is not
+/// changed under its user: the flags must wait for a stop.
+fn apply_start_flags(paths: &Paths, changes: &[(&str, toml::Value)]) -> Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let path = paths.config_file();
+    let before = Config::load(&path)?;
+    let (new_text, after) = crate::config_edit::prepare(&path, changes)?;
+    if after == before {
+        return Ok(());
+    }
+    if daemon_alive(paths)? {
+        bail!(
+            "berth{} is running with vm.cpus = {}, vm.memory-mib = {}, vm.disk-gib = {}; `berth stop` it first to \
+             change them",
+            profile_suffix(paths),
+            before.cpus,
+            before.memory_mib,
+            before.disk_gib
+        );
+    }
+    let disk_bytes = std::fs::metadata(paths.disk_image()).map(|m| m.len()).unwrap_or(0);
+    if disk_bytes > after.disk_gib << 30 {
+        bail!(
+            "--disk: the data disk is already {} GiB; it can grow, not shrink (delete {} to start over, losing its images and volumes)",
+            disk_bytes >> 30,
+            paths.disk_image().display()
+        );
+    }
+    crate::state::write_atomically(&path, new_text.as_bytes())?;
+    crate::ui::say(format_args!(
+        "{}: vm.cpus = {}, vm.memory-mib = {}, vm.disk-gib = {}",
+        path.display(),
+        after.cpus,
+        after.memory_mib,
+        after.disk_gib
+    ));
+    Ok(())
+}
+
+/// ` (profile NAME)` for messages about a profile other than the default.
+pub fn profile_suffix(paths: &Paths) -> String {
+    paths.profile.as_ref().map(|name| format!(" (profile {name})")).unwrap_or_default()
 }
 
 /// One line on stderr when the API is open on TCP: anyone who can connect
@@ -122,7 +181,7 @@ fn wait_for_running(paths: &Paths, message: &str) -> Result<()> {
         let state = effective_state(paths)?;
         match state.state {
             Phase::Running => {
-                println!("{message}");
+                crate::ui::say(message);
                 return Ok(());
             }
             Phase::Error => bail!("{}", state.error.unwrap_or_else(|| "the VM failed to start".into())),
@@ -139,20 +198,17 @@ fn wait_for_running(paths: &Paths, message: &str) -> Result<()> {
 
 pub fn stop(paths: &Paths) -> Result<()> {
     if !paths.run_dir().exists() {
-        println!("berth is not running");
+        crate::ui::say("berth is not running");
         return Ok(());
     }
     // Recovery happens while holding the lock, which keeps a concurrent `start` out.
     if let Some(_lock) = try_lock(paths)? {
         let recovered = recover_stale(paths)?;
-        println!(
-            "{}",
-            if recovered {
-                "berth was not running (cleaned up after a daemon that died)"
-            } else {
-                "berth is not running"
-            }
-        );
+        crate::ui::say(if recovered {
+            "berth was not running (cleaned up after a daemon that died)"
+        } else {
+            "berth is not running"
+        });
         return Ok(());
     }
     let pid = read_pid(&paths.pid_file()).context("the daemon holds its lock but its pid file is unreadable")?;
@@ -170,7 +226,7 @@ pub fn stop(paths: &Paths) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    println!("berth stopped");
+    crate::ui::say(format_args!("berth{} stopped", profile_suffix(paths)));
     Ok(())
 }
 
@@ -222,6 +278,8 @@ fn kill_if_ours(process: &VmProcess, paths: &Paths) {
 
 #[derive(Serialize)]
 struct StatusJson {
+    /// `default`, or the `--profile` name.
+    profile: String,
     state: Phase,
     docker_host: String,
     /// This home's docker context (see docker_context.rs).
@@ -242,6 +300,7 @@ pub fn status(paths: &Paths, json: bool) -> Result<()> {
     let state = effective_state(paths)?;
     let live = matches!(state.state, Phase::Running | Phase::Starting);
     let out = StatusJson {
+        profile: paths.profile_name().to_string(),
         state: state.state,
         docker_host: paths.docker_api().docker_host(),
         docker_context: home_context(paths).name,
@@ -287,12 +346,14 @@ fn use_docker_context(paths: &Paths) {
     let host = paths.docker_api().docker_host();
     let context = home_context(paths);
     match crate::docker_context::install(&dir, &context, &host) {
-        Ok(()) if context.make_current => println!("docker context \"{}\" is current ({host})", context.name),
-        Ok(()) => println!(
+        Ok(()) if context.make_current => {
+            crate::ui::say(format_args!("docker context \"{}\" is current ({host})", context.name))
+        }
+        Ok(()) => crate::ui::say(format_args!(
             "docker context \"{name}\" points at this Berth ({host}); the current context is unchanged \
              (BERTH_HOME is not the default home): use `docker --context {name}` or `docker context use {name}`",
             name = context.name
-        ),
+        )),
         Err(err) => eprintln!("berth: the docker context was not set up: {err:#}"),
     }
     // DOCKER_HOST wins over any context (Docker Desktop's installer sets it on Windows).
@@ -306,6 +367,6 @@ fn use_docker_context(paths: &Paths) {
     }
 }
 
-fn home_context(paths: &Paths) -> crate::docker_context::HomeContext {
-    crate::docker_context::HomeContext::for_home(&paths.home, paths.is_default_home())
+pub fn home_context(paths: &Paths) -> crate::docker_context::HomeContext {
+    crate::docker_context::HomeContext::for_profile(&paths.home, paths.profile.as_deref(), paths.root_is_default())
 }

@@ -13,8 +13,15 @@
 //! The home itself is 0700; none of these may be a symbolic link or belong
 //! to another user (private_fs.rs says why).
 //!
+//! A profile (`berth --profile NAME`, as Colima's) is another VM with its own
+//! home, `profiles/NAME/` inside the default profile's home (which is
+//! BERTH_HOME when set), so one BERTH_HOME holds all of a user's VMs and
+//! `berth list` finds them by listing one directory.
+//!
 //! Assets (guest kernel, initramfs, helper programs) are looked up separately:
-//! `BERTH_ASSETS`, then `<exe>/../share/berth`, then the platform data dir.
+//! `BERTH_ASSETS`, then `<exe>/../lib/berth` (the Debian package's FHS path,
+//! architecture-dependent files), `<exe>/../share/berth` (packaging/setup.sh's
+//! ~/.local layout), then the platform data dir.
 
 use std::path::{Path, PathBuf};
 
@@ -23,9 +30,41 @@ use anyhow::{bail, Context, Result};
 #[derive(Debug, Clone)]
 pub struct Paths {
     pub home: PathBuf,
+    /// None for the default profile.
+    pub profile: Option<String>,
+    /// The default profile's home, which holds `profiles/`.
+    pub root: PathBuf,
+}
+
+/// What `--profile` accepts: a name that is one directory and reads well in
+/// a docker context name (`berth-NAME`).
+pub fn validate_profile_name(name: &str) -> Result<()> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+    let starts_well = name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if name.is_empty() || name.len() > 32 || !starts_well || !name.chars().all(ok_char) {
+        bail!(
+            "profile name {name:?} is not valid: use 1 to 32 lowercase letters, digits, `-` or `_`, \
+             starting with a letter or digit"
+        );
+    }
+    Ok(())
 }
 
 impl Paths {
+    /// The paths of a profile; None or "default" is the default profile.
+    pub fn for_profile(profile: Option<&str>) -> Result<Paths> {
+        let root = Paths::from_env()?;
+        match profile {
+            None | Some("default") => Ok(root),
+            Some(name) => {
+                validate_profile_name(name)?;
+                let home = root.profiles_dir().join(name);
+                Ok(Paths { home, profile: Some(name.to_string()), root: root.home })
+            }
+        }
+    }
+
+    /// The default profile's paths (BERTH_HOME, else the platform data dir).
     pub fn from_env() -> Result<Paths> {
         let home = match std::env::var_os("BERTH_HOME") {
             Some(home) if !home.is_empty() => PathBuf::from(home),
@@ -34,7 +73,23 @@ impl Paths {
             }
         };
         let home = if home.is_absolute() { home } else { std::env::current_dir()?.join(home) };
-        Ok(Paths { home })
+        Ok(Paths { root: home.clone(), home, profile: None })
+    }
+
+    /// Where the profiles other than the default live.
+    pub fn profiles_dir(&self) -> PathBuf {
+        self.root.join("profiles")
+    }
+
+    /// The profile's name as `berth list` shows it.
+    pub fn profile_name(&self) -> &str {
+        self.profile.as_deref().unwrap_or("default")
+    }
+
+    /// Whether the profile lives under the user's everyday home (not a
+    /// BERTH_HOME chosen for a test or a script).
+    pub fn root_is_default(&self) -> bool {
+        Paths::default_home().is_some_and(|default| default == self.root)
     }
 
     /// The home used when BERTH_HOME is not set: the user's everyday Berth.
@@ -45,10 +100,6 @@ impl Paths {
             return directories::BaseDirs::new().map(|dirs| dirs.data_local_dir().join("Berth"));
         }
         directories::ProjectDirs::from("dev", "berth", "berth").map(|dirs| dirs.data_dir().join("home"))
-    }
-
-    pub fn is_default_home(&self) -> bool {
-        Paths::default_home().is_some_and(|default| default == self.home)
     }
 
     pub fn config_file(&self) -> PathBuf {
@@ -81,7 +132,7 @@ impl Paths {
     pub fn docker_api(&self) -> crate::platform::api_address::ApiAddress {
         use crate::platform::api_address::{ApiAddress, PipeName};
         if cfg!(windows) {
-            ApiAddress::NamedPipe(PipeName::for_home(&self.home, self.is_default_home()))
+            ApiAddress::NamedPipe(PipeName::for_home(&self.home, self.root_is_default() && self.profile.is_none()))
         } else {
             ApiAddress::Unix(self.docker_socket())
         }
@@ -106,13 +157,19 @@ impl Paths {
         self.log_dir().join("helpers.log")
     }
 
-    /// The state directories, each named as errors name it.
-    fn state_dirs(&self) -> [(PathBuf, &'static str); 3] {
-        [
-            (self.home.clone(), "BERTH_HOME"),
-            (self.run_dir(), "the run directory"),
-            (self.log_dir(), "the log directory"),
-        ]
+    /// The state directories, outermost first, each named as errors name it.
+    fn state_dirs(&self) -> Vec<(PathBuf, &'static str)> {
+        let mut dirs = Vec::new();
+        if self.profile.is_some() {
+            dirs.push((self.root.clone(), "BERTH_HOME"));
+            dirs.push((self.profiles_dir(), "the profiles directory"));
+            dirs.push((self.home.clone(), "the profile's home"));
+        } else {
+            dirs.push((self.home.clone(), "BERTH_HOME"));
+        }
+        dirs.push((self.run_dir(), "the run directory"));
+        dirs.push((self.log_dir(), "the log directory"));
+        dirs
     }
 
     /// Creates the state directories, private to the user (see private_fs):
@@ -136,6 +193,49 @@ impl Paths {
     }
 }
 
+/// How to get the missing parts, for the way this `berth` was installed:
+/// someone who installed the package has no checkout to run setup.sh in.
+pub fn install_hint() -> String {
+    install_hint_for(std::env::current_exe().ok().as_deref())
+}
+
+fn install_hint_for(exe: Option<&Path>) -> String {
+    let packaged = exe.is_some_and(|exe| exe.starts_with("/usr/bin") || exe.starts_with("/usr/local/bin"));
+    if packaged {
+        "reinstall the Berth package (`sudo apt-get install --reinstall berth`), which puts them in /usr/lib/berth, \
+         or point BERTH_ASSETS at a directory that has them"
+            .into()
+    } else {
+        "install the Berth package (packaging/deb/build.sh builds it; it puts them in /usr/lib/berth), or, from a \
+         source checkout, run `packaging/setup.sh` (it installs them in ~/.local/share/berth), or point BERTH_ASSETS \
+         at a directory that has them"
+            .into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_packaged_berth_is_told_to_reinstall_the_package_not_to_run_setup() {
+        let packaged = install_hint_for(Some(Path::new("/usr/bin/berth")));
+        assert!(packaged.contains("apt-get install --reinstall berth") && !packaged.contains("setup.sh"), "{packaged}");
+        let from_source = install_hint_for(Some(Path::new("/home/me/.local/bin/berth")));
+        assert!(from_source.contains("packaging/setup.sh") && from_source.contains("Berth package"), "{from_source}");
+    }
+
+    #[test]
+    fn profile_names_are_one_plain_directory() {
+        for good in ["work", "ci-2", "a_b", "0"] {
+            validate_profile_name(good).unwrap();
+        }
+        for bad in ["", "Work", "../x", "a/b", "-x", ".hidden", &"x".repeat(33)] {
+            assert!(validate_profile_name(bad).unwrap_err().to_string().contains("not valid"), "{bad:?}");
+        }
+    }
+}
+
 /// The files a VM boot needs that are not part of the `berth` binary.
 #[derive(Debug, Clone)]
 pub struct Assets {
@@ -150,6 +250,7 @@ impl Assets {
         }
         if let Some(prefix) = std::env::current_exe().ok().and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
         {
+            candidates.push(prefix.join("lib/berth"));
             candidates.push(prefix.join("share/berth"));
         }
         if let Some(dirs) = directories::BaseDirs::new() {
@@ -163,9 +264,9 @@ impl Assets {
         match candidates.iter().find(|dir| has_a_guest(dir)) {
             Some(dir) => Ok(Assets { dir: dir.clone() }),
             None => bail!(
-                "the Berth guest image (initramfs.cpio) was not found in any of: {}\n\
-                 build and install it with `packaging/setup.sh`, or point BERTH_ASSETS at its directory",
-                candidates.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+                "the Berth guest image (initramfs.cpio) was not found in any of: {}\n{}",
+                candidates.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+                install_hint()
             ),
         }
     }
@@ -174,10 +275,7 @@ impl Assets {
     /// (no decompression at boot), else `bzImage`.
     pub fn kernel(&self) -> Result<PathBuf> {
         ["vmlinux", "bzImage"].iter().map(|name| self.dir.join(name)).find(|p| p.is_file()).with_context(|| {
-            format!(
-                "no guest kernel (vmlinux or bzImage) in {}; build it with `packaging/setup.sh`",
-                self.dir.display()
-            )
+            format!("no guest kernel (vmlinux or bzImage) in {}\n{}", self.dir.display(), install_hint())
         })
     }
 
@@ -209,5 +307,10 @@ impl Assets {
             "`{name}` is needed to run the VM but was not found in {} or on PATH; {how_to_get}",
             bundled.parent().unwrap().display()
         )
+    }
+
+    /// The helper's path without an error: where it would be found, if anywhere.
+    pub fn find_helper(&self, name: &str) -> Option<PathBuf> {
+        self.helper(name, "").ok()
     }
 }

@@ -14,6 +14,7 @@ mod host_services;
 mod images;
 mod networks;
 mod ports;
+mod profiles;
 mod security;
 mod stalls;
 

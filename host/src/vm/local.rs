@@ -10,7 +10,6 @@ use anyhow::{bail, Context, Result};
 use tokio::process::{Child, Command};
 
 use super::owned::{spawn_owned, wait_for_socket};
-use super::qemu::SETUP_HINT;
 use super::{BoxFuture, GuestFacts, RunningVm, VmBackend, VmProcess, VmSpec};
 use crate::agent_client::{AgentEndpoint, GuestTransport, ReadyListener};
 
@@ -24,7 +23,7 @@ impl LocalBackend {
             bail!("the local backend runs the container engine on this host and needs root; use backend = \"vm\" otherwise");
         }
         let assets = crate::paths::Assets::locate()?;
-        Ok(LocalBackend { agent: assets.helper("berth-agent", SETUP_HINT)? })
+        Ok(LocalBackend { agent: assets.helper("berth-agent", &crate::paths::install_hint())? })
     }
 }
 

@@ -18,8 +18,6 @@ use super::{
 };
 use crate::agent_client::{AgentEndpoint, GuestTransport};
 
-pub const SETUP_HINT: &str = "install it with `packaging/setup.sh`";
-
 /// Hardware acceleration for the guest CPU, in QEMU's words (hvf and whpx
 /// are QEMU's accelerators on macOS and Windows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,12 +276,12 @@ impl QemuBackend {
         };
         let boot = QemuBoot { machine, accel, kernel, initramfs };
         let (program, package) = machine.program();
-        let qemu = assets.helper(program, &format!("install Debian's {package} (`packaging/setup.sh` does)"))?;
-        let virtiofsd = assets.helper("virtiofsd", SETUP_HINT)?;
+        let qemu = assets.helper(program, &format!("install Debian's {package} (`sudo apt-get install {package}`)"))?;
+        let virtiofsd = assets.helper("virtiofsd", &crate::paths::install_hint())?;
         let vsock_device = if Path::new("/dev/vhost-vsock").exists() {
             None
         } else {
-            Some(assets.helper("vhost-device-vsock", SETUP_HINT)?)
+            Some(assets.helper("vhost-device-vsock", &crate::paths::install_hint())?)
         };
         Ok(QemuBackend { boot, qemu, virtiofsd, vsock_device })
     }
