@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_agent_proto::boot::{BootParams, ShareAccess, ShareMount, StaticIpv4, GUEST_DATA_DIR};
+use berth_agent_proto::boot::{BootParams, Plan9Channel, ShareAccess, ShareMount, ShareTransport, StaticIpv4, GUEST_DATA_DIR};
 use berth_agent_proto::MountStatus;
 use berth_engine::service_addr;
 
@@ -201,7 +201,10 @@ pub fn mount_storage(
         // container's root can make one, see virtiofsd_args in the host's
         // qemu.rs) or a device node the host has there grants nothing here.
         let fstype = transport.fstype();
-        let result = mount_share(tag, guest_path, fstype, access);
+        let result = match transport {
+            ShareTransport::Virtiofs => mount_share(tag, guest_path, fstype, access),
+            ShareTransport::Plan9(channel) => mount_plan9(tag, guest_path, channel),
+        };
         mounts.push(status(tag, guest_path, fstype, result));
     }
     mounts
@@ -218,6 +221,38 @@ fn mount_share(tag: &str, guest_path: &str, fstype: &str, access: ShareAccess) -
         }
     }
     mount_fs(tag, guest_path, fstype, flags, None)
+}
+
+/// A 9P share: one vsock connection to the host per share, which the
+/// kernel's fd transport takes over (it holds its own reference, so ours is
+/// closed after the mount). One connection per share rather than one
+/// attach name per share on a single connection: a hung or dead file server
+/// then takes one share down, and on QEMU each share has a file server of
+/// its own confined to that share (host/src/vm/plan9.rs). The client leaves
+/// access checks to the guest (`access=client`, as virtio-fs's
+/// default_permissions): the server runs with the host user's rights.
+fn mount_plan9(tag: &str, guest_path: &str, channel: &Plan9Channel) -> io::Result<()> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, VsockAddr};
+    if channel.aname.contains(',') {
+        return Err(io::Error::other(format!("9p attach name {:?} has a comma", channel.aname)));
+    }
+    let fd = socket(AddressFamily::Vsock, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    let host = VsockAddr::new(libc::VMADDR_CID_HOST, channel.port);
+    // The vsock driver may still be starting under emulation.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while let Err(err) = connect(fd.as_raw_fd(), &host) {
+        if Instant::now() > deadline {
+            return Err(io::Error::other(format!("connecting to the host's 9p port {}: {err}", channel.port)));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let n = fd.as_raw_fd();
+    let data = format!(
+        "trans=fd,rfdno={n},wfdno={n},version=9p2000.L,msize=262144,cache=mmap,access=client,aname={}",
+        channel.aname
+    );
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount_fs(tag, guest_path, "9p", flags, Some(&data))
 }
 
 fn status(name: &str, path: &str, fstype: &str, result: io::Result<()>) -> MountStatus {
