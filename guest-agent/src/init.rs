@@ -172,10 +172,18 @@ pub fn configure_system(params: &BootParams) {
             tracing::warn!(%err, path, "could not write");
         }
     }
-    // Delegate every available controller to child cgroups, for the container engine.
-    if let Ok(controllers) = fs::read_to_string("/sys/fs/cgroup/cgroup.controllers") {
+    delegate_controllers(Path::new("/sys/fs/cgroup"));
+}
+
+/// Delegates every available controller of the cgroup at `root` to its
+/// child cgroups, for the container engine.
+pub fn delegate_controllers(root: &Path) {
+    if let Ok(controllers) = fs::read_to_string(root.join("cgroup.controllers")) {
         let enable: Vec<String> = controllers.split_whitespace().map(|c| format!("+{c}")).collect();
-        if let Err(err) = fs::write("/sys/fs/cgroup/cgroup.subtree_control", enable.join(" ")) {
+        if enable.is_empty() {
+            return;
+        }
+        if let Err(err) = fs::write(root.join("cgroup.subtree_control"), enable.join(" ")) {
             tracing::warn!(%err, "could not enable cgroup controllers");
         }
     }
@@ -228,9 +236,11 @@ fn mount_share(tag: &str, guest_path: &str, fstype: &str, access: ShareAccess) -
 /// closed after the mount). One connection per share rather than one
 /// attach name per share on a single connection: a hung or dead file server
 /// then takes one share down, and on QEMU each share has a file server of
-/// its own confined to that share (host/src/vm/plan9.rs). The client leaves
-/// access checks to the guest (`access=client`, as virtio-fs's
-/// default_permissions): the server runs with the host user's rights.
+/// its own confined to that share (host/src/vm/plan9.rs). Each guest user
+/// attaches as its own uid (`access=user`), which the server takes on for
+/// its requests: with a root server the VM's ids are the host's, as with
+/// virtiofsd run as root. The mount's own attach names no uid, so it names
+/// `root` (the one name diod knows without a user database).
 fn mount_plan9(tag: &str, guest_path: &str, channel: &Plan9Channel) -> io::Result<()> {
     use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, VsockAddr};
     if channel.aname.contains(',') {
@@ -248,7 +258,7 @@ fn mount_plan9(tag: &str, guest_path: &str, channel: &Plan9Channel) -> io::Resul
     }
     let n = fd.as_raw_fd();
     let data = format!(
-        "trans=fd,rfdno={n},wfdno={n},version=9p2000.L,msize=262144,cache=mmap,access=client,aname={}",
+        "trans=fd,rfdno={n},wfdno={n},version=9p2000.L,msize=262144,cache=mmap,access=user,uname=root,aname={}",
         channel.aname
     );
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;

@@ -13,6 +13,7 @@ mod host_integration;
 mod host_services;
 mod images;
 mod networks;
+mod plan9;
 mod ports;
 mod security;
 mod stalls;
