@@ -17,6 +17,7 @@ mod plan9;
 mod ports;
 mod security;
 mod stalls;
+mod wsl_rootfs;
 
 use std::io::Write;
 use std::process::Stdio;
