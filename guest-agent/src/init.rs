@@ -12,7 +12,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_agent_proto::boot::{BootParams, Plan9Channel, ShareAccess, ShareMount, ShareTransport, StaticIpv4, GUEST_DATA_DIR};
+use berth_agent_proto::boot::{
+    BootParams, Plan9Channel, ShareAccess, ShareMount, ShareTransport, StaticIpv4, GUEST_DATA_DIR,
+};
 use berth_agent_proto::MountStatus;
 use berth_engine::service_addr;
 

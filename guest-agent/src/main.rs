@@ -177,7 +177,9 @@ fn main() {
         init_logging(&std::env::var("BERTH_AGENT_LOG").unwrap_or_else(|_| "info".into()));
         if service {
             match service_mode::prepare(&data_dir) {
-                Ok(cgroup) => tracing::info!(cgroup = %cgroup.display(), data = %data_dir.display(), "prepared as a service"),
+                Ok(cgroup) => {
+                    tracing::info!(cgroup = %cgroup.display(), data = %data_dir.display(), "prepared as a service")
+                }
                 Err(err) => tracing::error!(%err, "preparing the service failed; containers may not start"),
             }
         }

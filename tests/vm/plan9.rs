@@ -18,14 +18,24 @@ fn a_container_reads_and_writes_a_host_directory_over_9p() {
     berth.start();
     let mounts = berth.ok(&["shell", "--", "cat", "/proc/mounts"]);
     let share_path = berth.share.path().display().to_string().replace(' ', "\\040");
-    let line = mounts.lines().find(|l| l.contains(&share_path)).unwrap_or_else(|| panic!("share not mounted: {mounts}"));
+    let line =
+        mounts.lines().find(|l| l.contains(&share_path)).unwrap_or_else(|| panic!("share not mounted: {mounts}"));
     assert!(line.contains(" 9p ") && line.contains("trans=fd"), "not a 9p mount over fd: {line}");
 
     harness::load_busybox(&berth);
     let bind = format!("{}:/work", dir.display());
     let out = harness::docker(
         &berth,
-        &["run", "--rm", "-v", &bind, "busybox", "sh", "-c", "cat /work/from-host.txt && echo from the container > /work/new.txt"],
+        &[
+            "run",
+            "--rm",
+            "-v",
+            &bind,
+            "busybox",
+            "sh",
+            "-c",
+            "cat /work/from-host.txt && echo from the container > /work/new.txt",
+        ],
     );
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "written on the host\n");

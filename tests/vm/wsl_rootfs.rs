@@ -48,7 +48,8 @@ fn the_wsl_rootfs_holds_the_agent_its_tools_and_a_wsl_conf_that_starts_it() {
         let mut entry = entry.unwrap();
         let path = entry.path().unwrap().to_string_lossy().trim_start_matches("./").trim_end_matches('/').to_string();
         let header = entry.header();
-        let value = (header.mode().unwrap() & 0o7777, (header.uid().unwrap(), header.gid().unwrap()), header.entry_type());
+        let value =
+            (header.mode().unwrap() & 0o7777, (header.uid().unwrap(), header.gid().unwrap()), header.entry_type());
         if path == "etc/wsl.conf" {
             entry.read_to_string(&mut wsl_conf).unwrap();
         }

@@ -325,7 +325,8 @@ mod tests {
             }]
         );
 
-        let over_9p = GuestFacts { share_transport: Some(SharesVia::Plan9PortPerShare { first_port: 5640 }), ..facts.clone() };
+        let over_9p =
+            GuestFacts { share_transport: Some(SharesVia::Plan9PortPerShare { first_port: 5640 }), ..facts.clone() };
         assert_eq!(
             boot_params(&spec(), &over_9p).shares[0].transport,
             ShareTransport::Plan9(Plan9Channel { port: 5640, aname: "/home/me".into() })

@@ -61,8 +61,7 @@ impl Plan9Server {
             let listener = crate::platform::bind_private_socket(&socket)
                 .with_context(|| format!("listening on {}", socket.display()))?;
             server.sockets.push(socket);
-            let serving =
-                Arc::new(ShareServer {
+            let serving = Arc::new(ShareServer {
                 share: share.clone(),
                 diod: diod.to_path_buf(),
                 sandbox: Arc::new(sandbox),

@@ -28,9 +28,16 @@ const SYSTEM_DIRS: [&str; 5] = ["/usr", "/lib", "/lib64", "/bin", "/sbin"];
 
 enum Step {
     Mkdir(CString),
-    Symlink { target: CString, link: CString },
+    Symlink {
+        target: CString,
+        link: CString,
+    },
     /// Bind `source` at `target`, read-only unless `writable`.
-    Bind { source: CString, target: CString, writable: bool },
+    Bind {
+        source: CString,
+        target: CString,
+        writable: bool,
+    },
 }
 
 /// The namespace a share's server is started in, prepared in the daemon.
@@ -61,10 +68,8 @@ impl Sandbox {
         let mut steps = Vec::new();
         for dir in SYSTEM_DIRS.map(Path::new) {
             match std::fs::symlink_metadata(dir) {
-                Ok(meta) if meta.file_type().is_symlink() => steps.push(Step::Symlink {
-                    target: cstring(&std::fs::read_link(dir)?)?,
-                    link: cstring(&inside(dir))?,
-                }),
+                Ok(meta) if meta.file_type().is_symlink() => steps
+                    .push(Step::Symlink { target: cstring(&std::fs::read_link(dir)?)?, link: cstring(&inside(dir))? }),
                 Ok(meta) if meta.is_dir() => {
                     steps.push(Step::Mkdir(cstring(&inside(dir))?));
                     steps.push(Step::Bind { source: cstring(dir)?, target: cstring(&inside(dir))?, writable: false });

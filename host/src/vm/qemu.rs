@@ -337,7 +337,8 @@ impl VmBackend for QemuBackend {
                     bail!("9p shares need hybrid vsock (vhost-device-vsock); this host has /dev/vhost-vsock");
                 };
                 let diod = super::plan9::locate_diod()?;
-                let server = super::plan9::Plan9Server::start(&spec.shares, agent_socket, &diod, &spec.run_dir, helper_log)?;
+                let server =
+                    super::plan9::Plan9Server::start(&spec.shares, agent_socket, &diod, &spec.run_dir, helper_log)?;
                 vm.plan9 = Some(server);
             }
 
