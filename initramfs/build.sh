@@ -10,8 +10,9 @@
 #
 # --wsl packs the same userland as a root filesystem tarball for
 # `wsl --import` (initramfs/wsl-rootfs.sh): there /init is Microsoft's, so
-# the agent is /usr/local/bin/berth-agent, started by /etc/wsl.conf's boot
-# command as a service (`--service`), and the output is a tar.
+# the agent is /usr/bin/berth-agent (host/src/vm/wsl/plan.rs starts it as a
+# service, `--service`), /etc/wsl.conf sets the distro up, and the output
+# is a tar.
 #
 # ARCH defaults to the host's; for another one (aarch64) the userland comes
 # from that architecture's Debian packages, unpacked by foreign-sysroot.sh,
@@ -89,7 +90,7 @@ trap 'rm -rf "$stage"' EXIT
 cd "$stage"
 mkdir -p bin sbin usr/bin usr/sbin etc root proc sys dev run tmp var/lib/berth lib lib64
 agent_path=init
-[ "$wsl" = 0 ] || agent_path=usr/local/bin/berth-agent
+[ "$wsl" = 0 ] || agent_path=usr/bin/berth-agent
 mkdir -p "$(dirname "$agent_path")"
 install -m 0755 "$agent" "$agent_path"
 # Symbols stay in the build's copy; the VM's (copied to a tmpfs at every
@@ -157,16 +158,15 @@ printf '/bin/sh\n' > etc/shells
 chmod 0700 root
 chmod 1777 tmp
 if [ "$wsl" = 1 ]; then
-  # WSL's init runs the boot command as root with /bin/sh and goes on; the
-  # agent serves the host on vsock port 1024 (hvsock from Windows), keeps
-  # the engine's state on the distro's disk, and mounts the cgroup v2
-  # hierarchy if WSL left none. No systemd; Windows drives at /mnt/<letter>
-  # with Linux metadata, where Docker Desktop's paths put them.
-  mkdir -p var/log
+  # No boot command: the agent's key is made by the daemon at each start,
+  # so the daemon starts the agent (`wsl.exe --exec`, the key through
+  # WSLENV); a boot command's agent would have no key, refuse everyone and
+  # hold port 1024. No systemd (WSL's init reaps; the agent mounts cgroup
+  # v2 itself); Windows drives at /mnt/<letter> with Linux metadata, where
+  # Docker Desktop's paths put them.
   cat > etc/wsl.conf <<'WSL'
 [boot]
 systemd = false
-command = /usr/local/bin/berth-agent --service --vsock-port 1024 --data-dir /var/lib/berth >>/var/log/berth-agent.log 2>&1 &
 
 [automount]
 enabled = true

@@ -2,8 +2,8 @@
 # The WSL 2 root filesystem: Berth's guest userland (the agent, busybox,
 # mke2fs, nft, tini, CA certificates; the initramfs's own list, build.sh)
 # as the tarball that `wsl --import berth <dir> berth-wsl-rootfs.tar
-# --version 2` registers as the `berth` distro, with /etc/wsl.conf starting
-# the agent as a service.
+# --version 2` registers as the `berth` distro; the daemon starts the agent
+# in it as a service (host/src/vm/wsl/plan.rs).
 #
 #   initramfs/wsl-rootfs.sh AGENT_BINARY [OUTPUT]   (default: berth-wsl-rootfs.tar)
 set -euo pipefail

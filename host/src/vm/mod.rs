@@ -76,6 +76,9 @@ pub enum SharesVia {
     /// 9P on vsock: share `i` on the host's port `first_port + i`, with a
     /// file server of its own that knows it by its host path (plan9.rs).
     Plan9PortPerShare { first_port: u32 },
+    /// 9P on vsock: every share on the host's `port`, attached by its tag
+    /// (HCS's Plan 9 server, whose shares' AccessName is the tag).
+    Plan9AttachByTag { port: u32 },
 }
 
 impl SharesVia {
@@ -87,6 +90,9 @@ impl SharesVia {
                 port: first_port + index as u32,
                 aname: share.host_path.display().to_string(),
             }),
+            SharesVia::Plan9AttachByTag { port } => {
+                ShareTransport::Plan9(Plan9Channel { port, aname: share.tag.clone() })
+            }
         }
     }
 }
