@@ -78,6 +78,8 @@ pub enum SharesVia {
     Plan9PortPerShare { first_port: u32 },
     /// 9P on vsock: every share on the host's `port`, attached by its tag
     /// (HCS's Plan 9 server, whose shares' AccessName is the tag).
+    // Constructed by the HCS backend, which is built for Windows only.
+    #[cfg_attr(not(windows), allow(dead_code))]
     Plan9AttachByTag { port: u32 },
 }
 
@@ -336,6 +338,11 @@ mod tests {
         assert_eq!(
             boot_params(&spec(), &over_9p).shares[0].transport,
             ShareTransport::Plan9(Plan9Channel { port: 5640, aname: "/home/me".into() })
+        );
+        let hcs = GuestFacts { share_transport: Some(SharesVia::Plan9AttachByTag { port: 564 }), ..facts.clone() };
+        assert_eq!(
+            boot_params(&spec(), &hcs).shares[0].transport,
+            ShareTransport::Plan9(Plan9Channel { port: 564, aname: "share0".into() })
         );
 
         let bare = GuestFacts { share_transport: None, data_disk: None, network: None, ..facts };
