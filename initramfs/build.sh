@@ -6,7 +6,13 @@
 # /usr/libexec/berth/docker-init for `docker run --init` (Docker's own
 # docker-init is tini too).
 #
-#   initramfs/build.sh [--arch ARCH] AGENT_BINARY OUTPUT.cpio
+#   initramfs/build.sh [--arch ARCH] [--wsl] AGENT_BINARY OUTPUT
+#
+# --wsl packs the same userland as a root filesystem tarball for
+# `wsl --import` (initramfs/wsl-rootfs.sh): there /init is Microsoft's, so
+# the agent is /usr/bin/berth-agent (host/src/vm/wsl/plan.rs starts it as a
+# service, `--service`), /etc/wsl.conf sets the distro up, and the output
+# is a tar.
 #
 # ARCH defaults to the host's; for another one (aarch64) the userland comes
 # from that architecture's Debian packages, unpacked by foreign-sysroot.sh,
@@ -19,8 +25,10 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 arch=$(uname -m)
 if [ "${1:-}" = --arch ]; then arch=${2:?--arch needs an architecture}; shift 2; fi
-agent=${1:?usage: build.sh [--arch ARCH] AGENT_BINARY OUTPUT.cpio}
-out=${2:?usage: build.sh [--arch ARCH] AGENT_BINARY OUTPUT.cpio}
+wsl=0
+if [ "${1:-}" = --wsl ]; then wsl=1; shift; fi
+agent=${1:?usage: build.sh [--arch ARCH] [--wsl] AGENT_BINARY OUTPUT}
+out=${2:?usage: build.sh [--arch ARCH] [--wsl] AGENT_BINARY OUTPUT}
 agent=$(realpath "$agent")
 out=$(realpath -m "$out")
 if [ "$arch" = "$(uname -m)" ]; then
@@ -81,10 +89,13 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 cd "$stage"
 mkdir -p bin sbin usr/bin usr/sbin etc root proc sys dev run tmp var/lib/berth lib lib64
-install -m 0755 "$agent" init
+agent_path=init
+[ "$wsl" = 0 ] || agent_path=usr/bin/berth-agent
+mkdir -p "$(dirname "$agent_path")"
+install -m 0755 "$agent" "$agent_path"
 # Symbols stay in the build's copy; the VM's (copied to a tmpfs at every
 # boot, under TCG) is 2.4 MB smaller without them.
-"${tools}strip" --strip-all init
+"${tools}strip" --strip-all "$agent_path"
 install -m 0755 "$busybox" bin/busybox
 "$applets_of" --list-full | while read -r applet; do
   case "$applet" in linuxrc|sbin/init|"") continue ;; esac
@@ -146,9 +157,44 @@ printf 'berth\n' > etc/hostname
 printf '/bin/sh\n' > etc/shells
 chmod 0700 root
 chmod 1777 tmp
+if [ "$wsl" = 1 ]; then
+  # No boot command: the agent's key is made by the daemon at each start,
+  # so the daemon starts the agent (`wsl.exe --exec`, the key through
+  # WSLENV); a boot command's agent would have no key, refuse everyone and
+  # hold port 1024. No systemd (WSL's init reaps; the agent mounts cgroup
+  # v2 itself); Windows drives at /mnt/<letter> with Linux metadata, where
+  # Docker Desktop's paths put them.
+  cat > etc/wsl.conf <<'WSL'
+[boot]
+systemd = false
+
+[automount]
+enabled = true
+root = /mnt/
+options = "metadata"
+mountFsTab = false
+
+[network]
+hostname = berth
+generateHosts = true
+generateResolvConf = true
+
+[interop]
+enabled = false
+appendWindowsPath = false
+
+[user]
+default = root
+WSL
+  chmod 0644 etc/wsl.conf
+fi
 
 find . -exec touch -h -d @0 {} +
 mkdir -p "$(dirname "$out")"
-find . -mindepth 1 -printf '%P\n' | LC_ALL=C sort | cpio --quiet -o -H newc --reproducible -R 0:0 > "$out.tmp"
+if [ "$wsl" = 1 ]; then
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$out.tmp" .
+else
+  find . -mindepth 1 -printf '%P\n' | LC_ALL=C sort | cpio --quiet -o -H newc --reproducible -R 0:0 > "$out.tmp"
+fi
 mv "$out.tmp" "$out"
 echo "initramfs: $(du -h "$out" | cut -f1) -> $out" >&2

@@ -37,6 +37,7 @@ apt_pkgs=(
   nftables                            # the VM's firewall and NAT (nft rides in the initramfs)
   iperf3                              # the networking benchmark
   libcap-ng-dev libseccomp-dev pkg-config  # virtiofsd build
+  diod                                # the 9P file server of [vm] share-transport = "9p"
   protobuf-compiler musl-tools        # agent protocol, static agent
   curl ca-certificates
   python3 util-linux                  # test image builder (tests/images), script(1) for tty tests

@@ -12,7 +12,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_agent_proto::boot::{BootParams, ShareAccess, ShareMount, StaticIpv4, GUEST_DATA_DIR};
+use berth_agent_proto::boot::{
+    BootParams, Plan9Channel, ShareAccess, ShareMount, ShareTransport, StaticIpv4, GUEST_DATA_DIR,
+};
 use berth_agent_proto::MountStatus;
 use berth_engine::service_addr;
 
@@ -172,10 +174,18 @@ pub fn configure_system(params: &BootParams) {
             tracing::warn!(%err, path, "could not write");
         }
     }
-    // Delegate every available controller to child cgroups, for the container engine.
-    if let Ok(controllers) = fs::read_to_string("/sys/fs/cgroup/cgroup.controllers") {
+    delegate_controllers(Path::new("/sys/fs/cgroup"));
+}
+
+/// Delegates every available controller of the cgroup at `root` to its
+/// child cgroups, for the container engine.
+pub fn delegate_controllers(root: &Path) {
+    if let Ok(controllers) = fs::read_to_string(root.join("cgroup.controllers")) {
         let enable: Vec<String> = controllers.split_whitespace().map(|c| format!("+{c}")).collect();
-        if let Err(err) = fs::write("/sys/fs/cgroup/cgroup.subtree_control", enable.join(" ")) {
+        if enable.is_empty() {
+            return;
+        }
+        if let Err(err) = fs::write(root.join("cgroup.subtree_control"), enable.join(" ")) {
             tracing::warn!(%err, "could not enable cgroup controllers");
         }
     }
@@ -201,7 +211,10 @@ pub fn mount_storage(
         // container's root can make one, see virtiofsd_args in the host's
         // qemu.rs) or a device node the host has there grants nothing here.
         let fstype = transport.fstype();
-        let result = mount_share(tag, guest_path, fstype, access);
+        let result = match transport {
+            ShareTransport::Virtiofs => mount_share(tag, guest_path, fstype, access),
+            ShareTransport::Plan9(channel) => mount_plan9(tag, guest_path, channel),
+        };
         mounts.push(status(tag, guest_path, fstype, result));
     }
     mounts
@@ -218,6 +231,40 @@ fn mount_share(tag: &str, guest_path: &str, fstype: &str, access: ShareAccess) -
         }
     }
     mount_fs(tag, guest_path, fstype, flags, None)
+}
+
+/// A 9P share: one vsock connection to the host per share, which the
+/// kernel's fd transport takes over (it holds its own reference, so ours is
+/// closed after the mount). One connection per share rather than one
+/// attach name per share on a single connection: a hung or dead file server
+/// then takes one share down, and on QEMU each share has a file server of
+/// its own confined to that share (host/src/vm/plan9.rs). Each guest user
+/// attaches as its own uid (`access=user`), which the server takes on for
+/// its requests: with a root server the VM's ids are the host's, as with
+/// virtiofsd run as root. The mount's own attach names no uid, so it names
+/// `root` (the one name diod knows without a user database).
+fn mount_plan9(tag: &str, guest_path: &str, channel: &Plan9Channel) -> io::Result<()> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, VsockAddr};
+    if channel.aname.contains(',') {
+        return Err(io::Error::other(format!("9p attach name {:?} has a comma", channel.aname)));
+    }
+    let fd = socket(AddressFamily::Vsock, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    let host = VsockAddr::new(libc::VMADDR_CID_HOST, channel.port);
+    // The vsock driver may still be starting under emulation.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while let Err(err) = connect(fd.as_raw_fd(), &host) {
+        if Instant::now() > deadline {
+            return Err(io::Error::other(format!("connecting to the host's 9p port {}: {err}", channel.port)));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let n = fd.as_raw_fd();
+    let data = format!(
+        "trans=fd,rfdno={n},wfdno={n},version=9p2000.L,msize=262144,cache=mmap,access=user,uname=root,aname={}",
+        channel.aname
+    );
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount_fs(tag, guest_path, "9p", flags, Some(&data))
 }
 
 fn status(name: &str, path: &str, fstype: &str, result: io::Result<()>) -> MountStatus {

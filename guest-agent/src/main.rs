@@ -21,6 +21,7 @@ mod panics;
 mod ports;
 mod reaper;
 mod service;
+mod service_mode;
 mod service_net;
 mod share_changes;
 mod sysinfo;
@@ -45,11 +46,13 @@ struct Args {
     listen: Listen,
     /// Where the engine keeps its state (the data disk in the VM).
     data_dir: PathBuf,
+    /// Run as a service under another init (service_mode.rs).
+    service: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: berth-agent [--vsock-port PORT | --unix PATH] [--data-dir DIR]\n  (as PID 1 it initialises the VM and listens on vsock port {AGENT_VSOCK_PORT})"
+        "usage: berth-agent [--vsock-port PORT | --unix PATH] [--data-dir DIR] [--service]\n  (as PID 1 it initialises the VM and listens on vsock port {AGENT_VSOCK_PORT};\n  --service: under another init, as in WSL)"
     );
     std::process::exit(2)
 }
@@ -59,6 +62,7 @@ fn parse_args() -> Args {
     let mut parsed = Args {
         listen: Listen::Vsock(AGENT_VSOCK_PORT),
         data_dir: PathBuf::from(berth_agent_proto::boot::GUEST_DATA_DIR),
+        service: false,
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -67,6 +71,7 @@ fn parse_args() -> Args {
             }
             "--unix" => parsed.listen = Listen::Unix(args.next().map(PathBuf::from).unwrap_or_else(|| usage())),
             "--data-dir" => parsed.data_dir = args.next().map(PathBuf::from).unwrap_or_else(|| usage()),
+            "--service" => parsed.service = true,
             "--version" => {
                 println!("berth-agent {}", service::AGENT_VERSION);
                 std::process::exit(0)
@@ -117,7 +122,7 @@ fn main() {
             }
         }
     }
-    let Args { listen, data_dir } = parse_args();
+    let Args { listen, data_dir, service } = parse_args();
     let is_init = std::process::id() == 1;
     // First of all: nothing started later may find the key where it was.
     let key = admission::take_key(is_init);
@@ -170,6 +175,14 @@ fn main() {
         }));
     } else {
         init_logging(&std::env::var("BERTH_AGENT_LOG").unwrap_or_else(|_| "info".into()));
+        if service {
+            match service_mode::prepare(&data_dir) {
+                Ok(cgroup) => {
+                    tracing::info!(cgroup = %cgroup.display(), data = %data_dir.display(), "prepared as a service")
+                }
+                Err(err) => tracing::error!(%err, "preparing the service failed; containers may not start"),
+            }
+        }
         let _ = mounts.set(Vec::new());
         // Orphans of the processes we run come back to us, to be reaped.
         // SAFETY: prctl with integer arguments only.

@@ -10,6 +10,7 @@
 //! shares = ["~", "/srv/data"]   # host directories, mounted at the same path in the VM
 //!                               # (default: the home directory and the temp dirs)
 //! arch = "aarch64"              # the guest's CPU (default: the host's); another one is emulated
+//! share-transport = "9p"        # shares over 9P on vsock (as on Hyper-V) instead of virtio-fs
 //!
 //! [api]
 //! tcp = "127.0.0.1:2375"        # also serve the Docker API here: no authentication, no TLS
@@ -25,7 +26,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::vm::arch::GuestArch;
-use crate::vm::BackendKind;
+use crate::vm::{BackendKind, ShareProtocol};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,6 +63,7 @@ struct VmSection {
     disk_gib: Option<u64>,
     shares: Option<Vec<String>>,
     arch: Option<GuestArch>,
+    share_transport: Option<ShareProtocol>,
 }
 
 /// The effective settings, defaults applied and validated.
@@ -76,6 +78,8 @@ pub struct Config {
     pub shares: Vec<PathBuf>,
     /// The guest's CPU architecture.
     pub arch: GuestArch,
+    /// The protocol the shares reach the VM with.
+    pub share_protocol: ShareProtocol,
     /// Docker Hub mirrors (URLs), tried before Docker Hub itself.
     pub registry_mirrors: Vec<String>,
     /// `host:port` registries spoken to over plain HTTP.
@@ -148,7 +152,18 @@ impl Config {
             None => None,
         };
         let arch = vm.arch.unwrap_or_else(GuestArch::default_for_host);
-        Ok(Config { backend, cpus, memory_mib, disk_gib, shares, arch, registry_mirrors, insecure_registries, api_tcp })
+        Ok(Config {
+            backend,
+            cpus,
+            memory_mib,
+            disk_gib,
+            shares,
+            arch,
+            share_protocol: vm.share_transport.unwrap_or_default(),
+            registry_mirrors,
+            insecure_registries,
+            api_tcp,
+        })
     }
 }
 
@@ -239,6 +254,7 @@ mod tests {
         std::fs::create_dir(h.path().join("src")).unwrap();
         let text =
             "backend = \"local\"\n[vm]\ncpus = 3\nmemory-mib = 1024\ndisk-gib = 8\nshares = [\"~/src\", \"/tmp\"]\narch = \"aarch64\"\n\
+             share-transport = \"9p\"\n\
              [engine]\nregistry-mirrors = [\"http://host.docker.internal:5000\"]\ninsecure-registries = [\"host.docker.internal:5000\"]\n\
              [api]\ntcp = \"127.0.0.1:2375\"\n";
         let config = Config::parse(text, Some(h.path())).unwrap();
@@ -251,6 +267,7 @@ mod tests {
                 disk_gib: 8,
                 shares: vec![h.path().join("src"), PathBuf::from("/tmp")],
                 arch: GuestArch::Aarch64,
+                share_protocol: ShareProtocol::Plan9,
                 registry_mirrors: vec!["http://host.docker.internal:5000".into()],
                 insecure_registries: vec!["host.docker.internal:5000".into()],
                 api_tcp: Some("127.0.0.1:2375".parse().unwrap()),
@@ -281,6 +298,7 @@ mod tests {
         assert!(err("[vm]\ncpus = \"two\"\n").contains("cpus"));
         assert!(err("[vm]\narch = \"arm64\"\n").contains("unknown variant `arm64`, expected `x86_64` or `aarch64`"));
         assert!(err("[vm]\nmemory-mib = 16\n").contains("vm.memory-mib"));
+        assert!(err("[vm]\nshare-transport = \"smb\"\n").contains("unknown variant `smb`, expected `virtiofs` or `9p`"));
         assert!(err("[vm]\ndisk-gib = 0\n").contains("vm.disk-gib"));
         assert!(err("[vm]\nshares = [\"relative\"]\n").contains("vm.shares"));
         assert!(err("[vm]\nshares = [\"/no/such/dir\"]\n").contains("not an existing directory"));

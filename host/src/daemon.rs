@@ -278,6 +278,7 @@ async fn boot(paths: &Paths) -> Result<Booted> {
             .enumerate()
             .map(|(i, path)| Share { tag: format!("share{i}"), host_path: path.clone(), guest_path: path.clone() })
             .collect(),
+        share_protocol: config.share_protocol,
         run_dir: paths.run_dir(),
         console_log: paths.console_log(),
         agent_log: paths.agent_log(),

@@ -13,10 +13,12 @@ mod host_integration;
 mod host_services;
 mod images;
 mod networks;
+mod plan9;
 mod ports;
 mod profiles;
 mod security;
 mod stalls;
+mod wsl_rootfs;
 
 use std::io::Write;
 use std::process::Stdio;

@@ -70,25 +70,56 @@ pub enum ShareAccess {
 }
 
 /// How a shared directory reaches the guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ShareTransport {
     /// One virtio-fs device per share (QEMU with virtiofsd, Virtualization.framework).
     #[default]
     Virtiofs,
+    /// 9P2000.L on a vsock stream: the guest dials the host (CID 2) and
+    /// mounts the connection with the kernel's fd transport (what Hyper-V's
+    /// Plan 9 shares and WSL's drvfs speak; QEMU's hybrid vsock carries it
+    /// to a file server on the host).
+    Plan9(Plan9Channel),
+}
+
+/// Where a 9P share's file server answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan9Channel {
+    /// The host's vsock port.
+    pub port: u32,
+    /// What the guest attaches to (`aname`): the server's name for the share.
+    pub aname: String,
 }
 
 impl ShareTransport {
     /// The filesystem type the guest mounts the share with.
-    pub fn fstype(self) -> &'static str {
+    pub fn fstype(&self) -> &'static str {
         match self {
             ShareTransport::Virtiofs => "virtiofs",
+            ShareTransport::Plan9(_) => "9p",
         }
     }
 
-    fn parse(name: &str) -> Option<ShareTransport> {
-        match name {
-            "virtiofs" => Some(ShareTransport::Virtiofs),
-            _ => None,
+    /// The fields after `TAG,PATH` (none for the default transport: older
+    /// hosts wrote two fields).
+    fn encode(&self) -> String {
+        match self {
+            ShareTransport::Virtiofs => String::new(),
+            ShareTransport::Plan9(Plan9Channel { port, aname }) => format!(",9p,{port},{}", percent_encode(aname)),
+        }
+    }
+
+    /// The transport named by the fields after `TAG,PATH`.
+    fn parse(fields: &[&str]) -> Result<ShareTransport, String> {
+        match fields {
+            [] | ["virtiofs"] => Ok(ShareTransport::Virtiofs),
+            ["9p", port, aname] => Ok(ShareTransport::Plan9(Plan9Channel {
+                port: port.parse().map_err(|_| format!("bad 9p port {port:?}"))?,
+                aname: percent_decode(aname).map_err(|e| e.0)?,
+            })),
+            ["9p", ..] => Err("a 9p share needs a port and an attach name".into()),
+            ["virtiofs", ..] => Err("too many fields".into()),
+            [name, ..] => Err(format!("unknown share transport {name:?}")),
         }
     }
 }
@@ -126,11 +157,12 @@ impl BootParams {
             words.push(format!("berth.disk={}", percent_encode(disk)));
         }
         for share in &self.shares {
-            // The transport is the default one when left out (older hosts wrote two fields).
-            let transport = match share.transport {
-                ShareTransport::Virtiofs => String::new(),
-            };
-            words.push(format!("berth.share={},{}{transport}", share.tag, percent_encode(&share.guest_path)));
+            words.push(format!(
+                "berth.share={},{}{}",
+                share.tag,
+                percent_encode(&share.guest_path),
+                share.transport.encode()
+            ));
         }
         if self.share_access == ShareAccess::Host {
             words.push("berth.shareaccess=host".into());
@@ -185,20 +217,16 @@ fn parse_net(value: &str) -> Option<StaticIpv4> {
     (net.prefix_len <= 32 && parts.next().is_none()).then_some(net)
 }
 
-/// `TAG,PATH[,TRANSPORT]`
+/// `TAG,PATH[,virtiofs]` or `TAG,PATH,9p,PORT,ANAME`
 fn parse_share(value: &str) -> Result<ShareMount, BootParamsError> {
-    let mut fields = value.split(',');
-    let (Some(tag), Some(path)) = (fields.next(), fields.next()) else {
+    let fields: Vec<&str> = value.split(',').collect();
+    let [tag, path, rest @ ..] = fields.as_slice() else {
         return Err(bad(format!("bad berth.share={value}")));
     };
-    let transport = match fields.next() {
-        None => ShareTransport::default(),
-        Some(name) => ShareTransport::parse(name)
-            .ok_or_else(|| bad(format!("unknown share transport {name:?} in berth.share={value}")))?,
-    };
-    if tag.is_empty() || fields.next().is_some() {
+    if tag.is_empty() {
         return Err(bad(format!("bad berth.share={value}")));
     }
+    let transport = ShareTransport::parse(rest).map_err(|why| bad(format!("{why} in berth.share={value}")))?;
     Ok(ShareMount { tag: tag.to_string(), guest_path: percent_decode(path)?, transport })
 }
 
@@ -255,6 +283,11 @@ mod tests {
                     transport: ShareTransport::Virtiofs,
                 },
                 ShareMount { tag: "share1".into(), guest_path: "/srv".into(), transport: ShareTransport::Virtiofs },
+                ShareMount {
+                    tag: "share2".into(),
+                    guest_path: "/mnt/c/Users/me".into(),
+                    transport: ShareTransport::Plan9(Plan9Channel { port: 564, aname: "C:\\Users\\me".into() }),
+                },
             ],
             share_access: ShareAccess::Host,
             log: Some("info,berth_engine=debug".into()),
@@ -278,7 +311,7 @@ mod tests {
             words,
             "berth.hostname=berth berth.net=10.0.2.15/24,10.0.2.2,10.0.2.3 berth.hostalias=10.0.2.2 \
              berth.disk=/dev/vda berth.share=share0,/home/a%20b%2Cc%25d/%C3%A9 berth.share=share1,/srv \
-             berth.shareaccess=host berth.log=info,berth_engine=debug"
+             berth.share=share2,/mnt/c/Users/me,9p,564,C:%5CUsers%5Cme berth.shareaccess=host berth.log=info,berth_engine=debug"
         );
     }
 
@@ -321,6 +354,13 @@ mod tests {
         let err = BootParams::parse("berth.share=t,/p,smb").unwrap_err();
         assert!(err.to_string().contains("unknown share transport \"smb\""), "{err}");
         assert!(BootParams::parse("berth.share=t,/p,virtiofs,x").is_err());
+        assert!(BootParams::parse("berth.share=t,/p,9p").is_err(), "a 9p share names its port");
+        assert!(BootParams::parse("berth.share=t,/p,9p,x,/p").is_err());
+        assert!(BootParams::parse("berth.share=t,/p,9p,1,/p,x").is_err());
+        assert_eq!(
+            BootParams::parse("berth.share=t,/p,9p,5640,/home/a%20b").unwrap().shares[0].transport,
+            ShareTransport::Plan9(Plan9Channel { port: 5640, aname: "/home/a b".into() })
+        );
         assert!(BootParams::parse("berth.share=,/p").is_err());
         assert_eq!(
             BootParams::parse("berth.share=t,/p,virtiofs").unwrap().shares[0].transport,

@@ -16,7 +16,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::agent_client::AgentEndpoint;
-pub use berth_agent_proto::boot::{BootParams, ShareAccess, ShareMount, ShareTransport, StaticIpv4};
+pub use berth_agent_proto::boot::{BootParams, Plan9Channel, ShareAccess, ShareMount, ShareTransport, StaticIpv4};
 
 pub mod arch;
 pub mod boot_key;
@@ -28,6 +28,10 @@ mod owned;
 // Plain code tested on Linux; only their Windows calls are Windows'.
 #[cfg(any(windows, test))]
 pub mod hcs;
+#[cfg(target_os = "linux")]
+pub mod plan9;
+#[cfg(target_os = "linux")]
+mod plan9_sandbox;
 #[cfg(target_os = "linux")]
 pub mod qemu;
 #[cfg(target_os = "linux")]
@@ -51,6 +55,50 @@ pub struct Share {
     pub guest_path: PathBuf,
 }
 
+/// Which protocol carries the shares, where the backend can choose
+/// (`[vm] share-transport` in config.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum ShareProtocol {
+    #[default]
+    #[serde(rename = "virtiofs")]
+    Virtiofs,
+    /// 9P2000.L on a vsock stream, as Hyper-V's Plan 9 shares; on QEMU,
+    /// a file server per share on the host end of the hybrid vsock.
+    #[serde(rename = "9p")]
+    Plan9,
+}
+
+/// How a backend's shares reach its guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharesVia {
+    /// One virtio-fs device per share.
+    Virtiofs,
+    /// 9P on vsock: share `i` on the host's port `first_port + i`, with a
+    /// file server of its own that knows it by its host path (plan9.rs).
+    Plan9PortPerShare { first_port: u32 },
+    /// 9P on vsock: every share on the host's `port`, attached by its tag
+    /// (HCS's Plan 9 server, whose shares' AccessName is the tag).
+    // Constructed by the HCS backend, which is built for Windows only.
+    #[cfg_attr(not(windows), allow(dead_code))]
+    Plan9AttachByTag { port: u32 },
+}
+
+impl SharesVia {
+    /// What the guest is told about share number `index`.
+    pub fn transport(self, index: usize, share: &Share) -> ShareTransport {
+        match self {
+            SharesVia::Virtiofs => ShareTransport::Virtiofs,
+            SharesVia::Plan9PortPerShare { first_port } => ShareTransport::Plan9(Plan9Channel {
+                port: first_port + index as u32,
+                aname: share.host_path.display().to_string(),
+            }),
+            SharesVia::Plan9AttachByTag { port } => {
+                ShareTransport::Plan9(Plan9Channel { port, aname: share.tag.clone() })
+            }
+        }
+    }
+}
+
 /// Everything a backend needs to boot a Berth VM.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
@@ -62,6 +110,8 @@ pub struct VmSpec {
     /// The size the data disk image is grown to.
     pub disk_gib: u64,
     pub shares: Vec<Share>,
+    /// The protocol asked for the shares (a backend that has one only ignores it).
+    pub share_protocol: ShareProtocol,
     /// Private directory for the VM's sockets.
     pub run_dir: PathBuf,
     /// Kernel console output.
@@ -89,7 +139,7 @@ pub struct GuestFacts {
     pub engine_data_dir: PathBuf,
     /// How [`VmSpec::shares`] reach the guest. None: the engine runs on this
     /// host and sees its whole filesystem, so any bind source works.
-    pub share_transport: Option<ShareTransport>,
+    pub share_transport: Option<SharesVia>,
     /// Who decides access to the shares' files: the file server runs as the
     /// daemon's user, so a non-root daemon's kernel decides as for that user.
     pub share_access: ShareAccess,
@@ -122,10 +172,15 @@ pub fn boot_params(spec: &VmSpec, facts: &GuestFacts) -> BootParams {
         host_alias: facts.network.map(|n| n.host_alias),
         disk: facts.data_disk.clone(),
         shares: match facts.share_transport {
-            Some(transport) => spec
+            Some(via) => spec
                 .shares
                 .iter()
-                .map(|s| ShareMount { tag: s.tag.clone(), guest_path: s.guest_path.display().to_string(), transport })
+                .enumerate()
+                .map(|(i, s)| ShareMount {
+                    tag: s.tag.clone(),
+                    guest_path: s.guest_path.display().to_string(),
+                    transport: via.transport(i, s),
+                })
                 .collect(),
             None => Vec::new(),
         },
@@ -226,6 +281,7 @@ pub fn test_spec() -> VmSpec {
         disk: "/h/disk.raw".into(),
         disk_gib: 1,
         shares: vec![Share { tag: "share0".into(), host_path: "/home/me".into(), guest_path: "/home/me".into() }],
+        share_protocol: ShareProtocol::Virtiofs,
         run_dir: "/h/run".into(),
         console_log: "/h/logs/console.log".into(),
         agent_log: "/h/logs/agent.log".into(),
@@ -255,7 +311,7 @@ mod tests {
         };
         let facts = GuestFacts {
             engine_data_dir: berth_agent_proto::boot::GUEST_DATA_DIR.into(),
-            share_transport: Some(ShareTransport::Virtiofs),
+            share_transport: Some(SharesVia::Virtiofs),
             data_disk: Some("/dev/sda".into()),
             network: Some(GuestNetwork { ipv4, host_alias: "192.168.64.1".parse().unwrap() }),
             share_access: ShareAccess::Host,
@@ -275,6 +331,18 @@ mod tests {
                 guest_path: "/home/me".into(),
                 transport: ShareTransport::Virtiofs
             }]
+        );
+
+        let over_9p =
+            GuestFacts { share_transport: Some(SharesVia::Plan9PortPerShare { first_port: 5640 }), ..facts.clone() };
+        assert_eq!(
+            boot_params(&spec(), &over_9p).shares[0].transport,
+            ShareTransport::Plan9(Plan9Channel { port: 5640, aname: "/home/me".into() })
+        );
+        let hcs = GuestFacts { share_transport: Some(SharesVia::Plan9AttachByTag { port: 564 }), ..facts.clone() };
+        assert_eq!(
+            boot_params(&spec(), &hcs).shares[0].transport,
+            ShareTransport::Plan9(Plan9Channel { port: 564, aname: "share0".into() })
         );
 
         let bare = GuestFacts { share_transport: None, data_disk: None, network: None, ..facts };

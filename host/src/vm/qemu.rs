@@ -13,8 +13,8 @@ use super::arch::GuestArch;
 use super::owned::{spawn_owned, wait_for_socket};
 use super::qemu_machine::{accel_for, cpu_args, Machine, PlannedDevice, VirtioDevice};
 use super::{
-    BoxFuture, GuestFacts, GuestNetwork, RunningVm, Share, ShareAccess, ShareTransport, StaticIpv4, VmBackend,
-    VmProcess, VmSpec,
+    BoxFuture, GuestFacts, GuestNetwork, RunningVm, Share, ShareAccess, ShareProtocol, SharesVia, StaticIpv4,
+    VmBackend, VmProcess, VmSpec,
 };
 use crate::agent_client::{AgentEndpoint, GuestTransport};
 
@@ -92,12 +92,15 @@ pub fn kvm_usable(dev_kvm_openable: bool, cpuinfo: &str, host: GuestArch) -> boo
 /// The guest QEMU boots: user-mode networking's fixed addresses (the guest
 /// is 10.0.2.15, the host's loopback appears as 10.0.2.2, its DNS relay is
 /// 10.0.2.3), the data disk as the first virtio-blk device, shares over
-/// virtio-fs, the engine on the data disk.
-pub fn guest_facts() -> GuestFacts {
+/// virtio-fs (or 9P on vsock, when asked), the engine on the data disk.
+pub fn guest_facts(shares: ShareProtocol) -> GuestFacts {
     let slirp = |last: u8| std::net::Ipv4Addr::new(10, 0, 2, last);
     GuestFacts {
         engine_data_dir: berth_agent_proto::boot::GUEST_DATA_DIR.into(),
-        share_transport: Some(ShareTransport::Virtiofs),
+        share_transport: Some(match shares {
+            ShareProtocol::Virtiofs => SharesVia::Virtiofs,
+            ShareProtocol::Plan9 => SharesVia::Plan9PortPerShare { first_port: super::plan9::FIRST_VSOCK_PORT },
+        }),
         // virtiofsd runs as the daemon's user (virtiofsd_args).
         share_access: if nix::unistd::geteuid().is_root() { ShareAccess::Guest } else { ShareAccess::Host },
         data_disk: Some("/dev/vda".into()),
@@ -133,7 +136,7 @@ pub enum VsockMode {
 #[derive(Debug, Clone)]
 pub struct SocketLayout {
     pub vsock: VsockMode,
-    /// (share, vhost-user socket of its virtiofsd)
+    /// (share, vhost-user socket of its virtiofsd); none when the shares go over 9P.
     pub shares: Vec<(Share, PathBuf)>,
 }
 
@@ -148,7 +151,13 @@ impl SocketLayout {
                 agent_socket: spec.run_dir.join("agent.vsock"),
             }
         };
-        let shares = spec.shares.iter().map(|s| (s.clone(), spec.run_dir.join(format!("fs-{}.sock", s.tag)))).collect();
+        let virtiofs = spec.share_protocol == ShareProtocol::Virtiofs;
+        let shares = spec
+            .shares
+            .iter()
+            .filter(|_| virtiofs)
+            .map(|s| (s.clone(), spec.run_dir.join(format!("fs-{}.sock", s.tag))))
+            .collect();
         SocketLayout { vsock, shares }
     }
 
@@ -167,7 +176,7 @@ impl SocketLayout {
 
 pub fn kernel_cmdline(spec: &VmSpec, machine: Machine, tsc_khz: Option<u64>) -> String {
     let mut args = machine.kernel_args(tsc_khz);
-    args.extend(super::boot_params(spec, &guest_facts()).encode());
+    args.extend(super::boot_params(spec, &guest_facts(spec.share_protocol)).encode());
     // For debugging boots, e.g. BERTH_KERNEL_ARGS=loglevel=7 (overrides `quiet`).
     if let Ok(extra) = std::env::var("BERTH_KERNEL_ARGS") {
         args.push(extra);
@@ -296,8 +305,8 @@ impl VmBackend for QemuBackend {
         self.boot.accel.name()
     }
 
-    fn facts(&self, _spec: &VmSpec) -> GuestFacts {
-        guest_facts()
+    fn facts(&self, spec: &VmSpec) -> GuestFacts {
+        guest_facts(spec.share_protocol)
     }
 
     fn start<'a>(&'a self, spec: &'a VmSpec) -> BoxFuture<'a, Result<Box<dyn RunningVm>>> {
@@ -317,9 +326,19 @@ impl VmBackend for QemuBackend {
                 layout: layout.clone(),
                 qemu_log: qemu_log.clone(),
                 ready: None,
+                plan9: None,
             };
             // Before the guest can possibly announce itself.
             vm.ready = vm.agent_endpoint().listen_for_ready().context("listening for the agent's readiness")?;
+            if spec.share_protocol == ShareProtocol::Plan9 && !spec.shares.is_empty() {
+                let VsockMode::Hybrid { agent_socket, .. } = &layout.vsock else {
+                    bail!("9p shares need hybrid vsock (vhost-device-vsock); this host has /dev/vhost-vsock");
+                };
+                let diod = super::plan9::locate_diod()?;
+                let server =
+                    super::plan9::Plan9Server::start(&spec.shares, agent_socket, &diod, &spec.run_dir, helper_log)?;
+                vm.plan9 = Some(server);
+            }
 
             // Helpers first, in parallel; QEMU connects to their sockets.
             for (share, socket) in &layout.shares {
@@ -380,6 +399,8 @@ struct QemuVm {
     layout: SocketLayout,
     qemu_log: PathBuf,
     ready: Option<crate::agent_client::ReadyListener>,
+    /// The 9P shares' listeners (stopped with the VM).
+    plan9: Option<super::plan9::Plan9Server>,
 }
 
 impl QemuVm {
@@ -399,6 +420,7 @@ impl QemuVm {
                 let _ = child.kill().await;
             }
         }
+        self.plan9 = None;
         for socket in &self.sockets {
             let _ = std::fs::remove_file(socket);
         }
@@ -631,6 +653,16 @@ mod tests {
     }
 
     #[test]
+    fn shares_over_9p_have_no_virtiofs_device_and_dial_their_port() {
+        let spec = VmSpec { share_protocol: ShareProtocol::Plan9, ..spec() };
+        let layout = SocketLayout::new(&spec, false);
+        let args = joined(&qemu_args(&spec, &boot(Accel::Tcg), &layout, None).unwrap());
+        assert!(!args.contains("vhost-user-fs") && !args.contains("fs-share0.sock"), "{args}");
+        let cmdline = kernel_cmdline(&spec, Machine::Microvm, None);
+        assert!(cmdline.contains("berth.share=share0,/home/me,9p,1040,/home/me"), "{cmdline}");
+    }
+
+    #[test]
     fn microvm_keeps_its_mmio_devices() {
         let spec = spec();
         let args = qemu_args(&spec, &boot(Accel::Tcg), &SocketLayout::new(&spec, true), None).unwrap();
@@ -664,7 +696,7 @@ mod tests {
         spec.shares[0].guest_path = "/home/a b,c".into();
         let cmdline = kernel_cmdline(&spec, Machine::Microvm, None);
         let params = berth_agent_proto::boot::BootParams::parse(&cmdline).unwrap();
-        assert_eq!(params, crate::vm::boot_params(&spec, &guest_facts()));
+        assert_eq!(params, crate::vm::boot_params(&spec, &guest_facts(spec.share_protocol)));
         assert_eq!(params.shares[0].guest_path, "/home/a b,c");
         for expected in [
             "berth.net=10.0.2.15/24,10.0.2.2,10.0.2.3",

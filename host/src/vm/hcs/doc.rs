@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::platform::api_address::PipeName;
 use crate::platform::hvsock_ids::vsock_service_name;
 use crate::platform::sddl::{hvsocket_descriptor, Sid};
-use crate::vm::{GuestFacts, GuestNetwork, ShareTransport, StaticIpv4, VmSpec};
+use crate::vm::{GuestFacts, GuestNetwork, SharesVia, StaticIpv4, VmSpec};
 
 /// HCS's Plan 9 server port in the guest (hcsshim `vmutils.Plan9Port`).
 pub const PLAN9_PORT: u32 = 564;
@@ -203,10 +203,10 @@ pub struct HcsHost {
 pub fn guest_facts(endpoint: &HcnEndpoint) -> GuestFacts {
     GuestFacts {
         engine_data_dir: berth_agent_proto::boot::GUEST_DATA_DIR.into(),
-        // Placeholder: the boot contract has no 9P-over-vsock transport yet,
-        // and HcsDocument::from_spec refuses shares until it does, so no
-        // share ever reaches the guest with this transport.
-        share_transport: Some(ShareTransport::Virtiofs),
+        // The agent dials PLAN9_PORT and attaches each share by its tag
+        // (plan9_shares' AccessName); from_spec still refuses shares until
+        // the backend adds them to the running VM.
+        share_transport: Some(SharesVia::Plan9AttachByTag { port: PLAN9_PORT }),
         share_access: berth_agent_proto::boot::ShareAccess::Host,
         data_disk: Some("/dev/sda".into()),
         network: Some(GuestNetwork { ipv4: endpoint.ipv4, host_alias: endpoint.ipv4.gateway }),

@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::vm::{GuestFacts, GuestNetwork, ShareTransport, StaticIpv4, VmSpec};
+use crate::vm::{GuestFacts, GuestNetwork, SharesVia, StaticIpv4, VmSpec};
 
 /// virtio-fs tags are at most 36 bytes (the device's config space field).
 pub const MAX_TAG_BYTES: usize = 36;
@@ -107,7 +107,7 @@ pub fn guest_facts(mac: [u8; 6]) -> GuestFacts {
     let last = 200 + mac[5] % 54;
     GuestFacts {
         engine_data_dir: berth_agent_proto::boot::GUEST_DATA_DIR.into(),
-        share_transport: Some(ShareTransport::Virtiofs),
+        share_transport: Some(SharesVia::Virtiofs),
         data_disk: Some("/dev/vda".into()),
         network: Some(GuestNetwork {
             ipv4: StaticIpv4 {

@@ -104,6 +104,8 @@ impl WslPlan {
             AGENT_IN_DISTRO,
             "--vsock-port",
             &berth_agent_proto::AGENT_VSOCK_PORT.to_string(),
+            // Under WSL's init: cgroup v2 and its state dir (guest-agent/src/service_mode.rs).
+            "--service",
         ]);
         let wslenv = match wslenv.filter(|w| !w.is_empty()) {
             Some(existing) => format!("{existing}:{AGENT_KEY_ENV}"),
@@ -291,7 +293,8 @@ mod tests {
                 "--exec",
                 "/usr/bin/berth-agent",
                 "--vsock-port",
-                "1024"
+                "1024",
+                "--service"
             ]
         );
         assert!(!agent.args.iter().any(|a| a.contains(&key)), "the key is in no command line");
