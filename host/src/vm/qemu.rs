@@ -13,8 +13,8 @@ use super::arch::GuestArch;
 use super::owned::{spawn_owned, wait_for_socket};
 use super::qemu_machine::{accel_for, cpu_args, Machine, PlannedDevice, VirtioDevice};
 use super::{
-    BoxFuture, GuestFacts, GuestNetwork, RunningVm, Share, ShareAccess, ShareTransport, StaticIpv4, VmBackend,
-    VmProcess, VmSpec,
+    BoxFuture, GuestFacts, GuestNetwork, NetConfig, RunningVm, Share, ShareAccess, ShareTransport, StaticIpv4,
+    VmBackend, VmProcess, VmSpec,
 };
 use crate::agent_client::{AgentEndpoint, GuestTransport};
 
@@ -104,7 +104,12 @@ pub fn guest_facts() -> GuestFacts {
         share_access: if nix::unistd::geteuid().is_root() { ShareAccess::Guest } else { ShareAccess::Host },
         data_disk: Some("/dev/vda".into()),
         network: Some(GuestNetwork {
-            ipv4: StaticIpv4 { address: slirp(15), prefix_len: 24, gateway: slirp(2), dns: slirp(3) },
+            ipv4: NetConfig::Static(StaticIpv4 {
+                address: slirp(15),
+                prefix_len: 24,
+                gateway: slirp(2),
+                dns: slirp(3),
+            }),
             host_alias: slirp(2),
         }),
         dedicated_memory: true,
