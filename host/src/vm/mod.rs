@@ -16,7 +16,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::agent_client::AgentEndpoint;
-pub use berth_agent_proto::boot::{BootParams, NetConfig, ShareAccess, ShareMount, ShareTransport, StaticIpv4};
+pub use berth_agent_proto::boot::{BootParams, NetConfig, ShareAccess, ShareMount, ShareTransport};
 
 pub mod arch;
 #[cfg(unix)]
@@ -240,7 +240,7 @@ mod tests {
 
     #[test]
     fn the_boot_contract_follows_the_backends_facts() {
-        let ipv4 = StaticIpv4 {
+        let ipv4 = berth_agent_proto::boot::StaticIpv4 {
             address: "192.168.64.2".parse().unwrap(),
             prefix_len: 24,
             gateway: "192.168.64.1".parse().unwrap(),

@@ -13,10 +13,11 @@ use super::arch::GuestArch;
 use super::owned::{spawn_owned, wait_for_socket};
 use super::qemu_machine::{accel_for, cpu_args, Machine, PlannedDevice, VirtioDevice};
 use super::{
-    BoxFuture, GuestFacts, GuestNetwork, NetConfig, RunningVm, Share, ShareAccess, ShareTransport, StaticIpv4,
-    VmBackend, VmProcess, VmSpec,
+    BoxFuture, GuestFacts, GuestNetwork, NetConfig, RunningVm, Share, ShareAccess, ShareTransport, VmBackend,
+    VmProcess, VmSpec,
 };
 use crate::agent_client::{AgentEndpoint, GuestTransport};
+use berth_agent_proto::boot::StaticIpv4;
 
 pub const SETUP_HINT: &str = "install it with `packaging/setup.sh`";
 
