@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berth_agent_proto::boot::{
-    BootParams, Plan9Channel, ShareAccess, ShareMount, ShareTransport, StaticIpv4, GUEST_DATA_DIR,
+    BootParams, NetConfig, Plan9Channel, ShareAccess, ShareMount, ShareTransport, StaticIpv4, GUEST_DATA_DIR,
 };
 use berth_agent_proto::MountStatus;
 use berth_engine::service_addr;
@@ -137,14 +137,37 @@ pub fn mount_basics() -> io::Result<()> {
     Ok(())
 }
 
-/// Brings eth0 up with the host-given address (the slow part: the driver
-/// fills its receive ring when the link comes up).
-pub fn configure_network(net: Option<StaticIpv4>) {
-    if let Some(StaticIpv4 { address: addr, prefix_len: prefix, gateway, .. }) = net {
-        match berth_engine::netif::configure_ipv4("eth0", addr, prefix, gateway) {
-            Ok(()) => tracing::info!(%addr, prefix, %gateway, "eth0 configured"),
-            Err(err) => tracing::error!(%err, "eth0 configuration failed"),
+/// How long boot waits for a DHCP lease before the agent announces itself
+/// without a network (the client goes on trying).
+const FIRST_LEASE_WITHIN: Duration = Duration::from_secs(15);
+
+/// Brings eth0 up with the host-given address, or the one leased by DHCP
+/// (the slow part either way: the driver fills its receive ring when the
+/// link comes up, and a lease is two round trips).
+pub fn configure_network(net: Option<NetConfig>) {
+    match net {
+        Some(NetConfig::Static(StaticIpv4 { address, prefix_len, gateway, .. })) => {
+            configure_eth0(address, prefix_len, gateway)
         }
+        Some(NetConfig::Dhcp) => {
+            let apply = |lease: &crate::dhcp::Lease| configure_eth0(lease.address, lease.prefix_len, lease.gateway);
+            match crate::dhcp::start("eth0", FIRST_LEASE_WITHIN, apply) {
+                Ok(Some(_)) => {}
+                Ok(None) => tracing::error!(
+                    within_s = FIRST_LEASE_WITHIN.as_secs(),
+                    "no DHCP lease yet; booting without a network (the client keeps asking)"
+                ),
+                Err(err) => tracing::error!(%err, "the DHCP client could not start"),
+            }
+        }
+        None => {}
+    }
+}
+
+fn configure_eth0(addr: std::net::Ipv4Addr, prefix: u8, gateway: std::net::Ipv4Addr) {
+    match berth_engine::netif::configure_ipv4("eth0", addr, prefix, gateway) {
+        Ok(()) => tracing::info!(%addr, prefix, %gateway, "eth0 configured"),
+        Err(err) => tracing::error!(%err, "eth0 configuration failed"),
     }
 }
 

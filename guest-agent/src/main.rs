@@ -10,6 +10,7 @@ mod archive;
 mod build;
 mod clock;
 mod containers;
+mod dhcp;
 mod error;
 mod events;
 mod exec;
@@ -20,6 +21,7 @@ mod init;
 mod panics;
 mod ports;
 mod reaper;
+mod rosetta;
 mod service;
 mod service_mode;
 mod service_net;
@@ -160,7 +162,13 @@ fn main() {
         // Storage, network and the rest of the set-up mostly wait on virtio
         // devices (tens of milliseconds each under emulation): run them side
         // by side, and beside the start of the server.
-        uplink_dns = params.net.map(|net| net.dns);
+        uplink_dns = match params.net {
+            Some(berth_agent_proto::boot::NetConfig::Static(net)) => Some(net.dns),
+            // Known only once leased, after the resolvers start; VZ's NAT
+            // (the DHCP network) serves DNS at its gateway, the host alias.
+            Some(berth_agent_proto::boot::NetConfig::Dhcp) => params.host_alias,
+            None => None,
+        };
         let mounts = mounts.clone();
         let reaper = reaper.clone();
         init_thread = Some(std::thread::spawn(move || {
@@ -169,6 +177,12 @@ fn main() {
             let net = params.net;
             let network = std::thread::spawn(move || init::configure_network(net));
             init::configure_system(&params);
+            if let Some(tag) = &params.rosetta {
+                match rosetta::enable(tag) {
+                    Ok(()) => tracing::info!(tag, "Rosetta registered for x86_64 programs"),
+                    Err(err) => tracing::warn!(tag, %err, "no Rosetta: amd64 images will not run"),
+                }
+            }
             let _ = network.join();
             let _ = mounts.set(storage.join().unwrap_or_default());
             tracing::info!(ms = started.elapsed().as_millis() as u64, "system initialised");

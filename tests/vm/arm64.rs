@@ -39,6 +39,12 @@ fn load_arm64_busybox(berth: &Berth) {
 #[test]
 fn arm64_guest_runs_an_arm64_container_with_the_docker_cli() {
     let Some(dir) = arm64_assets() else {
+        // tests/run.sh builds the arm64 guest and says so: there, no assets is a failure.
+        assert!(
+            std::env::var_os("BERTH_REQUIRE_ARM64").is_none_or(|v| v != "1"),
+            "BERTH_REQUIRE_ARM64=1 but there is no arm64 guest (aarch64/Image and aarch64/initramfs.cpio) in \
+             BERTH_ASSETS or the installed assets; build it with BERTH_ARCHES=\"x86_64 aarch64\" packaging/setup.sh"
+        );
         eprintln!(
             "SKIPPED: no arm64 guest (aarch64/Image and aarch64/initramfs.cpio) in BERTH_ASSETS or the installed \
              assets; build it with BERTH_ARCHES=\"x86_64 aarch64\" packaging/setup.sh"

@@ -22,8 +22,8 @@ pub const GUEST_DATA_DIR: &str = "/var/lib/berth";
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct BootParams {
     pub hostname: Option<String>,
-    /// A static IPv4 configuration for eth0 (none: the interface stays down).
-    pub net: Option<StaticIpv4>,
+    /// How eth0 gets its IPv4 configuration (none: the interface stays down).
+    pub net: Option<NetConfig>,
     /// The address at which the host's loopback services are reachable.
     pub host_alias: Option<Ipv4Addr>,
     /// The data disk's device in the guest (`/dev/vda`, `/dev/sda`, ...).
@@ -33,6 +33,18 @@ pub struct BootParams {
     pub share_access: ShareAccess,
     /// The agent's log filter.
     pub log: Option<String>,
+    /// The virtio-fs tag of a Rosetta share (Virtualization.framework on
+    /// Apple silicon): the agent mounts it and registers its translator
+    /// with binfmt_misc for x86_64 programs.
+    pub rosetta: Option<String>,
+}
+
+/// eth0's IPv4 configuration: given by the host, or leased from the
+/// network's DHCP server (VZ's NAT, whose addresses only the Mac knows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetConfig {
+    Static(StaticIpv4),
+    Dhcp,
 }
 
 /// `address/prefix_len`, the default gateway, the DNS server.
@@ -147,8 +159,12 @@ impl BootParams {
         if let Some(hostname) = &self.hostname {
             words.push(format!("berth.hostname={hostname}"));
         }
-        if let Some(StaticIpv4 { address, prefix_len, gateway, dns }) = self.net {
-            words.push(format!("berth.net={address}/{prefix_len},{gateway},{dns}"));
+        match self.net {
+            Some(NetConfig::Static(StaticIpv4 { address, prefix_len, gateway, dns })) => {
+                words.push(format!("berth.net={address}/{prefix_len},{gateway},{dns}"))
+            }
+            Some(NetConfig::Dhcp) => words.push("berth.net=dhcp".into()),
+            None => {}
         }
         if let Some(alias) = self.host_alias {
             words.push(format!("berth.hostalias={alias}"));
@@ -170,6 +186,9 @@ impl BootParams {
         if let Some(log) = &self.log {
             words.push(format!("berth.log={log}"));
         }
+        if let Some(tag) = &self.rosetta {
+            words.push(format!("berth.rosetta={tag}"));
+        }
         words
     }
 
@@ -183,7 +202,11 @@ impl BootParams {
             };
             match key {
                 "hostname" => params.hostname = Some(value.to_string()),
-                "net" => params.net = Some(parse_net(value).ok_or_else(|| bad(format!("bad berth.net={value}")))?),
+                "net" if value == "dhcp" => params.net = Some(NetConfig::Dhcp),
+                "net" => {
+                    params.net =
+                        Some(NetConfig::Static(parse_net(value).ok_or_else(|| bad(format!("bad berth.net={value}")))?))
+                }
                 "hostalias" => {
                     params.host_alias = Some(value.parse().map_err(|_| bad(format!("bad berth.hostalias={value}")))?)
                 }
@@ -197,6 +220,7 @@ impl BootParams {
                     }
                 }
                 "log" => params.log = Some(value.to_string()),
+                "rosetta" if !value.is_empty() => params.rosetta = Some(value.to_string()),
                 _ => return Err(bad(format!("unknown boot parameter berth.{key}"))),
             }
         }
@@ -268,12 +292,12 @@ mod tests {
     fn full() -> BootParams {
         BootParams {
             hostname: Some("berth".into()),
-            net: Some(StaticIpv4 {
+            net: Some(NetConfig::Static(StaticIpv4 {
                 address: "10.0.2.15".parse().unwrap(),
                 prefix_len: 24,
                 gateway: "10.0.2.2".parse().unwrap(),
                 dns: "10.0.2.3".parse().unwrap(),
-            }),
+            })),
             host_alias: Some("10.0.2.2".parse().unwrap()),
             disk: Some("/dev/vda".into()),
             shares: vec![
@@ -291,6 +315,7 @@ mod tests {
             ],
             share_access: ShareAccess::Host,
             log: Some("info,berth_engine=debug".into()),
+            rosetta: Some("rosetta".into()),
         }
     }
 
@@ -311,8 +336,18 @@ mod tests {
             words,
             "berth.hostname=berth berth.net=10.0.2.15/24,10.0.2.2,10.0.2.3 berth.hostalias=10.0.2.2 \
              berth.disk=/dev/vda berth.share=share0,/home/a%20b%2Cc%25d/%C3%A9 berth.share=share1,/srv \
-             berth.share=share2,/mnt/c/Users/me,9p,564,C:%5CUsers%5Cme berth.shareaccess=host berth.log=info,berth_engine=debug"
+             berth.share=share2,/mnt/c/Users/me,9p,564,C:%5CUsers%5Cme berth.shareaccess=host \
+             berth.log=info,berth_engine=debug berth.rosetta=rosetta"
         );
+    }
+
+    #[test]
+    fn dhcp_is_a_network_configuration_of_its_own() {
+        let params = BootParams { net: Some(NetConfig::Dhcp), ..BootParams::default() };
+        assert_eq!(params.encode(), ["berth.net=dhcp"]);
+        assert_eq!(BootParams::parse("quiet berth.net=dhcp").unwrap(), params);
+        assert!(BootParams::parse("berth.net=dhcpx").is_err());
+        assert!(BootParams::parse("berth.rosetta=").is_err(), "an empty tag names no share");
     }
 
     #[test]
@@ -325,12 +360,12 @@ mod tests {
         assert_eq!(params.hostname.as_deref(), Some("vm"));
         assert_eq!(
             params.net,
-            Some(StaticIpv4 {
+            Some(NetConfig::Static(StaticIpv4 {
                 address: "10.0.2.15".parse().unwrap(),
                 prefix_len: 24,
                 gateway: "10.0.2.2".parse().unwrap(),
                 dns: "10.0.2.3".parse().unwrap()
-            })
+            }))
         );
         assert_eq!(params.disk.as_deref(), Some("/dev/vda"));
         assert_eq!(

@@ -16,7 +16,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::agent_client::AgentEndpoint;
-pub use berth_agent_proto::boot::{BootParams, Plan9Channel, ShareAccess, ShareMount, ShareTransport, StaticIpv4};
+pub use berth_agent_proto::boot::{BootParams, NetConfig, Plan9Channel, ShareAccess, ShareMount, ShareTransport};
 
 pub mod arch;
 pub mod boot_key;
@@ -155,10 +155,11 @@ pub struct GuestFacts {
     pub own_clock: bool,
 }
 
-/// A guest network the host configures statically (the agent has no DHCP client).
+/// The guest's network: its IPv4 configuration (given by the host, or DHCP
+/// where only the network knows the addresses) and the host's alias.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GuestNetwork {
-    pub ipv4: StaticIpv4,
+    pub ipv4: NetConfig,
     /// Where the guest reaches the host's loopback services (host.docker.internal).
     pub host_alias: Ipv4Addr,
 }
@@ -186,6 +187,7 @@ pub fn boot_params(spec: &VmSpec, facts: &GuestFacts) -> BootParams {
         },
         share_access: facts.share_access,
         log: Some(spec.agent_log_level.clone()),
+        rosetta: None,
     }
 }
 
@@ -303,7 +305,7 @@ mod tests {
 
     #[test]
     fn the_boot_contract_follows_the_backends_facts() {
-        let ipv4 = StaticIpv4 {
+        let ipv4 = berth_agent_proto::boot::StaticIpv4 {
             address: "192.168.64.2".parse().unwrap(),
             prefix_len: 24,
             gateway: "192.168.64.1".parse().unwrap(),
@@ -313,7 +315,7 @@ mod tests {
             engine_data_dir: berth_agent_proto::boot::GUEST_DATA_DIR.into(),
             share_transport: Some(SharesVia::Virtiofs),
             data_disk: Some("/dev/sda".into()),
-            network: Some(GuestNetwork { ipv4, host_alias: "192.168.64.1".parse().unwrap() }),
+            network: Some(GuestNetwork { ipv4: NetConfig::Static(ipv4), host_alias: "192.168.64.1".parse().unwrap() }),
             share_access: ShareAccess::Host,
             dedicated_memory: true,
             own_clock: true,
@@ -321,7 +323,7 @@ mod tests {
         let params = boot_params(&spec(), &facts);
         assert_eq!(params.share_access, ShareAccess::Host);
         assert_eq!(params.disk.as_deref(), Some("/dev/sda"));
-        assert_eq!(params.net, Some(ipv4));
+        assert_eq!(params.net, Some(NetConfig::Static(ipv4)));
         assert_eq!(params.host_alias, Some("192.168.64.1".parse().unwrap()));
         assert_eq!(params.log.as_deref(), Some("debug"));
         assert_eq!(

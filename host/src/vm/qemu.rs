@@ -13,10 +13,11 @@ use super::arch::GuestArch;
 use super::owned::{spawn_owned, wait_for_socket};
 use super::qemu_machine::{accel_for, cpu_args, Machine, PlannedDevice, VirtioDevice};
 use super::{
-    BoxFuture, GuestFacts, GuestNetwork, RunningVm, Share, ShareAccess, ShareProtocol, SharesVia, StaticIpv4,
-    VmBackend, VmProcess, VmSpec,
+    BoxFuture, GuestFacts, GuestNetwork, NetConfig, RunningVm, Share, ShareAccess, ShareProtocol, SharesVia, VmBackend,
+    VmProcess, VmSpec,
 };
 use crate::agent_client::{AgentEndpoint, GuestTransport};
+use berth_agent_proto::boot::StaticIpv4;
 
 /// Hardware acceleration for the guest CPU, in QEMU's words (hvf and whpx
 /// are QEMU's accelerators on macOS and Windows).
@@ -105,7 +106,12 @@ pub fn guest_facts(shares: ShareProtocol) -> GuestFacts {
         share_access: if nix::unistd::geteuid().is_root() { ShareAccess::Guest } else { ShareAccess::Host },
         data_disk: Some("/dev/vda".into()),
         network: Some(GuestNetwork {
-            ipv4: StaticIpv4 { address: slirp(15), prefix_len: 24, gateway: slirp(2), dns: slirp(3) },
+            ipv4: NetConfig::Static(StaticIpv4 {
+                address: slirp(15),
+                prefix_len: 24,
+                gateway: slirp(2),
+                dns: slirp(3),
+            }),
             host_alias: slirp(2),
         }),
         dedicated_memory: true,

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::platform::api_address::PipeName;
 use crate::platform::hvsock_ids::vsock_service_name;
 use crate::platform::sddl::{hvsocket_descriptor, Sid};
-use crate::vm::{GuestFacts, GuestNetwork, SharesVia, StaticIpv4, VmSpec};
+use crate::vm::{GuestFacts, GuestNetwork, NetConfig, SharesVia, VmSpec};
+use berth_agent_proto::boot::StaticIpv4;
 
 /// HCS's Plan 9 server port in the guest (hcsshim `vmutils.Plan9Port`).
 pub const PLAN9_PORT: u32 = 564;
@@ -209,7 +210,7 @@ pub fn guest_facts(endpoint: &HcnEndpoint) -> GuestFacts {
         share_transport: Some(SharesVia::Plan9AttachByTag { port: PLAN9_PORT }),
         share_access: berth_agent_proto::boot::ShareAccess::Host,
         data_disk: Some("/dev/sda".into()),
-        network: Some(GuestNetwork { ipv4: endpoint.ipv4, host_alias: endpoint.ipv4.gateway }),
+        network: Some(GuestNetwork { ipv4: NetConfig::Static(endpoint.ipv4), host_alias: endpoint.ipv4.gateway }),
         dedicated_memory: true,
         own_clock: true,
     }

@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::vm::{GuestFacts, GuestNetwork, SharesVia, StaticIpv4, VmSpec};
+use crate::vm::{GuestFacts, GuestNetwork, NetConfig, SharesVia, VmSpec};
 
 /// virtio-fs tags are at most 36 bytes (the device's config space field).
 pub const MAX_TAG_BYTES: usize = 36;
@@ -19,7 +19,9 @@ pub const MAX_TAG_BYTES: usize = 36;
 pub const ROSETTA_TAG: &str = "rosetta";
 
 /// VZ NAT's default subnet (vmnet's shared mode, the host is `bridge100`
-/// at .1 and runs DHCP and a DNS forwarder there).
+/// at .1 and runs DHCP and a DNS forwarder there). The subnet can be
+/// changed on the Mac (`com.apple.vmnet` Shared_Net_Address), which is why
+/// the guest leases its address rather than being given one.
 const NAT_GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 168, 64, 1);
 
 /// What the helper learns from the framework at run time and the plan is
@@ -98,26 +100,16 @@ pub fn derive_mac(run_dir: &Path) -> [u8; 6] {
 }
 
 /// The guest VZ boots: the data disk as the first virtio-blk device, shares
-/// over virtio-fs, a static address on VZ's NAT. Static because the agent has
-/// no DHCP client yet: the address is taken from the top of the subnet
-/// (bootpd leases from the bottom), chosen by the MAC so two Berth homes
-/// rarely meet. The host alias is the host's bridge address: services the
-/// host binds to all interfaces are reachable there, loopback-only ones not.
-pub fn guest_facts(mac: [u8; 6]) -> GuestFacts {
-    let last = 200 + mac[5] % 54;
+/// over virtio-fs, its address leased by DHCP from VZ's NAT (bootpd on the
+/// Mac, which keeps a lease per MAC: [`derive_mac`] keeps it stable). The
+/// host alias is the host's bridge address: services the host binds to all
+/// interfaces are reachable there, loopback-only ones not.
+pub fn guest_facts() -> GuestFacts {
     GuestFacts {
         engine_data_dir: berth_agent_proto::boot::GUEST_DATA_DIR.into(),
         share_transport: Some(SharesVia::Virtiofs),
         data_disk: Some("/dev/vda".into()),
-        network: Some(GuestNetwork {
-            ipv4: StaticIpv4 {
-                address: Ipv4Addr::new(192, 168, 64, last),
-                prefix_len: 24,
-                gateway: NAT_GATEWAY,
-                dns: NAT_GATEWAY,
-            },
-            host_alias: NAT_GATEWAY,
-        }),
+        network: Some(GuestNetwork { ipv4: NetConfig::Dhcp, host_alias: NAT_GATEWAY }),
         // VZ's file server runs in the user's process: the Mac decides
         // access as for that user, and what containers create is theirs.
         share_access: berth_agent_proto::boot::ShareAccess::Host,
@@ -161,8 +153,9 @@ pub fn check_tag(tag: &str) -> Result<()> {
     Ok(())
 }
 
-/// The kernel command line: the kernel's console on `console`, the boot contract after it.
-pub fn kernel_cmdline(spec: &VmSpec, facts: &GuestFacts, console: &str, extra: Option<&str>) -> String {
+/// The kernel command line: the kernel's console on `console`, the boot
+/// contract after it (with the Rosetta share's tag when one is asked for).
+pub fn kernel_cmdline(spec: &VmSpec, facts: &GuestFacts, console: &str, rosetta: bool, extra: Option<&str>) -> String {
     let mut args = vec![
         format!("console={console}"),
         "quiet".to_string(),
@@ -170,7 +163,9 @@ pub fn kernel_cmdline(spec: &VmSpec, facts: &GuestFacts, console: &str, extra: O
         "panic=-1".into(),
         "cryptomgr.notests".into(),
     ];
-    args.extend(crate::vm::boot_params(spec, facts).encode());
+    let mut params = crate::vm::boot_params(spec, facts);
+    params.rosetta = rosetta.then(|| ROSETTA_TAG.to_string());
+    args.extend(params.encode());
     args.extend(extra.map(str::to_string));
     args.join(" ")
 }
@@ -201,7 +196,7 @@ impl VzPlan {
             bail!("two shared directories have the tag {:?}", pair[0]);
         }
         let mac = derive_mac(&spec.run_dir);
-        let facts = guest_facts(mac);
+        let facts = guest_facts();
         // The agent writes its log to /dev/hvc0, so the agent log is the
         // first console port and the kernel's console the second.
         let consoles = vec![
@@ -212,7 +207,7 @@ impl VzPlan {
         Ok(VzPlan {
             kernel: kernel.to_path_buf(),
             initramfs: initramfs.to_path_buf(),
-            cmdline: kernel_cmdline(spec, &facts, &consoles[1].guest_device, extra.as_deref()),
+            cmdline: kernel_cmdline(spec, &facts, &consoles[1].guest_device, rosetta, extra.as_deref()),
             cpus: spec.cpus,
             memory_bytes: spec.memory_mib << 20,
             disk: spec.disk.clone(),
@@ -295,9 +290,17 @@ mod tests {
         assert_eq!(params.disk.as_deref(), Some("/dev/vda"));
         assert_eq!(params.shares.len(), 1);
         assert_eq!(params.shares[0].tag, "share0");
-        let net = params.net.unwrap();
-        assert_eq!((net.gateway, net.dns, net.prefix_len), (NAT_GATEWAY, NAT_GATEWAY, 24));
-        assert!((200..=253).contains(&net.address.octets()[3]), "{}", net.address);
+        assert_eq!(params.net, Some(NetConfig::Dhcp), "VZ's NAT leases the address");
+        assert_eq!(params.host_alias, Some(NAT_GATEWAY));
+        assert_eq!(params.rosetta.as_deref(), Some(ROSETTA_TAG));
+    }
+
+    #[test]
+    fn without_rosetta_the_guest_is_not_told_of_a_share() {
+        let plan = VzPlan::from_spec(&test_spec(), Path::new("/k"), Path::new("/i"), false).unwrap();
+        assert!(!plan.rosetta);
+        let params = berth_agent_proto::boot::BootParams::parse(&plan.cmdline).unwrap();
+        assert_eq!(params.rosetta, None, "{}", plan.cmdline);
     }
 
     #[test]
