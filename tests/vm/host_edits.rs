@@ -296,7 +296,14 @@ fn a_non_root_users_files_are_theirs_whichever_container_user_writes_them() {
             describe(&out)
         );
         for made in ["made", "sub", "sub/f"] {
-            let meta = std::fs::metadata(project.join(made)).unwrap();
+            let meta = std::fs::metadata(project.join(made)).unwrap_or_else(|err| {
+                let mounts = user.berth(&berth, &["shell", "--", "cat", "/proc/mounts"]);
+                panic!(
+                    "{made}, written as {container_user}, is not on the host ({err}); the VM's mounts:\n{}\n{}",
+                    String::from_utf8_lossy(&mounts.stdout),
+                    berth.logs()
+                )
+            });
             assert_eq!((meta.uid(), meta.gid()), (user.uid, user.gid), "{made}, written as {container_user}");
         }
         std::fs::remove_dir_all(project.join("sub")).unwrap();

@@ -14,10 +14,10 @@
 
 mod translate;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_agent_proto::agent_client::AgentClient;
 use berth_agent_proto::{EventsRequest, ListContainersRequest, ShareChanges};
@@ -37,6 +37,13 @@ use translate::Translator;
 const RENAME_PAIRING: Duration = Duration::from_millis(20);
 /// How soon a lost connection to the agent is tried again.
 const RETRY: Duration = Duration::from_secs(1);
+/// How long a tree stays watched after the last container binding it
+/// stopped. The guest caches names and attributes for a second
+/// (virtiofsd's `--cache=auto`), so a host delete right after one container
+/// and before the next must still be raised: else the next container's write
+/// lands in the deleted file, never to be seen on the host. Later edits find
+/// the guest's cache expired.
+const LINGER: Duration = Duration::from_secs(3);
 
 /// Starts watching; the watch ends when the handle is dropped.
 pub fn spawn(agent: AgentClient<Channel>, shares: Vec<ShareRoot>) -> AbortOnDrop {
@@ -119,28 +126,59 @@ async fn forward(
 #[derive(Clone)]
 struct Watched {
     watcher: Arc<Mutex<RecommendedWatcher>>,
-    paths: Arc<Mutex<BTreeSet<PathBuf>>>,
+    paths: Arc<Mutex<Lingering>>,
 }
 
 impl Watched {
-    /// Watches exactly `wanted`; adding a tree walks it, so off the runtime.
-    async fn set(&self, wanted: BTreeSet<PathBuf>) {
+    /// Watches the trees `wanted` now and those wanted until less than
+    /// [`LINGER`] ago; adding a tree walks it, so off the runtime. Returns
+    /// when a lingering tree is due to go.
+    async fn set(&self, wanted: BTreeSet<PathBuf>) -> Option<Instant> {
         let this = self.clone();
-        let _ = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let mut paths = this.paths.lock().unwrap_or_else(|e| e.into_inner());
             let mut watcher = this.watcher.lock().unwrap_or_else(|e| e.into_inner());
-            for gone in paths.difference(&wanted) {
+            let before = paths.watched();
+            let due = paths.update(&wanted, Instant::now());
+            let after = paths.watched();
+            for gone in before.difference(&after) {
                 let _ = watcher.unwatch(gone);
             }
-            for new in wanted.difference(&paths) {
+            for new in after.difference(&before) {
                 match watcher.watch(new, RecursiveMode::Recursive) {
                     Ok(()) => tracing::debug!(path = %new.display(), "watching for host edits"),
                     Err(err) => tracing::warn!(path = %new.display(), %err, "cannot watch for host edits"),
                 }
             }
-            *paths = wanted;
+            due
         })
-        .await;
+        .await
+        .unwrap_or(None)
+    }
+}
+
+/// The trees to watch: those wanted, and those no longer wanted for less
+/// than [`LINGER`] (kept with when they stopped being wanted).
+#[derive(Default)]
+struct Lingering {
+    wanted: BTreeSet<PathBuf>,
+    unwanted_since: BTreeMap<PathBuf, Instant>,
+}
+
+impl Lingering {
+    fn watched(&self) -> BTreeSet<PathBuf> {
+        self.wanted.iter().chain(self.unwanted_since.keys()).cloned().collect()
+    }
+
+    /// Takes what is wanted at `now`; returns when the next lingering tree
+    /// is due to go.
+    fn update(&mut self, wanted: &BTreeSet<PathBuf>, now: Instant) -> Option<Instant> {
+        for dropped in self.wanted.difference(wanted) {
+            self.unwanted_since.insert(dropped.clone(), now);
+        }
+        self.unwanted_since.retain(|path, since| !wanted.contains(path) && now.duration_since(*since) < LINGER);
+        self.wanted = wanted.clone();
+        self.unwanted_since.values().map(|since| *since + LINGER).min()
     }
 }
 
@@ -157,12 +195,25 @@ async fn follow_binds(mut agent: AgentClient<Channel>, watched: Watched, shares:
             let mut events = events.into_inner();
             loop {
                 let list = ListContainersRequest { all: false, ..Default::default() };
+                let mut due = None;
                 if let Ok(reply) = agent.list_containers(list).await {
                     let running: Value = serde_json::from_slice(&reply.into_inner().json).unwrap_or_default();
-                    watched.set(bind_sources(&running, &shares)).await;
+                    due = watched.set(bind_sources(&running, &shares)).await;
                 }
-                if !matches!(events.message().await, Ok(Some(_))) {
-                    break;
+                // The next start or die, or a lingering tree's time to go.
+                let event = async {
+                    match due {
+                        Some(at) => tokio::select! {
+                            event = events.message() => Some(event),
+                            () = tokio::time::sleep_until(at.into()) => None,
+                        },
+                        None => Some(events.message().await),
+                    }
+                };
+                if let Some(event) = event.await {
+                    if !matches!(event, Ok(Some(_))) {
+                        break;
+                    }
                 }
             }
         }
@@ -195,6 +246,24 @@ fn host_path(guest: &Path, shares: &[ShareRoot]) -> Option<PathBuf> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_tree_stays_watched_for_a_while_after_its_last_container() {
+        let mut lingering = Lingering::default();
+        let t0 = Instant::now();
+        let project: BTreeSet<PathBuf> = [PathBuf::from("/home/me/p")].into();
+        assert_eq!(lingering.update(&project, t0), None);
+        // Its container ran for minutes, then died: still watched, until LINGER.
+        let died = t0 + Duration::from_secs(600);
+        assert_eq!(lingering.update(&BTreeSet::new(), died), Some(died + LINGER));
+        assert_eq!(lingering.watched(), project);
+        // Another container starts in time: wanted again, nothing is due.
+        assert_eq!(lingering.update(&project, died + Duration::from_secs(1)), None);
+        let died_again = died + Duration::from_secs(2);
+        assert_eq!(lingering.update(&BTreeSet::new(), died_again), Some(died_again + LINGER));
+        assert_eq!(lingering.update(&BTreeSet::new(), died_again + LINGER), None);
+        assert!(lingering.watched().is_empty());
+    }
 
     #[test]
     fn the_bind_sources_in_shares_are_watched_once() {
