@@ -130,3 +130,68 @@ fn docker_build_multi_stage_cached_and_classic() {
     ok(&berth, &["rm", left.trim()]);
     berth.stop_and_check_clean();
 }
+
+/// Two stages that can only finish together: one listens, the other
+/// connects (host network, so they meet on loopback). Run one after the
+/// other, the listener would time out and fail the build; they also show
+/// that the stream stays in stage order, and that a failing stage stops
+/// the one still running.
+#[test]
+fn independent_stages_run_at_once_and_print_in_order() {
+    let berth = local_berth();
+    let ctx = tempfile::tempdir().unwrap();
+    let dir = ctx.path();
+    let port = 20000 + std::process::id() % 20000;
+    write(
+        dir,
+        "Dockerfile",
+        "\
+FROM busybox AS listener
+ARG PORT
+RUN timeout 60 nc -l -p $PORT > /got; test -s /got
+FROM busybox AS talker
+ARG PORT
+RUN i=0; until echo hello | timeout 5 nc 127.0.0.1 $PORT; do i=$((i+1)); [ $i -lt 250 ] || exit 1; sleep 0.2; done; echo sent > /sent
+FROM busybox
+COPY --from=listener /got /got
+COPY --from=talker /sent /sent
+CMD [\"cat\", \"/got\", \"/sent\"]
+",
+    );
+    let context = dir.display().to_string();
+    let port_arg = format!("PORT={port}");
+    let out = build(&berth, &["--network", "host", "--build-arg", &port_arg, "-t", "together", &context]);
+    assert!(out.status.success(), "{}\n{}", describe(&out), berth.logs());
+    let log = stdout(&out);
+    let steps: Vec<&str> = log.lines().filter(|l| l.starts_with("Step ")).collect();
+    let expected: Vec<String> = (1..=10).map(|n| format!("Step {n}/10 : ")).collect();
+    assert_eq!(steps.len(), 10, "{log}");
+    for (line, prefix) in steps.iter().zip(&expected) {
+        assert!(line.starts_with(prefix.as_str()), "steps out of order:\n{log}");
+    }
+    assert!(log.find("FROM busybox AS talker").unwrap() > log.find("nc -l -p").unwrap(), "{log}");
+    assert_eq!(ok(&berth, &["run", "--rm", "together"]), "hello\nsent\n");
+
+    // A stage that fails ends the build with its own error and code; the
+    // stage still running is stopped rather than waited for.
+    write(
+        dir,
+        "Failing",
+        "\
+FROM busybox AS slow
+RUN sleep 30; echo slow-done-$((6*7))
+FROM busybox AS broken
+RUN exit 3
+FROM busybox
+COPY --from=slow /etc/hostname /a
+COPY --from=broken /etc/hostname /b
+",
+    );
+    let failing = dir.join("Failing").display().to_string();
+    let out = build(&berth, &["--force-rm", "-f", &failing, &context]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert!(stderr(&out).contains("The command '/bin/sh -c exit 3' returned a non-zero code: 3"), "{}", describe(&out));
+    assert!(!stdout(&out).contains("slow-done-42"), "the slow stage ran on: {}", describe(&out));
+    assert_eq!(ok(&berth, &["ps", "-aq"]), "", "--force-rm leaves no container of either stage");
+    berth.stop_and_check_clean();
+}

@@ -1,10 +1,15 @@
 //! The stages of a build: which the target needs (the others are skipped,
 //! and the output says so), each one's base (an image, pulled when
 //! missing, an earlier stage, or scratch), its steps in order, and the
-//! result stored and tagged.
+//! result stored and tagged. A stage starts as soon as the stages it
+//! builds on are done, so independent stages (and their base pulls) run
+//! at once; their outputs reach the client one stage after another.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::watch;
 
 use berth_agent_proto::build::BuildOptions;
 use berth_engine::build::context::Context;
@@ -12,7 +17,7 @@ use berth_engine::build::instructions::{Build, Command, Stage};
 use berth_engine::build::{cache, lex};
 use serde_json::{json, Value};
 
-use super::output::{short, BuildError, Output};
+use super::output::{short, BuildError, Gone, Output};
 use super::steps::State;
 use super::Builder;
 
@@ -31,49 +36,68 @@ pub(super) const PROXY_ARGS: &[&str] = &[
     "all_proxy",
 ];
 
-/// One build in progress: what every step reads, and the stream it writes.
+/// One stage of a build in progress: what its steps read, and the
+/// stream it writes. Stages that do not depend on each other run at once,
+/// each with its own `Run`.
 pub(super) struct Run<'a> {
     pub builder: &'a Builder,
     pub options: &'a BuildOptions,
     pub context: &'a Context,
-    pub work: &'a Path,
-    pub out: &'a mut Output,
+    /// The stage's own directory: stages at once never share a file.
+    pub work: PathBuf,
+    pub out: Output,
     pub escape: char,
     pub step: usize,
     pub total: usize,
-    /// Finished stages: (config, image ID), by index.
+    /// Finished stages: (config, image ID), by index; every stage this
+    /// one depends on is there.
     pub results: Vec<Option<(Value, String)>>,
-    pub names: BTreeMap<String, usize>,
+    pub names: &'a BTreeMap<String, usize>,
     /// Build args some ARG (or FROM line) consumed.
     pub used_args: BTreeSet<String>,
-    pub meta_args: BTreeMap<String, String>,
+    pub meta_args: &'a BTreeMap<String, String>,
+    /// Set when another stage failed: a running step stops.
+    pub cancel: watch::Receiver<bool>,
+}
+
+/// The earlier stages `stages[index]` builds on: its FROM and COPY --from.
+fn dependencies(stages: &[Stage], names: &BTreeMap<String, usize>, index: usize) -> BTreeSet<usize> {
+    let refers = |text: &str| -> Option<usize> {
+        let lower = text.to_ascii_lowercase();
+        names.get(&lower).copied().or_else(|| lower.parse::<usize>().ok()).filter(|i| *i < index)
+    };
+    let stage = &stages[index];
+    let mut deps: BTreeSet<usize> =
+        names.get(&stage.base.to_ascii_lowercase()).copied().filter(|i| *i < index).into_iter().collect();
+    for step in &stage.steps {
+        if let Command::Copy(copy) = &step.command {
+            deps.extend(copy.from.as_deref().and_then(refers));
+        }
+    }
+    deps
 }
 
 /// The stages `stages[last]` needs, through FROM and COPY --from.
 fn needed(stages: &[Stage], names: &BTreeMap<String, usize>) -> BTreeSet<usize> {
-    let refers = |text: &str, before: usize| -> Option<usize> {
-        let lower = text.to_ascii_lowercase();
-        names.get(&lower).copied().or_else(|| lower.parse::<usize>().ok()).filter(|i| *i < before)
-    };
     let mut wanted = BTreeSet::new();
     let mut todo = vec![stages.len() - 1];
     while let Some(index) = todo.pop() {
-        if !wanted.insert(index) {
-            continue;
-        }
-        let stage = &stages[index];
-        if let Some(dep) = names.get(&stage.base.to_ascii_lowercase()).copied().filter(|i| *i < index) {
-            todo.push(dep);
-        }
-        for step in &stage.steps {
-            if let Command::Copy(copy) = &step.command {
-                if let Some(dep) = copy.from.as_deref().and_then(|f| refers(f, index)) {
-                    todo.push(dep);
-                }
-            }
+        if wanted.insert(index) {
+            todo.extend(dependencies(stages, names, index));
         }
     }
     wanted
+}
+
+/// `Step N/M : INSTRUCTION`, its newline a message of its own as dockerd sends it.
+async fn announce(out: &mut Output, step: usize, total: usize, original: &str) -> Result<(), BuildError> {
+    out.stream(format!("Step {step}/{total} : {original}")).await?;
+    out.stream("\n").await?;
+    Ok(())
+}
+
+fn expand_meta(meta: &BTreeMap<String, String>, word: &str, escape: char) -> Result<String, BuildError> {
+    lex::expand(word, &|name: &str| meta.get(name).cloned(), escape).map_err(BuildError::new)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -94,103 +118,174 @@ pub(super) async fn run(
         }
     }
     let wanted = needed(&build.stages, &names);
-    let total = build.meta_args.len()
-        + build
-            .stages
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| wanted.contains(i))
-            .map(|(_, s)| 1 + s.steps.len())
-            .sum::<usize>();
-    let mut run = Run {
-        builder,
-        options,
-        context,
-        work,
-        out,
-        escape: build.escape,
-        step: 0,
-        total,
-        results: vec![None; build.stages.len()],
-        names,
-        used_args: BTreeSet::new(),
-        meta_args: BTreeMap::new(),
-    };
-    for warning in warnings {
-        run.out.stream(format!("{warning}\n")).await?;
+    // Step numbers are fixed before anything runs: the stream reads as the
+    // classic builder's, whichever stage finishes first.
+    let mut first_step = vec![0; build.stages.len()];
+    let mut step = build.meta_args.len();
+    for index in &wanted {
+        first_step[*index] = step;
+        step += 1 + build.stages[*index].steps.len();
     }
-    for (instruction, args) in &build.meta_args {
-        run.announce(&instruction.original).await?;
+    let total = step;
+    for warning in warnings {
+        out.stream(format!("{warning}\n")).await?;
+    }
+    let mut used_args = BTreeSet::new();
+    let mut meta_args = BTreeMap::new();
+    for (number, (instruction, args)) in build.meta_args.iter().enumerate() {
+        announce(out, number + 1, total, &instruction.original).await?;
         for (name, default) in args {
             let value = match options.build_args.get(name) {
                 Some(Some(given)) => Some(given.clone()),
                 _ => match default {
-                    Some(d) => Some(run.expand_meta(d)?),
+                    Some(d) => Some(expand_meta(&meta_args, d, build.escape)?),
                     None => None,
                 },
             };
-            run.used_args.insert(name.clone());
+            used_args.insert(name.clone());
             if let Some(value) = value {
-                run.meta_args.insert(name.clone(), value);
+                meta_args.insert(name.clone(), value);
             }
         }
     }
-    let last = build.stages.len() - 1;
-    let mut final_state = None;
-    for (index, stage) in build.stages.iter().enumerate() {
-        if !wanted.contains(&index) {
+
+    let stages = &build.stages;
+    let deps: Vec<BTreeSet<usize>> = (0..stages.len()).map(|i| dependencies(stages, &names, i)).collect();
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let mut outputs = Vec::new();
+    let mut readers = Vec::new();
+    for (index, stage) in stages.iter().enumerate() {
+        let (mut stage_out, reader) = Output::stage();
+        if wanted.contains(&index) {
+            outputs.push(Some(stage_out));
+        } else {
             let name = stage.name.clone().unwrap_or_else(|| index.to_string());
-            run.out.stream(format!("Skipping stage {name}: the target does not need it\n")).await?;
-            continue;
+            stage_out.stream(format!("Skipping stage {name}: the target does not need it\n")).await?;
+            outputs.push(None);
         }
-        let state = run.stage(index, stage).await?;
-        if options.aux {
-            run.out.aux(json!({ "ID": state.id })).await?;
-        }
-        run.results[index] = Some((state.image.clone(), state.id.clone()));
-        if index == last {
-            final_state = Some(state);
-        }
+        readers.push(reader);
     }
-    let state = final_state.expect("the last stage is always needed");
-    let unused: Vec<&String> = options
-        .build_args
-        .keys()
-        .filter(|k| !run.used_args.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
-        .collect();
+    let last = stages.len() - 1;
+    let (names, meta_args) = (&names, &meta_args);
+    let scheduler = async {
+        let mut results: Vec<Option<(Value, String)>> = vec![None; stages.len()];
+        let mut pending = wanted.clone();
+        let mut running = FuturesUnordered::new();
+        let mut failure = None;
+        let mut final_state = None;
+        loop {
+            if failure.is_none() {
+                let ready: Vec<usize> =
+                    pending.iter().copied().filter(|i| deps[*i].iter().all(|d| results[*d].is_some())).collect();
+                for index in ready {
+                    pending.remove(&index);
+                    let run = Run {
+                        builder,
+                        options,
+                        context,
+                        work: work.join(format!("stage-{index}")),
+                        out: outputs[index].take().expect("each stage starts once"),
+                        escape: build.escape,
+                        step: first_step[index],
+                        total,
+                        results: results.clone(),
+                        names,
+                        used_args: BTreeSet::new(),
+                        meta_args,
+                        cancel: cancel_rx.clone(),
+                    };
+                    running.push(run.stage_and_id(index, &stages[index]));
+                }
+            }
+            let Some((index, outcome, consumed)) = running.next().await else { break };
+            used_args.extend(consumed);
+            match outcome {
+                Ok(state) => {
+                    results[index] = Some((state.image.clone(), state.id.clone()));
+                    if index == last {
+                        final_state = Some(state);
+                    }
+                }
+                Err(err) => {
+                    if failure.is_none() {
+                        let _ = cancel_tx.send(true);
+                        failure = Some(err);
+                    }
+                }
+            }
+        }
+        // The stages that never started: their outputs end empty.
+        outputs.clear();
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(final_state.expect("the last stage is always needed")),
+        }
+    };
+    let in_order = async {
+        for mut reader in readers {
+            while let Some(message) = reader.recv().await {
+                out.forward(message).await?;
+            }
+        }
+        Ok::<(), Gone>(())
+    };
+    let (state, forwarded) = tokio::join!(scheduler, in_order);
+    let state = state?;
+    forwarded?;
+
+    let unused: Vec<&String> =
+        options.build_args.keys().filter(|k| !used_args.contains(*k) && !PROXY_ARGS.contains(&k.as_str())).collect();
     if !unused.is_empty() {
         let list: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
-        run.out.stream(format!("[Warning] One or more build-args [{}] were not consumed\n", list.join(" "))).await?;
+        out.stream(format!("[Warning] One or more build-args [{}] were not consumed\n", list.join(" "))).await?;
     }
     let (image, tags_owned, parent) = (state.image.clone(), tags.to_vec(), state.base_id.clone());
     let record = builder
         .images
         .blocking(move |store| store.create_image(&image, &tags_owned, (!parent.is_empty()).then_some(parent.as_str())))
         .await?;
-    run.out.stream(format!("Successfully built {}\n", short(&record.id))).await?;
+    out.stream(format!("Successfully built {}\n", short(&record.id))).await?;
     for tag in tags {
         let familiar = berth_engine::reference::familiar(tag).to_string();
         builder.containers.events.emit("image", "tag", &record.id, json!({ "name": familiar }));
-        run.out.stream(format!("Successfully tagged {familiar}\n")).await?;
+        out.stream(format!("Successfully tagged {familiar}\n")).await?;
     }
-    run.out.finish_quiet(&record.id).await?;
+    out.finish_quiet(&record.id).await?;
     tracing::info!(image = %record.id, "image built");
     Ok(())
 }
 
 impl Run<'_> {
-    /// `Step N/M : INSTRUCTION`, its newline a message of its own as dockerd sends it.
     pub async fn announce(&mut self, original: &str) -> Result<(), BuildError> {
         self.step += 1;
-        let line = format!("Step {}/{} : {original}", self.step, self.total);
-        self.out.stream(line).await?;
-        self.out.stream("\n").await?;
-        Ok(())
+        announce(&mut self.out, self.step, self.total, original).await
+    }
+
+    /// A stage run to its end (and its ID in the stream, for `aux`), with
+    /// what it consumed of the build args.
+    async fn stage_and_id(
+        mut self,
+        index: usize,
+        stage: &Stage,
+    ) -> (usize, Result<State, BuildError>, BTreeSet<String>) {
+        let mut outcome = match std::fs::create_dir_all(&self.work) {
+            Ok(()) => self.stage(index, stage).await,
+            Err(e) => Err(BuildError::new(format!("creating the stage's directory: {e}"))),
+        };
+        if let (Ok(state), true) = (&outcome, self.options.aux) {
+            if let Err(gone) = self.out.aux(json!({ "ID": state.id })).await {
+                outcome = Err(gone.into());
+            }
+        }
+        if outcome.is_err() {
+            tracing::debug!(stage = index, "build stage failed");
+        }
+        let _ = std::fs::remove_dir_all(&self.work);
+        (index, outcome, std::mem::take(&mut self.used_args))
     }
 
     fn expand_meta(&self, word: &str) -> Result<String, BuildError> {
-        let meta = &self.meta_args;
-        lex::expand(word, &|name: &str| meta.get(name).cloned(), self.escape).map_err(BuildError::new)
+        expand_meta(self.meta_args, word, self.escape)
     }
 
     async fn stage(&mut self, index: usize, stage: &Stage) -> Result<State, BuildError> {

@@ -452,7 +452,7 @@ impl Run<'_> {
         });
         let containers = self.builder.containers.clone();
         let id =
-            containers.create("", request, state.image_info(layers, self.work), short(&state.id).to_string()).await?;
+            containers.create("", request, state.image_info(layers, &self.work), short(&state.id).to_string()).await?;
         let result = self.run_container(&id, &words).await;
         let committed = match result {
             Ok(()) => self.commit(state, &id, config, probe, &probe_cmd.join(" "), &key).await,
@@ -504,7 +504,18 @@ impl Run<'_> {
         let mut output = containers.attach(start, None).await?;
         let exited = containers.wait(id, "next-exit").await?;
         containers.start(id, Vec::new()).await?;
-        while let Some(entry) = output.recv().await {
+        let mut cancel = self.cancel.clone();
+        loop {
+            let entry = tokio::select! {
+                entry = output.recv() => entry,
+                // The guard wait_for returns is dropped at once (it is not Send).
+                _ = async { drop(cancel.wait_for(|cancelled| *cancelled).await) } => {
+                    // Another stage failed: the build ends, and so does this step.
+                    let _ = containers.kill(id, "KILL").await;
+                    return Err(BuildError::new("cancelled: another stage failed"));
+                }
+            };
+            let Some(entry) = entry else { break };
             let text = String::from_utf8_lossy(&entry.data).into_owned();
             let sent = if entry.stream == 2 { self.out.stderr(&text).await } else { self.out.stream(text).await };
             if sent.is_err() {
@@ -603,7 +614,7 @@ impl Run<'_> {
         let containers = self.builder.containers.clone();
         let request = json!({ "Cmd": ["/bin/sh"], "Entrypoint": [""], "HostConfig": { "NetworkMode": "none" } });
         let id =
-            containers.create("", request, state.image_info(layers, self.work), short(&state.id).to_string()).await?;
+            containers.create("", request, state.image_info(layers, &self.work), short(&state.id).to_string()).await?;
         let mut result = Ok(());
         for (dir, tar) in tars {
             result = put_file(&containers, &id, dir, tar).await;

@@ -141,7 +141,7 @@ impl Run<'_> {
         let request = json!({ "Cmd": ["/bin/sh"], "Entrypoint": [""], "HostConfig": { "NetworkMode": "none" } });
         let mut source = State::from_base(image, image_id);
         source.id = if source.id.is_empty() { cache::image_id(&source.image) } else { source.id };
-        let info = source.image_info(source_layers.clone(), self.work);
+        let info = source.image_info(source_layers.clone(), &self.work);
         let source_container = containers.create("", request, info, String::new()).await?;
         let tar = self.work.join("copy-from.tar");
         let result = async {
