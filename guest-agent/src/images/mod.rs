@@ -121,15 +121,21 @@ pub async fn remove(
     force: bool,
 ) -> Result<RemoveImageResponse, AgentError> {
     let wanted = name.clone();
-    let image_id = images
+    let (image_id, untag_only) = images
         .blocking(move |store| {
-            Ok(store.resolve(&wanted).ok_or_else(|| StoreError::NotFound(wanted.clone()))?.id.clone())
+            let record = store.resolve(&wanted).ok_or_else(|| StoreError::NotFound(wanted.clone()))?;
+            let tags = store.tags_of(&record.id);
+            let reference = berth_engine::reference::normalize(&wanted).ok();
+            let named =
+                reference.is_some_and(|r| tags.contains(&r.as_str()) || record.repo_digests.iter().any(|d| *d == r));
+            Ok((record.id.clone(), named && tags.len() + record.repo_digests.len() > 1))
         })
         .await?;
-    // Docker's rules: never under a running container; under a stopped
-    // one only when forced, and then the image stays (untagged) for
-    // the container, whose layers it is.
-    let users = containers.using_image(&image_id);
+    // Docker's rules: a reference the image has others besides is only
+    // removed, whatever uses the image. Otherwise never under a running
+    // container; under a stopped one only when forced, and then the image
+    // stays (untagged) for the container, whose layers it is.
+    let users = if untag_only { Vec::new() } else { containers.using_image(&image_id) };
     for (container, status) in &users {
         let short = &image_id.trim_start_matches("sha256:")[..12];
         if status.is_running() {

@@ -415,11 +415,11 @@ pub async fn inspect(name: &str, mut agent: AgentClient<Channel>) -> Response<Bo
             "Parent": reply.parent,
             "Comment": field("comment"),
             "Container": field("container"),
-            "ContainerConfig": config.get("container_config").cloned().unwrap_or(serde_json::Value::Null),
+            "ContainerConfig": with_go_fields(config.get("container_config")),
             "DockerVersion": field("docker_version"),
             "Created": field("created"),
             "Author": field("author"),
-            "Config": config.get("config").cloned().unwrap_or(serde_json::Value::Null),
+            "Config": with_go_fields(config.get("config")),
             "Architecture": field("architecture"),
             "Variant": config.get("variant").cloned().unwrap_or(serde_json::Value::Null),
             "Os": field("os"),
@@ -428,6 +428,36 @@ pub async fn inspect(name: &str, mut agent: AgentClient<Channel>) -> Response<Bo
             "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
         }),
     )
+}
+
+/// An image's container config as dockerd shows it: Go's
+/// `container.Config`, whose fields without `omitempty` are always there
+/// (clients read `Config.OnBuild` of an image that never had one).
+fn with_go_fields(config: Option<&serde_json::Value>) -> serde_json::Value {
+    let Some(serde_json::Value::Object(map)) = config else { return serde_json::Value::Null };
+    let mut out = map.clone();
+    for (key, zero) in [
+        ("Hostname", json!("")),
+        ("Domainname", json!("")),
+        ("User", json!("")),
+        ("AttachStdin", json!(false)),
+        ("AttachStdout", json!(false)),
+        ("AttachStderr", json!(false)),
+        ("Tty", json!(false)),
+        ("OpenStdin", json!(false)),
+        ("StdinOnce", json!(false)),
+        ("Env", serde_json::Value::Null),
+        ("Cmd", serde_json::Value::Null),
+        ("Image", json!("")),
+        ("Volumes", serde_json::Value::Null),
+        ("WorkingDir", json!("")),
+        ("Entrypoint", serde_json::Value::Null),
+        ("OnBuild", serde_json::Value::Null),
+        ("Labels", serde_json::Value::Null),
+    ] {
+        out.entry(key).or_insert(zero);
+    }
+    serde_json::Value::Object(out)
 }
 
 /// `docker tag SOURCE REPO[:TAG]`: `?repo=REPO&tag=TAG`.
@@ -464,6 +494,16 @@ pub async fn remove(name: &str, query: Option<&str>, mut agent: AgentClient<Chan
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_configs_carry_the_fields_go_always_writes() {
+        let config = with_go_fields(Some(&json!({ "Cmd": ["sh"], "User": "app" })));
+        assert_eq!(config["Cmd"], json!(["sh"]));
+        assert_eq!(config["User"], "app");
+        assert!(config.as_object().unwrap().contains_key("OnBuild") && config["OnBuild"].is_null());
+        assert_eq!(config["Tty"], false);
+        assert!(with_go_fields(None).is_null());
+    }
 
     #[test]
     fn filters() {
