@@ -733,6 +733,15 @@ impl Agent for AgentService {
 
     // ---- build ----
 
+    async fn prune_build_cache(
+        &self,
+        req: Request<berth_agent_proto::PruneBuildCacheRequest>,
+    ) -> Result<Response<JsonResponse>, Status> {
+        let builder = crate::build::Builder { images: self.images.clone(), containers: self.containers.clone() };
+        let value = crate::build::prune(&builder, req.into_inner().until).await?;
+        Ok(Response::new(JsonResponse { json: value.to_string().into_bytes() }))
+    }
+
     type BuildImageStream = Answers<JsonResponse>;
 
     async fn build_image(

@@ -195,3 +195,40 @@ COPY --from=broken /etc/hostname /b
     assert_eq!(ok(&berth, &["ps", "-aq"]), "", "--force-rm leaves no container of either stage");
     berth.stop_and_check_clean();
 }
+
+/// `docker builder prune` empties the build cache and reclaims the layers
+/// only it held; images built keep theirs; `docker system prune` (which
+/// prunes the build cache too) works against Berth.
+#[test]
+fn builder_prune_empties_the_cache_and_keeps_images() {
+    let berth = local_berth();
+    let ctx = tempfile::tempdir().unwrap();
+    let dir = ctx.path();
+    write(
+        dir,
+        "Dockerfile",
+        "FROM busybox\nRUN echo one > /one\nRUN echo two > /two\nCMD [\"cat\", \"/one\", \"/two\"]\n",
+    );
+    let context = dir.display().to_string();
+    assert!(build(&berth, &["-t", "kept", &context]).status.success());
+    // A failed build leaves a committed step only the cache names.
+    write(dir, "Failing", "FROM busybox\nRUN head -c 300000 /dev/zero > /big\nRUN exit 4\n");
+    let failing = dir.join("Failing").display().to_string();
+    assert_eq!(build(&berth, &["--force-rm", "-f", &failing, &context]).status.code(), Some(4));
+
+    let out = docker_cmd(&berth, &["builder", "prune", "-f"]).env("DOCKER_BUILDKIT", "0").output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let reclaimed = stdout(&out);
+    assert!(reclaimed.contains("Total reclaimed space"), "{reclaimed}");
+    assert!(!reclaimed.contains("Total reclaimed space: 0B"), "the failed build's layer is reclaimed: {reclaimed}");
+
+    assert_eq!(ok(&berth, &["run", "--rm", "kept"]), "one\ntwo\n");
+    let rebuilt = build(&berth, &["-t", "kept", &context]);
+    assert!(rebuilt.status.success(), "{}", describe(&rebuilt));
+    assert!(!stdout(&rebuilt).contains("Using cache"), "{}", stdout(&rebuilt));
+    let refused = docker_cmd(&berth, &["builder", "prune", "-f", "--filter", "id=x"]).output().unwrap();
+    assert!(stderr(&refused).contains("invalid filter 'id'"), "{}", describe(&refused));
+    let out = docker_cmd(&berth, &["system", "prune", "-f"]).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    berth.stop_and_check_clean();
+}

@@ -332,6 +332,30 @@ impl ImageStore {
         Ok(removed)
     }
 
+    /// Removes those of `candidates` (diff IDs) that no image names and
+    /// `keep` does not hold on to; returns the bytes reclaimed. Under the
+    /// store's lock, as `remove` deletes an image's last layers.
+    pub fn remove_unused_layers(
+        &mut self,
+        candidates: &[String],
+        keep: impl Fn(&Path) -> bool,
+    ) -> Result<u64, StoreError> {
+        let mut reclaimed = 0;
+        for diff_id in candidates {
+            if self.index.images.values().any(|image| image.diff_ids.contains(diff_id)) {
+                continue;
+            }
+            let dir = self.layer_dir(diff_id)?;
+            if keep(&dir) || !dir.is_dir() {
+                continue;
+            }
+            reclaimed += layer_size_of(&dir);
+            std::fs::remove_dir_all(&dir).map_err(io_err(format!("removing {}", dir.display())))?;
+            crate::tarsplit::remove(&dir);
+        }
+        Ok(reclaimed)
+    }
+
     /// The length of a stored layer's tar stream (0 for an unknown layer).
     pub fn layer_size(&self, diff_id: &str) -> u64 {
         self.layer_dir(diff_id).map(|dir| layer_size_of(&dir)).unwrap_or(0)

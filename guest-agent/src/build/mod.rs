@@ -8,8 +8,11 @@
 //! to the config it made, on the data disk.
 
 mod output;
+mod prune;
 mod stages;
 mod steps;
+
+pub use prune::prune;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -60,9 +63,11 @@ pub async fn build(
     options: BuildOptions,
     chunks: mpsc::Receiver<Vec<u8>>,
 ) -> Result<mpsc::Receiver<Value>, AgentError> {
+    let running = prune::BUILDS.read().await;
     let prepared = prepare(&builder, &options, chunks).await?;
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
+        let _running = running;
         let mut out = Output::new(tx, options.quiet);
         let Prepared { work, context, build, warnings, tags } = prepared;
         let result = stages::run(&builder, &options, &context, build, &warnings, &tags, &work.0, &mut out).await;

@@ -280,6 +280,12 @@ impl Containers {
             .collect()
     }
 
+    /// The layer directories every container stands on (a build prune
+    /// leaves them: a kept build container's image may be in no index).
+    pub fn layers_in_use(&self) -> std::collections::HashSet<PathBuf> {
+        self.entries.lock().unwrap().values().flat_map(|e| e.record.lock().unwrap().layers.clone()).collect()
+    }
+
     fn find_by_name(&self, name: &str) -> Option<Arc<Entry>> {
         self.entries.lock().unwrap().values().find(|e| e.record.lock().unwrap().name == name).cloned()
     }

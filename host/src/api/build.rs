@@ -148,3 +148,60 @@ mod tests {
         }
     }
 }
+
+/// `POST /build/prune` (`docker builder prune`, and `docker system prune`):
+/// Docker's BuildCachePruneReport. `until` is the filter the classic
+/// builder's cache can honour (each entry knows when it was written);
+/// `all` changes nothing, as no entry is in use between builds.
+pub async fn prune(query: Option<&str>, mut agent: AgentClient<Channel>) -> Response<Body> {
+    let until = match prune_until(query) {
+        Ok(until) => until,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let request = berth_agent_proto::PruneBuildCacheRequest { until };
+    super::http::agent_json(agent.prune_build_cache(request).await)
+}
+
+/// The `until` filter as Unix seconds (0: none); other filters and a
+/// storage to keep are refused rather than ignored, so a prune never
+/// removes more than was asked.
+fn prune_until(query: Option<&str>) -> Result<i64, String> {
+    if int_param(query, "keep-storage")? != 0 {
+        return Err("keep-storage is not supported by Berth's build cache (its entries have no sizes)".into());
+    }
+    let filters: serde_json::Map<String, serde_json::Value> = json_param(query, "filters")?;
+    let mut until = 0;
+    for (key, values) in &filters {
+        let values: Vec<&str> = match values {
+            serde_json::Value::Array(a) => a.iter().filter_map(serde_json::Value::as_str).collect(),
+            serde_json::Value::Object(o) => o.keys().map(String::as_str).collect(),
+            _ => Vec::new(),
+        };
+        match (key.as_str(), values.as_slice()) {
+            ("until", []) => {}
+            ("until", [one]) => {
+                let now = berth_agent_proto::time::now_ns();
+                until = berth_agent_proto::time::filter_time_ns(one, now)? / 1_000_000_000;
+            }
+            ("until", _) => return Err("more than one until filter specified".into()),
+            (other, _) => return Err(format!("invalid filter '{other}'")),
+        }
+    }
+    Ok(until)
+}
+
+#[cfg(test)]
+mod prune_tests {
+    use super::prune_until;
+
+    #[test]
+    fn prune_takes_until_and_refuses_what_it_cannot_honour() {
+        assert_eq!(prune_until(None), Ok(0));
+        assert_eq!(prune_until(Some("all=1")), Ok(0));
+        let hour_ago = prune_until(Some("filters=%7B%22until%22%3A%5B%221h%22%5D%7D")).unwrap();
+        let now = berth_agent_proto::time::now_ns() / 1_000_000_000;
+        assert!((now - 3600 - hour_ago).abs() <= 2, "{hour_ago} vs {now}");
+        assert_eq!(prune_until(Some("filters=%7B%22id%22%3A%5B%22x%22%5D%7D")), Err("invalid filter 'id'".into()));
+        assert!(prune_until(Some("keep-storage=1000")).unwrap_err().contains("keep-storage"));
+    }
+}

@@ -99,6 +99,7 @@ async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Response
         (&Method::GET, ["events"]) => system::events(query, ctx).await,
         (&Method::GET, ["system", "df"]) => system::df(ctx).await,
 
+        (&Method::POST, ["build", "prune"]) => build::prune(query, agent()).await,
         (&Method::GET, ["images", "json"]) => images::list(query, agent()).await,
         (&Method::GET, ["images", "get"]) => images::save(query_params(query, "names"), agent()).await,
         (&Method::POST, ["images", "prune"]) => images::prune(query, agent()).await,

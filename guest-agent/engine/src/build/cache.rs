@@ -57,6 +57,42 @@ impl CacheIndex {
         std::fs::write(&tmp, serde_json::to_vec(config).map_err(io::Error::other)?)?;
         std::fs::rename(&tmp, self.dir.join(format!("{key}.json")))
     }
+
+    /// Every entry: its key, when it was written (Unix seconds) and the
+    /// config it names. An unreadable entry is listed with a null config
+    /// (pruning removes it; a lookup already treats it as a miss).
+    pub fn entries(&self) -> Vec<(String, i64, Value)> {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        dir.flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                let key = name.strip_suffix(".json")?.to_string();
+                let written = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs() as i64);
+                let config = std::fs::read(entry.path())
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or(Value::Null);
+                Some((key, written, config))
+            })
+            .collect()
+    }
+
+    pub fn remove(&self, key: &str) -> io::Result<()> {
+        match std::fs::remove_file(self.dir.join(format!("{key}.json"))) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The diff IDs a cached step's config names.
+pub fn diff_ids(config: &Value) -> impl Iterator<Item = &str> {
+    config["rootfs"]["diff_ids"].as_array().into_iter().flatten().filter_map(Value::as_str)
 }
 
 #[cfg(test)]
@@ -76,6 +112,22 @@ mod tests {
         let a: Value = serde_json::from_str(r#"{"Labels":{"a":"1","b":"2"}}"#).unwrap();
         let b: Value = serde_json::from_str(r#"{"Labels":{"b":"2","a":"1"}}"#).unwrap();
         assert_eq!(key("p", &a, ""), key("p", &b, ""));
+    }
+
+    #[test]
+    fn entries_are_listed_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = CacheIndex::new(dir.path());
+        index.put("k1", &json!({ "rootfs": { "diff_ids": ["sha256:a", "sha256:b"] } })).unwrap();
+        std::fs::write(dir.path().join("k2.json"), b"not json").unwrap();
+        let mut entries = index.entries();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(entries.len(), 2);
+        assert_eq!(diff_ids(&entries[0].2).collect::<Vec<_>>(), ["sha256:a", "sha256:b"]);
+        assert!(entries[1].2.is_null() && entries[1].1 > 0);
+        index.remove("k1").unwrap();
+        index.remove("k1").unwrap();
+        assert_eq!(index.get("k1"), None);
     }
 
     #[test]
