@@ -232,3 +232,61 @@ fn builder_prune_empties_the_cache_and_keeps_images() {
     assert!(out.status.success(), "{}", describe(&out));
     berth.stop_and_check_clean();
 }
+
+/// `RUN --mount` as BuildKit users write it, through the classic API: a
+/// cache that outlives builds (and `builder prune`), a tmpfs, and the
+/// context bound read-only, whose content (not the mount) decides the
+/// step's cache hit.
+#[test]
+fn run_mounts_cache_tmpfs_and_the_context() {
+    let berth = local_berth();
+    let ctx = tempfile::tempdir().unwrap();
+    let dir = ctx.path();
+    write(dir, "src/a.txt", "A\n");
+    write(dir, "ignored.txt", "secret\n");
+    write(dir, ".dockerignore", "ignored.txt\n");
+    write(
+        dir,
+        "Dockerfile",
+        "\
+FROM busybox
+RUN --mount=type=cache,target=/cache,sharing=locked echo run >> /cache/log && wc -l < /cache/log > /count
+RUN --mount=type=tmpfs,target=/scratch echo hi > /scratch/f && test -f /scratch/f
+RUN test ! -e /scratch/f && test ! -e /cache/log
+RUN --mount=type=bind,source=src,target=/src cat /src/a.txt > /copied
+RUN --mount=target=/ctx test ! -e /ctx/ignored.txt && ! touch /ctx/new 2>/dev/null
+CMD [\"cat\", \"/count\", \"/copied\"]
+",
+    );
+    let context = dir.display().to_string();
+    let first = build(&berth, &["-t", "mounts", &context]);
+    assert!(first.status.success(), "{}\n{}", describe(&first), berth.logs());
+    assert_eq!(ok(&berth, &["run", "--rm", "mounts"]), "1\nA\n");
+    // The cache directory outlives the build: a second run sees the first's file.
+    let again = build(&berth, &["--no-cache", "-t", "mounts", &context]);
+    assert!(again.status.success(), "{}", describe(&again));
+    assert_eq!(ok(&berth, &["run", "--rm", "mounts"]), "2\nA\n");
+    // Unchanged context: every step hits; a changed bound file reruns its step.
+    let cached = build(&berth, &["-t", "mounts", &context]);
+    assert_eq!(stdout(&cached).matches("Using cache").count(), 6, "{}", stdout(&cached));
+    write(dir, "src/a.txt", "B\n");
+    let changed = build(&berth, &["-t", "mounts", &context]);
+    assert_eq!(stdout(&changed).matches("Using cache").count(), 3, "{}", stdout(&changed));
+    assert_eq!(ok(&berth, &["run", "--rm", "mounts"]), "2\nB\n");
+    // builder prune empties the cache mount too.
+    let pruned = docker_cmd(&berth, &["builder", "prune", "-f"]).output().unwrap();
+    assert!(pruned.status.success(), "{}", describe(&pruned));
+    assert!(build(&berth, &["-t", "mounts", &context]).status.success());
+    assert_eq!(ok(&berth, &["run", "--rm", "mounts"]), "1\nB\n");
+
+    write(dir, "FromStage", "FROM busybox AS a\nFROM busybox\nRUN --mount=from=a,target=/a true\n");
+    let from_stage = dir.join("FromStage").display().to_string();
+    let refused = build(&berth, &["-f", &from_stage, &context]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("RUN --mount=type=bind,from=a is not supported by Berth yet"),
+        "{}",
+        describe(&refused)
+    );
+    berth.stop_and_check_clean();
+}

@@ -1,6 +1,8 @@
 //! `docker builder prune` (POST /build/prune): the build cache is the
-//! cache index and the layers only its entries name. Entries go first,
-//! then those layers, unless an image or a container still stands on them.
+//! cache index, the layers only its entries name, and the `RUN
+//! --mount=type=cache` directories. Entries go first, then those layers,
+//! unless an image or a container still stands on them; the cache mounts
+//! go with a prune of everything (no `until`).
 
 use std::collections::HashSet;
 
@@ -43,10 +45,39 @@ pub async fn prune(builder: &Builder, until: i64) -> Result<Value, AgentError> {
     .map_err(|e| AgentError::internal(e.to_string()))?
     .map_err(|e| AgentError::internal(format!("pruning the build cache: {e}")))?;
     let in_use = builder.containers.layers_in_use();
-    let reclaimed = builder
+    let mut reclaimed = builder
         .images
         .blocking(move |store| store.remove_unused_layers(&candidates, |dir| in_use.contains(dir)))
         .await?;
+    if until == 0 {
+        let mounts = super::steps::cache_mounts_dir(&tmp);
+        reclaimed += tokio::task::spawn_blocking(move || remove_tree(&mounts))
+            .await
+            .map_err(|e| AgentError::internal(e.to_string()))?
+            .map_err(|e| AgentError::internal(format!("removing the cache mounts: {e}")))?;
+    }
     tracing::info!(entries = deleted.len(), reclaimed, "build cache pruned");
     Ok(json!({ "CachesDeleted": deleted, "SpaceReclaimed": reclaimed }))
+}
+
+/// Removes a directory tree (never following links), returning the bytes
+/// of the files it held; a missing one is empty.
+fn remove_tree(dir: &std::path::Path) -> std::io::Result<u64> {
+    let mut bytes = 0;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(next) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&next) else { continue };
+        for entry in entries.flatten() {
+            let meta = entry.path().symlink_metadata()?;
+            if meta.is_dir() {
+                todo.push(entry.path());
+            } else {
+                bytes += meta.len();
+            }
+        }
+    }
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(bytes),
+    }
 }

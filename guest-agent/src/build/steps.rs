@@ -174,7 +174,9 @@ impl Run<'_> {
     ) -> Result<(), BuildError> {
         let mut config = state.config().clone();
         let comment = match command {
-            Command::Run { cmd, heredocs } => return self.run_step(state, cmd, heredocs).await,
+            Command::Run { cmd, heredocs, mounts, network } => {
+                return self.run_step(state, cmd, heredocs, mounts, network.as_deref()).await
+            }
             Command::Copy(spec) => return self.copy_step(state, spec, stage).await,
             Command::Env(pairs) => {
                 let mut written = Vec::new();
@@ -399,6 +401,8 @@ impl Run<'_> {
         state: &mut State,
         cmd: &CmdLine,
         heredocs: &[berth_engine::build::parser::Heredoc],
+        mounts: &[berth_engine::build::mounts::RunMount],
+        network: Option<&str>,
     ) -> Result<(), BuildError> {
         let words = match (cmd, heredocs) {
             (CmdLine::Shell(text), [doc, ..])
@@ -430,9 +434,20 @@ impl Run<'_> {
         };
         let config = state.config().clone();
         let probe = Self::probe(&config, &probe_cmd);
-        let key = cache::key(&state.id, &probe, "");
+        let key = cache::key(&state.id, &probe, &self.mount_key(mounts, network));
         if self.lookup(state, &key).await? {
             return Ok(());
+        }
+        let prepared = self.prepare_mounts(mounts).await?;
+        let mut host_config = self.run_host_config();
+        if let Some(network) = network {
+            host_config["NetworkMode"] = network.into();
+        }
+        if !prepared.mounts.is_empty() {
+            host_config["Mounts"] = json!(prepared.mounts);
+        }
+        if !prepared.tmpfs.is_empty() {
+            host_config["Tmpfs"] = Value::Object(prepared.tmpfs.clone());
         }
         let layers = self.layers(&state.image).await?;
         let mut env = state.env();
@@ -448,7 +463,7 @@ impl Run<'_> {
             "Env": env,
             "User": config["User"],
             "WorkingDir": config["WorkingDir"],
-            "HostConfig": self.run_host_config(),
+            "HostConfig": host_config,
         });
         let containers = self.builder.containers.clone();
         let id =
@@ -464,6 +479,7 @@ impl Run<'_> {
             let _ = containers.remove(&id, true, true).await;
             self.out.stream(format!("Removing intermediate container {}\n", short(&id))).await?;
         }
+        drop(prepared);
         committed
     }
 
@@ -663,3 +679,6 @@ async fn put_file(
 }
 
 mod copy_step;
+mod run_mounts;
+
+pub(super) use run_mounts::cache_mounts_dir;

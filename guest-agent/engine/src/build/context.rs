@@ -266,6 +266,57 @@ impl Context {
         hex(&hasher.finalize())
     }
 
+    /// The entries at and below `path` made anew under `dest`: what `RUN
+    /// --mount=type=bind` shows of the context (exactly the context's
+    /// entries, with their modes and owners). Files are hard links when
+    /// `shared` (the mount is read-only), copies otherwise. Returns where
+    /// `path` is; a symlink there is refused, since a bind mount of it
+    /// would follow it outside the copy.
+    pub fn materialise(&self, path: &str, dest: &Path, shared: bool) -> io::Result<PathBuf> {
+        use std::os::unix::fs::{chown, lchown, symlink, PermissionsExt};
+        let path = clean(path);
+        match self.entries.get(&path).map(|e| &e.kind) {
+            None if !path.is_empty() => {
+                return Err(io::Error::new(io::ErrorKind::NotFound, format!("\"/{path}\" not found")));
+            }
+            Some(Kind::Symlink(_)) => return Err(invalid(format!("\"/{path}\" is a symbolic link"))),
+            _ => {}
+        }
+        std::fs::create_dir_all(dest)?;
+        let mut links = Vec::new();
+        let mut dirs = Vec::new();
+        for (name, entry) in self.walk(&path) {
+            let at = dest.join(name);
+            let owner = (Some(entry.uid as u32), Some(entry.gid as u32));
+            match &entry.kind {
+                Kind::Dir => {
+                    std::fs::create_dir_all(&at)?;
+                    dirs.push((at, entry.mode, owner));
+                }
+                Kind::File => {
+                    if shared {
+                        std::fs::hard_link(self.root.join(name), &at)?;
+                    } else {
+                        std::fs::copy(self.root.join(name), &at)?;
+                        std::fs::set_permissions(&at, std::fs::Permissions::from_mode(entry.mode & 0o7777))?;
+                        chown(&at, owner.0, owner.1)?;
+                    }
+                }
+                Kind::Symlink(to) => links.push((at, to.clone(), owner)),
+            }
+        }
+        for (at, to, owner) in links {
+            symlink(to, &at)?;
+            lchown(&at, owner.0, owner.1)?;
+        }
+        // Directories last: a read-only one is still filled above.
+        for (at, mode, owner) in dirs {
+            std::fs::set_permissions(&at, std::fs::Permissions::from_mode(mode & 0o7777))?;
+            chown(&at, owner.0, owner.1)?;
+        }
+        Ok(dest.join(&path))
+    }
+
     /// Where a file's content is on disk.
     pub fn file_path(&self, name: &str) -> PathBuf {
         self.root.join(name)
@@ -314,6 +365,32 @@ mod tests {
     }
 
     use tar::EntryType::{Directory, Regular, Symlink};
+
+    #[test]
+    fn a_bind_mount_shows_exactly_the_contexts_entries() {
+        let (_dir, mut context) = ingest(tar_of(&[
+            ("src/", Directory, b"", ""),
+            ("src/a.txt", Regular, b"A", ""),
+            ("src/link", Symlink, b"", "/etc/passwd"),
+            ("src/ignored", Regular, b"secret", ""),
+            ("top", Symlink, b"", "src"),
+        ]))
+        .unwrap();
+        context.remove("src/ignored");
+        let out = tempfile::tempdir().unwrap();
+        let at = context.materialise("src", &out.path().join("m"), true).unwrap();
+        assert_eq!(std::fs::read(at.join("a.txt")).unwrap(), b"A");
+        assert_eq!(std::fs::read_link(at.join("link")).unwrap(), Path::new("/etc/passwd"));
+        assert!(!at.join("ignored").exists(), "a removed entry stays out");
+        assert!(context.materialise("top", &out.path().join("n"), true).is_err(), "a link at the source is refused");
+        assert!(context
+            .materialise("nope", &out.path().join("o"), true)
+            .unwrap_err()
+            .to_string()
+            .contains("not found"));
+        let whole = context.materialise("", &out.path().join("p"), false).unwrap();
+        assert!(whole.join("src/a.txt").is_file());
+    }
 
     #[test]
     fn hashes_ignore_mtimes_and_see_content() {

@@ -37,6 +37,9 @@ pub enum Command {
     Run {
         cmd: CmdLine,
         heredocs: Vec<Heredoc>,
+        mounts: Vec<super::mounts::RunMount>,
+        /// `--network`: default, none or host (the build's own otherwise).
+        network: Option<String>,
     },
     Copy(CopySpec),
     /// Raw `key`, raw `value` (expanded when the step runs).
@@ -209,24 +212,36 @@ fn command(instruction: &Instruction, escape: char) -> Result<Command, ParseErro
     let no_flags = || flags(instruction, &[]);
     Ok(match keyword {
         "RUN" => {
-            // Any RUN flag needs BuildKit; secret and ssh mounts need its session too.
-            if let Some((name, value)) = flags(instruction, &["mount", "network", "security"])?.into_iter().next() {
-                if name == "mount" {
-                    let kind = value.split(',').find_map(|p| p.strip_prefix("type=")).unwrap_or("bind");
-                    if kind == "secret" || kind == "ssh" {
+            let mut mounts = Vec::new();
+            let mut network = None;
+            for (name, value) in flags(instruction, &["mount", "network", "security"])? {
+                match name.as_str() {
+                    "mount" => {
+                        let kind = value.split(',').find_map(|p| p.strip_prefix("type=")).unwrap_or("bind");
+                        if kind == "secret" || kind == "ssh" {
+                            return Err(error(
+                                instruction,
+                                format!("RUN --mount=type={kind} needs a BuildKit session, which the classic builder API (POST /build) cannot carry"),
+                            ));
+                        }
+                        mounts.push(super::mounts::parse(&value).map_err(|m| error(instruction, m))?);
+                    }
+                    "network" => match value.as_str() {
+                        "default" | "none" | "host" => network = Some(value),
+                        other => return Err(error(instruction, format!("unsupported network mode \"{other}\""))),
+                    },
+                    // `insecure` needs an entitlement the legacy API cannot grant.
+                    _ if value == "sandbox" => {}
+                    _ => {
                         return Err(error(
                             instruction,
-                            format!("RUN --mount=type={kind} needs a BuildKit session, which the classic builder API (POST /build) cannot carry"),
-                        ));
+                            format!("RUN --security={value} needs a BuildKit entitlement, which the classic builder API (POST /build) cannot carry"),
+                        ))
                     }
                 }
-                return Err(error(
-                    instruction,
-                    format!("the --{name} option requires BuildKit. Refer to https://docs.docker.com/go/buildkit/ to learn how to build images with BuildKit enabled"),
-                ));
             }
             needs_args("RUN")?;
-            Command::Run { cmd: cmd_line(args), heredocs: instruction.heredocs.clone() }
+            Command::Run { cmd: cmd_line(args), heredocs: instruction.heredocs.clone(), mounts, network }
         }
         "COPY" | "ADD" => {
             let add = keyword == "ADD";
@@ -462,7 +477,30 @@ mod tests {
     fn secret_and_ssh_mounts_are_refused_clearly() {
         let err = build("FROM a\nRUN --mount=type=secret,id=x cat /run/secrets/x\n").unwrap_err();
         assert!(err.to_string().contains("needs a BuildKit session"), "{err}");
-        assert!(build("FROM a\nRUN --network=none true\n").unwrap_err().to_string().contains("requires BuildKit"));
+        assert!(build("FROM a\nRUN --security=insecure true\n").unwrap_err().to_string().contains("entitlement"));
+        assert!(build("FROM a\nRUN --network=bridge2 true\n")
+            .unwrap_err()
+            .to_string()
+            .contains("unsupported network mode"));
+        let err = build("FROM a\nRUN --mount=type=cache,target=/x,colour=red true\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "dockerfile parse error line 2: unexpected key 'colour' in 'type=cache,target=/x,colour=red'"
+        );
+    }
+
+    #[test]
+    fn run_takes_mounts_and_a_network() {
+        let build =
+            build("FROM a\nRUN --mount=type=cache,target=/c --mount=type=tmpfs,target=/t --network=none make\n")
+                .unwrap();
+        match &build.stages[0].steps[0].command {
+            Command::Run { mounts, network, .. } => {
+                assert_eq!(mounts.iter().map(|m| m.target.as_str()).collect::<Vec<_>>(), ["/c", "/t"]);
+                assert_eq!(network.as_deref(), Some("none"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

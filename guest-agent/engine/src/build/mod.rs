@@ -2,8 +2,8 @@
 //! semantics, research/build.md): the parser (`parser`), variable
 //! substitution (`lex`), the stage and command model (`instructions`),
 //! `.dockerignore` matching (`ignore`), the received context and its
-//! content hashes (`context`), and the build cache's keys and index
-//! (`cache`). Pure and unit-tested; the agent's `build` runs the steps.
+//! content hashes (`context`), the build cache's keys and index
+//! (`cache`), and `RUN --mount` (`mounts`). Pure and unit-tested; the agent's `build` runs the steps.
 
 pub mod cache;
 pub mod context;
@@ -11,4 +11,5 @@ pub mod copy;
 pub mod ignore;
 pub mod instructions;
 pub mod lex;
+pub mod mounts;
 pub mod parser;
