@@ -245,15 +245,40 @@ pub fn mount_storage(
 
 fn mount_share(tag: &str, guest_path: &str, fstype: &str, access: ShareAccess) -> io::Result<()> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    if access == ShareAccess::Host {
-        // Our kernel's option (kernel-config/berth-virtiofs.patch); another
-        // kernel refuses it, and then the guest checks access itself.
-        match mount_fs(tag, guest_path, fstype, flags, Some("host_permissions")) {
-            Ok(()) => return Ok(()),
-            Err(err) => tracing::warn!(tag, %err, "the host cannot decide access to this share: the guest does"),
-        }
+    // Our kernel's option (kernel-config/berth-virtiofs.patch); another
+    // kernel refuses it, and then the guest checks access itself.
+    let host_decides = access == ShareAccess::Host
+        && match mount_fs(tag, guest_path, fstype, flags, Some("host_permissions")) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(tag, %err, "the host cannot decide access to this share: the guest does");
+                false
+            }
+        };
+    if !host_decides {
+        mount_fs(tag, guest_path, fstype, flags, None)?;
     }
-    mount_fs(tag, guest_path, fstype, flags, None)
+    if let Err(err) = set_share_readahead(guest_path) {
+        tracing::warn!(tag, %err, "share readahead left at the kernel's default");
+    }
+    Ok(())
+}
+
+/// Sequential reads of a share ask virtiofsd for this much at a time.
+/// FUSE asks for the mount's readahead window (128 KiB by default) per
+/// request, and each request is a round trip through the virtqueue, which
+/// under emulation costs more than moving the data; virtiofsd takes up to
+/// 1 MiB per request (its MAX_BUFFER_SIZE), so a window of that size makes
+/// a stream of full requests.
+const SHARE_READAHEAD_KIB: u32 = 1024;
+
+/// FUSE mounts have a backing device of their own, `/sys/class/bdi/MAJ:MIN`
+/// for the mount's anonymous device number.
+fn set_share_readahead(guest_path: &str) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = fs::metadata(guest_path)?.dev();
+    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    fs::write(format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb"), SHARE_READAHEAD_KIB.to_string())
 }
 
 /// A 9P share: one vsock connection to the host per share, which the

@@ -229,12 +229,15 @@ impl Agent for AgentService {
         &self,
         req: Request<StartContainerRequest>,
     ) -> Result<Response<StartContainerResponse>, Status> {
-        let StartContainerRequest { id, published_ports } = req.into_inner();
+        let StartContainerRequest { id, published_ports, stale_share_trees } = req.into_inner();
         let ports = published_ports
             .iter()
             .map(berth_agent_proto::ports::PortBinding::try_from)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Status::invalid_argument(format!("published port: {e}")))?;
+        if self.raises_share_changes {
+            crate::share_changes::refresh_before_start(stale_share_trees).await;
+        }
         let started = self.containers.start(&id, ports).await?;
         Ok(Response::new(StartContainerResponse { already_started: !started }))
     }
@@ -629,21 +632,7 @@ impl Agent for AgentService {
         if !self.raises_share_changes {
             return Err(Status::unimplemented("a local agent sees the host's own file events"));
         }
-        let raiser = crate::share_changes::Raiser::open().map_err(|err| {
-            Status::failed_precondition(format!(
-                "this guest kernel cannot raise host file changes ({}: {err})",
-                crate::share_changes::FSNOTIFY
-            ))
-        })?;
-        let raiser = Arc::new(raiser);
-        let mut batches = req.into_inner();
-        while let Some(batch) = batches.message().await? {
-            let raiser = raiser.clone();
-            // Each write resolves paths and may ask virtiofsd: not on the runtime.
-            tokio::task::spawn_blocking(move || raiser.raise_all(&batch.changes))
-                .await
-                .map_err(|err| AgentError::internal(format!("share change task: {err}")))?;
-        }
+        crate::share_changes::serve(req.into_inner()).await?;
         Ok(Response::new(Empty {}))
     }
 

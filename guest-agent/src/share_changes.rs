@@ -9,14 +9,24 @@
 //! the change. The echo of a change a container made itself (virtiofsd makes
 //! it on the host, the host's watcher reports it) is dropped by the kernel,
 //! which remembers what went through its own FUSE requests.
+//!
+//! The host may let the guest cache a share for a day (virtiofsd
+//! `--cache=always`, the host's share_cache.rs) because these changes
+//! invalidate what they touch. A tree the host was not watching may have
+//! changed unseen, so before it is used again (StartContainer) or when
+//! events were lost, the host names it stale and [`refresh_stale`] makes
+//! the guest forget what it cached there.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use std::sync::Arc;
+
 use berth_agent_proto::share_change::Kind;
-use berth_agent_proto::ShareChange;
+use berth_agent_proto::{ShareChange, ShareChanges};
+use tonic::{Status, Streaming};
 
 /// The kernel patch's interface: `op NUL path [NUL path]` per write.
 pub const FSNOTIFY: &str = "/sys/kernel/berth/fsnotify";
@@ -49,6 +59,61 @@ pub fn record(change: &ShareChange) -> Option<Vec<u8>> {
         out.extend_from_slice(path.as_bytes());
     }
     (out.len() < MAX_RECORD).then_some(out)
+}
+
+/// Raises what the host's watcher reports, batch by batch, until the host
+/// ends the stream.
+pub async fn serve(mut batches: Streaming<ShareChanges>) -> Result<(), Status> {
+    let raiser = Raiser::open().map_err(|err| {
+        Status::failed_precondition(format!("this guest kernel cannot raise host file changes ({FSNOTIFY}: {err})"))
+    })?;
+    let raiser = Arc::new(raiser);
+    while let Some(batch) = batches.message().await? {
+        let raiser = raiser.clone();
+        // Each write resolves paths and may ask virtiofsd: not on the runtime.
+        tokio::task::spawn_blocking(move || {
+            refresh_stale(Some(&raiser), &batch.stale_trees);
+            raiser.raise_all(&batch.changes)
+        })
+        .await
+        .map_err(|err| Status::internal(format!("share change task: {err}")))?;
+    }
+    Ok(())
+}
+
+/// [`refresh_stale`] for the bind sources of a container about to start.
+pub async fn refresh_before_start(trees: Vec<String>) {
+    if trees.is_empty() {
+        return;
+    }
+    let _ = tokio::task::spawn_blocking(move || refresh_stale(Raiser::open().ok().as_ref(), &trees)).await;
+}
+
+/// Where the kernel drops unused dentries and inodes ("2") on request.
+const DROP_CACHES: &str = "/proc/sys/vm/drop_caches";
+
+/// Makes the guest forget what it cached of `trees` (guest paths): every
+/// unused name and inode of every filesystem goes (there is no way to ask
+/// one filesystem, let alone one tree, from user space), and with it their
+/// attributes and pages; a tree's root, which a container may still hold
+/// (its mount root, someone's working directory), has its attributes and
+/// pages invalidated through the kernel patch's `modify`. Names and inodes
+/// that running containers hold below a root keep what they cached: the
+/// trees of running containers are watched, so only a file one held open
+/// across a lapse of the host's watch can show its old size.
+pub fn refresh_stale(raiser: Option<&Raiser>, trees: &[String]) {
+    if trees.is_empty() {
+        return;
+    }
+    if let Err(err) = std::fs::write(DROP_CACHES, "2") {
+        tracing::warn!(%err, "could not drop the guest's cached names of shares");
+    }
+    let Some(raiser) = raiser else { return };
+    for tree in trees {
+        let change = ShareChange { kind: Kind::Modify as i32, path: tree.clone(), ..Default::default() };
+        raiser.raise_all(std::slice::from_ref(&change));
+    }
+    tracing::debug!(?trees, "share trees refreshed");
 }
 
 /// The open [`FSNOTIFY`] file.

@@ -58,7 +58,7 @@ async fn logs(client: &mut Client, id: &str) -> (String, String) {
 /// Creates, starts and waits for a container; its exit code and output.
 async fn run(client: &mut Client, config: Value) -> (i32, String, String) {
     let id = create(client, "", config).await.unwrap();
-    client.start_container(StartContainerRequest { id: id.clone(), published_ports: Vec::new() }).await.unwrap();
+    client.start_container(StartContainerRequest { id: id.clone(), ..Default::default() }).await.unwrap();
     let code = wait(client, &id, "not-running").await;
     let (out, err) = logs(client, &id).await;
     client.remove_container(RemoveContainerRequest { id, force: true, remove_volumes: false }).await.unwrap();
@@ -128,10 +128,7 @@ async fn containers_run_isolated_with_dockers_defaults() {
 
     // A command that does not exist: Docker's message, exit code 127.
     let id = create(client, "", json!({"Cmd": ["no-such-command"]})).await.unwrap();
-    let err = client
-        .start_container(StartContainerRequest { id: id.clone(), published_ports: Vec::new() })
-        .await
-        .unwrap_err();
+    let err = client.start_container(StartContainerRequest { id: id.clone(), ..Default::default() }).await.unwrap_err();
     assert!(err.message().contains("executable file not found in $PATH"), "{}", err.message());
     assert_eq!(inspect(client, &id).await["State"]["ExitCode"], 127);
 
@@ -168,7 +165,7 @@ async fn lifecycle_attach_stdin_and_names() {
     .unwrap();
     let mut output =
         client.attach_container(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
-    client.start_container(StartContainerRequest { id: id.clone(), published_ports: Vec::new() }).await.unwrap();
+    client.start_container(StartContainerRequest { id: id.clone(), ..Default::default() }).await.unwrap();
     tx.send(AttachInput { input: Some(attach_input::Input::Stdin(b"hello stdin\n".to_vec())) }).await.unwrap();
     tx.send(AttachInput { input: Some(attach_input::Input::CloseStdin(true)) }).await.unwrap();
     let mut seen = Vec::new();
@@ -187,7 +184,7 @@ async fn lifecycle_attach_stdin_and_names() {
     // Stop: SIGTERM is ignored by a PID 1 without handlers, so SIGKILL
     // follows the timeout (137); the container's state says so.
     let sleeper = create(client, "sleeper", json!({"Cmd": ["sleep", "300"]})).await.unwrap();
-    client.start_container(StartContainerRequest { id: sleeper.clone(), published_ports: Vec::new() }).await.unwrap();
+    client.start_container(StartContainerRequest { id: sleeper.clone(), ..Default::default() }).await.unwrap();
     let listed: Value = serde_json::from_slice(
         &client.list_containers(ListContainersRequest::default()).await.unwrap().into_inner().json,
     )
@@ -209,7 +206,7 @@ async fn lifecycle_attach_stdin_and_names() {
     // Kill with a signal the process handles.
     let trapper =
         create(client, "", sh("trap 'echo got-usr1; exit 5' USR1; while true; do sleep 0.1; done")).await.unwrap();
-    client.start_container(StartContainerRequest { id: trapper.clone(), published_ports: Vec::new() }).await.unwrap();
+    client.start_container(StartContainerRequest { id: trapper.clone(), ..Default::default() }).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     client.kill_container(KillContainerRequest { id: trapper.clone(), signal: "USR1".into() }).await.unwrap();
     assert_eq!(wait(client, &trapper, "").await, 5);
@@ -242,7 +239,7 @@ async fn containers_outlive_a_crashed_agent() {
     let mut agent = start_agent().await;
     load_busybox(&mut agent.client).await;
     let id = create(&mut agent.client, "survivor", sh("echo before; sleep 2; echo after; exit 7")).await.unwrap();
-    agent.client.start_container(StartContainerRequest { id: id.clone(), published_ports: Vec::new() }).await.unwrap();
+    agent.client.start_container(StartContainerRequest { id: id.clone(), ..Default::default() }).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let pid = inspect(&mut agent.client, &id).await["State"]["Pid"].as_i64().unwrap();
 

@@ -149,9 +149,11 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
             if guest.share_transport.is_some() {
                 // Shares are mounted at their host paths in the VM.
                 let roots = state.shares.iter().map(|p| ShareRoot { host_path: p.clone(), guest_path: p.clone() });
-                _share_watch = Some(crate::share_watch::spawn(agent.clone(), roots.collect()));
+                _share_watch = crate::share_watch::spawn(agent.clone(), roots.collect());
             }
-            let ctx = std::sync::Arc::new(api::ApiContext::new(facts, agent, publisher));
+            let mut ctx = api::ApiContext::new(facts, agent, publisher);
+            ctx.shares = _share_watch.as_ref().map(|(watch, _)| watch.clone());
+            let ctx = std::sync::Arc::new(ctx);
             let connections = api::Connections::new(api::Limits::default());
             let tcp_server = tcp.map(|listener| {
                 let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();

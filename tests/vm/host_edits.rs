@@ -332,3 +332,32 @@ fn a_non_root_users_files_are_theirs_whichever_container_user_writes_them() {
     let procs = berth.live_processes();
     assert!(procs.is_empty(), "processes left after stop: {procs:#?}");
 }
+
+/// Where the host watches a share, the guest may keep what it cached of it
+/// for a day (virtiofsd `--cache=always`, host/src/vm/share_cache.rs). What
+/// changed on the host while no container used a tree, and so while nobody
+/// watched it, is still what the next container on it sees.
+#[test]
+fn host_edits_made_while_no_container_used_a_tree_reach_the_next_one() {
+    let berth = Berth::new();
+    berth.start();
+    harness::load_busybox(&berth);
+    let tree = berth.share.path().join("tree");
+    std::fs::create_dir_all(tree.join("d")).unwrap();
+    std::fs::write(tree.join("kept"), "old text").unwrap();
+    std::fs::write(tree.join("d/gone"), "x").unwrap();
+    let bind = format!("{}:/t", tree.display());
+    let look = ["run", "--rm", "-v", &bind, "busybox", "sh", "-c", "cat /t/kept; echo; ls /t/d; stat -c %s /t/kept"];
+    let first = harness::docker_ok(&berth, &look);
+    assert!(first.starts_with("old text\ngone\n8"), "{first}");
+    // Longer than a tree stays watched after its last container (LINGER in
+    // host/src/share_watch): the edits below raise nothing in the guest.
+    std::thread::sleep(Duration::from_secs(12));
+    std::fs::write(tree.join("kept"), "new text, longer").unwrap();
+    std::fs::remove_file(tree.join("d/gone")).unwrap();
+    std::fs::write(tree.join("d/made"), "y").unwrap();
+    let second = harness::docker_ok(&berth, &look);
+    let policy = berth.logs().lines().filter(|l| l.contains("virtiofsd cache policy")).collect::<Vec<_>>().join("\n");
+    assert_eq!(second, "new text, longer\nmade\n16\n", "{policy}");
+    berth.stop_and_check_clean();
+}

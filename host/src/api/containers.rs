@@ -25,6 +25,7 @@ use super::body::{channel_body, json_lines, read_json_body, stream_body, tar_bod
 use super::hijack::{frame, hijack, parse_detach_keys, stdin_into, websocket, websocket_accept_key, Hijack};
 use super::http::{agent_error, agent_json, empty, error, flag, json_response, query_param, time_param, Body};
 use crate::ports::Publisher;
+use crate::share_watch::ShareWatch;
 
 /// Create bodies larger than this are refused (Docker's configs are a few KiB).
 const MAX_CREATE_BODY: usize = MAX_JSON_BODY;
@@ -202,8 +203,14 @@ pub(super) async fn inspect(id: &str, mut agent: AgentClient<Channel>) -> Respon
 }
 
 /// Binds the container's published ports (a taken one fails the start, as
-/// in dockerd), then starts it with them.
-pub(super) async fn start(id: &str, mut agent: AgentClient<Channel>, ports: &Arc<Publisher>) -> Response<Body> {
+/// in dockerd) and watches its bind sources on the host (share_watch/),
+/// then starts it with them.
+pub(super) async fn start(
+    id: &str,
+    mut agent: AgentClient<Channel>,
+    ports: &Arc<Publisher>,
+    shares: Option<&ShareWatch>,
+) -> Response<Body> {
     let container = match agent.inspect_container(ContainerRef { id: id.to_string() }).await {
         Ok(reply) => serde_json::from_slice::<serde_json::Value>(&reply.into_inner().json).unwrap_or_default(),
         Err(status) => return agent_error(status),
@@ -217,9 +224,14 @@ pub(super) async fn start(id: &str, mut agent: AgentClient<Channel>, ports: &Arc
             Err(message) => return error(StatusCode::INTERNAL_SERVER_ERROR, message),
         }
     };
+    let stale_share_trees = match (shares, &claim) {
+        (Some(shares), Some(_)) => shares.cover(&container).await,
+        _ => Vec::new(),
+    };
     let request = StartContainerRequest {
         id: claim.as_ref().map_or_else(|| id.to_string(), |c| c.id.clone()),
         published_ports: claim.iter().flat_map(|c| &c.bindings).map(|b| (*b).into()).collect(),
+        stale_share_trees,
     };
     let result = agent.start_container(request).await;
     if let Some(claim) = claim {
@@ -283,6 +295,7 @@ pub(super) async fn restart(
     query: Option<&str>,
     mut agent: AgentClient<Channel>,
     ports: &Arc<Publisher>,
+    shares: Option<&ShareWatch>,
 ) -> Response<Body> {
     let request = match stop_request(id, query) {
         Ok(r) => r,
@@ -295,7 +308,7 @@ pub(super) async fn restart(
     if let Some(full_id) = published {
         ports.release(&full_id, None).await;
     }
-    match start(id, agent, ports).await {
+    match start(id, agent, ports, shares).await {
         response if response.status() == StatusCode::NOT_MODIFIED => empty(StatusCode::NO_CONTENT),
         response => response,
     }

@@ -8,6 +8,7 @@ use tonic::transport::Channel;
 
 use super::{binds, exec};
 use crate::ports::Publisher;
+use crate::share_watch::ShareWatch;
 
 /// What the API reports about the machine, gathered at boot.
 #[derive(Debug, Clone)]
@@ -39,10 +40,13 @@ pub struct ApiContext {
     pub execs: Arc<exec::Registry>,
     /// Published ports: the host sockets of running containers.
     pub ports: Arc<Publisher>,
+    /// The host watcher of bind sources (VMs with shares): a container's
+    /// are watched before it starts.
+    pub shares: Option<ShareWatch>,
 }
 
 impl ApiContext {
     pub fn new(facts: ApiFacts, agent: AgentClient<Channel>, ports: Arc<Publisher>) -> ApiContext {
-        ApiContext { facts, agent, execs: Arc::default(), ports }
+        ApiContext { facts, agent, execs: Arc::default(), ports, shares: None }
     }
 }

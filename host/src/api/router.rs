@@ -122,10 +122,12 @@ async fn route(req: Request<Incoming>, path: &str, ctx: &ApiContext) -> Response
         (&Method::GET, ["containers", "json"]) => containers::list(query, agent()).await,
         (&Method::POST, ["containers", "prune"]) => containers::prune(query, agent()).await,
         (&Method::GET, ["containers", id, "json"]) => containers::inspect(&decoded(id), agent()).await,
-        (&Method::POST, ["containers", id, "start"]) => containers::start(&decoded(id), agent(), &ctx.ports).await,
+        (&Method::POST, ["containers", id, "start"]) => {
+            containers::start(&decoded(id), agent(), &ctx.ports, ctx.shares.as_ref()).await
+        }
         (&Method::POST, ["containers", id, "stop"]) => containers::stop(&decoded(id), query, agent(), &ctx.ports).await,
         (&Method::POST, ["containers", id, "restart"]) => {
-            containers::restart(&decoded(id), query, agent(), &ctx.ports).await
+            containers::restart(&decoded(id), query, agent(), &ctx.ports, ctx.shares.as_ref()).await
         }
         (&Method::POST, ["containers", id, "kill"]) => containers::kill(&decoded(id), query, agent()).await,
         (&Method::POST, ["containers", id, "wait"]) => containers::wait(&decoded(id), query, agent()).await,

@@ -47,7 +47,7 @@ impl Translator {
     }
 
     /// The guest path of a host path inside a share (None: outside them all).
-    fn guest_path(&self, host: &Path) -> Option<String> {
+    pub fn guest_path(&self, host: &Path) -> Option<String> {
         self.shares.iter().find_map(|share| {
             let rest = host.strip_prefix(&share.host_path).ok()?;
             // Guest paths are Linux paths whatever the host's separator.

@@ -37,6 +37,8 @@ pub mod qemu;
 #[cfg(target_os = "linux")]
 pub mod qemu_machine;
 #[cfg(target_os = "linux")]
+mod share_cache;
+#[cfg(target_os = "linux")]
 mod share_policy;
 #[cfg(any(windows, test))]
 pub mod wsl;

@@ -351,7 +351,9 @@ impl VmBackend for QemuBackend {
                 let mut cmd = Command::new(&self.virtiofsd);
                 let user = nix::unistd::geteuid();
                 let runs_as = (!user.is_root()).then(|| (user.as_raw(), nix::unistd::getegid().as_raw()));
-                cmd.args(virtiofsd_args(share, socket, runs_as));
+                let cache = super::share_cache::policy(&share.host_path);
+                tracing::info!(share = %share.host_path.display(), cache, "virtiofsd cache policy");
+                cmd.args(virtiofsd_args(share, socket, runs_as, cache));
                 super::share_policy::apply_on_exec(&mut cmd);
                 let child = spawn_owned(&mut cmd, helper_log, "virtiofsd")?;
                 vm.helpers.push((format!("virtiofsd[{}]", share.tag), child));
@@ -523,12 +525,13 @@ impl RunningVm for QemuVm {
 ///   container user makes the host user's file instead of failing to switch
 ///   to the caller's ids, and the guest leaves access checks to virtiofsd
 ///   (ShareAccess::Host), so the host kernel decides as for that user.
-fn virtiofsd_args(share: &Share, socket: &Path, user: Option<(u32, u32)>) -> Vec<String> {
+/// - `cache`: how long the guest may keep what it cached (share_cache.rs).
+fn virtiofsd_args(share: &Share, socket: &Path, user: Option<(u32, u32)>, cache: &str) -> Vec<String> {
     let as_root = user.is_none();
     let mut args = vec![
         format!("--socket-path={}", socket.display()),
         format!("--shared-dir={}", share.host_path.display()),
-        "--cache=auto".into(),
+        format!("--cache={cache}"),
         "--log-level=warn".into(),
         format!("--sandbox={}", if as_root { "namespace" } else { "none" }),
     ];
@@ -555,10 +558,10 @@ mod tests {
     fn virtiofsd_as_root_cannot_make_device_nodes() {
         let share = Share { tag: "share0".into(), host_path: "/home/me".into(), guest_path: "/home/me".into() };
         let socket = Path::new("/h/run/fs-share0.sock");
-        let as_root = virtiofsd_args(&share, socket, None);
+        let as_root = virtiofsd_args(&share, socket, None, "always");
         assert!(as_root.contains(&"--modcaps=-mknod:-fsetid".to_string()), "{as_root:?}");
         assert!(as_root.contains(&"--sandbox=namespace".to_string()), "{as_root:?}");
-        let as_user = virtiofsd_args(&share, socket, Some((1001, 1002)));
+        let as_user = virtiofsd_args(&share, socket, Some((1001, 1002)), "always");
         assert!(as_user.contains(&"--sandbox=none".to_string()), "{as_user:?}");
         // Every guest id is the user's: a create as any container user is theirs.
         assert!(as_user.contains(&"--translate-uid=squash-guest:0:1001:4294967295".to_string()), "{as_user:?}");
