@@ -51,6 +51,12 @@ if wants_arch aarch64; then
   # emulator; the guest's arm64 userland comes as .debs (initramfs/foreign-sysroot.sh).
   apt_pkgs+=(gcc-aarch64-linux-gnu qemu-system-arm)
 fi
+if [ "${BERTH_CROSS_CHECK:-0}" = 1 ]; then
+  # tests/run.sh links berth.exe (x86_64-pc-windows-gnu, .cargo/config.toml):
+  # MinGW-w64's gcc and binutils. The win32 thread model alone (the -posix
+  # variant would double the ~300 MB): Rust's std needs no winpthreads.
+  apt_pkgs+=(gcc-mingw-w64-x86-64-win32)
+fi
 # The tests drive Berth with the real docker CLI; Debian ships it in docker.io.
 command -v docker >/dev/null || apt_pkgs+=(docker.io)
 missing=()

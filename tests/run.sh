@@ -29,6 +29,11 @@ done
 for target in aarch64-apple-darwin x86_64-apple-darwin $windows_targets; do
   timeout 900 cargo clippy --quiet -p berth --all-targets --target "$target" -- -D warnings
 done
+# berth.exe linked (Debian's MinGW-w64, .cargo/config.toml): a debug build
+# is enough to prove the link and read its import table.
+echo "== berth.exe (x86_64-pc-windows-gnu)" >&2
+timeout 1800 cargo build --quiet -p berth --target x86_64-pc-windows-gnu
+packaging/windows/check-exe.sh "${CARGO_TARGET_DIR:-$repo/target}/x86_64-pc-windows-gnu/debug/berth.exe"
 # The Windows zip and its winget manifests, from stand-in files.
 packaging/windows/make-zip-test.sh
 echo "== clippy (warnings are errors; every unsafe block documented)" >&2

@@ -18,6 +18,7 @@ mod ports;
 mod profiles;
 mod security;
 mod stalls;
+mod under_another_init;
 mod wsl_rootfs;
 
 use std::io::Write;

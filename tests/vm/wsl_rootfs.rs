@@ -1,21 +1,29 @@
 //! The WSL 2 root filesystem (`initramfs/wsl-rootfs.sh`): what `wsl
 //! --import` unpacks as the `berth` distro. No VM: it checks the tarball's
-//! files, their modes and owners, and /etc/wsl.conf's keys.
+//! files, their modes and owners, and /etc/wsl.conf's keys (under_another_init.rs
+//! boots it).
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::harness::describe;
 
-/// The agent Berth installs for the local backend (a static musl build).
-fn agent_binary() -> PathBuf {
-    let assets = std::env::var_os("BERTH_ASSETS")
+/// The installed guest assets (BERTH_ASSETS, else packaging/setup.sh's).
+pub fn assets_dir() -> PathBuf {
+    std::env::var_os("BERTH_ASSETS")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share/berth")))
-        .expect("BERTH_ASSETS or HOME");
-    assets.join("bin/berth-agent")
+        .expect("BERTH_ASSETS or HOME")
+}
+
+/// Builds the tarball at `out` from the agent Berth installs for the local
+/// backend (a static musl build).
+pub fn build_rootfs(out: &Path) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../initramfs/wsl-rootfs.sh");
+    let built = Command::new(script).arg(assets_dir().join("bin/berth-agent")).arg(out).output().unwrap();
+    assert!(built.status.success(), "{}", describe(&built));
 }
 
 /// `[section] key = value` lines, as `section.key`.
@@ -36,9 +44,7 @@ fn ini(text: &str) -> BTreeMap<String, String> {
 fn the_wsl_rootfs_holds_the_agent_where_the_host_starts_it_its_tools_and_a_wsl_conf() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("berth-wsl-rootfs.tar");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../initramfs/wsl-rootfs.sh");
-    let built = Command::new(script).arg(agent_binary()).arg(&out).output().unwrap();
-    assert!(built.status.success(), "{}", describe(&built));
+    build_rootfs(&out);
 
     // path -> (mode, owner, kind)
     let mut entries = BTreeMap::new();

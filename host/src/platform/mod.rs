@@ -45,3 +45,5 @@ pub mod hvsock_windows;
 #[cfg(windows)]
 #[path = "private_files_windows.rs"]
 pub mod private_files;
+#[cfg(windows)]
+pub mod windows_dll;

@@ -119,6 +119,37 @@ pub fn current_user_sid() -> io::Result<Sid> {
     Sid::parse(&string).map_err(|err| io::Error::other(err.to_string()))
 }
 
+/// Whether this process runs with an elevated (administrator) token:
+/// what HCS requires of the one who creates a VM.
+pub fn is_elevated() -> io::Result<bool> {
+    use windows_sys::Win32::Security::{TokenElevation, TOKEN_ELEVATION};
+    use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
+    let mut token: HANDLE = std::ptr::null_mut();
+    // SAFETY: the pseudo-handle of our own process; the call writes one handle.
+    if unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut elevation = TOKEN_ELEVATION { TokenIsElevated: 0 };
+    let mut written = 0u32;
+    // SAFETY: the buffer is one TOKEN_ELEVATION, of the size passed.
+    let ok = unsafe {
+        GetTokenInformation(
+            token,
+            TokenElevation,
+            (&mut elevation as *mut TOKEN_ELEVATION).cast(),
+            std::mem::size_of::<TOKEN_ELEVATION>() as u32,
+            &mut written,
+        )
+    };
+    let err = io::Error::last_os_error();
+    // SAFETY: the token handle opened above, used nowhere else.
+    unsafe { CloseHandle(token) };
+    if ok == 0 {
+        return Err(err);
+    }
+    Ok(elevation.TokenIsElevated != 0)
+}
+
 /// The API's named pipe: one instance waits for the next client at a time.
 pub struct ApiListener {
     path: String,

@@ -205,8 +205,7 @@ pub fn guest_facts(endpoint: &HcnEndpoint) -> GuestFacts {
     GuestFacts {
         engine_data_dir: berth_agent_proto::boot::GUEST_DATA_DIR.into(),
         // The agent dials PLAN9_PORT and attaches each share by its tag
-        // (plan9_shares' AccessName); from_spec still refuses shares until
-        // the backend adds them to the running VM.
+        // (plan9_shares' AccessName), as it mounts 9P shares on QEMU.
         share_transport: Some(SharesVia::Plan9AttachByTag { port: PLAN9_PORT }),
         share_access: berth_agent_proto::boot::ShareAccess::Host,
         data_disk: Some("/dev/sda".into()),
@@ -248,11 +247,6 @@ pub fn com_pipes(spec: &VmSpec) -> (PipeName, PipeName) {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DocumentError {
-    #[error(
-        "shared directories on the HCS backend need the guest to mount Plan 9 over vsock, which Berth's boot \
-         contract does not have yet; remove [vm] shares or use the WSL 2 backend (backend = \"wsl\")"
-    )]
-    SharesUnsupported,
     #[error("two shared directories have the tag {0:?}")]
     DuplicateTag(String),
 }
@@ -260,18 +254,12 @@ pub enum DocumentError {
 pub struct HcsDocument;
 
 impl HcsDocument {
-    /// The compute system for `spec` on `host`.
+    /// The compute system for `spec` on `host`. The shares are in the
+    /// document, on HCS's Plan 9 server from the start: the agent mounts
+    /// them at boot (the boot contract names port 564 and each tag), before
+    /// the daemon could add them with [`add_plan9_share`].
     pub fn from_spec(spec: &VmSpec, host: &HcsHost) -> Result<ComputeSystem, DocumentError> {
         let shares = plan9_shares(spec)?;
-        if !shares.is_empty() {
-            return Err(DocumentError::SharesUnsupported);
-        }
-        Ok(Self::with_shares(spec, host, shares))
-    }
-
-    /// The document with `shares` on the VM's Plan 9 server (the part
-    /// from_spec refuses until the guest can mount them).
-    fn with_shares(spec: &VmSpec, host: &HcsHost, shares: Vec<Plan9Share>) -> ComputeSystem {
         let facts = guest_facts(&host.endpoint);
         let descriptor = hvsocket_descriptor(&host.user);
         let service = HvSocketServiceConfig {
@@ -283,7 +271,7 @@ impl HcsDocument {
             [berth_agent_proto::AGENT_READY_VSOCK_PORT, berth_agent_proto::host_services::HOST_SERVICES_VSOCK_PORT];
         let (console, agent_log) = com_pipes(spec);
         let disk = Attachment { kind: "VirtualDisk".into(), path: host.data_disk_vhdx.clone() };
-        ComputeSystem {
+        Ok(ComputeSystem {
             owner: OWNER.into(),
             schema_version: SchemaVersion { major: 2, minor: 1 },
             should_terminate_on_last_handle_closed: true,
@@ -328,7 +316,7 @@ impl HcsDocument {
                     .into(),
                 },
             },
-        }
+        })
     }
 }
 
@@ -352,7 +340,7 @@ fn plan9_shares(spec: &VmSpec) -> Result<Vec<Plan9Share>, DocumentError> {
 
 /// The HcsModifyComputeSystem request that adds a share to a running VM
 /// (hcsshim uvm/plan9.go; the resource path is
-/// resourcepaths.Plan9ShareResourcePath).
+/// resourcepaths.Plan9ShareResourcePath): for a share added after boot.
 pub fn add_plan9_share(share: &Plan9Share) -> serde_json::Value {
     serde_json::json!({
         "ResourcePath": "VirtualMachine/Devices/Plan9/Shares",

@@ -1,5 +1,5 @@
 use super::*;
-use crate::vm::{test_spec, Share};
+use crate::vm::{test_spec, Plan9Channel, Share, ShareMount, ShareTransport};
 
 const USER: &str = "S-1-5-21-1004336348-1177238915-682003330-1001";
 
@@ -83,7 +83,7 @@ fn hvsocket_services_admit_the_user() {
 }
 
 #[test]
-fn shares_are_plan9_shares_but_refused_until_the_guest_mounts_them() {
+fn shares_are_plan9_shares_the_agent_attaches_by_tag() {
     let with_shares = VmSpec {
         shares: vec![Share {
             tag: "share0".into(),
@@ -92,7 +92,6 @@ fn shares_are_plan9_shares_but_refused_until_the_guest_mounts_them() {
         }],
         ..spec()
     };
-    assert_eq!(HcsDocument::from_spec(&with_shares, &host()), Err(DocumentError::SharesUnsupported));
     let shares = plan9_shares(&with_shares).unwrap();
     assert_eq!(
         shares,
@@ -104,8 +103,20 @@ fn shares_are_plan9_shares_but_refused_until_the_guest_mounts_them() {
             flags: PLAN9_LINUX_METADATA,
         }]
     );
-    let document = HcsDocument::with_shares(&with_shares, &host(), shares.clone());
+    let document = HcsDocument::from_spec(&with_shares, &host()).unwrap();
     assert_eq!(document.virtual_machine.devices.plan9.shares, shares);
+    // The guest is told to dial HCS's server and attach the share by its tag.
+    let cmdline = &document.virtual_machine.chipset.linux_kernel_direct.kernel_cmd_line;
+    let params = berth_agent_proto::boot::BootParams::parse(cmdline).unwrap();
+    assert_eq!(
+        params.shares,
+        vec![ShareMount {
+            tag: "share0".into(),
+            guest_path: "/mnt/c/Users/me/src".into(),
+            transport: ShareTransport::Plan9(Plan9Channel { port: 564, aname: "share0".into() }),
+        }]
+    );
+    assert_eq!(params.share_access, berth_agent_proto::boot::ShareAccess::Host);
     let twice = VmSpec { shares: [with_shares.shares.clone(), with_shares.shares.clone()].concat(), ..spec() };
     assert_eq!(plan9_shares(&twice), Err(DocumentError::DuplicateTag("share0".into())));
 

@@ -12,6 +12,8 @@ const E_ACCESSDENIED: u32 = 0x8007_0005;
 const HCS_E_SYSTEM_ALREADY_EXISTS: u32 = 0x8037_010F;
 const HCS_E_INVALID_JSON: u32 = 0x8037_010D;
 const HCS_E_OPERATION_TIMEOUT: u32 = 0x8037_0118;
+/// HRESULT_FROM_WIN32(ERROR_MOD_NOT_FOUND): computecore.dll is not there.
+const HCS_DLL_MISSING: u32 = 0x8007_007E;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HcsError {
@@ -35,14 +37,19 @@ impl HcsError {
             HCS_E_HYPERV_NOT_INSTALLED => {
                 "Hyper-V is not available: enable \"Virtual Machine Platform\" (and \"Hyper-V\" on Pro/Enterprise) \
                  in Windows Features, turn on virtualization in the firmware, and restart; or use the WSL 2 \
-                 backend (backend = \"wsl\")"
+                 backend (Berth's default on Windows)"
+            }
+            HCS_DLL_MISSING => {
+                "this Windows has no Host Compute Service (computecore.dll): it needs Windows 10 1809 or later \
+                 with \"Virtual Machine Platform\" or \"Hyper-V\" enabled in Windows Features; or use the WSL 2 \
+                 backend (Berth's default on Windows)"
             }
             HCS_E_SERVICE_NOT_AVAILABLE => {
                 "the Host Compute Service (vmcompute) is not running: start it, or restart Windows"
             }
             HCS_E_ACCESS_DENIED | E_ACCESSDENIED => {
                 "creating a VM through HCS needs administrator rights: run `berth start` from an elevated \
-                 terminal, or use the WSL 2 backend (backend = \"wsl\"), which needs none"
+                 terminal, or use the WSL 2 backend (Berth's default on Windows), which needs none"
             }
             HCS_E_SYSTEM_ALREADY_EXISTS => {
                 "a Berth VM of this home is still registered with HCS: `berth stop`, then start again"
@@ -89,7 +96,10 @@ mod tests {
         );
         assert!(text.contains("Virtual Machine Platform"), "{text}");
         let denied = HcsError::call("HcsCreateComputeSystem", 0x8007_0005_u32 as i32).to_string();
-        assert!(denied.contains("administrator rights") && denied.contains("backend = \"wsl\""), "{denied}");
+        assert!(denied.contains("administrator rights") && denied.contains("WSL 2 backend"), "{denied}");
+        // What computecore.rs reports when the DLL is not installed.
+        let no_dll = HcsError::call("loading computecore.dll", 0x8007_007E_u32 as i32).to_string();
+        assert!(no_dll.contains("no Host Compute Service") && no_dll.contains("Virtual Machine Platform"), "{no_dll}");
     }
 
     #[test]
