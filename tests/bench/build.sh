@@ -13,8 +13,11 @@
 #               final stage copying from both (--no-cache)
 #
 # Each case runs RUNS times (default 3) per engine, interleaved; the median
-# and p90 are printed in ms, with Berth/dockerd. Release binaries are built
-# first if missing or stale (lib.sh). Needs root.
+# and p90 are printed in ms, with Berth/dockerd. The targets compare the
+# local backend with dockerd (the same kernel, a fair comparison); the same
+# cases also run through a Berth VM (TCG here), the path users get, in the
+# last column (BENCH_VM=0 leaves it out). Release binaries are built first
+# if missing or stale (lib.sh). Needs root.
 # Usage: tests/bench/build.sh [RUNS]
 set -euo pipefail
 runs=${1:-3}
@@ -23,8 +26,14 @@ runs=${1:-3}
 bench_binaries
 bench_start_berth
 bench_start_dockerd
+engines="berth dockerd"
+if [ "${BENCH_VM:-1}" = 1 ]; then
+  bench_start_berth_vm
+  engines="$engines vm"
+fi
+sock_of() { case $1 in berth) echo "$berth_sock" ;; dockerd) echo "$dockerd_sock" ;; vm) echo "$vm_sock" ;; esac; }
 python3 "$bench_root/tests/images/busybox-archive.py" "$work/busybox.tar"
-for s in "$berth_sock" "$dockerd_sock"; do D "$s" load -i "$work/busybox.tar" >/dev/null; done
+for e in $engines; do D "$(sock_of "$e")" load -i "$work/busybox.tar" >/dev/null; done
 
 ctx=$work/ctx
 mkdir -p "$ctx/app" "$ctx/meta" "$ctx/par"
@@ -66,8 +75,8 @@ run_case() {
   local name=$1 dir=$2 prepare=$3; shift 3
   local r e
   for r in $(seq 0 "$runs"); do
-    for e in berth dockerd; do
-      local s=$berth_sock; [ $e = dockerd ] && s=$dockerd_sock
+    for e in $engines; do
+      local s; s=$(sock_of "$e")
       $prepare "$s" "$dir"
       build "$s" "$dir" "$@"
       [ "$r" = 0 ] || times[$name/$e]+="$REPLY "   # round 0 warms up
@@ -84,12 +93,18 @@ run_case one-file "$ctx/app" touch_one -t bench-app
 run_case metadata "$ctx/meta" nothing --no-cache -t bench-meta
 run_case parallel "$ctx/par" nothing --no-cache -t bench-par
 
-printf '\n%-10s %18s %18s %8s\n' case "berth med/p90 ms" "dockerd med/p90 ms" ratio
+printf '\n%-10s %18s %18s %8s %18s %8s\n' case "berth med/p90 ms" "dockerd med/p90 ms" ratio "VM med/p90 ms" "VM/dockerd"
 for name in cold warm one-file metadata parallel; do
   # shellcheck disable=SC2086
   read -r bm bp <<<"$(stats ${times[$name/berth]})"
   # shellcheck disable=SC2086
   read -r dm dp <<<"$(stats ${times[$name/dockerd]})"
-  printf '%-10s %18s %18s %8s\n' "$name" "$bm / $bp" "$dm / $dp" "$(ratio "$bm" "$dm")"
+  vm="-" vr="-"
+  if [ -n "${times[$name/vm]:-}" ]; then
+    # shellcheck disable=SC2086
+    read -r vmm vmp <<<"$(stats ${times[$name/vm]})"
+    vm="$vmm / $vmp" vr=$(ratio "$vmm" "$dm")
+  fi
+  printf '%-10s %18s %18s %8s %18s %8s\n' "$name" "$bm / $bp" "$dm / $dp" "$(ratio "$bm" "$dm")" "$vm" "$vr"
 done
 say "($runs runs per case and engine, after one warm-up; load $load_start -> $(cut -d' ' -f1 /proc/loadavg), $((SECONDS - started)) s)"

@@ -90,6 +90,21 @@ bench_start_berth() {
   berth_ok=1
 }
 
+# --- Berth in a real VM (the user's path; TCG where KVM is not usable) -------------
+# The installed guest (packaging/setup.sh), or $BERTH_VM_ASSETS; no shares.
+vm_ok=0 vm_home="" vm_sock=""
+bench_start_berth_vm() {
+  vm_home=$work/vm-home
+  mkdir -p "$vm_home"
+  printf '[vm]\ncpus = 2\nmemory-mib = 2048\ndisk-gib = 4\nshares = []\n' > "$vm_home/config.toml"
+  if ! BERTH_HOME=$vm_home BERTH_BACKEND=vm BERTH_ASSETS=${BERTH_VM_ASSETS:-$HOME/.local/share/berth} \
+       timeout 300 "$berth" start >"$work/vm-start.log" 2>&1; then
+    fail "berth start (VM) failed:"; cat "$work/vm-start.log" >&2; return 1
+  fi
+  vm_ok=1
+  vm_sock=$vm_home/run/docker.sock
+}
+
 # --- a private dockerd 20.10 (Debian docker.io), no bridge ---------------------------
 # --bridge=none: Berth's containers get a private network namespace with only
 # loopback, which is what dockerd's containers get without a bridge.
@@ -129,6 +144,7 @@ bench_cleanup() {
   local p
   for p in "${bench_pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   [ "$berth_ok" = 1 ] && timeout 60 "$berth" stop >/dev/null 2>&1
+  [ "$vm_ok" = 1 ] && BERTH_HOME=$vm_home timeout 120 "$berth" stop >/dev/null 2>&1
   bench_stop_dockerd
   local id
   for id in $(runc list -q 2>/dev/null | grep "^$bench_runc_prefix"); do runc delete --force "$id" >/dev/null 2>&1; done
