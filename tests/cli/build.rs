@@ -279,6 +279,19 @@ CMD [\"cat\", \"/count\", \"/copied\"]
     assert!(build(&berth, &["-t", "mounts", &context]).status.success());
     assert_eq!(ok(&berth, &["run", "--rm", "mounts"]), "1\nB\n");
 
+    // BuildKit's automatic platform args, declared as BuildKit users do.
+    write(
+        dir,
+        "Platform",
+        "ARG TARGETOS\nFROM busybox\nARG TARGETARCH\nARG TARGETPLATFORM\nRUN echo \"$TARGETPLATFORM $TARGETARCH\" > /p\nCMD [\"cat\", \"/p\"]\n",
+    );
+    let platform = dir.join("Platform").display().to_string();
+    let out = build(&berth, &["-f", &platform, "-t", "platform", &context]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!stdout(&out).contains("were not consumed"), "{}", stdout(&out));
+    let arch = if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" };
+    assert_eq!(ok(&berth, &["run", "--rm", "platform"]), format!("linux/{arch} {arch}\n"));
+
     write(dir, "FromStage", "FROM busybox AS a\nFROM busybox\nRUN --mount=from=a,target=/a true\n");
     let from_stage = dir.join("FromStage").display().to_string();
     let refused = build(&berth, &["-f", &from_stage, &context]);

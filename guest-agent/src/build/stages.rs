@@ -36,6 +36,21 @@ pub(super) const PROXY_ARGS: &[&str] = &[
     "all_proxy",
 ];
 
+/// BuildKit's automatic platform args (TARGETARCH and friends): a
+/// Dockerfile that declares `ARG TARGETARCH` gets the value BuildKit would
+/// give it without `--build-arg`. The VM builds for its own platform only
+/// (`check_platform`), so target and build platform are the same.
+pub(super) fn platform_arg(name: &str) -> Option<String> {
+    let arch = berth_engine::reference::oci_architecture();
+    Some(match name {
+        "TARGETPLATFORM" | "BUILDPLATFORM" => format!("linux/{arch}"),
+        "TARGETOS" | "BUILDOS" => "linux".into(),
+        "TARGETARCH" | "BUILDARCH" => arch.into(),
+        "TARGETVARIANT" | "BUILDVARIANT" => String::new(),
+        _ => return None,
+    })
+}
+
 /// One stage of a build in progress: what its steps read, and the
 /// stream it writes. Stages that do not depend on each other run at once,
 /// each with its own `Run`.
@@ -139,7 +154,7 @@ pub(super) async fn run(
                 Some(Some(given)) => Some(given.clone()),
                 _ => match default {
                     Some(d) => Some(expand_meta(&meta_args, d, build.escape)?),
-                    None => None,
+                    None => platform_arg(name),
                 },
             };
             used_args.insert(name.clone());

@@ -204,7 +204,7 @@ impl Run<'_> {
                         Some(Some(given)) => Some(given.clone()),
                         _ => match default {
                             Some(d) => Some(self.expand(state, d)?),
-                            None => self.meta_args.get(name).cloned(),
+                            None => self.meta_args.get(name).cloned().or_else(|| super::stages::platform_arg(name)),
                         },
                     };
                     self.used_args.insert(name.clone());
