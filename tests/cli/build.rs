@@ -303,3 +303,51 @@ CMD [\"cat\", \"/count\", \"/copied\"]
     );
     berth.stop_and_check_clean();
 }
+
+/// ADD of a URL, fetched by the engine: saved under its name in a
+/// directory, or as the destination; mode 0600; cached by content, so an
+/// unchanged file hits and a changed one reruns the step.
+#[test]
+fn add_fetches_a_url_and_caches_it_by_content() {
+    let berth = local_berth();
+    let served = tempfile::tempdir().unwrap();
+    write(served.path(), "files/tool.txt", "version 1\n");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = std::process::Command::new("python3")
+        .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+        .arg(served.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/files/tool.txt");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let ctx = tempfile::tempdir().unwrap();
+    let dir = ctx.path();
+    write(
+        dir,
+        "Dockerfile",
+        &format!("FROM busybox\nADD {url} /opt/\nADD {url} /renamed\nRUN stat -c %a /opt/tool.txt > /mode\nCMD [\"cat\", \"/opt/tool.txt\", \"/renamed\", \"/mode\"]\n"),
+    );
+    let context = dir.display().to_string();
+    let out = build(&berth, &["-t", "fetched", &context]);
+    assert!(out.status.success(), "{}\n{}", describe(&out), berth.logs());
+    assert_eq!(ok(&berth, &["run", "--rm", "fetched"]), "version 1\nversion 1\n600\n");
+    let again = build(&berth, &["-t", "fetched", &context]);
+    assert_eq!(stdout(&again).matches("Using cache").count(), 4, "{}", stdout(&again));
+    write(served.path(), "files/tool.txt", "version 2\n");
+    let changed = build(&berth, &["-t", "fetched", &context]);
+    assert_eq!(stdout(&changed).matches("Using cache").count(), 0, "{}", stdout(&changed));
+    assert_eq!(ok(&berth, &["run", "--rm", "fetched"]), "version 2\nversion 2\n600\n");
+    write(dir, "Missing", &format!("FROM busybox\nADD http://127.0.0.1:{port}/nope /x\n"));
+    let missing = build(&berth, &["-f", &dir.join("Missing").display().to_string(), &context]);
+    assert!(stderr(&missing).contains("404"), "{}", describe(&missing));
+    let _ = server.kill();
+    let _ = server.wait();
+    berth.stop_and_check_clean();
+}

@@ -678,6 +678,7 @@ async fn put_file(
     result.map_err(BuildError::from)
 }
 
+mod add_url;
 mod copy_step;
 mod run_mounts;
 

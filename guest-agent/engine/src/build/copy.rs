@@ -153,6 +153,26 @@ pub fn write_inline_tar(files: &[(String, Vec<u8>)], attrs: Attributes, out: imp
     builder.finish()
 }
 
+/// One file from disk at `target` (ADD of a URL: the download), mode
+/// 0600 unless --chmod, as dockerd saves remote files.
+pub fn write_file_tar(target: &str, path: &Path, attrs: Attributes, mtime: u64, out: impl Write) -> io::Result<()> {
+    let mut builder = tar::Builder::new(out);
+    let file = std::fs::File::open(path)?;
+    let mut h = header(tar::EntryType::Regular, 0o600, attrs, file.metadata()?.len(), mtime);
+    builder.append_data(&mut h, target, file)?;
+    builder.finish()
+}
+
+/// The name ADD gives a URL's file in a directory: the last segment of
+/// its path (dockerd's `filepath.Base` of it), none for a bare host.
+pub fn url_file_name(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = rest.split(['?', '#']).next().unwrap_or("");
+    let path = path.split_once('/').map_or("", |(_, p)| p);
+    let name = path.rsplit('/').find(|s| !s.is_empty())?;
+    (name != "." && name != "..").then(|| name.to_string())
+}
+
 /// A tar holding one directory (WORKDIR creating a missing directory).
 pub fn write_dir_tar(path: &str, out: impl Write) -> io::Result<()> {
     let mut builder = tar::Builder::new(out);
@@ -245,6 +265,15 @@ pub fn is_archive(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_urls_file_name_is_its_last_path_segment() {
+        assert_eq!(url_file_name("http://h:8/a/b/tool.tgz?x=1#f").as_deref(), Some("tool.tgz"));
+        assert_eq!(url_file_name("https://h/dir/").as_deref(), Some("dir"));
+        assert_eq!(url_file_name("https://h"), None);
+        assert_eq!(url_file_name("https://h/"), None);
+        assert_eq!(url_file_name("https://h/a/.."), None);
+    }
 
     fn context(files: &[&str]) -> (tempfile::TempDir, Context) {
         let mut builder = tar::Builder::new(Vec::new());

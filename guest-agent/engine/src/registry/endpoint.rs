@@ -151,7 +151,9 @@ pub(super) fn registry_auth(credentials: Option<&Credentials>) -> Result<Registr
     Ok(RegistryAuth::Anonymous)
 }
 
-pub(super) fn install_crypto_provider() {
+/// rustls' ring provider, once per process: the TLS this engine does
+/// (registries, ADD of a URL) needs one installed.
+pub fn install_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     // Fails only when some provider is already installed, which is fine.
     ONCE.call_once(|| {

@@ -49,6 +49,7 @@ use crate::store::{ImageStore, LayerBlob, StoreError};
 mod endpoint;
 mod push;
 
+pub use endpoint::install_crypto_provider;
 pub use push::{push, PushError, PushProgress};
 
 use endpoint::{

@@ -39,12 +39,13 @@ impl Run<'_> {
         for source in &spec.sources {
             sources.push(self.expand(state, source)?);
         }
-        if spec.add {
-            if let Some(url) = sources.iter().find(|s| s.starts_with("http://") || s.starts_with("https://")) {
-                return Err(BuildError::new(format!(
-                    "ADD failed: fetching {url} is not supported by Berth yet; download it in a RUN step instead"
-                )));
+        let is_url = |s: &String| s.starts_with("http://") || s.starts_with("https://");
+        if spec.add && sources.iter().any(is_url) {
+            if sources.len() > 1 {
+                return Err(BuildError::new("ADD of a URL takes that one source: add each URL in its own ADD"));
             }
+            let into_dir = dest.ends_with('/') || copy::is_dir(&layers, &dest);
+            return self.add_url(state, config, &sources[0], &dest, attrs, &flags, into_dir).await;
         }
         let tar = self.work.join("copy.tar");
         if !spec.inline.is_empty() {
