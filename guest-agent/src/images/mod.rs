@@ -126,8 +126,7 @@ pub async fn remove(
             let record = store.resolve(&wanted).ok_or_else(|| StoreError::NotFound(wanted.clone()))?;
             let tags = store.tags_of(&record.id);
             let reference = berth_engine::reference::normalize(&wanted).ok();
-            let named =
-                reference.is_some_and(|r| tags.contains(&r.as_str()) || record.repo_digests.iter().any(|d| *d == r));
+            let named = reference.is_some_and(|r| tags.contains(&r.as_str()) || record.repo_digests.contains(&r));
             Ok((record.id.clone(), named && tags.len() + record.repo_digests.len() > 1))
         })
         .await?;
