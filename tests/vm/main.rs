@@ -18,6 +18,7 @@ mod ports;
 mod profiles;
 mod security;
 mod stalls;
+mod uplink;
 mod wsl_rootfs;
 
 use std::io::Write;
