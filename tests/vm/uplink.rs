@@ -38,8 +38,8 @@ fn vm_process(berth: &Berth, name: &str) -> Option<i64> {
 /// through the uplink's gateway: out of the VM's NAT, through the uplink.
 fn container_fetches_from_the_host(berth: &Berth) {
     let port = loopback_server(b"through the uplink\n");
-    let url = format!("http://10.0.2.2:{port}/");
-    let out = harness::docker_ok(berth, &["run", "--rm", "busybox", "wget", "-T", "20", "-qO-", &url]);
+    let fetch = format!("wget -T 20 -qO- http://10.0.2.2:{port}/");
+    let out = harness::docker_ok(berth, &["run", "--rm", "busybox", "sh", "-c", &fetch]);
     assert_eq!(out, "through the uplink\n");
 }
 
