@@ -11,6 +11,7 @@
 //!                               # (default: the home directory and the temp dirs)
 //! arch = "aarch64"              # the guest's CPU (default: the host's); another one is emulated
 //! share-transport = "9p"        # shares over 9P on vsock (as on Hyper-V) instead of virtio-fs
+//! uplink = "slirp"              # QEMU's outbound network: "passt" (default when installed) or "slirp"
 //!
 //! [api]
 //! tcp = "127.0.0.1:2375"        # also serve the Docker API here: no authentication, no TLS
@@ -26,7 +27,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::vm::arch::GuestArch;
-use crate::vm::{BackendKind, ShareProtocol};
+use crate::vm::{BackendKind, ShareProtocol, Uplink};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,6 +65,7 @@ struct VmSection {
     shares: Option<Vec<String>>,
     arch: Option<GuestArch>,
     share_transport: Option<ShareProtocol>,
+    uplink: Option<Uplink>,
 }
 
 /// The effective settings, defaults applied and validated.
@@ -80,6 +82,9 @@ pub struct Config {
     pub arch: GuestArch,
     /// The protocol the shares reach the VM with.
     pub share_protocol: ShareProtocol,
+    /// The VM's outbound network, where the backend can choose (QEMU);
+    /// None: the backend's preference (passt when installed).
+    pub uplink: Option<Uplink>,
     /// Docker Hub mirrors (URLs), tried before Docker Hub itself.
     pub registry_mirrors: Vec<String>,
     /// `host:port` registries spoken to over plain HTTP.
@@ -160,6 +165,7 @@ impl Config {
             shares,
             arch,
             share_protocol: vm.share_transport.unwrap_or_default(),
+            uplink: vm.uplink,
             registry_mirrors,
             insecure_registries,
             api_tcp,
@@ -254,7 +260,7 @@ mod tests {
         std::fs::create_dir(h.path().join("src")).unwrap();
         let text =
             "backend = \"local\"\n[vm]\ncpus = 3\nmemory-mib = 1024\ndisk-gib = 8\nshares = [\"~/src\", \"/tmp\"]\narch = \"aarch64\"\n\
-             share-transport = \"9p\"\n\
+             share-transport = \"9p\"\nuplink = \"slirp\"\n\
              [engine]\nregistry-mirrors = [\"http://host.docker.internal:5000\"]\ninsecure-registries = [\"host.docker.internal:5000\"]\n\
              [api]\ntcp = \"127.0.0.1:2375\"\n";
         let config = Config::parse(text, Some(h.path())).unwrap();
@@ -268,6 +274,7 @@ mod tests {
                 shares: vec![h.path().join("src"), PathBuf::from("/tmp")],
                 arch: GuestArch::Aarch64,
                 share_protocol: ShareProtocol::Plan9,
+                uplink: Some(Uplink::Slirp),
                 registry_mirrors: vec!["http://host.docker.internal:5000".into()],
                 insecure_registries: vec!["host.docker.internal:5000".into()],
                 api_tcp: Some("127.0.0.1:2375".parse().unwrap()),
@@ -299,6 +306,7 @@ mod tests {
         assert!(err("[vm]\narch = \"arm64\"\n").contains("unknown variant `arm64`, expected `x86_64` or `aarch64`"));
         assert!(err("[vm]\nmemory-mib = 16\n").contains("vm.memory-mib"));
         assert!(err("[vm]\nshare-transport = \"smb\"\n").contains("unknown variant `smb`, expected `virtiofs` or `9p`"));
+        assert!(err("[vm]\nuplink = \"tap\"\n").contains("unknown variant `tap`, expected `passt` or `slirp`"));
         assert!(err("[vm]\ndisk-gib = 0\n").contains("vm.disk-gib"));
         assert!(err("[vm]\nshares = [\"relative\"]\n").contains("vm.shares"));
         assert!(err("[vm]\nshares = [\"/no/such/dir\"]\n").contains("not an existing directory"));

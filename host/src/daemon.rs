@@ -25,7 +25,7 @@ use crate::lifecycle::{self, StartOutcome};
 use crate::paths::Paths;
 use crate::share_watch::ShareRoot;
 use crate::state::{Phase, State};
-use crate::vm::{self, GuestFacts, RunningVm, Share, VmSpec};
+use crate::vm::{self, GuestFacts, RunningVm, Share, Uplink, VmSpec};
 
 /// Boots under TCG on a loaded 2-core machine can take a while; the first
 /// boot also formats the data disk.
@@ -281,6 +281,7 @@ async fn boot(paths: &Paths) -> Result<Booted> {
             .map(|(i, path)| Share { tag: format!("share{i}"), host_path: path.clone(), guest_path: path.clone() })
             .collect(),
         share_protocol: config.share_protocol,
+        uplink: config.uplink,
         run_dir: paths.run_dir(),
         console_log: paths.console_log(),
         agent_log: paths.agent_log(),
@@ -300,12 +301,14 @@ async fn boot(paths: &Paths) -> Result<Booted> {
         .ok();
     let mut state = State::new(Phase::Starting);
     state.accel = Some(backend.accel().into());
+    state.uplink = vm.uplink();
     state.agent = Some(vm.agent_endpoint());
     state.processes = vm.processes();
     state.write(&paths.state_file())?;
     tracing::info!(
         backend = backend.name(),
         accel = backend.accel(),
+        uplink = vm.uplink().map(Uplink::name),
         cpus = spec.cpus,
         memory_mib = spec.memory_mib,
         "VM started"

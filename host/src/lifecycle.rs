@@ -287,6 +287,8 @@ struct StatusJson {
     /// `tcp://IP:port` when `[api] tcp` is on, else null.
     docker_tcp: Option<String>,
     accel: Option<String>,
+    /// The VM's outbound network where the backend chose one (QEMU: passt or slirp).
+    uplink: Option<crate::vm::Uplink>,
     boot_ms: Option<u64>,
     agent_version: Option<String>,
     cpus: Option<u32>,
@@ -306,6 +308,7 @@ pub fn status(paths: &Paths, json: bool) -> Result<()> {
         docker_context: home_context(paths).name,
         docker_tcp: state.docker_tcp.clone().filter(|_| live),
         accel: state.accel.clone().filter(|_| live),
+        uplink: state.uplink.filter(|_| live),
         boot_ms: state.boot_ms.filter(|_| live),
         agent_version: state.agent_version.clone().filter(|_| live),
         cpus: state.cpus.filter(|_| live),
@@ -324,6 +327,9 @@ pub fn status(paths: &Paths, json: bool) -> Result<()> {
         if live {
             let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
             println!("accel:       {}", opt(out.accel));
+            if let Some(uplink) = out.uplink {
+                println!("uplink:      {}", uplink.name());
+            }
             println!("boot:        {}", opt(out.boot_ms.map(|ms| format!("{:.2}s", ms as f64 / 1000.0))));
             println!("agent:       {}", opt(out.agent_version));
             println!("kernel:      {}", opt(out.kernel_release));

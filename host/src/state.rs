@@ -28,6 +28,9 @@ pub struct State {
     pub state: Phase,
     pub daemon_pid: u32,
     pub accel: Option<String>,
+    /// Only while running: the VM's outbound network, where the backend chose one.
+    #[serde(default)]
+    pub uplink: Option<crate::vm::Uplink>,
     pub boot_ms: Option<u64>,
     pub agent_version: Option<String>,
     pub kernel_release: Option<String>,
@@ -52,6 +55,7 @@ impl State {
             state: phase,
             daemon_pid: std::process::id(),
             accel: None,
+            uplink: None,
             boot_ms: None,
             agent_version: None,
             kernel_release: None,

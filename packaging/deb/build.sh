@@ -107,6 +107,7 @@ Architecture: amd64
 Maintainer: Berth developers <berth@localhost>
 Installed-Size: $(du -sk --exclude=DEBIAN "$stage" | cut -f1)
 Depends: $depends
+Recommends: passt
 Suggests: docker.io
 Section: admin
 Priority: optional

@@ -5,6 +5,8 @@ tests/images/netprobe.c). Each prints one number.
   ports-client.py tcp-send PORT MIB          Gbit/s of MIB MiB sent to 127.0.0.1:PORT (a netprobe tcp-sink)
   ports-client.py vsock-send UDS PORT MIB    the same to guest vsock PORT through hybrid vsock UDS (raw vsock)
   ports-client.py connect-rate PORT SECS     connections/s to a netprobe tcp-echo (connect, 1 byte each way, close)
+  ports-client.py vsock-connect-rate UDS PORT SECS
+                                             the same to a netprobe vsock-echo through hybrid vsock (the ceiling)
   ports-client.py udp-rate PORT SECS         datagrams/s echoed by a netprobe udp-echo (64 bytes, 32 in flight)
 """
 import socket
@@ -35,24 +37,42 @@ def send_and_count(sock, mib):
     return sent * 8 / elapsed / 1e9
 
 
+def hybrid_connect(uds, port):
+    """A stream to guest vsock PORT through hybrid vsock's unix socket UDS."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(uds)
+    sock.sendall(f"CONNECT {port}\n".encode())
+    line = b""
+    while not line.endswith(b"\n"):
+        byte = sock.recv(1)
+        if not byte:
+            sys.exit("the vsock device refused the connection")
+        line += byte
+    if not line.startswith(b"OK"):
+        sys.exit(f"hybrid vsock answered {line!r}")
+    return sock
+
+
 def main():
     mode = sys.argv[1]
     if mode == "tcp-send":
         sock = socket.create_connection(("127.0.0.1", int(sys.argv[2])))
         print(f"{send_and_count(sock, int(sys.argv[3])):.2f}")
     elif mode == "vsock-send":
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(sys.argv[2])
-        sock.sendall(f"CONNECT {sys.argv[3]}\n".encode())
-        line = b""
-        while not line.endswith(b"\n"):
-            byte = sock.recv(1)
-            if not byte:
-                sys.exit("the vsock device refused the connection")
-            line += byte
-        if not line.startswith(b"OK"):
-            sys.exit(f"hybrid vsock answered {line!r}")
+        sock = hybrid_connect(sys.argv[2], sys.argv[3])
         print(f"{send_and_count(sock, int(sys.argv[4])):.2f}")
+    elif mode == "vsock-connect-rate":
+        uds, port, secs = sys.argv[2], sys.argv[3], float(sys.argv[4])
+        count, deadline = 0, time.perf_counter() + secs
+        t0 = time.perf_counter()
+        while time.perf_counter() < deadline:
+            sock = hybrid_connect(uds, port)
+            sock.sendall(b"x")
+            if sock.recv(1) != b"x":
+                sys.exit("no echo")
+            sock.close()
+            count += 1
+        print(f"{count / (time.perf_counter() - t0):.0f}")
     elif mode == "connect-rate":
         port, secs = int(sys.argv[2]), float(sys.argv[3])
         count, deadline = 0, time.perf_counter() + secs

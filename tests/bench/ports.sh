@@ -5,7 +5,9 @@
 #                    tcp-sink in the container) vs the raw vsock stream under
 #                    it (host -> a netprobe vsock-sink in the VM, through the
 #                    same hybrid vsock socket the daemon uses): the ceiling.
-#   connections/s    connect, 1 byte each way, close, through `-p`, one client.
+#   connections/s    connect, 1 byte each way, close, through `-p`, one client,
+#                    vs the same on a raw vsock stream (a netprobe vsock-echo
+#                    in the VM through the hybrid vsock socket): the ceiling.
 #   UDP datagrams/s  64-byte datagrams echoed through `-p/udp`, 32 in flight.
 #   run overhead     `docker run --rm -p PORT:80 busybox true` vs
 #                    `docker run --rm busybox true`, interleaved.
@@ -25,6 +27,7 @@ mkdir -p "$BERTH_HOME" "$work/share"
 cleanup() {
   set +e
   [ -n "${shell_pid:-}" ] && kill "$shell_pid" 2>/dev/null
+  [ -n "${echo_shell_pid:-}" ] && kill "$echo_shell_pid" 2>/dev/null
   timeout 60 "$berth" stop >/dev/null 2>&1
   rm -rf "$work"
 }
@@ -44,7 +47,11 @@ probe=(-v "$work/share/netprobe:/netprobe:ro")
 # The raw vsock ceiling: a sink on vsock port 5000 in the VM itself.
 "$berth" shell -- "$work/share/netprobe" vsock-sink 5000 >"$work/vsock.out" 2>&1 &
 shell_pid=$!
-for _ in $(seq 100); do grep -q ready "$work/vsock.out" 2>/dev/null && break; sleep 0.1; done
+"$berth" shell -- "$work/share/netprobe" vsock-echo 5001 >"$work/vsock-echo.out" 2>&1 &
+echo_shell_pid=$!
+for out in vsock vsock-echo; do
+  for _ in $(seq 100); do grep -q ready "$work/$out.out" 2>/dev/null && break; sleep 0.1; done
+done
 uds=$BERTH_HOME/run/agent.vsock
 
 tcp=$(free_port) echo_port=$(free_port) udp=$(free_port) run_port=$(free_port)
@@ -62,6 +69,7 @@ for _ in 1 2 3; do
 done
 raw=$(best "${vs[@]}") published=$(best "${ps[@]}")
 conns=$(python3 "$client" connect-rate "$echo_port" 5)
+vsock_conns=$(python3 "$client" vsock-connect-rate "$uds" 5001 5)
 dgrams=$(python3 "$client" udp-rate "$udp" 5)
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2)}'; }
@@ -77,7 +85,8 @@ printf '\nPublished ports through the Berth VM (accel %s, %s MiB per stream, bes
 printf '  %-44s %10s\n' "raw vsock stream (host -> VM), Gbit/s" "$raw" \
   "published TCP port (host -> container), Gbit/s" "$published"
 awk -v p="$published" -v r="$raw" 'BEGIN { printf "  %-44s %9.2fx  (target >= 0.8x)\n", "published / raw vsock", p / r }'
-printf '  %-44s %10s\n' "TCP connections/s through -p" "$conns" \
+printf '  %-44s %10s\n' "raw vsock connections/s (host -> VM echo)" "$vsock_conns" \
+  "TCP connections/s through -p" "$conns" \
   "UDP datagrams/s through -p/udp (64 B)" "$dgrams" \
   "docker run --rm busybox true, ms (median)" "$(median "${plain[@]}")" \
   "docker run --rm -p P:80 busybox true, ms" "$(median "${with[@]}")"

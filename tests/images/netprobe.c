@@ -6,6 +6,7 @@
  *   netprobe tcp-sink PORT     per connection: read the length (8 bytes), then
  *                              that many bytes, answer the byte count
  *   netprobe vsock-sink PORT   tcp-sink on AF_VSOCK (the raw vsock ceiling)
+ *   netprobe vsock-echo PORT   tcp-echo on AF_VSOCK (the connection rate's ceiling)
  *   netprobe tcp-echo PORT     per connection: echo what arrives until EOF
  *   netprobe tcp-peer PORT     per connection: answer the peer's address
  *                              ("IP:PORT\n"), then close: who the container
@@ -104,7 +105,7 @@ static void tcp_peer(int fd) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) { fprintf(stderr, "usage: netprobe udp-echo|udp-peer|tcp-sink|tcp-echo|tcp-peer|vsock-sink PORT\n"); return 2; }
+    if (argc != 3) { fprintf(stderr, "usage: netprobe udp-echo|udp-peer|tcp-sink|tcp-echo|tcp-peer|vsock-sink|vsock-echo PORT\n"); return 2; }
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IONBF, 0);
     int port = atoi(argv[2]);
@@ -128,10 +129,10 @@ int main(int argc, char **argv) {
                 sendto(fd, buf, peer_text(&from), 0, (struct sockaddr *)&from, len);
         }
     }
-    int family = !strcmp(argv[1], "vsock-sink") ? AF_VSOCK : AF_INET;
+    int family = !strncmp(argv[1], "vsock-", 6) ? AF_VSOCK : AF_INET;
     int fd = listener(family, SOCK_STREAM, port);
     printf("ready\n");
-    if (!strcmp(argv[1], "tcp-echo")) echo(fd);
+    if (!strcmp(argv[1], "tcp-echo") || !strcmp(argv[1], "vsock-echo")) echo(fd);
     if (!strcmp(argv[1], "tcp-peer")) tcp_peer(fd);
     sink(fd);
     return 0;

@@ -19,6 +19,7 @@ mod profiles;
 mod security;
 mod stalls;
 mod under_another_init;
+mod uplink;
 mod wsl_rootfs;
 
 use std::io::Write;

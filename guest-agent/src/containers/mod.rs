@@ -313,6 +313,7 @@ impl Containers {
         let by_id = |key: &str| records.iter().find(|c| c.id.starts_with(key) || c.name == key).map(|c| c.created_ns);
         let before = filters.one("before").map(|k| by_id(&k).ok_or_else(|| no_such_container(&k))).transpose()?;
         let since = filters.one("since").map(|k| by_id(&k).ok_or_else(|| no_such_container(&k))).transpose()?;
+        let names = berth_engine::net::links::all_names(&records);
         let listed: Vec<serde_json::Value> = records
             .iter()
             .filter(|c| all || c.state.status.is_running() || filters.has("status") || limit > 0)
@@ -322,6 +323,9 @@ impl Containers {
             .take(if limit > 0 { limit as usize } else { usize::MAX })
             .map(|c| {
                 let mut summary = c.summary(now, self.volumes.root());
+                if let Some(names) = names.get(c.id.as_str()) {
+                    summary["Names"] = serde_json::json!(names);
+                }
                 if let Some(networks) = &networks {
                     let settings = networks.network_settings(&c.id, "", "", c.state.status.is_running());
                     summary["NetworkSettings"]["Networks"] = settings["Networks"].clone();

@@ -32,33 +32,44 @@ pub struct Route {
 }
 
 impl Route {
+    /// A forwarding stream for `client` with its header sent, the agent's
+    /// answer not yet read.
+    async fn request(&self, proto: Proto, client: SocketAddr) -> io::Result<Box<dyn Io>> {
+        let mut stream = self.guest.connect(PORTS_VSOCK_PORT).await?;
+        let header = ForwardHeader {
+            proto,
+            container_id: self.container_id.clone(),
+            container_port: self.container_port,
+            client,
+        };
+        // Key and header in one write: one packet on the way in.
+        let mut preamble = self.key.as_bytes().to_vec();
+        preamble.extend_from_slice(&header.encode());
+        stream.write_all(&preamble).await?;
+        Ok(stream)
+    }
+
     /// A forwarding stream the agent has accepted for `client`.
     async fn open(&self, proto: Proto, client: SocketAddr) -> io::Result<Box<dyn Io>> {
         let opened = async {
-            let mut stream = self.guest.connect(PORTS_VSOCK_PORT).await?;
-            let header = ForwardHeader {
-                proto,
-                container_id: self.container_id.clone(),
-                container_port: self.container_port,
-                client,
-            };
-            // Key and header in one write: one packet on the way in.
-            let mut preamble = self.key.as_bytes().to_vec();
-            preamble.extend_from_slice(&header.encode());
-            stream.write_all(&preamble).await?;
+            let mut stream = self.request(proto, client).await?;
             let mut status = [0u8; 1];
             stream.read_exact(&mut status).await?;
-            match ForwardStatus::from_byte(status[0]) {
-                ForwardStatus::Connected => Ok(stream),
-                ForwardStatus::Refused => {
-                    Err(io::Error::new(io::ErrorKind::ConnectionRefused, "refused in the container"))
-                }
-                other => Err(io::Error::other(format!("the agent answered {other:?}"))),
-            }
+            accepted(status[0])?;
+            Ok(stream)
         };
         tokio::time::timeout(OPEN_TIMEOUT, opened)
             .await
             .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "the agent did not answer in time")))
+    }
+}
+
+/// The agent's answer to a forwarding stream's header, as a result.
+fn accepted(status: u8) -> io::Result<()> {
+    match ForwardStatus::from_byte(status) {
+        ForwardStatus::Connected => Ok(()),
+        ForwardStatus::Refused => Err(io::Error::new(io::ErrorKind::ConnectionRefused, "refused in the container")),
+        other => Err(io::Error::other(format!("the agent answered {other:?}"))),
     }
 }
 
@@ -84,18 +95,24 @@ pub async fn accept_tcp(listener: TcpListener, route: Arc<Route>) {
 async fn forward_tcp(mut client: TcpStream, peer: SocketAddr, route: Arc<Route>) {
     // As docker-proxy (Go) does: nothing the peer sent is held back.
     let _ = client.set_nodelay(true);
-    match route.open(Proto::Tcp, peer).await {
-        Ok(mut guest) => {
-            // A stream cut off (the container went, the VM stopped) resets the client.
-            if berth_agent_proto::ports::relay::relay(&mut client, &mut guest).await.is_err() {
-                let _ = client.set_zero_linger();
-            }
+    // The client's first bytes follow the header without waiting for the
+    // agent's answer (a round trip through the VM saved per connection);
+    // the agent reads them only once it has dialled the container, and
+    // drops them with the stream if it could not.
+    let relayed = match tokio::time::timeout(OPEN_TIMEOUT, route.request(Proto::Tcp, peer)).await {
+        Ok(Ok(mut guest)) => {
+            berth_agent_proto::ports::relay::relay_after_answer(&mut client, &mut guest, OPEN_TIMEOUT, accepted)
+                .await
+                .map(|_| ())
         }
-        Err(err) => {
-            tracing::debug!(%err, %peer, port = route.container_port, "a published connection was refused");
-            // A reset, as a refused connection would have been.
-            let _ = client.set_zero_linger();
-        }
+        Ok(Err(err)) => Err(err),
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "the agent did not answer in time")),
+    };
+    if let Err(err) = relayed {
+        tracing::debug!(%err, %peer, port = route.container_port, "a published connection was refused or cut off");
+        // A reset, as a refused connection (or one cut off: the container
+        // went, the VM stopped) would have been.
+        let _ = client.set_zero_linger();
     }
 }
 

@@ -29,6 +29,8 @@ mod owned;
 #[cfg(any(windows, test))]
 pub mod hcs;
 #[cfg(target_os = "linux")]
+mod passt;
+#[cfg(target_os = "linux")]
 pub mod plan9;
 #[cfg(target_os = "linux")]
 mod plan9_sandbox;
@@ -68,6 +70,27 @@ pub enum ShareProtocol {
     /// a file server per share on the host end of the hybrid vsock.
     #[serde(rename = "9p")]
     Plan9,
+}
+
+/// The VM's outbound network on QEMU (`[vm] uplink` in config.toml); the
+/// other backends have their platform's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Uplink {
+    /// passt on a socket pair (`-netdev stream`): host sockets per flow,
+    /// TCP window scaling, IPv6 (passt.rs).
+    Passt,
+    /// QEMU's built-in user networking (libslirp).
+    Slirp,
+}
+
+impl Uplink {
+    pub fn name(self) -> &'static str {
+        match self {
+            Uplink::Passt => "passt",
+            Uplink::Slirp => "slirp",
+        }
+    }
 }
 
 /// How a backend's shares reach its guest.
@@ -114,6 +137,8 @@ pub struct VmSpec {
     pub shares: Vec<Share>,
     /// The protocol asked for the shares (a backend that has one only ignores it).
     pub share_protocol: ShareProtocol,
+    /// The uplink asked for; None: the backend's preference.
+    pub uplink: Option<Uplink>,
     /// Private directory for the VM's sockets.
     pub run_dir: PathBuf,
     /// Kernel console output.
@@ -223,6 +248,10 @@ pub trait RunningVm: Send {
     /// Waits up to `grace` for the VM to exit (after the agent was asked to
     /// power off), then kills it; stops the helpers and removes their sockets.
     fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<()>>;
+    /// The outbound network this VM got, where the backend chooses one.
+    fn uplink(&self) -> Option<Uplink> {
+        None
+    }
 }
 
 /// Which kind of machine runs the engine.
@@ -286,6 +315,7 @@ pub fn test_spec() -> VmSpec {
         disk_gib: 1,
         shares: vec![Share { tag: "share0".into(), host_path: "/home/me".into(), guest_path: "/home/me".into() }],
         share_protocol: ShareProtocol::Virtiofs,
+        uplink: None,
         run_dir: "/h/run".into(),
         console_log: "/h/logs/console.log".into(),
         agent_log: "/h/logs/agent.log".into(),

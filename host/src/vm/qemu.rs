@@ -3,6 +3,7 @@
 //! virtiofsd (one per share) and, when the host has no /dev/vhost-vsock,
 //! vhost-device-vsock serving hybrid vsock on a unix socket.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,8 +14,8 @@ use super::arch::GuestArch;
 use super::owned::{spawn_owned, wait_for_socket};
 use super::qemu_machine::{accel_for, cpu_args, Machine, PlannedDevice, VirtioDevice};
 use super::{
-    BoxFuture, GuestFacts, GuestNetwork, NetConfig, RunningVm, Share, ShareAccess, ShareProtocol, SharesVia, VmBackend,
-    VmProcess, VmSpec,
+    BoxFuture, GuestFacts, GuestNetwork, NetConfig, RunningVm, Share, ShareAccess, ShareProtocol, SharesVia, Uplink,
+    VmBackend, VmProcess, VmSpec,
 };
 use crate::agent_client::{AgentEndpoint, GuestTransport};
 use berth_agent_proto::boot::StaticIpv4;
@@ -90,12 +91,19 @@ pub fn kvm_usable(dev_kvm_openable: bool, cpuinfo: &str, host: GuestArch) -> boo
                 .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm")))
 }
 
-/// The guest QEMU boots: user-mode networking's fixed addresses (the guest
-/// is 10.0.2.15, the host's loopback appears as 10.0.2.2, its DNS relay is
-/// 10.0.2.3), the data disk as the first virtio-blk device, shares over
-/// virtio-fs (or 9P on vsock, when asked), the engine on the data disk.
-pub fn guest_facts(shares: ShareProtocol) -> GuestFacts {
+/// The guest's address on its uplink: user-mode networking's fixed
+/// addresses (the guest is 10.0.2.15, the host's loopback appears as
+/// 10.0.2.2, its DNS relay is 10.0.2.3), which passt is told to use too.
+pub fn uplink_ipv4() -> StaticIpv4 {
     let slirp = |last: u8| std::net::Ipv4Addr::new(10, 0, 2, last);
+    StaticIpv4 { address: slirp(15), prefix_len: 24, gateway: slirp(2), dns: slirp(3) }
+}
+
+/// The guest QEMU boots: the uplink's static address, the data disk as the
+/// first virtio-blk device, shares over virtio-fs (or 9P on vsock, when
+/// asked), the engine on the data disk.
+pub fn guest_facts(shares: ShareProtocol) -> GuestFacts {
+    let ipv4 = uplink_ipv4();
     GuestFacts {
         engine_data_dir: berth_agent_proto::boot::GUEST_DATA_DIR.into(),
         share_transport: Some(match shares {
@@ -105,15 +113,7 @@ pub fn guest_facts(shares: ShareProtocol) -> GuestFacts {
         // virtiofsd runs as the daemon's user (virtiofsd_args).
         share_access: if nix::unistd::geteuid().is_root() { ShareAccess::Guest } else { ShareAccess::Host },
         data_disk: Some("/dev/vda".into()),
-        network: Some(GuestNetwork {
-            ipv4: NetConfig::Static(StaticIpv4 {
-                address: slirp(15),
-                prefix_len: 24,
-                gateway: slirp(2),
-                dns: slirp(3),
-            }),
-            host_alias: slirp(2),
-        }),
+        network: Some(GuestNetwork { host_alias: ipv4.gateway, ipv4: NetConfig::Static(ipv4) }),
         dedicated_memory: true,
         own_clock: true,
     }
@@ -221,8 +221,33 @@ pub fn device_plan(layout: &SocketLayout) -> Vec<PlannedDevice> {
     plan
 }
 
+/// QEMU's end of the VM's uplink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Netdev {
+    Slirp,
+    /// passt on the other end of this inherited socket (passt.rs).
+    Passt {
+        fd: RawFd,
+    },
+}
+
+impl Netdev {
+    fn arg(self) -> String {
+        match self {
+            Netdev::Slirp => "user,id=net0".into(),
+            Netdev::Passt { fd } => format!("stream,id=net0,server=off,addr.type=fd,addr.str={fd}"),
+        }
+    }
+}
+
 /// The full QEMU command line (after the program name).
-pub fn qemu_args(spec: &VmSpec, boot: &QemuBoot, layout: &SocketLayout, tsc_khz: Option<u64>) -> Result<Vec<String>> {
+pub fn qemu_args(
+    spec: &VmSpec,
+    boot: &QemuBoot,
+    layout: &SocketLayout,
+    netdev: Netdev,
+    tsc_khz: Option<u64>,
+) -> Result<Vec<String>> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     push(&["-name", "berth", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
@@ -243,7 +268,7 @@ pub fn qemu_args(spec: &VmSpec, boot: &QemuBoot, layout: &SocketLayout, tsc_khz:
         "-drive",
         &format!("id=data,file={},format=raw,if=none,discard=unmap,cache=writeback", spec.disk.display()),
     ]);
-    push(&["-netdev", "user,id=net0"]);
+    push(&["-netdev", &netdev.arg()]);
     if let VsockMode::Hybrid { control_socket, .. } = &layout.vsock {
         push(&["-chardev", &format!("socket,id=vsock,path={}", control_socket.display())]);
     }
@@ -268,6 +293,8 @@ pub struct QemuBackend {
     virtiofsd: PathBuf,
     /// None when the host has kernel vhost-vsock.
     vsock_device: Option<PathBuf>,
+    /// None when passt is not installed.
+    passt: Option<PathBuf>,
 }
 
 impl QemuBackend {
@@ -298,7 +325,23 @@ impl QemuBackend {
         } else {
             Some(assets.helper("vhost-device-vsock", &crate::paths::install_hint())?)
         };
-        Ok(QemuBackend { boot, qemu, virtiofsd, vsock_device })
+        let passt = assets.find_helper("passt");
+        Ok(QemuBackend { boot, qemu, virtiofsd, vsock_device, passt })
+    }
+
+    /// The uplink to try: the one asked for, else passt when installed.
+    fn wanted_uplink(&self, asked: Option<Uplink>) -> Result<Uplink> {
+        Ok(match (asked, &self.passt) {
+            (Some(Uplink::Passt), None) => {
+                bail!("vm.uplink = \"passt\" but passt is not installed (`sudo apt-get install passt`)")
+            }
+            (Some(uplink), _) => uplink,
+            (None, Some(_)) => Uplink::Passt,
+            (None, None) => {
+                tracing::info!("passt is not installed; the VM's uplink is QEMU's slirp");
+                Uplink::Slirp
+            }
+        })
     }
 }
 
@@ -333,6 +376,7 @@ impl VmBackend for QemuBackend {
                 qemu_log: qemu_log.clone(),
                 ready: None,
                 plan9: None,
+                uplink: Uplink::Slirp,
             };
             // Before the guest can possibly announce itself.
             vm.ready = vm.agent_endpoint().listen_for_ready().context("listening for the agent's readiness")?;
@@ -347,6 +391,13 @@ impl VmBackend for QemuBackend {
             }
 
             // Helpers first, in parallel; QEMU connects to their sockets.
+            let mut passt = match (self.wanted_uplink(spec.uplink)?, &self.passt) {
+                (Uplink::Passt, Some(program)) => {
+                    let log = spec.helpers_log.with_file_name("passt.log");
+                    Some(super::passt::start(program, &uplink_ipv4(), &log, helper_log)?)
+                }
+                _ => None,
+            };
             for (share, socket) in &layout.shares {
                 let mut cmd = Command::new(&self.virtiofsd);
                 let user = nix::unistd::geteuid();
@@ -378,6 +429,20 @@ impl VmBackend for QemuBackend {
             for (socket, (name, child)) in helper_sockets.iter().zip(vm.helpers.iter_mut()) {
                 wait_for_socket(socket, child, name).await?;
             }
+            if let Some(uplink) = passt.as_mut() {
+                if let Err(err) = super::passt::wait_ready(uplink).await {
+                    if spec.uplink == Some(Uplink::Passt) {
+                        return Err(err);
+                    }
+                    tracing::warn!(%err, "passt did not start; the VM's uplink is QEMU's slirp");
+                    passt = None;
+                }
+            }
+            let netdev = match &passt {
+                Some(uplink) => Netdev::Passt { fd: uplink.qemu_end.as_raw_fd() },
+                None => Netdev::Slirp,
+            };
+            vm.uplink = if passt.is_some() { Uplink::Passt } else { Uplink::Slirp };
 
             let tsc_khz = self
                 .boot
@@ -390,11 +455,19 @@ impl VmBackend for QemuBackend {
                 .context("writing this boot's initramfs")?;
             // Removed with the VM's sockets: it holds the key.
             vm.sockets.push(initramfs);
-            let args = qemu_args(spec, &self.boot, &layout, tsc_khz)?;
+            let args = qemu_args(spec, &self.boot, &layout, netdev, tsc_khz)?;
             tracing::debug!(qemu = %self.qemu.display(), ?args, "starting QEMU");
             let mut cmd = Command::new(&self.qemu);
             cmd.args(&args);
+            if let Netdev::Passt { fd } = netdev {
+                super::passt::inherit_fd(&mut cmd, fd);
+            }
             vm.qemu = Some(spawn_owned(&mut cmd, qemu_log, "QEMU")?);
+            if let Some(uplink) = passt {
+                // QEMU holds its end now; passt ends when QEMU's copy closes.
+                drop(uplink.qemu_end);
+                vm.helpers.push(("passt".into(), uplink.child));
+            }
             Ok(Box::new(vm) as Box<dyn RunningVm>)
         })
     }
@@ -409,6 +482,7 @@ struct QemuVm {
     ready: Option<crate::agent_client::ReadyListener>,
     /// The 9P shares' listeners (stopped with the VM).
     plan9: Option<super::plan9::Plan9Server>,
+    uplink: Uplink,
 }
 
 impl QemuVm {
@@ -463,6 +537,10 @@ impl RunningVm for QemuVm {
 
     fn take_ready_listener(&mut self) -> Option<crate::agent_client::ReadyListener> {
         self.ready.take()
+    }
+
+    fn uplink(&self) -> Option<Uplink> {
+        Some(self.uplink)
     }
 
     fn wait(&mut self) -> BoxFuture<'_, String> {
@@ -595,7 +673,7 @@ mod tests {
     fn tcg_microvm_with_hybrid_vsock_and_virtiofs() {
         let spec = spec();
         let layout = SocketLayout::new(&spec, false);
-        let args = joined(&qemu_args(&spec, &boot(Accel::Tcg), &layout, Some(2_500_000)).unwrap());
+        let args = joined(&qemu_args(&spec, &boot(Accel::Tcg), &layout, Netdev::Slirp, Some(2_500_000)).unwrap());
         for expected in [
             "-accel tcg,thread=multi -cpu max",
             "-M microvm,memory-backend=mem",
@@ -622,6 +700,16 @@ mod tests {
     }
 
     #[test]
+    fn passt_is_the_net_devices_backend_on_the_inherited_socket() {
+        let spec = spec();
+        let layout = SocketLayout::new(&spec, false);
+        let args = joined(&qemu_args(&spec, &boot(Accel::Tcg), &layout, Netdev::Passt { fd: 9 }, None).unwrap());
+        assert!(args.contains("-netdev stream,id=net0,server=off,addr.type=fd,addr.str=9"), "{args}");
+        assert!(!args.contains("user,id=net0"), "{args}");
+        assert!(args.contains("-device virtio-net-device,netdev=net0"), "{args}");
+    }
+
+    #[test]
     fn arm64_boots_virt_with_the_same_devices_on_pci() {
         let spec = spec();
         let layout = SocketLayout::new(&spec, false);
@@ -631,7 +719,7 @@ mod tests {
             kernel: "/a/aarch64/Image".into(),
             initramfs: "/a/aarch64/initramfs.cpio".into(),
         };
-        let args = qemu_args(&spec, &boot, &layout, None).unwrap();
+        let args = qemu_args(&spec, &boot, &layout, Netdev::Slirp, None).unwrap();
         let devices = device_values(&args);
         assert_eq!(
             devices,
@@ -665,7 +753,7 @@ mod tests {
     fn shares_over_9p_have_no_virtiofs_device_and_dial_their_port() {
         let spec = VmSpec { share_protocol: ShareProtocol::Plan9, ..spec() };
         let layout = SocketLayout::new(&spec, false);
-        let args = joined(&qemu_args(&spec, &boot(Accel::Tcg), &layout, None).unwrap());
+        let args = joined(&qemu_args(&spec, &boot(Accel::Tcg), &layout, Netdev::Slirp, None).unwrap());
         assert!(!args.contains("vhost-user-fs") && !args.contains("fs-share0.sock"), "{args}");
         let cmdline = kernel_cmdline(&spec, Machine::Microvm, None);
         assert!(cmdline.contains("berth.share=share0,/home/me,9p,1040,/home/me"), "{cmdline}");
@@ -674,7 +762,7 @@ mod tests {
     #[test]
     fn microvm_keeps_its_mmio_devices() {
         let spec = spec();
-        let args = qemu_args(&spec, &boot(Accel::Tcg), &SocketLayout::new(&spec, true), None).unwrap();
+        let args = qemu_args(&spec, &boot(Accel::Tcg), &SocketLayout::new(&spec, true), Netdev::Slirp, None).unwrap();
         let devices = device_values(&args);
         assert_eq!(devices[0], "virtio-serial-device");
         assert!(devices.contains(&"virtio-blk-device,drive=data"), "{devices:?}");
@@ -685,7 +773,7 @@ mod tests {
     fn kvm_uses_the_host_cpu_and_kernel_vsock() {
         let spec = spec();
         let layout = SocketLayout::new(&spec, true);
-        let args = joined(&qemu_args(&spec, &boot(Accel::Kvm), &layout, None).unwrap());
+        let args = joined(&qemu_args(&spec, &boot(Accel::Kvm), &layout, Netdev::Slirp, None).unwrap());
         assert!(args.contains("-accel kvm -cpu host"));
         assert!(args.contains("-device vhost-vsock-device,guest-cid="));
         assert!(!args.contains("vhost-user-vsock"));
@@ -696,7 +784,10 @@ mod tests {
     fn other_platforms_accelerators_are_refused() {
         let spec = spec();
         let layout = SocketLayout::new(&spec, false);
-        assert!(qemu_args(&spec, &boot(Accel::Hvf), &layout, None).unwrap_err().to_string().contains("hvf"));
+        assert!(qemu_args(&spec, &boot(Accel::Hvf), &layout, Netdev::Slirp, None)
+            .unwrap_err()
+            .to_string()
+            .contains("hvf"));
     }
 
     #[test]

@@ -74,6 +74,36 @@ where
     tokio::try_join!(frame_into(plain_read, framed_write), unframe_into(framed_read, plain_write))
 }
 
+/// As [`relay`], for a stream whose first byte from the framed side is an
+/// answer still to come (the agent's status of a forwarding stream): the
+/// plain side's bytes go out at once, so they travel with the request
+/// instead of a round trip after it, and nothing comes back to the plain
+/// side until `answer` has accepted that byte, within `wait`.
+pub async fn relay_after_answer<P, F, A>(
+    plain: &mut P,
+    framed: &mut F,
+    wait: std::time::Duration,
+    answer: A,
+) -> io::Result<(u64, u64)>
+where
+    P: AsyncRead + AsyncWrite + Unpin,
+    F: AsyncRead + AsyncWrite + Unpin,
+    A: FnOnce(u8) -> io::Result<()>,
+{
+    let (plain_read, plain_write) = tokio::io::split(plain);
+    let (mut framed_read, framed_write) = tokio::io::split(framed);
+    let inbound = async move {
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(wait, framed_read.read_exact(&mut first)).await {
+            Ok(read) => read?,
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time")),
+        };
+        answer(first[0])?;
+        unframe_into(framed_read, plain_write).await
+    };
+    tokio::try_join!(frame_into(plain_read, framed_write), inbound)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +162,49 @@ mod tests {
         let mut got = Vec::new();
         let _ = peer.read_to_end(&mut got).await;
         assert_eq!(got, b"x", "what arrived before the cut is delivered");
+    }
+
+    fn zero_is_yes(status: u8) -> io::Result<()> {
+        match status {
+            0 => Ok(()),
+            _ => Err(io::Error::new(io::ErrorKind::ConnectionRefused, "refused")),
+        }
+    }
+
+    #[tokio::test]
+    async fn bytes_go_out_before_the_answer_and_come_back_only_after_it() {
+        let (mut framed_near, mut far) = duplex(1 << 16);
+        let (mut plain, mut client) = duplex(1 << 16);
+        let task = tokio::spawn(async move {
+            relay_after_answer(&mut plain, &mut framed_near, std::time::Duration::from_secs(10), zero_is_yes).await
+        });
+        client.write_all(b"hi").await.unwrap();
+        // The client's bytes are framed out while the answer is still to come.
+        let mut frame = [0u8; 6];
+        far.read_exact(&mut frame).await.unwrap();
+        assert_eq!(frame, [0, 0, 0, 2, b'h', b'i']);
+        far.write_all(&[0, 0, 0, 0, 3, b'y', b'o', b'u']).await.unwrap();
+        let mut reply = [0u8; 3];
+        client.read_exact(&mut reply).await.unwrap();
+        assert_eq!(&reply, b"you");
+        client.shutdown().await.unwrap();
+        far.write_all(&[0, 0, 0, 0]).await.unwrap();
+        let mut end = [0u8; 4];
+        far.read_exact(&mut end).await.unwrap();
+        assert_eq!(end, [0, 0, 0, 0], "the client's half-close");
+        assert_eq!(task.await.unwrap().unwrap(), (2, 3));
+
+        // A refusal: the answer's error, and nothing reaches the client.
+        let (mut framed_near, mut far) = duplex(1 << 16);
+        let (mut plain, mut client) = duplex(1 << 16);
+        let task = tokio::spawn(async move {
+            relay_after_answer(&mut plain, &mut framed_near, std::time::Duration::from_secs(10), zero_is_yes).await
+        });
+        far.write_all(&[1, 0, 0, 0, 1, b'z']).await.unwrap();
+        let err = task.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+        let mut got = Vec::new();
+        let _ = client.read_to_end(&mut got).await;
+        assert!(got.is_empty(), "{got:?}");
     }
 }

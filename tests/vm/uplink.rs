@@ -1,0 +1,82 @@
+//! The VM's uplink (`[vm] uplink`, host/src/vm/passt.rs): passt when it is
+//! installed, QEMU's slirp when asked. Either way a container's egress
+//! leaves the VM through it; the gateway 10.0.2.2 is the host's loopback
+//! for both, which is what these tests reach (nothing off the machine).
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::time::Duration;
+
+use crate::harness::{self, pid_alive, Berth};
+
+/// A server on this host's loopback that answers every connection with
+/// `body` (its thread ends with the process).
+fn loopback_server(body: &'static [u8]) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten().take(16) {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut request = [0u8; 1024];
+            let _ = conn.read(&mut request);
+            let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(body);
+        }
+    });
+    port
+}
+
+/// The pid the daemon recorded (run/state.json) for the VM process named `name`, if any.
+fn vm_process(berth: &Berth, name: &str) -> Option<i64> {
+    let text = std::fs::read_to_string(berth.run_dir().join("state.json")).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&text).unwrap();
+    state["processes"].as_array()?.iter().find(|p| p["name"] == name).and_then(|p| p["pid"].as_i64())
+}
+
+/// A container on the default bridge fetches from the host's loopback
+/// through the uplink's gateway: out of the VM's NAT, through the uplink.
+fn container_fetches_from_the_host(berth: &Berth) {
+    let port = loopback_server(b"through the uplink\n");
+    let fetch = format!("wget -T 20 -qO- http://10.0.2.2:{port}/");
+    let out = harness::docker_ok(berth, &["run", "--rm", "busybox", "sh", "-c", &fetch]);
+    assert_eq!(out, "through the uplink\n");
+}
+
+#[test]
+fn passt_is_the_default_uplink_carries_egress_and_ends_with_the_vm() {
+    let installed = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("passt").is_file()));
+    assert!(installed, "this test needs Debian's passt (packaging/setup.sh installs it)");
+    let berth = Berth::new();
+    berth.start();
+    let status = berth.status();
+    assert_eq!(status["uplink"], "passt", "{status}");
+    let passt = vm_process(&berth, "passt").expect("passt among the VM's processes (run/state.json)");
+    assert!(pid_alive(passt));
+    harness::load_busybox(&berth);
+
+    container_fetches_from_the_host(&berth);
+    // Names still resolve (the VM's resolver asks the host's over vsock,
+    // whatever the uplink), in a container as in the VM.
+    let out = harness::docker_ok(&berth, &["run", "--rm", "busybox", "nslookup", "-type=a", "localhost"]);
+    assert!(out.contains("127.0.0.1"), "{out}");
+
+    berth.stop_and_check_clean();
+    assert!(!pid_alive(passt), "passt outlived the VM");
+}
+
+#[test]
+fn slirp_is_the_uplink_when_asked() {
+    let share = tempfile::Builder::new().prefix("berth share ").tempdir().unwrap();
+    let berth = Berth::with_config(share, "uplink = \"slirp\"\n");
+    berth.start();
+    let status = berth.status();
+    assert_eq!(status["uplink"], "slirp", "{status}");
+    assert_eq!(vm_process(&berth, "passt"), None);
+    let procs = berth.live_processes();
+    assert!(!procs.iter().any(|p| p.contains("passt")), "{procs:#?}");
+    harness::load_busybox(&berth);
+    container_fetches_from_the_host(&berth);
+    berth.stop_and_check_clean();
+}
