@@ -97,7 +97,9 @@ fn names_resolve_through_the_host_and_host_docker_internal_reaches_its_loopback(
     let refused = format!("timeout 20 wget -qO- http://host.docker.internal:{closed}/");
     let out = harness::docker(&berth, &["run", "--rm", "--network", "host", "busybox", "sh", "-c", &refused]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("refused"), "{}", describe(&out));
+    // The forwarder has taken the connection by then: its end is a reset.
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("refused") || said.contains("reset"), "{}", describe(&out));
     assert!(started.elapsed() < Duration::from_secs(15), "a refused port hung: {:?}", started.elapsed());
 
     // Figures (printed, not asserted). A lookup the host answers against

@@ -60,7 +60,7 @@ fn passt_is_the_default_uplink_carries_egress_and_ends_with_the_vm() {
     container_fetches_from_the_host(&berth);
     // Names still resolve (the VM's resolver asks the host's over vsock,
     // whatever the uplink), in a container as in the VM.
-    let out = harness::docker_ok(&berth, &["run", "--rm", "busybox", "nslookup", "-type=a", "localhost"]);
+    let out = harness::docker_ok(&berth, &["run", "--rm", "busybox", "sh", "-c", "nslookup -type=a localhost"]);
     assert!(out.contains("127.0.0.1"), "{out}");
 
     berth.stop_and_check_clean();
