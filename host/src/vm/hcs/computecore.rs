@@ -75,8 +75,26 @@ fn hresult_from_win32(code: i32) -> i32 {
     }
 }
 
-fn wide(text: &str) -> Vec<u16> {
+pub(super) fn wide(text: &str) -> Vec<u16> {
     text.encode_utf16().chain([0]).collect()
+}
+
+/// Copies a string a Windows API allocated, then hands the pointer to
+/// `free`, that API's own allocator (HCS and HCN use different ones).
+///
+/// # Safety
+/// `text` is null or a NUL-terminated UTF-16 string that nothing else frees.
+pub(super) unsafe fn take_wide(text: PWSTR, free: impl FnOnce(PWSTR)) -> String {
+    if text.is_null() {
+        return String::new();
+    }
+    // SAFETY: the caller's contract: NUL-terminated, so every unit read is in it.
+    let string = unsafe {
+        let len = (0..).take_while(|&i| *text.add(i) != 0).count();
+        String::from_utf16_lossy(std::slice::from_raw_parts(text, len))
+    };
+    free(text);
+    string
 }
 
 /// Takes a string HCS allocated (LocalAlloc) and frees it.
@@ -85,15 +103,11 @@ fn wide(text: &str) -> Vec<u16> {
 /// `text` is null or a NUL-terminated UTF-16 string from computecore that
 /// nothing else frees.
 unsafe fn take_string(text: PWSTR) -> String {
-    if text.is_null() {
-        return String::new();
-    }
-    // SAFETY: the caller's contract: NUL-terminated, ours to free.
+    // SAFETY: the caller's contract; computecore allocates with LocalAlloc.
     unsafe {
-        let len = (0..).take_while(|&i| *text.add(i) != 0).count();
-        let string = String::from_utf16_lossy(std::slice::from_raw_parts(text, len));
-        LocalFree(text.cast());
-        string
+        take_wide(text, |p| {
+            LocalFree(p.cast());
+        })
     }
 }
 

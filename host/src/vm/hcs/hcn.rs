@@ -62,6 +62,7 @@ pub mod windows_calls {
 
     use windows_sys::core::{GUID, HRESULT, PCWSTR, PWSTR};
 
+    use super::super::computecore::{take_wide, wide};
     use super::super::doc::{HcnEndpoint, HcnEndpointProperties};
     use super::super::errors::HcsError;
     use crate::platform::windows_dll::SystemDll;
@@ -113,10 +114,6 @@ pub mod windows_calls {
         GUID { data1, data2, data3, data4: *data4 }
     }
 
-    fn wide(text: &str) -> Vec<u16> {
-        text.encode_utf16().chain([0]).collect()
-    }
-
     /// Takes a string HCN allocated (CoTaskMemAlloc) and frees it.
     ///
     /// # Safety
@@ -124,16 +121,8 @@ pub mod windows_calls {
     /// nothing else frees.
     unsafe fn take_string(text: PWSTR) -> String {
         use windows_sys::Win32::System::Com::CoTaskMemFree;
-        if text.is_null() {
-            return String::new();
-        }
-        // SAFETY: the caller's contract: NUL-terminated, ours to free.
-        unsafe {
-            let len = (0..).take_while(|&i| *text.add(i) != 0).count();
-            let string = String::from_utf16_lossy(std::slice::from_raw_parts(text, len));
-            CoTaskMemFree(text.cast());
-            string
-        }
+        // SAFETY: the caller's contract; HCN allocates with CoTaskMemAlloc.
+        unsafe { take_wide(text, |p| CoTaskMemFree(p.cast())) }
     }
 
     /// An HCN call's HRESULT and error record, as an error when it failed.
