@@ -53,6 +53,20 @@ def hybrid_connect(uds, port):
     return sock
 
 
+def connect_rate(connect, secs):
+    """Connections per second for `secs`, each echoing one byte, then closed."""
+    count, deadline = 0, time.perf_counter() + secs
+    t0 = time.perf_counter()
+    while time.perf_counter() < deadline:
+        sock = connect()
+        sock.sendall(b"x")
+        if sock.recv(1) != b"x":
+            sys.exit("no echo")
+        sock.close()
+        count += 1
+    return count / (time.perf_counter() - t0)
+
+
 def main():
     mode = sys.argv[1]
     if mode == "tcp-send":
@@ -62,29 +76,11 @@ def main():
         sock = hybrid_connect(sys.argv[2], sys.argv[3])
         print(f"{send_and_count(sock, int(sys.argv[4])):.2f}")
     elif mode == "vsock-connect-rate":
-        uds, port, secs = sys.argv[2], sys.argv[3], float(sys.argv[4])
-        count, deadline = 0, time.perf_counter() + secs
-        t0 = time.perf_counter()
-        while time.perf_counter() < deadline:
-            sock = hybrid_connect(uds, port)
-            sock.sendall(b"x")
-            if sock.recv(1) != b"x":
-                sys.exit("no echo")
-            sock.close()
-            count += 1
-        print(f"{count / (time.perf_counter() - t0):.0f}")
+        uds, port = sys.argv[2], sys.argv[3]
+        print(f"{connect_rate(lambda: hybrid_connect(uds, port), float(sys.argv[4])):.0f}")
     elif mode == "connect-rate":
-        port, secs = int(sys.argv[2]), float(sys.argv[3])
-        count, deadline = 0, time.perf_counter() + secs
-        t0 = time.perf_counter()
-        while time.perf_counter() < deadline:
-            sock = socket.create_connection(("127.0.0.1", port))
-            sock.sendall(b"x")
-            if sock.recv(1) != b"x":
-                sys.exit("no echo")
-            sock.close()
-            count += 1
-        print(f"{count / (time.perf_counter() - t0):.0f}")
+        port = int(sys.argv[2])
+        print(f"{connect_rate(lambda: socket.create_connection(('127.0.0.1', port)), float(sys.argv[3])):.0f}")
     elif mode == "udp-rate":
         port, secs = int(sys.argv[2]), float(sys.argv[3])
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
