@@ -50,7 +50,9 @@ apt_pkgs=(
 if wants_arch aarch64; then
   # Cross compiler and binutils for the kernel and the agent's link, the
   # emulator; the guest's arm64 userland comes as .debs (initramfs/foreign-sysroot.sh).
-  apt_pkgs+=(gcc-aarch64-linux-gnu qemu-system-arm)
+  # ring's C includes <stdint.h> and <string.h>: the cross gcc only recommends
+  # the arm64 C headers, and we install without recommends.
+  apt_pkgs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm)
 fi
 if [ "${BERTH_CROSS_CHECK:-0}" = 1 ]; then
   # tests/run.sh links berth.exe (x86_64-pc-windows-gnu, .cargo/config.toml):

@@ -22,6 +22,26 @@ pub fn build_netprobe(dir: &Path) -> PathBuf {
     out
 }
 
+/// A server on this host's loopback that answers each of the next 16
+/// connections with `body` as an HTTP/1.0 response (its thread ends with
+/// the process). It writes first, so `nc` with nothing to send gets it
+/// too, then drains the request so that closing does not reset it.
+pub fn loopback_server(body: &'static [u8]) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten().take(16) {
+            let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(body);
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut request = [0u8; 1024];
+            let _ = conn.read(&mut request);
+        }
+    });
+    port
+}
+
 /// A TCP port nothing on this host listens on right now.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("0.0.0.0:0").unwrap();

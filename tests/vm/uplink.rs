@@ -3,29 +3,7 @@
 //! leaves the VM through it; the gateway 10.0.2.2 is the host's loopback
 //! for both, which is what these tests reach (nothing off the machine).
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::time::Duration;
-
 use crate::harness::{self, pid_alive, Berth};
-
-/// A server on this host's loopback that answers every connection with
-/// `body` (its thread ends with the process).
-fn loopback_server(body: &'static [u8]) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten().take(16) {
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-            let mut request = [0u8; 1024];
-            let _ = conn.read(&mut request);
-            let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-            let _ = conn.write_all(head.as_bytes());
-            let _ = conn.write_all(body);
-        }
-    });
-    port
-}
 
 /// The pid the daemon recorded (run/state.json) for the VM process named `name`, if any.
 fn vm_process(berth: &Berth, name: &str) -> Option<i64> {
@@ -37,7 +15,7 @@ fn vm_process(berth: &Berth, name: &str) -> Option<i64> {
 /// A container on the default bridge fetches from the host's loopback
 /// through the uplink's gateway: out of the VM's NAT, through the uplink.
 fn container_fetches_from_the_host(berth: &Berth) {
-    let port = loopback_server(b"through the uplink\n");
+    let port = harness::net::loopback_server(b"through the uplink\n");
     // No `-T`: Debian 12's static busybox wget segfaults with it.
     let fetch = format!("timeout 20 wget -qO- http://10.0.2.2:{port}/");
     let out = harness::docker_ok(berth, &["run", "--rm", "busybox", "sh", "-c", &fetch]);
