@@ -35,7 +35,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use berth_agent_proto::agent_server::AgentServer;
-use berth_agent_proto::boot::BootParams;
+use berth_agent_proto::boot::{BootParams, LogDevice};
 use berth_agent_proto::{MountStatus, AGENT_VSOCK_PORT};
 use tokio::sync::Notify;
 
@@ -84,16 +84,32 @@ fn parse_args() -> Args {
     parsed
 }
 
-fn init_logging(filter: &str) {
+fn init_logging(filter: &str, device: LogDevice) {
     use tracing_subscriber::EnvFilter;
-    // In the VM, the agent's log has its own virtio console (the host writes
-    // it to agent.log), apart from the kernel's serial console.
-    let writer = std::fs::OpenOptions::new().write(true).open("/dev/hvc0");
+    // In the VM, the agent's log has a console of its own (a virtio console
+    // under QEMU and VZ, COM2 under HCS; the host writes it to agent.log),
+    // apart from the kernel's console.
+    let writer = if std::process::id() == 1 { open_log_device(device).ok() } else { None };
     let builder = tracing_subscriber::fmt().with_env_filter(EnvFilter::new(filter)).with_ansi(false);
     match writer {
-        Ok(file) if std::process::id() == 1 => builder.with_writer(std::sync::Mutex::new(file)).init(),
-        _ => builder.with_writer(std::io::stderr).init(),
+        Some(file) => builder.with_writer(std::sync::Mutex::new(file)).init(),
+        None => builder.with_writer(std::io::stderr).init(),
     }
+}
+
+/// The log console, opened without becoming the controlling terminal (PID
+/// 1 must never get a terminal's signals); a UART is set raw, so that each
+/// line reaches the host as written.
+fn open_log_device(device: LogDevice) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NOCTTY).open(device.path())?;
+    if device.is_serial() {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let mut termios = tcgetattr(&file)?;
+        cfmakeraw(&mut termios);
+        tcsetattr(&file, SetArg::TCSANOW, &termios)?;
+    }
+    Ok(file)
 }
 
 fn main() {
@@ -143,7 +159,11 @@ fn main() {
         let basics = init::mount_basics();
         let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
         let params = BootParams::parse(&cmdline);
-        init_logging(params.as_ref().ok().and_then(|p| p.log.as_deref()).unwrap_or("info"));
+        let (filter, device) = match &params {
+            Ok(p) => (p.log.as_deref().unwrap_or("info"), p.log_device),
+            Err(_) => ("info", LogDevice::default()),
+        };
+        init_logging(filter, device);
         if let Err(err) = switched {
             tracing::error!(%err, "moving the root filesystem to tmpfs failed; containers cannot start");
         }
@@ -188,7 +208,8 @@ fn main() {
             tracing::info!(ms = started.elapsed().as_millis() as u64, "system initialised");
         }));
     } else {
-        init_logging(&std::env::var("BERTH_AGENT_LOG").unwrap_or_else(|_| "info".into()));
+        // Not PID 1: the log goes to stderr.
+        init_logging(&std::env::var("BERTH_AGENT_LOG").unwrap_or_else(|_| "info".into()), LogDevice::default());
         if service {
             match service_mode::prepare(&data_dir) {
                 Ok(cgroup) => {

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use berth_agent_proto::agent_client::AgentClient;
 use berth_agent_proto::InfoResponse;
-#[cfg(unix)]
 use berth_agent_proto::{prost::Message, ReadyAnnouncement};
 use berth_agent_proto::{AgentKey, PingRequest, PingResponse, AGENT_VSOCK_PORT, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
@@ -179,12 +178,13 @@ impl AgentEndpoint {
 pub struct ReadyListener {
     #[cfg(unix)]
     listener: tokio::net::UnixListener,
-    /// Windows' backends have none: listening on a Hyper-V socket for the
-    /// guest needs the VM's id before the VM runs, and the registry entry
-    /// for WSL; they find the agent by polling.
+    /// The HCS backend's: a Hyper-V socket listener on the VM's RuntimeId,
+    /// known between create and start. WSL has none (a host service there
+    /// needs a registry entry); it finds the agent by polling.
     #[cfg(windows)]
-    never: std::convert::Infallible,
-    path: PathBuf,
+    listener: crate::platform::hvsock_windows::HvListener,
+    /// The socket file, removed on drop (a Hyper-V listener has none).
+    path: Option<PathBuf>,
 }
 
 impl AgentEndpoint {
@@ -198,7 +198,7 @@ impl AgentEndpoint {
                 let path = port_socket(uds, berth_agent_proto::AGENT_READY_VSOCK_PORT);
                 let _ = std::fs::remove_file(&path);
                 let listener = tokio::net::UnixListener::bind(&path)?;
-                Ok(Some(ReadyListener { listener, path }))
+                Ok(Some(ReadyListener { listener, path: Some(path) }))
             }
             // Kernel vsock and local agents have no device to wedge: polling is fine.
             _ => Ok(None),
@@ -206,14 +206,30 @@ impl AgentEndpoint {
     }
 }
 
-#[cfg(unix)]
 impl ReadyListener {
+    /// Listens for the announcement of the agent in the Hyper-V VM `vm_id`.
+    #[cfg(windows)]
+    pub fn hvsocket(vm_id: &str) -> std::io::Result<ReadyListener> {
+        let port = berth_agent_proto::AGENT_READY_VSOCK_PORT;
+        Ok(ReadyListener { listener: crate::platform::hvsock_windows::HvListener::bind(vm_id, port)?, path: None })
+    }
+
+    #[cfg(unix)]
+    async fn accept(&self) -> std::io::Result<tokio::net::UnixStream> {
+        Ok(self.listener.accept().await?.0)
+    }
+
+    #[cfg(windows)]
+    async fn accept(&self) -> std::io::Result<tokio::net::TcpStream> {
+        self.listener.accept().await
+    }
+
     /// Resolves when an agent has announced itself, with what Info would
     /// say; checks that it speaks our protocol version (no Ping needed).
     pub async fn announced(&self) -> Result<InfoResponse, PingError> {
         use tokio::io::AsyncReadExt;
         loop {
-            let (stream, _) = self.listener.accept().await?;
+            let stream = self.accept().await?;
             let mut bytes = Vec::new();
             let limit = berth_agent_proto::MAX_ANNOUNCEMENT_BYTES as u64;
             let read = tokio::time::timeout(CONNECT_TIMEOUT, stream.take(limit).read_to_end(&mut bytes)).await;
@@ -233,16 +249,11 @@ impl ReadyListener {
     }
 }
 
-#[cfg(windows)]
-impl ReadyListener {
-    pub async fn announced(&self) -> Result<InfoResponse, PingError> {
-        match self.never {}
-    }
-}
-
 impl Drop for ReadyListener {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 //! arch = "aarch64"              # the guest's CPU (default: the host's); another one is emulated
 //! share-transport = "9p"        # shares over 9P on vsock (as on Hyper-V) instead of virtio-fs
 //! uplink = "slirp"              # QEMU's outbound network: "passt" (default when installed) or "slirp"
+//! hypervisor = "hcs"            # Windows: "wsl" (default, no admin) or "hcs" (Hyper-V, own kernel, elevated)
 //!
 //! [api]
 //! tcp = "127.0.0.1:2375"        # also serve the Docker API here: no authentication, no TLS
@@ -27,7 +28,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::vm::arch::GuestArch;
-use crate::vm::{BackendKind, ShareProtocol, Uplink};
+use crate::vm::{BackendKind, Hypervisor, ShareProtocol, Uplink};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,6 +67,7 @@ struct VmSection {
     arch: Option<GuestArch>,
     share_transport: Option<ShareProtocol>,
     uplink: Option<Uplink>,
+    hypervisor: Option<Hypervisor>,
 }
 
 /// The effective settings, defaults applied and validated.
@@ -85,6 +87,9 @@ pub struct Config {
     /// The VM's outbound network, where the backend can choose (QEMU);
     /// None: the backend's preference (passt when installed).
     pub uplink: Option<Uplink>,
+    /// What runs the VM on this host (None: a host Berth has no VM for);
+    /// a hypervisor of another OS is refused when the file is read.
+    pub hypervisor: Option<Hypervisor>,
     /// Docker Hub mirrors (URLs), tried before Docker Hub itself.
     pub registry_mirrors: Vec<String>,
     /// `host:port` registries spoken to over plain HTTP.
@@ -157,6 +162,7 @@ impl Config {
             None => None,
         };
         let arch = vm.arch.unwrap_or_else(GuestArch::default_for_host);
+        let hypervisor = Hypervisor::choose(vm.hypervisor, std::env::consts::OS)?;
         Ok(Config {
             backend,
             cpus,
@@ -166,6 +172,7 @@ impl Config {
             arch,
             share_protocol: vm.share_transport.unwrap_or_default(),
             uplink: vm.uplink,
+            hypervisor,
             registry_mirrors,
             insecure_registries,
             api_tcp,
@@ -275,6 +282,7 @@ mod tests {
                 arch: GuestArch::Aarch64,
                 share_protocol: ShareProtocol::Plan9,
                 uplink: Some(Uplink::Slirp),
+                hypervisor: Some(Hypervisor::Qemu),
                 registry_mirrors: vec!["http://host.docker.internal:5000".into()],
                 insecure_registries: vec!["host.docker.internal:5000".into()],
                 api_tcp: Some("127.0.0.1:2375".parse().unwrap()),
@@ -315,5 +323,37 @@ mod tests {
         assert!(err("[api]\ntcp = \"127.0.0.1:99999\"\n").contains("api.tcp"));
         assert!(err("[api]\ntcp = \"127.0.0.1:0\"\n").contains("port other than 0"));
         assert!(err("[api]\nport = 2375\n").contains("unknown field `port`"));
+        assert!(err("[vm]\nhypervisor = \"xen\"\n")
+            .contains("unknown variant `xen`, expected one of `qemu`, `vz`, `wsl`, `hcs`"));
+    }
+
+    #[test]
+    fn the_hypervisor_is_the_hosts_and_hcs_is_windows_only() {
+        let h = home();
+        let config = Config::parse("", Some(h.path())).unwrap();
+        assert_eq!(config.hypervisor, Hypervisor::choose(None, std::env::consts::OS).unwrap());
+        assert_eq!(Hypervisor::choose(None, "linux").unwrap(), Some(Hypervisor::Qemu));
+        assert_eq!(Hypervisor::choose(None, "macos").unwrap(), Some(Hypervisor::Vz));
+        assert_eq!(Hypervisor::choose(None, "windows").unwrap(), Some(Hypervisor::Wsl), "WSL 2 needs no admin");
+        assert_eq!(Hypervisor::choose(Some(Hypervisor::Hcs), "windows").unwrap(), Some(Hypervisor::Hcs));
+        assert_eq!(Hypervisor::choose(None, "freebsd").unwrap(), None);
+        let refused = |asked, os| Hypervisor::choose(Some(asked), os).unwrap_err().to_string();
+        assert_eq!(
+            refused(Hypervisor::Hcs, "linux"),
+            "vm.hypervisor = \"hcs\" is Hyper-V through the Host Compute Service, a Windows hypervisor; \
+             on linux Berth's VMs run on qemu (leave vm.hypervisor unset)"
+        );
+        assert!(refused(Hypervisor::Qemu, "windows").ends_with("on windows use one of: wsl, hcs"));
+        assert!(refused(Hypervisor::Wsl, "macos").contains("on macos Berth's VMs run on vz"));
+        assert!(refused(Hypervisor::Vz, "freebsd").ends_with("Berth has no VM backend for freebsd"));
+        #[cfg(target_os = "linux")]
+        {
+            let err = format!("{:#}", Config::parse("[vm]\nhypervisor = \"hcs\"\n", Some(h.path())).unwrap_err());
+            assert!(err.contains("vm.hypervisor = \"hcs\"") && err.contains("a Windows hypervisor"), "{err}");
+            assert_eq!(
+                Config::parse("[vm]\nhypervisor = \"qemu\"\n", Some(h.path())).unwrap().hypervisor,
+                Some(Hypervisor::Qemu)
+            );
+        }
     }
 }

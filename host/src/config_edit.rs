@@ -21,6 +21,7 @@ pub const KEYS: &[&str] = &[
     "vm.disk-gib",
     "vm.shares",
     "vm.arch",
+    "vm.hypervisor",
     "engine.registry-mirrors",
     "engine.insecure-registries",
     "api.tcp",
@@ -96,6 +97,10 @@ pub fn get(config: &Config, key: &str) -> Result<String> {
         "vm.disk-gib" => toml::Value::Integer(config.disk_gib as i64),
         "vm.shares" => list(&config.shares.iter().map(|p| p.display().to_string()).collect::<Vec<_>>()),
         "vm.arch" => toml::Value::try_from(config.arch)?,
+        "vm.hypervisor" => match config.hypervisor {
+            Some(hypervisor) => toml::Value::String(hypervisor.name().into()),
+            None => return Ok(String::new()),
+        },
         "engine.registry-mirrors" => list(&config.registry_mirrors),
         "engine.insecure-registries" => list(&config.insecure_registries),
         "api.tcp" => match config.api_tcp {
@@ -184,6 +189,10 @@ mod tests {
         assert!(err(&[("api.tcp", parse_value("localhost"))]).contains("api.tcp"));
         assert!(err(&[("vm.shares", parse_value("[\"/no/such/dir\"]"))]).contains("not an existing directory"));
         assert!(err(&[("vm.cpus", parse_value("two"))]).contains("cpus"));
+        if cfg!(not(windows)) {
+            // `berth config set vm.hypervisor hcs` off Windows: refused before it is written.
+            assert!(err(&[("vm.hypervisor", parse_value("hcs"))]).contains("a Windows hypervisor"));
+        }
     }
 
     #[test]
@@ -192,6 +201,8 @@ mod tests {
         let config = Config::parse("", Some(h.path())).unwrap();
         assert_eq!(get(&config, "vm.memory-mib").unwrap(), "2048");
         assert_eq!(get(&config, "api.tcp").unwrap(), "");
+        #[cfg(target_os = "linux")]
+        assert_eq!(get(&config, "vm.hypervisor").unwrap(), "qemu");
         for key in KEYS {
             get(&config, key).unwrap();
         }

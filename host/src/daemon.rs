@@ -261,7 +261,7 @@ struct Booted {
 /// Boots the VM and waits for its agent. On failure nothing is left running.
 async fn boot(paths: &Paths) -> Result<Booted> {
     let config = Config::load(&paths.config_file())?;
-    let backend = vm::host_backend(config.backend, config.arch)?;
+    let backend = vm::host_backend(config.backend, config.arch, config.hypervisor)?;
     for log in [paths.console_log(), paths.agent_log()] {
         rotate_log(&log);
         // QEMU writes these (chardev files) and would create them 0644.

@@ -72,12 +72,13 @@ pub fn start(paths: &Paths, config_changes: &[(&str, toml::Value)]) -> Result<()
     apply_start_flags(paths, config_changes)?;
     // Fail fast, in the user's terminal, on what the daemon would fail on.
     let config = Config::load(&paths.config_file())?;
-    crate::vm::host_backend(config.backend, config.arch)?;
+    crate::vm::host_backend(config.backend, config.arch, config.hypervisor)?;
 
     if daemon_alive(paths)? {
         return wait_for_running(paths, "berth is already running");
     }
-    if config.backend == crate::vm::BackendKind::Vm && !paths.disk_image().exists() {
+    let disk = crate::vm::disk::image_for(&paths.disk_image(), config.hypervisor);
+    if config.backend == crate::vm::BackendKind::Vm && !disk.exists() {
         crate::ui::say(format_args!(
             "First start{}: creating a {} GiB data disk (sparse); the VM formats it, so this boot takes longer",
             profile_suffix(paths),

@@ -33,10 +33,64 @@ pub struct BootParams {
     pub share_access: ShareAccess,
     /// The agent's log filter.
     pub log: Option<String>,
+    /// Where the agent writes its log (the host reads that device into
+    /// agent.log); written only when it is not the default, `hvc0`.
+    pub log_device: LogDevice,
     /// The virtio-fs tag of a Rosetta share (Virtualization.framework on
     /// Apple silicon): the agent mounts it and registers its translator
     /// with binfmt_misc for x86_64 programs.
     pub rosetta: Option<String>,
+}
+
+/// The console the agent logs to: a virtio console (QEMU and VZ give the
+/// agent `hvc0` of its own, apart from the kernel's) or a serial port (an
+/// HCS VM has no virtio console, only COM ports: COM2 is `ttyS1`). Only
+/// these two kinds, by number: the command line never names a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogDevice {
+    VirtioConsole(u8),
+    Serial(u8),
+}
+
+impl Default for LogDevice {
+    fn default() -> LogDevice {
+        LogDevice::VirtioConsole(0)
+    }
+}
+
+impl LogDevice {
+    /// The device's name under /dev, as the kernel calls it.
+    pub fn name(self) -> String {
+        match self {
+            LogDevice::VirtioConsole(n) => format!("hvc{n}"),
+            LogDevice::Serial(n) => format!("ttyS{n}"),
+        }
+    }
+
+    pub fn path(self) -> String {
+        format!("/dev/{}", self.name())
+    }
+
+    /// Whether it is a UART, whose line discipline the agent sets raw (a
+    /// serial tty's default output processing turns `\n` into `\r\n`).
+    pub fn is_serial(self) -> bool {
+        matches!(self, LogDevice::Serial(_))
+    }
+
+    /// `hvcN` or `ttySN`.
+    fn parse(value: &str) -> Option<LogDevice> {
+        let number = |digits: &str| {
+            // No sign, no leading zeros: one spelling per device.
+            let plain = !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && (digits == "0" || !digits.starts_with('0'));
+            plain.then(|| digits.parse::<u8>().ok()).flatten()
+        };
+        if let Some(digits) = value.strip_prefix("hvc") {
+            return number(digits).map(LogDevice::VirtioConsole);
+        }
+        value.strip_prefix("ttyS").and_then(number).map(LogDevice::Serial)
+    }
 }
 
 /// eth0's IPv4 configuration: given by the host, or leased from the
@@ -189,6 +243,9 @@ impl BootParams {
         if let Some(tag) = &self.rosetta {
             words.push(format!("berth.rosetta={tag}"));
         }
+        if self.log_device != LogDevice::default() {
+            words.push(format!("berth.logdev={}", self.log_device.name()));
+        }
         words
     }
 
@@ -220,6 +277,10 @@ impl BootParams {
                     }
                 }
                 "log" => params.log = Some(value.to_string()),
+                "logdev" => {
+                    params.log_device =
+                        LogDevice::parse(value).ok_or_else(|| bad(format!("bad berth.logdev={value}")))?
+                }
                 "rosetta" if !value.is_empty() => params.rosetta = Some(value.to_string()),
                 _ => return Err(bad(format!("unknown boot parameter berth.{key}"))),
             }
@@ -316,6 +377,7 @@ mod tests {
             share_access: ShareAccess::Host,
             log: Some("info,berth_engine=debug".into()),
             rosetta: Some("rosetta".into()),
+            log_device: LogDevice::Serial(1),
         }
     }
 
@@ -337,8 +399,29 @@ mod tests {
             "berth.hostname=berth berth.net=10.0.2.15/24,10.0.2.2,10.0.2.3 berth.hostalias=10.0.2.2 \
              berth.disk=/dev/vda berth.share=share0,/home/a%20b%2Cc%25d/%C3%A9 berth.share=share1,/srv \
              berth.share=share2,/mnt/c/Users/me,9p,564,C:%5CUsers%5Cme berth.shareaccess=host \
-             berth.log=info,berth_engine=debug berth.rosetta=rosetta"
+             berth.log=info,berth_engine=debug berth.rosetta=rosetta berth.logdev=ttyS1"
         );
+    }
+
+    #[test]
+    fn the_log_device_is_hvc0_unless_the_host_names_another() {
+        // The default is not written: QEMU's and VZ's command lines stay as they were.
+        assert_eq!(BootParams::default().log_device, LogDevice::VirtioConsole(0));
+        assert!(!BootParams::default().encode().iter().any(|w| w.starts_with("berth.logdev")));
+        assert_eq!(BootParams::parse("console=ttyS0 quiet").unwrap().log_device.path(), "/dev/hvc0");
+        for device in [LogDevice::Serial(1), LogDevice::Serial(0), LogDevice::VirtioConsole(1)] {
+            let params = BootParams { log_device: device, ..BootParams::default() };
+            let words = params.encode();
+            assert_eq!(words, [format!("berth.logdev={}", device.name())]);
+            assert_eq!(BootParams::parse(&words.join(" ")).unwrap(), params);
+        }
+        assert_eq!(BootParams::parse("berth.logdev=ttyS1").unwrap().log_device.path(), "/dev/ttyS1");
+        assert!(LogDevice::Serial(1).is_serial() && !LogDevice::VirtioConsole(0).is_serial());
+        // Only a console's name: never a path, a sign, another spelling of a number.
+        for bad in ["/dev/sda", "../ttyS1", "ttyS", "ttyS-1", "ttyS01", "hvc256", "ttyUSB0", "hvc0/x", ""] {
+            let err = BootParams::parse(&format!("berth.logdev={bad}")).unwrap_err();
+            assert_eq!(err.to_string(), format!("bad berth.logdev={bad}"));
+        }
     }
 
     #[test]

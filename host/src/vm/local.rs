@@ -47,6 +47,7 @@ impl VmBackend for LocalBackend {
             network: None,
             dedicated_memory: false,
             own_clock: false,
+            agent_log_device: crate::vm::LogDevice::default(),
         }
     }
 

@@ -16,7 +16,9 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::agent_client::AgentEndpoint;
-pub use berth_agent_proto::boot::{BootParams, NetConfig, Plan9Channel, ShareAccess, ShareMount, ShareTransport};
+pub use berth_agent_proto::boot::{
+    BootParams, LogDevice, NetConfig, Plan9Channel, ShareAccess, ShareMount, ShareTransport,
+};
 
 pub mod arch;
 pub mod boot_key;
@@ -180,6 +182,10 @@ pub struct GuestFacts {
     /// Whether the guest keeps a clock of its own, which the daemon keeps in
     /// step with the host's (a VM), rather than running on the host's.
     pub own_clock: bool,
+    /// The console the agent (as PID 1) logs to, which the backend copies
+    /// into [`VmSpec::agent_log`]: a virtio console where there is one, a
+    /// COM port under HCS.
+    pub agent_log_device: LogDevice,
 }
 
 /// The guest's network: its IPv4 configuration (given by the host, or DHCP
@@ -215,6 +221,7 @@ pub fn boot_params(spec: &VmSpec, facts: &GuestFacts) -> BootParams {
         share_access: facts.share_access,
         log: Some(spec.agent_log_level.clone()),
         rosetta: None,
+        log_device: facts.agent_log_device,
     }
 }
 
@@ -265,8 +272,75 @@ pub enum BackendKind {
     Local,
 }
 
-/// The backend of that kind for this host, booting a guest of `arch`.
-pub fn host_backend(kind: BackendKind, arch: arch::GuestArch) -> Result<Box<dyn VmBackend>> {
+/// What runs a Berth VM (`[vm] hypervisor` in config.toml): one per host
+/// OS, but two on Windows, where WSL 2 (the default: no administrator
+/// rights, Microsoft's kernel) and Hyper-V through HCS (Berth's own kernel,
+/// an elevated daemon) both run Linux. A VM setting rather than a third
+/// `backend`: `backend` says whether there is a VM at all, this says which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hypervisor {
+    Qemu,
+    Vz,
+    Wsl,
+    Hcs,
+}
+
+impl Hypervisor {
+    pub fn name(self) -> &'static str {
+        match self {
+            Hypervisor::Qemu => "qemu",
+            Hypervisor::Vz => "vz",
+            Hypervisor::Wsl => "wsl",
+            Hypervisor::Hcs => "hcs",
+        }
+    }
+
+    /// The hypervisors Berth drives on `os` (`std::env::consts::OS`), the default first.
+    pub fn on(os: &str) -> &'static [Hypervisor] {
+        match os {
+            "linux" => &[Hypervisor::Qemu],
+            "macos" => &[Hypervisor::Vz],
+            "windows" => &[Hypervisor::Wsl, Hypervisor::Hcs],
+            _ => &[],
+        }
+    }
+
+    /// The hypervisor `asked` for (None: the default) on `os`, refused with
+    /// what that host has when it has no such one.
+    pub fn choose(asked: Option<Hypervisor>, os: &str) -> Result<Option<Hypervisor>> {
+        let available = Hypervisor::on(os);
+        match asked {
+            None => Ok(available.first().copied()),
+            Some(h) if available.contains(&h) => Ok(Some(h)),
+            Some(h) => {
+                let what = match h {
+                    Hypervisor::Hcs => "Hyper-V through the Host Compute Service, a Windows hypervisor",
+                    Hypervisor::Wsl => "WSL 2, a Windows hypervisor",
+                    Hypervisor::Vz => "Apple's Virtualization.framework, a macOS hypervisor",
+                    Hypervisor::Qemu => "QEMU, which Berth drives on Linux only",
+                };
+                let names: Vec<&str> = available.iter().map(|h| h.name()).collect();
+                match names.as_slice() {
+                    [] => anyhow::bail!("vm.hypervisor = \"{}\" is {what}; Berth has no VM backend for {os}", h.name()),
+                    [only] => anyhow::bail!(
+                        "vm.hypervisor = \"{}\" is {what}; on {os} Berth's VMs run on {only} (leave vm.hypervisor unset)",
+                        h.name()
+                    ),
+                    _ => anyhow::bail!("vm.hypervisor = \"{}\" is {what}; on {os} use one of: {}", h.name(), names.join(", ")),
+                }
+            }
+        }
+    }
+}
+
+/// The backend of that kind for this host, booting a guest of `arch` on
+/// `hypervisor` (as [`Hypervisor::choose`] chose it for this host).
+pub fn host_backend(
+    kind: BackendKind,
+    arch: arch::GuestArch,
+    hypervisor: Option<Hypervisor>,
+) -> Result<Box<dyn VmBackend>> {
     if kind == BackendKind::Local && !arch.is_host() {
         anyhow::bail!(
             "the local backend runs the engine on this {} host; vm.arch = \"{}\" needs backend = \"vm\"",
@@ -274,6 +348,8 @@ pub fn host_backend(kind: BackendKind, arch: arch::GuestArch) -> Result<Box<dyn 
             arch.name()
         );
     }
+    #[cfg(not(windows))]
+    let _ = hypervisor; // One per host elsewhere, checked when the config was read.
     #[cfg(target_os = "linux")]
     {
         match kind {
@@ -290,10 +366,16 @@ pub fn host_backend(kind: BackendKind, arch: arch::GuestArch) -> Result<Box<dyn 
     }
     #[cfg(windows)]
     {
-        match kind {
-            // WSL 2: no administrator rights needed (HCS, own kernel, is not wired yet).
-            BackendKind::Vm => Ok(Box::new(wsl::WslBackend::locate()?)),
-            BackendKind::Local => anyhow::bail!("the local backend needs a Linux host"),
+        match (kind, hypervisor) {
+            (BackendKind::Vm, Some(Hypervisor::Hcs)) => {
+                // Refused here, in the user's terminal, before any HCS call.
+                hcs::require_elevation(crate::platform::is_elevated())?;
+                hcs::check_arch(arch)?;
+                Ok(Box::new(hcs::HcsBackend::locate()?))
+            }
+            // WSL 2: no administrator rights needed.
+            (BackendKind::Vm, _) => Ok(Box::new(wsl::WslBackend::locate()?)),
+            (BackendKind::Local, _) => anyhow::bail!("the local backend needs a Linux host"),
         }
     }
     #[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
@@ -351,6 +433,7 @@ mod tests {
             share_access: ShareAccess::Host,
             dedicated_memory: true,
             own_clock: true,
+            agent_log_device: LogDevice::default(),
         };
         let params = boot_params(&spec(), &facts);
         assert_eq!(params.share_access, ShareAccess::Host);

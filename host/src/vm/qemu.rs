@@ -116,6 +116,7 @@ pub fn guest_facts(shares: ShareProtocol) -> GuestFacts {
         network: Some(GuestNetwork { host_alias: ipv4.gateway, ipv4: NetConfig::Static(ipv4) }),
         dedicated_memory: true,
         own_clock: true,
+        agent_log_device: crate::vm::LogDevice::default(),
     }
 }
 

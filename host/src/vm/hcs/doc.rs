@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::platform::api_address::PipeName;
 use crate::platform::hvsock_ids::vsock_service_name;
 use crate::platform::sddl::{hvsocket_descriptor, Sid};
-use crate::vm::{GuestFacts, GuestNetwork, NetConfig, SharesVia, VmSpec};
+use crate::vm::{GuestFacts, GuestNetwork, LogDevice, NetConfig, SharesVia, VmSpec};
 use berth_agent_proto::boot::StaticIpv4;
 
 /// HCS's Plan 9 server port in the guest (hcsshim `vmutils.Plan9Port`).
@@ -26,6 +26,12 @@ pub const PLAN9_READ_ONLY: u32 = 0x1;
 /// Linux owners and modes kept in NTFS extended attributes, as WSL does:
 /// without it every file is root's and chmod fails.
 pub const PLAN9_LINUX_METADATA: u32 = 0x4;
+
+/// The UARTs, by number (COM1 is 0, ttyS0 in the guest): the kernel's
+/// console on one, the agent's log on the other, each copied by the daemon
+/// from its named pipe into its log file (com_pipes.rs).
+pub const CONSOLE_UART: u8 = 0;
+pub const AGENT_LOG_UART: u8 = 1;
 
 /// Who made the compute system, as `hcsdiag list` shows it.
 const OWNER: &str = "berth";
@@ -200,8 +206,10 @@ pub struct HcsHost {
 
 /// The guest HCS boots: SCSI disk, the endpoint's static address (HCN
 /// assigns it; the agent has no DHCP client), the gateway as the host's
-/// address. Shares: see [`HcsDocument::from_spec`].
-pub fn guest_facts(endpoint: &HcnEndpoint) -> GuestFacts {
+/// address. Shares: see [`HcsDocument::from_spec`]. The network is HCN's
+/// answer, known once the endpoint exists (`None` before: what the daemon
+/// asks a backend before the start reads no network fact).
+pub fn guest_facts(endpoint: Option<&HcnEndpoint>) -> GuestFacts {
     GuestFacts {
         engine_data_dir: berth_agent_proto::boot::GUEST_DATA_DIR.into(),
         // The agent dials PLAN9_PORT and attaches each share by its tag
@@ -209,9 +217,11 @@ pub fn guest_facts(endpoint: &HcnEndpoint) -> GuestFacts {
         share_transport: Some(SharesVia::Plan9AttachByTag { port: PLAN9_PORT }),
         share_access: berth_agent_proto::boot::ShareAccess::Host,
         data_disk: Some("/dev/sda".into()),
-        network: Some(GuestNetwork { ipv4: NetConfig::Static(endpoint.ipv4), host_alias: endpoint.ipv4.gateway }),
+        network: endpoint.map(|e| GuestNetwork { ipv4: NetConfig::Static(e.ipv4), host_alias: e.ipv4.gateway }),
         dedicated_memory: true,
         own_clock: true,
+        // No virtio console on Hyper-V: the agent logs to a COM port.
+        agent_log_device: LogDevice::Serial(AGENT_LOG_UART),
     }
 }
 
@@ -221,8 +231,9 @@ pub fn guest_facts(endpoint: &HcnEndpoint) -> GuestFacts {
 /// guest-to-host transport and virtio's would register first (hcsshim and
 /// OpenVMM blacklist it the same way).
 pub fn kernel_cmdline(spec: &VmSpec, facts: &GuestFacts) -> String {
+    let console = format!("console={},115200", LogDevice::Serial(CONSOLE_UART).name());
     let mut args: Vec<String> = [
-        "console=ttyS0,115200",
+        console.as_str(),
         "8250.nr_uarts=2",
         "quiet",
         "panic=-1",
@@ -245,6 +256,15 @@ pub fn com_pipes(spec: &VmSpec) -> (PipeName, PipeName) {
     (pipe("console"), pipe("agentlog"))
 }
 
+/// The document's COM ports: the console's, and the agent's log's, the
+/// port [`guest_facts`] names to the agent (tested together in doc_tests).
+fn com_ports(console: &PipeName, agent_log: &PipeName) -> BTreeMap<String, ComPort> {
+    BTreeMap::from([
+        (CONSOLE_UART.to_string(), ComPort { named_pipe: console.path() }),
+        (AGENT_LOG_UART.to_string(), ComPort { named_pipe: agent_log.path() }),
+    ])
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DocumentError {
     #[error("two shared directories have the tag {0:?}")]
@@ -260,7 +280,7 @@ impl HcsDocument {
     /// the daemon could add them with [`add_plan9_share`].
     pub fn from_spec(spec: &VmSpec, host: &HcsHost) -> Result<ComputeSystem, DocumentError> {
         let shares = plan9_shares(spec)?;
-        let facts = guest_facts(&host.endpoint);
+        let facts = guest_facts(Some(&host.endpoint));
         let descriptor = hvsocket_descriptor(&host.user);
         let service = HvSocketServiceConfig {
             bind_security_descriptor: descriptor.clone(),
@@ -300,11 +320,7 @@ impl HcsDocument {
                                 .collect(),
                         },
                     },
-                    com_ports: [
-                        ("0".into(), ComPort { named_pipe: console.path() }),
-                        ("1".into(), ComPort { named_pipe: agent_log.path() }),
-                    ]
-                    .into(),
+                    com_ports: com_ports(&console, &agent_log),
                     plan9: Plan9 { shares },
                     network_adapters: [(
                         host.endpoint.id.to_string(),

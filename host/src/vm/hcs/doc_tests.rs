@@ -133,6 +133,22 @@ fn shares_are_plan9_shares_the_agent_attaches_by_tag() {
 }
 
 #[test]
+fn the_agent_logs_to_the_com_port_whose_pipe_becomes_agent_log() {
+    let document = HcsDocument::from_spec(&spec(), &host()).unwrap();
+    let cmdline = &document.virtual_machine.chipset.linux_kernel_direct.kernel_cmd_line;
+    let params = berth_agent_proto::boot::BootParams::parse(cmdline).unwrap();
+    assert_eq!(params.log_device, LogDevice::Serial(1));
+    assert!(cmdline.split(' ').any(|w| w == "berth.logdev=ttyS1"), "{cmdline}");
+    let (console, agent_log) = com_pipes(&spec());
+    let ports = &document.virtual_machine.devices.com_ports;
+    // COM2 is ttyS1: the port the agent writes is the one served into agent.log.
+    assert_eq!(ports["1"].named_pipe, agent_log.path());
+    assert_eq!(ports["0"].named_pipe, console.path());
+    assert!(cmdline.split(' ').any(|w| w == "console=ttyS0,115200"), "the kernel's console is the other one");
+    assert_eq!(ports.len(), 2);
+}
+
+#[test]
 fn com_pipes_are_per_home() {
     let (console, log) = com_pipes(&spec());
     assert!(console.path().starts_with(r"\\.\pipe\berth_vm-") && console.path().ends_with("-console"));

@@ -12,6 +12,8 @@ const E_ACCESSDENIED: u32 = 0x8007_0005;
 const HCS_E_SYSTEM_ALREADY_EXISTS: u32 = 0x8037_010F;
 const HCS_E_INVALID_JSON: u32 = 0x8037_010D;
 const HCS_E_OPERATION_TIMEOUT: u32 = 0x8037_0118;
+/// HRESULT_FROM_WIN32(ERROR_TIMEOUT).
+const WAIT_TIMEOUT: u32 = 0x8007_05B4;
 /// HRESULT_FROM_WIN32(ERROR_MOD_NOT_FOUND): computecore.dll is not there.
 const HCS_DLL_MISSING: u32 = 0x8007_007E;
 
@@ -30,6 +32,12 @@ impl HcsError {
 
     pub fn with_document(call: &'static str, hresult: i32, document: String) -> HcsError {
         HcsError { call, hresult: hresult as u32, document }
+    }
+
+    /// A wait that ran out (HcsWaitForComputeSystemExit's and
+    /// HcsWaitForOperationResult's answer when the timeout passed).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.hresult, HCS_E_OPERATION_TIMEOUT | WAIT_TIMEOUT)
     }
 
     fn advice(&self) -> Option<&'static str> {
@@ -100,6 +108,13 @@ mod tests {
         // What computecore.rs reports when the DLL is not installed.
         let no_dll = HcsError::call("loading computecore.dll", 0x8007_007E_u32 as i32).to_string();
         assert!(no_dll.contains("no Host Compute Service") && no_dll.contains("Virtual Machine Platform"), "{no_dll}");
+    }
+
+    #[test]
+    fn waits_that_run_out_are_told_apart() {
+        assert!(HcsError::call("HcsWaitForComputeSystemExit", 0x8037_0118_u32 as i32).is_timeout());
+        assert!(HcsError::call("HcsWaitForComputeSystemExit", 0x8007_05B4_u32 as i32).is_timeout());
+        assert!(!HcsError::call("HcsWaitForComputeSystemExit", 0x8007_0005_u32 as i32).is_timeout());
     }
 
     #[test]

@@ -7,12 +7,21 @@
 //! shares, HCS's and HCN's answers; errors.rs: HRESULTs as advice; vhdx.rs:
 //! the data disk's steps; hcn.rs: the NAT network's settings); only the
 //! calls are Windows' (computecore.rs, hcn.rs, vhdx.rs, com_pipes.rs: the
-//! COM ports' pipe servers). Not wired into `host_backend` yet.
+//! COM ports' pipe servers). plan.rs orders a start's steps and what each
+//! leaves to undo; backend.rs walks them on Windows. Chosen with
+//! `[vm] hypervisor = "hcs"` (config.rs), refused off Windows and without
+//! an elevated daemon.
 
 pub mod doc;
 pub mod errors;
 pub mod hcn;
+pub mod plan;
 pub mod vhdx;
+
+#[cfg(windows)]
+mod backend;
+#[cfg(windows)]
+pub use backend::HcsBackend;
 
 #[cfg(windows)]
 pub mod com_pipes;
@@ -35,8 +44,31 @@ pub fn require_elevation(elevated: std::io::Result<bool>) -> anyhow::Result<()> 
     }
 }
 
+/// HCS runs guests of the host's own architecture: there is no emulation.
+pub fn check_arch(arch: crate::vm::arch::GuestArch) -> anyhow::Result<()> {
+    if !arch.is_host() {
+        anyhow::bail!(
+            "vm.arch = \"{}\": Hyper-V runs guests of this {} host's architecture only; unset vm.arch \
+             with vm.hypervisor = \"hcs\"",
+            arch.name(),
+            std::env::consts::ARCH
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_foreign_guest_is_refused() {
+        use crate::vm::arch::GuestArch;
+        let host = GuestArch::default_for_host();
+        assert!(super::check_arch(host).is_ok());
+        let foreign = GuestArch::ALL.iter().copied().find(|a| !a.is_host()).expect("two architectures");
+        let refused = super::check_arch(foreign).unwrap_err().to_string();
+        assert!(refused.contains("Hyper-V runs guests of this") && refused.contains(foreign.name()), "{refused}");
+    }
+
     #[test]
     fn a_daemon_that_is_not_elevated_is_told_what_to_do() {
         assert!(super::require_elevation(Ok(true)).is_ok());

@@ -36,7 +36,7 @@ pub fn plan(have: Option<u64>, disk_gib: u64) -> DiskStep {
 /// The VHDX of a home whose raw image would be `raw_image` (`disk.raw`
 /// becomes `disk.vhdx`, in the same private directory).
 pub fn path_for(raw_image: &Path) -> PathBuf {
-    raw_image.with_extension("vhdx")
+    crate::vm::disk::image_for(raw_image, Some(crate::vm::Hypervisor::Hcs))
 }
 
 #[cfg(windows)]

@@ -115,6 +115,7 @@ pub fn guest_facts() -> GuestFacts {
         share_access: berth_agent_proto::boot::ShareAccess::Host,
         dedicated_memory: true,
         own_clock: true,
+        agent_log_device: crate::vm::LogDevice::default(),
     }
 }
 

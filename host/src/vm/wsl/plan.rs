@@ -236,6 +236,7 @@ pub fn guest_facts() -> GuestFacts {
         dedicated_memory: false,
         // WSL keeps the VM's clock in step with Windows itself.
         own_clock: false,
+        agent_log_device: crate::vm::LogDevice::default(),
     }
 }
 
