@@ -25,7 +25,7 @@ use crate::lifecycle::{self, StartOutcome};
 use crate::paths::Paths;
 use crate::share_watch::ShareRoot;
 use crate::state::{Phase, State};
-use crate::vm::{self, GuestFacts, RunningVm, Share, Uplink, VmSpec};
+use crate::vm::{self, GuestFacts, RunningVm, Uplink, VmSpec};
 
 /// Boots under TCG on a loaded 2-core machine can take a while; the first
 /// boot also formats the data disk.
@@ -274,12 +274,7 @@ async fn boot(paths: &Paths) -> Result<Booted> {
         memory_mib: config.memory_mib,
         disk: paths.disk_image(),
         disk_gib: config.disk_gib,
-        shares: config
-            .shares
-            .iter()
-            .enumerate()
-            .map(|(i, path)| Share { tag: format!("share{i}"), host_path: path.clone(), guest_path: path.clone() })
-            .collect(),
+        shares: vm::shares_of(&config.shares, crate::api::host_paths::HostPaths::of_this_host()),
         share_protocol: config.share_protocol,
         uplink: config.uplink,
         run_dir: paths.run_dir(),

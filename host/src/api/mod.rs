@@ -25,7 +25,7 @@ mod containers;
 mod context;
 mod exec;
 mod hijack;
-mod host_paths;
+pub(crate) mod host_paths;
 mod http;
 mod images;
 mod networks;

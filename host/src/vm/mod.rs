@@ -61,6 +61,21 @@ pub struct Share {
     pub guest_path: PathBuf,
 }
 
+/// The VM's shares of the host directories `dirs` (`[vm] shares`), each
+/// mounted where the engine knows it: at the same path on Linux and macOS,
+/// at `/mnt/<drive>/…` for a Windows directory (where WSL has the drives,
+/// and what api/host_paths.rs turns a Windows bind source into).
+pub fn shares_of(dirs: &[PathBuf], host: crate::api::host_paths::HostPaths) -> Vec<Share> {
+    dirs.iter()
+        .enumerate()
+        .map(|(i, dir)| Share {
+            tag: format!("share{i}"),
+            host_path: dir.clone(),
+            guest_path: host.engine_path(&dir.display().to_string()).map(PathBuf::from).unwrap_or_else(|| dir.clone()),
+        })
+        .collect()
+}
+
 /// Which protocol carries the shares, where the backend can choose
 /// (`[vm] share-transport` in config.toml).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -415,6 +430,22 @@ mod tests {
 
     fn spec() -> VmSpec {
         VmSpec { agent_log_level: "debug".into(), ..test_spec() }
+    }
+
+    #[test]
+    fn shares_are_where_the_engine_knows_the_directories() {
+        use crate::api::host_paths::HostPaths;
+        let windows = shares_of(&[r"C:\Users\me".into(), r"D:\src".into()], HostPaths::Windows);
+        assert_eq!(
+            windows,
+            vec![
+                Share { tag: "share0".into(), host_path: r"C:\Users\me".into(), guest_path: "/mnt/c/Users/me".into() },
+                Share { tag: "share1".into(), host_path: r"D:\src".into(), guest_path: "/mnt/d/src".into() },
+            ]
+        );
+        let posix = shares_of(&["/home/me".into()], HostPaths::Posix);
+        assert_eq!(posix[0].guest_path, PathBuf::from("/home/me"));
+        assert_eq!(posix[0].tag, "share0");
     }
 
     #[test]
