@@ -110,8 +110,16 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
         bind_sources: match &config {
             _ if guest.share_transport.is_none() => api::BindSources::Any,
             // Unreadable now (boot() read it): nothing is known to be shared.
+            // Checked where the engine sees them: a Windows bind source has
+            // become /mnt/<drive>/… (api/host_paths.rs) before the check.
             c => api::BindSources::Shares {
-                shares: c.as_ref().map(|c| c.shares.clone()).unwrap_or_default(),
+                shares: c
+                    .as_ref()
+                    .map(|c| vm::shares_of(&c.shares, api::host_paths::HostPaths::of_this_host()))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|share| share.guest_path)
+                    .collect(),
                 config_file: paths.config_file(),
             },
         },
@@ -147,8 +155,10 @@ async fn daemon_main(paths: &Paths) -> Result<()> {
             }
             _ports_watch = Some(publisher.watch(agent.clone()));
             if guest.share_transport.is_some() {
-                // Shares are mounted at their host paths in the VM.
-                let roots = state.shares.iter().map(|p| ShareRoot { host_path: p.clone(), guest_path: p.clone() });
+                // Where the VM mounts the shares (vm::shares_of: a Windows directory at /mnt/<drive>).
+                let roots = vm::shares_of(&state.shares, api::host_paths::HostPaths::of_this_host())
+                    .into_iter()
+                    .map(|share| ShareRoot { host_path: share.host_path, guest_path: share.guest_path });
                 _share_watch = crate::share_watch::spawn(agent.clone(), roots.collect());
             }
             let mut ctx = api::ApiContext::new(facts, agent, publisher);
@@ -289,6 +299,7 @@ async fn boot(paths: &Paths) -> Result<Booted> {
     let facts = backend.facts(&spec);
     let started = Instant::now();
     let mut vm = backend.start(&spec).await?;
+    let facts = vm.started_facts().unwrap_or(facts);
     // Before the guest can ask (its kernel is still booting); dropped with
     // the VM on every way out of here.
     let guest_services = GuestServices::start(&vm.agent_endpoint().transport)

@@ -13,7 +13,8 @@ use serde_json::Value;
 pub enum BindSources {
     /// The agent sees this host's filesystem (the local backend).
     Any,
-    /// Only these host directories are visible in the VM.
+    /// Only these directories are visible in the VM, as the engine names
+    /// them (a Windows share's `/mnt/<drive>/…`, vm::shares_of).
     Shares { shares: Vec<PathBuf>, config_file: PathBuf },
 }
 
@@ -111,5 +112,25 @@ mod tests {
         }
         // The local backend's agent sees this host: anything goes.
         assert_eq!(BindSources::Any.check_create(br#"{"HostConfig": {"Binds": ["/etc:/x"]}}"#), Ok(()));
+    }
+
+    #[test]
+    fn windows_binds_are_checked_where_the_engine_sees_them() {
+        use crate::api::host_paths::HostPaths;
+        let shares = crate::vm::shares_of(&[PathBuf::from(r"C:\Users\me")], HostPaths::Windows);
+        let sources = BindSources::Shares {
+            shares: shares.into_iter().map(|share| share.guest_path).collect(),
+            config_file: PathBuf::from(r"C:\Users\me\AppData\Local\Berth\config.toml"),
+        };
+        // As containers.rs does: the CLI's Windows path is translated, then checked.
+        let create = |bind: &str| {
+            let body = serde_json::json!({"HostConfig": {"Binds": [bind]}}).to_string();
+            sources.check_create(&HostPaths::Windows.create_body(body.as_bytes()).expect("a Windows path"))
+        };
+        assert_eq!(create(r"C:\Users\me\src:/src"), Ok(()));
+        assert_eq!(create(r"c:/Users/me:/home"), Ok(()));
+        assert!(create(r"C:\Windows:/w").unwrap_err().contains("the path /mnt/c/Windows is not shared"));
+        assert!(create(r"C:\Users\me\..\other:/x").is_err(), "no way out of the share");
+        assert!(create(r"D:\Users\me:/x").is_err(), "another drive");
     }
 }

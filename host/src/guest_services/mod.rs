@@ -49,7 +49,7 @@ impl GuestServices {
     /// guest connection to CID 2 port P into one to the unix socket
     /// `<uds>_P` (vhost-device-vsock's documented naming); a local agent
     /// dials `host_services::local_socket`; kernel vsock listens on the
-    /// port itself.
+    /// port itself, Hyper-V sockets on the port's service for the VM's id.
     pub fn start(transport: &GuestTransport) -> std::io::Result<GuestServices> {
         let limit = Arc::new(Semaphore::new(MAX_STREAMS));
         match transport {
@@ -78,9 +78,23 @@ impl GuestServices {
                 });
                 Ok(GuestServices { task, socket: None })
             }
-            // Hyper-V sockets: listening for a VM's connections needs its
-            // service registered (WSL) or its socket descriptors (HCS); not
-            // written yet, so the guest uses its own resolver.
+            // Hyper-V sockets, bound to the one VM: its document admits the
+            // user to this port's service (HCS, vm/hcs/doc.rs). WSL's VM has
+            // no such entry; binding there fails and its guest uses its own resolver.
+            #[cfg(windows)]
+            GuestTransport::HvSocket { vm_id } => {
+                let listener = crate::platform::hvsock_windows::HvListener::bind(vm_id, HOST_SERVICES_VSOCK_PORT)?;
+                let task = tokio::spawn(async move {
+                    loop {
+                        match listener.accept().await {
+                            Ok(stream) => admit(Box::new(stream), &limit),
+                            Err(err) => accept_failed(err).await,
+                        }
+                    }
+                });
+                Ok(GuestServices { task, socket: None })
+            }
+            #[allow(unreachable_patterns)]
             other => {
                 drop(limit);
                 Err(std::io::Error::new(

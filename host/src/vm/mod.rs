@@ -274,6 +274,11 @@ pub trait RunningVm: Send {
     fn uplink(&self) -> Option<Uplink> {
         None
     }
+    /// The guest's facts as this start made them, where they differ from
+    /// [`VmBackend::facts`]'s (HCS: the address HCN gave the endpoint).
+    fn started_facts(&self) -> Option<GuestFacts> {
+        None
+    }
 }
 
 /// Which kind of machine runs the engine.

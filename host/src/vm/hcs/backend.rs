@@ -306,6 +306,10 @@ impl RunningVm for HcsVm {
         self.ready.take()
     }
 
+    fn started_facts(&self) -> Option<GuestFacts> {
+        self.endpoint.as_ref().map(|(_, endpoint)| doc::guest_facts(Some(endpoint)))
+    }
+
     fn wait(&mut self) -> BoxFuture<'_, String> {
         Box::pin(async move {
             loop {

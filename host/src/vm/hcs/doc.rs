@@ -207,8 +207,8 @@ pub struct HcsHost {
 /// The guest HCS boots: SCSI disk, the endpoint's static address (HCN
 /// assigns it; the agent has no DHCP client), the gateway as the host's
 /// address. Shares: see [`HcsDocument::from_spec`]. The network is HCN's
-/// answer, known once the endpoint exists (`None` before: what the daemon
-/// asks a backend before the start reads no network fact).
+/// answer, known once the endpoint exists: `None` before the start
+/// (`VmBackend::facts`), the endpoint's after it (`RunningVm::started_facts`).
 pub fn guest_facts(endpoint: Option<&HcnEndpoint>) -> GuestFacts {
     GuestFacts {
         engine_data_dir: berth_agent_proto::boot::GUEST_DATA_DIR.into(),
