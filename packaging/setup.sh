@@ -31,7 +31,7 @@ done
 # --- system packages --------------------------------------------------------
 apt_pkgs=(
   qemu-system-x86 qemu-utils          # the VM monitor
-  passt                               # the VM's uplink ([vm] uplink; QEMU's slirp without it)
+  passt                               # the VM uplink when asked ([vm] uplink = "passt"; slirp by default)
   linux-source-6.1 bc bison flex libelf-dev libssl-dev lz4 xz-utils cpio  # guest kernel
   busybox-static e2fsprogs binutils   # initramfs userland, mke2fs for the data disk, strip
   tini                                # `docker run --init` (tini-static, as Docker's docker-init)

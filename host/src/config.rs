@@ -11,7 +11,7 @@
 //!                               # (default: the home directory and the temp dirs)
 //! arch = "aarch64"              # the guest's CPU (default: the host's); another one is emulated
 //! share-transport = "9p"        # shares over 9P on vsock (as on Hyper-V) instead of virtio-fs
-//! uplink = "slirp"              # QEMU's outbound network: "passt" (default when installed) or "slirp"
+//! uplink = "slirp"              # QEMU's outbound network: "slirp" (default) or "passt"
 //! hypervisor = "hcs"            # Windows: "wsl" (default, no admin) or "hcs" (Hyper-V, own kernel, elevated)
 //!
 //! [api]

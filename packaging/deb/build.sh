@@ -107,8 +107,7 @@ Architecture: amd64
 Maintainer: Berth developers <berth@localhost>
 Installed-Size: $(du -sk --exclude=DEBIAN "$stage" | cut -f1)
 Depends: $depends
-Recommends: passt
-Suggests: docker.io
+Suggests: docker.io, passt
 Section: admin
 Priority: optional
 Homepage: https://github.com/berth

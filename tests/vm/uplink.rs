@@ -1,5 +1,5 @@
-//! The VM's uplink (`[vm] uplink`, host/src/vm/passt.rs): passt when it is
-//! installed, QEMU's slirp when asked. Either way a container's egress
+//! The VM's uplink (`[vm] uplink`, host/src/vm/passt.rs): QEMU's slirp by
+//! default, passt when asked. Either way a container's egress
 //! leaves the VM through it; the gateway 10.0.2.2 is the host's loopback
 //! for both, which is what these tests reach (nothing off the machine).
 
@@ -23,11 +23,12 @@ fn container_fetches_from_the_host(berth: &Berth) {
 }
 
 #[test]
-fn passt_is_the_default_uplink_carries_egress_and_ends_with_the_vm() {
+fn passt_is_the_uplink_when_asked_carries_egress_and_ends_with_the_vm() {
     let installed = std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("passt").is_file()));
     assert!(installed, "this test needs Debian's passt (packaging/setup.sh installs it)");
-    let berth = Berth::new();
+    let share = tempfile::Builder::new().prefix("berth share ").tempdir().unwrap();
+    let berth = Berth::with_config(share, "uplink = \"passt\"\n");
     berth.start();
     let status = berth.status();
     assert_eq!(status["uplink"], "passt", "{status}");
@@ -46,9 +47,8 @@ fn passt_is_the_default_uplink_carries_egress_and_ends_with_the_vm() {
 }
 
 #[test]
-fn slirp_is_the_uplink_when_asked() {
-    let share = tempfile::Builder::new().prefix("berth share ").tempdir().unwrap();
-    let berth = Berth::with_config(share, "uplink = \"slirp\"\n");
+fn slirp_is_the_default_uplink() {
+    let berth = Berth::new();
     berth.start();
     let status = berth.status();
     assert_eq!(status["uplink"], "slirp", "{status}");

@@ -1,5 +1,5 @@
-//! passt as the QEMU guest's uplink (`[vm] uplink = "passt"`, the default
-//! when Debian's `passt` is installed): it turns the guest's frames into
+//! passt as the QEMU guest's uplink when asked (`[vm] uplink = "passt"`;
+//! slirp is the default, see QemuBackend::wanted_uplink for why): it turns the guest's frames into
 //! ordinary sockets of the host, with the host's TCP (window scaling, no
 //! per-packet emulation of a TCP stack as libslirp does) and IPv6.
 //!
