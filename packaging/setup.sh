@@ -107,6 +107,13 @@ have_targets=$(rustup target list --installed)
 for t in "${want_targets[@]}"; do
   grep -qx "$t" <<<"$have_targets" || { log "adding Rust target $t"; rustup target add "$t" >&2; }
 done
+# -msvc, the target Windows users get, is only checked (no MSVC linker
+# here): best effort, since rustup's server may be out of reach; tests/run.sh
+# checks it when it is installed.
+if [ "${BERTH_CROSS_CHECK:-0}" = 1 ] && ! grep -qx x86_64-pc-windows-msvc <<<"$have_targets"; then
+  log "adding Rust target x86_64-pc-windows-msvc (best effort)"
+  timeout 300 rustup target add x86_64-pc-windows-msvc >&2 || log "could not add x86_64-pc-windows-msvc: its check is skipped"
+fi
 
 # --- helper programs from crates.io, cached by name+version -----------------
 install_tool() {  # name version bin
