@@ -85,7 +85,7 @@ pub struct Config {
     /// The protocol the shares reach the VM with.
     pub share_protocol: ShareProtocol,
     /// The VM's outbound network, where the backend can choose (QEMU);
-    /// None: the backend's preference (passt when installed).
+    /// None: the backend's default (QEMU: slirp).
     pub uplink: Option<Uplink>,
     /// What runs the VM on this host (None: a host Berth has no VM for);
     /// a hypervisor of another OS is refused when the file is read.

@@ -336,12 +336,10 @@ impl QemuBackend {
     /// it answers a connect to a closed host port with silence, so a client
     /// waits for its timeout where slirp says "refused" at once.
     fn wanted_uplink(&self, asked: Option<Uplink>) -> Result<Uplink> {
-        match (asked, &self.passt) {
-            (Some(Uplink::Passt), None) => {
-                bail!("vm.uplink = \"passt\" but passt is not installed (`sudo apt-get install passt`)")
-            }
-            (asked, _) => Ok(asked.unwrap_or(Uplink::Slirp)),
+        if asked == Some(Uplink::Passt) && self.passt.is_none() {
+            bail!("vm.uplink = \"passt\" but passt is not installed (`sudo apt-get install passt`)")
         }
+        Ok(asked.unwrap_or(Uplink::Slirp))
     }
 }
 
