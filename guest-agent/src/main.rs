@@ -28,6 +28,7 @@ mod service_net;
 mod share_changes;
 mod sysinfo;
 mod volumes;
+mod vsock_window;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -375,9 +376,9 @@ async fn serve(
     };
     match listen {
         Listen::Vsock(port) => {
-            let forwarding = tokio_vsock::VsockAddr::new(libc::VMADDR_CID_ANY, ports::PORTS_VSOCK_PORT);
-            ports::serve(admission::admit_vsock(tokio_vsock::VsockListener::bind(forwarding)?, key.clone()), forwarder);
-            let listener = tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(libc::VMADDR_CID_ANY, port))?;
+            let forwarding = vsock_window::listen(ports::PORTS_VSOCK_PORT, false)?;
+            ports::serve(admission::admit_vsock(forwarding, key.clone()), forwarder);
+            let listener = vsock_window::listen(port, true)?;
             tracing::info!(port, ms = started.elapsed().as_millis() as u64, "serving on vsock");
             tokio::spawn(announce_ready(mounts, init_thread));
             run_until(router.serve_with_incoming(admission::admit_vsock(listener, key)), stop).await

@@ -4,6 +4,8 @@ tests/images/netprobe.c). Each prints one number.
 
   ports-client.py tcp-send PORT MIB          Gbit/s of MIB MiB sent to 127.0.0.1:PORT (a netprobe tcp-sink)
   ports-client.py vsock-send UDS PORT MIB    the same to guest vsock PORT through hybrid vsock UDS (raw vsock)
+  ports-client.py tcp-receive PORT MIB       Gbit/s of MIB MiB received from 127.0.0.1:PORT (a netprobe tcp-source)
+  ports-client.py vsock-receive UDS PORT MIB the same from guest vsock PORT through hybrid vsock UDS (raw vsock)
   ports-client.py connect-rate PORT SECS     connections/s to a netprobe tcp-echo (connect, 1 byte each way, close)
   ports-client.py vsock-connect-rate UDS PORT SECS
                                              the same to a netprobe vsock-echo through hybrid vsock (the ceiling)
@@ -35,6 +37,23 @@ def send_and_count(sock, mib):
     if int(answer or b"0") != sent:
         sys.exit(f"the sink counted {answer!r}, {sent} were sent")
     return sent * 8 / elapsed / 1e9
+
+
+def receive_and_count(sock, mib):
+    """Asks for MIB MiB (length first) and reads them: Gbit/s."""
+    total = mib * 1024 * 1024
+    t0 = time.perf_counter()
+    sock.sendall(total.to_bytes(8, "big"))
+    got = 0
+    buf = bytearray(len(CHUNK))
+    while got < total:
+        n = sock.recv_into(buf)
+        if not n:
+            sys.exit(f"the source stopped after {got} of {total} bytes")
+        got += n
+    elapsed = time.perf_counter() - t0
+    sock.close()
+    return got * 8 / elapsed / 1e9
 
 
 def hybrid_connect(uds, port):
@@ -75,6 +94,12 @@ def main():
     elif mode == "vsock-send":
         sock = hybrid_connect(sys.argv[2], sys.argv[3])
         print(f"{send_and_count(sock, int(sys.argv[4])):.2f}")
+    elif mode == "tcp-receive":
+        sock = socket.create_connection(("127.0.0.1", int(sys.argv[2])))
+        print(f"{receive_and_count(sock, int(sys.argv[3])):.2f}")
+    elif mode == "vsock-receive":
+        sock = hybrid_connect(sys.argv[2], sys.argv[3])
+        print(f"{receive_and_count(sock, int(sys.argv[4])):.2f}")
     elif mode == "vsock-connect-rate":
         uds, port = sys.argv[2], sys.argv[3]
         print(f"{connect_rate(lambda: hybrid_connect(uds, port), float(sys.argv[4])):.0f}")

@@ -6,6 +6,8 @@
  *   netprobe tcp-sink PORT     per connection: read the length (8 bytes), then
  *                              that many bytes, answer the byte count
  *   netprobe vsock-sink PORT   tcp-sink on AF_VSOCK (the raw vsock ceiling)
+ *   netprobe tcp-source PORT   reads a size (8 bytes, big-endian), sends that many zero bytes
+ *   netprobe vsock-source PORT tcp-source on AF_VSOCK
  *   netprobe vsock-echo PORT   tcp-echo on AF_VSOCK (the connection rate's ceiling)
  *   netprobe tcp-echo PORT     per connection: echo what arrives until EOF
  *   netprobe tcp-peer PORT     per connection: answer the peer's address
@@ -52,6 +54,14 @@ static int listener(int family, int type, int port) {
         ok = bind(fd, (struct sockaddr *)&a, sizeof a);
     }
     if (ok < 0) { perror("bind"); exit(1); }
+    if (family == AF_VSOCK) {
+        /* The window the agent gives its streams (guest-agent/src/vsock_window.rs):
+         * the raw ceiling is the same stream the agent would get.
+         * SO_VM_SOCKETS_BUFFER_MAX_SIZE, then SO_VM_SOCKETS_BUFFER_SIZE. */
+        unsigned long long window = 4 << 20;
+        setsockopt(fd, AF_VSOCK, 2, &window, sizeof window);
+        setsockopt(fd, AF_VSOCK, 0, &window, sizeof window);
+    }
     if (type == SOCK_STREAM && listen(fd, 1024) < 0) { perror("listen"); exit(1); }
     return fd;
 }
@@ -71,6 +81,25 @@ static void sink(int fd) {
         while (total < want && (n = read(c, buf, sizeof buf)) > 0) total += n;
         int len = snprintf(buf, sizeof buf, "%llu\n", total);
         (void)!write(c, buf, len);
+        close(c);
+    }
+}
+
+static void source(int fd) {
+    memset(buf, 0, sizeof buf);
+    for (;;) {
+        int c = accept(fd, NULL, NULL);
+        if (c < 0) continue;
+        unsigned char size[8];
+        unsigned long long want = 0;
+        size_t got = 0;
+        ssize_t n = 0;
+        while (got < 8 && (n = read(c, size + got, 8 - got)) > 0) got += n;
+        for (int i = 0; i < 8; i++) want = want << 8 | size[i];
+        while (want > 0 && (n = write(c, buf, want < sizeof buf ? want : sizeof buf)) > 0) want -= n;
+        /* The client closes when it has it all: a close here could cut
+         * off what hybrid vsock still holds. */
+        while (read(c, size, sizeof size) > 0) {}
         close(c);
     }
 }
@@ -105,7 +134,7 @@ static void tcp_peer(int fd) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) { fprintf(stderr, "usage: netprobe udp-echo|udp-peer|tcp-sink|tcp-echo|tcp-peer|vsock-sink|vsock-echo PORT\n"); return 2; }
+    if (argc != 3) { fprintf(stderr, "usage: netprobe udp-echo|udp-peer|tcp-sink|tcp-echo|tcp-peer|tcp-source|vsock-sink|vsock-echo|vsock-source PORT\n"); return 2; }
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IONBF, 0);
     int port = atoi(argv[2]);
@@ -134,6 +163,7 @@ int main(int argc, char **argv) {
     printf("ready\n");
     if (!strcmp(argv[1], "tcp-echo") || !strcmp(argv[1], "vsock-echo")) echo(fd);
     if (!strcmp(argv[1], "tcp-peer")) tcp_peer(fd);
+    if (!strcmp(argv[1], "tcp-source") || !strcmp(argv[1], "vsock-source")) source(fd);
     sink(fd);
     return 0;
 }

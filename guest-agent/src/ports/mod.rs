@@ -25,14 +25,31 @@ use crate::admission::Admitted;
 use crate::containers::Containers;
 use dial::Target;
 
+/// A forwarding stream of either backend.
+pub trait ForwardStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// A wider window for the stream while the permit is held, if it has
+    /// one to take (vsock_window.rs).
+    fn widen(&self) -> Option<tokio::sync::OwnedSemaphorePermit>;
+}
+
+impl ForwardStream for tokio_vsock::VsockStream {
+    fn widen(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        crate::vsock_window::widen_forward(self)
+    }
+}
+
+/// The local backend's: the kernel sizes a unix socket's buffers.
+impl ForwardStream for tokio::net::UnixStream {
+    fn widen(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        None
+    }
+}
+
 /// How long the host may take to send the header after the key.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves the admitted forwarding streams, each in a task of its own.
-pub fn serve<S>(mut admitted: Admitted<S>, containers: Arc<Containers>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+pub fn serve<S: ForwardStream>(mut admitted: Admitted<S>, containers: Arc<Containers>) {
     tokio::spawn(async move {
         while let Some(stream) = admitted.next().await {
             let Ok(stream) = stream else { continue };
@@ -53,7 +70,7 @@ async fn read_header<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<Result<
     Ok(ForwardHeader::decode(&body))
 }
 
-async fn forward<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(mut stream: S, containers: Arc<Containers>) {
+async fn forward<S: ForwardStream>(mut stream: S, containers: Arc<Containers>) {
     let header = match tokio::time::timeout(HEADER_TIMEOUT, read_header(&mut stream)).await {
         Ok(Ok(Ok(header))) => header,
         Ok(Ok(Err(why))) => {
@@ -96,7 +113,7 @@ async fn target_of(containers: &Arc<Containers>, header: &ForwardHeader) -> Resu
     Ok(Target::of(&record, on_network))
 }
 
-async fn forward_tcp<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, target: &Target, port: u16, client: SocketAddr) {
+async fn forward_tcp<S: ForwardStream>(mut stream: S, target: &Target, port: u16, client: SocketAddr) {
     let connected = match target.source_for(client) {
         Some(source) => match dial::connect_to_container(target, port, Some(source)).await {
             // Without the transparent return path (a local backend on a
@@ -123,6 +140,9 @@ async fn forward_tcp<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, target: &
             return;
         }
     };
+    // The kernel tells the host of the wider window at once (a credit
+    // update), so it is there for the bulk of the client's bytes.
+    let _window = stream.widen();
     if stream.write_all(&[ForwardStatus::Connected as u8]).await.is_err() {
         return;
     }

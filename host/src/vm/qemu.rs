@@ -252,7 +252,7 @@ pub fn qemu_args(
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     push(&["-name", "berth", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
-    push(&cpu_args(boot.accel)?);
+    push(&cpu_args(boot.machine, boot.accel)?);
     // vhost-user devices need guest memory that other processes can map.
     let mem = format!("{}M", spec.memory_mib);
     push(&["-M", &format!("{},memory-backend=mem", boot.machine.machine_arg())]);
@@ -668,7 +668,7 @@ mod tests {
         let layout = SocketLayout::new(&spec, false);
         let args = joined(&qemu_args(&spec, &boot(Accel::Tcg), &layout, Netdev::Slirp, Some(2_500_000)).unwrap());
         for expected in [
-            "-accel tcg,thread=multi -cpu max",
+            "-accel tcg,thread=multi -cpu max,-erms",
             "-M microvm,memory-backend=mem",
             "-object memory-backend-memfd,id=mem,size=1024M,share=on",
             "-m 1024M -smp 2",
