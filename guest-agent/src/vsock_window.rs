@@ -51,12 +51,21 @@ fn set(fd: RawFd, option: libc::c_int, bytes: u64) -> io::Result<()> {
 
 /// A vsock listener on `port` whose streams may be widened to [`WIDE`]
 /// (`wide`: they are, from the start; the kernel copies a listener's
-/// buffer sizes into every stream it accepts).
+/// buffer sizes into every stream it accepts). A transport that refuses
+/// the sizes (not virtio's) leaves the listener as it was: slower, not
+/// broken.
 pub fn listen(port: u32, wide: bool) -> io::Result<tokio_vsock::VsockListener> {
     let listener = tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(libc::VMADDR_CID_ANY, port))?;
-    set(listener.as_raw_fd(), SO_VM_SOCKETS_BUFFER_MAX_SIZE, WIDE)?;
-    if wide {
-        set(listener.as_raw_fd(), SO_VM_SOCKETS_BUFFER_SIZE, WIDE)?;
+    let fd = listener.as_raw_fd();
+    let widened = set(fd, SO_VM_SOCKETS_BUFFER_MAX_SIZE, WIDE).and_then(|()| {
+        if wide {
+            set(fd, SO_VM_SOCKETS_BUFFER_SIZE, WIDE)
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(err) = widened {
+        tracing::warn!(port, %err, "vsock streams keep the kernel's default window");
     }
     Ok(listener)
 }

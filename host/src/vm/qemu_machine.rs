@@ -255,7 +255,10 @@ mod tests {
     #[test]
     fn cpu_models() {
         assert_eq!(cpu_args(Machine::Microvm, Accel::Kvm).unwrap(), ["-accel", "kvm", "-cpu", "host"]);
-        assert_eq!(cpu_args(Machine::Microvm, Accel::Tcg).unwrap(), ["-accel", "tcg,thread=multi", "-cpu", "max,-erms"]);
+        assert_eq!(
+            cpu_args(Machine::Microvm, Accel::Tcg).unwrap(),
+            ["-accel", "tcg,thread=multi", "-cpu", "max,-erms"]
+        );
         assert_eq!(cpu_args(Machine::Virt, Accel::Tcg).unwrap(), ["-accel", "tcg,thread=multi", "-cpu", "max"]);
         assert!(cpu_args(Machine::Microvm, Accel::Hvf).unwrap_err().to_string().contains("hvf"));
     }
