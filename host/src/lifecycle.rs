@@ -74,7 +74,7 @@ pub fn start(paths: &Paths, config_changes: &[(&str, toml::Value)]) -> Result<()
     let config = Config::load(&paths.config_file())?;
     crate::vm::host_backend(config.backend, config.arch, config.hypervisor)?;
 
-    if daemon_alive(paths)? {
+    if daemon_alive(paths)? && !daemon_exiting(paths) {
         return wait_for_running(paths, "berth is already running");
     }
     let disk = crate::vm::disk::image_for(&paths.disk_image(), config.hypervisor);
@@ -174,6 +174,38 @@ fn warn_if_tcp(paths: &Paths) {
     if let Ok(Some(State { docker_tcp: Some(address), .. })) = State::read(&paths.state_file()) {
         eprintln!("berth: warning: the Docker API is also served on {address} without authentication or TLS ([api] tcp in config.toml)");
     }
+}
+
+/// Whether a daemon that holds the lock is in fact exiting. One killed a
+/// moment ago keeps the lock while the kernel releases its files, the
+/// sockets before the lock (so its ports look free already), and its state
+/// file still says running: taken for a live one, `start` would return at
+/// once with nothing running. A daemon that does not answer on its API
+/// socket gets a moment to let go of the lock.
+fn daemon_exiting(paths: &Paths) -> bool {
+    if api_answers(paths) {
+        return false;
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if matches!(daemon_alive(paths), Ok(false)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[cfg(unix)]
+fn api_answers(paths: &Paths) -> bool {
+    std::os::unix::net::UnixStream::connect(paths.docker_socket()).is_ok()
+}
+
+/// The named pipe's server is the daemon's own handle too; as before, a
+/// held lock is taken for a live daemon.
+#[cfg(not(unix))]
+fn api_answers(_paths: &Paths) -> bool {
+    true
 }
 
 fn wait_for_running(paths: &Paths, message: &str) -> Result<()> {
