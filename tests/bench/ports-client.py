@@ -88,18 +88,14 @@ def connect_rate(connect, secs):
 
 def main():
     mode = sys.argv[1]
-    if mode == "tcp-send":
-        sock = socket.create_connection(("127.0.0.1", int(sys.argv[2])))
-        print(f"{send_and_count(sock, int(sys.argv[3])):.2f}")
-    elif mode == "vsock-send":
-        sock = hybrid_connect(sys.argv[2], sys.argv[3])
-        print(f"{send_and_count(sock, int(sys.argv[4])):.2f}")
-    elif mode == "tcp-receive":
-        sock = socket.create_connection(("127.0.0.1", int(sys.argv[2])))
-        print(f"{receive_and_count(sock, int(sys.argv[3])):.2f}")
-    elif mode == "vsock-receive":
-        sock = hybrid_connect(sys.argv[2], sys.argv[3])
-        print(f"{receive_and_count(sock, int(sys.argv[4])):.2f}")
+    streams = {"send": send_and_count, "receive": receive_and_count}
+    transport, _, direction = mode.partition("-")
+    if transport in ("tcp", "vsock") and direction in streams:
+        if transport == "tcp":
+            sock, mib = socket.create_connection(("127.0.0.1", int(sys.argv[2]))), sys.argv[3]
+        else:
+            sock, mib = hybrid_connect(sys.argv[2], sys.argv[3]), sys.argv[4]
+        print(f"{streams[direction](sock, int(mib)):.2f}")
     elif mode == "vsock-connect-rate":
         uds, port = sys.argv[2], sys.argv[3]
         print(f"{connect_rate(lambda: hybrid_connect(uds, port), float(sys.argv[4])):.0f}")

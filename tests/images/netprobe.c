@@ -66,18 +66,25 @@ static int listener(int family, int type, int port) {
     return fd;
 }
 
-/* The sender says how much it sends (8 bytes, big-endian) instead of
- * half-closing: hybrid vsock cannot carry a half-close. */
+/* The size a client names first (8 bytes, big-endian): how much it sends
+ * to a sink, instead of half-closing (hybrid vsock cannot carry a
+ * half-close), or wants from a source. 0 if it goes away first. */
+static unsigned long long read_size(int c) {
+    unsigned char size[8];
+    unsigned long long want = 0;
+    size_t got = 0;
+    ssize_t n;
+    while (got < 8 && (n = read(c, size + got, 8 - got)) > 0) got += n;
+    for (size_t i = 0; i < got && got == 8; i++) want = want << 8 | size[i];
+    return want;
+}
+
 static void sink(int fd) {
     for (;;) {
         int c = accept(fd, NULL, NULL);
         if (c < 0) continue;
-        unsigned char size[8];
-        unsigned long long want = 0, total = 0;
-        size_t got = 0;
+        unsigned long long want = read_size(c), total = 0;
         ssize_t n;
-        while (got < 8 && (n = read(c, size + got, 8 - got)) > 0) got += n;
-        for (int i = 0; i < 8; i++) want = want << 8 | size[i];
         while (total < want && (n = read(c, buf, sizeof buf)) > 0) total += n;
         int len = snprintf(buf, sizeof buf, "%llu\n", total);
         (void)!write(c, buf, len);
@@ -90,16 +97,13 @@ static void source(int fd) {
     for (;;) {
         int c = accept(fd, NULL, NULL);
         if (c < 0) continue;
-        unsigned char size[8];
-        unsigned long long want = 0;
-        size_t got = 0;
-        ssize_t n = 0;
-        while (got < 8 && (n = read(c, size + got, 8 - got)) > 0) got += n;
-        for (int i = 0; i < 8; i++) want = want << 8 | size[i];
+        unsigned long long want = read_size(c);
+        ssize_t n;
         while (want > 0 && (n = write(c, buf, want < sizeof buf ? want : sizeof buf)) > 0) want -= n;
         /* The client closes when it has it all: a close here could cut
          * off what hybrid vsock still holds. */
-        while (read(c, size, sizeof size) > 0) {}
+        char rest[64];
+        while (read(c, rest, sizeof rest) > 0) {}
         close(c);
     }
 }
