@@ -74,9 +74,37 @@ pub fn start(paths: &Paths, config_changes: &[(&str, toml::Value)]) -> Result<()
     let config = Config::load(&paths.config_file())?;
     crate::vm::host_backend(config.backend, config.arch, config.hypervisor)?;
 
-    if daemon_alive(paths)? && !daemon_exiting(paths) {
-        return wait_for_running(paths, "berth is already running");
+    // The lock says a daemon exists, not that it serves: one killed a
+    // moment ago still holds it while the kernel releases its files, and
+    // its state file still says running. So a holder is judged by whether
+    // it answers, and one that lets go of the lock is replaced.
+    for _ in 0..3 {
+        if daemon_alive(paths)? && wait_for_lock_holder(paths)? == LockHolder::Serving {
+            crate::ui::say("berth is already running");
+            return Ok(());
+        }
+        match spawn_daemon(paths, &config)? {
+            StartOutcome::Ready { boot_ms, accel } => {
+                crate::ui::say(format_args!(
+                    "Berth VM{} is running ({accel}, ready in {:.2}s)",
+                    profile_suffix(paths),
+                    boot_ms as f64 / 1000.0
+                ));
+                warn_if_tcp(paths);
+                use_docker_context(paths);
+                return Ok(());
+            }
+            // Another process took the lock first: judge it as above.
+            StartOutcome::AlreadyRunning => continue,
+            StartOutcome::Failed { error } => bail!("{error}\n(see `berth logs` for details)"),
+        }
     }
+    bail!("another process keeps taking the lock {} without serving the Docker API", paths.lock_file().display())
+}
+
+/// Starts `berth daemon` in the background and reads the one line it
+/// reports on its stdout.
+fn spawn_daemon(paths: &Paths, config: &Config) -> Result<StartOutcome> {
     let disk = crate::vm::disk::image_for(&paths.disk_image(), config.hypervisor);
     if config.backend == crate::vm::BackendKind::Vm && !disk.exists() {
         crate::ui::say(format_args!(
@@ -105,20 +133,7 @@ pub fn start(paths: &Paths, config_changes: &[(&str, toml::Value)]) -> Result<()
         let status = child.try_wait().ok().flatten().map(|s| s.to_string()).unwrap_or_else(|| "still running".into());
         bail!("the berth daemon stopped before the VM was ready ({status}); see `berth logs`");
     }
-    match serde_json::from_str::<StartOutcome>(line.trim()).context("unexpected reply from the berth daemon")? {
-        StartOutcome::Ready { boot_ms, accel } => {
-            crate::ui::say(format_args!(
-                "Berth VM{} is running ({accel}, ready in {:.2}s)",
-                profile_suffix(paths),
-                boot_ms as f64 / 1000.0
-            ));
-            warn_if_tcp(paths);
-            use_docker_context(paths);
-            Ok(())
-        }
-        StartOutcome::AlreadyRunning => wait_for_running(paths, "berth is already running"),
-        StartOutcome::Failed { error } => bail!("{error}\n(see `berth logs` for details)"),
-    }
+    serde_json::from_str(line.trim()).context("unexpected reply from the berth daemon")
 }
 
 /// Writes `berth start --cpus/--memory/--disk` into config.toml, as Colima's
@@ -176,57 +191,57 @@ fn warn_if_tcp(paths: &Paths) {
     }
 }
 
-/// Whether a daemon that holds the lock is in fact exiting. One killed a
-/// moment ago keeps the lock while the kernel releases its files, the
-/// sockets before the lock (so its ports look free already), and its state
-/// file still says running: taken for a live one, `start` would return at
-/// once with nothing running. A daemon that does not answer on its API
-/// socket gets a moment to let go of the lock.
-fn daemon_exiting(paths: &Paths) -> bool {
-    if api_answers(paths) {
-        return false;
-    }
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        if matches!(daemon_alive(paths), Ok(false)) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
+#[derive(Debug, PartialEq)]
+enum LockHolder {
+    /// A daemon with a running VM that answers on its API socket.
+    Serving,
+    /// The lock is free again: its holder was exiting (or was a CLI
+    /// probing it).
+    Gone,
 }
 
-#[cfg(unix)]
-fn api_answers(paths: &Paths) -> bool {
-    std::os::unix::net::UnixStream::connect(paths.docker_socket()).is_ok()
-}
-
-/// The named pipe's server is the daemon's own handle too; as before, a
-/// held lock is taken for a live daemon.
-#[cfg(not(unix))]
-fn api_answers(_paths: &Paths) -> bool {
-    true
-}
-
-fn wait_for_running(paths: &Paths, message: &str) -> Result<()> {
+/// Waits until the daemon lock's holder serves the Docker API (it was
+/// running, or it was booting and is ready now) or lets go of the lock.
+fn wait_for_lock_holder(paths: &Paths) -> Result<LockHolder> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
-        let state = effective_state(paths)?;
-        match state.state {
-            Phase::Running => {
-                crate::ui::say(message);
-                return Ok(());
+        if !daemon_alive(paths)? {
+            return Ok(LockHolder::Gone);
+        }
+        match State::read(&paths.state_file())? {
+            Some(State { state: Phase::Error, error, .. }) => {
+                bail!("{}", error.unwrap_or_else(|| "the VM failed to start".into()))
             }
-            Phase::Error => bail!("{}", state.error.unwrap_or_else(|| "the VM failed to start".into())),
-            Phase::Stopped if !daemon_alive(paths)? => {
-                bail!("the VM stopped while starting; see `berth logs`")
-            }
-            _ if Instant::now() > deadline => {
-                bail!("the VM did not become ready in time; see `berth logs`")
-            }
+            Some(State { state: Phase::Running, .. }) if api_answers(paths) => return Ok(LockHolder::Serving),
+            _ if Instant::now() > deadline => bail!("the VM did not become ready in time; see `berth logs`"),
             _ => std::thread::sleep(Duration::from_millis(50)),
         }
     }
+}
+
+/// Whether a daemon answers `GET /_ping` on the API socket. A connect
+/// alone is not enough: a listening socket accepts into its backlog even
+/// while its process is being torn down.
+#[cfg(unix)]
+fn api_answers(paths: &Paths) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(paths.docker_socket()) else {
+        return false;
+    };
+    let timeout = Some(Duration::from_secs(2));
+    let mut status_line = [0u8; 12];
+    stream.set_read_timeout(timeout).is_ok()
+        && stream.set_write_timeout(timeout).is_ok()
+        && stream.write_all(b"GET /_ping HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n\r\n").is_ok()
+        && stream.read_exact(&mut status_line).is_ok()
+        && &status_line == b"HTTP/1.1 200"
+}
+
+/// The named pipe's server is the daemon's own handle too; as before, a
+/// held lock with a running state is taken for a live daemon.
+#[cfg(not(unix))]
+fn api_answers(_paths: &Paths) -> bool {
+    true
 }
 
 pub fn stop(paths: &Paths) -> Result<()> {
@@ -251,9 +266,15 @@ pub fn stop(paths: &Paths) -> Result<()> {
         if Instant::now() > deadline {
             tracing::warn!(pid, "the daemon did not stop in time; killing it");
             let _ = platform::kill_now(pid);
-            std::thread::sleep(Duration::from_millis(200));
-            if let Some(_lock) = try_lock(paths)? {
-                recover_stale(paths)?;
+            // "stopped" only once the lock is free: a `start` right after
+            // must not meet the dying daemon.
+            let killed_at = Instant::now();
+            while killed_at.elapsed() < Duration::from_secs(5) {
+                if let Some(_lock) = try_lock(paths)? {
+                    recover_stale(paths)?;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
             break;
         }

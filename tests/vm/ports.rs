@@ -92,7 +92,8 @@ fn published_ports_through_the_vm() {
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     assert!(eventually(5 * SECOND, || tcp_port_free(kept)), "port {kept} outlived its daemon");
     assert!(eventually(5 * SECOND, || udp_port_free(kept_udp)), "port {kept_udp}/udp outlived its daemon");
-    berth.start();
+    let said = berth.ok(&["start"]);
+    assert!(said.contains("is running ("), "`berth start` after kill -9 booted no VM: {said}\n{}", berth.logs());
     assert!(http_get(kept, 60 * SECOND).is_some(), "bound again after kill -9 of the daemon\n{}", berth.logs());
     udp_answers("after kill -9 of the daemon");
     docker_ok(&berth, &["rm", "-f", "kept", "echo"]);
