@@ -316,6 +316,15 @@ pub fn create(root: &Path, dir: &Path, resources: Option<&LinuxResources>) -> Re
         current.push(part);
         match std::fs::create_dir(&current) {
             Ok(()) => {}
+            // The container's own cgroup is made anew: one left by a start
+            // that failed half-way still carries that start's device filter
+            // (attaching the same program again fails with EEXIST) and limits.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && current == dir => {
+                remove_one(dir);
+                std::fs::create_dir(dir).map_err(|e| {
+                    io_err(format!("creating cgroup {} (a previous one is still in use)", dir.display()))(e)
+                })?;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io_err(format!("creating cgroup {}", current.display()))(e)),
         }
@@ -536,6 +545,22 @@ mod tests {
                 assert!(err.contains("memory.max needs the cgroup v2 memory controller"), "{err}");
             }
         }
+    }
+
+    #[test]
+    fn a_container_cgroup_left_by_a_failed_start_is_made_anew() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("cgroup.controllers"), "").unwrap();
+        let leaf = root.path().join("berth").join("c1");
+        create(root.path(), &leaf, None).unwrap();
+        // Left by a start that failed after creating it: replaced.
+        create(root.path(), &leaf, None).unwrap();
+        assert!(leaf.is_dir());
+
+        // One that cannot go (here a file stands for a process still inside).
+        std::fs::write(leaf.join("busy"), "").unwrap();
+        let err = create(root.path(), &leaf, None).unwrap_err().to_string();
+        assert!(err.contains("a previous one is still in use"), "{err}");
     }
 
     #[test]
