@@ -357,13 +357,16 @@ async fn serve(
         Arc::new(service_net::ReaperNft(service.reaper.clone())),
     ));
     let forwarder = containers.clone();
-    // Once storage is mounted: re-adopt running containers, and start the
-    // ones whose restart policy asks for it after a boot.
-    let mounted = mounts.clone();
+    // The engine's state lives on the data disk, which the init thread is
+    // still mounting: a request served before would find empty directories
+    // on the initramfs and keep them as the truth (every container "no
+    // such container" until the next boot). The mounts take tens of ms.
+    while mounts.get().is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Re-adopt running containers, and start the ones whose restart policy
+    // asks for it after a boot.
     tokio::spawn(async move {
-        while mounted.get().is_none() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         if let Err(err) = containers.restart_after_boot().await {
             tracing::warn!(err = %err.message(), "loading containers failed");
         }

@@ -164,8 +164,8 @@ impl Containers {
         })
     }
 
-    /// Reads containers back from disk (once; the data disk is mounted
-    /// after the agent starts serving) and re-adopts running ones.
+    /// Reads containers back from disk, once (main serves no request
+    /// before init has mounted the data disk), and re-adopts running ones.
     async fn ensure_loaded(self: &Arc<Self>) -> Result<(), AgentError> {
         let this = self.clone();
         self.loaded

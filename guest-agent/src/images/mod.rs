@@ -25,8 +25,8 @@ use crate::containers::{Containers, ImageInfo};
 use crate::error::AgentError;
 use crate::filters;
 
-/// The image store, opened on first use: in the VM it lives on the data
-/// disk, which init mounts after the server has started.
+/// The image store, opened on first use (a store that cannot be opened
+/// now may be later; in the VM it lives on the data disk).
 pub struct ImagesSlot {
     dir: PathBuf,
     store: Mutex<Option<ImageStore>>,
