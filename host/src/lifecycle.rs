@@ -224,8 +224,13 @@ fn wait_for_lock_holder(paths: &Paths) -> Result<LockHolder> {
 /// while its process is being torn down.
 #[cfg(unix)]
 fn api_answers(paths: &Paths) -> bool {
+    pings_back(&paths.docker_socket())
+}
+
+#[cfg(unix)]
+fn pings_back(socket: &Path) -> bool {
     use std::io::{Read, Write};
-    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(paths.docker_socket()) else {
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else {
         return false;
     };
     let timeout = Some(Duration::from_secs(2));
@@ -429,4 +434,35 @@ fn use_docker_context(paths: &Paths) {
 
 pub fn home_context(paths: &Paths) -> crate::docker_context::HomeContext {
     crate::docker_context::HomeContext::for_profile(&paths.home, paths.profile.as_deref(), paths.root_is_default())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::pings_back;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn only_a_daemon_that_answers_the_ping_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        assert!(!pings_back(&socket), "no socket");
+
+        // Bound and listening, but its process never accepts (one being
+        // torn down): the connect succeeds, the ping does not.
+        let silent = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        assert!(!pings_back(&socket), "a listener that never answers");
+        drop(silent);
+        std::fs::remove_file(&socket).unwrap();
+
+        let serving = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = serving.accept().unwrap();
+            let mut request = [0u8; 64];
+            let _ = stream.read(&mut request).unwrap();
+            stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK").unwrap();
+            String::from_utf8_lossy(&request).into_owned()
+        });
+        assert!(pings_back(&socket), "a daemon that answers");
+        assert!(server.join().unwrap().starts_with("GET /_ping HTTP/1.1\r\n"));
+    }
 }
