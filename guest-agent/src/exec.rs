@@ -1,7 +1,7 @@
 //! `Exec`: run one process in the VM with streamed stdio, optionally on a pty.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
+use crate::child_fds;
 use crate::reaper::{Exit, Reaper};
 
 /// The environment every process starts from; the client's entries override it.
@@ -137,23 +138,17 @@ fn spawn(reaper: &Reaper, start: &ExecStart, terminal: Terminal) -> io::Result<S
     };
     let start = ExecStart { argv, ..start.clone() };
     let (ours, theirs) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-    // Neither may sit where the other goes, or the first dup2 would close it.
-    let (theirs, plan) = (above_reserved(theirs)?, above_reserved(plan)?);
+    let (theirs, plan) = (child_fds::above_fixed(theirs)?, child_fds::above_fixed(plan)?);
     let (theirs_fd, plan_fd) = (theirs.as_raw_fd(), plan.as_raw_fd());
     let with_report = move |cmd: &mut Command| {
-        // SAFETY: dup2 is async-signal-safe and the closure touches only
-        // descriptor numbers captured by value, open until after the spawn.
-        // dup2 clears close-on-exec on the copies.
+        // SAFETY: the closure only dup2s descriptor numbers captured by
+        // value, open until after the spawn (child_fds::place).
         unsafe {
             cmd.pre_exec(move || {
-                for (fd, target) in
-                    [(theirs_fd, berth_engine::runtime::PID_FD), (plan_fd, berth_engine::runtime::PLAN_FD)]
-                {
-                    if move_fd(fd, target) < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                Ok(())
+                child_fds::place(&[
+                    (theirs_fd, berth_engine::runtime::PID_FD),
+                    (plan_fd, berth_engine::runtime::PLAN_FD),
+                ])
             });
         }
     };
@@ -162,28 +157,6 @@ fn spawn(reaper: &Reaper, start: &ExecStart, terminal: Terminal) -> io::Result<S
     // as the end of the pipe.
     drop((theirs, plan));
     Ok(Spawned { pid_report: Some(ours), ..spawned? })
-}
-
-/// `fd`, moved above the descriptors `enter` reserves (3 to 5) if it is one.
-fn above_reserved(fd: OwnedFd) -> io::Result<OwnedFd> {
-    if fd.as_raw_fd() > berth_engine::runtime::PLAN_FD {
-        return Ok(fd);
-    }
-    let moved = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)).map_err(io::Error::from)?;
-    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(moved) })
-}
-
-/// Puts `fd` at `target` for exec (between fork and exec: async-signal-safe).
-fn move_fd(fd: RawFd, target: RawFd) -> libc::c_int {
-    if fd == target {
-        // Already there: only clear close-on-exec.
-        // SAFETY: fcntl on a descriptor number with integer arguments.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }
-    } else {
-        // SAFETY: dup2 on descriptor numbers; it clears close-on-exec on the copy.
-        unsafe { libc::dup2(fd, target) }
-    }
 }
 
 /// The plan in a sealed memory file, read from its start by `enter`.
@@ -245,19 +218,15 @@ fn spawn_command(
             &nix::sys::time::TimeVal::new(30, 0),
         )
         .map_err(io::Error::from)?;
+        let theirs = child_fds::above_fixed(theirs)?;
         let theirs_fd = theirs.as_raw_fd();
         // Its own failures (a missing command, say) come on stderr, before
         // or instead of the terminal: shown in the terminal's stream.
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-        // SAFETY: dup2 is async-signal-safe and the closure touches only the
-        // descriptor number captured by value; dup2 clears close-on-exec.
+        // SAFETY: the closure only dup2s the descriptor number captured by
+        // value, open until after the spawn (child_fds::place).
         unsafe {
-            cmd.pre_exec(move || {
-                if libc::dup2(theirs_fd, berth_engine::runtime::TERMINAL_FD) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            cmd.pre_exec(move || child_fds::place(&[(theirs_fd, berth_engine::runtime::TERMINAL_FD)]));
         }
         let (mut child, exited) = reaper.spawn(&mut cmd)?;
         let pid = child.id() as i32;

@@ -8,6 +8,7 @@
 mod admission;
 mod archive;
 mod build;
+mod child_fds;
 mod clock;
 mod containers;
 mod dhcp;

@@ -1,7 +1,7 @@
 //! A container's runs: start (through its shim), exit, restart policy,
 //! and `docker exec` into a running one.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
@@ -95,33 +95,31 @@ impl Containers {
         };
         let (ready_read, ready_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| AgentError::internal(e.to_string()))?;
+        // Both above the shim's fixed numbers: a loaded filter the first
+        // start after a boot got as fd 3 was overwritten by the ready pipe,
+        // and the shim's attach then failed with EINVAL.
+        let ready_write = crate::child_fds::above_fixed(ready_write).map_err(internal("placing the shim's pipe"))?;
+        let filter = device_filter
+            .as_deref()
+            .map(|filter| crate::child_fds::copy_above_fixed(filter.as_fd()))
+            .transpose()
+            .map_err(internal("placing the device filter"))?;
         // /proc/self/exe, not a path: in the VM the agent's original file
         // was moved at boot (init::switch_to_tmpfs_root).
         let mut cmd = Command::new("/proc/self/exe");
         cmd.arg("shim").arg(entry.dir.path()).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
-        let ready_fd = ready_write.as_raw_fd();
-        let filter_fd = device_filter.as_ref().map(|f| f.as_raw_fd());
-        // SAFETY: dup2 is async-signal-safe, and the closure touches nothing
-        // but the descriptor numbers captured by value (`device_filter`
-        // keeps its descriptor open until the spawn is done).
+        let mut fds = vec![(ready_write.as_raw_fd(), shim::READY_FD)];
+        fds.extend(filter.as_ref().map(|f| (f.as_raw_fd(), shim::DEVICE_FILTER_FD)));
+        // SAFETY: the closure only dup2s descriptor numbers, open until the
+        // spawn is done (child_fds::place); `fds` is moved in, not allocated.
         unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                if libc::dup2(ready_fd, shim::READY_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if let Some(fd) = filter_fd {
-                    if libc::dup2(fd, shim::DEVICE_FILTER_FD) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || crate::child_fds::place(&fds));
         }
         // The reaper's word on the shim's exit, not a pidfd opened later: a
         // container that exits at once takes its shim with it, and the
         // reaper may have collected the shim before we look.
         let (child, shim_exit) = self.reaper.spawn(&mut cmd).map_err(internal("starting the container's shim"))?;
-        drop(ready_write);
+        drop((ready_write, filter));
         let shim_pid = child.id() as i32;
         // One line; not to EOF, which a leaked descriptor could delay. The
         // shim writes its second line, the exit, on the same pipe.
