@@ -201,7 +201,8 @@ enum LockHolder {
 }
 
 /// Waits until the daemon lock's holder serves the Docker API (it was
-/// running, or it was booting and is ready now) or lets go of the lock.
+/// running, or it was booting and is ready now) or lets go of the lock (it
+/// was stopping, or failed: a daemon whose VM failed exits).
 fn wait_for_lock_holder(paths: &Paths) -> Result<LockHolder> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
@@ -209,9 +210,6 @@ fn wait_for_lock_holder(paths: &Paths) -> Result<LockHolder> {
             return Ok(LockHolder::Gone);
         }
         match State::read(&paths.state_file())? {
-            Some(State { state: Phase::Error, error, .. }) => {
-                bail!("{}", error.unwrap_or_else(|| "the VM failed to start".into()))
-            }
             Some(State { state: Phase::Running, .. }) if api_answers(paths) => return Ok(LockHolder::Serving),
             _ if Instant::now() > deadline => bail!("the VM did not become ready in time; see `berth logs`"),
             _ => std::thread::sleep(Duration::from_millis(50)),
