@@ -361,3 +361,45 @@ fn host_edits_made_while_no_container_used_a_tree_reach_the_next_one() {
     assert_eq!(second, "new text, longer\nmade\n16\n", "{policy}");
     berth.stop_and_check_clean();
 }
+
+/// Our kernel creates a name it has not looked up yet with one exclusive
+/// CREATE instead of a LOOKUP and a CREATE (kernel-config/berth-virtiofs.patch,
+/// `fuse_atomic_open`). An open with O_CREAT of a file that exists must still
+/// be the open of that file: appended to, truncated only when asked and
+/// allowed, refused where its mode says so. Every name here is new to the
+/// guest when the container opens it.
+#[test]
+fn opens_that_may_create_keep_their_meaning_on_a_share() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let berth = Berth::new();
+    berth.start();
+    harness::load_busybox(&berth);
+    let dir = berth.share.path().join("creates");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(dir.join("appended"), "host\n").unwrap();
+    std::fs::write(dir.join("truncated"), "host, longer\n").unwrap();
+    std::fs::write(dir.join("locked"), "keep\n").unwrap();
+    std::fs::set_permissions(dir.join("locked"), std::fs::Permissions::from_mode(0o444)).unwrap();
+    let bind = format!("{}:/p", dir.display());
+    let script = "echo more >> /p/appended && echo short > /p/truncated && echo new > /p/fresh && \
+                  cat /p/fresh && stat -c %s /p/fresh && mkdir /p/d && echo deep > /p/d/f && cat /p/d/f";
+    let out = harness::docker_ok(&berth, &["run", "--rm", "-v", &bind, "busybox", "sh", "-c", script]);
+    assert_eq!(out, "new\n4\ndeep\n");
+    assert_eq!(std::fs::read_to_string(dir.join("appended")).unwrap(), "host\nmore\n");
+    assert_eq!(std::fs::read_to_string(dir.join("truncated")).unwrap(), "short\n");
+    assert_eq!(std::fs::read_to_string(dir.join("fresh")).unwrap(), "new\n");
+    assert_eq!(std::fs::read_to_string(dir.join("d/f")).unwrap(), "deep\n");
+
+    // Not writable by uid 1000: neither truncated nor written; a new file
+    // in the same directory is theirs.
+    let script = "if echo x > /p/locked; then echo wrote; fi; echo mine > /p/mine";
+    let out = harness::docker(&berth, &["run", "--rm", "-u", "1000:1000", "-v", &bind, "busybox", "sh", "-c", script]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("wrote"), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"), "{}", describe(&out));
+    assert_eq!(std::fs::read_to_string(dir.join("locked")).unwrap(), "keep\n");
+    let mine = std::fs::metadata(dir.join("mine")).unwrap();
+    assert_eq!((mine.uid(), mine.gid(), mine.len()), (1000, 1000, 5));
+    berth.stop_and_check_clean();
+}
