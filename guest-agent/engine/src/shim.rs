@@ -153,6 +153,7 @@ fn start(dir: &Path) -> Result<Running, String> {
     // SAFETY: setting a signal to SIG_IGN installs no handler code.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 
+    let made_cgroup = RemovedUnlessStarted(config.cgroup.clone());
     if let (Some(root), Some(cgroup)) = (&config.cgroup_root, &config.cgroup) {
         let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
         crate::cgroup::create(root, cgroup, resources).map_err(|e| e.to_string())?;
@@ -216,12 +217,7 @@ fn start(dir: &Path) -> Result<Running, String> {
         seccomp: seccomp.as_ref(),
         stdio,
     })
-    .map_err(|e| {
-        if let Some(cgroup) = &config.cgroup {
-            crate::cgroup::remove(cgroup);
-        }
-        e.to_string()
-    })?;
+    .map_err(|e| e.to_string())?;
     let (outputs, input) = match launched.terminal {
         Some(master) => {
             let input = master.try_clone().map_err(|e| format!("duplicating the terminal: {e}"))?;
@@ -243,6 +239,7 @@ fn start(dir: &Path) -> Result<Running, String> {
     }
     // SAFETY: the kernel just returned this descriptor; we own it.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    made_cgroup.keep();
     Ok(Running {
         pid: launched.pid,
         pidfd,
@@ -254,6 +251,25 @@ fn start(dir: &Path) -> Result<Running, String> {
         stdin_fifo,
         resize_fifo,
     })
+}
+
+/// The container's cgroup while its start may still fail: a step that fails
+/// after the cgroup was made removes it (with the device filter attached to
+/// it), so a failed start leaves no empty cgroup behind.
+struct RemovedUnlessStarted(Option<PathBuf>);
+
+impl RemovedUnlessStarted {
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemovedUnlessStarted {
+    fn drop(&mut self) {
+        if let Some(cgroup) = self.0.take() {
+            crate::cgroup::remove(&cgroup);
+        }
+    }
 }
 
 impl Running {
@@ -418,4 +434,24 @@ pub fn request_resize(dir: &Path, rows: u16, cols: u16) -> std::io::Result<()> {
     let mut fifo =
         std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(dir.join(RESIZE_FIFO))?;
     fifo.write_all(format!("{rows} {cols}\n").as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cgroup_made_for_a_start_goes_with_its_failure_and_stays_with_its_success() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("cgroup.controllers"), "").unwrap();
+        let failed = root.path().join("berth").join("failed");
+        let started = root.path().join("berth").join("started");
+        for leaf in [&failed, &started] {
+            crate::cgroup::create(root.path(), leaf, None).unwrap();
+        }
+        drop(RemovedUnlessStarted(Some(failed.clone())));
+        RemovedUnlessStarted(Some(started.clone())).keep();
+        assert!(!failed.exists());
+        assert!(started.is_dir());
+    }
 }
