@@ -11,12 +11,17 @@
 #   walk                   a `git status`-like tree walk (find -type f)
 #
 #   tests/bench/files.sh [FILES] [SEQ_MIB]     (defaults: 5000 256)
+#
+# BENCH_TMP (default /tmp) is where the share and the VM's home (its disk
+# image) go: BENCH_TMP=/dev/shm takes the host's disk out of both columns,
+# for a host disk that is slow to create files (one here took 4.6 s for
+# 5,000 in /tmp, 0.14 s in /dev/shm).
 set -euo pipefail
 files=${1:-5000}
 seq_mib=${2:-256}
 berth=${BERTH_BIN:-$HOME/.local/bin/berth}
-home=$(mktemp -d)
-share=$(mktemp -d)
+home=$(mktemp -d -p "${BENCH_TMP:-/tmp}")
+share=$(mktemp -d -p "${BENCH_TMP:-/tmp}")
 export BERTH_HOME=$home
 cleanup() { "$berth" stop >/dev/null 2>&1 || true; rm -rf "$home" "$share"; }
 trap cleanup EXIT
