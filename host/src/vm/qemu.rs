@@ -255,7 +255,7 @@ pub fn qemu_args(
     push(&cpu_args(boot.machine, boot.accel)?);
     // vhost-user devices need guest memory that other processes can map.
     let mem = format!("{}M", spec.memory_mib);
-    push(&["-M", &format!("{},memory-backend=mem", boot.machine.machine_arg())]);
+    push(&["-M", &format!("{},memory-backend=mem", boot.machine.machine_arg(tsc_khz.is_some()))]);
     push(&["-object", &format!("memory-backend-memfd,id=mem,size={mem},share=on")]);
     push(&["-m", &mem, "-smp", &spec.cpus.to_string()]);
     push(&["-kernel", &boot.kernel.display().to_string(), "-initrd", &boot_initramfs(spec).display().to_string()]);
@@ -669,7 +669,7 @@ mod tests {
         let args = joined(&qemu_args(&spec, &boot(Accel::Tcg), &layout, Netdev::Slirp, Some(2_500_000)).unwrap());
         for expected in [
             "-accel tcg,thread=multi -cpu max,-erms",
-            "-M microvm,memory-backend=mem",
+            "-M microvm,pit=off,memory-backend=mem",
             "-object memory-backend-memfd,id=mem,size=1024M,share=on",
             "-m 1024M -smp 2",
             "-kernel /a/vmlinux -initrd /h/run/initramfs-boot.cpio",
@@ -690,6 +690,8 @@ mod tests {
         assert!(cmdline.contains("berth.share=share0,/home/me"));
         assert!(cmdline.contains("reboot=t panic=-1"));
         assert!(cmdline.contains("tsc=reliable"), "an untrusted TSC keeps the idle VM ticking");
+        let untold = joined(&qemu_args(&spec, &boot(Accel::Tcg), &layout, Netdev::Slirp, None).unwrap());
+        assert!(untold.contains("-M microvm,memory-backend=mem"), "the PIT calibrates a TSC of unknown rate");
     }
 
     #[test]
