@@ -47,12 +47,12 @@ impl Machine {
         match self {
             // QEMU resets the PIT into a square wave that nobody reads: the
             // guest uses the LAPIC timer and masks IRQ 0, and its 6.1 kernel
-            // does not stop the PIT (upstream does since 6.11), but QEMU's
+            // does not stop the PIT (later upstream kernels do), but QEMU's
             // main loop still wakes at each edge, 36 times a second: half of
-            // an idle VM's CPU under TCG (1.70% -> 0.83% of a host core over
-            // 30 s, tests/bench/vm-idle.sh). The guest needs the PIT only to
-            // calibrate the TSC, and with its rate given it calibrates the
-            // LAPIC timer against the TSC instead.
+            // an idle VM's CPU under TCG (1.70% -> 0.83% of a host core in a
+            // 30 s probe; tests/bench/vm-idle.sh 60: 0.78-0.82%). The guest
+            // needs the PIT only to calibrate the TSC, and with its rate
+            // given it calibrates the LAPIC timer against the TSC instead.
             Machine::Microvm if tsc_known => "microvm,pit=off",
             Machine::Microvm => "microvm",
             // `max`: GICv3 under TCG, and under KVM whatever the host's GIC
