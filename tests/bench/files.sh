@@ -75,14 +75,14 @@ host_row() {
 # round trip, far harder than the VM disk's: two runs here, 6% stolen ->
 # create 9.6 s on the share, 14% -> 16.2 s, the VM disk 3.4 and 3.2 s. The
 # closing line says how much was stolen, so runs can be compared.
-steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }
-all_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print t}' /proc/stat; }
-steal0=$(steal_ticks) all0=$(all_ticks)
+cpu_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t}' /proc/stat; }
+read -r steal0 all0 < <(cpu_ticks)
 
 printf '%-22s %9s %9s %9s %9s %9s   (ms; %d files, %d MiB; VM round trip %d ms subtracted)\n' \
   "" "seq-write" "seq-read" "create" "stat" "walk" "$files" "$seq_mib" "$base"
 vm_row "$share/vm" "bind mount (virtio-fs)"
 vm_row /var/lib/berth/bench "VM disk (volume)"
 host_row
-awk -v s=$(( $(steal_ticks) - steal0 )) -v a=$(( $(all_ticks) - all0 )) \
+read -r steal1 all1 < <(cpu_ticks)
+awk -v s=$((steal1 - steal0)) -v a=$((all1 - all0)) \
   'BEGIN {printf "host CPU stolen by its hypervisor during the run: %.1f%%\n", a ? 100 * s / a : 0}'

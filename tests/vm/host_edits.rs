@@ -405,23 +405,18 @@ fn opens_that_may_create_keep_their_meaning_on_a_share() {
     // A release is not waited for (kernel-config/berth-virtiofs.patch,
     // fuse_file_release), but it is sent: once the container is gone,
     // virtiofsd holds none of the files it wrote open on the host.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let held = files_held_open_below(&dir);
-        if held.is_empty() {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "still open on the host: {held:?}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    assert!(
+        harness::net::eventually(Duration::from_secs(10), || files_held_open_below(&dir).is_empty()),
+        "still open on the host: {:?}",
+        files_held_open_below(&dir)
+    );
     berth.stop_and_check_clean();
 }
 
 /// Files below `dir` that some process on the host has open for I/O.
 /// virtiofsd keeps an O_PATH descriptor of every inode the guest knows;
 /// those are not opens and are left out.
-fn files_held_open_below(dir: &std::path::Path) -> Vec<String> {
-    const O_PATH: u32 = 0o10000000;
+fn files_held_open_below(dir: &Path) -> Vec<String> {
     let dir = dir.canonicalize().unwrap();
     let mut held = Vec::new();
     for process in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -431,8 +426,8 @@ fn files_held_open_below(dir: &std::path::Path) -> Vec<String> {
             let info = process.path().join("fdinfo").join(fd.file_name());
             let flags = std::fs::read_to_string(info).unwrap_or_default();
             let flags = flags.lines().find_map(|l| l.strip_prefix("flags:")).map(str::trim);
-            let flags = flags.and_then(|f| u32::from_str_radix(f, 8).ok()).unwrap_or(0);
-            if target.starts_with(&dir) && flags & O_PATH == 0 {
+            let flags = flags.and_then(|f| i32::from_str_radix(f, 8).ok()).unwrap_or(0);
+            if target.starts_with(&dir) && flags & libc::O_PATH == 0 {
                 held.push(format!("{} {}", process.file_name().to_string_lossy(), target.display()));
             }
         }
