@@ -9,6 +9,10 @@
 #                          would be most of what is measured)
 #   stat                   stat of all of them (a cold `find -exec stat`)
 #   walk                   a `git status`-like tree walk (find -type f)
+#   writes                 FILES 2-byte writes to one open file: on a share
+#                          each is one FUSE round trip to the host, the floor
+#                          under every other figure there (a small file's
+#                          create is two: CREATE and its WRITE)
 #
 #   tests/bench/files.sh [FILES] [SEQ_MIB]     (defaults: 5000 256)
 #
@@ -44,10 +48,11 @@ stat_all="find D -type f -exec stat -c %s {} + | wc -l"
 walk="find D -type f | wc -l"
 seq_write="dd if=/dev/zero of=D/seq bs=1M count=$seq_mib conv=fsync 2>/dev/null"
 seq_read="dd if=D/seq of=/dev/null bs=1M 2>/dev/null"
+writes="exec 3>D/w; for i in \$(seq 1 $files); do echo x >&3; done"
 drop="sync; echo 3 > /proc/sys/vm/drop_caches"
 
 vm_row() {  # dir label
-  local d=$1 w r c s k
+  local d=$1 w r c s k n
   in_vm "mkdir -p $d"
   w=$(ms in_vm "${seq_write//D/$d}")
   in_vm "$drop"
@@ -57,17 +62,19 @@ vm_row() {  # dir label
   s=$(ms in_vm "${stat_all//D/$d}")
   in_vm "$drop"
   k=$(ms in_vm "${walk//D/$d}")
-  printf '%-22s %9d %9d %9d %9d %9d\n' "$2" $((w - base)) $((r - base)) $((c - base)) $((s - base)) $((k - base))
+  n=$(ms in_vm "${writes//D/$d}")
+  printf '%-22s %9d %9d %9d %9d %9d %9d\n' "$2" $((w - base)) $((r - base)) $((c - base)) $((s - base)) $((k - base)) $((n - base))
 }
 host_row() {
-  local d=$share/host w r c s k
+  local d=$share/host w r c s k n
   mkdir -p "$d"
   w=$(ms sh -c "${seq_write//D/$d}")
   r=$(ms sh -c "${seq_read//D/$d}")
   c=$(ms sh -c "${create//D/$d}")
   s=$(ms sh -c "${stat_all//D/$d}")
   k=$(ms sh -c "${walk//D/$d}")
-  printf '%-22s %9d %9d %9d %9d %9d\n' "host filesystem" "$w" "$r" "$c" "$s" "$k"
+  n=$(ms sh -c "${writes//D/$d}")
+  printf '%-22s %9d %9d %9d %9d %9d %9d\n' "host filesystem" "$w" "$r" "$c" "$s" "$k" "$n"
 }
 
 # This kind of machine is itself a VM, and time its hypervisor takes away
@@ -78,8 +85,8 @@ host_row() {
 cpu_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t}' /proc/stat; }
 read -r steal0 all0 < <(cpu_ticks)
 
-printf '%-22s %9s %9s %9s %9s %9s   (ms; %d files, %d MiB; VM round trip %d ms subtracted)\n' \
-  "" "seq-write" "seq-read" "create" "stat" "walk" "$files" "$seq_mib" "$base"
+printf '%-22s %9s %9s %9s %9s %9s %9s   (ms; %d files, %d MiB; VM round trip %d ms subtracted)\n' \
+  "" "seq-write" "seq-read" "create" "stat" "walk" "writes" "$files" "$seq_mib" "$base"
 vm_row "$share/vm" "bind mount (virtio-fs)"
 vm_row /var/lib/berth/bench "VM disk (volume)"
 host_row
