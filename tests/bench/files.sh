@@ -51,31 +51,24 @@ seq_read="dd if=D/seq of=/dev/null bs=1M 2>/dev/null"
 writes="exec 3>D/w; for i in \$(seq 1 $files); do echo x >&3; done"
 drop="sync; echo 3 > /proc/sys/vm/drop_caches"
 
-vm_row() {  # dir label
-  local d=$1 w r c s k n
-  in_vm "mkdir -p $d"
-  w=$(ms in_vm "${seq_write//D/$d}")
-  in_vm "$drop"
-  r=$(ms in_vm "${seq_read//D/$d}")
-  c=$(ms in_vm "${create//D/$d}")
-  in_vm "$drop"
-  s=$(ms in_vm "${stat_all//D/$d}")
-  in_vm "$drop"
-  k=$(ms in_vm "${walk//D/$d}")
-  n=$(ms in_vm "${writes//D/$d}")
-  printf '%-22s %9d %9d %9d %9d %9d %9d\n' "$2" $((w - base)) $((r - base)) $((c - base)) $((s - base)) $((k - base)) $((n - base))
+# One row: the same steps through `run` (in the VM, or a host shell), with
+# `drop` between them (the guest's caches; the host's are left warm) and
+# `b` ms (the VM round trip) taken off each.
+row() {  # run drop b dir label
+  local run=$1 drop=$2 b=$3 d=$4 w r c s k n
+  $run "mkdir -p $d"
+  w=$(ms $run "${seq_write//D/$d}")
+  $run "$drop"
+  r=$(ms $run "${seq_read//D/$d}")
+  c=$(ms $run "${create//D/$d}")
+  $run "$drop"
+  s=$(ms $run "${stat_all//D/$d}")
+  $run "$drop"
+  k=$(ms $run "${walk//D/$d}")
+  n=$(ms $run "${writes//D/$d}")
+  printf '%-22s %9d %9d %9d %9d %9d %9d\n' "$5" $((w - b)) $((r - b)) $((c - b)) $((s - b)) $((k - b)) $((n - b))
 }
-host_row() {
-  local d=$share/host w r c s k n
-  mkdir -p "$d"
-  w=$(ms sh -c "${seq_write//D/$d}")
-  r=$(ms sh -c "${seq_read//D/$d}")
-  c=$(ms sh -c "${create//D/$d}")
-  s=$(ms sh -c "${stat_all//D/$d}")
-  k=$(ms sh -c "${walk//D/$d}")
-  n=$(ms sh -c "${writes//D/$d}")
-  printf '%-22s %9d %9d %9d %9d %9d %9d\n' "host filesystem" "$w" "$r" "$c" "$s" "$k" "$n"
-}
+on_host() { sh -c "$1"; }
 
 # This kind of machine is itself a VM, and time its hypervisor takes away
 # (steal) hits the share's column, which waits on three host threads per
@@ -87,9 +80,9 @@ read -r steal0 all0 < <(cpu_ticks)
 
 printf '%-22s %9s %9s %9s %9s %9s %9s   (ms; %d files, %d MiB; VM round trip %d ms subtracted)\n' \
   "" "seq-write" "seq-read" "create" "stat" "walk" "writes" "$files" "$seq_mib" "$base"
-vm_row "$share/vm" "bind mount (virtio-fs)"
-vm_row /var/lib/berth/bench "VM disk (volume)"
-host_row
+row in_vm "$drop" "$base" "$share/vm" "bind mount (virtio-fs)"
+row in_vm "$drop" "$base" /var/lib/berth/bench "VM disk (volume)"
+row on_host : 0 "$share/host" "host filesystem"
 read -r steal1 all1 < <(cpu_ticks)
 awk -v s=$((steal1 - steal0)) -v a=$((all1 - all0)) \
   'BEGIN {printf "host CPU stolen by its hypervisor during the run: %.1f%%\n", a ? 100 * s / a : 0}'
